@@ -1,0 +1,163 @@
+//! Stable numeric codes carried on the wire.
+//!
+//! Every number here is part of the protocol (docs/PROTOCOL.md). Never renumber
+//! a variant; add new ones at the end. `tests::codes_are_stable` pins them.
+
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident : $repr:ty {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:expr, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant = $value, )+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[ $( $name::$variant, )+ ];
+
+            /// The wire value.
+            pub const fn code(self) -> $repr {
+                self as $repr
+            }
+
+            /// Parses a wire value; `None` for an unknown value.
+            pub fn from_code(code: $repr) -> Option<Self> {
+                match code {
+                    $( $value => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Floor priority class, highest wins (TS 24.380 distinguishes emergency and
+    /// imminent peril calls from normal ones). A higher class pre-empts a lower
+    /// one regardless of the numeric priority.
+    #[derive(PartialOrd, Ord)]
+    pub enum Class: u8 {
+        /// Ordinary talk.
+        Normal = 0,
+        /// Imminent peril: someone is about to be hurt.
+        ImminentPeril = 1,
+        /// Emergency (SOS): outranks everything.
+        Emergency = 2,
+    }
+}
+
+wire_enum! {
+    /// Why a floor request was refused. Numbers follow TS 24.380 §8.2.6.2
+    /// (Floor Deny "Reject Cause") where a cause exists there.
+    pub enum DenyCause: u16 {
+        /// Another terminal holds the floor and queueing is not possible.
+        AnotherHasPermission = 1,
+        /// Internal error of the floor control server.
+        InternalError = 2,
+        /// The group has only the requester listening; nobody would hear.
+        OnlyOneParticipant = 3,
+        /// The terminal may only listen in this group.
+        ReceiveOnly = 5,
+        /// The queue is full.
+        NoResources = 6,
+        /// The terminal has not joined the group.
+        NotJoined = 100,
+        /// Any other reason.
+        Other = 255,
+    }
+}
+
+wire_enum! {
+    /// Why the floor was taken away from its holder. Numbers follow TS 24.380
+    /// §8.2.6.2 (Floor Revoke "Reject Cause").
+    pub enum RevokeCause: u16 {
+        /// The burst exceeded the group's talk-time limit (TS 24.380 T2).
+        BurstTooLong = 2,
+        /// The terminal is no longer allowed to talk in this group.
+        NoPermission = 3,
+        /// A request of higher class or priority pre-empted the burst.
+        Preempted = 4,
+        /// Any other reason, e.g. the gateway is shutting down.
+        Other = 255,
+    }
+}
+
+wire_enum! {
+    /// Error codes carried in an `Error` control frame. Non-fatal: the
+    /// connection stays open unless it is also closed with a [`CloseCode`].
+    pub enum ErrorCode: u16 {
+        /// The frame could not be decoded.
+        Malformed = 1,
+        /// The frame type is known but not allowed in this state.
+        UnexpectedFrame = 2,
+        /// The group does not exist.
+        UnknownGroup = 10,
+        /// The terminal may not join this group.
+        JoinDenied = 11,
+        /// The terminal is not a member of this group.
+        NotJoined = 12,
+        /// Too many groups joined at once.
+        TooManyGroups = 13,
+        /// The gateway failed internally; retry later.
+        Internal = 500,
+    }
+}
+
+wire_enum! {
+    /// QUIC application close codes (CONNECTION_CLOSE reason codes).
+    pub enum CloseCode: u32 {
+        /// Normal close by either side.
+        Normal = 0,
+        /// The peer broke the protocol (e.g. a malformed control frame).
+        ProtocolViolation = 1,
+        /// Unknown terminal or wrong credential.
+        AuthFailed = 2,
+        /// The same terminal connected again; this older session is replaced.
+        SessionReplaced = 3,
+        /// The gateway is shutting down; reconnect to another or later.
+        ServerShutdown = 4,
+        /// No `Hello` arrived in time.
+        HelloTimeout = 5,
+        /// The protocol version in `Hello` is not supported.
+        UnsupportedVersion = 6,
+        /// The terminal did not read its control stream fast enough.
+        TooSlow = 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable() {
+        let class: Vec<_> = Class::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(class, [0, 1, 2]);
+        let deny: Vec<_> = DenyCause::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(deny, [1, 2, 3, 5, 6, 100, 255]);
+        let revoke: Vec<_> = RevokeCause::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(revoke, [2, 3, 4, 255]);
+        let error: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(error, [1, 2, 10, 11, 12, 13, 500]);
+        let close: Vec<_> = CloseCode::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn unknown_codes_are_none() {
+        assert_eq!(Class::from_code(3), None);
+        assert_eq!(DenyCause::from_code(4), None);
+        assert_eq!(RevokeCause::from_code(1), None);
+        assert_eq!(ErrorCode::from_code(0), None);
+        assert_eq!(CloseCode::from_code(99), None);
+        for c in Class::ALL {
+            assert_eq!(Class::from_code(c.code()), Some(*c));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Floor control (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Governance tree (placeholder, being written).

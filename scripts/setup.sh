@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages the build needs, once. Idempotent and quiet when
+# everything is already present.
+#
+# The `opus` crate links libopus. Its bundled build needs cmake, which these
+# machines do not have, so we link the distribution's libopus instead, found
+# through pkg-config.
+set -euo pipefail
+
+need=()
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if ! pkg-config --exists opus 2>/dev/null; then need+=(libopus-dev); fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "setup: installing ${need[*]}" >&2
+if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+if command -v apt-get >/dev/null 2>&1; then
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+else
+  echo "setup: no apt-get here; install pkg-config and libopus (dev files) with your package manager" >&2
+  exit 1
+fi
+pkg-config --exists opus || { echo "setup: libopus still not found by pkg-config" >&2; exit 1; }
