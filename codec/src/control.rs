@@ -1,0 +1,636 @@
+//! Control frames, carried on the one bidirectional stream a terminal opens
+//! after the QUIC handshake.
+//!
+//! Every frame is `type: u8`, `length: u16` (big-endian, length of the body),
+//! then `length` bytes of body. Framing ([`split_frame`]) is separate from body
+//! decoding ([`ClientMsg::decode`], [`ServerMsg::decode`]) so that a receiver
+//! can skip a frame whose body it does not understand and stay in sync.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::reader::Reader;
+use crate::{Class, DenyCause, ErrorCode, GroupId, Malformed, RevokeCause, TerminalId};
+
+/// Protocol version spoken by this crate, sent in [`ClientMsg::Hello`].
+pub const VERSION: u8 = 1;
+
+/// Bytes of a frame header: type (1) and body length (2).
+pub const HEADER_LEN: usize = 3;
+
+/// Largest body a control frame may carry. Bigger payloads (alert attachments)
+/// travel on their own streams.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Longest credential accepted in `Hello`.
+pub const MAX_CREDENTIAL: usize = 64;
+
+/// Longest display name (UTF-8 bytes).
+pub const MAX_NAME: usize = 256;
+
+/// Longest human-readable error message (UTF-8 bytes).
+pub const MAX_MESSAGE: usize = 1024;
+
+/// Frame type numbers. Terminal-to-gateway types are `0x01..=0x3f`,
+/// gateway-to-terminal types are `0x40..=0x7f`.
+pub mod kind {
+    #![allow(missing_docs)]
+    pub const HELLO: u8 = 0x01;
+    pub const JOIN: u8 = 0x02;
+    pub const LEAVE: u8 = 0x03;
+    pub const FLOOR_REQUEST: u8 = 0x04;
+    pub const FLOOR_RELEASE: u8 = 0x05;
+    pub const PING: u8 = 0x06;
+    pub const LOGOUT: u8 = 0x07;
+
+    pub const WELCOME: u8 = 0x41;
+    pub const JOINED: u8 = 0x42;
+    pub const LEFT: u8 = 0x43;
+    pub const FLOOR_GRANTED: u8 = 0x44;
+    pub const FLOOR_DENIED: u8 = 0x45;
+    pub const FLOOR_QUEUED: u8 = 0x46;
+    pub const FLOOR_TAKEN: u8 = 0x47;
+    pub const FLOOR_IDLE: u8 = 0x48;
+    pub const FLOOR_REVOKED: u8 = 0x49;
+    pub const PRESENCE: u8 = 0x4a;
+    pub const ERROR: u8 = 0x4b;
+    pub const PONG: u8 = 0x4c;
+}
+
+/// Why a byte sequence is not a complete, valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// More bytes are needed; read more and try again. Not an error of the
+    /// peer.
+    #[error("incomplete frame")]
+    Incomplete,
+    /// The header announces a body longer than [`MAX_BODY`]. The stream
+    /// cannot be resynchronised: close the connection.
+    #[error("frame body of {0} bytes exceeds the limit of {MAX_BODY}")]
+    TooLong(usize),
+}
+
+/// One frame cut out of a byte stream, body not yet decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// The frame type (see [`kind`]).
+    pub kind: u8,
+    /// The body, exactly as long as the header said.
+    pub body: &'a [u8],
+}
+
+impl RawFrame<'_> {
+    /// Bytes this frame occupies in the stream, header included.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.body.len()
+    }
+
+    /// Whether the frame is empty; never true, a frame has a header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Cuts the first frame off `src`.
+///
+/// Returns [`FrameError::Incomplete`] until the whole frame is buffered.
+/// Consume `frame.len()` bytes after handling it.
+pub fn split_frame(src: &[u8]) -> Result<RawFrame<'_>, FrameError> {
+    if src.len() < HEADER_LEN {
+        return Err(FrameError::Incomplete);
+    }
+    let kind = src[0];
+    let len = usize::from(u16::from_be_bytes([src[1], src[2]]));
+    if len > MAX_BODY {
+        return Err(FrameError::TooLong(len));
+    }
+    let body = src
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .ok_or(FrameError::Incomplete)?;
+    Ok(RawFrame { kind, body })
+}
+
+/// Writes one frame: header, then the body produced by `body`.
+fn put_frame(out: &mut BytesMut, kind: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u8(kind);
+    out.put_u16(0);
+    body(out);
+    let len = out.len() - start - HEADER_LEN;
+    // Encoders only produce bodies below MAX_BODY: names and messages are
+    // truncated by `put_string`, lists are bounded by their callers.
+    assert!(len <= MAX_BODY, "control frame body of {len} bytes");
+    out[start + 1..start + 3].copy_from_slice(&(len as u16).to_be_bytes());
+}
+
+/// Writes a u16-length-prefixed string, truncated at a char boundary to
+/// `max` bytes so an over-long display name can never break framing.
+fn put_string(out: &mut BytesMut, s: &str, max: usize) {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.put_u16(end as u16);
+    out.put_slice(&s.as_bytes()[..end]);
+}
+
+fn class(r: &mut Reader<'_>) -> Result<Class, Malformed> {
+    Class::from_code(r.u8()?).ok_or(Malformed::InvalidValue("class"))
+}
+
+fn group(r: &mut Reader<'_>) -> Result<GroupId, Malformed> {
+    match r.u32()? {
+        0 => Err(Malformed::InvalidValue("group 0")),
+        g => Ok(GroupId(g)),
+    }
+}
+
+fn terminal(r: &mut Reader<'_>) -> Result<TerminalId, Malformed> {
+    match r.u32()? {
+        0 => Err(Malformed::InvalidValue("terminal 0")),
+        t => Ok(TerminalId(t)),
+    }
+}
+
+/// Frames a terminal sends to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMsg {
+    /// First frame on the control stream: who the terminal is.
+    Hello {
+        /// Protocol version, [`VERSION`].
+        version: u8,
+        /// The terminal's id from the org file.
+        terminal: TerminalId,
+        /// The terminal's provisioned credential (1 to [`MAX_CREDENTIAL`] bytes).
+        credential: Bytes,
+    },
+    /// Join a talk group (listen, and talk if allowed).
+    Join {
+        /// The group.
+        group: GroupId,
+    },
+    /// Leave a talk group.
+    Leave {
+        /// The group.
+        group: GroupId,
+    },
+    /// Ask for the floor (press the talk key).
+    FloorRequest {
+        /// The group.
+        group: GroupId,
+        /// Normal, imminent peril or emergency.
+        class: Class,
+    },
+    /// Give the floor back (release the talk key), or withdraw a queued request.
+    FloorRelease {
+        /// The group.
+        group: GroupId,
+    },
+    /// Application-level round-trip probe; answered with `Pong`.
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// The terminal logs out: the gateway forgets its groups instead of
+    /// keeping them for a reconnect.
+    Logout,
+}
+
+impl ClientMsg {
+    /// The frame type of this message.
+    pub fn kind(&self) -> u8 {
+        match self {
+            ClientMsg::Hello { .. } => kind::HELLO,
+            ClientMsg::Join { .. } => kind::JOIN,
+            ClientMsg::Leave { .. } => kind::LEAVE,
+            ClientMsg::FloorRequest { .. } => kind::FLOOR_REQUEST,
+            ClientMsg::FloorRelease { .. } => kind::FLOOR_RELEASE,
+            ClientMsg::Ping { .. } => kind::PING,
+            ClientMsg::Logout => kind::LOGOUT,
+        }
+    }
+
+    /// Appends this message as one frame to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        put_frame(out, self.kind(), |b| match self {
+            ClientMsg::Hello {
+                version,
+                terminal,
+                credential,
+            } => {
+                b.put_u8(*version);
+                b.put_u32(terminal.0);
+                let n = credential.len().min(MAX_CREDENTIAL);
+                b.put_u8(n as u8);
+                b.put_slice(&credential[..n]);
+            }
+            ClientMsg::Join { group } | ClientMsg::Leave { group } => b.put_u32(group.0),
+            ClientMsg::FloorRequest { group, class } => {
+                b.put_u32(group.0);
+                b.put_u8(class.code());
+            }
+            ClientMsg::FloorRelease { group } => b.put_u32(group.0),
+            ClientMsg::Ping { nonce } => b.put_u64(*nonce),
+            ClientMsg::Logout => {}
+        });
+    }
+
+    /// Decodes the body of a frame of type `kind`.
+    pub fn decode(frame: RawFrame<'_>) -> Result<Self, Malformed> {
+        let mut r = Reader::new(frame.body);
+        let msg = match frame.kind {
+            kind::HELLO => {
+                let version = r.u8()?;
+                let terminal = terminal(&mut r)?;
+                let n = usize::from(r.u8()?);
+                if n == 0 || n > MAX_CREDENTIAL {
+                    return Err(Malformed::InvalidValue("credential length"));
+                }
+                let credential = Bytes::copy_from_slice(r.bytes(n)?);
+                ClientMsg::Hello {
+                    version,
+                    terminal,
+                    credential,
+                }
+            }
+            kind::JOIN => ClientMsg::Join {
+                group: group(&mut r)?,
+            },
+            kind::LEAVE => ClientMsg::Leave {
+                group: group(&mut r)?,
+            },
+            kind::FLOOR_REQUEST => ClientMsg::FloorRequest {
+                group: group(&mut r)?,
+                class: class(&mut r)?,
+            },
+            kind::FLOOR_RELEASE => ClientMsg::FloorRelease {
+                group: group(&mut r)?,
+            },
+            kind::PING => ClientMsg::Ping { nonce: r.u64()? },
+            kind::LOGOUT => ClientMsg::Logout,
+            other => return Err(Malformed::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// A group the terminal is in, as listed in `Welcome`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The group.
+    pub group: GroupId,
+    /// Whether the terminal may request the floor there.
+    pub talk: bool,
+}
+
+/// Frames the gateway sends to a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMsg {
+    /// Authentication succeeded.
+    Welcome {
+        /// The authenticated terminal.
+        terminal: TerminalId,
+        /// Its display name from the org file.
+        name: String,
+        /// True when an earlier session's state (groups) was restored.
+        resumed: bool,
+        /// Groups the terminal is in now (non-empty only when resumed).
+        groups: Vec<Membership>,
+    },
+    /// A `Join` succeeded (also sent again for an already joined group).
+    Joined {
+        /// The group.
+        group: GroupId,
+        /// Whether the terminal may request the floor there.
+        talk: bool,
+        /// The group's (node's) display name.
+        name: String,
+        /// Members online in the group right now, the joiner included.
+        online: Vec<TerminalId>,
+    },
+    /// The terminal is no longer in the group.
+    Left {
+        /// The group.
+        group: GroupId,
+    },
+    /// The floor is the terminal's: send voice with this burst id.
+    FloorGranted {
+        /// The group.
+        group: GroupId,
+        /// Burst id to put in every voice datagram of this burst.
+        burst: u16,
+        /// Talk-time limit in milliseconds; the floor is revoked after it.
+        limit_ms: u32,
+    },
+    /// The request was refused.
+    FloorDenied {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        cause: DenyCause,
+    },
+    /// The request is queued; `position` 1 is next.
+    FloorQueued {
+        /// The group.
+        group: GroupId,
+        /// Position in the queue, from 1.
+        position: u16,
+    },
+    /// Someone else has the floor (also sent on join during a burst: late entry).
+    FloorTaken {
+        /// The group.
+        group: GroupId,
+        /// Who talks.
+        speaker: TerminalId,
+        /// The burst id the voice datagrams carry.
+        burst: u16,
+        /// The burst's class.
+        class: Class,
+        /// The speaker's display name.
+        name: String,
+    },
+    /// Nobody has the floor.
+    FloorIdle {
+        /// The group.
+        group: GroupId,
+    },
+    /// The terminal lost the floor involuntarily; stop sending.
+    FloorRevoked {
+        /// The group.
+        group: GroupId,
+        /// The burst that ended.
+        burst: u16,
+        /// Why.
+        cause: RevokeCause,
+    },
+    /// A member of a group came online or went offline.
+    Presence {
+        /// The group.
+        group: GroupId,
+        /// The member.
+        terminal: TerminalId,
+        /// Online now?
+        online: bool,
+    },
+    /// A request failed. The connection stays open.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Type of the frame that caused it (0 if none).
+        frame: u8,
+        /// The group concerned (none if the frame had none).
+        group: Option<GroupId>,
+        /// Human-readable detail, for logs.
+        message: String,
+    },
+    /// Answer to `Ping`.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+}
+
+impl ServerMsg {
+    /// The frame type of this message.
+    pub fn kind(&self) -> u8 {
+        match self {
+            ServerMsg::Welcome { .. } => kind::WELCOME,
+            ServerMsg::Joined { .. } => kind::JOINED,
+            ServerMsg::Left { .. } => kind::LEFT,
+            ServerMsg::FloorGranted { .. } => kind::FLOOR_GRANTED,
+            ServerMsg::FloorDenied { .. } => kind::FLOOR_DENIED,
+            ServerMsg::FloorQueued { .. } => kind::FLOOR_QUEUED,
+            ServerMsg::FloorTaken { .. } => kind::FLOOR_TAKEN,
+            ServerMsg::FloorIdle { .. } => kind::FLOOR_IDLE,
+            ServerMsg::FloorRevoked { .. } => kind::FLOOR_REVOKED,
+            ServerMsg::Presence { .. } => kind::PRESENCE,
+            ServerMsg::Error { .. } => kind::ERROR,
+            ServerMsg::Pong { .. } => kind::PONG,
+        }
+    }
+
+    /// The group this message is about, if any.
+    pub fn group(&self) -> Option<GroupId> {
+        match self {
+            ServerMsg::Welcome { .. } | ServerMsg::Pong { .. } => None,
+            ServerMsg::Error { group, .. } => *group,
+            ServerMsg::Joined { group, .. }
+            | ServerMsg::Left { group }
+            | ServerMsg::FloorGranted { group, .. }
+            | ServerMsg::FloorDenied { group, .. }
+            | ServerMsg::FloorQueued { group, .. }
+            | ServerMsg::FloorTaken { group, .. }
+            | ServerMsg::FloorIdle { group }
+            | ServerMsg::FloorRevoked { group, .. }
+            | ServerMsg::Presence { group, .. } => Some(*group),
+        }
+    }
+
+    /// Appends this message as one frame to `out`.
+    ///
+    /// Lists longer than fit in [`MAX_BODY`] are cut short; the gateway never
+    /// builds such lists (a group has far fewer members online).
+    pub fn encode(&self, out: &mut BytesMut) {
+        put_frame(out, self.kind(), |b| match self {
+            ServerMsg::Welcome {
+                terminal,
+                name,
+                resumed,
+                groups,
+            } => {
+                b.put_u32(terminal.0);
+                put_string(b, name, MAX_NAME);
+                b.put_u8(u8::from(*resumed));
+                let n = groups.len().min(MAX_LIST_GROUPS);
+                b.put_u16(n as u16);
+                for m in &groups[..n] {
+                    b.put_u32(m.group.0);
+                    b.put_u8(u8::from(m.talk));
+                }
+            }
+            ServerMsg::Joined {
+                group,
+                talk,
+                name,
+                online,
+            } => {
+                b.put_u32(group.0);
+                b.put_u8(u8::from(*talk));
+                put_string(b, name, MAX_NAME);
+                let n = online.len().min(MAX_LIST_TERMINALS);
+                b.put_u16(n as u16);
+                for t in &online[..n] {
+                    b.put_u32(t.0);
+                }
+            }
+            ServerMsg::Left { group } | ServerMsg::FloorIdle { group } => b.put_u32(group.0),
+            ServerMsg::FloorGranted {
+                group,
+                burst,
+                limit_ms,
+            } => {
+                b.put_u32(group.0);
+                b.put_u16(*burst);
+                b.put_u32(*limit_ms);
+            }
+            ServerMsg::FloorDenied { group, cause } => {
+                b.put_u32(group.0);
+                b.put_u16(cause.code());
+            }
+            ServerMsg::FloorQueued { group, position } => {
+                b.put_u32(group.0);
+                b.put_u16(*position);
+            }
+            ServerMsg::FloorTaken {
+                group,
+                speaker,
+                burst,
+                class,
+                name,
+            } => {
+                b.put_u32(group.0);
+                b.put_u32(speaker.0);
+                b.put_u16(*burst);
+                b.put_u8(class.code());
+                put_string(b, name, MAX_NAME);
+            }
+            ServerMsg::FloorRevoked {
+                group,
+                burst,
+                cause,
+            } => {
+                b.put_u32(group.0);
+                b.put_u16(*burst);
+                b.put_u16(cause.code());
+            }
+            ServerMsg::Presence {
+                group,
+                terminal,
+                online,
+            } => {
+                b.put_u32(group.0);
+                b.put_u32(terminal.0);
+                b.put_u8(u8::from(*online));
+            }
+            ServerMsg::Error {
+                code,
+                frame,
+                group,
+                message,
+            } => {
+                b.put_u16(code.code());
+                b.put_u8(*frame);
+                b.put_u32(group.map_or(0, |g| g.0));
+                put_string(b, message, MAX_MESSAGE);
+            }
+            ServerMsg::Pong { nonce } => b.put_u64(*nonce),
+        });
+    }
+
+    /// Decodes the body of a frame.
+    pub fn decode(frame: RawFrame<'_>) -> Result<Self, Malformed> {
+        let mut r = Reader::new(frame.body);
+        let msg = match frame.kind {
+            kind::WELCOME => {
+                let terminal = terminal(&mut r)?;
+                let name = r.string(MAX_NAME)?;
+                let resumed = r.bool()?;
+                let n = usize::from(r.u16()?);
+                if n > MAX_LIST_GROUPS {
+                    return Err(Malformed::TooLong);
+                }
+                let mut groups = Vec::with_capacity(n);
+                for _ in 0..n {
+                    groups.push(Membership {
+                        group: group(&mut r)?,
+                        talk: r.bool()?,
+                    });
+                }
+                ServerMsg::Welcome {
+                    terminal,
+                    name,
+                    resumed,
+                    groups,
+                }
+            }
+            kind::JOINED => {
+                let group = group(&mut r)?;
+                let talk = r.bool()?;
+                let name = r.string(MAX_NAME)?;
+                let n = usize::from(r.u16()?);
+                if n > MAX_LIST_TERMINALS {
+                    return Err(Malformed::TooLong);
+                }
+                let mut online = Vec::with_capacity(n);
+                for _ in 0..n {
+                    online.push(terminal(&mut r)?);
+                }
+                ServerMsg::Joined {
+                    group,
+                    talk,
+                    name,
+                    online,
+                }
+            }
+            kind::LEFT => ServerMsg::Left {
+                group: group(&mut r)?,
+            },
+            kind::FLOOR_GRANTED => ServerMsg::FloorGranted {
+                group: group(&mut r)?,
+                burst: r.u16()?,
+                limit_ms: r.u32()?,
+            },
+            kind::FLOOR_DENIED => ServerMsg::FloorDenied {
+                group: group(&mut r)?,
+                cause: DenyCause::from_code(r.u16()?)
+                    .ok_or(Malformed::InvalidValue("deny cause"))?,
+            },
+            kind::FLOOR_QUEUED => ServerMsg::FloorQueued {
+                group: group(&mut r)?,
+                position: r.u16()?,
+            },
+            kind::FLOOR_TAKEN => ServerMsg::FloorTaken {
+                group: group(&mut r)?,
+                speaker: terminal(&mut r)?,
+                burst: r.u16()?,
+                class: class(&mut r)?,
+                name: r.string(MAX_NAME)?,
+            },
+            kind::FLOOR_IDLE => ServerMsg::FloorIdle {
+                group: group(&mut r)?,
+            },
+            kind::FLOOR_REVOKED => ServerMsg::FloorRevoked {
+                group: group(&mut r)?,
+                burst: r.u16()?,
+                cause: RevokeCause::from_code(r.u16()?)
+                    .ok_or(Malformed::InvalidValue("revoke cause"))?,
+            },
+            kind::PRESENCE => ServerMsg::Presence {
+                group: group(&mut r)?,
+                terminal: terminal(&mut r)?,
+                online: r.bool()?,
+            },
+            kind::ERROR => ServerMsg::Error {
+                code: ErrorCode::from_code(r.u16()?)
+                    .ok_or(Malformed::InvalidValue("error code"))?,
+                frame: r.u8()?,
+                group: match r.u32()? {
+                    0 => None,
+                    g => Some(GroupId(g)),
+                },
+                message: r.string(MAX_MESSAGE)?,
+            },
+            kind::PONG => ServerMsg::Pong { nonce: r.u64()? },
+            other => return Err(Malformed::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// Most groups listed in one `Welcome` (5 bytes each).
+pub const MAX_LIST_GROUPS: usize = 2048;
+
+/// Most terminals listed in one `Joined` (4 bytes each).
+pub const MAX_LIST_TERMINALS: usize = 3072;
