@@ -58,7 +58,6 @@ pub mod kind {
 
 /// Why a byte sequence is not a complete, valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum FrameError {
     /// More bytes are needed; read more and try again. Not an error of the
     /// peer.

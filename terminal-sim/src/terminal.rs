@@ -1,0 +1,530 @@
+//! The reference terminal: what a handheld, phone app or console vendor
+//! embeds to talk to the gateway.
+//!
+//! ```no_run
+//! # async fn demo(ca: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+//! use ptt_codec::{Class, GroupId, TerminalId};
+//! use ptt_terminal_sim::terminal::{self, Terminal};
+//!
+//! let endpoint = terminal::endpoint("0.0.0.0:0".parse()?, &terminal::load_ca(ca)?)?;
+//! let credential = [0u8; 32]; // provisioned per terminal
+//! let mut t = Terminal::connect(&endpoint, "127.0.0.1:4433".parse()?, "localhost",
+//!     TerminalId(1001), &credential).await?;
+//! t.join(GroupId(42)).await?;
+//! let burst = t.talk(GroupId(42), Class::Normal).await?;
+//! t.send_voice(GroupId(42), burst, 0, &[0xf8, 0xff, 0xfe], false)?;
+//! t.release(GroupId(42))?;
+//! # Ok(()) }
+//! ```
+//!
+//! Control messages arrive in order through [`Terminal::next_event`]; voice
+//! datagrams through [`Terminal::recv_voice`]. Helpers such as
+//! [`Terminal::join`] wait for their answer and keep every other message for
+//! `next_event`, so nothing is lost while waiting.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ptt_codec::control::{split_frame, FrameError, VERSION};
+use ptt_codec::{
+    Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Malformed, Membership, RevokeCause,
+    ServerMsg, TerminalId, VoiceHeader,
+};
+use quinn::crypto::rustls::QuicClientConfig;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+/// How long helpers wait for the gateway's answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the terminal library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The gateway closed the connection with a protocol close code.
+    #[error("closed by the gateway: {code:?} ({reason})")]
+    Closed {
+        /// The close code, if it is one the protocol defines.
+        code: Option<CloseCode>,
+        /// The gateway's reason text.
+        reason: String,
+    },
+    /// The connection failed otherwise (timeout, reset, local close).
+    #[error("connection: {0}")]
+    Connection(quinn::ConnectionError),
+    /// Connecting failed before a connection existed.
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The gateway answered with an `Error` frame.
+    #[error("gateway error {code:?}: {message}")]
+    Refused {
+        /// Stable code.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// A floor request was denied.
+    #[error("floor denied: {0:?}")]
+    Denied(DenyCause),
+    /// The floor was revoked while waiting for it.
+    #[error("floor revoked: {0:?}")]
+    Revoked(RevokeCause),
+    /// The gateway sent something undecodable.
+    #[error("malformed frame from the gateway: {0}")]
+    Malformed(#[from] Malformed),
+    /// No answer in time.
+    #[error("no answer from the gateway within {0:?}")]
+    Timeout(Duration),
+    /// The control stream ended.
+    #[error("control stream closed")]
+    StreamClosed,
+    /// TLS configuration.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A local I/O error (certificate file, socket).
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The voice datagram could not be sent (too large, or datagrams off).
+    #[error("sending voice: {0}")]
+    SendDatagram(#[from] quinn::SendDatagramError),
+}
+
+impl From<quinn::ConnectionError> for Error {
+    fn from(e: quinn::ConnectionError) -> Self {
+        match e {
+            quinn::ConnectionError::ApplicationClosed(c) => Error::Closed {
+                code: u32::try_from(c.error_code.into_inner())
+                    .ok()
+                    .and_then(CloseCode::from_code),
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            },
+            other => Error::Connection(other),
+        }
+    }
+}
+
+/// Reads the PEM certificate(s) a terminal trusts (the gateway's
+/// self-signed `cert.pem`, or a CA).
+pub fn load_ca(path: &Path) -> Result<rustls::RootCertStore, Error> {
+    let pem = std::fs::read(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        roots.add(cert?).map_err(|e| Error::Tls(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls(format!("no certificate in {}", path.display())));
+    }
+    Ok(roots)
+}
+
+/// QUIC client configuration for terminals: TLS 1.3, the protocol's ALPN,
+/// keep-alives so NAT bindings of cellular networks stay open.
+pub fn client_config(roots: &rustls::RootCertStore) -> Result<quinn::ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s fits an idle timeout"),
+    ));
+    transport.datagram_receive_buffer_size(Some(256 * 1024));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// A client endpoint bound to `bind`, usable for many terminals at once.
+pub fn endpoint(bind: SocketAddr, roots: &rustls::RootCertStore) -> Result<quinn::Endpoint, Error> {
+    let mut endpoint = quinn::Endpoint::client(bind)?;
+    endpoint.set_default_client_config(client_config(roots)?);
+    Ok(endpoint)
+}
+
+/// What `Welcome` said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// This terminal.
+    pub terminal: TerminalId,
+    /// Its display name.
+    pub name: String,
+    /// Whether an earlier session's groups were restored.
+    pub resumed: bool,
+    /// Groups the terminal is in.
+    pub groups: Vec<Membership>,
+}
+
+/// What `Joined` said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// May this terminal talk there.
+    pub talk: bool,
+    /// The group's name.
+    pub name: String,
+    /// Members online.
+    pub online: Vec<TerminalId>,
+}
+
+/// Outcome of asking for the floor without waiting for a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloorAnswer {
+    /// Granted with this burst id.
+    Granted(u16),
+    /// Queued at this position; a `FloorGranted` follows later.
+    Queued(u16),
+    /// Denied.
+    Denied(DenyCause),
+}
+
+/// One voice frame received.
+#[derive(Debug, Clone)]
+pub struct Voice {
+    /// Parsed header (speaker stamped by the gateway).
+    pub header: VoiceHeader,
+    /// The whole datagram; `opus()` is the payload.
+    pub datagram: Bytes,
+}
+
+impl Voice {
+    /// The Opus packet.
+    pub fn opus(&self) -> &[u8] {
+        &self.datagram[ptt_codec::voice::VOICE_HEADER_LEN..]
+    }
+}
+
+/// A connected, authenticated terminal.
+#[derive(Debug)]
+pub struct Terminal {
+    conn: quinn::Connection,
+    id: TerminalId,
+    control: mpsc::UnboundedSender<ClientMsg>,
+    events: mpsc::UnboundedReceiver<Result<ServerMsg, Error>>,
+    pending: VecDeque<ServerMsg>,
+    welcome: Welcome,
+}
+
+impl Terminal {
+    /// Connects, authenticates, and waits for `Welcome`.
+    pub async fn connect(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        server_name: &str,
+        terminal: TerminalId,
+        credential: &[u8],
+    ) -> Result<Terminal, Error> {
+        let conn = endpoint.connect(addr, server_name)?.await?;
+        Self::handshake(conn, terminal, credential).await
+    }
+
+    /// Authenticates on an established connection.
+    pub async fn handshake(
+        conn: quinn::Connection,
+        terminal: TerminalId,
+        credential: &[u8],
+    ) -> Result<Terminal, Error> {
+        let (mut send, recv) = conn.open_bi().await?;
+        let mut hello = BytesMut::new();
+        ClientMsg::Hello {
+            version: VERSION,
+            terminal,
+            credential: Bytes::copy_from_slice(credential),
+        }
+        .encode(&mut hello);
+        send.write_all(&hello).await.map_err(write_error)?;
+
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(send, control_rx));
+        tokio::spawn(read_loop(recv, conn.clone(), events_tx));
+        let mut t = Terminal {
+            conn,
+            id: terminal,
+            control,
+            events,
+            pending: VecDeque::new(),
+            welcome: Welcome {
+                terminal,
+                name: String::new(),
+                resumed: false,
+                groups: Vec::new(),
+            },
+        };
+        let welcome = t
+            .wait_for(|m| match m {
+                ServerMsg::Welcome {
+                    terminal,
+                    name,
+                    resumed,
+                    groups,
+                } => Some(Ok(Welcome {
+                    terminal: *terminal,
+                    name: name.clone(),
+                    resumed: *resumed,
+                    groups: groups.clone(),
+                })),
+                _ => None,
+            })
+            .await?;
+        t.welcome = welcome;
+        Ok(t)
+    }
+
+    /// This terminal's id.
+    pub fn id(&self) -> TerminalId {
+        self.id
+    }
+
+    /// What the gateway said on connect.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// The QUIC connection (for stats, or to watch for its close).
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Sends a control message without waiting for an answer.
+    pub fn send(&self, msg: ClientMsg) -> Result<(), Error> {
+        self.control.send(msg).map_err(|_| Error::StreamClosed)
+    }
+
+    /// The next control message from the gateway. Errors when the connection
+    /// ended (with the gateway's close code, if it closed it).
+    pub async fn next_event(&mut self) -> Result<ServerMsg, Error> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(m);
+        }
+        match self.events.recv().await {
+            Some(r) => r,
+            None => Err(self.closed_error()),
+        }
+    }
+
+    /// Like [`Terminal::next_event`], but gives up after `timeout`.
+    pub async fn next_event_within(&mut self, timeout: Duration) -> Result<ServerMsg, Error> {
+        tokio::time::timeout(timeout, self.next_event())
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
+    }
+
+    fn closed_error(&self) -> Error {
+        match self.conn.close_reason() {
+            Some(e) => e.into(),
+            None => Error::StreamClosed,
+        }
+    }
+
+    /// Waits for the first message `pick` accepts, keeping the others for
+    /// `next_event` in arrival order.
+    pub async fn wait_for<T>(
+        &mut self,
+        mut pick: impl FnMut(&ServerMsg) -> Option<Result<T, Error>>,
+    ) -> Result<T, Error> {
+        if let Some(i) = self.pending.iter().position(|m| pick(m).is_some()) {
+            let m = self.pending.remove(i).expect("index from position");
+            return pick(&m).expect("matched above");
+        }
+        let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return Err(Error::Timeout(ANSWER_TIMEOUT)),
+                Ok(None) => return Err(self.closed_error()),
+                Ok(Some(r)) => r?,
+            };
+            match pick(&msg) {
+                Some(r) => return r,
+                None => self.pending.push_back(msg),
+            }
+        }
+    }
+
+    /// Joins `group` and waits for the answer.
+    pub async fn join(&mut self, group: GroupId) -> Result<Joined, Error> {
+        self.send(ClientMsg::Join { group })?;
+        self.wait_for(|m| match m {
+            ServerMsg::Joined {
+                group: g,
+                talk,
+                name,
+                online,
+            } if *g == group => Some(Ok(Joined {
+                talk: *talk,
+                name: name.clone(),
+                online: online.clone(),
+            })),
+            ServerMsg::Error {
+                code,
+                group: Some(g),
+                message,
+                ..
+            } if *g == group => Some(Err(Error::Refused {
+                code: *code,
+                message: message.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Leaves `group` and waits for the answer.
+    pub async fn leave(&mut self, group: GroupId) -> Result<(), Error> {
+        self.send(ClientMsg::Leave { group })?;
+        self.wait_for(|m| match m {
+            ServerMsg::Left { group: g } if *g == group => Some(Ok(())),
+            ServerMsg::Error {
+                code,
+                group: Some(g),
+                message,
+                ..
+            } if *g == group => Some(Err(Error::Refused {
+                code: *code,
+                message: message.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Presses the talk key and returns the first answer: granted, queued or
+    /// denied.
+    pub async fn request_floor(&mut self, group: GroupId, class: Class) -> Result<FloorAnswer, Error> {
+        self.send(ClientMsg::FloorRequest { group, class })?;
+        self.wait_for(|m| floor_answer(m, group).map(Ok)).await
+    }
+
+    /// Presses the talk key and waits until the floor is granted (through
+    /// the queue if need be). Returns the burst id.
+    pub async fn talk(&mut self, group: GroupId, class: Class) -> Result<u16, Error> {
+        self.send(ClientMsg::FloorRequest { group, class })?;
+        self.wait_for(|m| match floor_answer(m, group)? {
+            FloorAnswer::Granted(b) => Some(Ok(b)),
+            FloorAnswer::Queued(_) => None,
+            FloorAnswer::Denied(c) => Some(Err(Error::Denied(c))),
+        })
+        .await
+    }
+
+    /// Releases the talk key (or withdraws a queued request).
+    pub fn release(&self, group: GroupId) -> Result<(), Error> {
+        self.send(ClientMsg::FloorRelease { group })
+    }
+
+    /// Sends one Opus frame of burst `burst`.
+    pub fn send_voice(&self, group: GroupId, burst: u16, seq: u16, opus: &[u8], end: bool) -> Result<(), Error> {
+        let header = VoiceHeader {
+            group,
+            speaker: 0,
+            burst,
+            seq,
+            flags: if end { ptt_codec::voice::FLAG_END } else { 0 },
+        };
+        self.send_raw_datagram(header.to_datagram(opus))
+    }
+
+    /// Sends arbitrary bytes as a datagram (for tests of hostile input).
+    pub fn send_raw_datagram(&self, datagram: Bytes) -> Result<(), Error> {
+        Ok(self.conn.send_datagram(datagram)?)
+    }
+
+    /// Waits for the next voice datagram. Undecodable datagrams are skipped.
+    pub async fn recv_voice(&self) -> Result<Voice, Error> {
+        loop {
+            let datagram = self.conn.read_datagram().await?;
+            if let Ok((header, _)) = VoiceHeader::decode(&datagram) {
+                return Ok(Voice { header, datagram });
+            }
+        }
+    }
+
+    /// Logs out: the gateway forgets this terminal's groups.
+    pub fn logout(&self) -> Result<(), Error> {
+        self.send(ClientMsg::Logout)
+    }
+
+    /// Closes the connection without logging out: the gateway keeps the
+    /// groups for a reconnect.
+    pub fn close(&self) {
+        self.conn.close(quinn::VarInt::from_u32(CloseCode::Normal.code()), b"bye");
+    }
+}
+
+fn floor_answer(m: &ServerMsg, group: GroupId) -> Option<FloorAnswer> {
+    match m {
+        ServerMsg::FloorGranted { group: g, burst, .. } if *g == group => Some(FloorAnswer::Granted(*burst)),
+        ServerMsg::FloorQueued { group: g, position } if *g == group => Some(FloorAnswer::Queued(*position)),
+        ServerMsg::FloorDenied { group: g, cause } if *g == group => Some(FloorAnswer::Denied(*cause)),
+        _ => None,
+    }
+}
+
+fn write_error(e: quinn::WriteError) -> Error {
+    match e {
+        quinn::WriteError::ConnectionLost(c) => c.into(),
+        _ => Error::StreamClosed,
+    }
+}
+
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<ClientMsg>) {
+    let mut buf = BytesMut::new();
+    while let Some(msg) = rx.recv().await {
+        buf.clear();
+        msg.encode(&mut buf);
+        while let Ok(msg) = rx.try_recv() {
+            msg.encode(&mut buf);
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    conn: quinn::Connection,
+    tx: mpsc::UnboundedSender<Result<ServerMsg, Error>>,
+) {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        match split_frame(&buf) {
+            Ok(frame) => {
+                let len = frame.len();
+                let msg = ServerMsg::decode(frame).map_err(Error::from);
+                let _ = buf.split_to(len);
+                if tx.send(msg).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(FrameError::TooLong(_)) => {
+                let _ = tx.send(Err(Error::Malformed(Malformed::TooLong)));
+                return;
+            }
+            Err(FrameError::Incomplete) => {}
+        }
+        match recv.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {}
+            _ => {
+                let err = match conn.close_reason() {
+                    Some(e) => e.into(),
+                    None => match tokio::time::timeout(Duration::from_secs(1), conn.closed()).await {
+                        Ok(e) => e.into(),
+                        Err(_) => Error::StreamClosed,
+                    },
+                };
+                let _ = tx.send(Err(err));
+                return;
+            }
+        }
+    }
+}
