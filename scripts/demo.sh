@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The main job: build, generate a demo city, start a gateway on embedded
+# defaults, run a short simulated drill against it (steady group voice, then
+# floor contention), print the summaries, stop the gateway.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+units=${DEMO_UNITS:-300}
+groups=${DEMO_GROUPS:-40}
+seconds=${DEMO_SECONDS:-15}
+port=${DEMO_PORT:-47433}
+dir=demo-data
+
+echo "== building (release) =="
+cargo build --release --bins --quiet
+bin=target/release
+
+rm -rf "$dir"
+mkdir -p "$dir"
+echo "== generating a demo city of $units co-governance units =="
+"$bin/terminal-sim" gen-city --units "$units" --out "$dir/city.toml"
+
+echo "== starting the gateway on 127.0.0.1:$port =="
+RUST_LOG=${RUST_LOG:-info,quinn=warn} "$bin/ptt-gateway" serve \
+  --listen "127.0.0.1:$port" --data-dir "$dir/gateway" --org "$dir/city.toml" \
+  >"$dir/gateway.log" 2>&1 &
+gw=$!
+trap 'kill -TERM $gw 2>/dev/null || true; wait $gw 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  grep -q "gateway listening" "$dir/gateway.log" 2>/dev/null && break
+  kill -0 $gw 2>/dev/null || { cat "$dir/gateway.log"; exit 1; }
+  sleep 0.1
+done
+
+run() {
+  local scenario=$1
+  echo
+  echo "== $scenario: $groups unit groups for $seconds s =="
+  "$bin/terminal-sim" run --gateway "127.0.0.1:$port" --ca "$dir/gateway/cert.pem" \
+    --org "$dir/city.toml" --scenario "$scenario" --duration "$seconds" --groups "$groups" \
+    --gateway-pid $gw --report "$dir/$scenario.json" "${@:2}"
+}
+run voice-steady --record-dir "$dir/recordings"
+run floor-contention
+
+echo
+echo "== stopping the gateway (SIGTERM) =="
+kill -TERM $gw
+wait $gw
+trap - EXIT
+tail -n 3 "$dir/gateway.log"
+echo "reports: $dir/*.json; what listeners heard: $dir/recordings/*.wav"

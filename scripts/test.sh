@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every check CI runs: formatting, lints, unit, property and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# End-to-end tests start the real binaries: build them first.
+cargo build --workspace --bins --quiet
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  cargo test --workspace --doc --quiet
+else
+  cargo test --workspace --no-fail-fast
+fi
