@@ -1,5 +1,27 @@
 //! The PTT gateway: a QUIC server relaying group voice and alerts between
 //! terminals of a city's governance tree.
+//!
+//! Layout, from the wire inwards:
+//! - [`server`]: the listener; [`Gateway::run`] takes its endpoint and a
+//!   shutdown future, so tests bind port 0 and stop cleanly.
+//! - `session`: one terminal's connection (authentication, control
+//!   stream, voice datagrams).
+//! - `group`: a talk group at run time, the async shell around
+//!   [`floor::Machine`], publishing [`fanout::Snapshot`]s.
+//! - [`fanout`]: the lock-free voice relay path.
+//! - [`floor`]: sans-I/O floor control (TS 24.380).
+//! - [`org`]: the governance tree, authorisation policy and credentials.
+//! - [`config`], [`tls`]: configuration and certificates.
 
+pub mod config;
+pub mod fanout;
 pub mod floor;
+mod group;
+pub mod metrics;
 pub mod org;
+pub mod server;
+mod session;
+pub mod tls;
+
+pub use config::Config;
+pub use server::Gateway;

@@ -1,1 +1,175 @@
-fn main() {}
+//! `ptt-gateway`: parse configuration, install logging, run the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use ptt_codec::TerminalId;
+use ptt_gateway::org::{auth::ProvisioningKey, Org};
+use ptt_gateway::{tls, Config, Gateway};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "QUIC push-to-talk and alert gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve terminals until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Print the credential to provision into one terminal (hex).
+    Credential {
+        /// The org file (its key_file holds the provisioning key).
+        #[arg(long)]
+        org: PathBuf,
+        /// Provisioning key file, overriding the org file's key_file.
+        #[arg(long)]
+        provisioning_key: Option<PathBuf>,
+        /// Terminal id.
+        #[arg(long)]
+        terminal: u32,
+    },
+}
+
+/// Flags override the config file; a flag not given leaves the file's value.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// UDP address to listen on [default: 0.0.0.0:4433].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory (generated certificate, database) [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Org file: governance tree and terminals.
+    #[arg(long)]
+    org: Option<PathBuf>,
+    /// PEM certificate chain (with --key); default: self-signed in the data dir.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Provisioning key file, overriding the org file's key_file.
+    #[arg(long)]
+    provisioning_key: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        apply(&mut config, self);
+        Ok(config)
+    }
+}
+
+fn apply(config: &mut Config, args: &ServeArgs) {
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    for (field, flag) in [
+        (&mut config.org, &args.org),
+        (&mut config.cert, &args.cert),
+        (&mut config.key, &args.key),
+        (&mut config.provisioning_key, &args.provisioning_key),
+    ] {
+        if flag.is_some() {
+            field.clone_from(flag);
+        }
+    }
+}
+
+fn load_org(org: Option<&PathBuf>, key: Option<&PathBuf>) -> anyhow::Result<(Org, ProvisioningKey)> {
+    let Some(path) = org else {
+        bail!("no org file: pass --org FILE or set `org` in the config file (terminal-sim gen-city writes one)");
+    };
+    let org = Org::load(path).with_context(|| format!("loading org file {}", path.display()))?;
+    let key_path = match (key, org.key_file()) {
+        (Some(k), _) => k.clone(),
+        (None, Some(k)) => k.to_path_buf(),
+        (None, None) => bail!("no provisioning key: set key_file in the org file or pass --provisioning-key"),
+    };
+    let key = ProvisioningKey::load(&key_path)
+        .with_context(|| format!("loading provisioning key {}", key_path.display()))?;
+    Ok((org, key))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn,rustls=warn".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Credential {
+            org,
+            provisioning_key,
+            terminal,
+        } => {
+            let (org, key) = load_org(Some(&org), provisioning_key.as_ref())?;
+            if org.terminal(TerminalId(terminal)).is_none() {
+                bail!("terminal {terminal} is not in the org file");
+            }
+            println!("{}", hex::encode(key.credential(TerminalId(terminal))));
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let config = args.config()?;
+            let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async move {
+                let id = tls::identity(&config)?;
+                let endpoint = tls::bind(config.listen, &id, &config.transport)?;
+                tracing::info!(
+                    listen = %endpoint.local_addr()?,
+                    cert = %id.cert_path.display(),
+                    terminals = org.terminals().count(),
+                    "starting"
+                );
+                Gateway::new(config, org, key).run(endpoint, shutdown_signal()).await;
+                Ok(())
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_do_not_clobber_the_file() {
+        let mut config: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/ptt\"\norg = \"city.toml\"\n",
+        )
+        .unwrap();
+        let args = Cli::parse_from(["ptt-gateway", "serve", "--data-dir", "/tmp/x"]);
+        let Command::Serve(args) = args.command else { unreachable!() };
+        apply(&mut config, &args);
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.org, Some(PathBuf::from("city.toml")));
+    }
+}

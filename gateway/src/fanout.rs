@@ -1,0 +1,279 @@
+//! The voice relay path: who receives a frame, and whether it is relayed at
+//! all.
+//!
+//! The per-frame path takes no lock. Each group publishes an immutable
+//! [`Snapshot`] (current burst + receivers) through an `ArcSwap`; the group
+//! replaces the whole snapshot whenever membership or the floor holder
+//! changes, and the relay reads whichever snapshot is current. One incoming
+//! frame becomes one `Bytes` (the speaker stamped in), cloned by reference
+//! count into every receiver's connection.
+//!
+//! Stale voice is never queued: the gateway keeps no buffer of its own, and
+//! each connection's datagram send buffer is small (see
+//! [`crate::config::Transport::datagram_send_buffer`]) so that when a
+//! receiver's path is slower than the voice, quinn drops the oldest frames.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ptt_codec::voice::stamp_speaker;
+use ptt_codec::{TerminalId, VoiceHeader};
+
+/// Something a datagram can be handed to: a QUIC connection in the gateway,
+/// a counter in benchmarks and tests.
+pub trait Sink {
+    /// Queues one datagram. An error means this receiver cannot take it (the
+    /// connection is gone); other receivers are unaffected.
+    fn send(&self, datagram: Bytes) -> Result<(), SinkError>;
+}
+
+impl Sink for Box<dyn Sink> {
+    fn send(&self, datagram: Bytes) -> Result<(), SinkError> {
+        (**self).send(datagram)
+    }
+}
+
+/// A receiver refused a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("receiver refused the datagram")]
+pub struct SinkError;
+
+impl Sink for quinn::Connection {
+    fn send(&self, datagram: Bytes) -> Result<(), SinkError> {
+        self.send_datagram(datagram).map_err(|_| SinkError)
+    }
+}
+
+/// The burst a group is relaying now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Talker {
+    /// The floor holder: the only terminal whose voice is relayed.
+    pub terminal: TerminalId,
+    /// The burst id granted to it; frames of older bursts are dropped.
+    pub burst: u16,
+}
+
+/// One listener of a group.
+#[derive(Debug, Clone)]
+pub struct Receiver<S> {
+    /// Who listens; a talker never receives its own voice.
+    pub terminal: TerminalId,
+    /// Where its datagrams go.
+    pub sink: S,
+}
+
+/// What a group's relay needs to know, published whole on every change.
+#[derive(Debug)]
+pub struct Snapshot<S> {
+    /// Current burst, if anyone holds the floor.
+    pub talker: Option<Talker>,
+    /// Everyone who hears the group: members and monitoring consoles, each
+    /// exactly once.
+    pub receivers: Arc<[Receiver<S>]>,
+}
+
+impl<S> Default for Snapshot<S> {
+    fn default() -> Self {
+        Self {
+            talker: None,
+            receivers: Arc::new([]),
+        }
+    }
+}
+
+/// Why a voice datagram was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Drop {
+    /// The sender does not hold the floor, or sent a burst id other than the
+    /// one it was granted (a frame from an earlier burst).
+    #[error("sender does not hold the floor")]
+    NotHolder,
+}
+
+/// Outcome of relaying one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Relayed {
+    /// Receivers whose connection accepted the frame.
+    pub delivered: usize,
+    /// Receivers whose connection refused it.
+    pub failed: usize,
+}
+
+/// Checks that `sender` may send a frame with this header in the group whose
+/// snapshot is given: it must hold the floor, with the burst id it was granted.
+pub fn admit<S>(snapshot: &Snapshot<S>, sender: TerminalId, header: &VoiceHeader) -> Result<(), Drop> {
+    match snapshot.talker {
+        Some(t) if t.terminal == sender && t.burst == header.burst => Ok(()),
+        _ => Err(Drop::NotHolder),
+    }
+}
+
+/// Relays an admitted frame from `sender` to every receiver but the sender,
+/// with the speaker field stamped by the gateway.
+pub fn relay<S: Sink>(snapshot: &Snapshot<S>, sender: TerminalId, datagram: &[u8]) -> Relayed {
+    let stamped = stamp_speaker(datagram, sender);
+    let mut out = Relayed::default();
+    for r in snapshot.receivers.iter() {
+        if r.terminal == sender {
+            continue;
+        }
+        match r.sink.send(stamped.clone()) {
+            Ok(()) => out.delivered += 1,
+            Err(SinkError) => out.failed += 1,
+        }
+    }
+    out
+}
+
+/// Per-connection voice rate limit: a token bucket in frames.
+///
+/// One 20 ms talker sends 50 frames/s per group; the default allows a few
+/// groups at once plus jitter bursts, and stops a terminal flooding the relay.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl RateLimit {
+    /// `per_second` sustained frames with bursts of up to `burst` frames.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: None,
+        }
+    }
+
+    /// Takes one token at `now`; false if the frame must be dropped.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last);
+            self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptt_codec::GroupId;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Bytes>>);
+
+    impl Sink for Arc<Recorder> {
+        fn send(&self, datagram: Bytes) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push(datagram);
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Closed;
+
+    impl Sink for Closed {
+        fn send(&self, _: Bytes) -> Result<(), SinkError> {
+            Err(SinkError)
+        }
+    }
+
+    fn frame(speaker: u32, burst: u16) -> Bytes {
+        VoiceHeader {
+            group: GroupId(9),
+            speaker,
+            burst,
+            seq: 3,
+            flags: 0,
+        }
+        .to_datagram(b"opus")
+    }
+
+    fn snapshot(talker: Option<(u32, u16)>, n: u32) -> (Snapshot<Arc<Recorder>>, Vec<Arc<Recorder>>) {
+        let sinks: Vec<_> = (0..n).map(|_| Arc::new(Recorder::default())).collect();
+        let receivers = sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Receiver {
+                terminal: TerminalId(i as u32 + 1),
+                sink: s.clone(),
+            })
+            .collect();
+        let talker = talker.map(|(t, burst)| Talker {
+            terminal: TerminalId(t),
+            burst,
+        });
+        (Snapshot { talker, receivers }, sinks)
+    }
+
+    #[test]
+    fn only_the_holder_with_its_burst_is_admitted() {
+        let (snap, _) = snapshot(Some((1, 5)), 3);
+        let header = |burst| VoiceHeader::decode(&frame(0, burst)).unwrap().0;
+        assert!(admit(&snap, TerminalId(1), &header(5)).is_ok());
+        assert_eq!(admit(&snap, TerminalId(2), &header(5)), Err(Drop::NotHolder));
+        assert_eq!(admit(&snap, TerminalId(1), &header(4)), Err(Drop::NotHolder));
+        let (idle, _) = snapshot(None, 3);
+        assert_eq!(admit(&idle, TerminalId(1), &header(5)), Err(Drop::NotHolder));
+    }
+
+    #[test]
+    fn every_receiver_but_the_sender_gets_one_stamped_copy() {
+        let (snap, sinks) = snapshot(Some((2, 5)), 4);
+        // The sender claims to be terminal 3; the gateway knows it is 2.
+        let out = relay(&snap, TerminalId(2), &frame(3, 5));
+        assert_eq!(out, Relayed { delivered: 3, failed: 0 });
+        for (i, s) in sinks.iter().enumerate() {
+            let got = s.0.lock().unwrap();
+            if i == 1 {
+                assert!(got.is_empty(), "the talker must not hear itself");
+                continue;
+            }
+            assert_eq!(got.len(), 1);
+            let (h, opus) = VoiceHeader::decode(&got[0]).unwrap();
+            assert_eq!(h.speaker, 2);
+            assert_eq!(opus, b"opus");
+        }
+        // All receivers share one buffer.
+        let a = sinks[0].0.lock().unwrap()[0].as_ptr();
+        let b = sinks[3].0.lock().unwrap()[0].as_ptr();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_closed_receiver_does_not_stop_the_others() {
+        let receivers: Arc<[Receiver<Box<dyn Sink>>]> = Arc::new([
+            Receiver { terminal: TerminalId(5), sink: Box::new(Closed) as Box<dyn Sink> },
+            Receiver { terminal: TerminalId(6), sink: Box::new(Arc::new(Recorder::default())) },
+        ]);
+        let snap = Snapshot { talker: None, receivers };
+        assert_eq!(relay(&snap, TerminalId(1), &frame(0, 1)), Relayed { delivered: 1, failed: 1 });
+    }
+
+    #[test]
+    fn rate_limit_refills_over_time() {
+        let t0 = Instant::now();
+        let mut rl = RateLimit::new(50, 10);
+        assert_eq!((0..20).filter(|_| rl.allow(t0)).count(), 10);
+        assert!(!rl.allow(t0));
+        // 100 ms later: 5 more frames.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!((0..20).filter(|_| rl.allow(t1)).count(), 5);
+        // Never above the burst, however long the pause.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..20).filter(|_| rl.allow(t2)).count(), 10);
+    }
+}

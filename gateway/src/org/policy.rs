@@ -1,0 +1,156 @@
+//! Authorisation: who may join, listen and talk in which group, and with
+//! which floor priority.
+
+use ptt_codec::{GroupId, TerminalId};
+use serde::Deserialize;
+
+use super::{NodeKind, Org, Role, TerminalKind};
+
+/// The authorisation policy, `[policy]` in the gateway config.
+///
+/// Defaults follow how co-governance units work (FIELD.md): each unit talks
+/// among itself and hears its station; police lead the units of their police
+/// station; command rooms monitor and talk into everything below them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Members (guards, staff, volunteers) may listen to their
+    /// co-governance station's group. Default true.
+    pub member_listens_station: bool,
+    /// Police and auxiliary police may join and talk in any group under
+    /// their ancestor of this kind. Default `police_station`; `district`
+    /// widens it.
+    pub police_scope: NodeKind,
+    /// Consoles may talk (not only monitor) in the groups under their node.
+    /// Default true.
+    pub console_talk: bool,
+    /// Floor priority per role.
+    pub priority: RolePriorities,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            member_listens_station: true,
+            police_scope: NodeKind::PoliceStation,
+            console_talk: true,
+            priority: RolePriorities::default(),
+        }
+    }
+}
+
+/// Floor priority (0-255, higher wins) per role. The command room outranks
+/// a guard on the air (FIELD.md); an emergency class outranks any priority.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolePriorities {
+    /// Consoles and dispatchers. Default 200.
+    pub dispatcher: u8,
+    /// Police officers. Default 150.
+    pub police: u8,
+    /// Auxiliary police. Default 120.
+    pub auxiliary_police: u8,
+    /// Security guards. Default 80.
+    pub security_guard: u8,
+    /// Staff. Default 60.
+    pub staff: u8,
+    /// Volunteers. Default 60.
+    pub volunteer: u8,
+}
+
+impl Default for RolePriorities {
+    fn default() -> Self {
+        Self {
+            dispatcher: 200,
+            police: 150,
+            auxiliary_police: 120,
+            security_guard: 80,
+            staff: 60,
+            volunteer: 60,
+        }
+    }
+}
+
+impl Policy {
+    /// Floor priority of a terminal; a console device counts as a dispatcher
+    /// whatever its user's role.
+    pub fn priority(&self, role: Role, kind: TerminalKind) -> u8 {
+        let p = &self.priority;
+        if kind == TerminalKind::Console {
+            return p.dispatcher;
+        }
+        match role {
+            Role::Dispatcher => p.dispatcher,
+            Role::Police => p.police,
+            Role::AuxiliaryPolice => p.auxiliary_police,
+            Role::SecurityGuard => p.security_guard,
+            Role::Staff => p.staff,
+            Role::Volunteer => p.volunteer,
+        }
+    }
+}
+
+/// What a terminal may do in a group it joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rights {
+    /// Hear the group.
+    pub listen: bool,
+    /// Request the floor.
+    pub talk: bool,
+}
+
+/// Why a terminal has no rights in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The terminal is not in the org.
+    #[error("unknown terminal")]
+    UnknownTerminal,
+    /// The group is not in the org.
+    #[error("unknown group")]
+    UnknownGroup,
+    /// The policy does not allow it.
+    #[error("not allowed")]
+    NotAllowed,
+}
+
+impl Org {
+    /// The rights of `terminal` in `group` under `policy`.
+    pub fn rights(&self, policy: &Policy, terminal: TerminalId, group: GroupId) -> Result<Rights, Denied> {
+        let t = self.terminal(terminal).ok_or(Denied::UnknownTerminal)?;
+        self.node(group).ok_or(Denied::UnknownGroup)?;
+        let both = Rights {
+            listen: true,
+            talk: true,
+        };
+        if t.is_console() {
+            return if self.is_ancestor_or_self(t.node, group.0) {
+                Ok(Rights {
+                    listen: true,
+                    talk: policy.console_talk,
+                })
+            } else {
+                Err(Denied::NotAllowed)
+            };
+        }
+        match t.role {
+            Role::Police | Role::AuxiliaryPolice => {
+                let scope = self.ancestor_of_kind(t.node, policy.police_scope).unwrap_or(t.node);
+                if self.is_ancestor_or_self(scope, group.0) {
+                    Ok(both)
+                } else {
+                    Err(Denied::NotAllowed)
+                }
+            }
+            _ if group.0 == t.node => Ok(both),
+            _ if policy.member_listens_station
+                && self.ancestor_of_kind(t.node, NodeKind::Station) == Some(group.0) =>
+            {
+                Ok(Rights {
+                    listen: true,
+                    talk: false,
+                })
+            }
+            _ => Err(Denied::NotAllowed),
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! One terminal's connection: handshake, authentication, the control-stream
+//! loop, the voice datagram loop, and cleanup.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ptt_codec::control::{split_frame, FrameError, VERSION};
+use ptt_codec::{
+    ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
+    VoiceHeader,
+};
+use quinn::{Connection, RecvStream, SendStream};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::fanout::{self, RateLimit};
+use crate::group::{Link, Member};
+use crate::metrics::Metrics;
+use crate::org::Denied;
+use crate::server::Shared;
+
+/// Control messages waiting to be written to one terminal.
+///
+/// Sending never blocks the caller (group code holds a lock): when the queue
+/// is full the terminal is not reading and is disconnected, rather than
+/// letting its backlog grow or silently losing floor messages.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<ServerMsg>,
+    conn: Connection,
+}
+
+impl Outbox {
+    /// Queues `msg` for the terminal.
+    pub fn send(&self, msg: ServerMsg) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                close(&self.conn, CloseCode::TooSlow, "control stream not read");
+            }
+            // The session is ending; its cleanup tells the groups.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+fn close(conn: &Connection, code: CloseCode, reason: &str) {
+    conn.close(quinn::VarInt::from_u32(code.code()), reason.as_bytes());
+}
+
+/// What the gateway remembers of a terminal across connections.
+#[derive(Debug, Default)]
+pub(crate) struct Remembered {
+    /// The live session, if any: its id and connection.
+    pub(crate) session: Option<(u64, Connection)>,
+    /// Groups the terminal is in, with its talk right there. Kept while it
+    /// is offline so a reconnect restores them.
+    pub(crate) groups: BTreeMap<GroupId, bool>,
+}
+
+/// Why a session ended early, for the log.
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("reading control stream: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("closed: {0}")]
+    Closed(&'static str),
+}
+
+/// Drives one incoming connection until it ends.
+pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+    };
+    Metrics::add(&shared.metrics.connections_accepted, 1);
+    let hello_timeout = Duration::from_millis(u64::from(shared.config.session.hello_timeout_ms));
+    let (send, mut recv, terminal) =
+        match tokio::time::timeout(hello_timeout, authenticate(&shared, &conn)).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, "session refused: {e}");
+                return;
+            }
+            Err(_) => {
+                close(&conn, CloseCode::HelloTimeout, "no hello in time");
+                return;
+            }
+        };
+    let span = tracing::info_span!("session", terminal = %terminal, %remote);
+    async move {
+        let mut session = Session::start(&shared, conn.clone(), send, terminal);
+        let voice = tokio::spawn(voice_loop(shared.clone(), conn.clone(), terminal).in_current_span());
+        let result = session.control_loop(&mut recv).await;
+        voice.abort();
+        session.finish();
+        match result {
+            Ok(()) | Err(Ended::Connection(quinn::ConnectionError::LocallyClosed)) => {
+                tracing::info!("session ended")
+            }
+            Err(e) => tracing::info!("session ended: {e}"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads one control frame into `buf`, returning its length.
+async fn read_frame(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<Option<usize>, Ended> {
+    loop {
+        match split_frame(buf) {
+            Ok(frame) => return Ok(Some(frame.len())),
+            Err(FrameError::TooLong(_)) => return Err(Ended::Closed("oversized control frame")),
+            Err(FrameError::Incomplete) => {}
+        }
+        let n = recv.read_buf(buf).await.map_err(|e| match e.downcast::<quinn::ReadError>() {
+            Ok(e) => Ended::Read(e),
+            Err(_) => Ended::Closed("control stream read failed"),
+        })?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(Ended::Closed("control stream ended mid-frame"))
+            };
+        }
+    }
+}
+
+/// Accepts the control stream and checks `Hello`. On failure the connection
+/// is closed with the matching code.
+async fn authenticate(
+    shared: &Shared,
+    conn: &Connection,
+) -> Result<(SendStream, RecvStream, TerminalId), Ended> {
+    let (send, mut recv) = conn.accept_bi().await?;
+    let mut buf = BytesMut::with_capacity(256);
+    let refuse = |code: CloseCode, reason: &'static str| {
+        close(conn, code, reason);
+        Ended::Closed(reason)
+    };
+    let Some(len) = read_frame(&mut recv, &mut buf).await.inspect_err(|_| {
+        close(conn, CloseCode::ProtocolViolation, "bad hello");
+    })?
+    else {
+        return Err(refuse(CloseCode::ProtocolViolation, "no hello"));
+    };
+    let frame = split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
+    let (version, terminal, credential) = match ClientMsg::decode(frame) {
+        Ok(ClientMsg::Hello {
+            version,
+            terminal,
+            credential,
+        }) => (version, terminal, credential),
+        _ => return Err(refuse(CloseCode::ProtocolViolation, "first frame must be a valid hello")),
+    };
+    if version != VERSION {
+        return Err(refuse(CloseCode::UnsupportedVersion, "unsupported protocol version"));
+    }
+    let known = shared.org.terminal(terminal).is_some();
+    // Verify even for unknown terminals so timing does not tell them apart.
+    let valid = shared.key.verify(terminal, &credential);
+    if !known || !valid {
+        Metrics::add(&shared.metrics.auth_failures, 1);
+        tracing::warn!(%terminal, remote = %conn.remote_address(), "authentication failed");
+        return Err(refuse(CloseCode::AuthFailed, "unknown terminal or wrong credential"));
+    }
+    buf.clear();
+    Ok((send, recv, terminal))
+}
+
+struct Session<'a> {
+    shared: &'a Arc<Shared>,
+    conn: Connection,
+    terminal: TerminalId,
+    id: u64,
+    priority: u8,
+    name: Arc<str>,
+    outbox: Outbox,
+    malformed: u32,
+    logged_out: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Registers the session (replacing an older one), starts the writer,
+    /// sends `Welcome` and restores remembered groups.
+    fn start(shared: &'a Arc<Shared>, conn: Connection, send: SendStream, terminal: TerminalId) -> Self {
+        let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+        // The terminal exists: authenticate() checked it.
+        let t = shared.org.terminal(terminal).expect("authenticated terminal is in the org");
+        let priority = shared.config.policy.priority(t.role, t.kind);
+        let name: Arc<str> = Arc::from(t.name.as_str());
+        let (tx, rx) = mpsc::channel(shared.config.session.outbox);
+        let outbox = Outbox {
+            tx,
+            conn: conn.clone(),
+        };
+        tokio::spawn(write_loop(send, rx).in_current_span());
+
+        let groups = {
+            let mut entry = shared.terminals.entry(terminal).or_default();
+            if let Some((_, old)) = entry.session.replace((id, conn.clone())) {
+                Metrics::add(&shared.metrics.sessions_replaced, 1);
+                tracing::info!("replacing the older session of this terminal");
+                close(&old, CloseCode::SessionReplaced, "replaced by a newer connection of this terminal");
+            }
+            entry.groups.clone()
+        };
+        Metrics::add(&shared.metrics.sessions_authenticated, 1);
+        let resumed = !groups.is_empty();
+        if resumed {
+            Metrics::add(&shared.metrics.sessions_resumed, 1);
+        }
+        outbox.send(ServerMsg::Welcome {
+            terminal,
+            name: name.to_string(),
+            resumed,
+            groups: groups
+                .iter()
+                .map(|(g, talk)| Membership {
+                    group: *g,
+                    talk: *talk,
+                })
+                .collect(),
+        });
+        let session = Self {
+            shared,
+            conn,
+            terminal,
+            id,
+            priority,
+            name,
+            outbox,
+            malformed: 0,
+            logged_out: false,
+        };
+        for (group, talk) in groups {
+            session.attach(group, talk, false);
+        }
+        tracing::info!(resumed, "session started");
+        session
+    }
+
+    fn member(&self, talk: bool) -> Member {
+        Member {
+            talk,
+            priority: self.priority,
+            name: self.name.clone(),
+            link: Link {
+                session: self.id,
+                conn: self.conn.clone(),
+                outbox: self.outbox.clone(),
+            },
+        }
+    }
+
+    fn attach(&self, group: GroupId, talk: bool, announce: bool) {
+        if let Some(g) = self.shared.groups.get(&group) {
+            g.attach(self.terminal, self.member(talk), announce);
+        }
+    }
+
+    fn error(&self, code: ErrorCode, frame: u8, group: Option<GroupId>, message: impl Into<String>) {
+        self.outbox.send(ServerMsg::Error {
+            code,
+            frame,
+            group,
+            message: message.into(),
+        });
+    }
+
+    async fn control_loop(&mut self, recv: &mut RecvStream) -> Result<(), Ended> {
+        let mut buf = BytesMut::with_capacity(1024);
+        while let Some(len) = read_frame(recv, &mut buf).await.inspect_err(|e| {
+            if matches!(e, Ended::Closed(_)) {
+                close(&self.conn, CloseCode::ProtocolViolation, "bad control framing");
+            }
+        })? {
+            let frame = buf.split_to(len);
+            Metrics::add(&self.shared.metrics.control_frames, 1);
+            let raw = split_frame(&frame).expect("read_frame returned a complete frame");
+            match ClientMsg::decode(raw) {
+                Ok(msg) => self.handle(msg),
+                Err(e) => {
+                    Metrics::add(&self.shared.metrics.control_malformed, 1);
+                    self.malformed += 1;
+                    tracing::debug!(kind = raw.kind, "malformed control frame: {e}");
+                    self.error(ErrorCode::Malformed, raw.kind, None, e.to_string());
+                    if self.malformed >= self.shared.config.session.max_malformed {
+                        close(&self.conn, CloseCode::ProtocolViolation, "too many malformed frames");
+                        return Err(Ended::Closed("too many malformed frames"));
+                    }
+                }
+            }
+            if self.logged_out {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, msg: ClientMsg) {
+        let kind = msg.kind();
+        match msg {
+            ClientMsg::Hello { .. } => {
+                self.error(ErrorCode::UnexpectedFrame, kind, None, "already authenticated")
+            }
+            ClientMsg::Join { group } => self.join(kind, group),
+            ClientMsg::Leave { group } => {
+                let removed = self
+                    .shared
+                    .terminals
+                    .get_mut(&self.terminal)
+                    .and_then(|mut e| e.groups.remove(&group));
+                match (removed, self.shared.groups.get(&group)) {
+                    (Some(_), Some(g)) => {
+                        g.detach(self.terminal, self.id);
+                        self.outbox.send(ServerMsg::Left { group });
+                    }
+                    _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
+                }
+            }
+            ClientMsg::FloorRequest { group, class } => {
+                if !self.joined(group) {
+                    Metrics::add(&self.shared.metrics.floor_denied, 1);
+                    self.outbox.send(ServerMsg::FloorDenied {
+                        group,
+                        cause: DenyCause::NotJoined,
+                    });
+                } else if let Some(g) = self.shared.groups.get(&group) {
+                    g.request_floor(self.terminal, class);
+                }
+            }
+            ClientMsg::FloorRelease { group } => match self.shared.groups.get(&group) {
+                Some(g) if self.joined(group) => g.release_floor(self.terminal),
+                _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
+            },
+            ClientMsg::Ping { nonce } => self.outbox.send(ServerMsg::Pong { nonce }),
+            ClientMsg::Logout => {
+                let groups = self
+                    .shared
+                    .terminals
+                    .get_mut(&self.terminal)
+                    .map(|mut e| std::mem::take(&mut e.groups))
+                    .unwrap_or_default();
+                for group in groups.keys() {
+                    if let Some(g) = self.shared.groups.get(group) {
+                        g.detach(self.terminal, self.id);
+                    }
+                }
+                self.logged_out = true;
+                close(&self.conn, CloseCode::Normal, "logged out");
+            }
+        }
+    }
+
+    fn joined(&self, group: GroupId) -> bool {
+        self.shared
+            .terminals
+            .get(&self.terminal)
+            .is_some_and(|e| e.groups.contains_key(&group))
+    }
+
+    fn join(&mut self, kind: u8, group: GroupId) {
+        let shared = self.shared;
+        if !shared.groups.contains_key(&group) {
+            return self.error(ErrorCode::UnknownGroup, kind, Some(group), "no such group");
+        }
+        let rights = match shared.org.rights(&shared.config.policy, self.terminal, group) {
+            Ok(r) if r.listen || r.talk => r,
+            Ok(_) | Err(Denied::NotAllowed) => {
+                tracing::debug!(%group, "join denied");
+                return self.error(ErrorCode::JoinDenied, kind, Some(group), "not allowed in this group");
+            }
+            Err(e) => return self.error(ErrorCode::UnknownGroup, kind, Some(group), format!("{e:?}")),
+        };
+        {
+            let Some(mut entry) = shared.terminals.get_mut(&self.terminal) else {
+                return self.error(ErrorCode::Internal, kind, Some(group), "session not registered");
+            };
+            if !entry.groups.contains_key(&group) && entry.groups.len() >= shared.config.session.max_groups {
+                drop(entry);
+                return self.error(ErrorCode::TooManyGroups, kind, Some(group), "group limit reached");
+            }
+            entry.groups.insert(group, rights.talk);
+        }
+        self.attach(group, rights.talk, true);
+    }
+
+    /// Takes the terminal offline in its groups, unless a newer session took
+    /// over. Groups stay remembered for a reconnect (unless logged out).
+    fn finish(self) {
+        let groups: Vec<GroupId> = {
+            let Some(mut entry) = self.shared.terminals.get_mut(&self.terminal) else {
+                return;
+            };
+            match entry.session {
+                Some((id, _)) if id == self.id => entry.session = None,
+                _ => return,
+            }
+            entry.groups.keys().copied().collect()
+        };
+        for group in groups {
+            if let Some(g) = self.shared.groups.get(&group) {
+                g.detach(self.terminal, self.id);
+            }
+        }
+    }
+}
+
+/// Encodes and writes queued control messages, batching what is queued.
+async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<ServerMsg>) {
+    let mut buf = BytesMut::with_capacity(1024);
+    while let Some(msg) = rx.recv().await {
+        buf.clear();
+        msg.encode(&mut buf);
+        while let Ok(msg) = rx.try_recv() {
+            msg.encode(&mut buf);
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+/// Reads voice datagrams from one terminal and relays the admitted ones.
+async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId) {
+    let m = &shared.metrics;
+    let s = &shared.config.session;
+    let mut rate = RateLimit::new(s.voice_rate, s.voice_burst);
+    while let Ok(datagram) = conn.read_datagram().await {
+        Metrics::add(&m.voice_in, 1);
+        if !rate.allow(Instant::now()) {
+            Metrics::add(&m.voice_rate_limited, 1);
+            continue;
+        }
+        let header = match VoiceHeader::decode(&datagram) {
+            Ok((h, _)) => h,
+            Err(e) => {
+                Metrics::add(&m.voice_malformed, 1);
+                tracing::trace!("malformed voice datagram: {e}");
+                continue;
+            }
+        };
+        let Some(group) = shared.groups.get(&header.group) else {
+            Metrics::add(&m.voice_unknown_group, 1);
+            continue;
+        };
+        let snapshot = group.fanout();
+        if fanout::admit(&snapshot, terminal, &header).is_err() {
+            Metrics::add(&m.voice_not_holder, 1);
+            continue;
+        }
+        let out = fanout::relay(&snapshot, terminal, &datagram);
+        Metrics::add(&m.voice_delivered, out.delivered as u64);
+        if out.failed > 0 {
+            Metrics::add(&m.voice_send_failed, out.failed as u64);
+        }
+    }
+}

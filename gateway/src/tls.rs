@@ -1,0 +1,193 @@
+//! TLS 1.3 certificates and the QUIC endpoint.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{Config, Transport};
+
+/// Errors setting up TLS or the endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A certificate or key file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PEM file held no usable certificate or key.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was missing.
+        what: &'static str,
+    },
+    /// `cert` was configured without `key`, or the other way round.
+    #[error("configure both `cert` and `key`, or neither")]
+    HalfConfigured,
+    /// Generating the self-signed certificate failed.
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the certificate or configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// Binding the UDP socket failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The certificate chain and key the gateway presents.
+#[derive(Debug)]
+pub struct Identity {
+    /// Leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+    /// Where the certificate is, for terminals that must trust it.
+    pub cert_path: PathBuf,
+}
+
+/// Loads the configured certificate, or the self-signed one in the data
+/// directory, generating it on first start.
+pub fn identity(config: &Config) -> Result<Identity, Error> {
+    match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => load(cert, key),
+        (None, None) => {
+            let cert = config.data_dir.join("cert.pem");
+            let key = config.data_dir.join("key.pem");
+            if !cert.exists() || !key.exists() {
+                generate(&cert, &key)?;
+            }
+            load(&cert, &key)
+        }
+        _ => Err(Error::HalfConfigured),
+    }
+}
+
+/// Writes a self-signed certificate for `localhost`, `127.0.0.1` and `::1`.
+fn generate(cert_path: &Path, key_path: &Path) -> Result<(), Error> {
+    if let Some(dir) = cert_path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let rcgen::CertifiedKey { cert, key_pair } = rcgen::generate_simple_self_signed(names)?;
+    write_private(key_path, key_pair.serialize_pem().as_bytes())?;
+    std::fs::write(cert_path, cert.pem()).map_err(io(cert_path))?;
+    tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate");
+    Ok(())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io(path))?;
+    file.write_all(data).map_err(io(path))
+}
+
+fn load(cert_path: &Path, key_path: &Path) -> Result<Identity, Error> {
+    let pem = std::fs::read(cert_path).map_err(io(cert_path))?;
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io(cert_path))?;
+    if certs.is_empty() {
+        return Err(Error::Pem {
+            path: cert_path.to_owned(),
+            what: "no certificate found",
+        });
+    }
+    let pem = std::fs::read(key_path).map_err(io(key_path))?;
+    let key = rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(io(key_path))?
+        .ok_or_else(|| Error::Pem {
+            path: key_path.to_owned(),
+            what: "no private key found",
+        })?;
+    Ok(Identity {
+        certs,
+        key,
+        cert_path: cert_path.to_owned(),
+    })
+}
+
+/// The QUIC transport parameters of a gateway connection.
+pub fn transport_config(t: &Transport) -> quinn::TransportConfig {
+    let mut tc = quinn::TransportConfig::default();
+    tc.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_millis(u64::from(t.idle_timeout_ms)))
+            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
+    ));
+    tc.datagram_send_buffer_size(t.datagram_send_buffer);
+    tc.datagram_receive_buffer_size(Some(t.datagram_receive_buffer));
+    tc.max_concurrent_bidi_streams(quinn::VarInt::from_u32(t.max_bidi_streams));
+    tc.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    tc
+}
+
+/// Builds the quinn server configuration: TLS 1.3 only, our ALPN.
+pub fn server_config(id: &Identity, transport: &Transport) -> Result<quinn::ServerConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(id.certs.clone(), id.key.clone_key())?;
+    tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(transport)));
+    // Terminals on cellular networks change address; keep their connection.
+    server.migration(true);
+    Ok(server)
+}
+
+/// Binds the gateway's UDP socket and QUIC endpoint.
+pub fn bind(addr: SocketAddr, id: &Identity, transport: &Transport) -> Result<quinn::Endpoint, Error> {
+    let socket = std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    if transport.socket_buffer > 0 {
+        let sock = socket2_ref(&socket);
+        // Best effort: the kernel caps these at net.core.[rw]mem_max.
+        let _ = sock.set_recv_buffer_size(transport.socket_buffer);
+        let _ = sock.set_send_buffer_size(transport.socket_buffer);
+    }
+    let runtime = quinn::default_runtime().ok_or_else(|| Error::Bind {
+        addr,
+        source: std::io::Error::other("no async runtime"),
+    })?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config(id, transport)?),
+        socket,
+        runtime,
+    )
+    .map_err(|source| Error::Bind { addr, source })
+}
+
+fn socket2_ref(socket: &std::net::UdpSocket) -> socket2::SockRef<'_> {
+    socket2::SockRef::from(socket)
+}
