@@ -85,7 +85,7 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
     };
     Metrics::add(&shared.metrics.connections_accepted, 1);
     let hello_timeout = Duration::from_millis(u64::from(shared.config.session.hello_timeout_ms));
-    let (send, mut recv, terminal) =
+    let (send, mut recv, terminal, buffered) =
         match tokio::time::timeout(hello_timeout, authenticate(&shared, &conn)).await {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
@@ -101,7 +101,7 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
     async move {
         let mut session = Session::start(&shared, conn.clone(), send, terminal);
         let voice = tokio::spawn(voice_loop(shared.clone(), conn.clone(), terminal).in_current_span());
-        let result = session.control_loop(&mut recv).await;
+        let result = session.control_loop(&mut recv, buffered).await;
         voice.abort();
         session.finish();
         match result {
@@ -142,7 +142,7 @@ async fn read_frame(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<Option<
 async fn authenticate(
     shared: &Shared,
     conn: &Connection,
-) -> Result<(SendStream, RecvStream, TerminalId), Ended> {
+) -> Result<(SendStream, RecvStream, TerminalId, BytesMut), Ended> {
     let (send, mut recv) = conn.accept_bi().await?;
     let mut buf = BytesMut::with_capacity(256);
     let refuse = |code: CloseCode, reason: &'static str| {
@@ -175,8 +175,9 @@ async fn authenticate(
         tracing::warn!(%terminal, remote = %conn.remote_address(), "authentication failed");
         return Err(refuse(CloseCode::AuthFailed, "unknown terminal or wrong credential"));
     }
-    buf.clear();
-    Ok((send, recv, terminal))
+    // Frames sent right behind the Hello may already be buffered: keep them.
+    let _hello = buf.split_to(len);
+    Ok((send, recv, terminal, buf))
 }
 
 struct Session<'a> {
@@ -279,8 +280,9 @@ impl<'a> Session<'a> {
         });
     }
 
-    async fn control_loop(&mut self, recv: &mut RecvStream) -> Result<(), Ended> {
-        let mut buf = BytesMut::with_capacity(1024);
+    /// Reads and handles control frames until the stream or connection
+    /// ends. `buf` holds bytes already read behind the `Hello`.
+    async fn control_loop(&mut self, recv: &mut RecvStream, mut buf: BytesMut) -> Result<(), Ended> {
         while let Some(len) = read_frame(recv, &mut buf).await.inspect_err(|e| {
             if matches!(e, Ended::Closed(_)) {
                 close(&self.conn, CloseCode::ProtocolViolation, "bad control framing");

@@ -1,1 +1,57 @@
-//! Shared helpers for end-to-end tests.
+//! Shared helpers for end-to-end tests: locating the binaries, starting an
+//! in-process gateway on a loopback port, connecting terminals.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod gateway;
+pub mod org;
+pub use gateway::TestGateway;
+
+/// Path of a workspace binary (`ptt-gateway`, `terminal-sim`), building it if
+/// the test runner has not (scripts/test.sh builds them first).
+pub fn bin(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--bin", name])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building {name}");
+    }
+    path
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding a loopback port");
+    s.local_addr().expect("local address").port()
+}
+
+/// Waits until `path` contains `needle`, panicking with the file after
+/// `timeout`.
+pub fn wait_for_log(path: &Path, needle: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(start.elapsed() < timeout, "{needle:?} not logged within {timeout:?}:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Installs a test log subscriber once (RUST_LOG controls it).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
