@@ -3,5 +3,17 @@
 //!
 //! - [`terminal`]: what a terminal vendor embeds: connect, authenticate,
 //!   join, floor, voice.
+//! - [`jitter`], [`speech`], [`wav`], [`record`]: the audio side of a
+//!   terminal (playout buffer, a test speech signal, WAV files).
+//! - [`city`]: generates a city's org file following FIELD.md.
+//! - [`scenario`], [`report`]: the load and drill harness behind
+//!   `terminal-sim run`.
 
+pub mod city;
+pub mod jitter;
+pub mod record;
+pub mod report;
+pub mod scenario;
+pub mod speech;
 pub mod terminal;
+pub mod wav;

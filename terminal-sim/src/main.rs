@@ -1,1 +1,139 @@
-fn main() {}
+//! `terminal-sim`: generate a city, or run a scenario against a gateway.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ptt_terminal_sim::city::{self, CityParams};
+use ptt_terminal_sim::scenario::{self, RunConfig, Spec};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "PTT terminal simulator: city generator and drill/load harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write an org file for a generated city (and its provisioning key
+    /// next to it, FILE with extension .key).
+    GenCity {
+        /// Co-governance units (Jinhua has 7,019).
+        #[arg(long, default_value_t = 7019)]
+        units: usize,
+        /// Output org file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed; the same seed gives the same city.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// City name.
+        #[arg(long, default_value = "金华市")]
+        name: String,
+    },
+    /// Run a scenario against a gateway and write a JSON report.
+    Run {
+        /// Gateway address.
+        #[arg(long)]
+        gateway: SocketAddr,
+        /// PEM certificate to trust (the gateway's data-dir/cert.pem).
+        #[arg(long)]
+        ca: PathBuf,
+        /// TLS server name.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// Org file (the gateway's).
+        #[arg(long)]
+        org: PathBuf,
+        /// voice-steady, floor-contention, or a scenario TOML file.
+        #[arg(long)]
+        scenario: String,
+        /// Seconds of measured traffic.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// JSON report file.
+        #[arg(long)]
+        report: PathBuf,
+        /// Unit groups to exercise.
+        #[arg(long, default_value_t = 50)]
+        groups: usize,
+        /// Gateway process id, to measure its CPU and memory.
+        #[arg(long)]
+        gateway_pid: Option<u32>,
+        /// 16-bit PCM WAV to talk (resampled to 16 kHz mono).
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// Write what one listener per group heard as WAV files here.
+        #[arg(long)]
+        record_dir: Option<PathBuf>,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,ptt_terminal_sim=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::GenCity { units, out, seed, name } => {
+            let summary = city::write(&CityParams { units, seed, name }, &out)?;
+            println!(
+                "wrote {}: {} units in {} stations, {} police stations, {} districts; {} terminals ({} consoles)",
+                out.display(),
+                summary.units,
+                summary.stations,
+                summary.police_stations,
+                summary.districts,
+                summary.terminals,
+                summary.consoles
+            );
+            Ok(())
+        }
+        Command::Run {
+            gateway,
+            ca,
+            server_name,
+            org,
+            scenario,
+            duration,
+            report,
+            groups,
+            gateway_pid,
+            audio,
+            record_dir,
+            seed,
+        } => {
+            let spec = Spec::resolve(&scenario)?;
+            let config = RunConfig {
+                gateway,
+                server_name,
+                ca,
+                org,
+                spec,
+                duration: Duration::from_secs(duration),
+                groups,
+                gateway_pid,
+                audio,
+                record_dir,
+                seed,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let result = runtime.block_on(scenario::run(config))?;
+            let json = serde_json::to_string_pretty(&result)?;
+            std::fs::write(&report, json + "\n").with_context(|| format!("writing {}", report.display()))?;
+            print!("{}", result.summary());
+            println!("report: {}", report.display());
+            Ok(())
+        }
+    }
+}

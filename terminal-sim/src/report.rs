@@ -1,0 +1,280 @@
+//! Drill and load reports: what the harness measured, as JSON and as a
+//! readable summary.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Number of samples.
+    pub samples: u64,
+}
+
+/// A latency histogram in microseconds, 1 us to 60 s, 3 significant digits.
+#[derive(Debug, Clone)]
+pub struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        // 1 us .. 60 s with 3 significant figures is a valid hdrhistogram range.
+        Self(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"))
+    }
+}
+
+impl Latency {
+    /// Records one sample (clamped into the histogram's range).
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
+        self.0.saturating_record(us);
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Latency) {
+        // Same bounds by construction.
+        let _ = self.0.add(&other.0);
+    }
+
+    /// Percentiles in milliseconds.
+    pub fn percentiles(&self) -> Percentiles {
+        let h = &self.0;
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Percentiles {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            samples: h.len(),
+        }
+    }
+}
+
+/// Voice figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VoiceReport {
+    /// Frames the talkers sent while holding the floor.
+    pub frames_sent: u64,
+    /// Deliveries expected: each sent frame times the listeners of its group.
+    pub frames_expected: u64,
+    /// Deliveries that arrived at listeners of the frame's group.
+    pub frames_received: u64,
+    /// `frames_received / frames_expected`.
+    pub delivered_ratio: f64,
+    /// Talker send to listener receive.
+    pub latency_ms: Percentiles,
+    /// Frames that reached a terminal not in the frame's group (must be 0).
+    pub frames_to_non_members: u64,
+    /// Times a listener got a frame of a burst after a newer burst of the same
+    /// group had started: two talkers heard at once (must be 0).
+    pub overlapping_talkers: u64,
+    /// Frames received twice by the same listener.
+    pub duplicates: u64,
+    /// Frames whose speaker field was not the talker that sent them.
+    pub wrong_speaker: u64,
+}
+
+/// Floor-control figures, counted at the terminals.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FloorReport {
+    /// Talk-key presses.
+    pub requests: u64,
+    /// Grants (immediate or after queueing).
+    pub granted: u64,
+    /// Denials.
+    pub denied: u64,
+    /// Requests that were queued first.
+    pub queued: u64,
+    /// Bursts pre-empted by a higher class or priority.
+    pub preempted: u64,
+    /// Bursts revoked for another reason (talk-time limit).
+    pub revoked: u64,
+    /// Request to grant, for requests granted without queueing.
+    pub grant_latency_ms: Percentiles,
+}
+
+/// Gateway process figures, from /proc, when `--gateway-pid` is given.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GatewayReport {
+    /// CPU seconds (user + system) the gateway used during the run.
+    pub cpu_seconds: f64,
+    /// Gateway CPU microseconds per delivered voice frame.
+    pub cpu_us_per_delivered_frame: f64,
+    /// Resident memory at the end of the run, MiB.
+    pub rss_mb: f64,
+}
+
+/// Connection figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnectionReport {
+    /// Terminals the scenario wanted online.
+    pub target: u64,
+    /// Terminals that authenticated.
+    pub established: u64,
+    /// Terminals that failed to connect or authenticate.
+    pub failed: u64,
+    /// Authenticated sessions per second during the ramp.
+    pub handshakes_per_s: f64,
+}
+
+/// The whole report of one run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seconds the measured phase lasted.
+    pub duration_s: f64,
+    /// Talk groups exercised.
+    pub groups: u64,
+    /// Connections.
+    pub connections: ConnectionReport,
+    /// Voice.
+    pub voice: VoiceReport,
+    /// Floor control.
+    pub floor: FloorReport,
+    /// Gateway process, if measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayReport>,
+}
+
+impl Report {
+    /// A readable summary for a terminal.
+    pub fn summary(&self) -> String {
+        let v = &self.voice;
+        let f = &self.floor;
+        let l = &v.latency_ms;
+        let mut s = format!(
+            "scenario {} — {:.0} s, {} groups, {}/{} terminals online ({} failed)\n\
+             voice   sent {} frames, delivered {}/{} ({:.3}%)\n\
+             latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms\n\
+             safety  to non-members {}  overlapping talkers {}  wrong speaker {}  duplicates {}\n\
+             floor   {} requests: {} granted, {} queued, {} denied, {} pre-empted, {} revoked; grant p50 {:.2} ms p99 {:.2} ms\n",
+            self.scenario,
+            self.duration_s,
+            self.groups,
+            self.connections.established,
+            self.connections.target,
+            self.connections.failed,
+            v.frames_sent,
+            v.frames_received,
+            v.frames_expected,
+            v.delivered_ratio * 100.0,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max,
+            v.frames_to_non_members,
+            v.overlapping_talkers,
+            v.wrong_speaker,
+            v.duplicates,
+            f.requests,
+            f.granted,
+            f.queued,
+            f.denied,
+            f.preempted,
+            f.revoked,
+            f.grant_latency_ms.p50,
+            f.grant_latency_ms.p99,
+        );
+        if let Some(g) = &self.gateway {
+            s += &format!(
+                "gateway {:.2} CPU s, {:.2} us CPU per delivered frame, RSS {:.1} MiB\n",
+                g.cpu_seconds, g.cpu_us_per_delivered_frame, g.rss_mb
+            );
+        }
+        s
+    }
+}
+
+/// CPU time (user + system) and RSS of a process, from /proc.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessSample {
+    /// CPU seconds so far.
+    pub cpu_seconds: f64,
+    /// Resident set size in MiB.
+    pub rss_mb: f64,
+}
+
+/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+pub fn sample_process(pid: u32) -> std::io::Result<ProcessSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> std::io::Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
+    };
+    // fields[0] is the state (3rd field overall): utime is overall 14 => index 11.
+    let cpu_ticks = ticks(11)? + ticks(12)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    Ok(ProcessSample {
+        cpu_seconds: cpu_ticks / clock_ticks_per_second(),
+        rss_mb: rss_kb / 1024.0,
+    })
+}
+
+/// The kernel's USER_HZ, from `getconf CLK_TCK` (100 on Linux in practice).
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_known_samples() {
+        let mut l = Latency::default();
+        for ms in 1..=1000u64 {
+            l.record(Duration::from_millis(ms));
+        }
+        let p = l.percentiles();
+        assert!((p.p50 - 500.0).abs() < 1.0, "{p:?}");
+        assert!((p.p99 - 990.0).abs() < 2.0, "{p:?}");
+        assert!((p.max - 1000.0).abs() < 1.0, "{p:?}");
+        assert_eq!(p.samples, 1000);
+        assert_eq!(Latency::default().percentiles(), Percentiles::default());
+    }
+
+    #[test]
+    fn own_process_can_be_sampled() {
+        let s = sample_process(std::process::id()).unwrap();
+        assert!(s.rss_mb > 0.0);
+        assert!(s.cpu_seconds >= 0.0);
+    }
+}

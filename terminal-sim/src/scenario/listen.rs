@@ -1,0 +1,204 @@
+//! The receive side of the harness: counts, timestamps and checks every
+//! voice frame a simulated terminal gets, without decoding unless asked.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ptt_codec::{GroupId, TerminalId};
+
+use crate::report::Latency;
+use crate::terminal::Voice;
+
+/// Frames remembered per group for latency lookups: 512 frames = 10 s of
+/// 20 ms voice, far longer than any frame stays in flight.
+const RING: usize = 512;
+
+/// When each frame of a group was sent and by whom, written by the talker
+/// and read by listeners.
+#[derive(Debug)]
+pub struct SendLog {
+    slots: Mutex<Vec<Option<Sent>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    burst: u16,
+    seq: u16,
+    talker: TerminalId,
+    at: Instant,
+}
+
+impl Default for SendLog {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::new(vec![None; RING]),
+        }
+    }
+}
+
+impl SendLog {
+    /// Records that `talker` sent frame `(burst, seq)` at `at`.
+    pub fn sent(&self, burst: u16, seq: u16, talker: TerminalId, at: Instant) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots[usize::from(seq) % RING] = Some(Sent {
+            burst,
+            seq,
+            talker,
+            at,
+        });
+    }
+
+    fn lookup(&self, burst: u16, seq: u16) -> Option<Sent> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots[usize::from(seq) % RING].filter(|s| s.burst == burst && s.seq == seq)
+    }
+}
+
+/// Per-listener, per-group state for the safety checks.
+#[derive(Debug, Default)]
+struct GroupView {
+    /// The burst being heard now.
+    current: Option<(u32, u16)>,
+    /// Bursts heard earlier; a frame of one of these means two talkers
+    /// overlapped at this listener.
+    ended: VecDeque<(u32, u16)>,
+    /// Highest seq of the current burst and a bitmap of the 64 below it,
+    /// to spot duplicates.
+    top: u16,
+    window: u64,
+}
+
+/// What one listener measured.
+#[derive(Debug, Default)]
+pub struct Heard {
+    /// Frames of groups this terminal is in.
+    pub received: u64,
+    /// Frames of groups this terminal is not in.
+    pub non_member: u64,
+    /// Frames of a burst that had already been superseded at this listener.
+    pub overlapping: u64,
+    /// Same frame twice.
+    pub duplicates: u64,
+    /// Speaker field differs from the terminal that sent the frame.
+    pub wrong_speaker: u64,
+    /// Send-to-receive latency.
+    pub latency: Latency,
+}
+
+/// Checks and counts the frames one terminal receives.
+#[derive(Debug)]
+pub struct Listener {
+    logs: Arc<HashMap<GroupId, Arc<SendLog>>>,
+    views: HashMap<GroupId, GroupView>,
+    /// Results so far.
+    pub heard: Heard,
+}
+
+impl Listener {
+    /// A listener in `groups`; `logs` has the send log of every group in the
+    /// run.
+    pub fn new(groups: &[GroupId], logs: Arc<HashMap<GroupId, Arc<SendLog>>>) -> Self {
+        Self {
+            logs,
+            views: groups.iter().map(|g| (*g, GroupView::default())).collect(),
+            heard: Heard::default(),
+        }
+    }
+
+    /// Accounts for one received frame.
+    pub fn on_frame(&mut self, voice: &Voice, now: Instant) {
+        let h = &voice.header;
+        let Some(view) = self.views.get_mut(&h.group) else {
+            self.heard.non_member += 1;
+            return;
+        };
+        let key = (h.speaker, h.burst);
+        if view.current != Some(key) {
+            if view.ended.contains(&key) {
+                self.heard.overlapping += 1;
+                return;
+            }
+            if let Some(prev) = view.current.replace(key) {
+                view.ended.push_back(prev);
+                if view.ended.len() > 16 {
+                    view.ended.pop_front();
+                }
+            }
+            view.top = h.seq;
+            view.window = 1;
+        } else {
+            let ahead = h.seq.wrapping_sub(view.top);
+            if ahead != 0 && ahead < 0x8000 {
+                view.window = if ahead >= 64 { 1 } else { (view.window << ahead) | 1 };
+                view.top = h.seq;
+            } else {
+                let behind = view.top.wrapping_sub(h.seq);
+                if behind < 64 && view.window & (1 << behind) != 0 {
+                    self.heard.duplicates += 1;
+                    return;
+                }
+                if behind < 64 {
+                    view.window |= 1 << behind;
+                }
+            }
+        }
+        self.heard.received += 1;
+        if let Some(sent) = self.logs.get(&h.group).and_then(|l| l.lookup(h.burst, h.seq)) {
+            if sent.talker.0 != h.speaker {
+                self.heard.wrong_speaker += 1;
+            }
+            self.heard.latency.record(now.saturating_duration_since(sent.at));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptt_codec::VoiceHeader;
+
+    fn voice(group: u32, speaker: u32, burst: u16, seq: u16) -> Voice {
+        let header = VoiceHeader {
+            group: GroupId(group),
+            speaker,
+            burst,
+            seq,
+            flags: 0,
+        };
+        Voice {
+            header,
+            datagram: header.to_datagram(&[1]),
+        }
+    }
+
+    #[test]
+    fn counts_overlaps_duplicates_and_strangers() {
+        let log = Arc::new(SendLog::default());
+        let t0 = Instant::now();
+        log.sent(1, 0, TerminalId(5), t0);
+        let logs = Arc::new(HashMap::from([(GroupId(7), log)]));
+        let mut l = Listener::new(&[GroupId(7)], logs);
+        l.on_frame(&voice(7, 5, 1, 0), t0 + std::time::Duration::from_millis(3));
+        l.on_frame(&voice(7, 5, 1, 0), t0); // duplicate
+        l.on_frame(&voice(7, 5, 1, 1), t0);
+        l.on_frame(&voice(7, 6, 2, 0), t0); // next burst starts
+        l.on_frame(&voice(7, 5, 1, 2), t0); // old burst again: overlap
+        l.on_frame(&voice(8, 5, 1, 0), t0); // not my group
+        let h = &l.heard;
+        assert_eq!((h.received, h.duplicates, h.overlapping, h.non_member), (3, 1, 1, 1));
+        assert_eq!(h.latency.percentiles().samples, 1);
+        assert_eq!(h.wrong_speaker, 0);
+    }
+
+    #[test]
+    fn wrong_speaker_is_flagged() {
+        let log = Arc::new(SendLog::default());
+        let t0 = Instant::now();
+        log.sent(1, 0, TerminalId(5), t0);
+        let logs = Arc::new(HashMap::from([(GroupId(7), log)]));
+        let mut l = Listener::new(&[GroupId(7)], logs);
+        l.on_frame(&voice(7, 9, 1, 0), t0);
+        assert_eq!(l.heard.wrong_speaker, 1);
+    }
+}

@@ -1,0 +1,388 @@
+//! The scenario runner behind `terminal-sim run`: connects the terminals a
+//! scenario needs, drives talkers, listens everywhere, and reports.
+
+pub mod actor;
+pub mod listen;
+pub mod plan;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use ptt_codec::audio::{Encoder, EncoderConfig};
+use ptt_codec::{Class, GroupId, TerminalId};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::report::{self, ConnectionReport, FloorReport, GatewayReport, Latency, Report, VoiceReport};
+use crate::terminal::{self, Terminal};
+pub use plan::Plan;
+pub use spec::{Pattern, Spec};
+
+/// Everything `terminal-sim run` is told.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Gateway UDP address.
+    pub gateway: SocketAddr,
+    /// TLS server name to verify (the self-signed certificate has
+    /// `localhost`).
+    pub server_name: String,
+    /// PEM certificate to trust.
+    pub ca: PathBuf,
+    /// The org file (and, through its key_file, the provisioning key).
+    pub org: PathBuf,
+    /// What to do.
+    pub spec: Spec,
+    /// Measured phase length.
+    pub duration: Duration,
+    /// Unit groups to exercise.
+    pub groups: usize,
+    /// Gateway process to measure.
+    pub gateway_pid: Option<u32>,
+    /// A WAV file to talk instead of the synthetic speech.
+    pub audio: Option<PathBuf>,
+    /// Write what one listener per group heard, decoded, as WAV files here.
+    pub record_dir: Option<PathBuf>,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+/// Terminals connected at once during the ramp.
+const CONNECT_CONCURRENCY: usize = 64;
+
+/// Terminals per client endpoint (UDP socket).
+const TERMINALS_PER_ENDPOINT: usize = 256;
+
+/// Encodes the audio talkers send: 10 s of it, looped.
+fn opus_packets(audio: Option<&PathBuf>, seed: u64) -> anyhow::Result<Vec<Bytes>> {
+    use ptt_codec::audio::FRAME_SAMPLES;
+    let pcm: Vec<i16> = match audio {
+        Some(path) => crate::wav::read_mono_16k(path)?,
+        None => {
+            let mut speech = crate::speech::Speech::new(seed);
+            let mut pcm = vec![0i16; FRAME_SAMPLES * 500];
+            for frame in pcm.chunks_mut(FRAME_SAMPLES) {
+                speech.next_frame(frame);
+            }
+            pcm
+        }
+    };
+    let mut encoder = Encoder::new(EncoderConfig::default())?;
+    let packets = pcm
+        .chunks_exact(FRAME_SAMPLES)
+        .map(|frame| encoder.encode(frame))
+        .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(!packets.is_empty(), "the audio is shorter than one 20 ms frame");
+    Ok(packets)
+}
+
+/// Runs a scenario and returns its report.
+pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
+    let plan = Plan::new(&config.org, config.groups)?;
+    let roots = terminal::load_ca(&config.ca).with_context(|| format!("loading CA {}", config.ca.display()))?;
+    let packets = Arc::new(opus_packets(config.audio.as_ref(), config.seed)?);
+
+    // Connect everyone the plan needs and join their groups.
+    let ids: Vec<TerminalId> = plan.terminals.keys().copied().collect();
+    let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(1))
+        .map(|_| terminal::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), &roots))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ramp = Instant::now();
+    let mut connecting = JoinSet::new();
+    let mut connected: HashMap<TerminalId, Terminal> = HashMap::new();
+    let mut failed = 0u64;
+    let mut next = 0;
+    while next < ids.len() || !connecting.is_empty() {
+        while next < ids.len() && connecting.len() < CONNECT_CONCURRENCY {
+            let id = ids[next];
+            let endpoint = endpoints[next % endpoints.len()].clone();
+            let credential = plan.credential(id);
+            let groups = plan.terminals[&id].clone();
+            let (addr, name) = (config.gateway, config.server_name.clone());
+            connecting.spawn(async move {
+                let mut t = Terminal::connect(&endpoint, addr, &name, id, &credential).await?;
+                for g in groups {
+                    t.join(g).await?;
+                }
+                Ok::<_, terminal::Error>(t)
+            });
+            next += 1;
+        }
+        match connecting.join_next().await {
+            Some(Ok(Ok(t))) => {
+                connected.insert(t.id(), t);
+            }
+            Some(Ok(Err(e))) => {
+                failed += 1;
+                tracing::warn!("terminal failed to connect: {e}");
+            }
+            Some(Err(e)) => {
+                failed += 1;
+                tracing::warn!("connect task failed: {e}");
+            }
+            None => {}
+        }
+    }
+    let ramp_s = ramp.elapsed().as_secs_f64();
+    let connections = ConnectionReport {
+        target: ids.len() as u64,
+        established: connected.len() as u64,
+        failed,
+        handshakes_per_s: connected.len() as f64 / ramp_s.max(1e-9),
+    };
+    tracing::info!(online = connected.len(), failed, "terminals connected in {ramp_s:.1} s");
+    // Let presence and join messages settle before measuring.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let logs: Arc<HashMap<GroupId, Arc<listen::SendLog>>> =
+        Arc::new(plan.groups.iter().map(|g| (g.id, Arc::default())).collect());
+    let online: HashMap<GroupId, u64> = plan
+        .groups
+        .iter()
+        .map(|g| (g.id, g.listeners.iter().filter(|t| connected.contains_key(t)).count() as u64))
+        .collect();
+    let shared = Arc::new(actor::Shared {
+        packets,
+        logs: logs.clone(),
+        online,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<GroupId>();
+    let mut actors = JoinSet::new();
+    let mut listeners = JoinSet::new();
+    let mut commands: HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>> = HashMap::new();
+    let recorders = plan.recorders();
+    for (id, t) in connected {
+        let groups = plan.terminals[&id].clone();
+        let record = match &config.record_dir {
+            Some(dir) => recorders
+                .iter()
+                .filter(|(_, r)| *r == id)
+                .map(|(g, _)| (*g, dir.join(format!("group-{}-terminal-{}.wav", g.0, id.0))))
+                .collect(),
+            None => Vec::new(),
+        };
+        listeners.spawn(listen_loop(t.connection().clone(), groups, logs.clone(), record, stop_rx.clone()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        commands.insert(id, tx);
+        actors.spawn(actor::run(t, shared.clone(), rx, done_tx.clone(), stop_rx.clone()));
+    }
+    drop(done_tx);
+
+    let cpu_start = config.gateway_pid.map(report::sample_process).transpose()?;
+    let started = Instant::now();
+    direct(&config, &plan, &commands, &mut done_rx).await;
+    let measured = started.elapsed();
+    // Let the last frames arrive, then stop everyone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_end = config.gateway_pid.map(report::sample_process).transpose()?;
+    let _ = stop_tx.send(true);
+
+    let mut floor = actor::FloorStats::default();
+    let mut grant = Latency::default();
+    while let Some(r) = actors.join_next().await {
+        let s = r?;
+        floor.requests += s.requests;
+        floor.granted += s.granted;
+        floor.queued += s.queued;
+        floor.denied += s.denied;
+        floor.preempted += s.preempted;
+        floor.revoked += s.revoked;
+        floor.frames_sent += s.frames_sent;
+        floor.frames_expected += s.frames_expected;
+        grant.merge(&s.grant_latency);
+    }
+    let mut heard = listen::Heard::default();
+    while let Some(r) = listeners.join_next().await {
+        let h = r??;
+        heard.received += h.received;
+        heard.non_member += h.non_member;
+        heard.overlapping += h.overlapping;
+        heard.duplicates += h.duplicates;
+        heard.wrong_speaker += h.wrong_speaker;
+        heard.latency.merge(&h.latency);
+    }
+    for e in &endpoints {
+        e.close(quinn::VarInt::from_u32(0), b"run over");
+    }
+
+    let gateway = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) => {
+            let cpu = b.cpu_seconds - a.cpu_seconds;
+            Some(GatewayReport {
+                cpu_seconds: cpu,
+                cpu_us_per_delivered_frame: if heard.received > 0 { cpu * 1e6 / heard.received as f64 } else { 0.0 },
+                rss_mb: b.rss_mb,
+            })
+        }
+        _ => None,
+    };
+    Ok(Report {
+        scenario: config.spec.name.clone(),
+        duration_s: measured.as_secs_f64(),
+        groups: plan.groups.len() as u64,
+        connections,
+        voice: VoiceReport {
+            frames_sent: floor.frames_sent,
+            frames_expected: floor.frames_expected,
+            frames_received: heard.received,
+            delivered_ratio: if floor.frames_expected > 0 {
+                heard.received as f64 / floor.frames_expected as f64
+            } else {
+                0.0
+            },
+            latency_ms: heard.latency.percentiles(),
+            frames_to_non_members: heard.non_member,
+            overlapping_talkers: heard.overlapping,
+            duplicates: heard.duplicates,
+            wrong_speaker: heard.wrong_speaker,
+        },
+        floor: FloorReport {
+            requests: floor.requests,
+            granted: floor.granted,
+            denied: floor.denied,
+            queued: floor.queued,
+            preempted: floor.preempted,
+            revoked: floor.revoked,
+            grant_latency_ms: grant.percentiles(),
+        },
+        gateway,
+    })
+}
+
+/// Decides who presses the talk key when, per the scenario's pattern, until
+/// the duration is over.
+async fn direct(
+    config: &RunConfig,
+    plan: &Plan,
+    commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
+    done: &mut mpsc::UnboundedReceiver<GroupId>,
+) {
+    let spec = &config.spec;
+    let deadline = tokio::time::Instant::now() + config.duration;
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let press = |t: TerminalId, group: GroupId, class: Class, hold: Duration| {
+        if let Some(tx) = commands.get(&t) {
+            let _ = tx.send(actor::Command::Press { group, class, hold });
+        }
+    };
+    let burst = Duration::from_millis(spec.burst_ms);
+    let gap = Duration::from_millis(spec.gap_ms);
+    match spec.pattern {
+        Pattern::Steady => {
+            // Each group's next talker presses `gap` after the previous burst
+            // ended; the talk stops before the deadline.
+            let mut turn: HashMap<GroupId, usize> = HashMap::new();
+            let mut talkers: HashMap<GroupId, Vec<TerminalId>> = HashMap::new();
+            for g in &plan.groups {
+                let online: Vec<TerminalId> = g.talkers.iter().copied().filter(|t| commands.contains_key(t)).collect();
+                if let Some(first) = online.first() {
+                    press(*first, g.id, Class::Normal, burst.min(config.duration));
+                }
+                talkers.insert(g.id, online);
+                turn.insert(g.id, 0);
+            }
+            let mut due: Vec<(tokio::time::Instant, GroupId)> = Vec::new();
+            loop {
+                let next_due = due.iter().map(|(t, _)| *t).min();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    Some(group) = done.recv() => due.push((tokio::time::Instant::now() + gap, group)),
+                    _ = tokio::time::sleep_until(next_due.unwrap_or(deadline)), if next_due.is_some() => {
+                        let now = tokio::time::Instant::now();
+                        let (ready, later): (Vec<_>, Vec<_>) = due.drain(..).partition(|(t, _)| *t <= now);
+                        due = later;
+                        for (_, group) in ready {
+                            let list = &talkers[&group];
+                            if list.is_empty() || deadline <= now {
+                                continue;
+                            }
+                            let i = turn.entry(group).or_default();
+                            *i = (*i + 1) % list.len();
+                            let hold = burst.min(deadline - now);
+                            press(list[*i], group, Class::Normal, hold);
+                        }
+                    }
+                }
+            }
+        }
+        Pattern::Contention => loop {
+            let now = tokio::time::Instant::now();
+            if now + burst >= deadline {
+                tokio::time::sleep_until(deadline).await;
+                break;
+            }
+            for g in &plan.groups {
+                let online: Vec<TerminalId> = g.talkers.iter().copied().filter(|t| commands.contains_key(t)).collect();
+                if online.is_empty() {
+                    continue;
+                }
+                let n = spec.presses_per_round.min(online.len());
+                let chosen = rand::seq::index::sample(&mut rng, online.len(), n);
+                let emergency = rng.gen_bool(spec.emergency_ratio.clamp(0.0, 1.0));
+                for (k, i) in chosen.iter().enumerate() {
+                    let class = if emergency && k == 0 { Class::Emergency } else { Class::Normal };
+                    let hold = burst.mul_f64(rng.gen_range(0.5..=1.0));
+                    press(online[i], g.id, class, hold);
+                }
+                if rng.gen_bool(spec.console_ratio.clamp(0.0, 1.0)) {
+                    if let Some(console) = g.console.filter(|c| commands.contains_key(c)) {
+                        press(console, g.id, Class::Normal, burst / 2);
+                    }
+                }
+            }
+            tokio::time::sleep(burst + gap).await;
+            while done.try_recv().is_ok() {}
+        },
+    }
+}
+
+/// Reads a terminal's voice datagrams until stopped, checking each, and
+/// writing the recorded groups' audio to WAV.
+async fn listen_loop(
+    conn: quinn::Connection,
+    groups: Vec<GroupId>,
+    logs: Arc<HashMap<GroupId, Arc<listen::SendLog>>>,
+    record: Vec<(GroupId, PathBuf)>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<listen::Heard> {
+    let mut listener = listen::Listener::new(&groups, logs);
+    let mut recorders = record
+        .into_iter()
+        .map(|(g, path)| Ok((g, crate::record::Recorder::create(&path)?)))
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    let mut playout = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            d = conn.read_datagram() => {
+                let Ok(datagram) = d else { break };
+                let now = Instant::now();
+                let Ok((header, _)) = ptt_codec::VoiceHeader::decode(&datagram) else { continue };
+                let voice = terminal::Voice { header, datagram };
+                listener.on_frame(&voice, now);
+                if let Some(r) = recorders.get_mut(&header.group) {
+                    r.push(now, &voice);
+                }
+            }
+            _ = playout.tick(), if !recorders.is_empty() => {
+                let now = Instant::now();
+                for r in recorders.values_mut() {
+                    r.play(now)?;
+                }
+            }
+        }
+    }
+    for (_, r) in recorders {
+        r.finish()?;
+    }
+    Ok(listener.heard)
+}
