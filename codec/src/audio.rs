@@ -83,8 +83,10 @@ impl Encoder {
         if config.expected_loss_percent > 100 {
             return Err(AudioError::Unsupported("expected_loss_percent above 100"));
         }
-        let bitrate = i32::try_from(config.bitrate).map_err(|_| AudioError::Unsupported("bitrate"))?;
-        let mut inner = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
+        let bitrate =
+            i32::try_from(config.bitrate).map_err(|_| AudioError::Unsupported("bitrate"))?;
+        let mut inner =
+            opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)?;
         inner.set_bitrate(opus::Bitrate::Bits(bitrate))?;
         inner.set_inband_fec(config.fec)?;
         inner.set_packet_loss_perc(i32::from(config.expected_loss_percent))?;
@@ -198,7 +200,10 @@ mod tests {
             out.extend(d);
         }
         let avg = bytes / 50;
-        assert!((20..=80).contains(&avg), "16 kbit/s is ~40 bytes per 20 ms, got {avg}");
+        assert!(
+            (20..=80).contains(&avg),
+            "16 kbit/s is ~40 bytes per 20 ms, got {avg}"
+        );
         // Energy within a factor of two after the codec's start-up.
         let (a, b) = (energy(&pcm[3200..]), energy(&out[3200..]));
         assert!(b > a / 2.0 && b < a * 2.0, "input {a}, output {b}");
@@ -208,13 +213,19 @@ mod tests {
     fn fec_and_concealment_give_full_frames() {
         let pcm = tone(10);
         let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
-        let packets: Vec<Bytes> = pcm.chunks(FRAME_SAMPLES).map(|f| enc.encode(f).unwrap()).collect();
+        let packets: Vec<Bytes> = pcm
+            .chunks(FRAME_SAMPLES)
+            .map(|f| enc.encode(f).unwrap())
+            .collect();
         let mut dec = Decoder::new().unwrap();
         for p in &packets[..4] {
             dec.decode(p).unwrap();
         }
         // Packet 4 lost: recovered from packet 5's FEC.
-        assert_eq!(dec.recover_from_next(&packets[5]).unwrap().len(), FRAME_SAMPLES);
+        assert_eq!(
+            dec.recover_from_next(&packets[5]).unwrap().len(),
+            FRAME_SAMPLES
+        );
         assert_eq!(dec.decode(&packets[5]).unwrap().len(), FRAME_SAMPLES);
         // Packets 6 and 7 lost, nothing after: concealment.
         assert_eq!(dec.conceal().unwrap().len(), FRAME_SAMPLES);
@@ -224,10 +235,22 @@ mod tests {
     #[test]
     fn wrong_frame_length_and_settings_are_errors() {
         let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
-        assert!(matches!(enc.encode(&[0; 100]), Err(AudioError::FrameLength { expected: 320, got: 100 })));
-        let bad = EncoderConfig { frame_ms: 25, ..EncoderConfig::default() };
+        assert!(matches!(
+            enc.encode(&[0; 100]),
+            Err(AudioError::FrameLength {
+                expected: 320,
+                got: 100
+            })
+        ));
+        let bad = EncoderConfig {
+            frame_ms: 25,
+            ..EncoderConfig::default()
+        };
         assert!(Encoder::new(bad).is_err());
-        let long = EncoderConfig { frame_ms: 60, ..EncoderConfig::default() };
+        let long = EncoderConfig {
+            frame_ms: 60,
+            ..EncoderConfig::default()
+        };
         assert_eq!(Encoder::new(long).unwrap().frame_samples(), 960);
     }
 

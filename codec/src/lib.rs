@@ -10,8 +10,8 @@
 //! [`Malformed`] means the peer sent something invalid.
 
 pub mod audio;
-pub mod control;
 mod codes;
+pub mod control;
 mod ids;
 mod reader;
 pub mod voice;

@@ -25,13 +25,16 @@ fn name() -> impl Strategy<Value = String> {
 
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
-        (any::<u8>(), terminal(), prop::collection::vec(any::<u8>(), 1..=64)).prop_map(
-            |(version, terminal, c)| ClientMsg::Hello {
+        (
+            any::<u8>(),
+            terminal(),
+            prop::collection::vec(any::<u8>(), 1..=64)
+        )
+            .prop_map(|(version, terminal, c)| ClientMsg::Hello {
                 version,
                 terminal,
                 credential: Bytes::from(c)
-            }
-        ),
+            }),
         group().prop_map(|group| ClientMsg::Join { group }),
         group().prop_map(|group| ClientMsg::Leave { group }),
         (group(), class()).prop_map(|(group, class)| ClientMsg::FloorRequest { group, class }),
@@ -92,13 +95,16 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             }
         ),
         group().prop_map(|group| ServerMsg::FloorIdle { group }),
-        (group(), any::<u16>(), prop::sample::select(RevokeCause::ALL)).prop_map(
-            |(group, burst, cause)| ServerMsg::FloorRevoked {
+        (
+            group(),
+            any::<u16>(),
+            prop::sample::select(RevokeCause::ALL)
+        )
+            .prop_map(|(group, burst, cause)| ServerMsg::FloorRevoked {
                 group,
                 burst,
                 cause
-            }
-        ),
+            }),
         (group(), terminal(), any::<bool>()).prop_map(|(group, terminal, online)| {
             ServerMsg::Presence {
                 group,
@@ -212,12 +218,36 @@ fn hostile_bodies_are_errors() {
     use control::RawFrame;
     let cases: &[(u8, &[u8], Malformed)] = &[
         (control::kind::JOIN, &[0, 0, 0], Malformed::Truncated),
-        (control::kind::JOIN, &[0, 0, 0, 7, 9], Malformed::TrailingBytes),
-        (control::kind::JOIN, &[0, 0, 0, 0], Malformed::InvalidValue("group 0")),
-        (control::kind::FLOOR_REQUEST, &[0, 0, 0, 7, 3], Malformed::InvalidValue("class")),
-        (control::kind::HELLO, &[1, 0, 0, 0, 1, 0], Malformed::InvalidValue("credential length")),
-        (control::kind::HELLO, &[1, 0, 0, 0, 1, 200, 1], Malformed::InvalidValue("credential length")),
-        (control::kind::HELLO, &[1, 0, 0, 0, 1, 4, 1], Malformed::Truncated),
+        (
+            control::kind::JOIN,
+            &[0, 0, 0, 7, 9],
+            Malformed::TrailingBytes,
+        ),
+        (
+            control::kind::JOIN,
+            &[0, 0, 0, 0],
+            Malformed::InvalidValue("group 0"),
+        ),
+        (
+            control::kind::FLOOR_REQUEST,
+            &[0, 0, 0, 7, 3],
+            Malformed::InvalidValue("class"),
+        ),
+        (
+            control::kind::HELLO,
+            &[1, 0, 0, 0, 1, 0],
+            Malformed::InvalidValue("credential length"),
+        ),
+        (
+            control::kind::HELLO,
+            &[1, 0, 0, 0, 1, 200, 1],
+            Malformed::InvalidValue("credential length"),
+        ),
+        (
+            control::kind::HELLO,
+            &[1, 0, 0, 0, 1, 4, 1],
+            Malformed::Truncated,
+        ),
         (0x3f, &[], Malformed::UnknownType(0x3f)),
     ];
     for (kind, body, want) in cases {
@@ -231,16 +261,29 @@ fn hostile_bodies_are_errors() {
         body
     };
     let body = taken(&[0, 10, b'a']);
-    let frame = RawFrame { kind: control::kind::FLOOR_TAKEN, body: &body };
+    let frame = RawFrame {
+        kind: control::kind::FLOOR_TAKEN,
+        body: &body,
+    };
     assert_eq!(ServerMsg::decode(frame), Err(Malformed::Truncated));
     let body = taken(&[0, 2, 0xff, 0xfe]);
-    let frame = RawFrame { kind: control::kind::FLOOR_TAKEN, body: &body };
+    let frame = RawFrame {
+        kind: control::kind::FLOOR_TAKEN,
+        body: &body,
+    };
     assert_eq!(ServerMsg::decode(frame), Err(Malformed::InvalidUtf8));
 }
 
 #[test]
 fn hostile_datagrams_are_errors() {
-    let ok = VoiceHeader { group: GroupId(7), speaker: 0, burst: 1, seq: 0, flags: 0 }.to_datagram(&[0xf8]);
+    let ok = VoiceHeader {
+        group: GroupId(7),
+        speaker: 0,
+        burst: 1,
+        seq: 0,
+        flags: 0,
+    }
+    .to_datagram(&[0xf8]);
     assert!(VoiceHeader::decode(&ok).is_ok());
     // Header only, no Opus packet.
     assert_eq!(VoiceHeader::decode(&ok[..13]), Err(Malformed::Truncated));
@@ -248,12 +291,21 @@ fn hostile_datagrams_are_errors() {
     assert_eq!(VoiceHeader::decode(&[]), Err(Malformed::Truncated));
     let mut bad = ok.to_vec();
     bad[0] = 0x20;
-    assert_eq!(VoiceHeader::decode(&bad), Err(Malformed::InvalidValue("voice version")));
+    assert_eq!(
+        VoiceHeader::decode(&bad),
+        Err(Malformed::InvalidValue("voice version"))
+    );
     bad[0] = 0x12;
-    assert_eq!(VoiceHeader::decode(&bad), Err(Malformed::InvalidValue("voice flags")));
+    assert_eq!(
+        VoiceHeader::decode(&bad),
+        Err(Malformed::InvalidValue("voice flags"))
+    );
     let mut zero_group = ok.to_vec();
     zero_group[1..5].fill(0);
-    assert_eq!(VoiceHeader::decode(&zero_group), Err(Malformed::InvalidValue("group 0")));
+    assert_eq!(
+        VoiceHeader::decode(&zero_group),
+        Err(Malformed::InvalidValue("group 0"))
+    );
     let huge = vec![0x10; voice::MAX_VOICE_DATAGRAM + 1];
     assert_eq!(VoiceHeader::decode(&huge), Err(Malformed::TooLong));
 }
@@ -262,7 +314,13 @@ fn hostile_datagrams_are_errors() {
 fn over_long_strings_are_truncated_on_a_char_boundary() {
     let name = "张".repeat(200); // 600 bytes, limit 256
     let mut buf = BytesMut::new();
-    ServerMsg::Joined { group: GroupId(1), talk: true, name, online: vec![] }.encode(&mut buf);
+    ServerMsg::Joined {
+        group: GroupId(1),
+        talk: true,
+        name,
+        online: vec![],
+    }
+    .encode(&mut buf);
     match ServerMsg::decode(split_frame(&buf).unwrap()).unwrap() {
         ServerMsg::Joined { name, .. } => {
             assert_eq!(name.len(), 255);

@@ -10,7 +10,10 @@ use ptt_codec::*;
 
 fn documented() -> BTreeMap<String, Vec<u8>> {
     let doc = include_str!("../../docs/PROTOCOL.md");
-    let section = doc.split("## 5. Test vectors").nth(1).expect("vectors section");
+    let section = doc
+        .split("## 5. Test vectors")
+        .nth(1)
+        .expect("vectors section");
     section
         .lines()
         .filter_map(|line| {
@@ -33,30 +36,142 @@ fn expected() -> Vec<(&'static str, Vector)> {
     let g = GroupId(42);
     let t = TerminalId(1001);
     vec![
-        ("hello", Client(ClientMsg::Hello { version: 1, terminal: t, credential: Bytes::from_static(&[0xa1, 0xb2, 0xc3, 0xd4]) })),
+        (
+            "hello",
+            Client(ClientMsg::Hello {
+                version: 1,
+                terminal: t,
+                credential: Bytes::from_static(&[0xa1, 0xb2, 0xc3, 0xd4]),
+            }),
+        ),
         ("join", Client(ClientMsg::Join { group: g })),
         ("leave", Client(ClientMsg::Leave { group: g })),
-        ("floor-request-emergency", Client(ClientMsg::FloorRequest { group: g, class: Class::Emergency })),
-        ("floor-release", Client(ClientMsg::FloorRelease { group: g })),
+        (
+            "floor-request-emergency",
+            Client(ClientMsg::FloorRequest {
+                group: g,
+                class: Class::Emergency,
+            }),
+        ),
+        (
+            "floor-release",
+            Client(ClientMsg::FloorRelease { group: g }),
+        ),
         ("ping", Client(ClientMsg::Ping { nonce: 7 })),
         ("logout", Client(ClientMsg::Logout)),
-        ("welcome-resumed", Server(ServerMsg::Welcome {
-            terminal: t, name: "张伟".into(), resumed: true,
-            groups: vec![Membership { group: g, talk: true }, Membership { group: GroupId(40), talk: false }],
-        })),
-        ("joined", Server(ServerMsg::Joined { group: g, talk: true, name: "共治单元1".into(), online: vec![t, TerminalId(1002)] })),
+        (
+            "welcome-resumed",
+            Server(ServerMsg::Welcome {
+                terminal: t,
+                name: "张伟".into(),
+                resumed: true,
+                groups: vec![
+                    Membership {
+                        group: g,
+                        talk: true,
+                    },
+                    Membership {
+                        group: GroupId(40),
+                        talk: false,
+                    },
+                ],
+            }),
+        ),
+        (
+            "joined",
+            Server(ServerMsg::Joined {
+                group: g,
+                talk: true,
+                name: "共治单元1".into(),
+                online: vec![t, TerminalId(1002)],
+            }),
+        ),
         ("left", Server(ServerMsg::Left { group: g })),
-        ("floor-granted", Server(ServerMsg::FloorGranted { group: g, burst: 5, limit_ms: 30_000 })),
-        ("floor-denied-receive-only", Server(ServerMsg::FloorDenied { group: GroupId(40), cause: DenyCause::ReceiveOnly })),
-        ("floor-queued", Server(ServerMsg::FloorQueued { group: g, position: 2 })),
-        ("floor-taken", Server(ServerMsg::FloorTaken { group: g, speaker: t, burst: 5, class: Class::Normal, name: "张伟".into() })),
+        (
+            "floor-granted",
+            Server(ServerMsg::FloorGranted {
+                group: g,
+                burst: 5,
+                limit_ms: 30_000,
+            }),
+        ),
+        (
+            "floor-denied-receive-only",
+            Server(ServerMsg::FloorDenied {
+                group: GroupId(40),
+                cause: DenyCause::ReceiveOnly,
+            }),
+        ),
+        (
+            "floor-queued",
+            Server(ServerMsg::FloorQueued {
+                group: g,
+                position: 2,
+            }),
+        ),
+        (
+            "floor-taken",
+            Server(ServerMsg::FloorTaken {
+                group: g,
+                speaker: t,
+                burst: 5,
+                class: Class::Normal,
+                name: "张伟".into(),
+            }),
+        ),
         ("floor-idle", Server(ServerMsg::FloorIdle { group: g })),
-        ("floor-revoked-too-long", Server(ServerMsg::FloorRevoked { group: g, burst: 5, cause: RevokeCause::BurstTooLong })),
-        ("presence-online", Server(ServerMsg::Presence { group: g, terminal: TerminalId(1002), online: true })),
-        ("error-join-denied", Server(ServerMsg::Error { code: ErrorCode::JoinDenied, frame: 2, group: Some(GroupId(99)), message: "denied".into() })),
+        (
+            "floor-revoked-too-long",
+            Server(ServerMsg::FloorRevoked {
+                group: g,
+                burst: 5,
+                cause: RevokeCause::BurstTooLong,
+            }),
+        ),
+        (
+            "presence-online",
+            Server(ServerMsg::Presence {
+                group: g,
+                terminal: TerminalId(1002),
+                online: true,
+            }),
+        ),
+        (
+            "error-join-denied",
+            Server(ServerMsg::Error {
+                code: ErrorCode::JoinDenied,
+                frame: 2,
+                group: Some(GroupId(99)),
+                message: "denied".into(),
+            }),
+        ),
         ("pong", Server(ServerMsg::Pong { nonce: 7 })),
-        ("voice-from-terminal", Voice(VoiceHeader { group: g, speaker: 0, burst: 5, seq: 17, flags: 0 }, &[0xf8, 0xff, 0xfe])),
-        ("voice-relayed-end", Voice(VoiceHeader { group: g, speaker: 1001, burst: 5, seq: 18, flags: voice::FLAG_END }, &[0xf8, 0xff, 0xfe])),
+        (
+            "voice-from-terminal",
+            Voice(
+                VoiceHeader {
+                    group: g,
+                    speaker: 0,
+                    burst: 5,
+                    seq: 17,
+                    flags: 0,
+                },
+                &[0xf8, 0xff, 0xfe],
+            ),
+        ),
+        (
+            "voice-relayed-end",
+            Voice(
+                VoiceHeader {
+                    group: g,
+                    speaker: 1001,
+                    burst: 5,
+                    seq: 18,
+                    flags: voice::FLAG_END,
+                },
+                &[0xf8, 0xff, 0xfe],
+            ),
+        ),
     ]
 }
 
@@ -68,7 +183,10 @@ fn every_documented_vector_matches_the_code() {
     let doc_names: Vec<&str> = doc.keys().map(String::as_str).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
-    assert_eq!(doc_names, sorted, "vector names in PROTOCOL.md and in this test differ");
+    assert_eq!(
+        doc_names, sorted,
+        "vector names in PROTOCOL.md and in this test differ"
+    );
 
     for (name, vector) in expected {
         let bytes = &doc[name];
@@ -92,6 +210,10 @@ fn every_documented_vector_matches_the_code() {
                 assert_eq!((&decoded, payload), (h, *opus), "{name} decodes");
             }
         }
-        assert_eq!(hex::encode(&out), hex::encode(bytes), "{name} encodes as documented");
+        assert_eq!(
+            hex::encode(&out),
+            hex::encode(bytes),
+            "{name} encodes as documented"
+        );
     }
 }

@@ -22,7 +22,7 @@ use ptt_codec::{TerminalId, VoiceHeader};
 
 /// Something a datagram can be handed to: a QUIC connection in the gateway,
 /// a counter in benchmarks and tests.
-pub trait Sink {
+pub trait Sink: Send + Sync {
     /// Queues one datagram. An error means this receiver cannot take it (the
     /// connection is gone); other receivers are unaffected.
     fn send(&self, datagram: Bytes) -> Result<(), SinkError>;
@@ -102,7 +102,11 @@ pub struct Relayed {
 
 /// Checks that `sender` may send a frame with this header in the group whose
 /// snapshot is given: it must hold the floor, with the burst id it was granted.
-pub fn admit<S>(snapshot: &Snapshot<S>, sender: TerminalId, header: &VoiceHeader) -> Result<(), Drop> {
+pub fn admit<S>(
+    snapshot: &Snapshot<S>,
+    sender: TerminalId,
+    header: &VoiceHeader,
+) -> Result<(), Drop> {
     match snapshot.talker {
         Some(t) if t.terminal == sender && t.burst == header.burst => Ok(()),
         _ => Err(Drop::NotHolder),
@@ -202,7 +206,10 @@ mod tests {
         .to_datagram(b"opus")
     }
 
-    fn snapshot(talker: Option<(u32, u16)>, n: u32) -> (Snapshot<Arc<Recorder>>, Vec<Arc<Recorder>>) {
+    fn snapshot(
+        talker: Option<(u32, u16)>,
+        n: u32,
+    ) -> (Snapshot<Arc<Recorder>>, Vec<Arc<Recorder>>) {
         let sinks: Vec<_> = (0..n).map(|_| Arc::new(Recorder::default())).collect();
         let receivers = sinks
             .iter()
@@ -224,10 +231,19 @@ mod tests {
         let (snap, _) = snapshot(Some((1, 5)), 3);
         let header = |burst| VoiceHeader::decode(&frame(0, burst)).unwrap().0;
         assert!(admit(&snap, TerminalId(1), &header(5)).is_ok());
-        assert_eq!(admit(&snap, TerminalId(2), &header(5)), Err(Drop::NotHolder));
-        assert_eq!(admit(&snap, TerminalId(1), &header(4)), Err(Drop::NotHolder));
+        assert_eq!(
+            admit(&snap, TerminalId(2), &header(5)),
+            Err(Drop::NotHolder)
+        );
+        assert_eq!(
+            admit(&snap, TerminalId(1), &header(4)),
+            Err(Drop::NotHolder)
+        );
         let (idle, _) = snapshot(None, 3);
-        assert_eq!(admit(&idle, TerminalId(1), &header(5)), Err(Drop::NotHolder));
+        assert_eq!(
+            admit(&idle, TerminalId(1), &header(5)),
+            Err(Drop::NotHolder)
+        );
     }
 
     #[test]
@@ -235,7 +251,13 @@ mod tests {
         let (snap, sinks) = snapshot(Some((2, 5)), 4);
         // The sender claims to be terminal 3; the gateway knows it is 2.
         let out = relay(&snap, TerminalId(2), &frame(3, 5));
-        assert_eq!(out, Relayed { delivered: 3, failed: 0 });
+        assert_eq!(
+            out,
+            Relayed {
+                delivered: 3,
+                failed: 0
+            }
+        );
         for (i, s) in sinks.iter().enumerate() {
             let got = s.0.lock().unwrap();
             if i == 1 {
@@ -256,11 +278,26 @@ mod tests {
     #[test]
     fn a_closed_receiver_does_not_stop_the_others() {
         let receivers: Arc<[Receiver<Box<dyn Sink>>]> = Arc::new([
-            Receiver { terminal: TerminalId(5), sink: Box::new(Closed) as Box<dyn Sink> },
-            Receiver { terminal: TerminalId(6), sink: Box::new(Arc::new(Recorder::default())) },
+            Receiver {
+                terminal: TerminalId(5),
+                sink: Box::new(Closed) as Box<dyn Sink>,
+            },
+            Receiver {
+                terminal: TerminalId(6),
+                sink: Box::new(Arc::new(Recorder::default())),
+            },
         ]);
-        let snap = Snapshot { talker: None, receivers };
-        assert_eq!(relay(&snap, TerminalId(1), &frame(0, 1)), Relayed { delivered: 1, failed: 1 });
+        let snap = Snapshot {
+            talker: None,
+            receivers,
+        };
+        assert_eq!(
+            relay(&snap, TerminalId(1), &frame(0, 1)),
+            Relayed {
+                delivered: 1,
+                failed: 1
+            }
+        );
     }
 
     #[test]

@@ -263,15 +263,38 @@ impl Group {
             }
             floor::Event::Denied { terminal, cause } => {
                 Metrics::add(&self.metrics.floor_denied, 1);
-                to(&terminal, ServerMsg::FloorDenied { group: self.id, cause });
+                to(
+                    &terminal,
+                    ServerMsg::FloorDenied {
+                        group: self.id,
+                        cause,
+                    },
+                );
             }
             floor::Event::Queued { terminal, position } => {
-                to(&terminal, ServerMsg::FloorQueued { group: self.id, position });
+                to(
+                    &terminal,
+                    ServerMsg::FloorQueued {
+                        group: self.id,
+                        position,
+                    },
+                );
             }
-            floor::Event::Revoked { terminal, burst, cause } => {
+            floor::Event::Revoked {
+                terminal,
+                burst,
+                cause,
+            } => {
                 Metrics::add(&self.metrics.floor_revoked, 1);
                 tracing::debug!(group = %self.id, %terminal, burst, ?cause, "floor revoked");
-                to(&terminal, ServerMsg::FloorRevoked { group: self.id, burst, cause });
+                to(
+                    &terminal,
+                    ServerMsg::FloorRevoked {
+                        group: self.id,
+                        burst,
+                        cause,
+                    },
+                );
             }
             floor::Event::Idle => {
                 for m in st.members.values() {

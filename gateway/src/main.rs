@@ -90,7 +90,10 @@ fn apply(config: &mut Config, args: &ServeArgs) {
     }
 }
 
-fn load_org(org: Option<&PathBuf>, key: Option<&PathBuf>) -> anyhow::Result<(Org, ProvisioningKey)> {
+fn load_org(
+    org: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+) -> anyhow::Result<(Org, ProvisioningKey)> {
     let Some(path) = org else {
         bail!("no org file: pass --org FILE or set `org` in the config file (terminal-sim gen-city writes one)");
     };
@@ -98,7 +101,9 @@ fn load_org(org: Option<&PathBuf>, key: Option<&PathBuf>) -> anyhow::Result<(Org
     let key_path = match (key, org.key_file()) {
         (Some(k), _) => k.clone(),
         (None, Some(k)) => k.to_path_buf(),
-        (None, None) => bail!("no provisioning key: set key_file in the org file or pass --provisioning-key"),
+        (None, None) => {
+            bail!("no provisioning key: set key_file in the org file or pass --provisioning-key")
+        }
     };
     let key = ProvisioningKey::load(&key_path)
         .with_context(|| format!("loading provisioning key {}", key_path.display()))?;
@@ -121,6 +126,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,quinn=warn,rustls=warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Command::Credential {
@@ -148,7 +154,9 @@ fn main() -> anyhow::Result<()> {
                     terminals = org.terminals().count(),
                     "starting"
                 );
-                Gateway::new(config, org, key).run(endpoint, shutdown_signal()).await;
+                Gateway::new(config, org, key)
+                    .run(endpoint, shutdown_signal())
+                    .await;
                 Ok(())
             })
         }
@@ -166,7 +174,9 @@ mod tests {
         )
         .unwrap();
         let args = Cli::parse_from(["ptt-gateway", "serve", "--data-dir", "/tmp/x"]);
-        let Command::Serve(args) = args.command else { unreachable!() };
+        let Command::Serve(args) = args.command else {
+            unreachable!()
+        };
         apply(&mut config, &args);
         assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));

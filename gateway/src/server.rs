@@ -107,7 +107,10 @@ impl Gateway {
             b"gateway shutting down",
         );
         let drain = async { while sessions.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("sessions did not end in time");
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;

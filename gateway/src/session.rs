@@ -100,7 +100,8 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let span = tracing::info_span!("session", terminal = %terminal, %remote);
     async move {
         let mut session = Session::start(&shared, conn.clone(), send, terminal);
-        let voice = tokio::spawn(voice_loop(shared.clone(), conn.clone(), terminal).in_current_span());
+        let voice =
+            tokio::spawn(voice_loop(shared.clone(), conn.clone(), terminal).in_current_span());
         let result = session.control_loop(&mut recv, buffered).await;
         voice.abort();
         session.finish();
@@ -123,10 +124,13 @@ async fn read_frame(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<Option<
             Err(FrameError::TooLong(_)) => return Err(Ended::Closed("oversized control frame")),
             Err(FrameError::Incomplete) => {}
         }
-        let n = recv.read_buf(buf).await.map_err(|e| match e.downcast::<quinn::ReadError>() {
-            Ok(e) => Ended::Read(e),
-            Err(_) => Ended::Closed("control stream read failed"),
-        })?;
+        let n = recv
+            .read_buf(buf)
+            .await
+            .map_err(|e| match e.downcast::<quinn::ReadError>() {
+                Ok(e) => Ended::Read(e),
+                Err(_) => Ended::Closed("control stream read failed"),
+            })?;
         if n == 0 {
             return if buf.is_empty() {
                 Ok(None)
@@ -155,17 +159,26 @@ async fn authenticate(
     else {
         return Err(refuse(CloseCode::ProtocolViolation, "no hello"));
     };
-    let frame = split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
+    let frame =
+        split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
     let (version, terminal, credential) = match ClientMsg::decode(frame) {
         Ok(ClientMsg::Hello {
             version,
             terminal,
             credential,
         }) => (version, terminal, credential),
-        _ => return Err(refuse(CloseCode::ProtocolViolation, "first frame must be a valid hello")),
+        _ => {
+            return Err(refuse(
+                CloseCode::ProtocolViolation,
+                "first frame must be a valid hello",
+            ))
+        }
     };
     if version != VERSION {
-        return Err(refuse(CloseCode::UnsupportedVersion, "unsupported protocol version"));
+        return Err(refuse(
+            CloseCode::UnsupportedVersion,
+            "unsupported protocol version",
+        ));
     }
     let known = shared.org.terminal(terminal).is_some();
     // Verify even for unknown terminals so timing does not tell them apart.
@@ -173,7 +186,10 @@ async fn authenticate(
     if !known || !valid {
         Metrics::add(&shared.metrics.auth_failures, 1);
         tracing::warn!(%terminal, remote = %conn.remote_address(), "authentication failed");
-        return Err(refuse(CloseCode::AuthFailed, "unknown terminal or wrong credential"));
+        return Err(refuse(
+            CloseCode::AuthFailed,
+            "unknown terminal or wrong credential",
+        ));
     }
     // Frames sent right behind the Hello may already be buffered: keep them.
     let _hello = buf.split_to(len);
@@ -195,10 +211,18 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     /// Registers the session (replacing an older one), starts the writer,
     /// sends `Welcome` and restores remembered groups.
-    fn start(shared: &'a Arc<Shared>, conn: Connection, send: SendStream, terminal: TerminalId) -> Self {
+    fn start(
+        shared: &'a Arc<Shared>,
+        conn: Connection,
+        send: SendStream,
+        terminal: TerminalId,
+    ) -> Self {
         let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
         // The terminal exists: authenticate() checked it.
-        let t = shared.org.terminal(terminal).expect("authenticated terminal is in the org");
+        let t = shared
+            .org
+            .terminal(terminal)
+            .expect("authenticated terminal is in the org");
         let priority = shared.config.policy.priority(t.role, t.kind);
         let name: Arc<str> = Arc::from(t.name.as_str());
         let (tx, rx) = mpsc::channel(shared.config.session.outbox);
@@ -213,7 +237,11 @@ impl<'a> Session<'a> {
             if let Some((_, old)) = entry.session.replace((id, conn.clone())) {
                 Metrics::add(&shared.metrics.sessions_replaced, 1);
                 tracing::info!("replacing the older session of this terminal");
-                close(&old, CloseCode::SessionReplaced, "replaced by a newer connection of this terminal");
+                close(
+                    &old,
+                    CloseCode::SessionReplaced,
+                    "replaced by a newer connection of this terminal",
+                );
             }
             entry.groups.clone()
         };
@@ -271,7 +299,13 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn error(&self, code: ErrorCode, frame: u8, group: Option<GroupId>, message: impl Into<String>) {
+    fn error(
+        &self,
+        code: ErrorCode,
+        frame: u8,
+        group: Option<GroupId>,
+        message: impl Into<String>,
+    ) {
         self.outbox.send(ServerMsg::Error {
             code,
             frame,
@@ -282,10 +316,18 @@ impl<'a> Session<'a> {
 
     /// Reads and handles control frames until the stream or connection
     /// ends. `buf` holds bytes already read behind the `Hello`.
-    async fn control_loop(&mut self, recv: &mut RecvStream, mut buf: BytesMut) -> Result<(), Ended> {
+    async fn control_loop(
+        &mut self,
+        recv: &mut RecvStream,
+        mut buf: BytesMut,
+    ) -> Result<(), Ended> {
         while let Some(len) = read_frame(recv, &mut buf).await.inspect_err(|e| {
             if matches!(e, Ended::Closed(_)) {
-                close(&self.conn, CloseCode::ProtocolViolation, "bad control framing");
+                close(
+                    &self.conn,
+                    CloseCode::ProtocolViolation,
+                    "bad control framing",
+                );
             }
         })? {
             let frame = buf.split_to(len);
@@ -299,7 +341,11 @@ impl<'a> Session<'a> {
                     tracing::debug!(kind = raw.kind, "malformed control frame: {e}");
                     self.error(ErrorCode::Malformed, raw.kind, None, e.to_string());
                     if self.malformed >= self.shared.config.session.max_malformed {
-                        close(&self.conn, CloseCode::ProtocolViolation, "too many malformed frames");
+                        close(
+                            &self.conn,
+                            CloseCode::ProtocolViolation,
+                            "too many malformed frames",
+                        );
                         return Err(Ended::Closed("too many malformed frames"));
                     }
                 }
@@ -314,9 +360,12 @@ impl<'a> Session<'a> {
     fn handle(&mut self, msg: ClientMsg) {
         let kind = msg.kind();
         match msg {
-            ClientMsg::Hello { .. } => {
-                self.error(ErrorCode::UnexpectedFrame, kind, None, "already authenticated")
-            }
+            ClientMsg::Hello { .. } => self.error(
+                ErrorCode::UnexpectedFrame,
+                kind,
+                None,
+                "already authenticated",
+            ),
             ClientMsg::Join { group } => self.join(kind, group),
             ClientMsg::Leave { group } => {
                 let removed = self
@@ -378,21 +427,43 @@ impl<'a> Session<'a> {
         if !shared.groups.contains_key(&group) {
             return self.error(ErrorCode::UnknownGroup, kind, Some(group), "no such group");
         }
-        let rights = match shared.org.rights(&shared.config.policy, self.terminal, group) {
+        let rights = match shared
+            .org
+            .rights(&shared.config.policy, self.terminal, group)
+        {
             Ok(r) if r.listen || r.talk => r,
             Ok(_) | Err(Denied::NotAllowed) => {
                 tracing::debug!(%group, "join denied");
-                return self.error(ErrorCode::JoinDenied, kind, Some(group), "not allowed in this group");
+                return self.error(
+                    ErrorCode::JoinDenied,
+                    kind,
+                    Some(group),
+                    "not allowed in this group",
+                );
             }
-            Err(e) => return self.error(ErrorCode::UnknownGroup, kind, Some(group), format!("{e:?}")),
+            Err(e) => {
+                return self.error(ErrorCode::UnknownGroup, kind, Some(group), format!("{e:?}"))
+            }
         };
         {
             let Some(mut entry) = shared.terminals.get_mut(&self.terminal) else {
-                return self.error(ErrorCode::Internal, kind, Some(group), "session not registered");
+                return self.error(
+                    ErrorCode::Internal,
+                    kind,
+                    Some(group),
+                    "session not registered",
+                );
             };
-            if !entry.groups.contains_key(&group) && entry.groups.len() >= shared.config.session.max_groups {
+            if !entry.groups.contains_key(&group)
+                && entry.groups.len() >= shared.config.session.max_groups
+            {
                 drop(entry);
-                return self.error(ErrorCode::TooManyGroups, kind, Some(group), "group limit reached");
+                return self.error(
+                    ErrorCode::TooManyGroups,
+                    kind,
+                    Some(group),
+                    "group limit reached",
+                );
             }
             entry.groups.insert(group, rights.talk);
         }

@@ -158,7 +158,8 @@ pub fn server_config(id: &Identity, transport: &Transport) -> Result<quinn::Serv
         .with_no_client_auth()
         .with_single_cert(id.certs.clone(), id.key.clone_key())?;
     tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(transport)));
     // Terminals on cellular networks change address; keep their connection.
@@ -167,7 +168,11 @@ pub fn server_config(id: &Identity, transport: &Transport) -> Result<quinn::Serv
 }
 
 /// Binds the gateway's UDP socket and QUIC endpoint.
-pub fn bind(addr: SocketAddr, id: &Identity, transport: &Transport) -> Result<quinn::Endpoint, Error> {
+pub fn bind(
+    addr: SocketAddr,
+    id: &Identity,
+    transport: &Transport,
+) -> Result<quinn::Endpoint, Error> {
     let socket = std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     if transport.socket_buffer > 0 {
         let sock = socket2_ref(&socket);

@@ -50,12 +50,52 @@ pub struct City {
     pub summary: Summary,
 }
 
-const DISTRICTS: [&str; 9] = ["婺城区", "金东区", "兰溪市", "义乌市", "东阳市", "永康市", "武义县", "浦江县", "磐安县"];
-const PRECINCTS: [&str; 12] = ["城东", "城西", "城南", "城北", "江南", "江北", "新狮", "三江", "西关", "秋滨", "雅畈", "罗店"];
-const STREETS: [&str; 10] = ["人民路", "解放路", "八一街", "宾虹路", "双龙街", "丹溪路", "婺州街", "李渔路", "环城路", "城南路"];
-const SITES: [&str; 10] = ["万达广场", "中心医院", "夜市", "实验小学", "工业园", "KTV", "火车站", "商贸城", "农贸市场", "汽车站"];
-const SURNAMES: [&str; 20] = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "林", "高", "罗"];
-const GIVEN: [&str; 20] = ["伟", "芳", "娜", "敏", "静", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛", "明", "超", "秀英", "建华", "志强", "丽", "婷"];
+const DISTRICTS: [&str; 9] = [
+    "婺城区",
+    "金东区",
+    "兰溪市",
+    "义乌市",
+    "东阳市",
+    "永康市",
+    "武义县",
+    "浦江县",
+    "磐安县",
+];
+const PRECINCTS: [&str; 12] = [
+    "城东", "城西", "城南", "城北", "江南", "江北", "新狮", "三江", "西关", "秋滨", "雅畈", "罗店",
+];
+const STREETS: [&str; 10] = [
+    "人民路",
+    "解放路",
+    "八一街",
+    "宾虹路",
+    "双龙街",
+    "丹溪路",
+    "婺州街",
+    "李渔路",
+    "环城路",
+    "城南路",
+];
+const SITES: [&str; 10] = [
+    "万达广场",
+    "中心医院",
+    "夜市",
+    "实验小学",
+    "工业园",
+    "KTV",
+    "火车站",
+    "商贸城",
+    "农贸市场",
+    "汽车站",
+];
+const SURNAMES: [&str; 20] = [
+    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭",
+    "何", "林", "高", "罗",
+];
+const GIVEN: [&str; 20] = [
+    "伟", "芳", "娜", "敏", "静", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛", "明", "超",
+    "秀英", "建华", "志强", "丽", "婷",
+];
 
 struct Builder {
     rng: StdRng,
@@ -69,7 +109,12 @@ impl Builder {
     fn node(&mut self, parent: Option<u32>, kind: NodeKind, name: String) -> u32 {
         self.next_node += 1;
         let id = self.next_node;
-        self.file.nodes.push(NodeEntry { id, parent, kind, name });
+        self.file.nodes.push(NodeEntry {
+            id,
+            parent,
+            kind,
+            name,
+        });
         id
     }
 
@@ -117,11 +162,19 @@ impl Builder {
         self.summary.units += 1;
         self.member(unit, Role::SecurityGuard);
         self.member(unit, Role::SecurityGuard);
-        let other = if self.rng.gen_bool(0.6) { Role::Staff } else { Role::Volunteer };
+        let other = if self.rng.gen_bool(0.6) {
+            Role::Staff
+        } else {
+            Role::Volunteer
+        };
         self.member(unit, other);
         let mut size = 3;
         if self.rng.gen_bool(0.31) {
-            let role = if self.rng.gen_bool(0.5) { Role::Police } else { Role::AuxiliaryPolice };
+            let role = if self.rng.gen_bool(0.5) {
+                Role::Police
+            } else {
+                Role::AuxiliaryPolice
+            };
             self.member(unit, role);
             size += 1;
         }
@@ -149,7 +202,10 @@ pub fn generate(params: &CityParams) -> City {
     // Roughly 30 units per police station (15 stations of about 2 units),
     // police stations spread over up to nine districts (~900 units each).
     let police_stations = units.div_ceil(30).max(1);
-    let districts = units.div_ceil(900).clamp(1, DISTRICTS.len()).min(police_stations);
+    let districts = units
+        .div_ceil(900)
+        .clamp(1, DISTRICTS.len())
+        .min(police_stations);
     let district_ids: Vec<u32> = (0..districts)
         .map(|d| {
             let id = b.node(Some(city), NodeKind::District, DISTRICTS[d].to_owned());
@@ -218,7 +274,8 @@ pub fn write(params: &CityParams, out: &Path) -> anyhow::Result<Summary> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     ProvisioningKey::generate().save(&key_path)?;
-    std::fs::write(out, city.to_toml(&key_name)?).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(out, city.to_toml(&key_name)?)
+        .with_context(|| format!("writing {}", out.display()))?;
     Ok(city.summary)
 }
 
@@ -240,7 +297,10 @@ mod tests {
         let city = generate(&params(7019, 1));
         let s = city.summary;
         assert_eq!(s.units, 7019);
-        assert!((27_000..33_000).contains(&(s.terminals - s.consoles)), "{s:?}");
+        assert!(
+            (27_000..33_000).contains(&(s.terminals - s.consoles)),
+            "{s:?}"
+        );
         assert_eq!(s.districts, 8);
         assert_eq!(s.consoles, 1 + s.districts + s.police_stations);
         assert!(s.stations * 3 >= s.units && s.stations <= s.units, "{s:?}");
@@ -252,9 +312,16 @@ mod tests {
         }
         for n in city.file.nodes.iter().filter(|n| n.kind == NodeKind::Unit) {
             let roles = &by_unit[&n.id];
-            assert!((3..=5).contains(&roles.len()), "unit {} has {}", n.id, roles.len());
+            assert!(
+                (3..=5).contains(&roles.len()),
+                "unit {} has {}",
+                n.id,
+                roles.len()
+            );
             assert!(roles.iter().filter(|r| **r == Role::SecurityGuard).count() >= 2);
-            assert!(roles.iter().any(|r| matches!(r, Role::Staff | Role::Volunteer)));
+            assert!(roles
+                .iter()
+                .any(|r| matches!(r, Role::Staff | Role::Volunteer)));
         }
     }
 
@@ -271,7 +338,14 @@ mod tests {
     #[test]
     fn small_cities_and_determinism() {
         let one = generate(&params(1, 9));
-        assert_eq!((one.summary.units, one.summary.police_stations, one.summary.districts), (1, 1, 1));
+        assert_eq!(
+            (
+                one.summary.units,
+                one.summary.police_stations,
+                one.summary.districts
+            ),
+            (1, 1, 1)
+        );
         let a = generate(&params(300, 5)).to_toml("k").unwrap();
         assert_eq!(a, generate(&params(300, 5)).to_toml("k").unwrap());
         assert_ne!(a, generate(&params(300, 6)).to_toml("k").unwrap());

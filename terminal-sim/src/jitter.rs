@@ -171,7 +171,11 @@ impl JitterBuffer {
         self.next = Some(next + 1);
         self.due = Some(due + self.config.frame);
         // Frames older than the playout point can no longer be played.
-        while self.frames.first_key_value().is_some_and(|(&k, _)| k < next) {
+        while self
+            .frames
+            .first_key_value()
+            .is_some_and(|(&k, _)| k < next)
+        {
             self.frames.pop_first();
         }
         if let Some(p) = self.frames.remove(&next) {
@@ -227,7 +231,14 @@ mod tests {
         jb.push(t0 + MS(5), 1, b(1));
         jb.push(t0 + MS(6), 3, b(3));
         let out = play(&mut jb, t0 + MS(100));
-        assert_eq!(out[..3], [Playout::Frame(b(1)), Playout::Frame(b(2)), Playout::Frame(b(3))]);
+        assert_eq!(
+            out[..3],
+            [
+                Playout::Frame(b(1)),
+                Playout::Frame(b(2)),
+                Playout::Frame(b(3))
+            ]
+        );
     }
 
     #[test]
@@ -274,7 +285,10 @@ mod tests {
         jb.push(t0, 0, b(3));
         jb.push(t0, 1, b(4));
         let out = play(&mut jb, t0 + MS(60 + 3 * 20));
-        assert_eq!(out, (1..=4).map(|n| Playout::Frame(b(n))).collect::<Vec<_>>());
+        assert_eq!(
+            out,
+            (1..=4).map(|n| Playout::Frame(b(n))).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -283,7 +297,11 @@ mod tests {
         let mut jb = JitterBuffer::new(Config::default());
         jb.push(t0, 100, b(1));
         let out = play(&mut jb, t0 + MS(2000));
-        assert_eq!(out.len(), 11, "one frame, then ten concealed, then the burst ends");
+        assert_eq!(
+            out.len(),
+            11,
+            "one frame, then ten concealed, then the burst ends"
+        );
         assert!(jb.pop(t0 + MS(3000)).is_none());
         let t1 = t0 + MS(5000);
         jb.reset();

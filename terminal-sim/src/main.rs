@@ -10,7 +10,10 @@ use ptt_terminal_sim::city::{self, CityParams};
 use ptt_terminal_sim::scenario::{self, RunConfig, Spec};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "PTT terminal simulator: city generator and drill/load harness")]
+#[command(
+    version,
+    about = "PTT terminal simulator: city generator and drill/load harness"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +88,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::GenCity { units, out, seed, name } => {
+        Command::GenCity {
+            units,
+            out,
+            seed,
+            name,
+        } => {
             let summary = city::write(&CityParams { units, seed, name }, &out)?;
             println!(
                 "wrote {}: {} units in {} stations, {} police stations, {} districts; {} terminals ({} consoles)",
@@ -130,7 +138,8 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             let result = runtime.block_on(scenario::run(config))?;
             let json = serde_json::to_string_pretty(&result)?;
-            std::fs::write(&report, json + "\n").with_context(|| format!("writing {}", report.display()))?;
+            std::fs::write(&report, json + "\n")
+                .with_context(|| format!("writing {}", report.display()))?;
             print!("{}", result.summary());
             println!("report: {}", report.display());
             Ok(())

@@ -40,8 +40,11 @@ impl Recorder {
             self.burst = Some(burst);
             self.jitter.reset();
         }
-        self.jitter
-            .push(now, voice.header.seq, bytes::Bytes::copy_from_slice(voice.opus()));
+        self.jitter.push(
+            now,
+            voice.header.seq,
+            bytes::Bytes::copy_from_slice(voice.opus()),
+        );
     }
 
     /// Call every 20 ms: decodes whatever is due and appends it to the file.

@@ -37,7 +37,9 @@ impl Default for Latency {
 impl Latency {
     /// Records one sample (clamped into the histogram's range).
     pub fn record(&mut self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).clamp(1, 60_000_000);
+        let us = u64::try_from(d.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 60_000_000);
         self.0.saturating_record(us);
     }
 

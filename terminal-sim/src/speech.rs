@@ -83,10 +83,16 @@ impl Speech {
 
     fn next_vowel(&mut self) {
         let v = VOWELS[self.rng.gen_range(0..VOWELS.len())];
-        for (r, (f, bw)) in self.formants.iter_mut().zip(v.iter().zip([80.0, 100.0, 150.0])) {
+        for (r, (f, bw)) in self
+            .formants
+            .iter_mut()
+            .zip(v.iter().zip([80.0, 100.0, 150.0]))
+        {
             r.tune(*f, bw);
         }
-        self.vowel_left = self.rng.gen_range(SAMPLE_RATE * 15 / 100..SAMPLE_RATE * 30 / 100);
+        self.vowel_left = self
+            .rng
+            .gen_range(SAMPLE_RATE * 15 / 100..SAMPLE_RATE * 30 / 100);
         self.pitch_target = self.rng.gen_range(90.0..220.0);
     }
 
@@ -119,7 +125,11 @@ impl Speech {
                 0.0
             };
             let noise: f32 = self.rng.gen_range(-1.0..1.0);
-            let voiced: f32 = self.formants.iter_mut().map(|r| r.step(excitation * 40.0)).sum();
+            let voiced: f32 = self
+                .formants
+                .iter_mut()
+                .map(|r| r.step(excitation * 40.0))
+                .sum();
             // Raised-sine syllable envelope, silent in pauses.
             let pos = 1.0 - self.syllable_left as f32 / self.syllable_len as f32;
             let env = if self.pause {
@@ -127,7 +137,11 @@ impl Speech {
             } else {
                 (std::f32::consts::PI * pos).sin().powf(0.7)
             };
-            let fricative = if pos > 0.85 { 0.08 * noise } else { 0.01 * noise };
+            let fricative = if pos > 0.85 {
+                0.08 * noise
+            } else {
+                0.01 * noise
+            };
             let v = (voiced * env + fricative * env) * 9000.0;
             *sample = v.clamp(-28_000.0, 28_000.0) as i16;
         }
@@ -162,7 +176,11 @@ mod tests {
         // It has pauses and syllables: the 20 ms energy varies a lot.
         let frames: Vec<f64> = a.chunks(FRAME_SAMPLES).map(rms).collect();
         let loud = frames.iter().filter(|e| **e > 200.0).count();
-        assert!(loud > 10 && loud < frames.len(), "{loud} of {} frames loud", frames.len());
+        assert!(
+            loud > 10 && loud < frames.len(),
+            "{loud} of {} frames loud",
+            frames.len()
+        );
     }
 
     #[test]

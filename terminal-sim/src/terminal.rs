@@ -397,7 +397,11 @@ impl Terminal {
 
     /// Presses the talk key and returns the first answer: granted, queued or
     /// denied.
-    pub async fn request_floor(&mut self, group: GroupId, class: Class) -> Result<FloorAnswer, Error> {
+    pub async fn request_floor(
+        &mut self,
+        group: GroupId,
+        class: Class,
+    ) -> Result<FloorAnswer, Error> {
         self.send(ClientMsg::FloorRequest { group, class })?;
         self.wait_for(|m| floor_answer(m, group).map(Ok)).await
     }
@@ -420,7 +424,14 @@ impl Terminal {
     }
 
     /// Sends one Opus frame of burst `burst`.
-    pub fn send_voice(&self, group: GroupId, burst: u16, seq: u16, opus: &[u8], end: bool) -> Result<(), Error> {
+    pub fn send_voice(
+        &self,
+        group: GroupId,
+        burst: u16,
+        seq: u16,
+        opus: &[u8],
+        end: bool,
+    ) -> Result<(), Error> {
         let header = VoiceHeader {
             group,
             speaker: 0,
@@ -454,15 +465,22 @@ impl Terminal {
     /// Closes the connection without logging out: the gateway keeps the
     /// groups for a reconnect.
     pub fn close(&self) {
-        self.conn.close(quinn::VarInt::from_u32(CloseCode::Normal.code()), b"bye");
+        self.conn
+            .close(quinn::VarInt::from_u32(CloseCode::Normal.code()), b"bye");
     }
 }
 
 fn floor_answer(m: &ServerMsg, group: GroupId) -> Option<FloorAnswer> {
     match m {
-        ServerMsg::FloorGranted { group: g, burst, .. } if *g == group => Some(FloorAnswer::Granted(*burst)),
-        ServerMsg::FloorQueued { group: g, position } if *g == group => Some(FloorAnswer::Queued(*position)),
-        ServerMsg::FloorDenied { group: g, cause } if *g == group => Some(FloorAnswer::Denied(*cause)),
+        ServerMsg::FloorGranted {
+            group: g, burst, ..
+        } if *g == group => Some(FloorAnswer::Granted(*burst)),
+        ServerMsg::FloorQueued { group: g, position } if *g == group => {
+            Some(FloorAnswer::Queued(*position))
+        }
+        ServerMsg::FloorDenied { group: g, cause } if *g == group => {
+            Some(FloorAnswer::Denied(*cause))
+        }
         _ => None,
     }
 }
@@ -517,7 +535,8 @@ async fn read_loop(
             _ => {
                 let err = match conn.close_reason() {
                     Some(e) => e.into(),
-                    None => match tokio::time::timeout(Duration::from_secs(1), conn.closed()).await {
+                    None => match tokio::time::timeout(Duration::from_secs(1), conn.closed()).await
+                    {
                         Ok(e) => e.into(),
                         Err(_) => Error::StreamClosed,
                     },

@@ -8,7 +8,8 @@ use ptt_codec::audio::SAMPLE_RATE;
 /// Reads a 16-bit PCM WAV as 16 kHz mono: stereo is mixed down, other rates
 /// are resampled by linear interpolation.
 pub fn read_mono_16k(path: &Path) -> anyhow::Result<Vec<i16>> {
-    let mut reader = hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader =
+        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
     let spec = reader.spec();
     if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
         bail!("{}: only 16-bit PCM WAV is supported", path.display());
@@ -43,7 +44,9 @@ pub struct WavWriter {
 
 impl std::fmt::Debug for WavWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WavWriter").field("samples", &self.inner.len()).finish()
+        f.debug_struct("WavWriter")
+            .field("samples", &self.inner.len())
+            .finish()
     }
 }
 
@@ -56,7 +59,8 @@ impl WavWriter {
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let inner = hound::WavWriter::create(path, spec).with_context(|| format!("creating {}", path.display()))?;
+        let inner = hound::WavWriter::create(path, spec)
+            .with_context(|| format!("creating {}", path.display()))?;
         Ok(WavWriter { inner })
     }
 
@@ -93,7 +97,12 @@ mod tests {
 
         // 8 kHz stereo: mixed down and upsampled to twice as many samples.
         let path8 = temp("stereo8k.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&path8, spec).unwrap();
         for i in 0..800 {
             w.write_sample(i as i16).unwrap();

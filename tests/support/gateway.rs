@@ -50,7 +50,8 @@ impl TestGateway {
         let endpoint = tls::bind(config.listen, &id, &config.transport).expect("bind");
         let addr = endpoint.local_addr().expect("local address");
         let roots = terminal::load_ca(&id.cert_path).expect("CA");
-        let client = terminal::endpoint("127.0.0.1:0".parse().expect("address"), &roots).expect("client endpoint");
+        let client = terminal::endpoint("127.0.0.1:0".parse().expect("address"), &roots)
+            .expect("client endpoint");
         let gateway = Gateway::new(config, org.clone(), key.clone());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(gateway.clone().run(endpoint, async {
@@ -70,13 +71,22 @@ impl TestGateway {
 
     /// Connects terminal `id` with its correct credential.
     pub async fn terminal(&self, id: u32) -> Terminal {
-        self.try_terminal(id).await.unwrap_or_else(|e| panic!("terminal {id}: {e}"))
+        self.try_terminal(id)
+            .await
+            .unwrap_or_else(|e| panic!("terminal {id}: {e}"))
     }
 
     /// Connects terminal `id`, returning the error if refused.
     pub async fn try_terminal(&self, id: u32) -> Result<Terminal, terminal::Error> {
         let credential = self.key.credential(TerminalId(id));
-        Terminal::connect(&self.client, self.addr, "localhost", TerminalId(id), &credential).await
+        Terminal::connect(
+            &self.client,
+            self.addr,
+            "localhost",
+            TerminalId(id),
+            &credential,
+        )
+        .await
     }
 
     /// Connects terminal `id` from a new client endpoint (a new UDP port), as
@@ -84,14 +94,21 @@ impl TestGateway {
     pub async fn terminal_from_new_port(&self, id: u32) -> Terminal {
         let endpoint = self.new_client_endpoint();
         let credential = self.key.credential(TerminalId(id));
-        Terminal::connect(&endpoint, self.addr, "localhost", TerminalId(id), &credential)
-            .await
-            .unwrap_or_else(|e| panic!("terminal {id}: {e}"))
+        Terminal::connect(
+            &endpoint,
+            self.addr,
+            "localhost",
+            TerminalId(id),
+            &credential,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("terminal {id}: {e}"))
     }
 
     /// Another client endpoint trusting the gateway.
     pub fn new_client_endpoint(&self) -> quinn::Endpoint {
-        let mut e = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("client endpoint");
+        let mut e = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address"))
+            .expect("client endpoint");
         e.set_default_client_config(self.client_config());
         e
     }

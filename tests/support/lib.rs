@@ -43,7 +43,10 @@ pub fn wait_for_log(path: &Path, needle: &str, timeout: Duration) {
         if text.contains(needle) {
             return;
         }
-        assert!(start.elapsed() < timeout, "{needle:?} not logged within {timeout:?}:\n{text}");
+        assert!(
+            start.elapsed() < timeout,
+            "{needle:?} not logged within {timeout:?}:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -43,8 +43,14 @@ async fn contention_grants_one_and_queues_the_rest_in_order() {
     let first = t[0].request_floor(UNIT_A, Class::Normal).await.unwrap();
     assert!(matches!(first, FloorAnswer::Granted(_)));
     // Staff (priority 60) asks before the guard (80): the guard still goes first.
-    assert_eq!(t[2].request_floor(UNIT_A, Class::Normal).await.unwrap(), FloorAnswer::Queued(1));
-    assert_eq!(t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(), FloorAnswer::Queued(1));
+    assert_eq!(
+        t[2].request_floor(UNIT_A, Class::Normal).await.unwrap(),
+        FloorAnswer::Queued(1)
+    );
+    assert_eq!(
+        t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(),
+        FloorAnswer::Queued(1)
+    );
     // The staff member moved back to position 2.
     let pos = t[2]
         .wait_for(|m| match m {
@@ -66,7 +72,9 @@ async fn contention_grants_one_and_queues_the_rest_in_order() {
     t[1].release(UNIT_A).unwrap();
     granted(&mut t[2]).await;
     t[2].release(UNIT_A).unwrap();
-    t[3].wait_for(|m| matches!(m, ServerMsg::FloorIdle { .. }).then_some(Ok(()))).await.unwrap();
+    t[3].wait_for(|m| matches!(m, ServerMsg::FloorIdle { .. }).then_some(Ok(())))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,21 +83,32 @@ async fn police_preempt_a_guard_and_an_emergency_preempts_police() {
     let mut t = unit_a(&gw, &[GUARD_A1, POLICE_A, GUARD_A2, STAFF_A3]).await;
     t[0].talk(UNIT_A, Class::Normal).await.unwrap();
     // Police (150) outranks a guard (80).
-    assert!(matches!(t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(), FloorAnswer::Granted(_)));
+    assert!(matches!(
+        t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(),
+        FloorAnswer::Granted(_)
+    ));
     assert_eq!(revoked(&mut t[0]).await, RevokeCause::Preempted);
     // A guard's emergency outranks the police officer's normal call.
-    assert!(matches!(t[2].request_floor(UNIT_A, Class::Emergency).await.unwrap(), FloorAnswer::Granted(_)));
+    assert!(matches!(
+        t[2].request_floor(UNIT_A, Class::Emergency).await.unwrap(),
+        FloorAnswer::Granted(_)
+    ));
     assert_eq!(revoked(&mut t[1]).await, RevokeCause::Preempted);
     let class = t[3]
         .wait_for(|m| match m {
-            ServerMsg::FloorTaken { speaker, class, .. } if speaker.0 == GUARD_A2 => Some(Ok(*class)),
+            ServerMsg::FloorTaken { speaker, class, .. } if speaker.0 == GUARD_A2 => {
+                Some(Ok(*class))
+            }
             _ => None,
         })
         .await
         .unwrap();
     assert_eq!(class, Class::Emergency);
     // Nothing pre-empts an emergency from below: police queue behind it.
-    assert_eq!(t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(), FloorAnswer::Queued(1));
+    assert_eq!(
+        t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(),
+        FloorAnswer::Queued(1)
+    );
     assert_eq!(gw.gateway.holder(UNIT_A).map(|h| h.0), Some(GUARD_A2));
 }
 
@@ -99,14 +118,23 @@ async fn a_console_preempts_and_listen_only_members_are_denied() {
     let mut guard = gw.terminal(GUARD_A1).await;
     guard.join(UNIT_A).await.unwrap();
     guard.join(STATION_A).await.unwrap();
-    assert_eq!(guard.request_floor(STATION_A, Class::Normal).await.unwrap(), FloorAnswer::Denied(DenyCause::ReceiveOnly));
+    assert_eq!(
+        guard.request_floor(STATION_A, Class::Normal).await.unwrap(),
+        FloorAnswer::Denied(DenyCause::ReceiveOnly)
+    );
     // Not joined.
-    assert_eq!(guard.request_floor(UNIT_B, Class::Normal).await.unwrap(), FloorAnswer::Denied(DenyCause::NotJoined));
+    assert_eq!(
+        guard.request_floor(UNIT_B, Class::Normal).await.unwrap(),
+        FloorAnswer::Denied(DenyCause::NotJoined)
+    );
 
     guard.talk(UNIT_A, Class::Normal).await.unwrap();
     let mut console = gw.terminal(CONSOLE_PS).await;
     console.join(UNIT_A).await.unwrap();
-    assert!(matches!(console.request_floor(UNIT_A, Class::Normal).await.unwrap(), FloorAnswer::Granted(_)));
+    assert!(matches!(
+        console.request_floor(UNIT_A, Class::Normal).await.unwrap(),
+        FloorAnswer::Granted(_)
+    ));
     assert_eq!(revoked(&mut guard).await, RevokeCause::Preempted);
 }
 
@@ -118,9 +146,15 @@ async fn a_burst_over_the_talk_limit_is_revoked_and_the_queue_moves_on() {
     let FloorAnswer::Granted(_) = t[0].request_floor(UNIT_A, Class::Normal).await.unwrap() else {
         panic!("not granted")
     };
-    assert_eq!(t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(), FloorAnswer::Queued(1));
+    assert_eq!(
+        t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(),
+        FloorAnswer::Queued(1)
+    );
     assert_eq!(revoked(&mut t[0]).await, RevokeCause::BurstTooLong);
-    assert!(start.elapsed() >= Duration::from_millis(990), "not before the limit");
+    assert!(
+        start.elapsed() >= Duration::from_millis(990),
+        "not before the limit"
+    );
     granted(&mut t[1]).await;
     assert_eq!(gw.gateway.metrics().floor_revoked, 1);
 }
@@ -130,7 +164,10 @@ async fn the_holder_leaving_frees_the_floor() {
     let gw = TestGateway::start(ORG).await;
     let mut t = unit_a(&gw, &[GUARD_A1, GUARD_A2]).await;
     t[0].talk(UNIT_A, Class::Normal).await.unwrap();
-    assert_eq!(t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(), FloorAnswer::Queued(1));
+    assert_eq!(
+        t[1].request_floor(UNIT_A, Class::Normal).await.unwrap(),
+        FloorAnswer::Queued(1)
+    );
     t[0].close();
     granted(&mut t[1]).await;
 }

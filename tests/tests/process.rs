@@ -16,7 +16,10 @@ fn gen_city_serve_simulate_and_stop() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(dir.path().join("city.key").exists(), "gen-city writes the provisioning key");
+    assert!(
+        dir.path().join("city.key").exists(),
+        "gen-city writes the provisioning key"
+    );
 
     let port = free_udp_port();
     let log = dir.path().join("gateway.log");
@@ -31,7 +34,10 @@ fn gen_city_serve_simulate_and_stop() {
         .spawn()
         .unwrap();
     wait_for_log(&log, "gateway listening", Duration::from_secs(20));
-    assert!(data.join("cert.pem").exists(), "self-signed certificate generated");
+    assert!(
+        data.join("cert.pem").exists(),
+        "self-signed certificate generated"
+    );
 
     let report = dir.path().join("report.json");
     let out = Command::new(bin("terminal-sim"))
@@ -39,28 +45,47 @@ fn gen_city_serve_simulate_and_stop() {
         .arg(data.join("cert.pem"))
         .arg("--org")
         .arg(&org)
-        .args(["--scenario", "voice-steady", "--duration", "3", "--groups", "5"])
+        .args([
+            "--scenario",
+            "voice-steady",
+            "--duration",
+            "3",
+            "--groups",
+            "5",
+        ])
         .args(["--gateway-pid", &gateway.id().to_string(), "--report"])
         .arg(&report)
         .arg("--record-dir")
         .arg(dir.path().join("heard"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "terminal-sim failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "terminal-sim failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("delivered"), "{summary}");
 
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let v = &r["voice"];
     assert!(v["frames_sent"].as_u64().unwrap() > 0, "{r}");
     assert!(v["frames_received"].as_u64().unwrap() > 0, "{r}");
-    for key in ["frames_to_non_members", "overlapping_talkers", "wrong_speaker"] {
+    for key in [
+        "frames_to_non_members",
+        "overlapping_talkers",
+        "wrong_speaker",
+    ] {
         assert_eq!(v[key].as_u64(), Some(0), "{key} in {r}");
     }
     for key in ["p50", "p90", "p99", "p999", "max"] {
         assert!(v["latency_ms"][key].is_number(), "latency {key} in {r}");
     }
-    assert!(r["gateway"]["cpu_us_per_delivered_frame"].is_number(), "{r}");
+    assert!(
+        r["gateway"]["cpu_us_per_delivered_frame"].is_number(),
+        "{r}"
+    );
     assert!(r["floor"]["granted"].as_u64().unwrap() > 0, "{r}");
     let wavs = std::fs::read_dir(dir.path().join("heard")).unwrap().count();
     assert_eq!(wavs, 5, "one recording per group");
@@ -71,20 +96,35 @@ fn gen_city_serve_simulate_and_stop() {
     // SIGTERM: graceful stop.
     let started = Instant::now();
     let pid = gateway.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = loop {
         if let Some(s) = gateway.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "gateway did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "gateway did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "gateway exit status {status}");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("SIGTERM received") && text.contains("gateway stopped"), "{text}");
+    assert!(
+        text.contains("SIGTERM received") && text.contains("gateway stopped"),
+        "{text}"
+    );
 
     let mut again = Command::new(bin("ptt-gateway"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_udp_port()), "--org"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", free_udp_port()),
+            "--org",
+        ])
         .arg(&org)
         .arg("--data-dir")
         .arg(&data)
@@ -94,12 +134,19 @@ fn gen_city_serve_simulate_and_stop() {
     wait_for_log(&log, "gateway listening", Duration::from_secs(20));
     again.kill().unwrap();
     let _ = again.wait();
-    assert_eq!(std::fs::read(data.join("cert.pem")).unwrap(), cert, "certificate reused");
+    assert_eq!(
+        std::fs::read(data.join("cert.pem")).unwrap(),
+        cert,
+        "certificate reused"
+    );
 }
 
 #[test]
 fn serve_without_org_explains_what_is_missing() {
-    let out = Command::new(bin("ptt-gateway")).args(["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let out = Command::new(bin("ptt-gateway"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no org file"), "{err}");

@@ -22,13 +22,27 @@ async fn wrong_or_missing_credentials_are_rejected() {
     let gw = TestGateway::start(ORG).await;
     // Another terminal's credential.
     let wrong = gw.key.credential(TerminalId(GUARD_A2));
-    let e = Terminal::connect(&gw.client, gw.addr, "localhost", TerminalId(GUARD_A1), &wrong).await.unwrap_err();
+    let e = Terminal::connect(
+        &gw.client,
+        gw.addr,
+        "localhost",
+        TerminalId(GUARD_A1),
+        &wrong,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(closed_with(&e), Some(CloseCode::AuthFailed), "{e}");
     // Unknown terminal, with a credential that is valid for its id.
     let unknown = TerminalId(424_242);
-    let e = Terminal::connect(&gw.client, gw.addr, "localhost", unknown, &gw.key.credential(unknown))
-        .await
-        .unwrap_err();
+    let e = Terminal::connect(
+        &gw.client,
+        gw.addr,
+        "localhost",
+        unknown,
+        &gw.key.credential(unknown),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(closed_with(&e), Some(CloseCode::AuthFailed), "{e}");
     match e {
         Error::Closed { reason, .. } => assert_eq!(reason, "unknown terminal or wrong credential"),
@@ -51,18 +65,30 @@ async fn unauthorised_joins_are_denied_with_stable_codes() {
     };
     assert_eq!(refused(guard.join(UNIT_B).await), ErrorCode::JoinDenied);
     assert_eq!(refused(guard.join(OTHER_UNIT).await), ErrorCode::JoinDenied);
-    assert_eq!(refused(guard.join(GroupId(777_777)).await), ErrorCode::UnknownGroup);
+    assert_eq!(
+        refused(guard.join(GroupId(777_777)).await),
+        ErrorCode::UnknownGroup
+    );
     // Own unit: talk; own co-governance station: listen only.
     assert!(guard.join(UNIT_A).await.unwrap().talk);
     assert!(!guard.join(STATION_A).await.unwrap().talk);
 
     let mut police = gw.terminal(POLICE_PS).await;
-    assert!(police.join(UNIT_B).await.unwrap().talk, "police talk anywhere under their station");
-    assert_eq!(refused(police.join(OTHER_UNIT).await), ErrorCode::JoinDenied);
+    assert!(
+        police.join(UNIT_B).await.unwrap().talk,
+        "police talk anywhere under their station"
+    );
+    assert_eq!(
+        refused(police.join(OTHER_UNIT).await),
+        ErrorCode::JoinDenied
+    );
 
     let mut city = gw.terminal(CITY_CONSOLE).await;
     for g in [UNIT_A, UNIT_B, OTHER_UNIT, STATION_A, CITY] {
-        assert!(city.join(g).await.unwrap().talk, "the city console reaches {g}");
+        assert!(
+            city.join(g).await.unwrap().talk,
+            "the city console reaches {g}"
+        );
     }
 }
 
@@ -72,8 +98,14 @@ async fn a_second_connection_replaces_the_first() {
     let mut first = gw.terminal(GUARD_A1).await;
     first.join(UNIT_A).await.unwrap();
     let second = gw.terminal_from_new_port(GUARD_A1).await;
-    assert!(second.welcome().resumed, "the new session takes over the groups");
-    let e = first.next_event_within(Duration::from_secs(2)).await.unwrap_err();
+    assert!(
+        second.welcome().resumed,
+        "the new session takes over the groups"
+    );
+    let e = first
+        .next_event_within(Duration::from_secs(2))
+        .await
+        .unwrap_err();
     assert_eq!(closed_with(&e), Some(CloseCode::SessionReplaced), "{e}");
     assert_eq!(gw.gateway.metrics().sessions_replaced, 1);
     assert_eq!(gw.gateway.online(UNIT_A), Some(1));
@@ -102,7 +134,10 @@ async fn reconnect_restores_groups_without_rejoining() {
     b.join(UNIT_A).await.unwrap();
     let burst = b.talk(UNIT_A, ptt_codec::Class::Normal).await.unwrap();
     b.send_voice(UNIT_A, burst, 0, &[5], true).unwrap();
-    let v = tokio::time::timeout(Duration::from_secs(2), a.recv_voice()).await.unwrap().unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(2), a.recv_voice())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(v.header.speaker, GUARD_A2);
 
     // After a logout nothing is restored.
@@ -122,9 +157,15 @@ async fn members_see_each_other_come_and_go() {
     let mut b = gw.terminal(GUARD_A2).await;
     let joined = b.join(UNIT_A).await.unwrap();
     assert_eq!(joined.online.len(), 2);
-    let presence = |online| move |m: &ServerMsg| match m {
-        ServerMsg::Presence { group, terminal, online: o } if *group == UNIT_A && terminal.0 == GUARD_A2 && *o == online => Some(Ok(())),
-        _ => None,
+    let presence = |online| {
+        move |m: &ServerMsg| match m {
+            ServerMsg::Presence {
+                group,
+                terminal,
+                online: o,
+            } if *group == UNIT_A && terminal.0 == GUARD_A2 && *o == online => Some(Ok(())),
+            _ => None,
+        }
     };
     a.wait_for(presence(true)).await.unwrap();
     b.close();
@@ -133,8 +174,16 @@ async fn members_see_each_other_come_and_go() {
 
 /// Opens a raw connection and authenticates by hand, to send bytes the
 /// terminal library would never produce.
-async fn raw_session(gw: &TestGateway, id: u32) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
-    let conn = gw.client.connect(gw.addr, "localhost").unwrap().await.unwrap();
+async fn raw_session(
+    gw: &TestGateway,
+    id: u32,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    let conn = gw
+        .client
+        .connect(gw.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, recv) = conn.open_bi().await.unwrap();
     let mut hello = BytesMut::new();
     ClientMsg::Hello {
@@ -186,17 +235,28 @@ async fn malformed_control_frames_get_errors_then_a_close() {
             buf.drain(..len);
         }
     }
-    assert!(errors.iter().all(|(c, _)| *c == ErrorCode::Malformed), "{errors:?}");
-    assert_eq!(errors.iter().map(|e| e.1).collect::<Vec<_>>(), vec![0x3e, 2, 2, 2, 4]);
+    assert!(
+        errors.iter().all(|(c, _)| *c == ErrorCode::Malformed),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors.iter().map(|e| e.1).collect::<Vec<_>>(),
+        vec![0x3e, 2, 2, 2, 4]
+    );
     assert_eq!(gw.gateway.metrics().control_malformed, 5);
 
     // Three more exhaust the tolerance of 8: the connection is closed.
     send.write_all(&bad[..9]).await.unwrap(); // 0x3e and a truncated join = 2 frames
     send.write_all(&bad[..3]).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
+        .await
+        .unwrap();
     match reason {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            assert_eq!(c.error_code.into_inner(), u64::from(CloseCode::ProtocolViolation.code()))
+            assert_eq!(
+                c.error_code.into_inner(),
+                u64::from(CloseCode::ProtocolViolation.code())
+            )
         }
         other => panic!("{other}"),
     }
@@ -208,30 +268,62 @@ async fn malformed_control_frames_get_errors_then_a_close() {
 async fn oversized_or_missing_hello_closes_the_connection() {
     let gw = TestGateway::start(ORG).await;
     // A header announcing 60 KiB.
-    let conn = gw.client.connect(gw.addr, "localhost").unwrap().await.unwrap();
+    let conn = gw
+        .client
+        .connect(gw.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(&[kind::HELLO, 0xf0, 0x00]).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await.unwrap();
-    assert!(matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
-        if c.error_code.into_inner() == u64::from(CloseCode::ProtocolViolation.code())));
+    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
+        if c.error_code.into_inner() == u64::from(CloseCode::ProtocolViolation.code()))
+    );
     // A first frame that is not a Hello.
-    let conn = gw.client.connect(gw.addr, "localhost").unwrap().await.unwrap();
+    let conn = gw
+        .client
+        .connect(gw.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     let mut join = BytesMut::new();
     ClientMsg::Join { group: UNIT_A }.encode(&mut join);
     send.write_all(&join).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await.unwrap();
-    assert!(matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
-        if c.error_code.into_inner() == u64::from(CloseCode::ProtocolViolation.code())));
+    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
+        if c.error_code.into_inner() == u64::from(CloseCode::ProtocolViolation.code()))
+    );
     // A wrong version.
-    let conn = gw.client.connect(gw.addr, "localhost").unwrap().await.unwrap();
+    let conn = gw
+        .client
+        .connect(gw.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     let mut hello = BytesMut::new();
-    ClientMsg::Hello { version: 99, terminal: TerminalId(GUARD_A1), credential: Bytes::from_static(&[1]) }.encode(&mut hello);
+    ClientMsg::Hello {
+        version: 99,
+        terminal: TerminalId(GUARD_A1),
+        credential: Bytes::from_static(&[1]),
+    }
+    .encode(&mut hello);
     send.write_all(&hello).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await.unwrap();
-    assert!(matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
-        if c.error_code.into_inner() == u64::from(CloseCode::UnsupportedVersion.code())));
+    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
+        if c.error_code.into_inner() == u64::from(CloseCode::UnsupportedVersion.code()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,6 +332,9 @@ async fn shutdown_tells_terminals_why() {
     let mut a = gw.terminal(GUARD_A1).await;
     a.join(UNIT_A).await.unwrap();
     gw.stop().await;
-    let e = a.next_event_within(Duration::from_secs(2)).await.unwrap_err();
+    let e = a
+        .next_event_within(Duration::from_secs(2))
+        .await
+        .unwrap_err();
     assert_eq!(closed_with(&e), Some(CloseCode::ServerShutdown), "{e}");
 }

@@ -19,7 +19,9 @@ async fn drain_voice(t: &Terminal, quiet: Duration) -> Vec<VoiceHeader> {
 
 async fn taken(t: &mut Terminal, group: GroupId) -> u32 {
     t.wait_for(|m| match m {
-        ServerMsg::FloorTaken { group: g, speaker, .. } if *g == group => Some(Ok(speaker.0)),
+        ServerMsg::FloorTaken {
+            group: g, speaker, ..
+        } if *g == group => Some(Ok(speaker.0)),
         _ => None,
     })
     .await
@@ -48,19 +50,37 @@ async fn frames_reach_members_and_monitoring_consoles_only() {
         assert_eq!(taken(t, UNIT_A).await, GUARD_A1);
     }
     for seq in 0..20u16 {
-        talker.send_voice(UNIT_A, burst, seq, &[0xf8, 0xff, 0xfe], seq == 19).unwrap();
+        talker
+            .send_voice(UNIT_A, burst, seq, &[0xf8, 0xff, 0xfe], seq == 19)
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let quiet = Duration::from_millis(500);
     for t in [&mate, &staff, &console] {
         let got = drain_voice(t, quiet).await;
         let seqs: Vec<u16> = got.iter().map(|h| h.seq).collect();
-        assert_eq!(seqs, (0..20).collect::<Vec<_>>(), "terminal {} heard every frame once, in order", t.id());
-        assert!(got.iter().all(|h| h.group == UNIT_A && h.speaker == GUARD_A1 && h.burst == burst));
+        assert_eq!(
+            seqs,
+            (0..20).collect::<Vec<_>>(),
+            "terminal {} heard every frame once, in order",
+            t.id()
+        );
+        assert!(got
+            .iter()
+            .all(|h| h.group == UNIT_A && h.speaker == GUARD_A1 && h.burst == burst));
     }
-    assert!(drain_voice(&talker, quiet).await.is_empty(), "the talker does not hear itself");
-    assert!(drain_voice(&other_unit, quiet).await.is_empty(), "another unit hears nothing");
-    assert!(drain_voice(&idle_console, quiet).await.is_empty(), "a console not monitoring hears nothing");
+    assert!(
+        drain_voice(&talker, quiet).await.is_empty(),
+        "the talker does not hear itself"
+    );
+    assert!(
+        drain_voice(&other_unit, quiet).await.is_empty(),
+        "another unit hears nothing"
+    );
+    assert!(
+        drain_voice(&idle_console, quiet).await.is_empty(),
+        "a console not monitoring hears nothing"
+    );
     let m = gw.gateway.metrics();
     assert_eq!(m.voice_delivered, 60);
     assert_eq!(m.voice_not_holder, 0);
@@ -79,7 +99,8 @@ async fn voice_from_a_non_holder_is_dropped_and_counted() {
     let burst = a.talk(UNIT_A, Class::Normal).await.unwrap();
     b.send_voice(UNIT_A, burst, 1, &[1, 2, 3], false).unwrap();
     // a sends with a stale burst id: dropped.
-    a.send_voice(UNIT_A, burst.wrapping_add(7), 2, &[1, 2, 3], false).unwrap();
+    a.send_voice(UNIT_A, burst.wrapping_add(7), 2, &[1, 2, 3], false)
+        .unwrap();
     assert!(drain_voice(&a, Duration::from_millis(300)).await.is_empty());
     assert!(drain_voice(&b, Duration::from_millis(300)).await.is_empty());
     let m = gw.gateway.metrics();
@@ -95,10 +116,22 @@ async fn a_spoofed_speaker_id_is_overwritten() {
     a.join(UNIT_A).await.unwrap();
     b.join(UNIT_A).await.unwrap();
     let burst = a.talk(UNIT_A, Class::Normal).await.unwrap();
-    let spoofed = VoiceHeader { group: UNIT_A, speaker: CONSOLE_PS, burst, seq: 0, flags: 0 };
+    let spoofed = VoiceHeader {
+        group: UNIT_A,
+        speaker: CONSOLE_PS,
+        burst,
+        seq: 0,
+        flags: 0,
+    };
     a.send_raw_datagram(spoofed.to_datagram(&[9, 9])).unwrap();
-    let v = tokio::time::timeout(Duration::from_secs(2), b.recv_voice()).await.unwrap().unwrap();
-    assert_eq!(v.header.speaker, GUARD_A1, "the gateway stamps the authenticated sender");
+    let v = tokio::time::timeout(Duration::from_secs(2), b.recv_voice())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        v.header.speaker, GUARD_A1,
+        "the gateway stamps the authenticated sender"
+    );
     assert_eq!(v.opus(), &[9, 9]);
 }
 
@@ -113,9 +146,18 @@ async fn late_entry_hears_who_talks_and_the_rest_of_the_burst() {
     let mut late = gw.terminal(STAFF_A3).await;
     late.join(UNIT_A).await.unwrap();
     // Right after Joined: who talks.
-    let next = late.next_event_within(Duration::from_secs(2)).await.unwrap();
+    let next = late
+        .next_event_within(Duration::from_secs(2))
+        .await
+        .unwrap();
     match next {
-        ServerMsg::FloorTaken { group, speaker, burst: b, name, .. } => {
+        ServerMsg::FloorTaken {
+            group,
+            speaker,
+            burst: b,
+            name,
+            ..
+        } => {
             assert_eq!((group, speaker.0, b), (UNIT_A, GUARD_A1, burst));
             assert_eq!(name, "张伟");
         }
@@ -125,7 +167,10 @@ async fn late_entry_hears_who_talks_and_the_rest_of_the_burst() {
         a.send_voice(UNIT_A, burst, seq, &[1], false).unwrap();
     }
     let got = drain_voice(&late, Duration::from_millis(400)).await;
-    assert_eq!(got.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        got.iter().map(|h| h.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,12 +180,24 @@ async fn malformed_datagrams_are_survived_and_counted() {
     let mut b = gw.terminal(GUARD_A2).await;
     a.join(UNIT_A).await.unwrap();
     b.join(UNIT_A).await.unwrap();
-    let garbage: [&[u8]; 5] = [b"\x00", b"\xff\xff\xff", &[0x10; 13], &[0x20; 40], &[0x1f; 30]];
+    let garbage: [&[u8]; 5] = [
+        b"\x00",
+        b"\xff\xff\xff",
+        &[0x10; 13],
+        &[0x20; 40],
+        &[0x1f; 30],
+    ];
     for g in garbage {
         a.send_raw_datagram(Bytes::copy_from_slice(g)).unwrap();
     }
     // A datagram for a group that does not exist.
-    let header = VoiceHeader { group: GroupId(999_999), speaker: 0, burst: 1, seq: 0, flags: 0 };
+    let header = VoiceHeader {
+        group: GroupId(999_999),
+        speaker: 0,
+        burst: 1,
+        seq: 0,
+        flags: 0,
+    };
     a.send_raw_datagram(header.to_datagram(&[1])).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let m = gw.gateway.metrics();
@@ -149,7 +206,10 @@ async fn malformed_datagrams_are_survived_and_counted() {
     // The sender's session and everyone else's still work.
     let burst = a.talk(UNIT_A, Class::Normal).await.unwrap();
     a.send_voice(UNIT_A, burst, 0, &[7], true).unwrap();
-    let v = tokio::time::timeout(Duration::from_secs(2), b.recv_voice()).await.unwrap().unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(2), b.recv_voice())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(v.header.speaker, GUARD_A1);
 }
 
@@ -179,8 +239,22 @@ async fn an_address_change_keeps_the_burst() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let after = drain_voice(&b, Duration::from_millis(500)).await;
-    assert!(after.len() >= 9, "the burst continued after migration: {} frames", after.len());
-    assert!(after.iter().all(|h| h.burst == burst && h.speaker == GUARD_A1));
-    assert_eq!(gw.gateway.holder(UNIT_A).map(|t| t.0), Some(GUARD_A1), "still holds the floor");
-    assert_eq!(gw.gateway.metrics().sessions_authenticated, 2, "no reconnect happened");
+    assert!(
+        after.len() >= 9,
+        "the burst continued after migration: {} frames",
+        after.len()
+    );
+    assert!(after
+        .iter()
+        .all(|h| h.burst == burst && h.speaker == GUARD_A1));
+    assert_eq!(
+        gw.gateway.holder(UNIT_A).map(|t| t.0),
+        Some(GUARD_A1),
+        "still holds the floor"
+    );
+    assert_eq!(
+        gw.gateway.metrics().sessions_authenticated,
+        2,
+        "no reconnect happened"
+    );
 }

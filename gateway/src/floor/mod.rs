@@ -179,7 +179,8 @@ impl Machine {
             Some(h) if h.terminal == request.terminal => {}
             None => self.grant(now, request),
             Some(h) if request.rank() > (h.class, h.priority) => {
-                self.queue.retain(|w| w.request.terminal != request.terminal);
+                self.queue
+                    .retain(|w| w.request.terminal != request.terminal);
                 self.events.push_back(Event::Revoked {
                     terminal: h.terminal,
                     burst: h.id,
@@ -189,7 +190,10 @@ impl Machine {
                 self.report_positions();
             }
             Some(_) => {
-                let existing = self.queue.iter().position(|w| w.request.terminal == request.terminal);
+                let existing = self
+                    .queue
+                    .iter()
+                    .position(|w| w.request.terminal == request.terminal);
                 let arrival = match existing {
                     Some(i) => {
                         let w = self.queue.remove(i).expect("index from position");
@@ -210,7 +214,10 @@ impl Machine {
                 let at = self
                     .queue
                     .iter()
-                    .position(|w| (w.request.rank(), std::cmp::Reverse(w.arrival)) < (request.rank(), std::cmp::Reverse(arrival)))
+                    .position(|w| {
+                        (w.request.rank(), std::cmp::Reverse(w.arrival))
+                            < (request.rank(), std::cmp::Reverse(arrival))
+                    })
                     .unwrap_or(self.queue.len());
                 self.queue.insert(
                     at,
@@ -232,7 +239,11 @@ impl Machine {
         if self.holder.is_some_and(|h| h.terminal == terminal) {
             self.holder = None;
             self.next_or_idle(now);
-        } else if let Some(i) = self.queue.iter().position(|w| w.request.terminal == terminal) {
+        } else if let Some(i) = self
+            .queue
+            .iter()
+            .position(|w| w.request.terminal == terminal)
+        {
             self.queue.remove(i);
             self.report_positions();
         }

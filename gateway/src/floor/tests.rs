@@ -39,7 +39,10 @@ fn an_idle_floor_is_granted_with_the_talk_limit() {
     assert!(matches!(ev[0], Event::Granted { limit, .. } if limit == Duration::from_secs(30)));
     assert_eq!(m.holder().map(|b| b.terminal), Some(T(1)));
     assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(30)));
-    assert_eq!(m.poll_timer(), Some((Timer::TalkLimit, t0 + Duration::from_secs(30))));
+    assert_eq!(
+        m.poll_timer(),
+        Some((Timer::TalkLimit, t0 + Duration::from_secs(30)))
+    );
 }
 
 #[test]
@@ -67,18 +70,45 @@ fn queue_orders_by_class_then_priority_then_arrival() {
     assert_eq!(
         ev[1..],
         [
-            Event::Queued { terminal: T(2), position: 1 },
+            Event::Queued {
+                terminal: T(2),
+                position: 1
+            },
             // 3 outranks 2: 3 first, 2 moves back.
-            Event::Queued { terminal: T(3), position: 1 },
-            Event::Queued { terminal: T(2), position: 2 },
+            Event::Queued {
+                terminal: T(3),
+                position: 1
+            },
+            Event::Queued {
+                terminal: T(2),
+                position: 2
+            },
             // 4 equals 3 but came later.
-            Event::Queued { terminal: T(4), position: 2 },
-            Event::Queued { terminal: T(2), position: 3 },
+            Event::Queued {
+                terminal: T(4),
+                position: 2
+            },
+            Event::Queued {
+                terminal: T(2),
+                position: 3
+            },
             // Imminent peril outranks every normal request, whatever its priority.
-            Event::Queued { terminal: T(5), position: 1 },
-            Event::Queued { terminal: T(3), position: 2 },
-            Event::Queued { terminal: T(4), position: 3 },
-            Event::Queued { terminal: T(2), position: 4 },
+            Event::Queued {
+                terminal: T(5),
+                position: 1
+            },
+            Event::Queued {
+                terminal: T(3),
+                position: 2
+            },
+            Event::Queued {
+                terminal: T(4),
+                position: 3
+            },
+            Event::Queued {
+                terminal: T(2),
+                position: 4
+            },
         ]
     );
     // Releases grant in queue order, straight from talker to talker.
@@ -106,7 +136,13 @@ fn release_hands_over_without_idle_and_renumbers() {
     let ev = drain(&mut m);
     assert_eq!(granted(&ev), vec![(2, 2)]);
     assert!(!ev.contains(&Event::Idle));
-    assert_eq!(ev.last(), Some(&Event::Queued { terminal: T(3), position: 1 }));
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Queued {
+            terminal: T(3),
+            position: 1
+        })
+    );
     m.handle_release(t0, T(2));
     m.handle_release(t0, T(3));
     let ev = drain(&mut m);
@@ -123,7 +159,13 @@ fn a_queued_release_withdraws_the_request() {
     }
     drain(&mut m);
     m.handle_release(t0, T(2));
-    assert_eq!(drain(&mut m), vec![Event::Queued { terminal: T(3), position: 1 }]);
+    assert_eq!(
+        drain(&mut m),
+        vec![Event::Queued {
+            terminal: T(3),
+            position: 1
+        }]
+    );
     assert_eq!(m.queue_len(), 1);
     // A release by a stranger does nothing.
     m.handle_release(t0, T(42));
@@ -142,7 +184,11 @@ fn higher_priority_preempts_equal_does_not() {
     let ev = drain(&mut m);
     assert_eq!(
         ev[0],
-        Event::Revoked { terminal: T(1), burst: 1, cause: RevokeCause::Preempted }
+        Event::Revoked {
+            terminal: T(1),
+            burst: 1,
+            cause: RevokeCause::Preempted
+        }
     );
     assert_eq!(granted(&ev), vec![(3, 2)]);
     assert!(!ev.contains(&Event::Idle));
@@ -157,12 +203,24 @@ fn emergency_preempts_any_normal_and_compares_priority_among_emergencies() {
     m.handle_request(t0, normal(1, 255));
     m.handle_request(t0, req(2, Class::Emergency, 0));
     let ev = drain(&mut m);
-    assert!(ev.contains(&Event::Revoked { terminal: T(1), burst: 1, cause: RevokeCause::Preempted }));
+    assert!(ev.contains(&Event::Revoked {
+        terminal: T(1),
+        burst: 1,
+        cause: RevokeCause::Preempted
+    }));
     assert_eq!(m.holder().unwrap().terminal, T(2));
     m.handle_request(t0, req(3, Class::Emergency, 0));
-    assert_eq!(drain(&mut m), vec![Event::Queued { terminal: T(3), position: 1 }]);
+    assert_eq!(
+        drain(&mut m),
+        vec![Event::Queued {
+            terminal: T(3),
+            position: 1
+        }]
+    );
     m.handle_request(t0, req(4, Class::Emergency, 1));
-    assert!(drain(&mut m).iter().any(|e| matches!(e, Event::Revoked { terminal, .. } if *terminal == T(2))));
+    assert!(drain(&mut m)
+        .iter()
+        .any(|e| matches!(e, Event::Revoked { terminal, .. } if *terminal == T(2))));
     assert_eq!(m.holder().unwrap().terminal, T(4));
 }
 
@@ -193,7 +251,14 @@ fn talk_limit_revokes_at_the_limit_not_before() {
     assert!(drain(&mut m).is_empty());
     m.handle_timeout(t0 + Duration::from_secs(30));
     let ev = drain(&mut m);
-    assert_eq!(ev[0], Event::Revoked { terminal: T(1), burst: 1, cause: RevokeCause::BurstTooLong });
+    assert_eq!(
+        ev[0],
+        Event::Revoked {
+            terminal: T(1),
+            burst: 1,
+            cause: RevokeCause::BurstTooLong
+        }
+    );
     assert_eq!(granted(&ev), vec![(2, 2)]);
     // The new burst has its own deadline.
     assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(60)));
@@ -215,7 +280,13 @@ fn a_full_queue_denies_but_never_blocks_preemption() {
     }
     drain(&mut m);
     m.handle_request(t0, normal(4, 80));
-    assert_eq!(drain(&mut m), vec![Event::Denied { terminal: T(4), cause: DenyCause::NoResources }]);
+    assert_eq!(
+        drain(&mut m),
+        vec![Event::Denied {
+            terminal: T(4),
+            cause: DenyCause::NoResources
+        }]
+    );
     m.handle_request(t0, normal(5, 200));
     assert_eq!(granted(&drain(&mut m)), vec![(5, 2)]);
 }
@@ -229,7 +300,13 @@ fn leaving_frees_the_floor_or_the_queue_slot() {
     }
     drain(&mut m);
     m.handle_leave(t0, T(2));
-    assert_eq!(drain(&mut m), vec![Event::Queued { terminal: T(3), position: 1 }]);
+    assert_eq!(
+        drain(&mut m),
+        vec![Event::Queued {
+            terminal: T(3),
+            position: 1
+        }]
+    );
     m.handle_leave(t0, T(1));
     assert_eq!(granted(&drain(&mut m)), vec![(3, 2)]);
     m.handle_leave(t0, T(3));
@@ -318,17 +395,27 @@ fn random_operations_keep_the_invariants() {
                 Event::Denied { .. } => {}
             }
         }
-        assert_eq!(m.holder().map(|b| b.terminal), holder, "events tell the holder");
+        assert_eq!(
+            m.holder().map(|b| b.terminal),
+            holder,
+            "events tell the holder"
+        );
         if let Some(h) = m.holder() {
             assert!(m.queue.iter().all(|w| w.request.terminal != h.terminal));
-            assert_eq!(m.poll_timeout(), Some(h.granted_at + Duration::from_secs(3)));
+            assert_eq!(
+                m.poll_timeout(),
+                Some(h.granted_at + Duration::from_secs(3))
+            );
         }
         let ranks: Vec<_> = m
             .queue
             .iter()
             .map(|w| (w.request.rank(), std::cmp::Reverse(w.arrival)))
             .collect();
-        assert!(ranks.windows(2).all(|p| p[0] > p[1]), "queue sorted: {ranks:?}");
+        assert!(
+            ranks.windows(2).all(|p| p[0] > p[1]),
+            "queue sorted: {ranks:?}"
+        );
         assert!(m.queue.len() <= 4);
     }
 }

@@ -18,7 +18,7 @@ use ptt_codec::{GroupId, TerminalId};
 use serde::{Deserialize, Serialize};
 
 pub use file::{AuthSection, File, NodeEntry, TerminalEntry};
-pub use policy::{Denied, Policy, RolePriorities, Rights};
+pub use policy::{Denied, Policy, Rights, RolePriorities};
 
 /// Levels of the governance tree, top down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -242,7 +242,9 @@ impl Org {
                 }
                 continue;
             };
-            let p = nodes.get(&parent).ok_or(Error::MissingParent { node: n.id, parent })?;
+            let p = nodes
+                .get(&parent)
+                .ok_or(Error::MissingParent { node: n.id, parent })?;
             if p.kind != want {
                 return Err(Error::WrongParent {
                     node: n.id,

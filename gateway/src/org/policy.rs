@@ -115,7 +115,12 @@ pub enum Denied {
 
 impl Org {
     /// The rights of `terminal` in `group` under `policy`.
-    pub fn rights(&self, policy: &Policy, terminal: TerminalId, group: GroupId) -> Result<Rights, Denied> {
+    pub fn rights(
+        &self,
+        policy: &Policy,
+        terminal: TerminalId,
+        group: GroupId,
+    ) -> Result<Rights, Denied> {
         let t = self.terminal(terminal).ok_or(Denied::UnknownTerminal)?;
         self.node(group).ok_or(Denied::UnknownGroup)?;
         let both = Rights {
@@ -134,7 +139,9 @@ impl Org {
         }
         match t.role {
             Role::Police | Role::AuxiliaryPolice => {
-                let scope = self.ancestor_of_kind(t.node, policy.police_scope).unwrap_or(t.node);
+                let scope = self
+                    .ancestor_of_kind(t.node, policy.police_scope)
+                    .unwrap_or(t.node);
                 if self.is_ancestor_or_self(scope, group.0) {
                     Ok(both)
                 } else {

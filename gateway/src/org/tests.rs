@@ -108,7 +108,8 @@ fn org() -> Org {
 }
 
 fn rights(org: &Org, policy: &Policy, t: u32, g: u32) -> Result<(bool, bool), Denied> {
-    org.rights(policy, TerminalId(t), GroupId(g)).map(|r| (r.listen, r.talk))
+    org.rights(policy, TerminalId(t), GroupId(g))
+        .map(|r| (r.listen, r.talk))
 }
 
 #[test]
@@ -130,22 +131,37 @@ fn parses_the_tree_with_chinese_names() {
 }
 
 fn err(text: &str) -> String {
-    Org::from_toml(text, Path::new(".")).unwrap_err().to_string()
+    Org::from_toml(text, Path::new("."))
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn validation_errors_name_the_offender() {
     let city = "[[node]]\nid = 1\nkind = \"city\"\nname = \"c\"\n";
-    let node = |id: u32, parent: u32, kind: &str| format!("[[node]]\nid = {id}\nparent = {parent}\nkind = \"{kind}\"\nname = \"n\"\n");
-    let term = |id: u32, node: u32| format!("[[terminal]]\nid = {id}\nname = \"t\"\nrole = \"staff\"\nkind = \"handheld\"\nnode = {node}\n");
+    let node = |id: u32, parent: u32, kind: &str| {
+        format!("[[node]]\nid = {id}\nparent = {parent}\nkind = \"{kind}\"\nname = \"n\"\n")
+    };
+    let term = |id: u32, node: u32| {
+        format!("[[terminal]]\nid = {id}\nname = \"t\"\nrole = \"staff\"\nkind = \"handheld\"\nnode = {node}\n")
+    };
     assert!(err("").contains("no city"));
-    assert!(err(&format!("{city}{}", node(1, 1, "district"))).contains("node 1 is"), "duplicate or second root");
+    assert!(
+        err(&format!("{city}{}", node(1, 1, "district"))).contains("node 1 is"),
+        "duplicate or second root"
+    );
     assert!(err(&format!("{city}{}", node(2, 7, "district"))).contains("parent 7"));
-    assert!(err(&format!("{city}{}", node(2, 1, "unit"))).contains("node 2 (Unit) cannot be under node 1 (City)"));
+    assert!(err(&format!("{city}{}", node(2, 1, "unit")))
+        .contains("node 2 (Unit) cannot be under node 1 (City)"));
     assert!(err(&format!("{city}{}", node(0, 1, "district"))).contains("id 0"));
-    assert!(err(&format!("{city}[[node]]\nid = 8\nkind = \"city\"\nname = \"x\"\n")).contains("node 8 is a second root"));
+    assert!(err(&format!(
+        "{city}[[node]]\nid = 8\nkind = \"city\"\nname = \"x\"\n"
+    ))
+    .contains("node 8 is a second root"));
     assert!(err(&format!("{city}{}", term(5, 9))).contains("terminal 5 belongs to node 9"));
-    assert!(err(&format!("{city}{}{}", term(5, 1), term(5, 1))).contains("terminal 5 is defined twice"));
+    assert!(
+        err(&format!("{city}{}{}", term(5, 1), term(5, 1))).contains("terminal 5 is defined twice")
+    );
     assert!(err(&format!("{city}{}", term(0, 1))).contains("terminal id 0"));
     assert!(err(&format!("{city}bogus = 1\n")).contains("bogus"));
     assert!(err(&format!("{city}{}", term(5, 1).replace("staff", "chef"))).contains("chef"));
@@ -164,7 +180,11 @@ fn default_rights() {
     // Police anywhere under their police station, not beyond.
     for g in [3, 4, 5, 6] {
         assert_eq!(rights(&org, &p, 301, g), Ok((true, true)), "police in {g}");
-        assert_eq!(rights(&org, &p, 302, g), Ok((true, true)), "auxiliary police in {g}");
+        assert_eq!(
+            rights(&org, &p, 302, g),
+            Ok((true, true)),
+            "auxiliary police in {g}"
+        );
     }
     assert_eq!(rights(&org, &p, 301, 11), Err(Denied::NotAllowed));
     assert_eq!(rights(&org, &p, 301, 2), Err(Denied::NotAllowed));

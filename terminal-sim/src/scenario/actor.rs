@@ -147,7 +147,9 @@ pub async fn run(
                 let end = now >= t.until;
                 let opus = &shared.packets[packet % shared.packets.len()];
                 packet += 1;
-                shared.logs.get(&t.group).map(|l| l.sent(t.burst, t.seq, me, now));
+                if let Some(log) = shared.logs.get(&t.group) {
+                    log.sent(t.burst, t.seq, me, now);
+                }
                 if terminal.send_voice(t.group, t.burst, t.seq, opus, end).is_ok() {
                     stats.frames_sent += 1;
                     stats.frames_expected += shared.online.get(&t.group).copied().unwrap_or(1).saturating_sub(1);

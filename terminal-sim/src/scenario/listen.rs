@@ -130,7 +130,11 @@ impl Listener {
         } else {
             let ahead = h.seq.wrapping_sub(view.top);
             if ahead != 0 && ahead < 0x8000 {
-                view.window = if ahead >= 64 { 1 } else { (view.window << ahead) | 1 };
+                view.window = if ahead >= 64 {
+                    1
+                } else {
+                    (view.window << ahead) | 1
+                };
                 view.top = h.seq;
             } else {
                 let behind = view.top.wrapping_sub(h.seq);
@@ -144,11 +148,17 @@ impl Listener {
             }
         }
         self.heard.received += 1;
-        if let Some(sent) = self.logs.get(&h.group).and_then(|l| l.lookup(h.burst, h.seq)) {
+        if let Some(sent) = self
+            .logs
+            .get(&h.group)
+            .and_then(|l| l.lookup(h.burst, h.seq))
+        {
             if sent.talker.0 != h.speaker {
                 self.heard.wrong_speaker += 1;
             }
-            self.heard.latency.record(now.saturating_duration_since(sent.at));
+            self.heard
+                .latency
+                .record(now.saturating_duration_since(sent.at));
         }
     }
 }
@@ -186,7 +196,10 @@ mod tests {
         l.on_frame(&voice(7, 5, 1, 2), t0); // old burst again: overlap
         l.on_frame(&voice(8, 5, 1, 0), t0); // not my group
         let h = &l.heard;
-        assert_eq!((h.received, h.duplicates, h.overlapping, h.non_member), (3, 1, 1, 1));
+        assert_eq!(
+            (h.received, h.duplicates, h.overlapping, h.non_member),
+            (3, 1, 1, 1)
+        );
         assert_eq!(h.latency.percentiles().samples, 1);
         assert_eq!(h.wrong_speaker, 0);
     }

@@ -21,7 +21,9 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::report::{self, ConnectionReport, FloorReport, GatewayReport, Latency, Report, VoiceReport};
+use crate::report::{
+    self, ConnectionReport, FloorReport, GatewayReport, Latency, Report, VoiceReport,
+};
 use crate::terminal::{self, Terminal};
 pub use plan::Plan;
 pub use spec::{Pattern, Spec};
@@ -79,14 +81,18 @@ fn opus_packets(audio: Option<&PathBuf>, seed: u64) -> anyhow::Result<Vec<Bytes>
         .chunks_exact(FRAME_SAMPLES)
         .map(|frame| encoder.encode(frame))
         .collect::<Result<Vec<_>, _>>()?;
-    anyhow::ensure!(!packets.is_empty(), "the audio is shorter than one 20 ms frame");
+    anyhow::ensure!(
+        !packets.is_empty(),
+        "the audio is shorter than one 20 ms frame"
+    );
     Ok(packets)
 }
 
 /// Runs a scenario and returns its report.
 pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let plan = Plan::new(&config.org, config.groups)?;
-    let roots = terminal::load_ca(&config.ca).with_context(|| format!("loading CA {}", config.ca.display()))?;
+    let roots = terminal::load_ca(&config.ca)
+        .with_context(|| format!("loading CA {}", config.ca.display()))?;
     let packets = Arc::new(opus_packets(config.audio.as_ref(), config.seed)?);
 
     // Connect everyone the plan needs and join their groups.
@@ -137,7 +143,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         failed,
         handshakes_per_s: connected.len() as f64 / ramp_s.max(1e-9),
     };
-    tracing::info!(online = connected.len(), failed, "terminals connected in {ramp_s:.1} s");
+    tracing::info!(
+        online = connected.len(),
+        failed,
+        "terminals connected in {ramp_s:.1} s"
+    );
     // Let presence and join messages settle before measuring.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -146,7 +156,15 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let online: HashMap<GroupId, u64> = plan
         .groups
         .iter()
-        .map(|g| (g.id, g.listeners.iter().filter(|t| connected.contains_key(t)).count() as u64))
+        .map(|g| {
+            (
+                g.id,
+                g.listeners
+                    .iter()
+                    .filter(|t| connected.contains_key(t))
+                    .count() as u64,
+            )
+        })
         .collect();
     let shared = Arc::new(actor::Shared {
         packets,
@@ -170,10 +188,22 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
                 .collect(),
             None => Vec::new(),
         };
-        listeners.spawn(listen_loop(t.connection().clone(), groups, logs.clone(), record, stop_rx.clone()));
+        listeners.spawn(listen_loop(
+            t.connection().clone(),
+            groups,
+            logs.clone(),
+            record,
+            stop_rx.clone(),
+        ));
         let (tx, rx) = mpsc::unbounded_channel();
         commands.insert(id, tx);
-        actors.spawn(actor::run(t, shared.clone(), rx, done_tx.clone(), stop_rx.clone()));
+        actors.spawn(actor::run(
+            t,
+            shared.clone(),
+            rx,
+            done_tx.clone(),
+            stop_rx.clone(),
+        ));
     }
     drop(done_tx);
 
@@ -219,7 +249,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             let cpu = b.cpu_seconds - a.cpu_seconds;
             Some(GatewayReport {
                 cpu_seconds: cpu,
-                cpu_us_per_delivered_frame: if heard.received > 0 { cpu * 1e6 / heard.received as f64 } else { 0.0 },
+                cpu_us_per_delivered_frame: if heard.received > 0 {
+                    cpu * 1e6 / heard.received as f64
+                } else {
+                    0.0
+                },
                 rss_mb: b.rss_mb,
             })
         }
@@ -283,7 +317,12 @@ async fn direct(
             let mut turn: HashMap<GroupId, usize> = HashMap::new();
             let mut talkers: HashMap<GroupId, Vec<TerminalId>> = HashMap::new();
             for g in &plan.groups {
-                let online: Vec<TerminalId> = g.talkers.iter().copied().filter(|t| commands.contains_key(t)).collect();
+                let online: Vec<TerminalId> = g
+                    .talkers
+                    .iter()
+                    .copied()
+                    .filter(|t| commands.contains_key(t))
+                    .collect();
                 if let Some(first) = online.first() {
                     press(*first, g.id, Class::Normal, burst.min(config.duration));
                 }
@@ -321,7 +360,12 @@ async fn direct(
                 break;
             }
             for g in &plan.groups {
-                let online: Vec<TerminalId> = g.talkers.iter().copied().filter(|t| commands.contains_key(t)).collect();
+                let online: Vec<TerminalId> = g
+                    .talkers
+                    .iter()
+                    .copied()
+                    .filter(|t| commands.contains_key(t))
+                    .collect();
                 if online.is_empty() {
                     continue;
                 }
@@ -329,7 +373,11 @@ async fn direct(
                 let chosen = rand::seq::index::sample(&mut rng, online.len(), n);
                 let emergency = rng.gen_bool(spec.emergency_ratio.clamp(0.0, 1.0));
                 for (k, i) in chosen.iter().enumerate() {
-                    let class = if emergency && k == 0 { Class::Emergency } else { Class::Normal };
+                    let class = if emergency && k == 0 {
+                        Class::Emergency
+                    } else {
+                        Class::Normal
+                    };
                     let hold = burst.mul_f64(rng.gen_range(0.5..=1.0));
                     press(online[i], g.id, class, hold);
                 }

@@ -36,7 +36,8 @@ impl Plan {
     /// The first `groups` co-governance units of the org file (by id), each
     /// with its members and its police station's console.
     pub fn new(org_path: &Path, groups: usize) -> anyhow::Result<Plan> {
-        let org = Org::load(org_path).with_context(|| format!("loading org file {}", org_path.display()))?;
+        let org = Org::load(org_path)
+            .with_context(|| format!("loading org file {}", org_path.display()))?;
         let key_path = org
             .key_file()
             .context("the org file names no key_file: the simulator needs the provisioning key")?;

@@ -92,7 +92,8 @@ impl Spec {
             "voice-steady" => Ok(Spec::voice_steady()),
             "floor-contention" => Ok(Spec::floor_contention()),
             path if Path::new(path).is_file() => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
                 toml::from_str(&text).with_context(|| format!("parsing scenario file {path}"))
             }
             other => anyhow::bail!(
@@ -108,14 +109,23 @@ mod tests {
 
     #[test]
     fn built_ins_resolve_and_files_parse() {
-        assert_eq!(Spec::resolve("voice-steady").unwrap().pattern, Pattern::Steady);
-        assert_eq!(Spec::resolve("floor-contention").unwrap().pattern, Pattern::Contention);
+        assert_eq!(
+            Spec::resolve("voice-steady").unwrap().pattern,
+            Pattern::Steady
+        );
+        assert_eq!(
+            Spec::resolve("floor-contention").unwrap().pattern,
+            Pattern::Contention
+        );
         assert!(Spec::resolve("no-such-scenario").is_err());
         let spec: Spec = toml::from_str(
             "name = \"x\"\npattern = \"contention\"\nburst_ms = 100\ngap_ms = 200\n",
         )
         .unwrap();
         assert_eq!(spec.presses_per_round, 3);
-        assert!(toml::from_str::<Spec>("name = \"x\"\npattern = \"steady\"\nburst_ms = 1\ngap_ms = 1\nbogus = 1\n").is_err());
+        assert!(toml::from_str::<Spec>(
+            "name = \"x\"\npattern = \"steady\"\nburst_ms = 1\ngap_ms = 1\nbogus = 1\n"
+        )
+        .is_err());
     }
 }
