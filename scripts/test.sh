@@ -9,8 +9,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # End-to-end tests start the real binaries: build them first.
 cargo build --workspace --bins --quiet
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  # Doc tests first: nextest does not run them, and its summary should close the run.
   cargo test --workspace --doc --quiet
+  cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
 fi
