@@ -227,6 +227,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_default() {
+        let text = include_str!("../gateway.example.toml");
+        let c: Config = toml::from_str(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.data_dir, d.data_dir);
+        assert_eq!(c.floor.talk_limit_s, d.floor.talk_limit_s);
+        assert_eq!(c.floor.queue, d.floor.queue);
+        assert_eq!(c.transport.datagram_send_buffer, d.transport.datagram_send_buffer);
+        assert_eq!(c.transport.socket_buffer, d.transport.socket_buffer);
+        assert_eq!(c.session.max_groups, d.session.max_groups);
+        assert_eq!(c.session.voice_rate, d.session.voice_rate);
+        assert_eq!(c.policy.priority.police, d.policy.priority.police);
+        assert_eq!(c.policy.police_scope, d.policy.police_scope);
+    }
+
+    #[test]
     fn per_group_talk_limits() {
         let c: Config = toml::from_str(
             "[floor]\ntalk_limit_s = 20\n[[floor.group]]\nid = 5\ntalk_limit_s = 60\n",

@@ -114,6 +114,7 @@ impl Gateway {
             tracing::warn!("sessions did not end in time");
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-        tracing::info!("gateway stopped");
+        let counters = serde_json::to_string(&self.metrics()).unwrap_or_default();
+        tracing::info!(%counters, "gateway stopped");
     }
 }

@@ -86,6 +86,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "warn,ptt_terminal_sim=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::GenCity {
