@@ -42,19 +42,27 @@ fn bin(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name(name);
     if !path.exists() {
-        bail!("{} not found: build with `cargo build --release --bins`", path.display());
+        bail!(
+            "{} not found: build with `cargo build --release --bins`",
+            path.display()
+        );
     }
     Ok(path)
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn wait_for(log: &Path, needle: &str, gateway: &mut Child) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if std::fs::read_to_string(log).unwrap_or_default().contains(needle) {
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
             return Ok(());
         }
         if let Some(status) = gateway.try_wait()? {
@@ -69,7 +77,9 @@ struct Gateway(Child);
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -79,7 +89,12 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.workdir)?;
     let org = args.workdir.join("city.toml");
     let status = Command::new(bin("terminal-sim")?)
-        .args(["gen-city", "--units", &args.units.max(args.groups).to_string(), "--out"])
+        .args([
+            "gen-city",
+            "--units",
+            &args.units.max(args.groups).to_string(),
+            "--out",
+        ])
         .arg(&org)
         .stdout(Stdio::null())
         .status()?;
@@ -118,16 +133,22 @@ fn main() -> anyhow::Result<()> {
     if !status.success() {
         bail!("terminal-sim failed");
     }
-    let mut report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sim_report)?)?;
+    let mut report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sim_report)?)?;
     // The gateway logs its counters when it stops: where loss happened, if any.
     let text = std::fs::read_to_string(&log)?;
     if let Some(json) = text
         .lines()
         .filter_map(|l| l.split_once("counters=").map(|(_, rest)| rest))
         .next_back()
-        .and_then(|rest| rest.split_once(" gateway stopped").map(|(j, _)| j).or(Some(rest)))
+        .and_then(|rest| {
+            rest.split_once(" gateway stopped")
+                .map(|(j, _)| j)
+                .or(Some(rest))
+        })
     {
-        report["gateway_counters"] = serde_json::from_str(json.trim()).unwrap_or(serde_json::Value::Null);
+        report["gateway_counters"] =
+            serde_json::from_str(json.trim()).unwrap_or(serde_json::Value::Null);
     }
     report["bench"] = serde_json::json!({
         "workload": args.workload,

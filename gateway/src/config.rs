@@ -235,7 +235,10 @@ mod tests {
         assert_eq!(c.data_dir, d.data_dir);
         assert_eq!(c.floor.talk_limit_s, d.floor.talk_limit_s);
         assert_eq!(c.floor.queue, d.floor.queue);
-        assert_eq!(c.transport.datagram_send_buffer, d.transport.datagram_send_buffer);
+        assert_eq!(
+            c.transport.datagram_send_buffer,
+            d.transport.datagram_send_buffer
+        );
         assert_eq!(c.transport.socket_buffer, d.transport.socket_buffer);
         assert_eq!(c.session.max_groups, d.session.max_groups);
         assert_eq!(c.session.voice_rate, d.session.voice_rate);
