@@ -104,6 +104,18 @@ wire_enum! {
         NotJoined = 12,
         /// Too many groups joined at once.
         TooManyGroups = 13,
+        /// The alert is invalid (empty title, zero time-to-live, no
+        /// recipients).
+        AlertInvalid = 20,
+        /// The target is outside the sender's authority.
+        TargetNotAllowed = 21,
+        /// No such alert (or not this terminal's to ask about).
+        UnknownAlert = 22,
+        /// The terminal is not a recipient of this alert.
+        NotRecipient = 23,
+        /// The receipt contradicts an earlier one (accepting after
+        /// rejecting).
+        InvalidReceipt = 24,
         /// The gateway failed internally; retry later.
         Internal = 500,
     }
@@ -144,7 +156,7 @@ mod tests {
         let revoke: Vec<_> = RevokeCause::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(revoke, [2, 3, 4, 255]);
         let error: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(error, [1, 2, 10, 11, 12, 13, 500]);
+        assert_eq!(error, [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 500]);
         let close: Vec<_> = CloseCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7]);
     }

@@ -8,6 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::alert::{AlertBody, ReceiptStatus, StatusCounts, Target};
 use crate::reader::Reader;
 use crate::{Class, DenyCause, ErrorCode, GroupId, Malformed, RevokeCause, TerminalId};
 
@@ -41,6 +42,9 @@ pub mod kind {
     pub const FLOOR_RELEASE: u8 = 0x05;
     pub const PING: u8 = 0x06;
     pub const LOGOUT: u8 = 0x07;
+    pub const ALERT_SEND: u8 = 0x08;
+    pub const ALERT_RECEIPT: u8 = 0x09;
+    pub const ALERT_QUERY: u8 = 0x0a;
 
     pub const WELCOME: u8 = 0x41;
     pub const JOINED: u8 = 0x42;
@@ -54,6 +58,12 @@ pub mod kind {
     pub const PRESENCE: u8 = 0x4a;
     pub const ERROR: u8 = 0x4b;
     pub const PONG: u8 = 0x4c;
+    pub const ALERT_ACCEPTED: u8 = 0x4d;
+    pub const ALERT: u8 = 0x4e;
+    pub const RECEIPT_UPDATE: u8 = 0x4f;
+    pub const RECEIPT_SAVED: u8 = 0x50;
+    pub const ALERT_STATUS: u8 = 0x51;
+    pub const ALERT_REFUSED: u8 = 0x52;
 }
 
 /// Why a byte sequence is not a complete, valid frame.
@@ -137,6 +147,10 @@ fn class(r: &mut Reader<'_>) -> Result<Class, Malformed> {
     Class::from_code(r.u8()?).ok_or(Malformed::InvalidValue("class"))
 }
 
+fn receipt_status(r: &mut Reader<'_>) -> Result<ReceiptStatus, Malformed> {
+    ReceiptStatus::from_code(r.u8()?).ok_or(Malformed::InvalidValue("receipt status"))
+}
+
 fn group(r: &mut Reader<'_>) -> Result<GroupId, Malformed> {
     match r.u32()? {
         0 => Err(Malformed::InvalidValue("group 0")),
@@ -193,6 +207,29 @@ pub enum ClientMsg {
     /// The terminal logs out: the gateway forgets its groups instead of
     /// keeping them for a reconnect.
     Logout,
+    /// Send an alert (consoles).
+    AlertSend {
+        /// Chosen by the sender; echoed in `AlertAccepted`/`AlertRefused`.
+        request: u32,
+        /// What it says.
+        body: AlertBody,
+        /// Who gets it.
+        target: Target,
+    },
+    /// A recipient's progress on an alert.
+    AlertReceipt {
+        /// The alert.
+        alert: u64,
+        /// Delivered, read, accepted, rejected, arrived or resolved.
+        status: ReceiptStatus,
+        /// Why, for a rejection (may be empty otherwise).
+        reason: String,
+    },
+    /// Ask for an alert's status summary (its issuer).
+    AlertQuery {
+        /// The alert.
+        alert: u64,
+    },
 }
 
 impl ClientMsg {
@@ -206,6 +243,9 @@ impl ClientMsg {
             ClientMsg::FloorRelease { .. } => kind::FLOOR_RELEASE,
             ClientMsg::Ping { .. } => kind::PING,
             ClientMsg::Logout => kind::LOGOUT,
+            ClientMsg::AlertSend { .. } => kind::ALERT_SEND,
+            ClientMsg::AlertReceipt { .. } => kind::ALERT_RECEIPT,
+            ClientMsg::AlertQuery { .. } => kind::ALERT_QUERY,
         }
     }
 
@@ -231,6 +271,25 @@ impl ClientMsg {
             ClientMsg::FloorRelease { group } => b.put_u32(group.0),
             ClientMsg::Ping { nonce } => b.put_u64(*nonce),
             ClientMsg::Logout => {}
+            ClientMsg::AlertSend {
+                request,
+                body,
+                target,
+            } => {
+                b.put_u32(*request);
+                target.encode(b);
+                body.encode(b);
+            }
+            ClientMsg::AlertReceipt {
+                alert,
+                status,
+                reason,
+            } => {
+                b.put_u64(*alert);
+                b.put_u8(status.code());
+                put_string(b, reason, MAX_MESSAGE);
+            }
+            ClientMsg::AlertQuery { alert } => b.put_u64(*alert),
         });
     }
 
@@ -267,6 +326,26 @@ impl ClientMsg {
             },
             kind::PING => ClientMsg::Ping { nonce: r.u64()? },
             kind::LOGOUT => ClientMsg::Logout,
+            kind::ALERT_SEND => {
+                let request = r.u32()?;
+                let target = Target::decode(&mut r)?;
+                ClientMsg::AlertSend {
+                    request,
+                    body: AlertBody::decode(&mut r)?,
+                    target,
+                }
+            }
+            kind::ALERT_RECEIPT => ClientMsg::AlertReceipt {
+                alert: r.u64()?,
+                status: match ReceiptStatus::from_code(r.u8()?) {
+                    None | Some(ReceiptStatus::Pending) => {
+                        return Err(Malformed::InvalidValue("receipt status"))
+                    }
+                    Some(s) => s,
+                },
+                reason: r.string(MAX_MESSAGE)?,
+            },
+            kind::ALERT_QUERY => ClientMsg::AlertQuery { alert: r.u64()? },
             other => return Err(Malformed::UnknownType(other)),
         };
         r.finish()?;
@@ -388,6 +467,66 @@ pub enum ServerMsg {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// The alert is stored and will reach its recipients.
+    AlertAccepted {
+        /// The sender's request id.
+        request: u32,
+        /// The alert's id.
+        alert: u64,
+        /// How many terminals it targets.
+        recipients: u32,
+    },
+    /// An alert for this terminal (sent on a unidirectional stream).
+    Alert {
+        /// Its id: the same alert delivered twice has the same id.
+        alert: u64,
+        /// Who sent it.
+        issuer: TerminalId,
+        /// When it was created, Unix milliseconds.
+        created_ms: u64,
+        /// When it expires, Unix milliseconds.
+        expires_ms: u64,
+        /// Content.
+        body: AlertBody,
+    },
+    /// A recipient's receipt, sent live to the alert's issuer.
+    ReceiptUpdate {
+        /// The alert.
+        alert: u64,
+        /// The recipient.
+        terminal: TerminalId,
+        /// Its new status.
+        status: ReceiptStatus,
+        /// When, Unix milliseconds.
+        at_ms: u64,
+        /// Reason (rejections).
+        reason: String,
+    },
+    /// The terminal's receipt is stored.
+    ReceiptSaved {
+        /// The alert.
+        alert: u64,
+        /// The status now stored.
+        status: ReceiptStatus,
+    },
+    /// Summary of an alert's recipients.
+    AlertStatus {
+        /// The alert.
+        alert: u64,
+        /// Recipients in all.
+        recipients: u32,
+        /// By status.
+        counts: StatusCounts,
+    },
+    /// An `AlertSend` was refused; nothing was stored.
+    AlertRefused {
+        /// The sender's request id.
+        request: u32,
+        /// Why.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
 }
 
 impl ServerMsg {
@@ -406,13 +545,26 @@ impl ServerMsg {
             ServerMsg::Presence { .. } => kind::PRESENCE,
             ServerMsg::Error { .. } => kind::ERROR,
             ServerMsg::Pong { .. } => kind::PONG,
+            ServerMsg::AlertAccepted { .. } => kind::ALERT_ACCEPTED,
+            ServerMsg::Alert { .. } => kind::ALERT,
+            ServerMsg::ReceiptUpdate { .. } => kind::RECEIPT_UPDATE,
+            ServerMsg::ReceiptSaved { .. } => kind::RECEIPT_SAVED,
+            ServerMsg::AlertStatus { .. } => kind::ALERT_STATUS,
+            ServerMsg::AlertRefused { .. } => kind::ALERT_REFUSED,
         }
     }
 
     /// The group this message is about, if any.
     pub fn group(&self) -> Option<GroupId> {
         match self {
-            ServerMsg::Welcome { .. } | ServerMsg::Pong { .. } => None,
+            ServerMsg::Welcome { .. }
+            | ServerMsg::Pong { .. }
+            | ServerMsg::AlertAccepted { .. }
+            | ServerMsg::Alert { .. }
+            | ServerMsg::ReceiptUpdate { .. }
+            | ServerMsg::ReceiptSaved { .. }
+            | ServerMsg::AlertStatus { .. }
+            | ServerMsg::AlertRefused { .. } => None,
             ServerMsg::Error { group, .. } => *group,
             ServerMsg::Joined { group, .. }
             | ServerMsg::Left { group }
@@ -524,6 +676,63 @@ impl ServerMsg {
                 put_string(b, message, MAX_MESSAGE);
             }
             ServerMsg::Pong { nonce } => b.put_u64(*nonce),
+            ServerMsg::AlertAccepted {
+                request,
+                alert,
+                recipients,
+            } => {
+                b.put_u32(*request);
+                b.put_u64(*alert);
+                b.put_u32(*recipients);
+            }
+            ServerMsg::Alert {
+                alert,
+                issuer,
+                created_ms,
+                expires_ms,
+                body,
+            } => {
+                b.put_u64(*alert);
+                b.put_u32(issuer.0);
+                b.put_u64(*created_ms);
+                b.put_u64(*expires_ms);
+                body.encode(b);
+            }
+            ServerMsg::ReceiptUpdate {
+                alert,
+                terminal,
+                status,
+                at_ms,
+                reason,
+            } => {
+                b.put_u64(*alert);
+                b.put_u32(terminal.0);
+                b.put_u8(status.code());
+                b.put_u64(*at_ms);
+                put_string(b, reason, MAX_MESSAGE);
+            }
+            ServerMsg::ReceiptSaved { alert, status } => {
+                b.put_u64(*alert);
+                b.put_u8(status.code());
+            }
+            ServerMsg::AlertStatus {
+                alert,
+                recipients,
+                counts,
+            } => {
+                b.put_u64(*alert);
+                b.put_u32(*recipients);
+                counts.encode(b);
+            }
+            ServerMsg::AlertRefused {
+                request,
+                code,
+                message,
+            } => {
+                b.put_u32(*request);
+                b.put_u16(code.code());
+                put_string(b, message, MAX_MESSAGE);
+            }
         });
     }
 
@@ -621,6 +830,40 @@ impl ServerMsg {
                 message: r.string(MAX_MESSAGE)?,
             },
             kind::PONG => ServerMsg::Pong { nonce: r.u64()? },
+            kind::ALERT_ACCEPTED => ServerMsg::AlertAccepted {
+                request: r.u32()?,
+                alert: r.u64()?,
+                recipients: r.u32()?,
+            },
+            kind::ALERT => ServerMsg::Alert {
+                alert: r.u64()?,
+                issuer: terminal(&mut r)?,
+                created_ms: r.u64()?,
+                expires_ms: r.u64()?,
+                body: AlertBody::decode(&mut r)?,
+            },
+            kind::RECEIPT_UPDATE => ServerMsg::ReceiptUpdate {
+                alert: r.u64()?,
+                terminal: terminal(&mut r)?,
+                status: receipt_status(&mut r)?,
+                at_ms: r.u64()?,
+                reason: r.string(MAX_MESSAGE)?,
+            },
+            kind::RECEIPT_SAVED => ServerMsg::ReceiptSaved {
+                alert: r.u64()?,
+                status: receipt_status(&mut r)?,
+            },
+            kind::ALERT_STATUS => ServerMsg::AlertStatus {
+                alert: r.u64()?,
+                recipients: r.u32()?,
+                counts: StatusCounts::decode(&mut r)?,
+            },
+            kind::ALERT_REFUSED => ServerMsg::AlertRefused {
+                request: r.u32()?,
+                code: ErrorCode::from_code(r.u16()?)
+                    .ok_or(Malformed::InvalidValue("error code"))?,
+                message: r.string(MAX_MESSAGE)?,
+            },
             other => return Err(Malformed::UnknownType(other)),
         };
         r.finish()?;

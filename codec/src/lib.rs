@@ -9,6 +9,7 @@
 //! [`control::FrameError::Incomplete`] means "read more bytes", while
 //! [`Malformed`] means the peer sent something invalid.
 
+pub mod alert;
 pub mod audio;
 mod codes;
 pub mod control;
@@ -20,6 +21,7 @@ pub mod voice;
 pub const ALPN: &[u8] = b"ptt/1";
 
 pub use codes::{Class, CloseCode, DenyCause, ErrorCode, RevokeCause};
+pub use alert::{AlertBody, AlertKind, Location, ReceiptStatus, StatusCounts, Target};
 pub use control::{ClientMsg, Membership, ServerMsg};
 pub use ids::{GroupId, TerminalId};
 pub use voice::VoiceHeader;
