@@ -30,7 +30,11 @@ fn body() -> impl Strategy<Value = AlertBody> {
         any::<u32>(),
         name(),
         "[a-z 城南路号两名男子试图拉车门]{0,200}",
-        prop::option::of((-900_000_000i32..=900_000_000, -1_800_000_000i32..=1_800_000_000, name())),
+        prop::option::of((
+            -900_000_000i32..=900_000_000,
+            -1_800_000_000i32..=1_800_000_000,
+            name(),
+        )),
     )
         .prop_map(|(kind, priority, ttl_s, title, text, loc)| AlertBody {
             kind,
@@ -38,7 +42,11 @@ fn body() -> impl Strategy<Value = AlertBody> {
             ttl_s,
             title,
             text,
-            location: loc.map(|(lat_e7, lon_e7, address)| Location { lat_e7, lon_e7, address }),
+            location: loc.map(|(lat_e7, lon_e7, address)| Location {
+                lat_e7,
+                lon_e7,
+                address,
+            }),
         })
 }
 
@@ -72,8 +80,18 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         group().prop_map(|group| ClientMsg::FloorRelease { group }),
         any::<u64>().prop_map(|nonce| ClientMsg::Ping { nonce }),
         Just(ClientMsg::Logout),
-        (any::<u32>(), body(), target()).prop_map(|(request, body, target)| ClientMsg::AlertSend { request, body, target }),
-        (any::<u64>(), receipt(), name()).prop_map(|(alert, status, reason)| ClientMsg::AlertReceipt { alert, status, reason }),
+        (any::<u32>(), body(), target()).prop_map(|(request, body, target)| ClientMsg::AlertSend {
+            request,
+            body,
+            target
+        }),
+        (any::<u64>(), receipt(), name()).prop_map(|(alert, status, reason)| {
+            ClientMsg::AlertReceipt {
+                alert,
+                status,
+                reason,
+            }
+        }),
         any::<u64>().prop_map(|alert| ClientMsg::AlertQuery { alert }),
     ]
 }
@@ -159,12 +177,47 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 message
             }),
         any::<u64>().prop_map(|nonce| ServerMsg::Pong { nonce }),
-        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(request, alert, recipients)| ServerMsg::AlertAccepted { request, alert, recipients }),
-        (any::<u64>(), terminal(), any::<u64>(), any::<u64>(), body()).prop_map(|(alert, issuer, created_ms, expires_ms, body)| ServerMsg::Alert { alert, issuer, created_ms, expires_ms, body }),
-        (any::<u64>(), terminal(), receipt(), any::<u64>(), name()).prop_map(|(alert, terminal, status, at_ms, reason)| ServerMsg::ReceiptUpdate { alert, terminal, status, at_ms, reason }),
-        (any::<u64>(), receipt()).prop_map(|(alert, status)| ServerMsg::ReceiptSaved { alert, status }),
-        (any::<u64>(), any::<u32>(), any::<[u32; 7]>(), any::<u32>()).prop_map(|(alert, recipients, by_status, expired)| ServerMsg::AlertStatus { alert, recipients, counts: StatusCounts { by_status, expired } }),
-        (any::<u32>(), prop::sample::select(ErrorCode::ALL), name()).prop_map(|(request, code, message)| ServerMsg::AlertRefused { request, code, message }),
+        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(request, alert, recipients)| {
+            ServerMsg::AlertAccepted {
+                request,
+                alert,
+                recipients,
+            }
+        }),
+        (any::<u64>(), terminal(), any::<u64>(), any::<u64>(), body()).prop_map(
+            |(alert, issuer, created_ms, expires_ms, body)| ServerMsg::Alert {
+                alert,
+                issuer,
+                created_ms,
+                expires_ms,
+                body
+            }
+        ),
+        (any::<u64>(), terminal(), receipt(), any::<u64>(), name()).prop_map(
+            |(alert, terminal, status, at_ms, reason)| ServerMsg::ReceiptUpdate {
+                alert,
+                terminal,
+                status,
+                at_ms,
+                reason
+            }
+        ),
+        (any::<u64>(), receipt())
+            .prop_map(|(alert, status)| ServerMsg::ReceiptSaved { alert, status }),
+        (any::<u64>(), any::<u32>(), any::<[u32; 7]>(), any::<u32>()).prop_map(
+            |(alert, recipients, by_status, expired)| ServerMsg::AlertStatus {
+                alert,
+                recipients,
+                counts: StatusCounts { by_status, expired }
+            }
+        ),
+        (any::<u32>(), prop::sample::select(ErrorCode::ALL), name()).prop_map(
+            |(request, code, message)| ServerMsg::AlertRefused {
+                request,
+                code,
+                message
+            }
+        ),
     ]
 }
 
@@ -290,11 +343,31 @@ fn hostile_bodies_are_errors() {
         ),
         (0x3f, &[], Malformed::UnknownType(0x3f)),
         // Receipts cannot claim "pending"; alert targets must be sane.
-        (control::kind::ALERT_RECEIPT, &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], Malformed::InvalidValue("receipt status")),
-        (control::kind::ALERT_SEND, &[0, 0, 0, 1, 1, 0, 0], Malformed::InvalidValue("target terminal count")),
-        (control::kind::ALERT_SEND, &[0, 0, 0, 1, 9], Malformed::InvalidValue("target type")),
-        (control::kind::ALERT_SEND, &[0, 0, 0, 1, 2, 0, 0, 0, 5, 9], Malformed::InvalidValue("alert kind")),
-        (control::kind::ALERT_SEND, &[0, 0, 0, 1, 2, 0, 0, 0, 5, 1, 4], Malformed::InvalidValue("alert priority")),
+        (
+            control::kind::ALERT_RECEIPT,
+            &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+            Malformed::InvalidValue("receipt status"),
+        ),
+        (
+            control::kind::ALERT_SEND,
+            &[0, 0, 0, 1, 1, 0, 0],
+            Malformed::InvalidValue("target terminal count"),
+        ),
+        (
+            control::kind::ALERT_SEND,
+            &[0, 0, 0, 1, 9],
+            Malformed::InvalidValue("target type"),
+        ),
+        (
+            control::kind::ALERT_SEND,
+            &[0, 0, 0, 1, 2, 0, 0, 0, 5, 9],
+            Malformed::InvalidValue("alert kind"),
+        ),
+        (
+            control::kind::ALERT_SEND,
+            &[0, 0, 0, 1, 2, 0, 0, 0, 5, 1, 4],
+            Malformed::InvalidValue("alert priority"),
+        ),
     ];
     for (kind, body, want) in cases {
         let got = ClientMsg::decode(RawFrame { kind: *kind, body });

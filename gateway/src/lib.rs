@@ -11,8 +11,10 @@
 //! - [`fanout`]: the lock-free voice relay path.
 //! - [`floor`]: sans-I/O floor control (TS 24.380).
 //! - [`org`]: the governance tree, authorisation policy and credentials.
+//! - [`alert`]: alert lifecycle, the SQLite store, recipient resolution.
 //! - [`config`], [`tls`]: configuration and certificates.
 
+pub mod alert;
 pub mod config;
 pub mod fanout;
 pub mod floor;
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod org;
 pub mod server;
 mod session;
+mod session_alerts;
 pub mod tls;
 
 pub use config::Config;

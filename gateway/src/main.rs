@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use ptt_codec::TerminalId;
+use ptt_gateway::alert::Store;
 use ptt_gateway::org::{auth::ProvisioningKey, Org};
 use ptt_gateway::{tls, Config, Gateway};
 
@@ -155,7 +156,13 @@ fn main() -> anyhow::Result<()> {
                     terminals = org.terminals().count(),
                     "starting"
                 );
-                Gateway::new(config, org, key)
+                std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                    format!("creating data directory {}", config.data_dir.display())
+                })?;
+                let db = config.data_dir.join("gateway.db");
+                let store =
+                    Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+                Gateway::new(config, org, key, store)
                     .run(endpoint, shutdown_signal())
                     .await;
                 Ok(())

@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use ptt_codec::{CloseCode, GroupId, TerminalId};
 use tokio::task::JoinSet;
 
+use crate::alert::Store;
 use crate::config::Config;
 use crate::floor;
 use crate::group::Group;
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) org: Org,
     pub(crate) key: ProvisioningKey,
+    /// Alerts and receipts on disk.
+    pub(crate) store: Arc<Store>,
     /// Every talk group, one per org node. Fixed at start, so the voice path
     /// looks groups up without a lock.
     pub(crate) groups: HashMap<GroupId, Arc<Group>>,
@@ -41,8 +44,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the run-time state: one talk group per org node.
-    pub fn new(config: Config, org: Org, key: ProvisioningKey) -> Self {
+    /// Builds the run-time state: one talk group per org node, alerts in
+    /// `store` (open it at `<data_dir>/gateway.db`).
+    pub fn new(config: Config, org: Org, key: ProvisioningKey, store: Store) -> Self {
         let metrics = Arc::new(Metrics::default());
         let groups = org
             .groups()
@@ -60,6 +64,7 @@ impl Gateway {
                 config,
                 org,
                 key,
+                store: Arc::new(store),
                 groups,
                 terminals: DashMap::new(),
                 metrics,

@@ -22,6 +22,7 @@ use crate::group::{Link, Member};
 use crate::metrics::Metrics;
 use crate::org::Denied;
 use crate::server::Shared;
+use crate::session_alerts as alerts;
 
 /// Control messages waiting to be written to one terminal.
 ///
@@ -52,11 +53,19 @@ fn close(conn: &Connection, code: CloseCode, reason: &str) {
     conn.close(quinn::VarInt::from_u32(code.code()), reason.as_bytes());
 }
 
+/// A terminal's live session, as other sessions reach it.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub(crate) id: u64,
+    pub(crate) conn: Connection,
+    pub(crate) outbox: Outbox,
+}
+
 /// What the gateway remembers of a terminal across connections.
 #[derive(Debug, Default)]
 pub(crate) struct Remembered {
-    /// The live session, if any: its id and connection.
-    pub(crate) session: Option<(u64, Connection)>,
+    /// The live session, if any.
+    pub(crate) session: Option<Live>,
     /// Groups the terminal is in, with its talk right there. Kept while it
     /// is offline so a reconnect restores them.
     pub(crate) groups: BTreeMap<GroupId, bool>,
@@ -234,7 +243,12 @@ impl<'a> Session<'a> {
 
         let groups = {
             let mut entry = shared.terminals.entry(terminal).or_default();
-            if let Some((_, old)) = entry.session.replace((id, conn.clone())) {
+            let live = Live {
+                id,
+                conn: conn.clone(),
+                outbox: outbox.clone(),
+            };
+            if let Some(Live { conn: old, .. }) = entry.session.replace(live) {
                 Metrics::add(&shared.metrics.sessions_replaced, 1);
                 tracing::info!("replacing the older session of this terminal");
                 close(
@@ -276,6 +290,11 @@ impl<'a> Session<'a> {
         for (group, talk) in groups {
             session.attach(group, talk, false);
         }
+        // Store and forward: alerts that arrived while it was away.
+        tokio::spawn(
+            alerts::forward_undelivered(shared.clone(), session.conn.clone(), terminal)
+                .in_current_span(),
+        );
         tracing::info!(resumed, "session started");
         session
     }
@@ -397,6 +416,45 @@ impl<'a> Session<'a> {
                 _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
             },
             ClientMsg::Ping { nonce } => self.outbox.send(ServerMsg::Pong { nonce }),
+            ClientMsg::AlertSend {
+                request,
+                body,
+                target,
+            } => {
+                let task = alerts::send(
+                    self.shared.clone(),
+                    self.terminal,
+                    self.outbox.clone(),
+                    request,
+                    body,
+                    target,
+                );
+                tokio::spawn(task.in_current_span());
+            }
+            ClientMsg::AlertReceipt {
+                alert,
+                status,
+                reason,
+            } => {
+                let task = alerts::receipt(
+                    self.shared.clone(),
+                    self.terminal,
+                    self.outbox.clone(),
+                    alert,
+                    status,
+                    reason,
+                );
+                tokio::spawn(task.in_current_span());
+            }
+            ClientMsg::AlertQuery { alert } => {
+                let task = alerts::query(
+                    self.shared.clone(),
+                    self.terminal,
+                    self.outbox.clone(),
+                    alert,
+                );
+                tokio::spawn(task.in_current_span());
+            }
             ClientMsg::Logout => {
                 let groups = self
                     .shared
@@ -477,8 +535,8 @@ impl<'a> Session<'a> {
             let Some(mut entry) = self.shared.terminals.get_mut(&self.terminal) else {
                 return;
             };
-            match entry.session {
-                Some((id, _)) if id == self.id => entry.session = None,
+            match &entry.session {
+                Some(live) if live.id == self.id => entry.session = None,
                 _ => return,
             }
             entry.groups.keys().copied().collect()

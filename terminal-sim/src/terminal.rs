@@ -22,17 +22,17 @@
 //! [`Terminal::join`] wait for their answer and keep every other message for
 //! `next_event`, so nothing is lost while waiting.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ptt_codec::control::{split_frame, FrameError, VERSION};
 use ptt_codec::{
-    Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Malformed, Membership, RevokeCause,
-    ServerMsg, TerminalId, VoiceHeader,
+    AlertBody, Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Malformed, Membership,
+    ReceiptStatus, RevokeCause, ServerMsg, StatusCounts, Target, TerminalId, VoiceHeader,
 };
 use quinn::crypto::rustls::QuicClientConfig;
 use tokio::io::AsyncReadExt;
@@ -201,11 +201,53 @@ impl Voice {
     }
 }
 
+/// Ids of alerts already shown, so a redelivered alert is shown once. Keep
+/// it across reconnects ([`Terminal::connect_with_seen`]).
+#[derive(Debug, Clone, Default)]
+pub struct SeenAlerts(Arc<Mutex<HashSet<u64>>>);
+
+impl SeenAlerts {
+    /// Marks `alert` seen; true if it was new.
+    pub fn insert(&self, alert: u64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(alert)
+    }
+
+    /// How many distinct alerts were shown.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An alert as the terminal shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedAlert {
+    /// Id.
+    pub alert: u64,
+    /// Issuer.
+    pub issuer: TerminalId,
+    /// Unix ms.
+    pub created_ms: u64,
+    /// Unix ms.
+    pub expires_ms: u64,
+    /// Content.
+    pub body: AlertBody,
+}
+
 /// A connected, authenticated terminal.
 #[derive(Debug)]
 pub struct Terminal {
     conn: quinn::Connection,
     id: TerminalId,
+    seen: SeenAlerts,
+    next_request: u32,
     control: mpsc::UnboundedSender<ClientMsg>,
     events: mpsc::UnboundedReceiver<Result<ServerMsg, Error>>,
     pending: VecDeque<ServerMsg>,
@@ -221,8 +263,29 @@ impl Terminal {
         terminal: TerminalId,
         credential: &[u8],
     ) -> Result<Terminal, Error> {
+        Self::connect_with_seen(
+            endpoint,
+            addr,
+            server_name,
+            terminal,
+            credential,
+            SeenAlerts::default(),
+        )
+        .await
+    }
+
+    /// As [`Terminal::connect`], remembering alerts already shown by an
+    /// earlier connection so a redelivery after reconnect is not shown again.
+    pub async fn connect_with_seen(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        server_name: &str,
+        terminal: TerminalId,
+        credential: &[u8],
+        seen: SeenAlerts,
+    ) -> Result<Terminal, Error> {
         let conn = endpoint.connect(addr, server_name)?.await?;
-        Self::handshake(conn, terminal, credential).await
+        Self::handshake(conn, terminal, credential, seen).await
     }
 
     /// Authenticates on an established connection.
@@ -230,6 +293,7 @@ impl Terminal {
         conn: quinn::Connection,
         terminal: TerminalId,
         credential: &[u8],
+        seen: SeenAlerts,
     ) -> Result<Terminal, Error> {
         let (mut send, recv) = conn.open_bi().await?;
         let mut hello = BytesMut::new();
@@ -244,10 +308,18 @@ impl Terminal {
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(send, control_rx));
+        tokio::spawn(alert_loop(
+            conn.clone(),
+            control.clone(),
+            events_tx.clone(),
+            seen.clone(),
+        ));
         tokio::spawn(read_loop(recv, conn.clone(), events_tx));
         let mut t = Terminal {
             conn,
             id: terminal,
+            seen,
+            next_request: 1,
             control,
             events,
             pending: VecDeque::new(),
@@ -457,6 +529,123 @@ impl Terminal {
         }
     }
 
+    /// Alerts shown so far (pass to [`Terminal::connect_with_seen`] when
+    /// reconnecting).
+    pub fn seen_alerts(&self) -> SeenAlerts {
+        self.seen.clone()
+    }
+
+    /// Sends an alert (consoles) and waits until the gateway has stored it.
+    /// Returns the alert id and the number of recipients.
+    pub async fn send_alert(
+        &mut self,
+        target: Target,
+        body: AlertBody,
+    ) -> Result<(u64, u32), Error> {
+        let request = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        self.send(ClientMsg::AlertSend {
+            request,
+            body,
+            target,
+        })?;
+        self.wait_for(|m| match m {
+            ServerMsg::AlertAccepted {
+                request: r,
+                alert,
+                recipients,
+            } if *r == request => Some(Ok((*alert, *recipients))),
+            ServerMsg::AlertRefused {
+                request: r,
+                code,
+                message,
+            } if *r == request => Some(Err(Error::Refused {
+                code: *code,
+                message: message.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the next alert (each alert once, however often the
+    /// gateway delivers it). Its delivery receipt was already sent.
+    pub async fn next_alert(&mut self) -> Result<ReceivedAlert, Error> {
+        self.wait_for(|m| match m {
+            ServerMsg::Alert {
+                alert,
+                issuer,
+                created_ms,
+                expires_ms,
+                body,
+            } => Some(Ok(ReceivedAlert {
+                alert: *alert,
+                issuer: *issuer,
+                created_ms: *created_ms,
+                expires_ms: *expires_ms,
+                body: body.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Reports progress on an alert and waits until the gateway stored it.
+    /// Returns the status stored (which may be further along, if this
+    /// receipt was late).
+    pub async fn receipt(
+        &mut self,
+        alert: u64,
+        status: ReceiptStatus,
+        reason: &str,
+    ) -> Result<ReceiptStatus, Error> {
+        self.send(ClientMsg::AlertReceipt {
+            alert,
+            status,
+            reason: reason.to_owned(),
+        })?;
+        self.wait_for(|m| match m {
+            ServerMsg::ReceiptSaved {
+                alert: a,
+                status: s,
+            } if *a == alert && (*s == status || *s != ReceiptStatus::Delivered) => Some(Ok(*s)),
+            ServerMsg::Error {
+                code,
+                frame: ptt_codec::control::kind::ALERT_RECEIPT,
+                message,
+                ..
+            } => Some(Err(Error::Refused {
+                code: *code,
+                message: message.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Asks for an alert's status summary (its issuer only).
+    pub async fn alert_status(&mut self, alert: u64) -> Result<(u32, StatusCounts), Error> {
+        self.send(ClientMsg::AlertQuery { alert })?;
+        self.wait_for(|m| match m {
+            ServerMsg::AlertStatus {
+                alert: a,
+                recipients,
+                counts,
+            } if *a == alert => Some(Ok((*recipients, *counts))),
+            ServerMsg::Error {
+                code,
+                frame: ptt_codec::control::kind::ALERT_QUERY,
+                message,
+                ..
+            } => Some(Err(Error::Refused {
+                code: *code,
+                message: message.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
     /// Logs out: the gateway forgets this terminal's groups.
     pub fn logout(&self) -> Result<(), Error> {
         self.send(ClientMsg::Logout)
@@ -482,6 +671,39 @@ fn floor_answer(m: &ServerMsg, group: GroupId) -> Option<FloorAnswer> {
             Some(FloorAnswer::Denied(*cause))
         }
         _ => None,
+    }
+}
+
+/// Receives alerts on the gateway's unidirectional streams: acknowledges
+/// every delivery, shows each alert once.
+async fn alert_loop(
+    conn: quinn::Connection,
+    control: mpsc::UnboundedSender<ClientMsg>,
+    events: mpsc::UnboundedSender<Result<ServerMsg, Error>>,
+    seen: SeenAlerts,
+) {
+    while let Ok(mut stream) = conn.accept_uni().await {
+        let Ok(bytes) = stream
+            .read_to_end(ptt_codec::control::MAX_BODY + ptt_codec::control::HEADER_LEN)
+            .await
+        else {
+            continue;
+        };
+        let Ok(frame) = split_frame(&bytes) else {
+            continue;
+        };
+        let Ok(msg @ ServerMsg::Alert { alert, .. }) = ServerMsg::decode(frame) else {
+            continue;
+        };
+        // Acknowledge even a duplicate: the first receipt may have been lost.
+        let _ = control.send(ClientMsg::AlertReceipt {
+            alert,
+            status: ReceiptStatus::Delivered,
+            reason: String::new(),
+        });
+        if seen.insert(alert) && events.send(Ok(msg)).is_err() {
+            return;
+        }
     }
 }
 

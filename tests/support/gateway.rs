@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use ptt_codec::TerminalId;
+use ptt_gateway::alert::Store;
 use ptt_gateway::org::{auth::ProvisioningKey, Org};
 use ptt_gateway::{tls, Config, Gateway};
 use ptt_terminal_sim::terminal::{self, Terminal};
@@ -52,7 +53,8 @@ impl TestGateway {
         let roots = terminal::load_ca(&id.cert_path).expect("CA");
         let client = terminal::endpoint("127.0.0.1:0".parse().expect("address"), &roots)
             .expect("client endpoint");
-        let gateway = Gateway::new(config, org.clone(), key.clone());
+        let store = Store::open(&dir.path().join("gateway.db")).expect("store");
+        let gateway = Gateway::new(config, org.clone(), key.clone(), store);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(gateway.clone().run(endpoint, async {
             let _ = stopped.await;
