@@ -11,7 +11,7 @@ use ptt_codec::*;
 fn documented() -> BTreeMap<String, Vec<u8>> {
     let doc = include_str!("../../docs/PROTOCOL.md");
     let section = doc
-        .split("## 5. Test vectors")
+        .split("## 6. Test vectors")
         .nth(1)
         .expect("vectors section");
     section
@@ -158,6 +158,48 @@ fn expected() -> Vec<(&'static str, Vector)> {
                 },
                 &[0xf8, 0xff, 0xfe],
             ),
+        ),
+        (
+            "alert-send-group",
+            Client(ClientMsg::AlertSend {
+                request: 7,
+                target: Target::Group(GroupId(5)),
+                body: AlertBody {
+                    kind: AlertKind::Dispatch,
+                    priority: 3,
+                    ttl_s: 600,
+                    title: "拉车门".into(),
+                    text: String::new(),
+                    location: Some(Location {
+                        lat_e7: 290_800_000,
+                        lon_e7: 1_196_400_000,
+                        address: "城南路165号".into(),
+                    }),
+                },
+            }),
+        ),
+        (
+            "alert-receipt-rejected",
+            Client(ClientMsg::AlertReceipt {
+                alert: 12,
+                status: ReceiptStatus::Rejected,
+                reason: "走不开".into(),
+            }),
+        ),
+        (
+            "alert-accepted",
+            Server(ServerMsg::AlertAccepted {
+                request: 7,
+                alert: 12,
+                recipients: 4,
+            }),
+        ),
+        (
+            "receipt-saved",
+            Server(ServerMsg::ReceiptSaved {
+                alert: 12,
+                status: ReceiptStatus::Accepted,
+            }),
         ),
         (
             "voice-relayed-end",
