@@ -110,6 +110,31 @@ pub struct FloorReport {
     pub grant_latency_ms: Percentiles,
 }
 
+/// Alert figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AlertReport {
+    /// Alerts the consoles sent.
+    pub created: u64,
+    /// Alerts the gateway confirmed as stored.
+    pub confirmed: u64,
+    /// Deliveries expected for confirmed alerts, to recipients online.
+    pub expected_deliveries: u64,
+    /// Alerts recipients received (each alert once per recipient).
+    pub delivered: u64,
+    /// Alerts a terminal showed twice (must be 0).
+    pub duplicates_shown: u64,
+    /// `expected_deliveries - delivered`, never below 0.
+    pub lost: u64,
+    /// Gateway creation to recipient receipt.
+    pub delivery_latency_ms: Percentiles,
+    /// Receipts sent by recipients.
+    pub accepted: u64,
+    /// Declines.
+    pub rejected: u64,
+    /// Arrivals.
+    pub arrived: u64,
+}
+
 /// Gateway process figures, from /proc, when `--gateway-pid` is given.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GatewayReport {
@@ -149,6 +174,9 @@ pub struct Report {
     pub voice: VoiceReport,
     /// Floor control.
     pub floor: FloorReport,
+    /// Alerts, for alert scenarios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertReport>,
     /// Gateway process, if measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayReport>,
@@ -194,6 +222,24 @@ impl Report {
             f.grant_latency_ms.p50,
             f.grant_latency_ms.p99,
         );
+        if let Some(a) = &self.alerts {
+            s += &format!(
+                "alerts  {} sent, {} confirmed; delivered {}/{} (lost {}, shown twice {}); latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms\n\
+                 receipts {} accepted, {} rejected, {} arrived\n",
+                a.created,
+                a.confirmed,
+                a.delivered,
+                a.expected_deliveries,
+                a.lost,
+                a.duplicates_shown,
+                a.delivery_latency_ms.p50,
+                a.delivery_latency_ms.p99,
+                a.delivery_latency_ms.max,
+                a.accepted,
+                a.rejected,
+                a.arrived,
+            );
+        }
         if let Some(g) = &self.gateway {
             s += &format!(
                 "gateway {:.2} CPU s, {:.2} us CPU per delivered frame, RSS {:.1} MiB\n",

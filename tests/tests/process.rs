@@ -151,3 +151,73 @@ fn serve_without_org_explains_what_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no org file"), "{err}");
 }
+
+#[test]
+fn the_alert_scenario_delivers_every_alert_and_collects_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("city.toml");
+    assert!(Command::new(bin("terminal-sim"))
+        .args(["gen-city", "--units", "40", "--out"])
+        .arg(&org)
+        .status()
+        .unwrap()
+        .success());
+    let port = free_udp_port();
+    let log = dir.path().join("gateway.log");
+    let data = dir.path().join("data");
+    let mut gateway = Command::new(bin("ptt-gateway"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--org"])
+        .arg(&org)
+        .arg("--data-dir")
+        .arg(&data)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_log(&log, "gateway listening", Duration::from_secs(20));
+    // A quick variant of alert-subtree: short delays.
+    let scenario = dir.path().join("quick-alerts.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"quick-alerts\"\npattern = \"alerts\"\nburst_ms = 0\ngap_ms = 700\nrespond_ms = 200\narrive_ms = 200\naccept_ratio = 0.5\n",
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let out = Command::new(bin("terminal-sim"))
+        .args(["run", "--gateway", &format!("127.0.0.1:{port}"), "--ca"])
+        .arg(data.join("cert.pem"))
+        .arg("--org")
+        .arg(&org)
+        .arg("--scenario")
+        .arg(&scenario)
+        .args(["--duration", "2", "--groups", "40", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let a = &r["alerts"];
+    let confirmed = a["confirmed"].as_u64().unwrap();
+    assert!(confirmed >= 2, "{r}");
+    assert_eq!(a["created"], a["confirmed"], "{r}");
+    assert!(a["expected_deliveries"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(a["delivered"], a["expected_deliveries"], "{r}");
+    assert_eq!(a["lost"].as_u64(), Some(0), "{r}");
+    assert_eq!(a["duplicates_shown"].as_u64(), Some(0), "{r}");
+    let responded = a["accepted"].as_u64().unwrap() + a["rejected"].as_u64().unwrap();
+    assert_eq!(
+        responded,
+        a["delivered"].as_u64().unwrap(),
+        "everyone answered a dispatch: {r}"
+    );
+    assert_eq!(a["arrived"], a["accepted"], "{r}");
+    for key in ["p50", "p99", "max"] {
+        assert!(a["delivery_latency_ms"][key].is_number(), "{r}");
+    }
+}

@@ -2,12 +2,18 @@
 //! group's director says so, talks real Opus while it holds the floor, and
 //! counts what floor control answered.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ptt_codec::{Class, GroupId, RevokeCause, ServerMsg, TerminalId};
+use ptt_codec::{
+    AlertBody, AlertKind, Class, ClientMsg, GroupId, ReceiptStatus, RevokeCause, ServerMsg, Target,
+    TerminalId,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
 use super::listen::SendLog;
@@ -15,8 +21,17 @@ use crate::report::Latency;
 use crate::terminal::Terminal;
 
 /// What a director tells a terminal.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Command {
+    /// Send an alert (consoles); `expected` recipients are online.
+    Alert {
+        /// Who gets it.
+        target: Target,
+        /// What it says.
+        body: AlertBody,
+        /// Recipients the harness has online.
+        expected: u64,
+    },
     /// Press the talk key in `group` with `class`, and talk for `hold` once
     /// granted.
     Press {
@@ -50,6 +65,37 @@ pub struct FloorStats {
     pub frames_expected: u64,
     /// Request-to-grant latency, for grants without queueing.
     pub grant_latency: Latency,
+    /// Alerts this terminal sent.
+    pub alerts_created: u64,
+    /// Of those, confirmed by the gateway.
+    pub alerts_confirmed: u64,
+    /// Deliveries expected for the confirmed ones (online recipients).
+    pub alerts_expected: u64,
+    /// Alerts this terminal received.
+    pub alerts_delivered: u64,
+    /// Alerts shown to the user more than once (must be 0).
+    pub alerts_duplicates_shown: u64,
+    /// Gateway creation to terminal receipt.
+    pub alert_latency: Latency,
+    /// Receipts sent: accepted, rejected, arrived.
+    pub receipts: [u64; 3],
+}
+
+/// How simulated people answer dispatch alerts.
+#[derive(Debug, Clone, Copy)]
+pub struct Responders {
+    /// Share who accept (the others reject).
+    pub accept_ratio: f64,
+    /// Delay before accepting or rejecting, uniform in 0..this.
+    pub respond_ms: u64,
+    /// Further delay until "arrived", uniform in 0..this.
+    pub arrive_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Shared, read-only inputs of every actor.
@@ -61,6 +107,8 @@ pub struct Shared {
     pub logs: Arc<HashMap<GroupId, Arc<SendLog>>>,
     /// Listeners online per group, the talker included.
     pub online: HashMap<GroupId, u64>,
+    /// How people answer dispatches.
+    pub responders: Responders,
 }
 
 struct Talking {
@@ -86,11 +134,41 @@ pub async fn run(
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut packet = 0usize;
+    let mut rng = StdRng::seed_from_u64(u64::from(me.0));
+    let mut alert_requests: HashMap<u32, u64> = HashMap::new();
+    let mut next_request = 1u32;
+    let mut shown: HashSet<u64> = HashSet::new();
+    let mut receipts: BinaryHeap<Reverse<(Instant, u64, u8)>> = BinaryHeap::new();
     loop {
+        let next_receipt = receipts.peek().map(|Reverse((at, _, _))| *at);
         tokio::select! {
             _ = stop.changed() => break,
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next_receipt.unwrap_or_else(Instant::now))), if next_receipt.is_some() => {
+                let Some(Reverse((_, alert, code))) = receipts.pop() else { continue };
+                let status = ReceiptStatus::from_code(code).unwrap_or(ReceiptStatus::Read);
+                let slot = match status { ReceiptStatus::Accepted => 0, ReceiptStatus::Rejected => 1, _ => 2 };
+                stats.receipts[slot] += 1;
+                let reason = if status == ReceiptStatus::Rejected { "在岗位上走不开".to_owned() } else { String::new() };
+                if terminal.send(ClientMsg::AlertReceipt { alert, status, reason }).is_err() {
+                    break;
+                }
+            }
             cmd = commands.recv() => {
-                let Some(Command::Press { group, class, hold }) = cmd else { break };
+                let cmd = match cmd {
+                    None => break,
+                    Some(Command::Alert { target, body, expected }) => {
+                        let request = next_request;
+                        next_request = next_request.wrapping_add(1);
+                        alert_requests.insert(request, expected);
+                        stats.alerts_created += 1;
+                        if terminal.send(ClientMsg::AlertSend { request, body, target }).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Some(cmd) => cmd,
+                };
+                let Command::Press { group, class, hold } = cmd else { continue };
                 if talking.as_ref().is_some_and(|t| t.group == group) || pending.contains_key(&group) {
                     continue;
                 }
@@ -130,6 +208,35 @@ pub async fn run(
                         stats.denied += 1;
                         pending.remove(&group);
                         let _ = done.send(group);
+                    }
+                    ServerMsg::AlertAccepted { request, .. } => {
+                        if let Some(expected) = alert_requests.remove(&request) {
+                            stats.alerts_confirmed += 1;
+                            stats.alerts_expected += expected;
+                        }
+                    }
+                    ServerMsg::AlertRefused { request, code, message } => {
+                        alert_requests.remove(&request);
+                        tracing::warn!(terminal = %me, ?code, "alert refused: {message}");
+                    }
+                    ServerMsg::Alert { alert, created_ms, body, .. } => {
+                        if !shown.insert(alert) {
+                            stats.alerts_duplicates_shown += 1;
+                            continue;
+                        }
+                        stats.alerts_delivered += 1;
+                        stats.alert_latency.record(Duration::from_millis(now_ms().saturating_sub(created_ms)));
+                        if matches!(body.kind, AlertKind::Dispatch | AlertKind::Drill) {
+                            let r = shared.responders;
+                            let respond = Instant::now() + Duration::from_millis(rng.gen_range(0..=r.respond_ms));
+                            if rng.gen_bool(r.accept_ratio.clamp(0.0, 1.0)) {
+                                receipts.push(Reverse((respond, alert, ReceiptStatus::Accepted.code())));
+                                let arrive = respond + Duration::from_millis(rng.gen_range(0..=r.arrive_ms));
+                                receipts.push(Reverse((arrive, alert, ReceiptStatus::Arrived.code())));
+                            } else {
+                                receipts.push(Reverse((respond, alert, ReceiptStatus::Rejected.code())));
+                            }
+                        }
                     }
                     ServerMsg::FloorRevoked { group, cause, .. } => {
                         if cause == RevokeCause::Preempted { stats.preempted += 1 } else { stats.revoked += 1 }

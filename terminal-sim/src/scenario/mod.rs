@@ -22,11 +22,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::report::{
-    self, ConnectionReport, FloorReport, GatewayReport, Latency, Report, VoiceReport,
+    self, AlertReport, ConnectionReport, FloorReport, GatewayReport, Latency, Report, VoiceReport,
 };
 use crate::terminal::{self, Terminal};
 pub use plan::Plan;
-pub use spec::{Pattern, Spec};
+pub use spec::{Pattern, Senders, Spec};
 
 /// Everything `terminal-sim run` is told.
 #[derive(Debug, Clone)]
@@ -90,7 +90,11 @@ fn opus_packets(audio: Option<&PathBuf>, seed: u64) -> anyhow::Result<Vec<Bytes>
 
 /// Runs a scenario and returns its report.
 pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
-    let plan = Plan::new(&config.org, config.groups)?;
+    let mut plan = Plan::new(&config.org, config.groups)?;
+    let senders = match config.spec.pattern {
+        Pattern::Alerts => plan.alert_senders(config.spec.senders == Senders::City),
+        _ => Vec::new(),
+    };
     let roots = terminal::load_ca(&config.ca)
         .with_context(|| format!("loading CA {}", config.ca.display()))?;
     let packets = Arc::new(opus_packets(config.audio.as_ref(), config.seed)?);
@@ -170,6 +174,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         packets,
         logs: logs.clone(),
         online,
+        responders: actor::Responders {
+            accept_ratio: config.spec.accept_ratio,
+            respond_ms: config.spec.respond_ms,
+            arrive_ms: config.spec.arrive_ms,
+        },
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -209,7 +218,16 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
 
     let cpu_start = config.gateway_pid.map(report::sample_process).transpose()?;
     let started = Instant::now();
-    direct(&config, &plan, &commands, &mut done_rx).await;
+    if config.spec.pattern == Pattern::Alerts {
+        let online = |t: TerminalId| commands.contains_key(&t);
+        let senders: Vec<(TerminalId, u32, u64)> = senders
+            .iter()
+            .map(|(c, node)| (*c, *node, plan.under(*node, *c, online)))
+            .collect();
+        direct_alerts(&config, &senders, &commands).await;
+    } else {
+        direct(&config, &plan, &commands, &mut done_rx).await;
+    }
     let measured = started.elapsed();
     // Let the last frames arrive, then stop everyone.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -218,6 +236,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
 
     let mut floor = actor::FloorStats::default();
     let mut grant = Latency::default();
+    let mut alert_latency = Latency::default();
     while let Some(r) = actors.join_next().await {
         let s = r?;
         floor.requests += s.requests;
@@ -229,6 +248,15 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         floor.frames_sent += s.frames_sent;
         floor.frames_expected += s.frames_expected;
         grant.merge(&s.grant_latency);
+        floor.alerts_created += s.alerts_created;
+        floor.alerts_confirmed += s.alerts_confirmed;
+        floor.alerts_expected += s.alerts_expected;
+        floor.alerts_delivered += s.alerts_delivered;
+        floor.alerts_duplicates_shown += s.alerts_duplicates_shown;
+        for i in 0..3 {
+            floor.receipts[i] += s.receipts[i];
+        }
+        alert_latency.merge(&s.alert_latency);
     }
     let mut heard = listen::Heard::default();
     while let Some(r) = listeners.join_next().await {
@@ -288,6 +316,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             revoked: floor.revoked,
             grant_latency_ms: grant.percentiles(),
         },
+        alerts: (config.spec.pattern == Pattern::Alerts).then(|| AlertReport {
+            created: floor.alerts_created,
+            confirmed: floor.alerts_confirmed,
+            expected_deliveries: floor.alerts_expected,
+            delivered: floor.alerts_delivered,
+            duplicates_shown: floor.alerts_duplicates_shown,
+            lost: floor.alerts_expected.saturating_sub(floor.alerts_delivered),
+            delivery_latency_ms: alert_latency.percentiles(),
+            accepted: floor.receipts[0],
+            rejected: floor.receipts[1],
+            arrived: floor.receipts[2],
+        }),
         gateway,
     })
 }
@@ -353,6 +393,8 @@ async fn direct(
                 }
             }
         }
+        // Alert scenarios have their own director.
+        Pattern::Alerts => {}
         Pattern::Contention => loop {
             let now = tokio::time::Instant::now();
             if now + burst >= deadline {
@@ -391,6 +433,53 @@ async fn direct(
             while done.try_recv().is_ok() {}
         },
     }
+}
+
+/// Every `gap_ms`, each sender pushes a dispatch to its subtree, until the
+/// duration is over; then waits for the last responses.
+async fn direct_alerts(
+    config: &RunConfig,
+    senders: &[(TerminalId, u32, u64)],
+    commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
+) {
+    let spec = &config.spec;
+    let deadline = tokio::time::Instant::now() + config.duration;
+    let mut round = 0u32;
+    loop {
+        round += 1;
+        for (console, node, expected) in senders {
+            let body = ptt_codec::AlertBody {
+                kind: ptt_codec::AlertKind::Dispatch,
+                priority: 3,
+                ttl_s: 600,
+                title: format!("指令 {round}: 城南路165号两名男子试图拉车门"),
+                text: "就近处置，到场后回报。".into(),
+                location: Some(ptt_codec::Location {
+                    lat_e7: 290_800_000,
+                    lon_e7: 1_196_400_000,
+                    address: "城南路165号".into(),
+                }),
+            };
+            if let Some(tx) = commands.get(console) {
+                let _ = tx.send(actor::Command::Alert {
+                    target: ptt_codec::Target::Subtree {
+                        node: *node,
+                        roles: 0,
+                    },
+                    body,
+                    expected: *expected,
+                });
+            }
+        }
+        let next = tokio::time::Instant::now() + Duration::from_millis(spec.gap_ms.max(100));
+        if next >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(next).await;
+    }
+    // Responses take up to respond + arrive delays.
+    let settle = Duration::from_millis(spec.respond_ms + spec.arrive_ms + 1000);
+    tokio::time::sleep_until(deadline.max(tokio::time::Instant::now() + settle)).await;
 }
 
 /// Reads a terminal's voice datagrams until stopped, checking each, and

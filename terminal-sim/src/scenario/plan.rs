@@ -29,6 +29,8 @@ pub struct Plan {
     pub groups: Vec<GroupPlan>,
     /// Every terminal to connect, with the groups it joins.
     pub terminals: BTreeMap<TerminalId, Vec<GroupId>>,
+    /// The org it was drawn from.
+    pub org: Org,
     key: ProvisioningKey,
 }
 
@@ -43,11 +45,11 @@ impl Plan {
             .context("the org file names no key_file: the simulator needs the provisioning key")?;
         let key = ProvisioningKey::load(key_path)
             .with_context(|| format!("loading provisioning key {}", key_path.display()))?;
-        Ok(Self::from_org(&org, key, groups))
+        Ok(Self::from_org(org, key, groups))
     }
 
     /// As [`Plan::new`], from a loaded org.
-    pub fn from_org(org: &Org, key: ProvisioningKey, groups: usize) -> Plan {
+    pub fn from_org(org: Org, key: ProvisioningKey, groups: usize) -> Plan {
         let mut members: BTreeMap<GroupId, Vec<TerminalId>> = BTreeMap::new();
         let mut consoles: BTreeMap<GroupId, TerminalId> = BTreeMap::new();
         for t in org.terminals() {
@@ -65,6 +67,7 @@ impl Plan {
         let mut plan = Plan {
             groups: Vec::new(),
             terminals: BTreeMap::new(),
+            org: org.clone(),
             key,
         };
         for unit in units.into_iter().take(groups) {
@@ -85,6 +88,45 @@ impl Plan {
             });
         }
         plan
+    }
+
+    /// Alert senders and the node each alerts: the police station consoles
+    /// of the exercised units, or the city console for the whole city (which
+    /// is then added to the terminals to connect).
+    pub fn alert_senders(&mut self, city: bool) -> Vec<(TerminalId, u32)> {
+        let org = &self.org;
+        let senders: Vec<(TerminalId, u32)> = if city {
+            let root = org.root().id;
+            org.terminals()
+                .filter(|t| t.node == root && t.is_console())
+                .map(|t| (t.id, root))
+                .take(1)
+                .collect()
+        } else {
+            let mut s: Vec<(TerminalId, u32)> = self
+                .groups
+                .iter()
+                .filter_map(|g| g.console)
+                .filter_map(|c| org.terminal(c).map(|t| (c, t.node)))
+                .collect();
+            s.sort_unstable();
+            s.dedup();
+            s
+        };
+        for (t, _) in &senders {
+            self.terminals.entry(*t).or_default();
+        }
+        senders
+    }
+
+    /// Terminals of this plan at or under `node`, `except` one.
+    pub fn under(&self, node: u32, except: TerminalId, online: impl Fn(TerminalId) -> bool) -> u64 {
+        self.terminals
+            .keys()
+            .filter(|t| **t != except && online(**t))
+            .filter_map(|t| self.org.terminal(*t))
+            .filter(|t| self.org.is_ancestor_or_self(node, t.node))
+            .count() as u64
     }
 
     /// The credential of terminal `id`.

@@ -17,6 +17,22 @@ pub enum Pattern {
     /// the same instant, with their roles' priorities; some rounds carry an
     /// emergency request and some a console.
     Contention,
+    /// Every round, each sending console pushes a dispatch alert to its
+    /// whole subtree; recipients accept or reject and arrive after
+    /// simulated delays.
+    Alerts,
+}
+
+/// Who sends alerts in an `alerts` scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Senders {
+    /// The police station consoles of the exercised units, each to its
+    /// police station's subtree.
+    #[default]
+    Stations,
+    /// The city console, to the whole city.
+    City,
 }
 
 /// A scenario's parameters.
@@ -44,6 +60,30 @@ pub struct Spec {
     /// Share of rounds in which the station console also presses (contention).
     #[serde(default)]
     pub console_ratio: f64,
+    /// Who sends alerts (alerts).
+    #[serde(default)]
+    pub senders: Senders,
+    /// Share of dispatch recipients who accept (alerts).
+    #[serde(default = "default_accept")]
+    pub accept_ratio: f64,
+    /// Longest delay before accepting or rejecting, ms (alerts).
+    #[serde(default = "default_respond")]
+    pub respond_ms: u64,
+    /// Longest further delay until arriving, ms (alerts).
+    #[serde(default = "default_arrive")]
+    pub arrive_ms: u64,
+}
+
+fn default_accept() -> f64 {
+    0.8
+}
+
+fn default_respond() -> u64 {
+    2000
+}
+
+fn default_arrive() -> u64 {
+    5000
 }
 
 fn default_presses() -> usize {
@@ -65,6 +105,10 @@ impl Spec {
             presses_per_round: 1,
             emergency_ratio: 0.0,
             console_ratio: 0.0,
+            senders: Senders::Stations,
+            accept_ratio: default_accept(),
+            respond_ms: default_respond(),
+            arrive_ms: default_arrive(),
         }
     }
 
@@ -83,6 +127,42 @@ impl Spec {
             presses_per_round: 3,
             emergency_ratio: 0.1,
             console_ratio: 0.2,
+            senders: Senders::Stations,
+            accept_ratio: default_accept(),
+            respond_ms: default_respond(),
+            arrive_ms: default_arrive(),
+        }
+    }
+
+    /// `alert-subtree`: every police station console of the exercised
+    /// units pushes a dispatch to its subtree every 5 s; 80% of recipients
+    /// accept within 2 s and arrive within a further 5 s, the rest decline.
+    pub fn alert_subtree() -> Spec {
+        Spec {
+            name: "alert-subtree".into(),
+            description: "consoles alert their police station's subtree; members receive, accept, arrive after simulated delays".into(),
+            pattern: Pattern::Alerts,
+            burst_ms: 0,
+            gap_ms: 5000,
+            presses_per_round: 0,
+            emergency_ratio: 0.0,
+            console_ratio: 0.0,
+            senders: Senders::Stations,
+            accept_ratio: default_accept(),
+            respond_ms: default_respond(),
+            arrive_ms: default_arrive(),
+        }
+    }
+
+    /// `alert-city`: the city console pushes one alert to the whole city
+    /// (run with every unit: `--groups 7019`).
+    pub fn alert_city() -> Spec {
+        Spec {
+            name: "alert-city".into(),
+            description: "the city command centre alerts every terminal in the city at once".into(),
+            senders: Senders::City,
+            gap_ms: 60_000,
+            ..Spec::alert_subtree()
         }
     }
 
@@ -91,13 +171,15 @@ impl Spec {
         match name_or_file {
             "voice-steady" => Ok(Spec::voice_steady()),
             "floor-contention" => Ok(Spec::floor_contention()),
+            "alert-subtree" => Ok(Spec::alert_subtree()),
+            "alert-city" => Ok(Spec::alert_city()),
             path if Path::new(path).is_file() => {
                 let text =
                     std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
                 toml::from_str(&text).with_context(|| format!("parsing scenario file {path}"))
             }
             other => anyhow::bail!(
-                "unknown scenario {other:?}: use voice-steady, floor-contention or a TOML file"
+                "unknown scenario {other:?}: use voice-steady, floor-contention, alert-subtree, alert-city or a TOML file"
             ),
         }
     }
