@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build, generate a demo city, start a gateway on embedded
-# defaults, run a short simulated drill against it (steady group voice, then
-# floor contention), print the summaries, stop the gateway.
+# defaults, run a short simulated drill against it (steady group voice, floor
+# contention, then dispatch alerts with receipts), print the summaries, stop
+# the gateway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -43,6 +44,7 @@ run() {
 }
 run voice-steady --record-dir "$dir/recordings"
 run floor-contention
+run alert-subtree
 
 echo
 echo "== stopping the gateway (SIGTERM) =="

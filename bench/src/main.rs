@@ -86,6 +86,11 @@ impl Drop for Gateway {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A fresh gateway every run: alerts stored by an earlier run would be
+    // forwarded to this run's terminals and skew its figures.
+    if args.workdir.join("gateway").exists() {
+        std::fs::remove_dir_all(args.workdir.join("gateway"))?;
+    }
     std::fs::create_dir_all(&args.workdir)?;
     let org = args.workdir.join("city.toml");
     let status = Command::new(bin("terminal-sim")?)

@@ -121,7 +121,21 @@ pub enum Target {
         /// Role filter.
         roles: u8,
     },
+    /// The `k` nearest members online within `radius_m` metres of the
+    /// alert's location, by their last reported position (就近处置).
+    Nearest {
+        /// How many (1 to [`MAX_NEAREST`]).
+        k: u16,
+        /// Search radius in metres (1 to [`MAX_RADIUS_M`]).
+        radius_m: u32,
+    },
 }
+
+/// Most terminals a nearest-members target picks.
+pub const MAX_NEAREST: u16 = 100;
+
+/// Largest nearest-members search radius: 50 km, a whole city.
+pub const MAX_RADIUS_M: u32 = 50_000;
 
 fn put_str(out: &mut BytesMut, s: &str, max: usize) {
     let mut end = s.len().min(max);
@@ -208,6 +222,11 @@ impl Target {
                 b.put_u32(*node);
                 b.put_u8(*roles);
             }
+            Target::Nearest { k, radius_m } => {
+                b.put_u8(4);
+                b.put_u16(*k);
+                b.put_u32(*radius_m);
+            }
         }
     }
 
@@ -238,6 +257,14 @@ impl Target {
                     return Err(Malformed::InvalidValue("subtree target"));
                 }
                 Ok(Target::Subtree { node, roles })
+            }
+            4 => {
+                let k = r.u16()?;
+                let radius_m = r.u32()?;
+                if k == 0 || k > MAX_NEAREST || radius_m == 0 || radius_m > MAX_RADIUS_M {
+                    return Err(Malformed::InvalidValue("nearest target"));
+                }
+                Ok(Target::Nearest { k, radius_m })
             }
             _ => Err(Malformed::InvalidValue("target type")),
         }

@@ -45,6 +45,8 @@ pub mod kind {
     pub const ALERT_SEND: u8 = 0x08;
     pub const ALERT_RECEIPT: u8 = 0x09;
     pub const ALERT_QUERY: u8 = 0x0a;
+    pub const POSITION: u8 = 0x0b;
+    pub const WATCH_POSITIONS: u8 = 0x0c;
 
     pub const WELCOME: u8 = 0x41;
     pub const JOINED: u8 = 0x42;
@@ -64,6 +66,7 @@ pub mod kind {
     pub const RECEIPT_SAVED: u8 = 0x50;
     pub const ALERT_STATUS: u8 = 0x51;
     pub const ALERT_REFUSED: u8 = 0x52;
+    pub const POSITION_UPDATE: u8 = 0x53;
 }
 
 /// Why a byte sequence is not a complete, valid frame.
@@ -145,6 +148,18 @@ fn put_string(out: &mut BytesMut, s: &str, max: usize) {
 
 fn class(r: &mut Reader<'_>) -> Result<Class, Malformed> {
     Class::from_code(r.u8()?).ok_or(Malformed::InvalidValue("class"))
+}
+
+/// Latitude and longitude in 1e-7 degrees, range-checked.
+fn coordinates(r: &mut Reader<'_>) -> Result<(i32, i32), Malformed> {
+    let lat = r.u32()? as i32;
+    let lon = r.u32()? as i32;
+    if !(-900_000_000..=900_000_000).contains(&lat)
+        || !(-1_800_000_000..=1_800_000_000).contains(&lon)
+    {
+        return Err(Malformed::InvalidValue("coordinates"));
+    }
+    Ok((lat, lon))
 }
 
 fn receipt_status(r: &mut Reader<'_>) -> Result<ReceiptStatus, Malformed> {
@@ -230,6 +245,21 @@ pub enum ClientMsg {
         /// The alert.
         alert: u64,
     },
+    /// The terminal's position (every 30 s or so, and when it moves).
+    Position {
+        /// Latitude, 1e-7 degrees.
+        lat_e7: i32,
+        /// Longitude, 1e-7 degrees.
+        lon_e7: i32,
+        /// Accuracy radius, metres.
+        accuracy_m: u16,
+    },
+    /// Follow the positions of every terminal at or under `node` (consoles);
+    /// node 0 stops.
+    WatchPositions {
+        /// The node, or 0.
+        node: u32,
+    },
 }
 
 impl ClientMsg {
@@ -246,6 +276,8 @@ impl ClientMsg {
             ClientMsg::AlertSend { .. } => kind::ALERT_SEND,
             ClientMsg::AlertReceipt { .. } => kind::ALERT_RECEIPT,
             ClientMsg::AlertQuery { .. } => kind::ALERT_QUERY,
+            ClientMsg::Position { .. } => kind::POSITION,
+            ClientMsg::WatchPositions { .. } => kind::WATCH_POSITIONS,
         }
     }
 
@@ -290,6 +322,16 @@ impl ClientMsg {
                 put_string(b, reason, MAX_MESSAGE);
             }
             ClientMsg::AlertQuery { alert } => b.put_u64(*alert),
+            ClientMsg::Position {
+                lat_e7,
+                lon_e7,
+                accuracy_m,
+            } => {
+                b.put_i32(*lat_e7);
+                b.put_i32(*lon_e7);
+                b.put_u16(*accuracy_m);
+            }
+            ClientMsg::WatchPositions { node } => b.put_u32(*node),
         });
     }
 
@@ -346,6 +388,15 @@ impl ClientMsg {
                 reason: r.string(MAX_MESSAGE)?,
             },
             kind::ALERT_QUERY => ClientMsg::AlertQuery { alert: r.u64()? },
+            kind::POSITION => {
+                let (lat_e7, lon_e7) = coordinates(&mut r)?;
+                ClientMsg::Position {
+                    lat_e7,
+                    lon_e7,
+                    accuracy_m: r.u16()?,
+                }
+            }
+            kind::WATCH_POSITIONS => ClientMsg::WatchPositions { node: r.u32()? },
             other => return Err(Malformed::UnknownType(other)),
         };
         r.finish()?;
@@ -527,6 +578,19 @@ pub enum ServerMsg {
         /// Detail.
         message: String,
     },
+    /// A watched terminal's new position.
+    PositionUpdate {
+        /// Who.
+        terminal: TerminalId,
+        /// Latitude, 1e-7 degrees.
+        lat_e7: i32,
+        /// Longitude, 1e-7 degrees.
+        lon_e7: i32,
+        /// Accuracy radius, metres.
+        accuracy_m: u16,
+        /// When the gateway received it, Unix ms.
+        at_ms: u64,
+    },
 }
 
 impl ServerMsg {
@@ -551,6 +615,7 @@ impl ServerMsg {
             ServerMsg::ReceiptSaved { .. } => kind::RECEIPT_SAVED,
             ServerMsg::AlertStatus { .. } => kind::ALERT_STATUS,
             ServerMsg::AlertRefused { .. } => kind::ALERT_REFUSED,
+            ServerMsg::PositionUpdate { .. } => kind::POSITION_UPDATE,
         }
     }
 
@@ -564,7 +629,8 @@ impl ServerMsg {
             | ServerMsg::ReceiptUpdate { .. }
             | ServerMsg::ReceiptSaved { .. }
             | ServerMsg::AlertStatus { .. }
-            | ServerMsg::AlertRefused { .. } => None,
+            | ServerMsg::AlertRefused { .. }
+            | ServerMsg::PositionUpdate { .. } => None,
             ServerMsg::Error { group, .. } => *group,
             ServerMsg::Joined { group, .. }
             | ServerMsg::Left { group }
@@ -733,6 +799,19 @@ impl ServerMsg {
                 b.put_u16(code.code());
                 put_string(b, message, MAX_MESSAGE);
             }
+            ServerMsg::PositionUpdate {
+                terminal,
+                lat_e7,
+                lon_e7,
+                accuracy_m,
+                at_ms,
+            } => {
+                b.put_u32(terminal.0);
+                b.put_i32(*lat_e7);
+                b.put_i32(*lon_e7);
+                b.put_u16(*accuracy_m);
+                b.put_u64(*at_ms);
+            }
         });
     }
 
@@ -858,6 +937,17 @@ impl ServerMsg {
                 recipients: r.u32()?,
                 counts: StatusCounts::decode(&mut r)?,
             },
+            kind::POSITION_UPDATE => {
+                let terminal = terminal(&mut r)?;
+                let (lat_e7, lon_e7) = coordinates(&mut r)?;
+                ServerMsg::PositionUpdate {
+                    terminal,
+                    lat_e7,
+                    lon_e7,
+                    accuracy_m: r.u16()?,
+                    at_ms: r.u64()?,
+                }
+            }
             kind::ALERT_REFUSED => ServerMsg::AlertRefused {
                 request: r.u32()?,
                 code: ErrorCode::from_code(r.u16()?)

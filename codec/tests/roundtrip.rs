@@ -55,6 +55,7 @@ fn target() -> impl Strategy<Value = Target> {
         prop::collection::vec(terminal(), 1..50).prop_map(Target::Terminals),
         group().prop_map(Target::Group),
         (1u32.., 0u8..64).prop_map(|(node, roles)| Target::Subtree { node, roles }),
+        (1u16..=100, 1u32..=50_000).prop_map(|(k, radius_m)| Target::Nearest { k, radius_m }),
     ]
 }
 
@@ -93,6 +94,17 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             }
         }),
         any::<u64>().prop_map(|alert| ClientMsg::AlertQuery { alert }),
+        (
+            -900_000_000i32..=900_000_000,
+            -1_800_000_000i32..=1_800_000_000,
+            any::<u16>()
+        )
+            .prop_map(|(lat_e7, lon_e7, accuracy_m)| ClientMsg::Position {
+                lat_e7,
+                lon_e7,
+                accuracy_m
+            }),
+        any::<u32>().prop_map(|node| ClientMsg::WatchPositions { node }),
     ]
 }
 

@@ -14,6 +14,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use ptt_codec::{Class, DenyCause, GroupId, ServerMsg, TerminalId};
 
+use crate::alert::{now_ms, BurstRecord};
 use crate::fanout::{self, Receiver, Talker};
 use crate::floor;
 use crate::metrics::Metrics;
@@ -52,6 +53,9 @@ struct State {
     members: BTreeMap<TerminalId, Member>,
     /// Deadline a timer task is sleeping towards, to avoid spawning twice.
     armed: Option<Instant>,
+    /// The burst being talked, for the audit log: (terminal, burst, class,
+    /// granted Unix ms).
+    talking: Option<(TerminalId, u16, Class, u64)>,
 }
 
 /// A talk group.
@@ -64,11 +68,19 @@ pub struct Group {
     fanout: ArcSwap<Snapshot>,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    audit: tokio::sync::mpsc::UnboundedSender<BurstRecord>,
 }
 
 impl Group {
     /// A group with nobody online.
-    pub fn new(id: GroupId, name: Arc<str>, floor: floor::Config, metrics: Arc<Metrics>) -> Self {
+    /// Ended bursts go to `audit`, to be written to the floor audit log.
+    pub fn new(
+        id: GroupId,
+        name: Arc<str>,
+        floor: floor::Config,
+        metrics: Arc<Metrics>,
+        audit: tokio::sync::mpsc::UnboundedSender<BurstRecord>,
+    ) -> Self {
         Self {
             id,
             name,
@@ -77,8 +89,10 @@ impl Group {
                 floor: floor::Machine::new(floor),
                 members: BTreeMap::new(),
                 armed: None,
+                talking: None,
             }),
             metrics,
+            audit,
         }
     }
 
@@ -156,7 +170,7 @@ impl Group {
             });
         }
         st.floor.handle_leave(Instant::now(), terminal);
-        self.after_floor(&mut st);
+        self.after_floor(&mut st, "left");
         true
     }
 
@@ -180,14 +194,14 @@ impl Group {
             priority: m.priority,
         };
         st.floor.handle_request(Instant::now(), request);
-        self.after_floor(&mut st);
+        self.after_floor(&mut st, "released");
     }
 
     /// A member released the talk key (or withdrew its queued request).
     pub fn release_floor(self: &Arc<Self>, terminal: TerminalId) {
         let mut st = self.lock();
         st.floor.handle_release(Instant::now(), terminal);
-        self.after_floor(&mut st);
+        self.after_floor(&mut st, "released");
     }
 
     /// Number of members online.
@@ -206,12 +220,30 @@ impl Group {
             st.armed = None;
         }
         st.floor.handle_timeout(Instant::now());
-        self.after_floor(&mut st);
+        self.after_floor(&mut st, "released");
     }
 
-    /// Delivers floor events, republishes the snapshot and arms the timer.
-    fn after_floor(self: &Arc<Self>, st: &mut State) {
+    /// Delivers floor events, logs ended bursts, republishes the snapshot
+    /// and arms the timer. A burst that ends without a revoke ended the way
+    /// `ended_by` says (the caller's operation: released or left).
+    fn after_floor(self: &Arc<Self>, st: &mut State, ended_by: &str) {
         while let Some(event) = st.floor.poll_event() {
+            match &event {
+                floor::Event::Revoked { cause, .. } => {
+                    let why = match cause {
+                        ptt_codec::RevokeCause::Preempted => "preempted",
+                        ptt_codec::RevokeCause::BurstTooLong => "burst_too_long",
+                        _ => "revoked",
+                    };
+                    self.burst_ended(st, why);
+                }
+                floor::Event::Granted { burst, .. } => {
+                    self.burst_ended(st, ended_by);
+                    st.talking = Some((burst.terminal, burst.id, burst.class, now_ms()));
+                }
+                floor::Event::Idle => self.burst_ended(st, ended_by),
+                _ => {}
+            }
             self.deliver(st, event);
         }
         self.publish(st);
@@ -224,6 +256,20 @@ impl Group {
                     group.on_timer(deadline);
                 });
             }
+        }
+    }
+
+    fn burst_ended(&self, st: &mut State, ended_by: &str) {
+        if let Some((terminal, burst, class, granted_ms)) = st.talking.take() {
+            let _ = self.audit.send(BurstRecord {
+                group: self.id.0,
+                terminal,
+                burst,
+                class: class.code(),
+                granted_ms,
+                ended_ms: now_ms(),
+                ended_by: ended_by.to_owned(),
+            });
         }
     }
 

@@ -19,6 +19,7 @@ pub mod config;
 pub mod fanout;
 pub mod floor;
 mod group;
+pub mod location;
 pub mod metrics;
 pub mod org;
 pub mod server;

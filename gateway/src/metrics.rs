@@ -65,6 +65,9 @@ counters! {
     floor_denied,
     /// Floor revocations (pre-emption or talk-time limit).
     floor_revoked,
+    /// Live receipt updates not sent to an issuer that fell behind (its
+    /// `AlertStatus` query still has every receipt).
+    receipt_updates_dropped,
 }
 
 impl Metrics {

@@ -11,13 +11,16 @@ use dashmap::DashMap;
 use ptt_codec::{CloseCode, GroupId, TerminalId};
 use tokio::task::JoinSet;
 
-use crate::alert::Store;
+use crate::alert::{BurstRecord, Store};
 use crate::config::Config;
 use crate::floor;
 use crate::group::Group;
 use crate::metrics::{self, Metrics};
 use crate::org::{auth::ProvisioningKey, Org};
 use crate::session::{self, Remembered};
+
+/// Alert deliveries in flight at once (see `Shared::deliveries`).
+const MAX_DELIVERIES_IN_FLIGHT: usize = 512;
 
 /// State shared by every session.
 #[derive(Debug)]
@@ -33,6 +36,23 @@ pub(crate) struct Shared {
     pub(crate) terminals: DashMap<TerminalId, Remembered>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) next_session: AtomicU64,
+    /// Alert deliveries in flight at once. Opening a stream to every
+    /// terminal of a city in the same instant makes a burst of tens of
+    /// thousands of packets that overflows receive buffers (and, on real
+    /// networks, the operators' queues); a bounded window keeps the burst
+    /// flowing without drops.
+    pub(crate) deliveries: tokio::sync::Semaphore,
+    /// Last known positions of terminals.
+    pub(crate) positions: crate::location::Positions,
+    /// Consoles following positions.
+    pub(crate) watchers: std::sync::Mutex<Vec<crate::session_alerts::Watcher>>,
+    /// Receipts waiting for the group-commit writer.
+    pub(crate) receipts: tokio::sync::mpsc::UnboundedSender<crate::session_alerts::QueuedReceipt>,
+    receipts_rx: std::sync::Mutex<
+        Option<tokio::sync::mpsc::UnboundedReceiver<crate::session_alerts::QueuedReceipt>>,
+    >,
+    /// Ended bursts waiting to be written; taken by `run`.
+    audit: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<BurstRecord>>>,
 }
 
 /// A gateway ready to serve: configuration, org and groups, no sockets.
@@ -48,6 +68,8 @@ impl Gateway {
     /// `store` (open it at `<data_dir>/gateway.db`).
     pub fn new(config: Config, org: Org, key: ProvisioningKey, store: Store) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let (audit_tx, audit_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (receipts, receipts_rx) = tokio::sync::mpsc::unbounded_channel();
         let groups = org
             .groups()
             .map(|id| {
@@ -56,7 +78,8 @@ impl Gateway {
                     talk_limit: config.floor.talk_limit(id.0),
                     queue_capacity: config.floor.queue,
                 };
-                (id, Arc::new(Group::new(id, name, floor, metrics.clone())))
+                let group = Group::new(id, name, floor, metrics.clone(), audit_tx.clone());
+                (id, Arc::new(group))
             })
             .collect();
         Self {
@@ -69,6 +92,12 @@ impl Gateway {
                 terminals: DashMap::new(),
                 metrics,
                 next_session: AtomicU64::new(1),
+                deliveries: tokio::sync::Semaphore::new(MAX_DELIVERIES_IN_FLIGHT),
+                positions: Default::default(),
+                watchers: Default::default(),
+                receipts,
+                receipts_rx: std::sync::Mutex::new(Some(receipts_rx)),
+                audit: std::sync::Mutex::new(Some(audit_rx)),
             }),
         }
     }
@@ -83,6 +112,15 @@ impl Gateway {
         self.shared.groups.get(&group).map(|g| g.online())
     }
 
+    /// The floor audit log of `group` since `since_ms` (blocking: reads the
+    /// database).
+    pub fn bursts(&self, group: GroupId, since_ms: u64) -> Vec<BurstRecord> {
+        self.shared
+            .store
+            .bursts(group.0, since_ms)
+            .unwrap_or_default()
+    }
+
     /// The terminal holding the floor of `group`.
     pub fn holder(&self, group: GroupId) -> Option<TerminalId> {
         self.shared.groups.get(&group).and_then(|g| g.holder())
@@ -93,6 +131,27 @@ impl Gateway {
     /// for sessions to end.
     pub async fn run(self, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) {
         let mut sessions = JoinSet::new();
+        let audit_rx = self.shared.audit.lock().ok().and_then(|mut a| a.take());
+        let receipts_rx = self
+            .shared
+            .receipts_rx
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take());
+        let receipt_writer = receipts_rx.map(|rx| {
+            tokio::spawn(crate::session_alerts::write_receipts(
+                self.shared.store.clone(),
+                rx,
+            ))
+        });
+        let audit_stop = Arc::new(tokio::sync::Notify::new());
+        let audit = audit_rx.map(|rx| {
+            tokio::spawn(write_audit(
+                self.shared.store.clone(),
+                rx,
+                audit_stop.clone(),
+            ))
+        });
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.shared.groups.len(), "gateway listening");
         loop {
@@ -119,7 +178,49 @@ impl Gateway {
             tracing::warn!("sessions did not end in time");
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        if let Some(w) = receipt_writer {
+            // Sessions are gone; receipts already queued were answered or
+            // are dropped unacknowledged, which terminals resend.
+            w.abort();
+        }
+        if let Some(audit) = audit {
+            // Bursts ended by the shutdown are still queued: write them too.
+            audit_stop.notify_one();
+            let _ = audit.await;
+        }
         let counters = serde_json::to_string(&self.metrics()).unwrap_or_default();
         tracing::info!(%counters, "gateway stopped");
+    }
+}
+
+/// Writes ended bursts to the floor audit log in batches, off the async
+/// threads.
+async fn write_audit(
+    store: Arc<Store>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<BurstRecord>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let last = tokio::select! {
+            n = rx.recv_many(&mut batch, 256) => n == 0,
+            () = stop.notified() => {
+                while let Ok(r) = rx.try_recv() {
+                    batch.push(r);
+                }
+                true
+            }
+        };
+        if !batch.is_empty() {
+            let records = std::mem::take(&mut batch);
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.record_bursts(&records)).await {
+                Ok(Ok(())) => {}
+                other => tracing::error!("writing the floor audit log failed: {other:?}"),
+            }
+        }
+        if last {
+            return;
+        }
     }
 }

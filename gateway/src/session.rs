@@ -36,6 +36,19 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// Queues a message the terminal can do without when it falls behind
+    /// (a live receipt update: `AlertStatus` stays authoritative). Dropped
+    /// once the queue is half full, so a city-wide alert's 100,000 receipts
+    /// never push out floor messages or disconnect the issuing console.
+    /// Returns whether it was queued.
+    pub fn send_droppable(&self, msg: ServerMsg) -> bool {
+        if self.tx.capacity() * 2 < self.tx.max_capacity() {
+            return false;
+        }
+        self.send(msg);
+        true
+    }
+
     /// Queues `msg` for the terminal.
     pub fn send(&self, msg: ServerMsg) {
         match self.tx.try_send(msg) {
@@ -446,6 +459,14 @@ impl<'a> Session<'a> {
                 );
                 tokio::spawn(task.in_current_span());
             }
+            ClientMsg::Position {
+                lat_e7,
+                lon_e7,
+                accuracy_m,
+            } => alerts::position(self.shared, self.terminal, lat_e7, lon_e7, accuracy_m),
+            ClientMsg::WatchPositions { node } => {
+                alerts::watch(self.shared, self.terminal, self.id, &self.outbox, node)
+            }
             ClientMsg::AlertQuery { alert } => {
                 let task = alerts::query(
                     self.shared.clone(),
@@ -531,6 +552,7 @@ impl<'a> Session<'a> {
     /// Takes the terminal offline in its groups, unless a newer session took
     /// over. Groups stay remembered for a reconnect (unless logged out).
     fn finish(self) {
+        alerts::unwatch(self.shared, self.id);
         let groups: Vec<GroupId> = {
             let Some(mut entry) = self.shared.terminals.get_mut(&self.terminal) else {
                 return;

@@ -9,6 +9,7 @@ use ptt_codec::{AlertBody, ErrorCode, ReceiptStatus, ServerMsg, Target, Terminal
 use quinn::Connection;
 
 use crate::alert::{now_ms, store, Service};
+use crate::metrics::Metrics;
 use crate::server::Shared;
 use crate::session::Outbox;
 
@@ -33,9 +34,13 @@ fn alert_msg(a: &store::StoredAlert) -> ServerMsg {
 
 /// Sends one alert on a new unidirectional stream. Failure is fine: the
 /// alert stays pending in the store and is sent again on reconnect.
-async fn deliver(conn: Connection, msg: ServerMsg) {
+async fn deliver(shared: Arc<Shared>, conn: Connection, msg: ServerMsg) {
     let mut buf = BytesMut::new();
     msg.encode(&mut buf);
+    // The semaphore is never closed, so acquiring only waits.
+    let Ok(_permit) = shared.deliveries.acquire().await else {
+        return;
+    };
     let result = async {
         let mut stream = conn.open_uni().await?;
         stream.write_all(&buf).await?;
@@ -57,7 +62,20 @@ pub(crate) async fn send(
     body: AlertBody,
     target: Target,
 ) {
-    let recipients = match Service::recipients(&shared.org, issuer, &body, &target) {
+    let online = |t: TerminalId| {
+        shared
+            .terminals
+            .get(&t)
+            .is_some_and(|e| e.session.is_some())
+    };
+    let recipients = match Service::recipients(
+        &shared.org,
+        &shared.positions,
+        online,
+        issuer,
+        &body,
+        &target,
+    ) {
         Ok(r) => r,
         Err(refusal) => {
             tracing::info!(code = ?refusal.code, "alert refused: {}", refusal.message);
@@ -113,7 +131,7 @@ pub(crate) async fn send(
             .get(&r)
             .and_then(|e| e.session.as_ref().map(|l| l.conn.clone()));
         if let Some(conn) = conn {
-            tokio::spawn(deliver(conn, msg.clone()));
+            tokio::spawn(deliver(shared.clone(), conn, msg.clone()));
         }
     }
 }
@@ -134,7 +152,7 @@ pub(crate) async fn forward_undelivered(
                 );
             }
             for a in alerts {
-                deliver(conn.clone(), alert_msg(&a)).await;
+                deliver(shared.clone(), conn.clone(), alert_msg(&a)).await;
             }
         }
         other => tracing::error!("reading undelivered alerts failed: {other:?}"),
@@ -160,11 +178,21 @@ pub(crate) async fn receipt(
     reason: String,
 ) {
     let at_ms = now_ms();
-    let stored_reason = reason.clone();
-    let result = blocking(&shared, move |s| {
-        s.record_receipt(alert, terminal, status, at_ms, &stored_reason)
-    })
-    .await;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let queued = shared.receipts.send((
+        store::ReceiptIn {
+            alert,
+            terminal,
+            status,
+            at_ms,
+            reason: reason.clone(),
+        },
+        reply,
+    ));
+    let result = match queued {
+        Ok(()) => answer.await.ok(),
+        Err(_) => None,
+    };
     let frame = kind::ALERT_RECEIPT;
     match result {
         Some(Ok(store::Receipt::Advanced { issuer, status })) => {
@@ -174,13 +202,16 @@ pub(crate) async fn receipt(
                 .get(&issuer)
                 .and_then(|e| e.session.as_ref().map(|l| l.outbox.clone()));
             if let Some(issuer_outbox) = live {
-                issuer_outbox.send(ServerMsg::ReceiptUpdate {
+                let update = ServerMsg::ReceiptUpdate {
                     alert,
                     terminal,
                     status,
                     at_ms,
                     reason,
-                });
+                };
+                if !issuer_outbox.send_droppable(update) {
+                    Metrics::add(&shared.metrics.receipt_updates_dropped, 1);
+                }
             }
         }
         Some(Ok(store::Receipt::Duplicate { status })) => {
@@ -240,4 +271,145 @@ pub(crate) async fn query(shared: Arc<Shared>, terminal: TerminalId, outbox: Out
             );
         }
     }
+}
+
+/// A receipt waiting for the writer, and where to send what it did.
+pub(crate) type QueuedReceipt = (
+    store::ReceiptIn,
+    tokio::sync::oneshot::Sender<Result<store::Receipt, store::Error>>,
+);
+
+/// Writes receipts in batches: everything queued while the previous batch
+/// was being flushed goes into the next transaction, so a city-wide alert's
+/// tens of thousands of delivery receipts cost tens of disk flushes, not
+/// tens of thousands, and every receipt is still on disk before it is
+/// acknowledged.
+pub(crate) async fn write_receipts(
+    store: Arc<store::Store>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<QueuedReceipt>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 4096).await > 0 {
+        let (receipts, replies): (Vec<_>, Vec<_>) = std::mem::take(&mut batch).into_iter().unzip();
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || store.record_receipts(&receipts)).await;
+        match result {
+            Ok(Ok(outcomes)) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!("writing receipts failed: {e}");
+                // Dropping the replies tells each session the receipt was not stored.
+            }
+            Err(e) => tracing::error!("receipt writer task failed: {e}"),
+        }
+    }
+}
+
+/// `Position`: remember it and tell the consoles watching.
+pub(crate) fn position(
+    shared: &Shared,
+    terminal: TerminalId,
+    lat_e7: i32,
+    lon_e7: i32,
+    accuracy_m: u16,
+) {
+    let at_ms = now_ms();
+    shared.positions.update(
+        terminal,
+        crate::location::Fix {
+            lat_e7,
+            lon_e7,
+            accuracy_m,
+            at_ms,
+        },
+    );
+    let Some(node) = shared.org.terminal(terminal).map(|t| t.node) else {
+        return;
+    };
+    let watchers = shared.watchers.lock().unwrap_or_else(|e| e.into_inner());
+    for w in watchers.iter() {
+        if w.terminal != terminal && shared.org.is_ancestor_or_self(w.node, node) {
+            // Positions are refreshed every few seconds: skip one rather
+            // than fall behind.
+            w.outbox.send_droppable(ServerMsg::PositionUpdate {
+                terminal,
+                lat_e7,
+                lon_e7,
+                accuracy_m,
+                at_ms,
+            });
+        }
+    }
+}
+
+/// A console following positions under a node.
+#[derive(Debug)]
+pub(crate) struct Watcher {
+    pub(crate) terminal: TerminalId,
+    pub(crate) session: u64,
+    pub(crate) node: u32,
+    pub(crate) outbox: Outbox,
+}
+
+/// `WatchPositions`: start (with the positions known now) or stop.
+pub(crate) fn watch(
+    shared: &Shared,
+    terminal: TerminalId,
+    session: u64,
+    outbox: &Outbox,
+    node: u32,
+) {
+    let mut watchers = shared.watchers.lock().unwrap_or_else(|e| e.into_inner());
+    watchers.retain(|w| w.session != session);
+    if node == 0 {
+        return;
+    }
+    let allowed = shared
+        .org
+        .terminal(terminal)
+        .is_some_and(|t| t.is_console() && shared.org.is_ancestor_or_self(t.node, node));
+    if !allowed {
+        drop(watchers);
+        error(
+            outbox,
+            ErrorCode::TargetNotAllowed,
+            kind::WATCH_POSITIONS,
+            format!("node {node} is outside your command"),
+        );
+        return;
+    }
+    watchers.push(Watcher {
+        terminal,
+        session,
+        node,
+        outbox: outbox.clone(),
+    });
+    drop(watchers);
+    for t in shared
+        .org
+        .terminals()
+        .filter(|t| shared.org.is_ancestor_or_self(node, t.node))
+    {
+        if let Some(fix) = shared.positions.last(t.id) {
+            outbox.send_droppable(ServerMsg::PositionUpdate {
+                terminal: t.id,
+                lat_e7: fix.lat_e7,
+                lon_e7: fix.lon_e7,
+                accuracy_m: fix.accuracy_m,
+                at_ms: fix.at_ms,
+            });
+        }
+    }
+}
+
+/// Forgets a session's position watch when it ends.
+pub(crate) fn unwatch(shared: &Shared, session: u64) {
+    shared
+        .watchers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|w| w.session != session);
 }

@@ -159,6 +159,31 @@ pub struct ConnectionReport {
     pub handshakes_per_s: f64,
 }
 
+/// Kernel counters over the run (the whole machine: gateway and harness).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KernelReport {
+    /// UDP datagrams dropped because a socket's receive buffer was full.
+    pub udp_rcvbuf_errors: u64,
+    /// UDP datagrams dropped because a socket's send buffer was full.
+    pub udp_sndbuf_errors: u64,
+}
+
+/// Reads the UDP RcvbufErrors and SndbufErrors counters from /proc/net/snmp.
+pub fn udp_buffer_errors() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let get = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| values.get(i))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((get("RcvbufErrors")?, get("SndbufErrors")?))
+}
+
 /// The whole report of one run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -180,6 +205,9 @@ pub struct Report {
     /// Gateway process, if measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayReport>,
+    /// Kernel drop counters during the measured phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelReport>,
 }
 
 impl Report {
@@ -238,6 +266,12 @@ impl Report {
                 a.accepted,
                 a.rejected,
                 a.arrived,
+            );
+        }
+        if let Some(k) = &self.kernel {
+            s += &format!(
+                "kernel  UDP receive-buffer drops {}, send-buffer drops {}\n",
+                k.udp_rcvbuf_errors, k.udp_sndbuf_errors
             );
         }
         if let Some(g) = &self.gateway {

@@ -143,9 +143,22 @@ pub fn client_config(roots: &rustls::RootCertStore) -> Result<quinn::ClientConfi
     Ok(config)
 }
 
+/// Socket buffer size asked for on client endpoints: one endpoint carries
+/// hundreds of simulated terminals, and a burst to all of them (an alert to
+/// a whole city) must not overflow the kernel's default 208 KiB.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 /// A client endpoint bound to `bind`, usable for many terminals at once.
 pub fn endpoint(bind: SocketAddr, roots: &rustls::RootCertStore) -> Result<quinn::Endpoint, Error> {
-    let mut endpoint = quinn::Endpoint::client(bind)?;
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| Error::Io(std::io::Error::other("no async runtime")))?;
+    let mut endpoint =
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
     endpoint.set_default_client_config(client_config(roots)?);
     Ok(endpoint)
 }
@@ -644,6 +657,21 @@ impl Terminal {
             _ => None,
         })
         .await
+    }
+
+    /// Reports this terminal's position (1e-7 degrees; accuracy in metres).
+    pub fn report_position(&self, lat_e7: i32, lon_e7: i32, accuracy_m: u16) -> Result<(), Error> {
+        self.send(ClientMsg::Position {
+            lat_e7,
+            lon_e7,
+            accuracy_m,
+        })
+    }
+
+    /// Follows the positions of every terminal at or under `node`
+    /// (consoles; 0 stops). Updates arrive as `PositionUpdate` events.
+    pub fn watch_positions(&self, node: u32) -> Result<(), Error> {
+        self.send(ClientMsg::WatchPositions { node })
     }
 
     /// Logs out: the gateway forgets this terminal's groups.

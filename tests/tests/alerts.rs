@@ -396,3 +396,119 @@ async fn a_redelivered_alert_is_shown_once() {
         .is_ok_and(|m| !matches!(m, ServerMsg::Alert { .. })));
     assert_eq!(seen.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nearest_members_get_the_dispatch_and_consoles_see_positions() {
+    let gw = TestGateway::start(ORG).await;
+    let mut console = gw.terminal(CONSOLE_PS).await;
+    console.watch_positions(3).unwrap();
+    // Incident at 29.0800 N 119.6400 E. Members stand 100 m, 200 m, 300 m and
+    // 2 km east of it; one more (of another police station) at 50 m.
+    let east = |m: f64| 1_196_400_000 + (m / 97.2 * 10_000.0) as i32;
+    let mut near = Vec::new();
+    for (id, metres) in [
+        (GUARD_A1, 100.0),
+        (GUARD_A2, 200.0),
+        (STAFF_A3, 300.0),
+        (GUARD_B1, 2000.0),
+        (1101, 50.0),
+    ] {
+        let t = gw.terminal(id).await;
+        t.report_position(290_800_000, east(metres), 10).unwrap();
+        near.push(t);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        if let ServerMsg::PositionUpdate { terminal, .. } = console
+            .next_event_within(Duration::from_secs(2))
+            .await
+            .unwrap()
+        {
+            seen.push(terminal.0);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        vec![GUARD_A1, GUARD_A2, STAFF_A3, GUARD_B1],
+        "positions under police station 3 only"
+    );
+
+    let (alert, n) = console
+        .send_alert(
+            Target::Nearest {
+                k: 2,
+                radius_m: 1000,
+            },
+            body("就近处置"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    for t in &mut near[..2] {
+        assert_eq!(t.next_alert().await.unwrap().alert, alert);
+    }
+    for t in &mut near[2..] {
+        while let Ok(m) = t.next_event_within(Duration::from_millis(300)).await {
+            assert!(
+                !matches!(m, ServerMsg::Alert { .. }),
+                "{} is not among the two nearest of its command",
+                t.id()
+            );
+        }
+    }
+    // A member who goes offline is not "available".
+    near[0].close();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, n) = console
+        .send_alert(
+            Target::Nearest {
+                k: 1,
+                radius_m: 1000,
+            },
+            body("再派"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(near[1].next_alert().await.unwrap().body.title, "再派");
+    // Nobody within 10 m; no location at all.
+    assert_eq!(
+        refused(
+            console
+                .send_alert(Target::Nearest { k: 1, radius_m: 10 }, body("x"))
+                .await
+        ),
+        ErrorCode::AlertInvalid
+    );
+    let nowhere = AlertBody {
+        location: None,
+        ..body("x")
+    };
+    assert_eq!(
+        refused(
+            console
+                .send_alert(
+                    Target::Nearest {
+                        k: 1,
+                        radius_m: 1000
+                    },
+                    nowhere
+                )
+                .await
+        ),
+        ErrorCode::AlertInvalid
+    );
+    // A guard may not watch positions.
+    near[1].watch_positions(5).unwrap();
+    let e = near[1]
+        .wait_for(|m| match m {
+            ServerMsg::Error {
+                code, frame: 0x0c, ..
+            } => Some(Ok(*code)),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(e, ErrorCode::TargetNotAllowed);
+}

@@ -171,3 +171,38 @@ async fn the_holder_leaving_frees_the_floor() {
     t[0].close();
     granted(&mut t[1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_burst_lands_in_the_floor_audit_log() {
+    let gw = TestGateway::start(ORG).await;
+    let mut t = unit_a(&gw, &[GUARD_A1, POLICE_A]).await;
+    t[0].talk(UNIT_A, Class::Normal).await.unwrap();
+    t[1].talk(UNIT_A, Class::Normal).await.unwrap(); // pre-empts the guard
+    t[1].release(UNIT_A).unwrap();
+    t[0].wait_for(|m| matches!(m, ServerMsg::FloorIdle { .. }).then_some(Ok(())))
+        .await
+        .unwrap();
+    t[0].talk(UNIT_A, Class::Emergency).await.unwrap();
+    t[0].close();
+    let mut log = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log = gw.gateway.bursts(UNIT_A, 0);
+        if log.len() == 3 {
+            break;
+        }
+    }
+    let summary: Vec<(u32, u8, &str)> = log
+        .iter()
+        .map(|b| (b.terminal.0, b.class, b.ended_by.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (GUARD_A1, 0, "preempted"),
+            (POLICE_A, 0, "released"),
+            (GUARD_A1, 2, "left")
+        ]
+    );
+    assert!(log.iter().all(|b| b.ended_ms >= b.granted_ms));
+}

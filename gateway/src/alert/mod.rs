@@ -12,7 +12,7 @@ mod service;
 pub mod store;
 
 pub use service::{now_ms, Refusal, Service, MAX_TTL_S};
-pub use store::Store;
+pub use store::{BurstRecord, Store};
 
 use ptt_codec::ReceiptStatus;
 

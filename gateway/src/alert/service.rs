@@ -5,7 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ptt_codec::{AlertBody, ErrorCode, Target, TerminalId};
 
+use crate::location::Positions;
 use crate::org::{Org, Role};
+
+/// Positions older than this do not count for nearest-member targeting:
+/// ten minutes, twenty missed 30-second reports.
+pub const MAX_FIX_AGE_MS: u64 = 10 * 60 * 1000;
 
 /// Longest time-to-live: a week. An alert nobody picked up in a week is an
 /// archive entry, not an alert.
@@ -46,9 +51,13 @@ fn role_bit(role: Role) -> u8 {
 impl Service {
     /// Checks an alert and resolves its recipients (the sender excluded,
     /// each once, sorted). Only consoles send alerts, and only to terminals
-    /// and nodes at or under their own node.
+    /// and nodes at or under their own node. A nearest-members target picks
+    /// members (not consoles) under the sender, online (`online`), with a
+    /// position no older than [`MAX_FIX_AGE_MS`].
     pub fn recipients(
         org: &Org,
+        positions: &Positions,
+        online: impl Fn(TerminalId) -> bool,
         issuer: TerminalId,
         body: &AlertBody,
         target: &Target,
@@ -122,6 +131,33 @@ impl Service {
                     .map(|t| t.id)
                     .collect()
             }
+            Target::Nearest { k, radius_m } => {
+                let Some(at) = &body.location else {
+                    return Err(refuse(
+                        ErrorCode::AlertInvalid,
+                        "a nearest-members alert needs the incident location",
+                    ));
+                };
+                let keep = |id: TerminalId| {
+                    id != issuer
+                        && online(id)
+                        && org
+                            .terminal(id)
+                            .is_some_and(|t| !t.is_console() && within(t.node))
+                };
+                positions
+                    .nearest(
+                        (at.lat_e7, at.lon_e7),
+                        usize::from(*k),
+                        f64::from(*radius_m),
+                        now_ms(),
+                        MAX_FIX_AGE_MS,
+                        keep,
+                    )
+                    .into_iter()
+                    .map(|(t, _)| t)
+                    .collect()
+            }
         };
         out.retain(|t| *t != issuer);
         out.sort_unstable();
@@ -147,6 +183,7 @@ impl Service {
             ),
             Target::Group(g) => format!("group {}", g.0),
             Target::Subtree { node, roles } => format!("subtree {node} roles {roles:#04x}"),
+            Target::Nearest { k, radius_m } => format!("nearest {k} within {radius_m} m"),
         }
     }
 }

@@ -46,7 +46,38 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (alert, terminal)
     ) WITHOUT ROWID;
     CREATE INDEX recipient_by_terminal ON recipient(terminal, status);",
+    // 2: audit log of floor grants: who talked in which group, when, how long.
+    "CREATE TABLE floor_grant (
+        id INTEGER PRIMARY KEY,
+        grp INTEGER NOT NULL,
+        terminal INTEGER NOT NULL,
+        burst INTEGER NOT NULL,
+        class INTEGER NOT NULL,
+        granted_ms INTEGER NOT NULL,
+        ended_ms INTEGER NOT NULL,
+        ended_by TEXT NOT NULL
+    );
+    CREATE INDEX floor_grant_by_group ON floor_grant(grp, granted_ms);",
 ];
+
+/// One burst, for the floor audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BurstRecord {
+    /// The group.
+    pub group: u32,
+    /// Who talked.
+    pub terminal: TerminalId,
+    /// Burst id.
+    pub burst: u16,
+    /// Class code (0 normal, 1 imminent peril, 2 emergency).
+    pub class: u8,
+    /// Unix ms.
+    pub granted_ms: u64,
+    /// Unix ms.
+    pub ended_ms: u64,
+    /// "released", "left", "preempted", "burst_too_long", "revoked".
+    pub ended_by: String,
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +104,21 @@ pub struct StoredAlert {
     pub created_ms: u64,
     /// Unix ms.
     pub expires_ms: u64,
+}
+
+/// A receipt to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptIn {
+    /// The alert.
+    pub alert: u64,
+    /// The recipient.
+    pub terminal: TerminalId,
+    /// Its new status.
+    pub status: ReceiptStatus,
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// Reason (rejections).
+    pub reason: String,
 }
 
 /// What recording a receipt did.
@@ -267,8 +313,40 @@ impl Store {
         at_ms: u64,
         reason: &str,
     ) -> Result<Receipt, Error> {
+        let receipt = ReceiptIn {
+            alert,
+            terminal,
+            status,
+            at_ms,
+            reason: reason.to_owned(),
+        };
+        let mut out = self.record_receipts(std::slice::from_ref(&receipt))?;
+        Ok(out.pop().unwrap_or(Receipt::UnknownAlert))
+    }
+
+    /// Records many receipts in one transaction (one disk flush: group
+    /// commit), in order; returns what each did.
+    pub fn record_receipts(&self, receipts: &[ReceiptIn]) -> Result<Vec<Receipt>, Error> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            out.push(Self::apply_receipt(
+                &tx, r.alert, r.terminal, r.status, r.at_ms, &r.reason,
+            )?);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn apply_receipt(
+        tx: &rusqlite::Transaction<'_>,
+        alert: u64,
+        terminal: TerminalId,
+        status: ReceiptStatus,
+        at_ms: u64,
+        reason: &str,
+    ) -> Result<Receipt, Error> {
         let Some(issuer) = tx
             .query_row(
                 "SELECT issuer FROM alert WHERE id = ?1",
@@ -309,13 +387,58 @@ impl Store {
                         terminal.0
                     ],
                 )?;
-                tx.commit()?;
                 Ok(Receipt::Advanced {
                     issuer: TerminalId(issuer),
                     status,
                 })
             }
         }
+    }
+
+    /// Appends ended bursts to the floor audit log, in one transaction.
+    pub fn record_bursts(&self, bursts: &[BurstRecord]) -> Result<(), Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO floor_grant (grp, terminal, burst, class, granted_ms, ended_ms, ended_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for b in bursts {
+                insert.execute(params![
+                    b.group,
+                    b.terminal.0,
+                    b.burst,
+                    b.class,
+                    b.granted_ms as i64,
+                    b.ended_ms as i64,
+                    b.ended_by
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Bursts of `group` granted at or after `since_ms`, oldest first.
+    pub fn bursts(&self, group: u32, since_ms: u64) -> Result<Vec<BurstRecord>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT grp, terminal, burst, class, granted_ms, ended_ms, ended_by FROM floor_grant
+             WHERE grp = ?1 AND granted_ms >= ?2 ORDER BY granted_ms, id",
+        )?;
+        let rows = stmt.query_map(params![group, since_ms as i64], |r| {
+            Ok(BurstRecord {
+                group: r.get(0)?,
+                terminal: TerminalId(r.get(1)?),
+                burst: r.get(2)?,
+                class: r.get(3)?,
+                granted_ms: r.get::<_, i64>(4)? as u64,
+                ended_ms: r.get::<_, i64>(5)? as u64,
+                ended_by: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Issuer, recipient count and counts by status of an alert at `now_ms`
@@ -467,6 +590,30 @@ mod tests {
             .unwrap();
         let (_, _, counts) = s.status(id, 5_000).unwrap().unwrap();
         assert_eq!((counts.expired, counts.by_status[1]), (1, 1));
+    }
+
+    #[test]
+    fn the_floor_audit_log_keeps_bursts_in_order() {
+        let s = Store::in_memory().unwrap();
+        let b = |terminal: u32, granted_ms: u64, ended_by: &str| BurstRecord {
+            group: 5,
+            terminal: TerminalId(terminal),
+            burst: 1,
+            class: 0,
+            granted_ms,
+            ended_ms: granted_ms + 4_000,
+            ended_by: ended_by.into(),
+        };
+        s.record_bursts(&[b(501, 1_000, "released"), b(504, 6_000, "preempted")])
+            .unwrap();
+        s.record_bursts(&[b(300, 9_000, "burst_too_long")]).unwrap();
+        let all = s.bursts(5, 0).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.terminal.0).collect::<Vec<_>>(),
+            vec![501, 504, 300]
+        );
+        assert_eq!(s.bursts(5, 5_000).unwrap().len(), 2);
+        assert!(s.bursts(6, 0).unwrap().is_empty());
     }
 
     #[test]

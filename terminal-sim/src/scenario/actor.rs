@@ -109,6 +109,11 @@ pub struct Shared {
     pub online: HashMap<GroupId, u64>,
     /// How people answer dispatches.
     pub responders: Responders,
+    /// Deliveries expected for confirmed alerts, run-wide (the director
+    /// waits for them).
+    pub alerts_expected: std::sync::atomic::AtomicU64,
+    /// Alerts received, run-wide.
+    pub alerts_delivered: std::sync::atomic::AtomicU64,
 }
 
 struct Talking {
@@ -213,6 +218,7 @@ pub async fn run(
                         if let Some(expected) = alert_requests.remove(&request) {
                             stats.alerts_confirmed += 1;
                             stats.alerts_expected += expected;
+                            shared.alerts_expected.fetch_add(expected, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                     ServerMsg::AlertRefused { request, code, message } => {
@@ -225,6 +231,7 @@ pub async fn run(
                             continue;
                         }
                         stats.alerts_delivered += 1;
+                        shared.alerts_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         stats.alert_latency.record(Duration::from_millis(now_ms().saturating_sub(created_ms)));
                         if matches!(body.kind, AlertKind::Dispatch | AlertKind::Drill) {
                             let r = shared.responders;

@@ -100,7 +100,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let packets = Arc::new(opus_packets(config.audio.as_ref(), config.seed)?);
 
     // Connect everyone the plan needs and join their groups.
-    let ids: Vec<TerminalId> = plan.terminals.keys().copied().collect();
+    // Alert senders connect last, so a long ramp cannot age their sessions.
+    let mut ids: Vec<TerminalId> = plan.terminals.keys().copied().collect();
+    ids.sort_by_key(|t| senders.iter().any(|(s, _)| s == t));
     let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(1))
         .map(|_| terminal::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), &roots))
         .collect::<Result<Vec<_>, _>>()?;
@@ -179,6 +181,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             respond_ms: config.spec.respond_ms,
             arrive_ms: config.spec.arrive_ms,
         },
+        alerts_expected: Default::default(),
+        alerts_delivered: Default::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -217,6 +221,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     drop(done_tx);
 
     let cpu_start = config.gateway_pid.map(report::sample_process).transpose()?;
+    let udp_start = report::udp_buffer_errors();
     let started = Instant::now();
     if config.spec.pattern == Pattern::Alerts {
         let online = |t: TerminalId| commands.contains_key(&t);
@@ -224,7 +229,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             .iter()
             .map(|(c, node)| (*c, *node, plan.under(*node, *c, online)))
             .collect();
-        direct_alerts(&config, &senders, &commands).await;
+        direct_alerts(&config, &senders, &commands, &shared).await;
     } else {
         direct(&config, &plan, &commands, &mut done_rx).await;
     }
@@ -232,6 +237,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     // Let the last frames arrive, then stop everyone.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu_end = config.gateway_pid.map(report::sample_process).transpose()?;
+    let kernel = match (udp_start, report::udp_buffer_errors()) {
+        (Some((r0, s0)), Some((r1, s1))) => Some(report::KernelReport {
+            udp_rcvbuf_errors: r1.saturating_sub(r0),
+            udp_sndbuf_errors: s1.saturating_sub(s0),
+        }),
+        _ => None,
+    };
     let _ = stop_tx.send(true);
 
     let mut floor = actor::FloorStats::default();
@@ -329,6 +341,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             arrived: floor.receipts[2],
         }),
         gateway,
+        kernel,
     })
 }
 
@@ -441,6 +454,7 @@ async fn direct_alerts(
     config: &RunConfig,
     senders: &[(TerminalId, u32, u64)],
     commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
+    shared: &actor::Shared,
 ) {
     let spec = &config.spec;
     let deadline = tokio::time::Instant::now() + config.duration;
@@ -477,9 +491,20 @@ async fn direct_alerts(
         }
         tokio::time::sleep_until(next).await;
     }
-    // Responses take up to respond + arrive delays.
-    let settle = Duration::from_millis(spec.respond_ms + spec.arrive_ms + 1000);
-    tokio::time::sleep_until(deadline.max(tokio::time::Instant::now() + settle)).await;
+    tokio::time::sleep_until(deadline).await;
+    // Wait (up to a minute) until every confirmed alert reached every
+    // recipient online, then for the last responses.
+    use std::sync::atomic::Ordering::Relaxed;
+    let limit = tokio::time::Instant::now() + Duration::from_secs(60);
+    while shared.alerts_delivered.load(Relaxed) < shared.alerts_expected.load(Relaxed)
+        && tokio::time::Instant::now() < limit
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(
+        spec.respond_ms + spec.arrive_ms + 500,
+    ))
+    .await;
 }
 
 /// Reads a terminal's voice datagrams until stopped, checking each, and
