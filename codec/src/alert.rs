@@ -53,6 +53,8 @@ byte_enum! {
         Warning = 3,
         /// A drill (拉动演练): answered like a dispatch, timed.
         Drill = 4,
+        /// An SOS raised by a terminal (紧急求助).
+        Sos = 5,
     }
 }
 

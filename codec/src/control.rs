@@ -47,6 +47,8 @@ pub mod kind {
     pub const ALERT_QUERY: u8 = 0x0a;
     pub const POSITION: u8 = 0x0b;
     pub const WATCH_POSITIONS: u8 = 0x0c;
+    pub const SOS: u8 = 0x0d;
+    pub const SOS_CANCEL: u8 = 0x0e;
 
     pub const WELCOME: u8 = 0x41;
     pub const JOINED: u8 = 0x42;
@@ -67,6 +69,7 @@ pub mod kind {
     pub const ALERT_STATUS: u8 = 0x51;
     pub const ALERT_REFUSED: u8 = 0x52;
     pub const POSITION_UPDATE: u8 = 0x53;
+    pub const ALERT_CANCELLED: u8 = 0x54;
 }
 
 /// Why a byte sequence is not a complete, valid frame.
@@ -260,6 +263,14 @@ pub enum ClientMsg {
         /// The node, or 0.
         node: u32,
     },
+    /// Raise an emergency: alert the unit and the police station's command
+    /// room, and take the unit's floor with emergency class (hot mic).
+    Sos,
+    /// Cancel `terminal`'s SOS (itself, or a console above it).
+    SosCancel {
+        /// Whose SOS.
+        terminal: TerminalId,
+    },
 }
 
 impl ClientMsg {
@@ -278,6 +289,8 @@ impl ClientMsg {
             ClientMsg::AlertQuery { .. } => kind::ALERT_QUERY,
             ClientMsg::Position { .. } => kind::POSITION,
             ClientMsg::WatchPositions { .. } => kind::WATCH_POSITIONS,
+            ClientMsg::Sos => kind::SOS,
+            ClientMsg::SosCancel { .. } => kind::SOS_CANCEL,
         }
     }
 
@@ -332,6 +345,8 @@ impl ClientMsg {
                 b.put_u16(*accuracy_m);
             }
             ClientMsg::WatchPositions { node } => b.put_u32(*node),
+            ClientMsg::Sos => {}
+            ClientMsg::SosCancel { terminal } => b.put_u32(terminal.0),
         });
     }
 
@@ -397,6 +412,10 @@ impl ClientMsg {
                 }
             }
             kind::WATCH_POSITIONS => ClientMsg::WatchPositions { node: r.u32()? },
+            kind::SOS => ClientMsg::Sos,
+            kind::SOS_CANCEL => ClientMsg::SosCancel {
+                terminal: terminal(&mut r)?,
+            },
             other => return Err(Malformed::UnknownType(other)),
         };
         r.finish()?;
@@ -578,6 +597,13 @@ pub enum ServerMsg {
         /// Detail.
         message: String,
     },
+    /// An alert (an SOS) was cancelled.
+    AlertCancelled {
+        /// The alert.
+        alert: u64,
+        /// Who cancelled it.
+        by: TerminalId,
+    },
     /// A watched terminal's new position.
     PositionUpdate {
         /// Who.
@@ -616,6 +642,7 @@ impl ServerMsg {
             ServerMsg::AlertStatus { .. } => kind::ALERT_STATUS,
             ServerMsg::AlertRefused { .. } => kind::ALERT_REFUSED,
             ServerMsg::PositionUpdate { .. } => kind::POSITION_UPDATE,
+            ServerMsg::AlertCancelled { .. } => kind::ALERT_CANCELLED,
         }
     }
 
@@ -630,7 +657,8 @@ impl ServerMsg {
             | ServerMsg::ReceiptSaved { .. }
             | ServerMsg::AlertStatus { .. }
             | ServerMsg::AlertRefused { .. }
-            | ServerMsg::PositionUpdate { .. } => None,
+            | ServerMsg::PositionUpdate { .. }
+            | ServerMsg::AlertCancelled { .. } => None,
             ServerMsg::Error { group, .. } => *group,
             ServerMsg::Joined { group, .. }
             | ServerMsg::Left { group }
@@ -799,6 +827,10 @@ impl ServerMsg {
                 b.put_u16(code.code());
                 put_string(b, message, MAX_MESSAGE);
             }
+            ServerMsg::AlertCancelled { alert, by } => {
+                b.put_u64(*alert);
+                b.put_u32(by.0);
+            }
             ServerMsg::PositionUpdate {
                 terminal,
                 lat_e7,
@@ -936,6 +968,10 @@ impl ServerMsg {
                 alert: r.u64()?,
                 recipients: r.u32()?,
                 counts: StatusCounts::decode(&mut r)?,
+            },
+            kind::ALERT_CANCELLED => ServerMsg::AlertCancelled {
+                alert: r.u64()?,
+                by: terminal(&mut r)?,
             },
             kind::POSITION_UPDATE => {
                 let terminal = terminal(&mut r)?;

@@ -105,6 +105,8 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                 accuracy_m
             }),
         any::<u32>().prop_map(|node| ClientMsg::WatchPositions { node }),
+        Just(ClientMsg::Sos),
+        terminal().prop_map(|terminal| ClientMsg::SosCancel { terminal }),
     ]
 }
 

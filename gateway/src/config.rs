@@ -65,6 +65,9 @@ pub struct Floor {
     /// Requests that may wait for the floor in one group. Default 16: a unit
     /// has 3-5 members, a station group a few dozen.
     pub queue: usize,
+    /// Hot-mic burst of an SOS, seconds. Default 10: long enough to shout
+    /// where and what, short enough not to jam the unit.
+    pub sos_hot_mic_s: u32,
     /// Per-group talk-time limits overriding `talk_limit_s`.
     pub group: Vec<GroupFloor>,
 }
@@ -74,6 +77,7 @@ impl Default for Floor {
         Self {
             talk_limit_s: 30,
             queue: 16,
+            sos_hot_mic_s: 10,
             group: Vec::new(),
         }
     }

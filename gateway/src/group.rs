@@ -176,6 +176,16 @@ impl Group {
 
     /// A member pressed the talk key.
     pub fn request_floor(self: &Arc<Self>, terminal: TerminalId, class: Class) {
+        self.request_floor_for(terminal, class, None);
+    }
+
+    /// A floor request with its own talk-time limit (an SOS hot-mic burst).
+    pub fn request_floor_for(
+        self: &Arc<Self>,
+        terminal: TerminalId,
+        class: Class,
+        limit: Option<std::time::Duration>,
+    ) {
         let mut st = self.lock();
         let Some(m) = st.members.get(&terminal) else {
             return;
@@ -192,6 +202,7 @@ impl Group {
             terminal,
             class,
             priority: m.priority,
+            limit,
         };
         st.floor.handle_request(Instant::now(), request);
         self.after_floor(&mut st, "released");

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) deliveries: tokio::sync::Semaphore,
     /// Last known positions of terminals.
     pub(crate) positions: crate::location::Positions,
+    /// Active SOS per terminal: its alert, the unit group, the recipients.
+    pub(crate) sos: std::sync::Mutex<HashMap<TerminalId, (u64, GroupId, Vec<TerminalId>)>>,
     /// Consoles following positions.
     pub(crate) watchers: std::sync::Mutex<Vec<crate::session_alerts::Watcher>>,
     /// Receipts waiting for the group-commit writer.
@@ -94,6 +96,7 @@ impl Gateway {
                 next_session: AtomicU64::new(1),
                 deliveries: tokio::sync::Semaphore::new(MAX_DELIVERIES_IN_FLIGHT),
                 positions: Default::default(),
+                sos: Default::default(),
                 watchers: Default::default(),
                 receipts,
                 receipts_rx: std::sync::Mutex::new(Some(receipts_rx)),
@@ -119,6 +122,11 @@ impl Gateway {
             .store
             .bursts(group.0, since_ms)
             .unwrap_or_default()
+    }
+
+    /// Who cancelled alert `alert`, and when (blocking: reads the database).
+    pub fn alert_cancelled(&self, alert: u64) -> Option<(TerminalId, u64)> {
+        self.shared.store.cancelled(alert).ok().flatten()
     }
 
     /// The terminal holding the floor of `group`.

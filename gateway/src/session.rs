@@ -467,6 +467,30 @@ impl<'a> Session<'a> {
             ClientMsg::WatchPositions { node } => {
                 alerts::watch(self.shared, self.terminal, self.id, &self.outbox, node)
             }
+            ClientMsg::Sos => {
+                // Join the unit's group first if the terminal has not.
+                let unit = self
+                    .shared
+                    .org
+                    .terminal(self.terminal)
+                    .map(|t| GroupId(t.node));
+                if let Some(unit) = unit {
+                    if !self.joined(unit) {
+                        self.join(kind, unit);
+                    }
+                }
+                let task = alerts::sos(self.shared.clone(), self.terminal, self.outbox.clone());
+                tokio::spawn(task.in_current_span());
+            }
+            ClientMsg::SosCancel { terminal } => {
+                let task = alerts::sos_cancel(
+                    self.shared.clone(),
+                    self.terminal,
+                    self.outbox.clone(),
+                    terminal,
+                );
+                tokio::spawn(task.in_current_span());
+            }
             ClientMsg::AlertQuery { alert } => {
                 let task = alerts::query(
                     self.shared.clone(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use ptt_codec::control::kind;
-use ptt_codec::{AlertBody, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId};
+use ptt_codec::{AlertBody, ErrorCode, GroupId, ReceiptStatus, ServerMsg, Target, TerminalId};
 use quinn::Connection;
 
 use crate::alert::{now_ms, store, Service};
@@ -125,15 +125,31 @@ pub(crate) async fn send(
         expires_ms: created_ms.saturating_add(u64::from(body.ttl_s) * 1000),
         body,
     };
+    deliver_all(&shared, id, &recipients, msg).await;
+}
+
+/// Hands `msg` to every recipient online (a bounded window at a time) and
+/// logs how long the whole fan-out took.
+async fn deliver_all(shared: &Arc<Shared>, alert: u64, recipients: &[TerminalId], msg: ServerMsg) {
+    let started = std::time::Instant::now();
+    let mut deliveries = tokio::task::JoinSet::new();
     for r in recipients {
         let conn = shared
             .terminals
-            .get(&r)
+            .get(r)
             .and_then(|e| e.session.as_ref().map(|l| l.conn.clone()));
         if let Some(conn) = conn {
-            tokio::spawn(deliver(shared.clone(), conn, msg.clone()));
+            deliveries.spawn(deliver(shared.clone(), conn, msg.clone()));
         }
     }
+    let online = deliveries.len();
+    while deliveries.join_next().await.is_some() {}
+    tracing::info!(
+        alert,
+        online,
+        "alert handed to every recipient online in {:?}",
+        started.elapsed()
+    );
 }
 
 /// Delivers what a terminal missed while offline, oldest first.
@@ -412,4 +428,147 @@ pub(crate) fn unwatch(shared: &Shared, session: u64) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|w| w.session != session);
+}
+
+/// `Sos`: alert the terminal's unit and its police station's consoles with
+/// its last position, and give it the unit's floor with emergency class for
+/// a hot-mic burst.
+/// The session has joined the terminal to its unit's group already.
+pub(crate) async fn sos(shared: Arc<Shared>, terminal: TerminalId, outbox: Outbox) {
+    let org = &shared.org;
+    let Some(t) = org.terminal(terminal) else {
+        return;
+    };
+    let unit = t.node;
+    let station = org.ancestor_of_kind(unit, crate::org::NodeKind::PoliceStation);
+    let mut recipients: Vec<TerminalId> = org
+        .terminals()
+        .filter(|r| r.id != terminal)
+        .filter(|r| r.node == unit || (r.is_console() && Some(r.node) == station))
+        .map(|r| r.id)
+        .collect();
+    recipients.sort_unstable();
+    let unit_name = org.node(GroupId(unit)).map_or("", |n| n.name.as_str());
+    let body = AlertBody {
+        kind: ptt_codec::AlertKind::Sos,
+        priority: 3,
+        ttl_s: 3600,
+        title: format!("SOS 紧急求助: {}", t.name),
+        text: unit_name.to_owned(),
+        location: shared
+            .positions
+            .last(terminal)
+            .map(|f| ptt_codec::Location {
+                lat_e7: f.lat_e7,
+                lon_e7: f.lon_e7,
+                address: String::new(),
+            }),
+    };
+    let created_ms = now_ms();
+    let (stored_body, stored_recipients) = (body.clone(), recipients.clone());
+    let stored = blocking(&shared, move |s| {
+        s.create_alert(
+            terminal,
+            &stored_body,
+            "sos",
+            created_ms,
+            &stored_recipients,
+        )
+    })
+    .await;
+    let Some(Ok(id)) = stored else {
+        tracing::error!("storing an SOS failed: {stored:?}");
+        error(
+            &outbox,
+            ErrorCode::Internal,
+            kind::SOS,
+            "SOS not stored; press again",
+        );
+        return;
+    };
+    tracing::warn!(alert = id, recipients = recipients.len(), "SOS raised");
+    shared
+        .sos
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(terminal, (id, GroupId(unit), recipients.clone()));
+    outbox.send(ServerMsg::AlertAccepted {
+        request: 0,
+        alert: id,
+        recipients: recipients.len() as u32,
+    });
+    // Hot mic: the unit's floor, at emergency class.
+    if let Some(g) = shared.groups.get(&GroupId(unit)) {
+        let hot_mic = std::time::Duration::from_secs(u64::from(shared.config.floor.sos_hot_mic_s));
+        g.request_floor_for(terminal, ptt_codec::Class::Emergency, Some(hot_mic));
+    }
+    let msg = ServerMsg::Alert {
+        alert: id,
+        issuer: terminal,
+        created_ms,
+        expires_ms: created_ms + 3_600_000,
+        body,
+    };
+    deliver_all(&shared, id, &recipients, msg).await;
+}
+
+/// `SosCancel`: by the terminal itself or a console above it. Records who
+/// cancelled, ends the hot-mic burst, tells everyone the alert reached.
+pub(crate) async fn sos_cancel(
+    shared: Arc<Shared>,
+    by: TerminalId,
+    outbox: Outbox,
+    terminal: TerminalId,
+) {
+    let org = &shared.org;
+    let allowed = by == terminal
+        || match (org.terminal(by), org.terminal(terminal)) {
+            (Some(b), Some(t)) => b.is_console() && org.is_ancestor_or_self(b.node, t.node),
+            _ => false,
+        };
+    if !allowed {
+        error(
+            &outbox,
+            ErrorCode::TargetNotAllowed,
+            kind::SOS_CANCEL,
+            format!("{terminal} is outside your command"),
+        );
+        return;
+    }
+    let active = shared
+        .sos
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&terminal);
+    let Some((alert, group, recipients)) = active else {
+        error(
+            &outbox,
+            ErrorCode::UnknownAlert,
+            kind::SOS_CANCEL,
+            format!("{terminal} has no SOS"),
+        );
+        return;
+    };
+    let at = now_ms();
+    match blocking(&shared, move |s| s.cancel(alert, by, at)).await {
+        Some(Ok(_)) => {}
+        other => tracing::error!("recording an SOS cancel failed: {other:?}"),
+    }
+    tracing::warn!(alert, %terminal, cancelled_by = %by, "SOS cancelled");
+    if let Some(g) = shared.groups.get(&group) {
+        g.release_floor(terminal);
+    }
+    let cancelled = ServerMsg::AlertCancelled { alert, by };
+    for r in recipients.iter().chain([&terminal]) {
+        let live = shared
+            .terminals
+            .get(r)
+            .and_then(|e| e.session.as_ref().map(|l| l.outbox.clone()));
+        if let Some(o) = live {
+            o.send(cancelled.clone());
+        }
+    }
+    if by != terminal && !recipients.contains(&by) {
+        outbox.send(cancelled);
+    }
 }

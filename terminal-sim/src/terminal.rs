@@ -659,6 +659,49 @@ impl Terminal {
         .await
     }
 
+    /// Raises an SOS and waits until the gateway stored it; returns the
+    /// alert id. The floor of the terminal's unit follows as a
+    /// `FloorGranted` event (emergency class, hot-mic limit).
+    pub async fn sos(&mut self) -> Result<u64, Error> {
+        self.send(ClientMsg::Sos)?;
+        self.wait_for(|m| match m {
+            ServerMsg::AlertAccepted {
+                request: 0, alert, ..
+            } => Some(Ok(*alert)),
+            ServerMsg::Error {
+                code,
+                frame: ptt_codec::control::kind::SOS,
+                message,
+                ..
+            } => Some(Err(Error::Refused {
+                code: *code,
+                message: message.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Cancels `terminal`'s SOS (this terminal's own, or, from a console,
+    /// one under it) and waits for the confirmation.
+    pub async fn cancel_sos(&mut self, terminal: TerminalId) -> Result<u64, Error> {
+        self.send(ClientMsg::SosCancel { terminal })?;
+        self.wait_for(|m| match m {
+            ServerMsg::AlertCancelled { alert, .. } => Some(Ok(*alert)),
+            ServerMsg::Error {
+                code,
+                frame: ptt_codec::control::kind::SOS_CANCEL,
+                message,
+                ..
+            } => Some(Err(Error::Refused {
+                code: *code,
+                message: message.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
     /// Reports this terminal's position (1e-7 degrees; accuracy in metres).
     pub fn report_position(&self, lat_e7: i32, lon_e7: i32, accuracy_m: u16) -> Result<(), Error> {
         self.send(ClientMsg::Position {

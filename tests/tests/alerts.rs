@@ -512,3 +512,105 @@ async fn nearest_members_get_the_dispatch_and_consoles_see_positions() {
         .unwrap();
     assert_eq!(e, ErrorCode::TargetNotAllowed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sos_alerts_the_unit_and_station_preempts_and_can_be_cancelled() {
+    let gw = TestGateway::start(ORG).await;
+    let mut console = gw.terminal(CONSOLE_PS).await;
+    let mut officer = gw.terminal(POLICE_A).await;
+    officer.join(UNIT_A).await.unwrap();
+    let mut mate = gw.terminal(GUARD_A2).await;
+    mate.join(UNIT_A).await.unwrap();
+    let mut guard = gw.terminal(GUARD_A1).await;
+    guard
+        .report_position(290_800_000, 1_196_400_000, 8)
+        .unwrap();
+    // The officer is talking when the guard hits SOS (without having joined).
+    officer
+        .talk(UNIT_A, ptt_codec::Class::Normal)
+        .await
+        .unwrap();
+
+    let alert = guard.sos().await.unwrap();
+    let limit = guard
+        .wait_for(|m| match m {
+            ServerMsg::FloorGranted {
+                group, limit_ms, ..
+            } if *group == UNIT_A => Some(Ok(*limit_ms)),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(limit, 10_000, "hot-mic burst");
+    let cause = officer
+        .wait_for(|m| match m {
+            ServerMsg::FloorRevoked { cause, .. } => Some(Ok(*cause)),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(cause, ptt_codec::RevokeCause::Preempted);
+    for t in [&mut officer, &mut mate, &mut console] {
+        let a = t.next_alert().await.unwrap();
+        assert_eq!(a.alert, alert);
+        assert_eq!(a.body.kind, AlertKind::Sos);
+        assert_eq!(a.body.title, "SOS 紧急求助: 张伟");
+        assert_eq!(
+            a.body.location.as_ref().map(|l| (l.lat_e7, l.lon_e7)),
+            Some((290_800_000, 1_196_400_000))
+        );
+    }
+    // Another unit's guard cannot cancel it; the station console can.
+    let mut other = gw.terminal(GUARD_B1).await;
+    let e = other.cancel_sos(TerminalId(GUARD_A1)).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Refused {
+                code: ErrorCode::TargetNotAllowed,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        console.cancel_sos(TerminalId(GUARD_A1)).await.unwrap(),
+        alert
+    );
+    for t in [&mut guard, &mut mate] {
+        let by = t
+            .wait_for(|m| match m {
+                ServerMsg::AlertCancelled { alert: a, by } if *a == alert => Some(Ok(by.0)),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(by, CONSOLE_PS);
+    }
+    mate.wait_for(|m| matches!(m, ServerMsg::FloorIdle { .. }).then_some(Ok(())))
+        .await
+        .unwrap();
+    assert_eq!(
+        gw.gateway.alert_cancelled(alert).map(|(by, _)| by.0),
+        Some(CONSOLE_PS),
+        "who cancelled is recorded"
+    );
+    // Nothing left to cancel; a terminal cancels its own.
+    let e = console.cancel_sos(TerminalId(GUARD_A1)).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Refused {
+                code: ErrorCode::UnknownAlert,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let again = guard.sos().await.unwrap();
+    assert_eq!(guard.cancel_sos(TerminalId(GUARD_A1)).await.unwrap(), again);
+    assert_eq!(
+        gw.gateway.alert_cancelled(again).map(|(by, _)| by.0),
+        Some(GUARD_A1)
+    );
+}

@@ -58,6 +58,9 @@ const MIGRATIONS: &[&str] = &[
         ended_by TEXT NOT NULL
     );
     CREATE INDEX floor_grant_by_group ON floor_grant(grp, granted_ms);",
+    // 3: who cancelled an alert (an SOS), and when.
+    "ALTER TABLE alert ADD COLUMN cancelled_by INTEGER;
+    ALTER TABLE alert ADD COLUMN cancelled_ms INTEGER;",
 ];
 
 /// One burst, for the floor audit log.
@@ -296,7 +299,8 @@ impl Store {
         let conn = self.lock();
         let sql = format!(
             "SELECT {} FROM recipient r JOIN alert a ON a.id = r.alert
-             WHERE r.terminal = ?1 AND r.status = 0 AND a.expires_ms > ?2 ORDER BY a.id",
+             WHERE r.terminal = ?1 AND r.status = 0 AND a.expires_ms > ?2 AND a.cancelled_by IS NULL
+             ORDER BY a.id",
             Self::ALERT_COLUMNS
         );
         let mut stmt = conn.prepare(&sql)?;
@@ -393,6 +397,30 @@ impl Store {
                 })
             }
         }
+    }
+
+    /// Marks an alert cancelled by `by` at `at_ms`; false if it was already
+    /// cancelled (the first cancel is kept) or does not exist.
+    pub fn cancel(&self, alert: u64, by: TerminalId, at_ms: u64) -> Result<bool, Error> {
+        let conn = self.lock();
+        let n = conn.execute(
+            "UPDATE alert SET cancelled_by = ?1, cancelled_ms = ?2 WHERE id = ?3 AND cancelled_by IS NULL",
+            params![by.0, at_ms as i64, alert as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Who cancelled an alert, and when.
+    pub fn cancelled(&self, alert: u64) -> Result<Option<(TerminalId, u64)>, Error> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT cancelled_by, cancelled_ms FROM alert WHERE id = ?1 AND cancelled_by IS NOT NULL",
+                [alert as i64],
+                |r| Ok((TerminalId(r.get(0)?), r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()?;
+        Ok(row)
     }
 
     /// Appends ended bursts to the floor audit log, in one transaction.

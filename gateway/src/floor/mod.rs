@@ -51,6 +51,9 @@ pub struct Request {
     pub class: Class,
     /// 0-255, higher wins; from the terminal's role, never from the terminal.
     pub priority: u8,
+    /// Talk-time limit of this burst instead of the group's (an SOS hot-mic
+    /// burst is shorter).
+    pub limit: Option<Duration>,
 }
 
 impl Request {
@@ -72,6 +75,8 @@ pub struct Burst {
     pub priority: u8,
     /// When it was granted.
     pub granted_at: Instant,
+    /// Its talk-time limit.
+    pub limit: Duration,
 }
 
 /// What happened, for the caller to tell the terminals.
@@ -154,7 +159,8 @@ impl Machine {
         }
     }
 
-    /// Changes the talk-time limit for bursts granted from now on.
+    /// Changes the talk-time limit for bursts granted from now on (requests
+    /// with their own limit keep theirs).
     pub fn set_talk_limit(&mut self, limit: Duration) {
         self.config.talk_limit = limit;
     }
@@ -293,7 +299,7 @@ impl Machine {
     }
 
     fn deadline(&self, h: &Burst) -> Instant {
-        h.granted_at + self.config.talk_limit
+        h.granted_at + h.limit
     }
 
     fn grant(&mut self, now: Instant, request: Request) {
@@ -302,18 +308,17 @@ impl Machine {
             0 => 1,
             n => n,
         };
+        let limit = request.limit.unwrap_or(self.config.talk_limit);
         let burst = Burst {
             terminal: request.terminal,
             id,
             class: request.class,
             priority: request.priority,
             granted_at: now,
+            limit,
         };
         self.holder = Some(burst);
-        self.events.push_back(Event::Granted {
-            burst,
-            limit: self.config.talk_limit,
-        });
+        self.events.push_back(Event::Granted { burst, limit });
     }
 
     fn next_or_idle(&mut self, now: Instant) {

@@ -7,6 +7,7 @@ fn req(t: u32, class: Class, priority: u8) -> Request {
         terminal: T(t),
         class,
         priority,
+        limit: None,
     }
 }
 
@@ -418,4 +419,28 @@ fn random_operations_keep_the_invariants() {
         );
         assert!(m.queue.len() <= 4);
     }
+}
+
+#[test]
+fn a_request_can_carry_its_own_talk_limit() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(Config::default());
+    let sos = Request {
+        limit: Some(Duration::from_secs(10)),
+        ..req(1, Class::Emergency, 80)
+    };
+    m.handle_request(t0, sos);
+    assert!(
+        matches!(drain(&mut m)[0], Event::Granted { limit, .. } if limit == Duration::from_secs(10))
+    );
+    assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    m.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(
+        drain(&mut m)[0],
+        Event::Revoked {
+            terminal: T(1),
+            burst: 1,
+            cause: RevokeCause::BurstTooLong
+        }
+    );
 }
