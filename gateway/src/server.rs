@@ -22,6 +22,10 @@ use crate::session::{self, Remembered};
 /// Alert deliveries in flight at once (see `Shared::deliveries`).
 const MAX_DELIVERIES_IN_FLIGHT: usize = 512;
 
+/// An SOS not yet cancelled: its alert, the unit group whose floor it
+/// took, and its recipients (to tell them of a cancel).
+pub(crate) type ActiveSos = (u64, GroupId, Vec<TerminalId>);
+
 /// State shared by every session.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -44,8 +48,8 @@ pub(crate) struct Shared {
     pub(crate) deliveries: tokio::sync::Semaphore,
     /// Last known positions of terminals.
     pub(crate) positions: crate::location::Positions,
-    /// Active SOS per terminal: its alert, the unit group, the recipients.
-    pub(crate) sos: std::sync::Mutex<HashMap<TerminalId, (u64, GroupId, Vec<TerminalId>)>>,
+    /// Active SOS per terminal.
+    pub(crate) sos: std::sync::Mutex<HashMap<TerminalId, ActiveSos>>,
     /// Consoles following positions.
     pub(crate) watchers: std::sync::Mutex<Vec<crate::session_alerts::Watcher>>,
     /// Receipts waiting for the group-commit writer.
