@@ -46,6 +46,10 @@ pub(crate) struct Shared {
     /// networks, the operators' queues); a bounded window keeps the burst
     /// flowing without drops.
     pub(crate) deliveries: tokio::sync::Semaphore,
+    /// Terminals that may have alerts waiting (a superset): only these are
+    /// looked up in the database when they connect, so a reconnect storm of
+    /// 30,000 terminals does not queue 30,000 queries ahead of new alerts.
+    pub(crate) pending: dashmap::DashSet<TerminalId>,
     /// Last known positions of terminals.
     pub(crate) positions: crate::location::Positions,
     /// Active SOS per terminal.
@@ -74,6 +78,14 @@ impl Gateway {
     /// `store` (open it at `<data_dir>/gateway.db`).
     pub fn new(config: Config, org: Org, key: ProvisioningKey, store: Store) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let pending = store
+            .terminals_with_pending(crate::alert::now_ms())
+            .unwrap_or_else(|e| {
+                tracing::error!("reading pending alerts failed, forwarding to everyone: {e}");
+                org.terminals().map(|t| t.id).collect()
+            })
+            .into_iter()
+            .collect();
         let (audit_tx, audit_rx) = tokio::sync::mpsc::unbounded_channel();
         let (receipts, receipts_rx) = tokio::sync::mpsc::unbounded_channel();
         let groups = org
@@ -99,6 +111,7 @@ impl Gateway {
                 metrics,
                 next_session: AtomicU64::new(1),
                 deliveries: tokio::sync::Semaphore::new(MAX_DELIVERIES_IN_FLIGHT),
+                pending,
                 positions: Default::default(),
                 sos: Default::default(),
                 watchers: Default::default(),

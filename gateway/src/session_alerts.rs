@@ -113,6 +113,9 @@ pub(crate) async fn send(
         }
     };
     tracing::info!(alert = id, recipients = recipients.len(), "alert stored");
+    for r in &recipients {
+        shared.pending.insert(*r);
+    }
     outbox.send(ServerMsg::AlertAccepted {
         request,
         alert: id,
@@ -161,7 +164,11 @@ pub(crate) async fn forward_undelivered(
     let now = now_ms();
     match blocking(&shared, move |s| s.undelivered(terminal, now)).await {
         Some(Ok(alerts)) => {
-            if !alerts.is_empty() {
+            if alerts.is_empty() {
+                // An alert created meanwhile is delivered directly: the
+                // terminal is online.
+                shared.pending.remove(&terminal);
+            } else {
                 tracing::info!(
                     alerts = alerts.len(),
                     "forwarding alerts missed while offline"
@@ -487,6 +494,9 @@ pub(crate) async fn sos(shared: Arc<Shared>, terminal: TerminalId, outbox: Outbo
         return;
     };
     tracing::warn!(alert = id, recipients = recipients.len(), "SOS raised");
+    for r in &recipients {
+        shared.pending.insert(*r);
+    }
     shared
         .sos
         .lock()

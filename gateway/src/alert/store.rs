@@ -308,6 +308,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Terminals with at least one alert not yet delivered and not expired
+    /// at `now_ms`: whom store-and-forward must look up on connect.
+    pub fn terminals_with_pending(&self, now_ms: u64) -> Result<Vec<TerminalId>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT r.terminal FROM recipient r JOIN alert a ON a.id = r.alert
+             WHERE r.status = 0 AND a.expires_ms > ?1 AND a.cancelled_by IS NULL",
+        )?;
+        let rows = stmt.query_map([now_ms as i64], |r| Ok(TerminalId(r.get(0)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Records a recipient's receipt at `at_ms`.
     pub fn record_receipt(
         &self,
