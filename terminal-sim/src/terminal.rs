@@ -622,16 +622,7 @@ impl Terminal {
                 alert: a,
                 status: s,
             } if *a == alert && (*s == status || *s != ReceiptStatus::Delivered) => Some(Ok(*s)),
-            ServerMsg::Error {
-                code,
-                frame: ptt_codec::control::kind::ALERT_RECEIPT,
-                message,
-                ..
-            } => Some(Err(Error::Refused {
-                code: *code,
-                message: message.clone(),
-            })),
-            _ => None,
+            m => refusal(m, ptt_codec::control::kind::ALERT_RECEIPT).map(Err),
         })
         .await
     }
@@ -645,16 +636,7 @@ impl Terminal {
                 recipients,
                 counts,
             } if *a == alert => Some(Ok((*recipients, *counts))),
-            ServerMsg::Error {
-                code,
-                frame: ptt_codec::control::kind::ALERT_QUERY,
-                message,
-                ..
-            } => Some(Err(Error::Refused {
-                code: *code,
-                message: message.clone(),
-            })),
-            _ => None,
+            m => refusal(m, ptt_codec::control::kind::ALERT_QUERY).map(Err),
         })
         .await
     }
@@ -668,16 +650,7 @@ impl Terminal {
             ServerMsg::AlertAccepted {
                 request: 0, alert, ..
             } => Some(Ok(*alert)),
-            ServerMsg::Error {
-                code,
-                frame: ptt_codec::control::kind::SOS,
-                message,
-                ..
-            } => Some(Err(Error::Refused {
-                code: *code,
-                message: message.clone(),
-            })),
-            _ => None,
+            m => refusal(m, ptt_codec::control::kind::SOS).map(Err),
         })
         .await
     }
@@ -688,16 +661,7 @@ impl Terminal {
         self.send(ClientMsg::SosCancel { terminal })?;
         self.wait_for(|m| match m {
             ServerMsg::AlertCancelled { alert, .. } => Some(Ok(*alert)),
-            ServerMsg::Error {
-                code,
-                frame: ptt_codec::control::kind::SOS_CANCEL,
-                message,
-                ..
-            } => Some(Err(Error::Refused {
-                code: *code,
-                message: message.clone(),
-            })),
-            _ => None,
+            m => refusal(m, ptt_codec::control::kind::SOS_CANCEL).map(Err),
         })
         .await
     }
@@ -727,6 +691,23 @@ impl Terminal {
     pub fn close(&self) {
         self.conn
             .close(quinn::VarInt::from_u32(CloseCode::Normal.code()), b"bye");
+    }
+}
+
+/// The refusal carried by `m` if it is an `Error` about a frame of type
+/// `frame`.
+fn refusal(m: &ServerMsg, frame: u8) -> Option<Error> {
+    match m {
+        ServerMsg::Error {
+            code,
+            frame: f,
+            message,
+            ..
+        } if *f == frame => Some(Error::Refused {
+            code: *code,
+            message: message.clone(),
+        }),
+        _ => None,
     }
 }
 
