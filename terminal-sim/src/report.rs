@@ -217,39 +217,44 @@ impl Report {
         let f = &self.floor;
         let l = &v.latency_ms;
         let mut s = format!(
-            "scenario {} — {:.0} s, {} groups, {}/{} terminals online ({} failed)\n\
-             voice   sent {} frames, delivered {}/{} ({:.3}%)\n\
-             latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms\n\
-             safety  to non-members {}  overlapping talkers {}  wrong speaker {}  duplicates {}\n\
-             floor   {} requests: {} granted, {} queued, {} denied, {} pre-empted, {} revoked; grant p50 {:.2} ms p99 {:.2} ms\n",
+            "scenario {} — {:.0} s, {} groups, {}/{} terminals online ({} failed)\n",
             self.scenario,
             self.duration_s,
             self.groups,
             self.connections.established,
             self.connections.target,
             self.connections.failed,
-            v.frames_sent,
-            v.frames_received,
-            v.frames_expected,
-            v.delivered_ratio * 100.0,
-            l.p50,
-            l.p90,
-            l.p99,
-            l.p999,
-            l.max,
-            v.frames_to_non_members,
-            v.overlapping_talkers,
-            v.wrong_speaker,
-            v.duplicates,
-            f.requests,
-            f.granted,
-            f.queued,
-            f.denied,
-            f.preempted,
-            f.revoked,
-            f.grant_latency_ms.p50,
-            f.grant_latency_ms.p99,
         );
+        // Alert scenarios talk no voice: leave out lines of zeros.
+        if v.frames_sent > 0 || f.requests > 0 {
+            s += &format!(
+                "voice   sent {} frames, delivered {}/{} ({:.3}%)\n\
+                 latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms\n\
+                 safety  to non-members {}  overlapping talkers {}  wrong speaker {}  duplicates {}\n\
+                 floor   {} requests: {} granted, {} queued, {} denied, {} pre-empted, {} revoked; grant p50 {:.2} ms p99 {:.2} ms\n",
+                v.frames_sent,
+                v.frames_received,
+                v.frames_expected,
+                v.delivered_ratio * 100.0,
+                l.p50,
+                l.p90,
+                l.p99,
+                l.p999,
+                l.max,
+                v.frames_to_non_members,
+                v.overlapping_talkers,
+                v.wrong_speaker,
+                v.duplicates,
+                f.requests,
+                f.granted,
+                f.queued,
+                f.denied,
+                f.preempted,
+                f.revoked,
+                f.grant_latency_ms.p50,
+                f.grant_latency_ms.p99,
+            );
+        }
         if let Some(a) = &self.alerts {
             s += &format!(
                 "alerts  {} sent, {} confirmed; delivered {}/{} (lost {}, shown twice {}); latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms\n\
@@ -276,9 +281,16 @@ impl Report {
         }
         if let Some(g) = &self.gateway {
             s += &format!(
-                "gateway {:.2} CPU s, {:.2} us CPU per delivered frame, RSS {:.1} MiB\n",
-                g.cpu_seconds, g.cpu_us_per_delivered_frame, g.rss_mb
+                "gateway {:.2} CPU s, RSS {:.1} MiB",
+                g.cpu_seconds, g.rss_mb
             );
+            if v.frames_received > 0 {
+                s += &format!(
+                    ", {:.2} us CPU per delivered frame",
+                    g.cpu_us_per_delivered_frame
+                );
+            }
+            s += "\n";
         }
         s
     }
@@ -351,6 +363,27 @@ mod tests {
         assert!((p.max - 1000.0).abs() < 1.0, "{p:?}");
         assert_eq!(p.samples, 1000);
         assert_eq!(Latency::default().percentiles(), Percentiles::default());
+    }
+
+    #[test]
+    fn summaries_show_what_the_scenario_did() {
+        let mut r = Report {
+            scenario: "alert-subtree".into(),
+            alerts: Some(AlertReport {
+                created: 2,
+                confirmed: 2,
+                ..AlertReport::default()
+            }),
+            ..Report::default()
+        };
+        let text = r.summary();
+        assert!(text.contains("alerts  2 sent, 2 confirmed"), "{text}");
+        assert!(
+            !text.contains("voice"),
+            "no voice lines for an alert run: {text}"
+        );
+        r.voice.frames_sent = 10;
+        assert!(r.summary().contains("voice   sent 10 frames"));
     }
 
     #[test]
