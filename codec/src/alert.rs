@@ -55,6 +55,10 @@ byte_enum! {
         Drill = 4,
         /// An SOS raised by a terminal (紧急求助).
         Sos = 5,
+        /// A work report pushed up by a member to its station (工作上报).
+        Report = 6,
+        /// A clue pushed up by a member to its station (发布线索).
+        Clue = 7,
     }
 }
 
@@ -90,6 +94,33 @@ pub struct Location {
     pub address: String,
 }
 
+/// Largest attachment: 4 MiB.
+pub const MAX_ATTACHMENT: u32 = 4 * 1024 * 1024;
+/// Most attachments on one alert.
+pub const MAX_ATTACHMENTS: usize = 8;
+/// Longest media type, e.g. `image/jpeg`.
+pub const MAX_MIME: usize = 64;
+
+/// An attachment an alert carries (a photo), uploaded beforehand on a
+/// stream of its own (`AttachmentPut`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRef {
+    /// Id from `AttachmentStored`.
+    pub id: u64,
+    /// Size in bytes (filled in by the gateway; senders may leave 0).
+    pub size: u32,
+    /// Media type (filled in by the gateway; senders may leave it empty).
+    pub mime: String,
+}
+
+impl AlertKind {
+    /// Whether this kind is pushed up by a member (a report or a clue)
+    /// rather than down by a console.
+    pub fn is_upward(self) -> bool {
+        matches!(self, AlertKind::Report | AlertKind::Clue)
+    }
+}
+
 /// The content of an alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertBody {
@@ -105,6 +136,8 @@ pub struct AlertBody {
     pub text: String,
     /// Incident location, if any.
     pub location: Option<Location>,
+    /// Photos, at most [`MAX_ATTACHMENTS`].
+    pub attachments: Vec<AttachmentRef>,
 }
 
 /// Who an alert is for.
@@ -131,6 +164,9 @@ pub enum Target {
         /// Search radius in metres (1 to [`MAX_RADIUS_M`]).
         radius_m: u32,
     },
+    /// Upward: the consoles of the sender's own station, the nearest node
+    /// above the sender that has consoles (reports and clues).
+    Station,
 }
 
 /// Most terminals a nearest-members target picks.
@@ -164,6 +200,13 @@ impl AlertBody {
                 put_str(b, &l.address, MAX_ADDRESS);
             }
         }
+        let n = self.attachments.len().min(MAX_ATTACHMENTS);
+        b.put_u8(n as u8);
+        for a in &self.attachments[..n] {
+            b.put_u64(a.id);
+            b.put_u32(a.size);
+            put_str(b, &a.mime, MAX_MIME);
+        }
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
@@ -193,6 +236,23 @@ impl AlertBody {
             }
             _ => return Err(Malformed::InvalidValue("location flag")),
         };
+        let n = usize::from(r.u8()?);
+        if n > MAX_ATTACHMENTS {
+            return Err(Malformed::InvalidValue("attachment count"));
+        }
+        let mut attachments = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = r.u64()?;
+            let size = r.u32()?;
+            if id == 0 || size > MAX_ATTACHMENT {
+                return Err(Malformed::InvalidValue("attachment"));
+            }
+            attachments.push(AttachmentRef {
+                id,
+                size,
+                mime: r.string(MAX_MIME)?,
+            });
+        }
         Ok(AlertBody {
             kind,
             priority,
@@ -200,6 +260,7 @@ impl AlertBody {
             title,
             text,
             location,
+            attachments,
         })
     }
 }
@@ -229,6 +290,7 @@ impl Target {
                 b.put_u16(*k);
                 b.put_u32(*radius_m);
             }
+            Target::Station => b.put_u8(5),
         }
     }
 
@@ -268,6 +330,7 @@ impl Target {
                 }
                 Ok(Target::Nearest { k, radius_m })
             }
+            5 => Ok(Target::Station),
             _ => Err(Malformed::InvalidValue("target type")),
         }
     }

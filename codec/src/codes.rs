@@ -116,6 +116,13 @@ wire_enum! {
         /// The receipt contradicts an earlier one (accepting after
         /// rejecting).
         InvalidReceipt = 24,
+        /// An attachment is larger than 4 MiB, or its stream did not carry
+        /// the size it announced.
+        AttachmentInvalid = 25,
+        /// No such attachment, or not one this terminal may fetch or use.
+        UnknownAttachment = 26,
+        /// The alert is not a drill (drill report asked for another kind).
+        NotADrill = 27,
         /// The gateway failed internally; retry later.
         Internal = 500,
     }
@@ -156,7 +163,10 @@ mod tests {
         let revoke: Vec<_> = RevokeCause::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(revoke, [2, 3, 4, 255]);
         let error: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(error, [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 500]);
+        assert_eq!(
+            error,
+            [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 500]
+        );
         let close: Vec<_> = CloseCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7]);
     }

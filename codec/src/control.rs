@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::alert::{AlertBody, ReceiptStatus, StatusCounts, Target};
+use crate::alert::{AlertBody, ReceiptStatus, StatusCounts, Target, MAX_ATTACHMENT, MAX_MIME};
 use crate::reader::Reader;
 use crate::{Class, DenyCause, ErrorCode, GroupId, Malformed, RevokeCause, TerminalId};
 
@@ -49,6 +49,9 @@ pub mod kind {
     pub const WATCH_POSITIONS: u8 = 0x0c;
     pub const SOS: u8 = 0x0d;
     pub const SOS_CANCEL: u8 = 0x0e;
+    pub const ATTACHMENT_PUT: u8 = 0x0f;
+    pub const ATTACHMENT_FETCH: u8 = 0x10;
+    pub const DRILL_REPORT_QUERY: u8 = 0x11;
 
     pub const WELCOME: u8 = 0x41;
     pub const JOINED: u8 = 0x42;
@@ -70,6 +73,9 @@ pub mod kind {
     pub const ALERT_REFUSED: u8 = 0x52;
     pub const POSITION_UPDATE: u8 = 0x53;
     pub const ALERT_CANCELLED: u8 = 0x54;
+    pub const ATTACHMENT_STORED: u8 = 0x55;
+    pub const ATTACHMENT: u8 = 0x56;
+    pub const DRILL_REPORT: u8 = 0x57;
 }
 
 /// Why a byte sequence is not a complete, valid frame.
@@ -271,6 +277,32 @@ pub enum ClientMsg {
         /// Whose SOS.
         terminal: TerminalId,
     },
+    /// Upload an attachment. Only as the first frame of a unidirectional
+    /// stream the terminal opens, followed by exactly `size` bytes of
+    /// content and the end of the stream. Answered on the control stream
+    /// with `AttachmentStored` or `AlertRefused` (same `request` space as
+    /// `AlertSend`).
+    AttachmentPut {
+        /// Chosen by the sender; echoed in the answer.
+        request: u32,
+        /// Media type, e.g. `image/jpeg` (1 to [`MAX_MIME`] bytes).
+        mime: String,
+        /// Content length, 1 to [`MAX_ATTACHMENT`].
+        size: u32,
+    },
+    /// Ask for an attachment of an alert this terminal received or sent
+    /// (handhelds, which get only the alert's text). Arrives as an
+    /// `Attachment` stream.
+    AttachmentFetch {
+        /// The attachment.
+        attachment: u64,
+    },
+    /// Ask for a drill's report (its issuer, or a console above it).
+    /// Arrives as a `DrillReport` stream.
+    DrillReportQuery {
+        /// The drill alert.
+        alert: u64,
+    },
 }
 
 impl ClientMsg {
@@ -291,6 +323,9 @@ impl ClientMsg {
             ClientMsg::WatchPositions { .. } => kind::WATCH_POSITIONS,
             ClientMsg::Sos => kind::SOS,
             ClientMsg::SosCancel { .. } => kind::SOS_CANCEL,
+            ClientMsg::AttachmentPut { .. } => kind::ATTACHMENT_PUT,
+            ClientMsg::AttachmentFetch { .. } => kind::ATTACHMENT_FETCH,
+            ClientMsg::DrillReportQuery { .. } => kind::DRILL_REPORT_QUERY,
         }
     }
 
@@ -347,6 +382,17 @@ impl ClientMsg {
             ClientMsg::WatchPositions { node } => b.put_u32(*node),
             ClientMsg::Sos => {}
             ClientMsg::SosCancel { terminal } => b.put_u32(terminal.0),
+            ClientMsg::AttachmentPut {
+                request,
+                mime,
+                size,
+            } => {
+                b.put_u32(*request);
+                put_string(b, mime, MAX_MIME);
+                b.put_u32(*size);
+            }
+            ClientMsg::AttachmentFetch { attachment } => b.put_u64(*attachment),
+            ClientMsg::DrillReportQuery { alert } => b.put_u64(*alert),
         });
     }
 
@@ -416,6 +462,29 @@ impl ClientMsg {
             kind::SOS_CANCEL => ClientMsg::SosCancel {
                 terminal: terminal(&mut r)?,
             },
+            kind::ATTACHMENT_PUT => {
+                let request = r.u32()?;
+                let mime = r.string(MAX_MIME)?;
+                let size = r.u32()?;
+                if mime.is_empty() {
+                    return Err(Malformed::InvalidValue("empty media type"));
+                }
+                // The size limit is policy, checked by the gateway so it can
+                // answer ATTACHMENT_TOO_LARGE; 0 is never meaningful.
+                if size == 0 {
+                    return Err(Malformed::InvalidValue("empty attachment"));
+                }
+                ClientMsg::AttachmentPut {
+                    request,
+                    mime,
+                    size,
+                }
+            }
+            kind::ATTACHMENT_FETCH => match r.u64()? {
+                0 => return Err(Malformed::InvalidValue("attachment 0")),
+                attachment => ClientMsg::AttachmentFetch { attachment },
+            },
+            kind::DRILL_REPORT_QUERY => ClientMsg::DrillReportQuery { alert: r.u64()? },
             other => return Err(Malformed::UnknownType(other)),
         };
         r.finish()?;
@@ -604,6 +673,36 @@ pub enum ServerMsg {
         /// Who cancelled it.
         by: TerminalId,
     },
+    /// An attachment is stored; reference it in an alert by `attachment`.
+    AttachmentStored {
+        /// The sender's request id.
+        request: u32,
+        /// The attachment's id.
+        attachment: u64,
+        /// Its size, bytes.
+        size: u32,
+    },
+    /// An attachment: the first frame of a unidirectional stream from the
+    /// gateway, followed by exactly `size` bytes of content.
+    Attachment {
+        /// The attachment.
+        attachment: u64,
+        /// The alert that carries it (0 when fetched by its uploader
+        /// before any alert referenced it).
+        alert: u64,
+        /// Media type.
+        mime: String,
+        /// Content length.
+        size: u32,
+    },
+    /// A drill report: the first frame of a unidirectional stream from the
+    /// gateway, followed by `size` bytes of UTF-8 JSON (see PROTOCOL.md).
+    DrillReport {
+        /// The drill alert.
+        alert: u64,
+        /// Length of the JSON document.
+        size: u32,
+    },
     /// A watched terminal's new position.
     PositionUpdate {
         /// Who.
@@ -643,6 +742,9 @@ impl ServerMsg {
             ServerMsg::AlertRefused { .. } => kind::ALERT_REFUSED,
             ServerMsg::PositionUpdate { .. } => kind::POSITION_UPDATE,
             ServerMsg::AlertCancelled { .. } => kind::ALERT_CANCELLED,
+            ServerMsg::AttachmentStored { .. } => kind::ATTACHMENT_STORED,
+            ServerMsg::Attachment { .. } => kind::ATTACHMENT,
+            ServerMsg::DrillReport { .. } => kind::DRILL_REPORT,
         }
     }
 
@@ -658,7 +760,10 @@ impl ServerMsg {
             | ServerMsg::AlertStatus { .. }
             | ServerMsg::AlertRefused { .. }
             | ServerMsg::PositionUpdate { .. }
-            | ServerMsg::AlertCancelled { .. } => None,
+            | ServerMsg::AlertCancelled { .. }
+            | ServerMsg::AttachmentStored { .. }
+            | ServerMsg::Attachment { .. }
+            | ServerMsg::DrillReport { .. } => None,
             ServerMsg::Error { group, .. } => *group,
             ServerMsg::Joined { group, .. }
             | ServerMsg::Left { group }
@@ -831,6 +936,30 @@ impl ServerMsg {
                 b.put_u64(*alert);
                 b.put_u32(by.0);
             }
+            ServerMsg::AttachmentStored {
+                request,
+                attachment,
+                size,
+            } => {
+                b.put_u32(*request);
+                b.put_u64(*attachment);
+                b.put_u32(*size);
+            }
+            ServerMsg::Attachment {
+                attachment,
+                alert,
+                mime,
+                size,
+            } => {
+                b.put_u64(*attachment);
+                b.put_u64(*alert);
+                put_string(b, mime, MAX_MIME);
+                b.put_u32(*size);
+            }
+            ServerMsg::DrillReport { alert, size } => {
+                b.put_u64(*alert);
+                b.put_u32(*size);
+            }
             ServerMsg::PositionUpdate {
                 terminal,
                 lat_e7,
@@ -984,6 +1113,30 @@ impl ServerMsg {
                     at_ms: r.u64()?,
                 }
             }
+            kind::ATTACHMENT_STORED => ServerMsg::AttachmentStored {
+                request: r.u32()?,
+                attachment: r.u64()?,
+                size: r.u32()?,
+            },
+            kind::ATTACHMENT => {
+                let attachment = r.u64()?;
+                let alert = r.u64()?;
+                let mime = r.string(MAX_MIME)?;
+                let size = r.u32()?;
+                if size > MAX_ATTACHMENT {
+                    return Err(Malformed::InvalidValue("attachment size"));
+                }
+                ServerMsg::Attachment {
+                    attachment,
+                    alert,
+                    mime,
+                    size,
+                }
+            }
+            kind::DRILL_REPORT => ServerMsg::DrillReport {
+                alert: r.u64()?,
+                size: r.u32()?,
+            },
             kind::ALERT_REFUSED => ServerMsg::AlertRefused {
                 request: r.u32()?,
                 code: ErrorCode::from_code(r.u16()?)

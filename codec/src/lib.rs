@@ -20,7 +20,9 @@ pub mod voice;
 /// TLS application protocol (ALPN) of this protocol, version 1.
 pub const ALPN: &[u8] = b"ptt/1";
 
-pub use alert::{AlertBody, AlertKind, Location, ReceiptStatus, StatusCounts, Target};
+pub use alert::{
+    AlertBody, AlertKind, AttachmentRef, Location, ReceiptStatus, StatusCounts, Target,
+};
 pub use codes::{Class, CloseCode, DenyCause, ErrorCode, RevokeCause};
 pub use control::{ClientMsg, Membership, ServerMsg};
 pub use ids::{GroupId, TerminalId};

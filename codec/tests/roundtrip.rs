@@ -35,19 +35,31 @@ fn body() -> impl Strategy<Value = AlertBody> {
             -1_800_000_000i32..=1_800_000_000,
             name(),
         )),
+        prop::collection::vec(attachment(), 0..=8),
     )
-        .prop_map(|(kind, priority, ttl_s, title, text, loc)| AlertBody {
-            kind,
-            priority,
-            ttl_s,
-            title,
-            text,
-            location: loc.map(|(lat_e7, lon_e7, address)| Location {
-                lat_e7,
-                lon_e7,
-                address,
-            }),
-        })
+        .prop_map(
+            |(kind, priority, ttl_s, title, text, loc, attachments)| AlertBody {
+                kind,
+                priority,
+                ttl_s,
+                title,
+                text,
+                location: loc.map(|(lat_e7, lon_e7, address)| Location {
+                    lat_e7,
+                    lon_e7,
+                    address,
+                }),
+                attachments,
+            },
+        )
+}
+
+fn attachment() -> impl Strategy<Value = AttachmentRef> {
+    (1u64.., 0u32..=4 << 20, "[a-z/]{0,20}").prop_map(|(id, size, mime)| AttachmentRef {
+        id,
+        size,
+        mime,
+    })
 }
 
 fn target() -> impl Strategy<Value = Target> {
@@ -56,6 +68,7 @@ fn target() -> impl Strategy<Value = Target> {
         group().prop_map(Target::Group),
         (1u32.., 0u8..64).prop_map(|(node, roles)| Target::Subtree { node, roles }),
         (1u16..=100, 1u32..=50_000).prop_map(|(k, radius_m)| Target::Nearest { k, radius_m }),
+        Just(Target::Station),
     ]
 }
 
@@ -107,6 +120,15 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         any::<u32>().prop_map(|node| ClientMsg::WatchPositions { node }),
         Just(ClientMsg::Sos),
         terminal().prop_map(|terminal| ClientMsg::SosCancel { terminal }),
+        (any::<u32>(), "[a-z/]{1,20}", 1u32..).prop_map(|(request, mime, size)| {
+            ClientMsg::AttachmentPut {
+                request,
+                mime,
+                size,
+            }
+        }),
+        (1u64..).prop_map(|attachment| ClientMsg::AttachmentFetch { attachment }),
+        any::<u64>().prop_map(|alert| ClientMsg::DrillReportQuery { alert }),
     ]
 }
 
@@ -232,6 +254,23 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 message
             }
         ),
+        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(request, attachment, size)| {
+            ServerMsg::AttachmentStored {
+                request,
+                attachment,
+                size,
+            }
+        }),
+        (any::<u64>(), any::<u64>(), "[a-z/]{0,20}", 0u32..=4 << 20).prop_map(
+            |(attachment, alert, mime, size)| ServerMsg::Attachment {
+                attachment,
+                alert,
+                mime,
+                size
+            }
+        ),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(alert, size)| ServerMsg::DrillReport { alert, size }),
     ]
 }
 
@@ -278,7 +317,7 @@ proptest! {
     /// Arbitrary bodies behind every known frame type never panic either
     /// (random bytes above rarely hit a known type with a plausible body).
     #[test]
-    fn bodies_of_known_types_are_total(kind in 0u8..0x50, body in prop::collection::vec(any::<u8>(), 0..64)) {
+    fn bodies_of_known_types_are_total(kind in 0u8..0x60, body in prop::collection::vec(any::<u8>(), 0..64)) {
         let frame = control::RawFrame { kind, body: &body };
         if let Ok(msg) = ClientMsg::decode(frame) {
             let mut buf = BytesMut::new();
@@ -381,6 +420,31 @@ fn hostile_bodies_are_errors() {
             control::kind::ALERT_SEND,
             &[0, 0, 0, 1, 2, 0, 0, 0, 5, 1, 4],
             Malformed::InvalidValue("alert priority"),
+        ),
+        // Attachments: a put needs a media type and a size; references are
+        // capped in number.
+        (
+            control::kind::ATTACHMENT_PUT,
+            &[0, 0, 0, 1, 0, 0, 0, 0, 0, 5],
+            Malformed::InvalidValue("empty media type"),
+        ),
+        (
+            control::kind::ATTACHMENT_PUT,
+            &[0, 0, 0, 1, 0, 1, b'x', 0, 0, 0, 0],
+            Malformed::InvalidValue("empty attachment"),
+        ),
+        (
+            control::kind::ATTACHMENT_FETCH,
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+            Malformed::InvalidValue("attachment 0"),
+        ),
+        (
+            control::kind::ALERT_SEND,
+            // Group target, notice, no location, 9 attachments.
+            &[
+                0, 0, 0, 1, 2, 0, 0, 0, 5, 2, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 9,
+            ],
+            Malformed::InvalidValue("attachment count"),
         ),
     ];
     for (kind, body, want) in cases {

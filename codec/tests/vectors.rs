@@ -175,6 +175,7 @@ fn expected() -> Vec<(&'static str, Vector)> {
                         lon_e7: 1_196_400_000,
                         address: "城南路165号".into(),
                     }),
+                    attachments: vec![],
                 },
             }),
         ),
@@ -192,6 +193,14 @@ fn expected() -> Vec<(&'static str, Vector)> {
                 request: 7,
                 alert: 12,
                 recipients: 4,
+            }),
+        ),
+        (
+            "attachment-put",
+            Client(ClientMsg::AttachmentPut {
+                request: 8,
+                mime: "image/jpeg".into(),
+                size: 1 << 20,
             }),
         ),
         (
