@@ -51,7 +51,9 @@ enum Command {
         /// Org file (the gateway's).
         #[arg(long)]
         org: PathBuf,
-        /// voice-steady, floor-contention, or a scenario TOML file.
+        /// voice-steady, floor-contention, alert-subtree, alert-city,
+        /// alert-nearest, alert-storm, or a scenario TOML file (see
+        /// terminal-sim/scenarios/).
         #[arg(long)]
         scenario: String,
         /// Seconds of measured traffic.

@@ -119,8 +119,13 @@ pub struct AlertReport {
     pub confirmed: u64,
     /// Deliveries expected for confirmed alerts, to recipients online.
     pub expected_deliveries: u64,
-    /// Alerts recipients received (each alert once per recipient).
+    /// Alerts recipients received (each alert once per recipient), of
+    /// those the gateway confirmed to their sender.
     pub delivered: u64,
+    /// Alerts recipients received whose confirmation their sender never
+    /// got (stored just before the gateway went away): not in
+    /// `expected_deliveries`.
+    pub delivered_unconfirmed: u64,
     /// Alerts a terminal showed twice (must be 0).
     pub duplicates_shown: u64,
     /// `expected_deliveries - delivered`, never below 0.
@@ -157,6 +162,19 @@ pub struct ConnectionReport {
     pub failed: u64,
     /// Authenticated sessions per second during the ramp.
     pub handshakes_per_s: f64,
+    /// Connections that ended unexpectedly during the run (a gateway
+    /// restart, the network).
+    pub connection_losses: u64,
+    /// Terminals back online after such a loss (reconnected with backoff,
+    /// groups joined again).
+    pub reconnects: u64,
+    /// Times the scenario sent a terminal offline on purpose (each comes
+    /// back on its own).
+    pub simulated_drops: u64,
+    /// Connection attempts that failed while reconnecting.
+    pub failed_attempts: u64,
+    /// Terminals still offline when the run ended.
+    pub offline_at_end: u64,
 }
 
 /// Kernel counters over the run (the whole machine: gateway and harness).
@@ -225,6 +243,13 @@ impl Report {
             self.connections.target,
             self.connections.failed,
         );
+        let c = &self.connections;
+        if c.connection_losses > 0 || c.simulated_drops > 0 || c.offline_at_end > 0 {
+            s += &format!(
+                "churn   {} connections lost, {} reconnected ({} failed attempts); {} simulated drops; {} offline at the end\n",
+                c.connection_losses, c.reconnects, c.failed_attempts, c.simulated_drops, c.offline_at_end,
+            );
+        }
         // Alert scenarios talk no voice: leave out lines of zeros.
         if v.frames_sent > 0 || f.requests > 0 {
             s += &format!(
@@ -272,6 +297,12 @@ impl Report {
                 a.rejected,
                 a.arrived,
             );
+            if a.delivered_unconfirmed > 0 {
+                s += &format!(
+                    "        and {} deliveries of alerts whose sender never got the confirmation\n",
+                    a.delivered_unconfirmed
+                );
+            }
         }
         if let Some(k) = &self.kernel {
             s += &format!(
@@ -384,6 +415,15 @@ mod tests {
         );
         r.voice.frames_sent = 10;
         assert!(r.summary().contains("voice   sent 10 frames"));
+        assert!(!r.summary().contains("churn"));
+        r.connections.connection_losses = 3;
+        r.connections.reconnects = 3;
+        assert!(
+            r.summary()
+                .contains("churn   3 connections lost, 3 reconnected"),
+            "{}",
+            r.summary()
+        );
     }
 
     #[test]

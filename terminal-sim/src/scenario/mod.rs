@@ -2,11 +2,13 @@
 //! scenario needs, drives talkers, listens everywhere, and reports.
 
 pub mod actor;
+pub mod churn;
 pub mod listen;
 pub mod plan;
 pub mod spec;
+pub mod walk;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use ptt_codec::audio::{Encoder, EncoderConfig};
 use ptt_codec::{Class, GroupId, TerminalId};
+use ptt_gateway::org::{NodeKind, Org};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
@@ -26,7 +29,7 @@ use crate::report::{
 };
 use crate::terminal::{self, Terminal};
 pub use plan::Plan;
-pub use spec::{Pattern, Senders, Spec};
+pub use spec::{AlertTarget, Pattern, Senders, Spec};
 
 /// Everything `terminal-sim run` is told.
 #[derive(Debug, Clone)]
@@ -109,6 +112,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let ramp = Instant::now();
     let mut connecting = JoinSet::new();
     let mut connected: HashMap<TerminalId, Terminal> = HashMap::new();
+    let endpoint_of: HashMap<TerminalId, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (*t, i % endpoints.len()))
+        .collect();
     let mut failed = 0u64;
     let mut next = 0;
     while next < ids.len() || !connecting.is_empty() {
@@ -148,6 +156,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         established: connected.len() as u64,
         failed,
         handshakes_per_s: connected.len() as f64 / ramp_s.max(1e-9),
+        ..ConnectionReport::default()
     };
     tracing::info!(
         online = connected.len(),
@@ -183,7 +192,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         },
         alerts_expected: Default::default(),
         alerts_delivered: Default::default(),
+        position_every: (config.spec.position_ms > 0)
+            .then(|| Duration::from_millis(config.spec.position_ms)),
     });
+    let mut walk_rng = StdRng::seed_from_u64(config.seed ^ 0x5745_4c4b);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<GroupId>();
@@ -201,17 +213,39 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
                 .collect(),
             None => Vec::new(),
         };
+        let (conn_tx, conn_rx) = watch::channel(t.connection().clone());
         listeners.spawn(listen_loop(
-            t.connection().clone(),
-            groups,
+            conn_rx,
+            groups.clone(),
             logs.clone(),
             record,
             stop_rx.clone(),
         ));
+        let walker = match plan.org.terminal(id) {
+            Some(member) if shared.position_every.is_some() && !member.is_console() => {
+                Some(walk::Walker::new(
+                    unit_site(&plan.org, member.node),
+                    config.spec.walk_radius_m,
+                    config.spec.speed_mps,
+                    &mut walk_rng,
+                ))
+            }
+            _ => None,
+        };
+        let link = actor::Link {
+            endpoint: endpoints[endpoint_of[&id]].clone(),
+            gateway: config.gateway,
+            server_name: config.server_name.clone(),
+            credential: plan.credential(id),
+            groups,
+            connections: conn_tx,
+            walker,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         commands.insert(id, tx);
         actors.spawn(actor::run(
             t,
+            link,
             shared.clone(),
             rx,
             done_tx.clone(),
@@ -229,7 +263,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             .iter()
             .map(|(c, node)| (*c, *node, plan.under(*node, *c, online)))
             .collect();
-        direct_alerts(&config, &senders, &commands, &shared).await;
+        direct_alerts(&config, &plan, &senders, &commands, &shared).await;
     } else {
         direct(&config, &plan, &commands, &mut done_rx).await;
     }
@@ -249,8 +283,20 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut floor = actor::FloorStats::default();
     let mut grant = Latency::default();
     let mut alert_latency = Latency::default();
+    let mut connections = connections;
+    let mut confirmed_ids: HashSet<u64> = HashSet::new();
+    let mut delivered_ids: Vec<u64> = Vec::new();
+    let mut positions = 0u64;
     while let Some(r) = actors.join_next().await {
         let s = r?;
+        connections.connection_losses += s.connection_losses;
+        connections.reconnects += s.reconnects;
+        connections.simulated_drops += s.simulated_drops;
+        connections.failed_attempts += s.failed_attempts;
+        connections.offline_at_end += u64::from(s.offline_at_end);
+        positions += s.positions;
+        confirmed_ids.extend(&s.confirmed_ids);
+        delivered_ids.extend(&s.delivered_ids);
         floor.requests += s.requests;
         floor.granted += s.granted;
         floor.queued += s.queued;
@@ -269,6 +315,16 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             floor.receipts[i] += s.receipts[i];
         }
         alert_latency.merge(&s.alert_latency);
+    }
+    // Deliveries of alerts the consoles saw confirmed; an alert stored just
+    // before a gateway restart reaches its recipients though its sender
+    // never heard it was accepted.
+    let delivered_confirmed = delivered_ids
+        .iter()
+        .filter(|a| confirmed_ids.contains(a))
+        .count() as u64;
+    if positions > 0 {
+        tracing::info!(positions, "positions reported");
     }
     let mut heard = listen::Heard::default();
     while let Some(r) = listeners.join_next().await {
@@ -332,9 +388,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             created: floor.alerts_created,
             confirmed: floor.alerts_confirmed,
             expected_deliveries: floor.alerts_expected,
-            delivered: floor.alerts_delivered,
+            delivered: delivered_confirmed,
+            delivered_unconfirmed: floor.alerts_delivered - delivered_confirmed,
             duplicates_shown: floor.alerts_duplicates_shown,
-            lost: floor.alerts_expected.saturating_sub(floor.alerts_delivered),
+            lost: floor.alerts_expected.saturating_sub(delivered_confirmed),
             delivery_latency_ms: alert_latency.percentiles(),
             accepted: floor.receipts[0],
             rejected: floor.receipts[1],
@@ -448,55 +505,140 @@ async fn direct(
     }
 }
 
-/// Every `gap_ms`, each sender pushes a dispatch to its subtree, until the
-/// duration is over; then waits for the last responses.
+/// Where a unit is: its site in the simulated city, placed near its police
+/// station.
+fn unit_site(org: &Org, unit: u32) -> (i32, i32) {
+    let station = org
+        .ancestor_of_kind(unit, NodeKind::PoliceStation)
+        .unwrap_or(org.root().id);
+    walk::unit_site(station, unit)
+}
+
+/// Every `gap_ms`, each sender fires `alerts_per_round` dispatches (to its
+/// subtree, or to the members nearest an incident near one of its units)
+/// and a share of the recipients drops offline, until the duration is
+/// over; then waits for every expected delivery and the last responses.
 async fn direct_alerts(
     config: &RunConfig,
+    plan: &Plan,
     senders: &[(TerminalId, u32, u64)],
     commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
     shared: &actor::Shared,
 ) {
     let spec = &config.spec;
     let deadline = tokio::time::Instant::now() + config.duration;
+    let gap = Duration::from_millis(spec.gap_ms.max(100));
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x616c_6572_7473);
+    // Nearest: the exercised units each console commands, for incidents.
+    let units_of: HashMap<TerminalId, Vec<u32>> = senders
+        .iter()
+        .map(|(c, node, _)| {
+            let units = plan
+                .groups
+                .iter()
+                .filter(|g| plan.org.is_ancestor_or_self(*node, g.id.0))
+                .map(|g| g.id.0)
+                .collect();
+            (*c, units)
+        })
+        .collect();
+    // Offline churn: every recipient online but the senders.
+    let mut candidates: Vec<TerminalId> = commands
+        .keys()
+        .copied()
+        .filter(|t| !senders.iter().any(|(s, _, _)| s == t))
+        .collect();
+    candidates.sort_unstable();
+    let mut back_at: HashMap<TerminalId, tokio::time::Instant> = HashMap::new();
     let mut round = 0u32;
     loop {
         round += 1;
         for (console, node, expected) in senders {
-            let body = ptt_codec::AlertBody {
-                kind: ptt_codec::AlertKind::Dispatch,
-                priority: 3,
-                ttl_s: 600,
-                title: format!("指令 {round}: 城南路165号两名男子试图拉车门"),
-                text: "就近处置，到场后回报。".into(),
-                location: Some(ptt_codec::Location {
-                    lat_e7: 290_800_000,
-                    lon_e7: 1_196_400_000,
-                    address: "城南路165号".into(),
-                }),
+            let Some(tx) = commands.get(console) else {
+                continue;
             };
-            if let Some(tx) = commands.get(console) {
+            for i in 1..=spec.alerts_per_round {
+                let (target, location, expected) = match spec.alert_target {
+                    AlertTarget::Subtree => (
+                        ptt_codec::Target::Subtree {
+                            node: *node,
+                            roles: 0,
+                        },
+                        ptt_codec::Location {
+                            lat_e7: 290_800_000,
+                            lon_e7: 1_196_400_000,
+                            address: "城南路165号".into(),
+                        },
+                        Some(*expected),
+                    ),
+                    AlertTarget::Nearest => {
+                        let units = &units_of[console];
+                        if units.is_empty() {
+                            continue;
+                        }
+                        let unit = units[rng.gen_range(0..units.len())];
+                        let (lat_e7, lon_e7) =
+                            walk::near(unit_site(&plan.org, unit), spec.walk_radius_m, &mut rng);
+                        (
+                            ptt_codec::Target::Nearest {
+                                k: spec.nearest_k,
+                                radius_m: spec.nearest_radius_m,
+                            },
+                            ptt_codec::Location {
+                                lat_e7,
+                                lon_e7,
+                                address: format!("共治单元 {unit} 附近"),
+                            },
+                            None,
+                        )
+                    }
+                };
+                let body = ptt_codec::AlertBody {
+                    kind: ptt_codec::AlertKind::Dispatch,
+                    priority: 3,
+                    ttl_s: spec.ttl_s,
+                    title: format!("指令 {round}-{i}: {} 两名男子试图拉车门", location.address),
+                    text: "就近处置，到场后回报。".into(),
+                    location: Some(location),
+                    attachments: Vec::new(),
+                };
                 let _ = tx.send(actor::Command::Alert {
-                    target: ptt_codec::Target::Subtree {
-                        node: *node,
-                        roles: 0,
-                    },
+                    target,
                     body,
-                    expected: *expected,
+                    expected,
                 });
             }
         }
-        let next = tokio::time::Instant::now() + Duration::from_millis(spec.gap_ms.max(100));
+        let now = tokio::time::Instant::now();
+        let next = now + gap;
+        if spec.offline_ratio > 0.0 && now < deadline {
+            let away_max = Duration::from_millis(spec.offline_ms);
+            for t in churn::select_offline(&candidates, spec.offline_ratio, &back_at, now, &mut rng)
+            {
+                // Somewhere in this round, before the measured phase ends.
+                let after = gap.min(deadline - now).mul_f64(rng.gen_range(0.0..1.0));
+                let away = churn::offline_for(away_max, &mut rng);
+                // Eligible again once surely back (reconnecting takes a moment).
+                back_at.insert(t, now + after + away + Duration::from_secs(3));
+                if let Some(tx) = commands.get(&t) {
+                    let _ = tx.send(actor::Command::GoOffline { after, away });
+                }
+            }
+        }
         if next >= deadline {
             break;
         }
         tokio::time::sleep_until(next).await;
     }
     tokio::time::sleep_until(deadline).await;
-    // Wait (up to a minute) until every confirmed alert reached every
-    // recipient online, then for the last responses.
+    // Wait (up to drain_ms) until every terminal sent offline is back and
+    // every confirmed alert reached every recipient, then for the last
+    // responses.
     use std::sync::atomic::Ordering::Relaxed;
-    let limit = tokio::time::Instant::now() + Duration::from_secs(60);
-    while shared.alerts_delivered.load(Relaxed) < shared.alerts_expected.load(Relaxed)
+    let limit = tokio::time::Instant::now() + Duration::from_millis(spec.drain_ms);
+    let all_back = back_at.values().max().copied();
+    while (shared.alerts_delivered.load(Relaxed) < shared.alerts_expected.load(Relaxed)
+        || all_back.is_some_and(|t| tokio::time::Instant::now() < t))
         && tokio::time::Instant::now() < limit
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -510,7 +652,7 @@ async fn direct_alerts(
 /// Reads a terminal's voice datagrams until stopped, checking each, and
 /// writing the recorded groups' audio to WAV.
 async fn listen_loop(
-    conn: quinn::Connection,
+    mut connections: watch::Receiver<quinn::Connection>,
     groups: Vec<GroupId>,
     logs: Arc<HashMap<GroupId, Arc<listen::SendLog>>>,
     record: Vec<(GroupId, PathBuf)>,
@@ -522,11 +664,31 @@ async fn listen_loop(
         .map(|(g, path)| Ok((g, crate::record::Recorder::create(&path)?)))
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
     let mut playout = tokio::time::interval(Duration::from_millis(20));
+    let mut conn = connections.borrow_and_update().clone();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            // The terminal reconnected: listen on the new connection.
+            c = connections.changed() => {
+                if c.is_err() {
+                    break;
+                }
+                conn = connections.borrow_and_update().clone();
+            }
             d = conn.read_datagram() => {
-                let Ok(datagram) = d else { break };
+                let Ok(datagram) = d else {
+                    // Connection gone: wait for the next one.
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        c = connections.changed() => {
+                            if c.is_err() {
+                                break;
+                            }
+                            conn = connections.borrow_and_update().clone();
+                        }
+                    }
+                    continue;
+                };
                 let now = Instant::now();
                 let Ok((header, _)) = ptt_codec::VoiceHeader::decode(&datagram) else { continue };
                 let voice = terminal::Voice { header, datagram };

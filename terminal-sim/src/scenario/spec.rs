@@ -35,6 +35,19 @@ pub enum Senders {
     City,
 }
 
+/// What each alert of an `alerts` scenario targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertTarget {
+    /// The sender's whole subtree (its police station, or the city).
+    #[default]
+    Subtree,
+    /// The `nearest_k` members nearest to an incident placed at random near
+    /// one of the sender's units, within `nearest_radius_m` (就近处置).
+    /// Members walk and report their positions.
+    Nearest,
+}
+
 /// A scenario's parameters.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +85,46 @@ pub struct Spec {
     /// Longest further delay until arriving, ms (alerts).
     #[serde(default = "default_arrive")]
     pub arrive_ms: u64,
+    /// What each alert targets (alerts).
+    #[serde(default)]
+    pub alert_target: AlertTarget,
+    /// Alerts each sender fires per round (alerts).
+    #[serde(default = "default_alerts_per_round")]
+    pub alerts_per_round: usize,
+    /// Time-to-live of each alert, seconds (alerts).
+    #[serde(default = "default_ttl")]
+    pub ttl_s: u32,
+    /// How many members a nearest target picks (1..100).
+    #[serde(default = "default_nearest_k")]
+    pub nearest_k: u16,
+    /// Search radius of a nearest target, metres (1..50,000).
+    #[serde(default = "default_nearest_radius")]
+    pub nearest_radius_m: u32,
+    /// Members report their position every this many ms while they walk
+    /// (0: no positions). A nearest target needs them.
+    #[serde(default)]
+    pub position_ms: u64,
+    /// Fastest walking speed, metres per second (each member walks at a
+    /// steady speed drawn from a fifth of this up to this).
+    #[serde(default = "default_speed")]
+    pub speed_mps: f64,
+    /// Members stay within this many metres (east and north) of their
+    /// unit's site.
+    #[serde(default = "default_walk_radius")]
+    pub walk_radius_m: f64,
+    /// Share of the recipients (consoles excepted) that drop offline each
+    /// round (alerts), closing their connection and reconnecting later.
+    #[serde(default)]
+    pub offline_ratio: f64,
+    /// Longest time offline, ms (uniform in a tenth of this up to this);
+    /// must be shorter than the alerts' time-to-live so the gateway still
+    /// holds what they missed.
+    #[serde(default)]
+    pub offline_ms: u64,
+    /// Longest wait after the last round for every expected delivery, ms
+    /// (alerts); offline terminals come back and get theirs meanwhile.
+    #[serde(default = "default_drain")]
+    pub drain_ms: u64,
 }
 
 fn default_accept() -> f64 {
@@ -90,7 +143,65 @@ fn default_presses() -> usize {
     3
 }
 
+fn default_alerts_per_round() -> usize {
+    1
+}
+
+fn default_ttl() -> u32 {
+    600
+}
+
+fn default_nearest_k() -> u16 {
+    5
+}
+
+fn default_nearest_radius() -> u32 {
+    2000
+}
+
+fn default_speed() -> f64 {
+    2.0
+}
+
+fn default_walk_radius() -> f64 {
+    300.0
+}
+
+fn default_drain() -> u64 {
+    60_000
+}
+
 impl Spec {
+    /// The fields every scenario shares unless it says otherwise: what a
+    /// TOML file gets for fields it leaves out.
+    fn defaults() -> Spec {
+        Spec {
+            name: String::new(),
+            description: String::new(),
+            pattern: Pattern::Alerts,
+            burst_ms: 0,
+            gap_ms: 5000,
+            presses_per_round: default_presses(),
+            emergency_ratio: 0.0,
+            console_ratio: 0.0,
+            senders: Senders::Stations,
+            accept_ratio: default_accept(),
+            respond_ms: default_respond(),
+            arrive_ms: default_arrive(),
+            alert_target: AlertTarget::Subtree,
+            alerts_per_round: default_alerts_per_round(),
+            ttl_s: default_ttl(),
+            nearest_k: default_nearest_k(),
+            nearest_radius_m: default_nearest_radius(),
+            position_ms: 0,
+            speed_mps: default_speed(),
+            walk_radius_m: default_walk_radius(),
+            offline_ratio: 0.0,
+            offline_ms: 0,
+            drain_ms: default_drain(),
+        }
+    }
+
     /// `voice-steady`: the voice load test. Bursts of 5 s, 300 ms apart:
     /// about 94% of the time a group carries voice.
     pub fn voice_steady() -> Spec {
@@ -109,6 +220,7 @@ impl Spec {
             accept_ratio: default_accept(),
             respond_ms: default_respond(),
             arrive_ms: default_arrive(),
+            ..Spec::defaults()
         }
     }
 
@@ -131,6 +243,7 @@ impl Spec {
             accept_ratio: default_accept(),
             respond_ms: default_respond(),
             arrive_ms: default_arrive(),
+            ..Spec::defaults()
         }
     }
 
@@ -151,6 +264,7 @@ impl Spec {
             accept_ratio: default_accept(),
             respond_ms: default_respond(),
             arrive_ms: default_arrive(),
+            ..Spec::defaults()
         }
     }
 
@@ -166,22 +280,121 @@ impl Spec {
         }
     }
 
+    /// `alert-nearest`: members walk (up to 2 m/s, within 300 m of their
+    /// unit's site) and report their position every 2 s; every 4 s each
+    /// police station console dispatches an incident placed at random near
+    /// one of its units to the 5 nearest members within 2 km.
+    pub fn alert_nearest() -> Spec {
+        Spec {
+            name: "alert-nearest".into(),
+            description: "members walk and report positions; station consoles dispatch incidents \
+                          near their units to the nearest members (就近处置)"
+                .into(),
+            gap_ms: 4000,
+            alert_target: AlertTarget::Nearest,
+            nearest_k: 5,
+            nearest_radius_m: 2000,
+            position_ms: 2000,
+            ..Spec::alert_subtree()
+        }
+    }
+
+    /// `alert-storm`: every 2 s each police station console fires 5 alerts
+    /// (time-to-live 60 s) to its subtree, while each round 10% of the
+    /// recipients drop offline for up to 10 s and come back for the alerts
+    /// they missed.
+    pub fn alert_storm() -> Spec {
+        Spec {
+            name: "alert-storm".into(),
+            description: "consoles fire several alerts per round to their subtrees while a share \
+                          of the recipients drop offline and reconnect"
+                .into(),
+            gap_ms: 2000,
+            alerts_per_round: 5,
+            ttl_s: 60,
+            offline_ratio: 0.1,
+            offline_ms: 10_000,
+            ..Spec::alert_subtree()
+        }
+    }
+
+    /// Checks what serde cannot: ratios, ranges, and that an offline
+    /// terminal can still get what it missed.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, r) in [
+            ("emergency_ratio", self.emergency_ratio),
+            ("console_ratio", self.console_ratio),
+            ("accept_ratio", self.accept_ratio),
+            ("offline_ratio", self.offline_ratio),
+        ] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&r),
+                "{name} must be within 0..1, not {r}"
+            );
+        }
+        if self.pattern != Pattern::Alerts {
+            return Ok(());
+        }
+        anyhow::ensure!(self.ttl_s > 0, "ttl_s must be above 0");
+        anyhow::ensure!(
+            self.alerts_per_round >= 1,
+            "alerts_per_round must be at least 1"
+        );
+        if self.alert_target == AlertTarget::Nearest {
+            anyhow::ensure!(
+                (1..=ptt_codec::alert::MAX_NEAREST).contains(&self.nearest_k),
+                "nearest_k must be within 1..{}",
+                ptt_codec::alert::MAX_NEAREST
+            );
+            anyhow::ensure!(
+                (1..=ptt_codec::alert::MAX_RADIUS_M).contains(&self.nearest_radius_m),
+                "nearest_radius_m must be within 1..{}",
+                ptt_codec::alert::MAX_RADIUS_M
+            );
+            anyhow::ensure!(
+                self.position_ms > 0,
+                "a nearest target needs position_ms above 0: the gateway picks members by their reported positions"
+            );
+        }
+        if self.position_ms > 0 {
+            anyhow::ensure!(
+                self.speed_mps >= 0.0 && self.walk_radius_m > 0.0,
+                "speed_mps must be at least 0 and walk_radius_m above 0"
+            );
+        }
+        if self.offline_ratio > 0.0 {
+            anyhow::ensure!(
+                self.offline_ms > 0 && self.offline_ms < u64::from(self.ttl_s) * 1000,
+                "offline_ms must be above 0 and below the alerts' time-to-live ({} s), \
+                 or terminals would miss alerts for good",
+                self.ttl_s
+            );
+        }
+        Ok(())
+    }
+
     /// A built-in scenario by name, or a TOML file.
     pub fn resolve(name_or_file: &str) -> anyhow::Result<Spec> {
-        match name_or_file {
-            "voice-steady" => Ok(Spec::voice_steady()),
-            "floor-contention" => Ok(Spec::floor_contention()),
-            "alert-subtree" => Ok(Spec::alert_subtree()),
-            "alert-city" => Ok(Spec::alert_city()),
+        let spec = match name_or_file {
+            "voice-steady" => Spec::voice_steady(),
+            "floor-contention" => Spec::floor_contention(),
+            "alert-subtree" => Spec::alert_subtree(),
+            "alert-city" => Spec::alert_city(),
+            "alert-nearest" => Spec::alert_nearest(),
+            "alert-storm" => Spec::alert_storm(),
             path if Path::new(path).is_file() => {
                 let text =
                     std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-                toml::from_str(&text).with_context(|| format!("parsing scenario file {path}"))
+                toml::from_str(&text).with_context(|| format!("parsing scenario file {path}"))?
             }
             other => anyhow::bail!(
-                "unknown scenario {other:?}: use voice-steady, floor-contention, alert-subtree, alert-city or a TOML file"
+                "unknown scenario {other:?}: use voice-steady, floor-contention, alert-subtree, \
+                 alert-city, alert-nearest, alert-storm or a TOML file"
             ),
-        }
+        };
+        spec.validate()
+            .with_context(|| format!("scenario {name_or_file}"))?;
+        Ok(spec)
     }
 }
 
@@ -209,5 +422,57 @@ mod tests {
             "name = \"x\"\npattern = \"steady\"\nburst_ms = 1\ngap_ms = 1\nbogus = 1\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn new_alert_scenarios_resolve_by_name_and_file() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        for (name, check) in [
+            ("alert-nearest", Spec::alert_nearest as fn() -> Spec),
+            ("alert-storm", Spec::alert_storm),
+        ] {
+            let built_in = Spec::resolve(name).unwrap();
+            let file = dir.join(format!("{name}.toml"));
+            let from_file = Spec::resolve(file.to_str().unwrap()).unwrap();
+            let expected = check();
+            for s in [&built_in, &from_file] {
+                assert_eq!(s.name, expected.name);
+                assert_eq!(s.pattern, Pattern::Alerts);
+                assert_eq!(s.alert_target, expected.alert_target);
+                assert_eq!(s.alerts_per_round, expected.alerts_per_round);
+                assert_eq!(s.gap_ms, expected.gap_ms);
+                assert_eq!(s.ttl_s, expected.ttl_s);
+                assert_eq!(s.position_ms, expected.position_ms);
+                assert_eq!(s.offline_ratio, expected.offline_ratio);
+                assert_eq!(s.offline_ms, expected.offline_ms);
+                assert_eq!(s.nearest_k, expected.nearest_k);
+            }
+        }
+        // Older files keep working: the new fields have defaults.
+        let old: Spec =
+            toml::from_str("name = \"x\"\npattern = \"alerts\"\nburst_ms = 0\ngap_ms = 5000\n")
+                .unwrap();
+        assert_eq!(old.alert_target, AlertTarget::Subtree);
+        assert_eq!(old.alerts_per_round, 1);
+        assert_eq!(old.offline_ratio, 0.0);
+        old.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_refuses_what_cannot_work() {
+        let mut s = Spec::alert_storm();
+        s.offline_ms = u64::from(s.ttl_s) * 1000;
+        assert!(s.validate().is_err(), "offline as long as the TTL");
+        let mut s = Spec::alert_nearest();
+        s.position_ms = 0;
+        assert!(s.validate().is_err(), "nearest without positions");
+        let mut s = Spec::alert_nearest();
+        s.nearest_k = 0;
+        assert!(s.validate().is_err());
+        let mut s = Spec::alert_storm();
+        s.offline_ratio = 1.5;
+        assert!(s.validate().is_err());
+        Spec::voice_steady().validate().unwrap();
+        Spec::alert_city().validate().unwrap();
     }
 }
