@@ -36,6 +36,26 @@ pub struct Config {
     pub transport: Transport,
     /// Per-session limits.
     pub session: Session,
+    /// Drill reports.
+    pub drill: Drill,
+}
+
+/// Drill report settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Drill {
+    /// The marks each unit's times are compared with, seconds. Default
+    /// 60, 180, 480: the field's 1-, 3- and 8-minute drills (first
+    /// responder on the line, unit at the scene, police at the scene).
+    pub marks_s: Vec<u32>,
+}
+
+impl Default for Drill {
+    fn default() -> Self {
+        Self {
+            marks_s: crate::drill::DEFAULT_MARKS_S.to_vec(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -51,6 +71,7 @@ impl Default for Config {
             floor: Floor::default(),
             transport: Transport::default(),
             session: Session::default(),
+            drill: Drill::default(),
         }
     }
 }
@@ -122,6 +143,9 @@ pub struct Transport {
     /// Bidirectional streams a terminal may have open at once. Default 4:
     /// the control stream plus alert traffic; each slot costs memory.
     pub max_bidi_streams: u32,
+    /// Unidirectional streams a terminal may have open at once: attachment
+    /// uploads in progress. Default 2.
+    pub max_uni_streams: u32,
     /// UDP socket send and receive buffer size in bytes, 0 for the kernel
     /// default. Default 4 MiB: a burst of fan-out to many listeners must not
     /// overflow the socket.
@@ -135,6 +159,7 @@ impl Default for Transport {
             datagram_send_buffer: 2400,
             datagram_receive_buffer: 64 * 1024,
             max_bidi_streams: 4,
+            max_uni_streams: 2,
             socket_buffer: 4 * 1024 * 1024,
         }
     }

@@ -16,6 +16,7 @@
 
 pub mod alert;
 pub mod config;
+pub mod drill;
 pub mod fanout;
 pub mod floor;
 mod group;
@@ -25,6 +26,7 @@ pub mod org;
 pub mod server;
 mod session;
 mod session_alerts;
+mod session_streams;
 pub mod tls;
 
 pub use config::Config;

@@ -33,6 +33,92 @@ enum Command {
         #[arg(long)]
         terminal: u32,
     },
+    /// Export a drill's report (JSON or CSV) from the gateway's database,
+    /// or list the drills with --list. Safe while the gateway runs.
+    DrillReport(DrillArgs),
+}
+
+/// Where the database and org are, and which drill.
+#[derive(Debug, Args)]
+struct DrillArgs {
+    /// TOML config file (for data_dir, org and drill.marks_s).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory holding gateway.db [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Org file: units and stations to group by.
+    #[arg(long)]
+    org: Option<PathBuf>,
+    /// The drill (its alert id).
+    #[arg(long, required_unless_present = "list")]
+    alert: Option<u64>,
+    /// List drills instead.
+    #[arg(long)]
+    list: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Marks in seconds, comma-separated, overriding the config [default: 60,180,480].
+    #[arg(long, value_delimiter = ',')]
+    marks: Option<Vec<u32>>,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Json,
+    Csv,
+}
+
+fn drill_report(args: DrillArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if args.org.is_some() {
+        config.org = args.org;
+    }
+    if let Some(m) = args.marks {
+        config.drill.marks_s = m;
+    }
+    let db = config.data_dir.join("gateway.db");
+    if !db.is_file() {
+        bail!("no database at {}: pass --data-dir (the gateway's data directory)", db.display());
+    }
+    let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let text = if args.list {
+        let mut out = String::from("alert\tstarted_ms\tissuer\ttitle\n");
+        for (id, title, issuer, created_ms) in store.drills(0)? {
+            out.push_str(&format!("{id}\t{created_ms}\t{issuer}\t{title}\n"));
+        }
+        out
+    } else {
+        let Some(path) = &config.org else {
+            bail!("no org file: pass --org FILE (the one the gateway serves)");
+        };
+        let org = Org::load(path).with_context(|| format!("loading org file {}", path.display()))?;
+        let alert = args.alert.expect("clap requires --alert without --list");
+        let now = ptt_gateway::alert::now_ms();
+        match ptt_gateway::drill::from_store(&store, &org, &config.drill.marks_s, alert, now)? {
+            Ok(report) => match args.format {
+                Format::Json => report.to_json() + "\n",
+                Format::Csv => report.to_csv(),
+            },
+            Err((_, message)) => bail!("{message}"),
+        }
+    };
+    match args.out {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
 }
 
 /// Flags override the config file; a flag not given leaves the file's value.
@@ -143,6 +229,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", hex::encode(key.credential(TerminalId(terminal))));
             Ok(())
         }
+        Command::DrillReport(args) => drill_report(args),
         Command::Serve(args) => {
             let config = args.config()?;
             let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;

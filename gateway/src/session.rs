@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::org::Denied;
 use crate::server::Shared;
 use crate::session_alerts as alerts;
+use crate::session_streams as streams;
 
 /// Control messages waiting to be written to one terminal.
 ///
@@ -124,8 +125,18 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
         let mut session = Session::start(&shared, conn.clone(), send, terminal);
         let voice =
             tokio::spawn(voice_loop(shared.clone(), conn.clone(), terminal).in_current_span());
+        let uploads = tokio::spawn(
+            streams::accept_uploads(
+                shared.clone(),
+                conn.clone(),
+                terminal,
+                session.outbox.clone(),
+            )
+            .in_current_span(),
+        );
         let result = session.control_loop(&mut recv, buffered).await;
         voice.abort();
+        uploads.abort();
         session.finish();
         match result {
             Ok(()) | Err(Ended::Connection(quinn::ConnectionError::LocallyClosed)) => {
@@ -480,6 +491,32 @@ impl<'a> Session<'a> {
                     }
                 }
                 let task = alerts::sos(self.shared.clone(), self.terminal, self.outbox.clone());
+                tokio::spawn(task.in_current_span());
+            }
+            ClientMsg::AttachmentPut { .. } => self.error(
+                ErrorCode::UnexpectedFrame,
+                kind,
+                None,
+                "upload attachments on a unidirectional stream of their own",
+            ),
+            ClientMsg::AttachmentFetch { attachment } => {
+                let task = streams::fetch(
+                    self.shared.clone(),
+                    self.terminal,
+                    self.conn.clone(),
+                    self.outbox.clone(),
+                    attachment,
+                );
+                tokio::spawn(task.in_current_span());
+            }
+            ClientMsg::DrillReportQuery { alert } => {
+                let task = streams::drill_query(
+                    self.shared.clone(),
+                    self.terminal,
+                    self.conn.clone(),
+                    self.outbox.clone(),
+                    alert,
+                );
                 tokio::spawn(task.in_current_span());
             }
             ClientMsg::SosCancel { terminal } => {

@@ -12,6 +12,7 @@ use crate::alert::{now_ms, store, Service};
 use crate::metrics::Metrics;
 use crate::server::Shared;
 use crate::session::Outbox;
+use crate::session_streams as streams;
 
 /// Runs a blocking store call off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -32,9 +33,16 @@ fn alert_msg(a: &store::StoredAlert) -> ServerMsg {
     }
 }
 
-/// Sends one alert on a new unidirectional stream. Failure is fine: the
-/// alert stays pending in the store and is sent again on reconnect.
-async fn deliver(shared: Arc<Shared>, conn: Connection, msg: ServerMsg) {
+/// Sends one alert on a new unidirectional stream, then its attachments
+/// (screens and consoles only: `attachments` is empty for others).
+/// Failure is fine: the alert stays pending in the store and is sent again
+/// on reconnect; attachments can be fetched.
+async fn deliver(
+    shared: Arc<Shared>,
+    conn: Connection,
+    msg: ServerMsg,
+    attachments: Option<Arc<Vec<store::Attachment>>>,
+) {
     let mut buf = BytesMut::new();
     msg.encode(&mut buf);
     // The semaphore is never closed, so acquiring only waits.
@@ -50,7 +58,38 @@ async fn deliver(shared: Arc<Shared>, conn: Connection, msg: ServerMsg) {
     .await;
     if let Err(e) = result {
         tracing::debug!("alert delivery failed, kept for reconnect: {e}");
+        return;
     }
+    drop(_permit);
+    if let (Some(attachments), ServerMsg::Alert { alert, .. }) = (attachments, &msg) {
+        streams::push(conn, *alert, attachments).await;
+    }
+}
+
+/// The attachments to push with an alert to terminals that get them.
+async fn pushed_attachments(
+    shared: &Arc<Shared>,
+    msg: &ServerMsg,
+) -> Option<Arc<Vec<store::Attachment>>> {
+    match msg {
+        ServerMsg::Alert {
+            alert,
+            issuer,
+            body,
+            ..
+        } if !body.attachments.is_empty() => Some(Arc::new(
+            streams::load(shared, *alert, &body.attachments, *issuer).await,
+        )),
+        _ => None,
+    }
+}
+
+/// Whether `terminal` gets attachments pushed.
+fn gets_attachments(shared: &Shared, terminal: TerminalId) -> bool {
+    shared
+        .org
+        .terminal(terminal)
+        .is_some_and(|t| streams::gets_attachments(t.kind))
 }
 
 /// `AlertSend`: check, store, confirm, deliver to everyone online.
@@ -89,19 +128,34 @@ pub(crate) async fn send(
     };
     let created_ms = now_ms();
     let described = Service::describe(&target);
-    let (stored_body, stored_recipients) = (body.clone(), recipients.clone());
+    let (mut stored_body, stored_recipients) = (body, recipients.clone());
     let stored = blocking(&shared, move |s| {
-        s.create_alert(
+        // The gateway, not the sender, says how large each attachment is.
+        let ids: Vec<u64> = stored_body.attachments.iter().map(|a| a.id).collect();
+        stored_body.attachments = match s.attachment_refs(issuer, &ids)? {
+            Ok(refs) => refs,
+            Err(id) => return Err(store::Error::UnknownAttachment(id)),
+        };
+        let id = s.create_alert(
             issuer,
             &stored_body,
             &described,
             created_ms,
             &stored_recipients,
-        )
+        )?;
+        Ok((id, stored_body))
     })
     .await;
-    let id = match stored {
-        Some(Ok(id)) => id,
+    let (id, body) = match stored {
+        Some(Ok(stored)) => stored,
+        Some(Err(store::Error::UnknownAttachment(a))) => {
+            outbox.send(ServerMsg::AlertRefused {
+                request,
+                code: ErrorCode::UnknownAttachment,
+                message: format!("attachment {a} is unknown or not yours; upload it first"),
+            });
+            return;
+        }
         other => {
             tracing::error!("storing an alert failed: {other:?}");
             outbox.send(ServerMsg::AlertRefused {
@@ -135,6 +189,7 @@ pub(crate) async fn send(
 /// logs how long the whole fan-out took.
 async fn deliver_all(shared: &Arc<Shared>, alert: u64, recipients: &[TerminalId], msg: ServerMsg) {
     let started = std::time::Instant::now();
+    let attachments = pushed_attachments(shared, &msg).await;
     let mut deliveries = tokio::task::JoinSet::new();
     for r in recipients {
         let conn = shared
@@ -142,7 +197,10 @@ async fn deliver_all(shared: &Arc<Shared>, alert: u64, recipients: &[TerminalId]
             .get(r)
             .and_then(|e| e.session.as_ref().map(|l| l.conn.clone()));
         if let Some(conn) = conn {
-            deliveries.spawn(deliver(shared.clone(), conn, msg.clone()));
+            let push = attachments
+                .clone()
+                .filter(|_| gets_attachments(shared, *r));
+            deliveries.spawn(deliver(shared.clone(), conn, msg.clone(), push));
         }
     }
     let online = deliveries.len();
@@ -174,8 +232,15 @@ pub(crate) async fn forward_undelivered(
                     "forwarding alerts missed while offline"
                 );
             }
+            let push = gets_attachments(&shared, terminal);
             for a in alerts {
-                deliver(shared.clone(), conn.clone(), alert_msg(&a)).await;
+                let msg = alert_msg(&a);
+                let attachments = if push {
+                    pushed_attachments(&shared, &msg).await
+                } else {
+                    None
+                };
+                deliver(shared.clone(), conn.clone(), msg, attachments).await;
             }
         }
         other => tracing::error!("reading undelivered alerts failed: {other:?}"),
@@ -470,6 +535,7 @@ pub(crate) async fn sos(shared: Arc<Shared>, terminal: TerminalId, outbox: Outbo
                 lon_e7: f.lon_e7,
                 address: String::new(),
             }),
+        attachments: Vec::new(),
     };
     let created_ms = now_ms();
     let (stored_body, stored_recipients) = (body.clone(), recipients.clone());

@@ -146,7 +146,7 @@ pub fn transport_config(t: &Transport) -> quinn::TransportConfig {
     tc.datagram_send_buffer_size(t.datagram_send_buffer);
     tc.datagram_receive_buffer_size(Some(t.datagram_receive_buffer));
     tc.max_concurrent_bidi_streams(quinn::VarInt::from_u32(t.max_bidi_streams));
-    tc.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    tc.max_concurrent_uni_streams(quinn::VarInt::from_u32(t.max_uni_streams));
     tc
 }
 

@@ -65,10 +65,32 @@ impl Service {
         let sender = org
             .terminal(issuer)
             .ok_or_else(|| refuse(ErrorCode::TargetNotAllowed, "unknown sender"))?;
-        if !sender.is_console() {
+        match (body.kind.is_upward(), target) {
+            (true, Target::Station) => {}
+            (true, _) => {
+                return Err(refuse(
+                    ErrorCode::TargetNotAllowed,
+                    "reports and clues go to your station (target: station)",
+                ))
+            }
+            (false, Target::Station) => {
+                return Err(refuse(
+                    ErrorCode::AlertInvalid,
+                    "the station target carries reports and clues only",
+                ))
+            }
+            (false, _) if !sender.is_console() => {
+                return Err(refuse(
+                    ErrorCode::TargetNotAllowed,
+                    "only consoles send alerts; members send reports and clues",
+                ))
+            }
+            (false, _) => {}
+        }
+        if body.kind == ptt_codec::AlertKind::Sos {
             return Err(refuse(
-                ErrorCode::TargetNotAllowed,
-                "only consoles send alerts",
+                ErrorCode::AlertInvalid,
+                "an SOS is raised with the Sos frame",
             ));
         }
         if body.title.trim().is_empty() {
@@ -158,6 +180,7 @@ impl Service {
                     .map(|(t, _)| t)
                     .collect()
             }
+            Target::Station => Self::station_consoles(org, issuer),
         };
         out.retain(|t| *t != issuer);
         out.sort_unstable();
@@ -169,6 +192,24 @@ impl Service {
             ));
         }
         Ok(out)
+    }
+
+    /// The consoles of `member`'s station: those of the nearest node at or
+    /// above the member's own that has a console other than the member.
+    pub fn station_consoles(org: &Org, member: TerminalId) -> Vec<TerminalId> {
+        let mut node = org.terminal(member).map(|t| t.node);
+        while let Some(n) = node {
+            let consoles: Vec<TerminalId> = org
+                .terminals()
+                .filter(|t| t.node == n && t.id != member && t.is_console())
+                .map(|t| t.id)
+                .collect();
+            if !consoles.is_empty() {
+                return consoles;
+            }
+            node = org.node(ptt_codec::GroupId(n)).and_then(|x| x.parent);
+        }
+        Vec::new()
     }
 
     /// A target as text, for the store and audit.
@@ -184,6 +225,7 @@ impl Service {
             Target::Group(g) => format!("group {}", g.0),
             Target::Subtree { node, roles } => format!("subtree {node} roles {roles:#04x}"),
             Target::Nearest { k, radius_m } => format!("nearest {k} within {radius_m} m"),
+            Target::Station => "station".to_owned(),
         }
     }
 }

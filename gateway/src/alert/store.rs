@@ -8,7 +8,10 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use ptt_codec::{AlertBody, AlertKind, Location, ReceiptStatus, StatusCounts, TerminalId};
+use bytes::Bytes;
+use ptt_codec::{
+    AlertBody, AlertKind, AttachmentRef, Location, ReceiptStatus, StatusCounts, TerminalId,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{advance, InvalidReceipt, Step};
@@ -61,7 +64,43 @@ const MIGRATIONS: &[&str] = &[
     // 3: who cancelled an alert (an SOS), and when.
     "ALTER TABLE alert ADD COLUMN cancelled_by INTEGER;
     ALTER TABLE alert ADD COLUMN cancelled_ms INTEGER;",
+    // 4: attachments (photos) and which alerts carry them; drill reports.
+    "CREATE TABLE attachment (
+        id INTEGER PRIMARY KEY,
+        owner INTEGER NOT NULL,
+        mime TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE alert_attachment (
+        alert INTEGER NOT NULL REFERENCES alert(id),
+        attachment INTEGER NOT NULL REFERENCES attachment(id),
+        position INTEGER NOT NULL,
+        PRIMARY KEY (alert, attachment)
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_attachment_by_attachment ON alert_attachment(attachment);
+    CREATE TABLE drill_report (
+        id INTEGER PRIMARY KEY,
+        alert INTEGER NOT NULL REFERENCES alert(id),
+        generated_ms INTEGER NOT NULL,
+        json TEXT NOT NULL
+    );
+    CREATE INDEX drill_report_by_alert ON drill_report(alert, generated_ms);",
 ];
+
+/// A stored attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Id.
+    pub id: u64,
+    /// Who uploaded it.
+    pub owner: TerminalId,
+    /// Media type.
+    pub mime: String,
+    /// Content.
+    pub data: Bytes,
+}
 
 /// One burst, for the floor audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +131,10 @@ pub enum Error {
     /// The database was written by a newer gateway.
     #[error("database schema version {0} is newer than this gateway knows ({1})")]
     TooNew(usize, usize),
+    /// An alert references an attachment that does not exist or that its
+    /// issuer did not upload. Nothing was stored.
+    #[error("attachment {0} is unknown or not yours")]
+    UnknownAttachment(u64),
 }
 
 /// An alert as stored.
@@ -182,6 +225,8 @@ impl Store {
         // FULL: a commit survives power loss, not only a process kill.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // `ptt-gateway drill-report` may write beside a running gateway.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() {
             return Err(Error::TooNew(version, MIGRATIONS.len()));
@@ -235,6 +280,23 @@ impl Store {
             ],
         )?;
         let id = tx.last_insert_rowid() as u64;
+        for (position, a) in body.attachments.iter().enumerate() {
+            let owner: Option<u32> = tx
+                .query_row(
+                    "SELECT owner FROM attachment WHERE id = ?1",
+                    [a.id as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if owner != Some(issuer.0) {
+                // Dropping the transaction rolls the alert back.
+                return Err(Error::UnknownAttachment(a.id));
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO alert_attachment (alert, attachment, position) VALUES (?1, ?2, ?3)",
+                params![id as i64, a.id as i64, position as i64],
+            )?;
+        }
         {
             let mut insert =
                 tx.prepare("INSERT OR IGNORE INTO recipient (alert, terminal) VALUES (?1, ?2)")?;
@@ -244,6 +306,181 @@ impl Store {
         }
         tx.commit()?;
         Ok(id)
+    }
+
+    /// Stores an uploaded attachment; returns its id.
+    pub fn put_attachment(
+        &self,
+        owner: TerminalId,
+        mime: &str,
+        data: &[u8],
+        created_ms: u64,
+    ) -> Result<u64, Error> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO attachment (owner, mime, size, data, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![owner.0, mime, data.len() as i64, data, created_ms as i64],
+        )?;
+        Ok(conn.last_insert_rowid() as u64)
+    }
+
+    /// The attachments' size and media type as alerts carry them, in
+    /// order; `None` if one does not exist or `owner` did not upload it.
+    pub fn attachment_refs(
+        &self,
+        owner: TerminalId,
+        ids: &[u64],
+    ) -> Result<Result<Vec<AttachmentRef>, u64>, Error> {
+        let conn = self.lock();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = conn
+                .query_row(
+                    "SELECT size, mime FROM attachment WHERE id = ?1 AND owner = ?2",
+                    params![*id as i64, owner.0],
+                    |r| {
+                        Ok(AttachmentRef {
+                            id: *id,
+                            size: r.get(0)?,
+                            mime: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()?;
+            match row {
+                Some(a) => out.push(a),
+                None => return Ok(Err(*id)),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Attachment `id` if `terminal` may fetch it: its uploader, or a
+    /// recipient or issuer of an alert that carries it. Returns the alert
+    /// it is fetched through (0 for its uploader before any alert).
+    pub fn fetchable_attachment(
+        &self,
+        terminal: TerminalId,
+        id: u64,
+    ) -> Result<Option<(u64, Attachment)>, Error> {
+        let conn = self.lock();
+        let Some(attachment) = conn
+            .query_row(
+                "SELECT owner, mime, data FROM attachment WHERE id = ?1",
+                [id as i64],
+                |r| {
+                    Ok(Attachment {
+                        id,
+                        owner: TerminalId(r.get(0)?),
+                        mime: r.get(1)?,
+                        data: Bytes::from(r.get::<_, Vec<u8>>(2)?),
+                    })
+                },
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let through: Option<i64> = conn
+            .query_row(
+                "SELECT aa.alert FROM alert_attachment aa
+                 JOIN alert a ON a.id = aa.alert
+                 LEFT JOIN recipient r ON r.alert = aa.alert AND r.terminal = ?2
+                 WHERE aa.attachment = ?1 AND (r.terminal IS NOT NULL OR a.issuer = ?2)
+                 ORDER BY aa.alert LIMIT 1",
+                params![id as i64, terminal.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match through {
+            Some(alert) => Ok(Some((alert as u64, attachment))),
+            None if attachment.owner == terminal => Ok(Some((0, attachment))),
+            None => Ok(None),
+        }
+    }
+
+    fn attachments_of(conn: &Connection, alert: u64) -> rusqlite::Result<Vec<AttachmentRef>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT t.id, t.size, t.mime FROM alert_attachment aa JOIN attachment t ON t.id = aa.attachment
+             WHERE aa.alert = ?1 ORDER BY aa.position",
+        )?;
+        let rows = stmt.query_map([alert as i64], |r| {
+            Ok(AttachmentRef {
+                id: r.get::<_, i64>(0)? as u64,
+                size: r.get(1)?,
+                mime: r.get(2)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Every recipient's drill progress: first receipt of any kind,
+    /// acceptance, arrival (Unix ms).
+    pub fn drill_progress(&self, alert: u64) -> Result<Vec<crate::drill::Progress>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT terminal,
+                    min(coalesce(delivered_ms, 1e18), coalesce(read_ms, 1e18), coalesce(accepted_ms, 1e18),
+                        coalesce(rejected_ms, 1e18), coalesce(arrived_ms, 1e18), coalesce(resolved_ms, 1e18)),
+                    accepted_ms, coalesce(arrived_ms, resolved_ms)
+             FROM recipient WHERE alert = ?1 ORDER BY terminal",
+        )?;
+        let rows = stmt.query_map([alert as i64], |r| {
+            let first: f64 = r.get(1)?;
+            Ok(crate::drill::Progress {
+                terminal: TerminalId(r.get(0)?),
+                receipt_ms: (first < 1e18).then_some(first as u64),
+                accept_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                arrive_ms: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Keeps a drill report (JSON) as made at `generated_ms`.
+    pub fn save_drill_report(
+        &self,
+        alert: u64,
+        generated_ms: u64,
+        json: &str,
+    ) -> Result<(), Error> {
+        self.lock().execute(
+            "INSERT INTO drill_report (alert, generated_ms, json) VALUES (?1, ?2, ?3)",
+            params![alert as i64, generated_ms as i64, json],
+        )?;
+        Ok(())
+    }
+
+    /// The latest saved report of a drill, with when it was made.
+    pub fn latest_drill_report(&self, alert: u64) -> Result<Option<(u64, String)>, Error> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT generated_ms, json FROM drill_report WHERE alert = ?1
+                 ORDER BY generated_ms DESC, id DESC LIMIT 1",
+                [alert as i64],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Drills started at or after `since_ms`, newest first: id, title,
+    /// issuer, created (Unix ms).
+    pub fn drills(&self, since_ms: u64) -> Result<Vec<(u64, String, TerminalId, u64)>, Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, title, issuer, created_ms FROM alert WHERE kind = ?1 AND created_ms >= ?2
+             ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map(params![AlertKind::Drill.code(), since_ms as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                TerminalId(r.get(2)?),
+                r.get::<_, i64>(3)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn row_to_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlert> {
@@ -268,6 +505,7 @@ impl Store {
                     }),
                     _ => None,
                 },
+                attachments: Vec::new(),
             },
             created_ms: r.get::<_, i64>(10)? as u64,
             expires_ms: r.get::<_, i64>(11)? as u64,
@@ -284,9 +522,14 @@ impl Store {
             "SELECT {} FROM alert a WHERE a.id = ?1",
             Self::ALERT_COLUMNS
         );
-        Ok(conn
+        let Some(mut alert) = conn
             .query_row(&sql, [id as i64], Self::row_to_alert)
-            .optional()?)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        alert.body.attachments = Self::attachments_of(&conn, id)?;
+        Ok(Some(alert))
     }
 
     /// Alerts `terminal` has not acknowledged yet and that have not expired
@@ -305,7 +548,11 @@ impl Store {
         );
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params![terminal.0, now_ms as i64], Self::row_to_alert)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut alerts: Vec<StoredAlert> = rows.collect::<Result<_, _>>()?;
+        for a in &mut alerts {
+            a.body.attachments = Self::attachments_of(&conn, a.id)?;
+        }
+        Ok(alerts)
     }
 
     /// Terminals with at least one alert not yet delivered and not expired
@@ -535,6 +782,7 @@ mod tests {
                 lon_e7: 1_196_500_000,
                 address: "城南路165号".into(),
             }),
+            attachments: Vec::new(),
         }
     }
 
@@ -654,6 +902,84 @@ mod tests {
         );
         assert_eq!(s.bursts(5, 5_000).unwrap().len(), 2);
         assert!(s.bursts(6, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn attachments_are_fetched_only_through_their_alerts() {
+        let s = Store::in_memory().unwrap();
+        let (console, member, stranger) = (TerminalId(1), TerminalId(2), TerminalId(3));
+        let photo = vec![0xffu8; 300_000];
+        let a = s.put_attachment(console, "image/jpeg", &photo, 5).unwrap();
+        // Before any alert: only its uploader.
+        assert_eq!(s.fetchable_attachment(console, a).unwrap().unwrap().0, 0);
+        assert!(s.fetchable_attachment(member, a).unwrap().is_none());
+
+        let refs = s.attachment_refs(console, &[a]).unwrap().unwrap();
+        assert_eq!((refs[0].size, refs[0].mime.as_str()), (300_000, "image/jpeg"));
+        assert_eq!(s.attachment_refs(stranger, &[a]).unwrap(), Err(a));
+        let mut with_photo = body(600);
+        with_photo.attachments = refs;
+        let id = s
+            .create_alert(console, &with_photo, "t", 10, &[member])
+            .unwrap();
+        let (through, got) = s.fetchable_attachment(member, a).unwrap().unwrap();
+        assert_eq!((through, got.data.len(), got.owner), (id, 300_000, console));
+        assert!(s.fetchable_attachment(stranger, a).unwrap().is_none());
+        // Alerts read back carry their attachments (store and forward too).
+        assert_eq!(s.alert(id).unwrap().unwrap().body, with_photo);
+        assert_eq!(s.undelivered(member, 11).unwrap()[0].body, with_photo);
+    }
+
+    #[test]
+    fn an_alert_with_a_foreign_attachment_stores_nothing() {
+        let s = Store::in_memory().unwrap();
+        let a = s
+            .put_attachment(TerminalId(9), "image/png", b"png", 1)
+            .unwrap();
+        let mut b = body(600);
+        b.attachments = vec![AttachmentRef {
+            id: a,
+            size: 3,
+            mime: "image/png".into(),
+        }];
+        let err = s
+            .create_alert(TerminalId(1), &b, "t", 1, &[TerminalId(2)])
+            .unwrap_err();
+        assert!(matches!(err, Error::UnknownAttachment(x) if x == a));
+        assert!(s.undelivered(TerminalId(2), 2).unwrap().is_empty());
+        let alerts: i64 = s
+            .lock()
+            .query_row("SELECT count(*) FROM alert", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(alerts, 0);
+    }
+
+    #[test]
+    fn drill_progress_takes_the_first_receipt_of_any_kind() {
+        let s = Store::in_memory().unwrap();
+        let mut drill = body(600);
+        drill.kind = AlertKind::Drill;
+        let (a, b, c) = (TerminalId(2), TerminalId(3), TerminalId(4));
+        let id = s.create_alert(TerminalId(1), &drill, "t", 1000, &[a, b, c]).unwrap();
+        s.record_receipt(id, a, ReceiptStatus::Delivered, 1100, "").unwrap();
+        s.record_receipt(id, a, ReceiptStatus::Accepted, 1500, "").unwrap();
+        s.record_receipt(id, a, ReceiptStatus::Arrived, 9000, "").unwrap();
+        // b was offline and reports its arrival first.
+        s.record_receipt(id, b, ReceiptStatus::Arrived, 7000, "").unwrap();
+        let p = s.drill_progress(id).unwrap();
+        assert_eq!(
+            (p[0].receipt_ms, p[0].accept_ms, p[0].arrive_ms),
+            (Some(1100), Some(1500), Some(9000))
+        );
+        assert_eq!((p[1].receipt_ms, p[1].arrive_ms), (Some(7000), Some(7000)));
+        assert_eq!((p[2].receipt_ms, p[2].accept_ms), (None, None));
+        assert_eq!(s.drills(0).unwrap()[0].0, id);
+        s.save_drill_report(id, 2000, "{}").unwrap();
+        s.save_drill_report(id, 3000, "{\"n\":2}").unwrap();
+        assert_eq!(
+            s.latest_drill_report(id).unwrap(),
+            Some((3000, "{\"n\":2}".into()))
+        );
     }
 
     #[test]

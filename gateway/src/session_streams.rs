@@ -1,0 +1,343 @@
+//! What travels on unidirectional streams beside alerts: attachment
+//! uploads from terminals, attachments pushed to screens and consoles or
+//! fetched by handhelds, and drill reports.
+//!
+//! Each transfer has a stream of its own at a lower priority than the
+//! control stream and alert streams, so a 4 MiB photo never holds up a
+//! floor message or an alert.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use ptt_codec::alert::MAX_ATTACHMENT;
+use ptt_codec::control::{kind, split_frame, FrameError};
+use ptt_codec::{ClientMsg, ErrorCode, ServerMsg, TerminalId};
+use quinn::{Connection, RecvStream};
+use tokio::io::AsyncReadExt;
+use tracing::Instrument;
+
+use crate::alert::{now_ms, store};
+use crate::org::TerminalKind;
+use crate::server::Shared;
+use crate::session::Outbox;
+
+/// QUIC send priority of attachment and report streams: below the control
+/// stream and alert streams (priority 0).
+const BULK_PRIORITY: i32 = -1;
+
+/// QUIC error code for stopping an upload stream that was refused.
+const UPLOAD_REFUSED: u32 = 1;
+
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&store::Store) -> T + Send + 'static,
+) -> Option<T> {
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || f(&store)).await.ok()
+}
+
+fn error(outbox: &Outbox, code: ErrorCode, frame: u8, message: impl Into<String>) {
+    outbox.send(ServerMsg::Error {
+        code,
+        frame,
+        group: None,
+        message: message.into(),
+    });
+}
+
+/// Accepts the terminal's upload streams until the connection ends. At most
+/// `transport.max_uni_streams` are open at once (QUIC flow control).
+pub(crate) async fn accept_uploads(
+    shared: Arc<Shared>,
+    conn: Connection,
+    terminal: TerminalId,
+    outbox: Outbox,
+) {
+    while let Ok(recv) = conn.accept_uni().await {
+        tokio::spawn(
+            upload(shared.clone(), terminal, outbox.clone(), recv).in_current_span(),
+        );
+    }
+}
+
+/// Why an upload was refused, for the uploader.
+struct Refused(Option<u32>, ErrorCode, String);
+
+/// One upload: `AttachmentPut`, then exactly `size` bytes, then the end of
+/// the stream. Answered on the control stream; nothing is stored unless the
+/// whole content arrived.
+async fn upload(shared: Arc<Shared>, terminal: TerminalId, outbox: Outbox, mut recv: RecvStream) {
+    match receive(&mut recv).await {
+        Ok((request, mime, data)) => {
+            let size = data.len() as u32;
+            let stored = blocking(&shared, move |s| {
+                s.put_attachment(terminal, &mime, &data, now_ms())
+            })
+            .await;
+            match stored {
+                Some(Ok(attachment)) => {
+                    tracing::info!(attachment, size, "attachment stored");
+                    outbox.send(ServerMsg::AttachmentStored {
+                        request,
+                        attachment,
+                        size,
+                    });
+                }
+                other => {
+                    tracing::error!("storing an attachment failed: {other:?}");
+                    outbox.send(ServerMsg::AlertRefused {
+                        request,
+                        code: ErrorCode::Internal,
+                        message: "the attachment could not be stored; upload it again".into(),
+                    });
+                }
+            }
+        }
+        Err(Refused(request, code, message)) => {
+            tracing::info!(?code, "attachment upload refused: {message}");
+            let _ = recv.stop(quinn::VarInt::from_u32(UPLOAD_REFUSED));
+            match request {
+                Some(request) => outbox.send(ServerMsg::AlertRefused {
+                    request,
+                    code,
+                    message,
+                }),
+                None => error(&outbox, code, kind::ATTACHMENT_PUT, message),
+            }
+        }
+    }
+}
+
+/// Reads an upload stream: its header, then its content.
+async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused> {
+    let mut buf = BytesMut::with_capacity(256);
+    let len = loop {
+        match split_frame(&buf) {
+            Ok(frame) => break frame.len(),
+            Err(FrameError::TooLong(_)) => {
+                return Err(Refused(
+                    None,
+                    ErrorCode::Malformed,
+                    "oversized upload header".into(),
+                ))
+            }
+            Err(FrameError::Incomplete) => {}
+        }
+        match recv.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {}
+            _ => {
+                return Err(Refused(
+                    None,
+                    ErrorCode::Malformed,
+                    "upload stream ended before its header".into(),
+                ))
+            }
+        }
+    };
+    let header = buf.split_to(len);
+    let raw = split_frame(&header).expect("complete frame");
+    let (request, mime, size) = match ClientMsg::decode(raw) {
+        Ok(ClientMsg::AttachmentPut {
+            request,
+            mime,
+            size,
+        }) => (request, mime, size),
+        Ok(_) => {
+            return Err(Refused(
+                None,
+                ErrorCode::UnexpectedFrame,
+                "an upload stream starts with AttachmentPut".into(),
+            ))
+        }
+        Err(e) => return Err(Refused(None, ErrorCode::Malformed, e.to_string())),
+    };
+    if size > MAX_ATTACHMENT {
+        return Err(Refused(
+            Some(request),
+            ErrorCode::AttachmentInvalid,
+            format!("attachment of {size} bytes is over the {MAX_ATTACHMENT}-byte limit"),
+        ));
+    }
+    let size = size as usize;
+    // Grown as content arrives: a header alone reserves little memory.
+    let mut data = BytesMut::with_capacity(size.min(64 * 1024));
+    data.extend_from_slice(&buf);
+    // Read one byte past the announced size to notice a stream that
+    // carries more than it said.
+    while data.len() <= size {
+        match recv.read_buf(&mut data).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Refused(
+                    Some(request),
+                    ErrorCode::AttachmentInvalid,
+                    format!("upload stream failed: {e}"),
+                ))
+            }
+        }
+    }
+    if data.len() != size {
+        let got = data.len();
+        return Err(Refused(
+            Some(request),
+            ErrorCode::AttachmentInvalid,
+            if got > size {
+                format!("the stream carried more than the {size} bytes announced")
+            } else {
+                format!("the stream ended after {got} of {size} bytes")
+            },
+        ));
+    }
+    Ok((request, mime, data.freeze()))
+}
+
+/// Sends `header` and `content` on a new low-priority unidirectional stream.
+async fn send_stream(
+    conn: &Connection,
+    header: ServerMsg,
+    content: &Bytes,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf);
+    let mut stream = conn.open_uni().await?;
+    stream.set_priority(BULK_PRIORITY)?;
+    stream.write_all(&buf).await?;
+    stream.write_chunk(content.clone()).await?;
+    stream.finish()?;
+    Ok(())
+}
+
+/// Whether terminals of this kind get attachments pushed with the alert
+/// (screens and consoles); handhelds and phones fetch on request.
+pub(crate) fn gets_attachments(kind: TerminalKind) -> bool {
+    matches!(kind, TerminalKind::ScreenTerminal | TerminalKind::Console)
+}
+
+/// Loads the attachments of an alert for pushing.
+pub(crate) async fn load(
+    shared: &Arc<Shared>,
+    alert: u64,
+    refs: &[ptt_codec::AttachmentRef],
+    issuer: TerminalId,
+) -> Vec<store::Attachment> {
+    let ids: Vec<u64> = refs.iter().map(|a| a.id).collect();
+    let loaded = blocking(shared, move |s| {
+        ids.iter()
+            .map(|id| s.fetchable_attachment(issuer, *id))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    match loaded {
+        Some(Ok(found)) => found.into_iter().flatten().map(|(_, a)| a).collect(),
+        other => {
+            tracing::error!(alert, "loading attachments failed: {other:?}");
+            Vec::new()
+        }
+    }
+}
+
+/// Pushes an alert's attachments to one screen terminal or console.
+pub(crate) async fn push(conn: Connection, alert: u64, attachments: Arc<Vec<store::Attachment>>) {
+    for a in attachments.iter() {
+        let header = ServerMsg::Attachment {
+            attachment: a.id,
+            alert,
+            mime: a.mime.clone(),
+            size: a.data.len() as u32,
+        };
+        if let Err(e) = send_stream(&conn, header, &a.data).await {
+            tracing::debug!(alert, "attachment push failed (fetchable later): {e}");
+            return;
+        }
+    }
+}
+
+/// `AttachmentFetch`: the content, if the terminal may have it.
+pub(crate) async fn fetch(
+    shared: Arc<Shared>,
+    terminal: TerminalId,
+    conn: Connection,
+    outbox: Outbox,
+    attachment: u64,
+) {
+    match blocking(&shared, move |s| s.fetchable_attachment(terminal, attachment)).await {
+        Some(Ok(Some((alert, a)))) => {
+            let header = ServerMsg::Attachment {
+                attachment,
+                alert,
+                mime: a.mime,
+                size: a.data.len() as u32,
+            };
+            if let Err(e) = send_stream(&conn, header, &a.data).await {
+                tracing::debug!(attachment, "attachment fetch failed: {e}");
+            }
+        }
+        Some(Ok(None)) => error(
+            &outbox,
+            ErrorCode::UnknownAttachment,
+            kind::ATTACHMENT_FETCH,
+            format!("no attachment {attachment} for you"),
+        ),
+        other => {
+            tracing::error!("reading an attachment failed: {other:?}");
+            error(
+                &outbox,
+                ErrorCode::Internal,
+                kind::ATTACHMENT_FETCH,
+                "attachment unavailable; retry",
+            );
+        }
+    }
+}
+
+/// `DrillReportQuery`: the report, on a stream of its own.
+pub(crate) async fn drill_query(
+    shared: Arc<Shared>,
+    terminal: TerminalId,
+    conn: Connection,
+    outbox: Outbox,
+    alert: u64,
+) {
+    let frame = kind::DRILL_REPORT_QUERY;
+    let shared2 = shared.clone();
+    let made = blocking(&shared, move |s| {
+        let org = &shared2.org;
+        // Only the issuer, or a console above the issuer, may see it.
+        let issuer = s.alert(alert)?.map(|a| a.issuer);
+        let allowed = issuer.is_some_and(|i| {
+            i == terminal
+                || match (org.terminal(terminal), org.terminal(i)) {
+                    (Some(me), Some(them)) => {
+                        me.is_console() && org.is_ancestor_or_self(me.node, them.node)
+                    }
+                    _ => false,
+                }
+        });
+        if !allowed {
+            return Ok(Err((
+                ErrorCode::UnknownAlert,
+                format!("no drill {alert} of yours"),
+            )));
+        }
+        crate::drill::from_store(s, org, &shared2.config.drill.marks_s, alert, now_ms())
+    })
+    .await;
+    match made {
+        Some(Ok(Ok(report))) => {
+            let json = Bytes::from(report.to_json());
+            let header = ServerMsg::DrillReport {
+                alert,
+                size: json.len() as u32,
+            };
+            if let Err(e) = send_stream(&conn, header, &json).await {
+                tracing::debug!(alert, "sending a drill report failed: {e}");
+            }
+        }
+        Some(Ok(Err((code, message)))) => error(&outbox, code, frame, message),
+        other => {
+            tracing::error!("making a drill report failed: {other:?}");
+            error(&outbox, ErrorCode::Internal, frame, "report unavailable; retry");
+        }
+    }
+}
