@@ -202,7 +202,10 @@ pub fn report(org: &Org, drill: &Drill<'_>, marks_s: &[u32], generated_ms: u64) 
         u.accept = earliest(u.accept, accept);
         u.arrive = earliest(u.arrive, arrive);
     }
-    let name = |n: u32| org.node(GroupId(n)).map_or(String::new(), |n| n.name.clone());
+    let name = |n: u32| {
+        org.node(GroupId(n))
+            .map_or(String::new(), |n| n.name.clone())
+    };
     let mut rows = Vec::new();
     let mut by_station: BTreeMap<u32, Vec<Times>> = BTreeMap::new();
     let mut by_police: BTreeMap<u32, Vec<Times>> = BTreeMap::new();
@@ -290,11 +293,9 @@ impl Report {
     /// (`accept_within_60s`), times in seconds, empty when not reached.
     pub fn to_csv(&self) -> String {
         let mut w = csv::Writer::from_writer(Vec::new());
-        let mut header: Vec<String> = [
-            "level", "node", "name", "parent", "units", "members",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut header: Vec<String> = ["level", "node", "name", "parent", "units", "members"]
+            .map(String::from)
+            .to_vec();
         for m in ["receipt", "accept", "arrive"] {
             header.push(format!("{m}_reached"));
             for s in &self.marks_s {

@@ -89,7 +89,10 @@ fn drill_report(args: DrillArgs) -> anyhow::Result<()> {
     }
     let db = config.data_dir.join("gateway.db");
     if !db.is_file() {
-        bail!("no database at {}: pass --data-dir (the gateway's data directory)", db.display());
+        bail!(
+            "no database at {}: pass --data-dir (the gateway's data directory)",
+            db.display()
+        );
     }
     let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let text = if args.list {
@@ -102,7 +105,8 @@ fn drill_report(args: DrillArgs) -> anyhow::Result<()> {
         let Some(path) = &config.org else {
             bail!("no org file: pass --org FILE (the one the gateway serves)");
         };
-        let org = Org::load(path).with_context(|| format!("loading org file {}", path.display()))?;
+        let org =
+            Org::load(path).with_context(|| format!("loading org file {}", path.display()))?;
         let alert = args.alert.expect("clap requires --alert without --list");
         let now = ptt_gateway::alert::now_ms();
         match ptt_gateway::drill::from_store(&store, &org, &config.drill.marks_s, alert, now)? {
@@ -114,8 +118,9 @@ fn drill_report(args: DrillArgs) -> anyhow::Result<()> {
         }
     };
     match args.out {
-        Some(path) => std::fs::write(&path, text)
-            .with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
+        }
         None => print!("{text}"),
     }
     Ok(())

@@ -197,9 +197,7 @@ async fn deliver_all(shared: &Arc<Shared>, alert: u64, recipients: &[TerminalId]
             .get(r)
             .and_then(|e| e.session.as_ref().map(|l| l.conn.clone()));
         if let Some(conn) = conn {
-            let push = attachments
-                .clone()
-                .filter(|_| gets_attachments(shared, *r));
+            let push = attachments.clone().filter(|_| gets_attachments(shared, *r));
             deliveries.spawn(deliver(shared.clone(), conn, msg.clone(), push));
         }
     }

@@ -54,9 +54,7 @@ pub(crate) async fn accept_uploads(
     outbox: Outbox,
 ) {
     while let Ok(recv) = conn.accept_uni().await {
-        tokio::spawn(
-            upload(shared.clone(), terminal, outbox.clone(), recv).in_current_span(),
-        );
+        tokio::spawn(upload(shared.clone(), terminal, outbox.clone(), recv).in_current_span());
     }
 }
 
@@ -261,7 +259,11 @@ pub(crate) async fn fetch(
     outbox: Outbox,
     attachment: u64,
 ) {
-    match blocking(&shared, move |s| s.fetchable_attachment(terminal, attachment)).await {
+    match blocking(&shared, move |s| {
+        s.fetchable_attachment(terminal, attachment)
+    })
+    .await
+    {
         Some(Ok(Some((alert, a)))) => {
             let header = ServerMsg::Attachment {
                 attachment,
@@ -337,7 +339,12 @@ pub(crate) async fn drill_query(
         Some(Ok(Err((code, message)))) => error(&outbox, code, frame, message),
         other => {
             tracing::error!("making a drill report failed: {other:?}");
-            error(&outbox, ErrorCode::Internal, frame, "report unavailable; retry");
+            error(
+                &outbox,
+                ErrorCode::Internal,
+                frame,
+                "report unavailable; retry",
+            );
         }
     }
 }

@@ -254,6 +254,30 @@ pub struct ReceivedAlert {
     pub body: AlertBody,
 }
 
+/// Content the gateway sent on a stream of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Download {
+    /// An attachment: pushed with an alert (screens and consoles) or
+    /// fetched with [`Terminal::fetch_attachment`].
+    Attachment {
+        /// The attachment.
+        attachment: u64,
+        /// The alert it came with (0: fetched by its uploader).
+        alert: u64,
+        /// Media type.
+        mime: String,
+        /// Content.
+        data: Bytes,
+    },
+    /// A drill report, JSON.
+    DrillReport {
+        /// The drill.
+        alert: u64,
+        /// The report.
+        json: String,
+    },
+}
+
 /// A connected, authenticated terminal.
 #[derive(Debug)]
 pub struct Terminal {
@@ -264,6 +288,8 @@ pub struct Terminal {
     control: mpsc::UnboundedSender<ClientMsg>,
     events: mpsc::UnboundedReceiver<Result<ServerMsg, Error>>,
     pending: VecDeque<ServerMsg>,
+    downloads: mpsc::UnboundedReceiver<Download>,
+    pending_downloads: VecDeque<Download>,
     welcome: Welcome,
 }
 
@@ -320,11 +346,13 @@ impl Terminal {
 
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (downloads_tx, downloads) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(send, control_rx));
-        tokio::spawn(alert_loop(
+        tokio::spawn(stream_loop(
             conn.clone(),
             control.clone(),
             events_tx.clone(),
+            downloads_tx,
             seen.clone(),
         ));
         tokio::spawn(read_loop(recv, conn.clone(), events_tx));
@@ -336,6 +364,8 @@ impl Terminal {
             control,
             events,
             pending: VecDeque::new(),
+            downloads,
+            pending_downloads: VecDeque::new(),
             welcome: Welcome {
                 terminal,
                 name: String::new(),
@@ -555,8 +585,7 @@ impl Terminal {
         target: Target,
         body: AlertBody,
     ) -> Result<(u64, u32), Error> {
-        let request = self.next_request;
-        self.next_request = self.next_request.wrapping_add(1);
+        let request = self.request_id();
         self.send(ClientMsg::AlertSend {
             request,
             body,
@@ -681,6 +710,139 @@ impl Terminal {
         self.send(ClientMsg::WatchPositions { node })
     }
 
+    fn request_id(&mut self) -> u32 {
+        let request = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        request
+    }
+
+    /// Uploads an attachment (a photo, at most 4 MiB) on a stream of its
+    /// own and waits until the gateway stored it. Returns its id, to put in
+    /// an alert's or report's `attachments`.
+    pub async fn upload_attachment(&mut self, mime: &str, data: Bytes) -> Result<u64, Error> {
+        let request = self.request_id();
+        let mut header = BytesMut::new();
+        ClientMsg::AttachmentPut {
+            request,
+            mime: mime.to_owned(),
+            size: data.len() as u32,
+        }
+        .encode(&mut header);
+        let mut stream = self.conn.open_uni().await?;
+        // Below the control stream: a photo never delays floor messages.
+        let _ = stream.set_priority(-1);
+        stream.write_all(&header).await.map_err(write_error)?;
+        // A refused upload is stopped by the gateway; its answer follows
+        // on the control stream.
+        if stream.write_chunk(data).await.is_ok() {
+            let _ = stream.finish();
+        }
+        self.wait_for(|m| match m {
+            ServerMsg::AttachmentStored {
+                request: r,
+                attachment,
+                ..
+            } if *r == request => Some(Ok(*attachment)),
+            ServerMsg::AlertRefused {
+                request: r,
+                code,
+                message,
+            } if *r == request => Some(Err(Error::Refused {
+                code: *code,
+                message: message.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends a work report or clue (`kind` Report or Clue) to this
+    /// terminal's station consoles and waits until it is stored. Returns
+    /// the id (receipts arrive as `ReceiptUpdate` events) and the number of
+    /// consoles it goes to.
+    pub async fn send_report(&mut self, body: AlertBody) -> Result<(u64, u32), Error> {
+        self.send_alert(Target::Station, body).await
+    }
+
+    /// Waits for the next download matching `pick`, or for an `Error` about
+    /// a frame of type `frame`.
+    async fn wait_download<T>(
+        &mut self,
+        frame: u8,
+        mut pick: impl FnMut(&Download) -> Option<T>,
+    ) -> Result<T, Error> {
+        if let Some(i) = self
+            .pending_downloads
+            .iter()
+            .position(|d| pick(d).is_some())
+        {
+            let d = self
+                .pending_downloads
+                .remove(i)
+                .expect("index from position");
+            return Ok(pick(&d).expect("matched above"));
+        }
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|m| refusal(m, frame).is_some())
+        {
+            let m = self.pending.remove(i).expect("index from position");
+            return Err(refusal(&m, frame).expect("matched above"));
+        }
+        let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Err(Error::Timeout(ANSWER_TIMEOUT)),
+                d = self.downloads.recv() => match d {
+                    Some(d) => match pick(&d) {
+                        Some(t) => return Ok(t),
+                        None => self.pending_downloads.push_back(d),
+                    },
+                    None => return Err(self.closed_error()),
+                },
+                m = self.events.recv() => match m {
+                    Some(Ok(m)) => match refusal(&m, frame) {
+                        Some(e) => return Err(e),
+                        None => self.pending.push_back(m),
+                    },
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(self.closed_error()),
+                },
+            }
+        }
+    }
+
+    /// The next attachment the gateway pushed (screens and consoles get an
+    /// alert's attachments right after the alert).
+    pub async fn next_attachment(&mut self) -> Result<Download, Error> {
+        self.wait_download(0, |d| {
+            matches!(d, Download::Attachment { .. }).then(|| d.clone())
+        })
+        .await
+    }
+
+    /// Fetches an attachment of an alert this terminal received or sent
+    /// (handhelds get only the text with the alert).
+    pub async fn fetch_attachment(&mut self, attachment: u64) -> Result<Download, Error> {
+        self.send(ClientMsg::AttachmentFetch { attachment })?;
+        self.wait_download(ptt_codec::control::kind::ATTACHMENT_FETCH, |d| match d {
+            Download::Attachment { attachment: a, .. } if *a == attachment => Some(d.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Asks for a drill's report (JSON; see PROTOCOL.md).
+    pub async fn drill_report(&mut self, alert: u64) -> Result<String, Error> {
+        self.send(ClientMsg::DrillReportQuery { alert })?;
+        self.wait_download(ptt_codec::control::kind::DRILL_REPORT_QUERY, |d| match d {
+            Download::DrillReport { alert: a, json } if *a == alert => Some(json.clone()),
+            _ => None,
+        })
+        .await
+    }
+
     /// Logs out: the gateway forgets this terminal's groups.
     pub fn logout(&self) -> Result<(), Error> {
         self.send(ClientMsg::Logout)
@@ -726,36 +888,96 @@ fn floor_answer(m: &ServerMsg, group: GroupId) -> Option<FloorAnswer> {
     }
 }
 
-/// Receives alerts on the gateway's unidirectional streams: acknowledges
-/// every delivery, shows each alert once.
-async fn alert_loop(
+/// Receives the gateway's unidirectional streams: alerts (acknowledged,
+/// each shown once) in the order the gateway opened their streams, and
+/// attachments and drill reports, whose content is read on a task of its
+/// own so a large photo never holds up the next alert.
+async fn stream_loop(
     conn: quinn::Connection,
     control: mpsc::UnboundedSender<ClientMsg>,
     events: mpsc::UnboundedSender<Result<ServerMsg, Error>>,
+    downloads: mpsc::UnboundedSender<Download>,
     seen: SeenAlerts,
 ) {
     while let Ok(mut stream) = conn.accept_uni().await {
-        let Ok(bytes) = stream
-            .read_to_end(ptt_codec::control::MAX_BODY + ptt_codec::control::HEADER_LEN)
-            .await
-        else {
+        let Some((msg, rest)) = read_header(&mut stream).await else {
             continue;
         };
-        let Ok(frame) = split_frame(&bytes) else {
-            continue;
-        };
-        let Ok(msg @ ServerMsg::Alert { alert, .. }) = ServerMsg::decode(frame) else {
-            continue;
-        };
-        // Acknowledge even a duplicate: the first receipt may have been lost.
-        let _ = control.send(ClientMsg::AlertReceipt {
-            alert,
-            status: ReceiptStatus::Delivered,
-            reason: String::new(),
-        });
-        if seen.insert(alert) && events.send(Ok(msg)).is_err() {
-            return;
+        match msg {
+            ServerMsg::Alert { alert, .. } => {
+                // Acknowledge even a duplicate: the first receipt may have been lost.
+                let _ = control.send(ClientMsg::AlertReceipt {
+                    alert,
+                    status: ReceiptStatus::Delivered,
+                    reason: String::new(),
+                });
+                if seen.insert(alert) && events.send(Ok(msg)).is_err() {
+                    return;
+                }
+            }
+            header => {
+                tokio::spawn(read_download(stream, header, rest, downloads.clone()));
+            }
         }
+    }
+}
+
+/// Reads a stream's first frame; returns it and the bytes read past it.
+async fn read_header(stream: &mut quinn::RecvStream) -> Option<(ServerMsg, BytesMut)> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        match split_frame(&buf) {
+            Ok(frame) => {
+                let len = frame.len();
+                let msg = ServerMsg::decode(frame).ok()?;
+                let _ = buf.split_to(len);
+                return Some((msg, buf));
+            }
+            Err(FrameError::TooLong(_)) => return None,
+            Err(FrameError::Incomplete) => {}
+        }
+        match stream.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Largest content a stream from the gateway may carry: an attachment, or
+/// a city-wide drill report.
+const MAX_DOWNLOAD: usize = 16 * 1024 * 1024;
+
+async fn read_download(
+    mut stream: quinn::RecvStream,
+    header: ServerMsg,
+    mut content: BytesMut,
+    downloads: mpsc::UnboundedSender<Download>,
+) {
+    let Ok(rest) = stream.read_to_end(MAX_DOWNLOAD).await else {
+        return;
+    };
+    content.extend_from_slice(&rest);
+    let content = content.freeze();
+    match header {
+        ServerMsg::Attachment {
+            attachment,
+            alert,
+            mime,
+            size,
+        } if content.len() == size as usize => {
+            let _ = downloads.send(Download::Attachment {
+                attachment,
+                alert,
+                mime,
+                data: content,
+            });
+        }
+        ServerMsg::DrillReport { alert, size } if content.len() == size as usize => {
+            if let Ok(json) = String::from_utf8(content.to_vec()) {
+                let _ = downloads.send(Download::DrillReport { alert, json });
+            }
+        }
+        _ => {}
     }
 }
 

@@ -25,6 +25,7 @@ fn body(title: &str) -> AlertBody {
             lon_e7: 1_196_400_000,
             address: "城南路165号".into(),
         }),
+        attachments: Vec::new(),
     }
 }
 
@@ -483,6 +484,7 @@ async fn nearest_members_get_the_dispatch_and_consoles_see_positions() {
     );
     let nowhere = AlertBody {
         location: None,
+        attachments: Vec::new(),
         ..body("x")
     };
     assert_eq!(

@@ -55,6 +55,7 @@ fn body(n: u32) -> AlertBody {
         title: format!("预警 {n}"),
         text: "夜市附近发现可疑人员".into(),
         location: None,
+        attachments: Vec::new(),
     }
 }
 

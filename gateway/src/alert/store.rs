@@ -915,7 +915,10 @@ mod tests {
         assert!(s.fetchable_attachment(member, a).unwrap().is_none());
 
         let refs = s.attachment_refs(console, &[a]).unwrap().unwrap();
-        assert_eq!((refs[0].size, refs[0].mime.as_str()), (300_000, "image/jpeg"));
+        assert_eq!(
+            (refs[0].size, refs[0].mime.as_str()),
+            (300_000, "image/jpeg")
+        );
         assert_eq!(s.attachment_refs(stranger, &[a]).unwrap(), Err(a));
         let mut with_photo = body(600);
         with_photo.attachments = refs;
@@ -960,12 +963,18 @@ mod tests {
         let mut drill = body(600);
         drill.kind = AlertKind::Drill;
         let (a, b, c) = (TerminalId(2), TerminalId(3), TerminalId(4));
-        let id = s.create_alert(TerminalId(1), &drill, "t", 1000, &[a, b, c]).unwrap();
-        s.record_receipt(id, a, ReceiptStatus::Delivered, 1100, "").unwrap();
-        s.record_receipt(id, a, ReceiptStatus::Accepted, 1500, "").unwrap();
-        s.record_receipt(id, a, ReceiptStatus::Arrived, 9000, "").unwrap();
+        let id = s
+            .create_alert(TerminalId(1), &drill, "t", 1000, &[a, b, c])
+            .unwrap();
+        s.record_receipt(id, a, ReceiptStatus::Delivered, 1100, "")
+            .unwrap();
+        s.record_receipt(id, a, ReceiptStatus::Accepted, 1500, "")
+            .unwrap();
+        s.record_receipt(id, a, ReceiptStatus::Arrived, 9000, "")
+            .unwrap();
         // b was offline and reports its arrival first.
-        s.record_receipt(id, b, ReceiptStatus::Arrived, 7000, "").unwrap();
+        s.record_receipt(id, b, ReceiptStatus::Arrived, 7000, "")
+            .unwrap();
         let p = s.drill_progress(id).unwrap();
         assert_eq!(
             (p[0].receipt_ms, p[0].accept_ms, p[0].arrive_ms),
