@@ -77,3 +77,129 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
+
+/// How long the gateway takes to relay one voice frame: from the voice
+/// task receiving the datagram from its connection to the frame queued in
+/// every receiver's connection, microseconds.
+///
+/// Each voice task records into a [`LatencyRecorder`] of its own and merges
+/// into this shared histogram at most once a second, so the per-frame path
+/// takes no lock.
+#[derive(Debug)]
+pub struct RelayLatency(std::sync::Mutex<hdrhistogram::Histogram<u64>>);
+
+impl Default for RelayLatency {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(new_histogram()))
+    }
+}
+
+/// 1 µs to 10 s, 3 significant digits.
+fn new_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 10_000_000, 3).expect("valid bounds")
+}
+
+/// Percentiles of [`RelayLatency`], microseconds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LatencySummary {
+    /// Frames measured.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+}
+
+impl RelayLatency {
+    fn lock(&self) -> std::sync::MutexGuard<'_, hdrhistogram::Histogram<u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A recorder for one task.
+    pub fn recorder(&self) -> LatencyRecorder<'_> {
+        LatencyRecorder {
+            shared: self,
+            local: new_histogram(),
+            merged: std::time::Instant::now(),
+        }
+    }
+
+    /// What has been merged so far.
+    pub fn summary(&self) -> LatencySummary {
+        let h = self.lock();
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+/// One task's share of [`RelayLatency`]; merged when dropped too.
+#[derive(Debug)]
+pub struct LatencyRecorder<'a> {
+    shared: &'a RelayLatency,
+    local: hdrhistogram::Histogram<u64>,
+    merged: std::time::Instant,
+}
+
+impl LatencyRecorder<'_> {
+    /// Records one frame that took `d`.
+    #[inline]
+    pub fn record(&mut self, d: std::time::Duration, now: std::time::Instant) {
+        self.local.saturating_record(d.as_micros().max(1) as u64);
+        if now.duration_since(self.merged) >= std::time::Duration::from_secs(1) {
+            self.merge(now);
+        }
+    }
+
+    fn merge(&mut self, now: std::time::Instant) {
+        if !self.local.is_empty() {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = self.shared.lock().add(&self.local);
+            self.local.reset();
+        }
+        self.merged = now;
+    }
+}
+
+impl Drop for LatencyRecorder<'_> {
+    fn drop(&mut self) {
+        self.merge(std::time::Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn recorders_merge_once_a_second_and_when_dropped() {
+        let shared = RelayLatency::default();
+        let start = Instant::now();
+        {
+            let mut r = shared.recorder();
+            for us in 1..=100u64 {
+                r.record(Duration::from_micros(us * 10), start);
+            }
+            assert_eq!(shared.summary().count, 0, "not merged within the second");
+            r.record(Duration::from_micros(5000), start + Duration::from_secs(2));
+            assert_eq!(shared.summary().count, 101);
+            r.record(Duration::from_micros(20), start + Duration::from_secs(2));
+        }
+        let s = shared.summary();
+        assert_eq!(s.count, 102, "the rest merged on drop");
+        assert!((495..=505).contains(&s.p50_us), "{s:?}");
+        assert!((4995..=5005).contains(&s.max_us), "{s:?}");
+    }
+}

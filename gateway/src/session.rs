@@ -653,9 +653,11 @@ async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId)
     let m = &shared.metrics;
     let s = &shared.config.session;
     let mut rate = RateLimit::new(s.voice_rate, s.voice_burst);
+    let mut latency = shared.relay_latency.recorder();
     while let Ok(datagram) = conn.read_datagram().await {
+        let received = Instant::now();
         Metrics::add(&m.voice_in, 1);
-        if !rate.allow(Instant::now()) {
+        if !rate.allow(received) {
             Metrics::add(&m.voice_rate_limited, 1);
             continue;
         }
@@ -677,6 +679,8 @@ async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId)
             continue;
         }
         let out = fanout::relay(&snapshot, terminal, &datagram);
+        let now = Instant::now();
+        latency.record(now - received, now);
         Metrics::add(&m.voice_delivered, out.delivered as u64);
         if out.failed > 0 {
             Metrics::add(&m.voice_send_failed, out.failed as u64);
