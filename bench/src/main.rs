@@ -1,13 +1,19 @@
-//! `ptt-bench`: runs a workload against a real gateway process and reports
-//! what it cost.
+//! `ptt-bench`: runs one workload against (a) a raw UDP fan-out relay
+//! baseline and (b) the gateway, and reports what each cost per delivered
+//! frame, and the ratio.
 //!
-//! It generates a city, starts `ptt-gateway` on a loopback port, drives it
-//! with `terminal-sim run --gateway-pid` (so the gateway's own CPU time is
-//! measured from /proc, independent of how fast the harness is), stops the
-//! gateway with SIGTERM and writes the terminal-sim report plus the
-//! gateway's counters as JSON. Use the release build: the binaries are
+//! It generates a city; starts `baseline-relay` on a loopback port and
+//! drives it with plain UDP sockets in this process (same groups, members,
+//! consoles and talk pattern as the gateway run); then starts `ptt-gateway`
+//! and drives it with `terminal-sim run --gateway-pid`. Each relay's CPU
+//! time is read from /proc over the measured phase, independent of how fast
+//! the harness is. The gateway's counters and relay-latency histogram come
+//! from its log line at SIGTERM. Use the release build: the binaries are
 //! looked up next to this one.
 
+mod udpload;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,20 +22,29 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(about = "Benchmark the PTT gateway on a loopback workload")]
+#[command(
+    about = "Benchmark the PTT gateway against a raw UDP relay baseline on a loopback workload"
+)]
 struct Args {
-    /// Workload: a terminal-sim scenario (voice-steady, floor-contention or a TOML file).
-    #[arg(long, default_value = "voice-steady")]
+    /// Workload: `voice-smoke` (20 talking units of a 300-unit city, 10 s),
+    /// `city-voice-peak` (5% of a 7,019-unit city talking at once: 351
+    /// units, 30 s), or any terminal-sim scenario name or TOML file
+    /// (with --groups, --units, --duration; no baseline unless it is a
+    /// voice-steady pattern).
+    #[arg(long, default_value = "voice-smoke")]
     workload: String,
-    /// Unit groups exercised.
-    #[arg(long, default_value_t = 50)]
-    groups: usize,
-    /// Seconds of measured traffic.
-    #[arg(long, default_value_t = 30)]
-    duration: u64,
-    /// Units in the generated city (at least `groups`).
-    #[arg(long, default_value_t = 300)]
-    units: usize,
+    /// Unit groups exercised (overrides the workload's).
+    #[arg(long)]
+    groups: Option<usize>,
+    /// Seconds of measured traffic (overrides the workload's).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Units in the generated city (overrides the workload's).
+    #[arg(long)]
+    units: Option<usize>,
+    /// Skip the baseline (gateway only).
+    #[arg(long)]
+    no_baseline: bool,
     /// Where to write the JSON report.
     #[arg(long)]
     report: PathBuf,
@@ -84,34 +99,134 @@ impl Drop for Gateway {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    // A fresh gateway every run: alerts stored by an earlier run would be
-    // forwarded to this run's terminals and skew its figures.
-    if args.workdir.join("gateway").exists() {
-        std::fs::remove_dir_all(args.workdir.join("gateway"))?;
+/// A named workload: the city, how much of it talks, for how long.
+#[derive(Debug, Clone)]
+struct Workload {
+    name: String,
+    /// terminal-sim scenario the gateway run uses.
+    scenario: String,
+    units: usize,
+    groups: usize,
+    duration_s: u64,
+    /// Whether the baseline can run it (voice-steady talk pattern).
+    baseline: bool,
+}
+
+impl Workload {
+    fn resolve(args: &Args) -> Workload {
+        let mut w = match args.workload.as_str() {
+            "voice-smoke" => Workload {
+                name: "voice-smoke".into(),
+                scenario: "voice-steady".into(),
+                units: 300,
+                groups: 20,
+                duration_s: 10,
+                baseline: true,
+            },
+            "city-voice-peak" => Workload {
+                name: "city-voice-peak".into(),
+                scenario: "voice-steady".into(),
+                units: 7019,
+                groups: 351,
+                duration_s: 30,
+                baseline: true,
+            },
+            other => Workload {
+                name: other.into(),
+                scenario: other.into(),
+                units: 300,
+                groups: 50,
+                duration_s: 30,
+                baseline: other == "voice-steady",
+            },
+        };
+        if let Some(g) = args.groups {
+            w.groups = g;
+        }
+        if let Some(u) = args.units {
+            w.units = u;
+        }
+        if let Some(d) = args.duration {
+            w.duration_s = d;
+        }
+        w.units = w.units.max(w.groups);
+        w.baseline &= !args.no_baseline;
+        w
     }
-    std::fs::create_dir_all(&args.workdir)?;
-    let org = args.workdir.join("city.toml");
-    let status = Command::new(bin("terminal-sim")?)
-        .args([
-            "gen-city",
-            "--units",
-            &args.units.max(args.groups).to_string(),
-            "--out",
-        ])
-        .arg(&org)
-        .stdout(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("gen-city failed");
-    }
+}
+
+/// Peak resident memory of a process, MiB (VmHWM).
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn ms(p: &ptt_terminal_sim::report::Percentiles) -> serde_json::Value {
+    serde_json::json!({ "p50": p.p50, "p90": p.p90, "p99": p.p99, "p999": p.p999, "max": p.max })
+}
+
+/// Runs the raw UDP relay baseline on the workload.
+fn baseline(args: &Args, w: &Workload, org: &Path) -> anyhow::Result<serde_json::Value> {
+    let plan = ptt_terminal_sim::scenario::Plan::new(org, w.groups)?;
+    let spec = ptt_terminal_sim::scenario::Spec::voice_steady();
+    let port = free_port()?;
+    let log = args.workdir.join("baseline-relay.log");
+    let child = Command::new(bin("baseline-relay")?)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting baseline-relay")?;
+    let mut relay = Gateway(child);
+    wait_for(&log, "listening", &mut relay.0)?;
+    let pid = relay.0.id();
+    let mut samples = Vec::new();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let measured = runtime.block_on(udpload::run(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &plan,
+        udpload::Pattern {
+            burst_ms: spec.burst_ms,
+            gap_ms: spec.gap_ms,
+        },
+        Duration::from_secs(w.duration_s),
+        || samples.push(ptt_terminal_sim::report::sample_process(pid)),
+    ))?;
+    let rss = peak_rss_mb(pid);
+    drop(relay);
+    let cpu = match (&samples[..], samples.len()) {
+        ([Ok(a), Ok(b)], 2) => b.cpu_seconds - a.cpu_seconds,
+        _ => bail!("could not read the baseline relay's CPU time from /proc"),
+    };
+    let delivered_ratio = measured.received as f64 / measured.expected.max(1) as f64;
+    Ok(serde_json::json!({
+        "cpu_seconds": cpu,
+        "frames_sent": measured.frames_sent,
+        "frames_expected": measured.expected,
+        "frames_delivered": measured.received,
+        "cpu_us_per_frame": cpu * 1e6 / measured.received.max(1) as f64,
+        "delivered_ratio": delivered_ratio,
+        "latency_ms": ms(&measured.latency),
+        "rss_mb": rss,
+    }))
+}
+
+/// Runs the gateway on the workload; returns the terminal-sim report with
+/// the gateway's counters, and the gateway's summary.
+fn gateway(
+    args: &Args,
+    w: &Workload,
+    org: &Path,
+) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
     let port = free_port()?;
     let data = args.workdir.join("gateway");
     let log = args.workdir.join("gateway.log");
     let child = Command::new(bin("ptt-gateway")?)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--org"])
-        .arg(&org)
+        .arg(org)
         .arg("--data-dir")
         .arg(&data)
         .env("RUST_LOG", "info,quinn=warn")
@@ -126,42 +241,133 @@ fn main() -> anyhow::Result<()> {
         .args(["run", "--gateway", &format!("127.0.0.1:{port}"), "--ca"])
         .arg(data.join("cert.pem"))
         .arg("--org")
-        .arg(&org)
-        .args(["--scenario", &args.workload])
-        .args(["--duration", &args.duration.to_string()])
-        .args(["--groups", &args.groups.to_string()])
+        .arg(org)
+        .args(["--scenario", &w.scenario])
+        .args(["--duration", &w.duration_s.to_string()])
+        .args(["--groups", &w.groups.to_string()])
         .args(["--gateway-pid", &gateway.0.id().to_string()])
         .arg("--report")
         .arg(&sim_report)
         .status()?;
+    let rss = peak_rss_mb(gateway.0.id());
     drop(gateway);
     if !status.success() {
         bail!("terminal-sim failed");
     }
     let mut report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&sim_report)?)?;
-    // The gateway logs its counters when it stops: where loss happened, if any.
+    // The gateway logs its counters when it stops: where loss happened, if
+    // any, and its relay latency.
     let text = std::fs::read_to_string(&log)?;
-    if let Some(json) = text
+    let counters = text
         .lines()
         .filter_map(|l| l.split_once("counters=").map(|(_, rest)| rest))
         .next_back()
-        .and_then(|rest| {
-            rest.split_once(" gateway stopped")
-                .map(|(j, _)| j)
-                .or(Some(rest))
-        })
-    {
-        report["gateway_counters"] =
-            serde_json::from_str(json.trim()).unwrap_or(serde_json::Value::Null);
+        .and_then(|rest| serde_json::from_str::<serde_json::Value>(rest.trim()).ok())
+        .unwrap_or(serde_json::Value::Null);
+    report["gateway_counters"] = counters.clone();
+    let voice = &report["voice"];
+    let us = |k: &str| counters["relay_latency_us"][k].as_f64().unwrap_or(0.0) / 1000.0;
+    let summary = serde_json::json!({
+        "cpu_seconds": report["gateway"]["cpu_seconds"],
+        "frames_delivered": voice["frames_received"],
+        "cpu_us_per_frame": report["gateway"]["cpu_us_per_delivered_frame"],
+        "delivered_ratio": voice["delivered_ratio"],
+        "latency_ms": voice["latency_ms"],
+        "internal_latency_ms": { "p50": us("p50_us"), "p99": us("p99_us"), "p999": us("p999_us"), "max": us("max_us") },
+        "rss_mb": rss,
+        "rss_kb_per_connection": rss * 1024.0 / report["connections"]["established"].as_f64().unwrap_or(1.0).max(1.0),
+        "dropped_by_gateway": counters["voice_send_failed"],
+        "kernel": report["kernel"],
+    });
+    Ok((report, summary))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let w = Workload::resolve(&args);
+    // A fresh gateway every run: alerts stored by an earlier run would be
+    // forwarded to this run's terminals and skew its figures.
+    if args.workdir.join("gateway").exists() {
+        std::fs::remove_dir_all(args.workdir.join("gateway"))?;
     }
-    report["bench"] = serde_json::json!({
-        "workload": args.workload,
-        "groups": args.groups,
-        "duration_s": args.duration,
+    std::fs::create_dir_all(&args.workdir)?;
+    let org = args.workdir.join("city.toml");
+    let status = Command::new(bin("terminal-sim")?)
+        .args(["gen-city", "--units", &w.units.to_string(), "--out"])
+        .arg(&org)
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("gen-city failed");
+    }
+
+    let baseline = if w.baseline {
+        eprintln!(
+            "baseline: raw UDP relay, {} groups, {} s",
+            w.groups, w.duration_s
+        );
+        Some(baseline(&args, &w, &org)?)
+    } else {
+        None
+    };
+    eprintln!("gateway: {} groups, {} s", w.groups, w.duration_s);
+    let (sim, gw) = gateway(&args, &w, &org)?;
+    let ratio = baseline.as_ref().and_then(|b| {
+        let base = b["cpu_us_per_frame"].as_f64()?;
+        let g = gw["cpu_us_per_frame"].as_f64()?;
+        (base > 0.0).then(|| g / base)
+    });
+    let report = serde_json::json!({
+        "workload": w.name,
+        "scenario": w.scenario,
+        "units": w.units,
+        "groups": w.groups,
+        "duration_s": w.duration_s,
         "machine": machine(),
+        "baseline": baseline,
+        "gateway": gw,
+        "ratio": ratio,
+        "terminal_sim": sim,
     });
     std::fs::write(&args.report, serde_json::to_string_pretty(&report)? + "\n")?;
+    let f = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
+    println!(
+        "workload {} ({} groups, {} s) on {}",
+        w.name,
+        w.groups,
+        w.duration_s,
+        machine()
+    );
+    println!(
+        "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "", "CPU us/frame", "delivered", "p50 ms", "p99 ms", "p999 ms", "RSS MiB"
+    );
+    for (name, r) in [
+        ("baseline", report["baseline"].clone()),
+        ("gateway", report["gateway"].clone()),
+    ] {
+        if r.is_null() {
+            continue;
+        }
+        println!(
+            "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8}",
+            name,
+            f(&r["cpu_us_per_frame"]),
+            f(&r["delivered_ratio"]),
+            f(&r["latency_ms"]["p50"]),
+            f(&r["latency_ms"]["p99"]),
+            f(&r["latency_ms"]["p999"]),
+            f(&r["rss_mb"]),
+        );
+    }
+    if let Some(r) = ratio {
+        println!("ratio gateway/baseline CPU per frame: {r:.2}");
+    }
+    println!(
+        "gateway internal relay latency p99 {} ms",
+        f(&report["gateway"]["internal_latency_ms"]["p99"])
+    );
     println!("report: {}", args.report.display());
     Ok(())
 }
