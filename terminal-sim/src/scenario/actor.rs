@@ -167,44 +167,89 @@ pub struct Link {
     pub walker: Option<Walker>,
 }
 
-/// Longest time one connection attempt (handshake and joins) may take:
-/// while the gateway is down, a QUIC handshake would otherwise wait for
-/// its idle timeout.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest time a connection attempt may take to get a session: while the
+/// gateway is down, a QUIC handshake would otherwise wait for its idle
+/// timeout.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest time joining the groups may take once connected.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one terminal is doing with its alerts, for the reconnect loop.
+struct Context<'a> {
+    me: TerminalId,
+    stats: &'a mut FloorStats,
+    alerts: &'a mut AlertState,
+    shared: &'a Shared,
+    rng: &'a mut StdRng,
+}
+
+impl Context<'_> {
+    /// Counts the alerts a closed terminal had taken in (and marked shown)
+    /// but nobody had read: a redelivery would not be shown again.
+    async fn drain(&mut self, terminal: &mut Terminal) {
+        terminal.close();
+        // After the close the terminal's readers end and its event channel
+        // with them: one error reports the connection's end (messages may
+        // still be queued behind it), then every read fails at once.
+        let mut errors = 0;
+        let limit = tokio::time::Instant::now() + Duration::from_secs(2);
+        while errors < 3 {
+            match tokio::time::timeout_at(limit, terminal.next_event()).await {
+                Ok(Ok(ev)) => {
+                    self.alerts
+                        .on_message(&ev, self.me, self.stats, self.shared, self.rng);
+                }
+                Ok(Err(_)) => errors += 1,
+                Err(_) => break,
+            }
+        }
+    }
+}
 
 /// One connection attempt: connect with the shown-alerts memory, join the
-/// groups.
-async fn connect_once(link: &Link, id: TerminalId, seen: SeenAlerts) -> Result<Terminal, String> {
-    let attempt = async {
-        let mut t = Terminal::connect_with_seen(
-            &link.endpoint,
-            link.gateway,
-            &link.server_name,
-            id,
-            &link.credential,
-            seen,
-        )
-        .await?;
+/// groups. A terminal that connected but could not join is closed and its
+/// alerts counted.
+async fn connect_once(
+    link: &Link,
+    seen: SeenAlerts,
+    cx: &mut Context<'_>,
+) -> Result<Terminal, String> {
+    let connect = Terminal::connect_with_seen(
+        &link.endpoint,
+        link.gateway,
+        &link.server_name,
+        cx.me,
+        &link.credential,
+        seen,
+    );
+    let mut t = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no session within {HANDSHAKE_TIMEOUT:?}")),
+    };
+    let joins = async {
         for g in &link.groups {
             t.join(*g).await?;
         }
-        Ok::<_, terminal::Error>(t)
+        Ok::<_, terminal::Error>(())
     };
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
-        Ok(Ok(t)) => Ok(t),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no session within {ATTEMPT_TIMEOUT:?}")),
-    }
+    let error = match tokio::time::timeout(JOIN_TIMEOUT, joins).await {
+        Ok(Ok(())) => return Ok(t),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("joins took over {JOIN_TIMEOUT:?}"),
+    };
+    // The gateway may already have forwarded alerts to this session.
+    cx.drain(&mut t).await;
+    Err(error)
 }
 
 /// Reconnects with backoff until it works or the run stops (`None`).
 async fn reconnect(
     link: &Link,
-    id: TerminalId,
     seen: &SeenAlerts,
     stop: &mut watch::Receiver<bool>,
-    rng: &mut StdRng,
-    stats: &mut FloorStats,
+    cx: &mut Context<'_>,
     first_delay: bool,
 ) -> Option<Terminal> {
     let mut backoff = Backoff::default();
@@ -214,25 +259,24 @@ async fn reconnect(
             return None;
         }
         if wait {
-            let delay = backoff.next_delay(rng);
+            let delay = backoff.next_delay(cx.rng);
             tokio::select! {
                 _ = stop.changed() => return None,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
         wait = true;
-        tokio::select! {
-            _ = stop.changed() => return None,
-            r = connect_once(link, id, seen.clone()) => match r {
-                Ok(t) => {
-                    let _ = link.connections.send(t.connection().clone());
-                    return Some(t);
-                }
-                Err(e) => {
-                    stats.failed_attempts += 1;
-                    tracing::debug!(terminal = %id, "reconnect attempt failed: {e}");
-                }
-            },
+        // Not abandoned for `stop`: an attempt that got a session must
+        // count what it was given; it ends within the timeouts.
+        match connect_once(link, seen.clone(), cx).await {
+            Ok(t) => {
+                let _ = link.connections.send(t.connection().clone());
+                return Some(t);
+            }
+            Err(e) => {
+                cx.stats.failed_attempts += 1;
+                tracing::debug!(terminal = %cx.me, "reconnect attempt failed: {e}");
+            }
         }
     }
 }
@@ -252,6 +296,94 @@ struct Talking {
     burst: u16,
     seq: u16,
     until: Instant,
+}
+
+/// The alert side of one terminal: requests awaiting confirmation, alerts
+/// shown, receipts due.
+#[derive(Debug, Default)]
+struct AlertState {
+    /// Request id to the deliveries expected (`None`: the recipients the
+    /// gateway names).
+    requests: HashMap<u32, Option<u64>>,
+    /// Alerts shown, to catch one shown twice.
+    shown: HashSet<u64>,
+    /// Receipts due: when, alert, status code.
+    receipts: BinaryHeap<Reverse<(Instant, u64, u8)>>,
+}
+
+impl AlertState {
+    /// Handles `msg` if it is about alerts; returns whether it was.
+    fn on_message(
+        &mut self,
+        msg: &ServerMsg,
+        me: TerminalId,
+        stats: &mut FloorStats,
+        shared: &Shared,
+        rng: &mut StdRng,
+    ) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        match msg {
+            ServerMsg::AlertAccepted {
+                request,
+                alert,
+                recipients,
+                ..
+            } => {
+                if let Some(expected) = self.requests.remove(request) {
+                    let expected = expected.unwrap_or(u64::from(*recipients));
+                    stats.confirmed_ids.push(*alert);
+                    stats.alerts_confirmed += 1;
+                    stats.alerts_expected += expected;
+                    shared.alerts_expected.fetch_add(expected, Relaxed);
+                }
+            }
+            ServerMsg::AlertRefused {
+                request,
+                code,
+                message,
+                ..
+            } => {
+                self.requests.remove(request);
+                tracing::warn!(terminal = %me, ?code, "alert refused: {message}");
+            }
+            ServerMsg::Alert {
+                alert,
+                created_ms,
+                body,
+                ..
+            } => {
+                let alert = *alert;
+                if !self.shown.insert(alert) {
+                    stats.alerts_duplicates_shown += 1;
+                    return true;
+                }
+                stats.alerts_delivered += 1;
+                stats.delivered_ids.push(alert);
+                shared.alerts_delivered.fetch_add(1, Relaxed);
+                stats
+                    .alert_latency
+                    .record(Duration::from_millis(now_ms().saturating_sub(*created_ms)));
+                if matches!(body.kind, AlertKind::Dispatch | AlertKind::Drill) {
+                    let r = shared.responders;
+                    let respond =
+                        Instant::now() + Duration::from_millis(rng.gen_range(0..=r.respond_ms));
+                    let mut due = |at: Instant, status: ReceiptStatus| {
+                        self.receipts.push(Reverse((at, alert, status.code())));
+                    };
+                    if rng.gen_bool(r.accept_ratio.clamp(0.0, 1.0)) {
+                        due(respond, ReceiptStatus::Accepted);
+                        let arrive =
+                            respond + Duration::from_millis(rng.gen_range(0..=r.arrive_ms));
+                        due(arrive, ReceiptStatus::Arrived);
+                    } else {
+                        due(respond, ReceiptStatus::Rejected);
+                    }
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
 }
 
 /// Runs the terminal until `stop` turns true; returns its floor counters.
@@ -282,14 +414,12 @@ pub async fn run(
     let mut last_step = Instant::now();
     let mut packet = 0usize;
     let mut rng = StdRng::seed_from_u64(u64::from(me.0));
-    let mut alert_requests: HashMap<u32, Option<u64>> = HashMap::new();
     let mut next_request = 1u32;
-    let mut shown: HashSet<u64> = HashSet::new();
-    let mut receipts: BinaryHeap<Reverse<(Instant, u64, u8)>> = BinaryHeap::new();
+    let mut alerts = AlertState::default();
     let mut offline_at: Option<(tokio::time::Instant, Duration)> = None;
     loop {
         let exit = loop {
-            let next_receipt = receipts.peek().map(|Reverse((at, _, _))| *at);
+            let next_receipt = alerts.receipts.peek().map(|Reverse((at, _, _))| *at);
             tokio::select! {
                 _ = stop.changed() => break Exit::Stop,
                 _ = tokio::time::sleep_until(offline_at.map_or_else(tokio::time::Instant::now, |(at, _)| at)), if offline_at.is_some() => {
@@ -308,12 +438,12 @@ pub async fn run(
                     stats.positions += 1;
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next_receipt.unwrap_or_else(Instant::now))), if next_receipt.is_some() => {
-                    let Some(Reverse((at, alert, code))) = receipts.pop() else { continue };
+                    let Some(Reverse((at, alert, code))) = alerts.receipts.pop() else { continue };
                     let status = ReceiptStatus::from_code(code).unwrap_or(ReceiptStatus::Read);
                     let reason = if status == ReceiptStatus::Rejected { "在岗位上走不开".to_owned() } else { String::new() };
                     if terminal.send(ClientMsg::AlertReceipt { alert, status, reason }).is_err() {
                         // Sent again once reconnected.
-                        receipts.push(Reverse((at, alert, code)));
+                        alerts.receipts.push(Reverse((at, alert, code)));
                         break Exit::Lost;
                     }
                     let slot = match status { ReceiptStatus::Accepted => 0, ReceiptStatus::Rejected => 1, _ => 2 };
@@ -325,7 +455,7 @@ pub async fn run(
                         Some(Command::Alert { target, body, expected }) => {
                             let request = next_request;
                             next_request = next_request.wrapping_add(1);
-                            alert_requests.insert(request, expected);
+                            alerts.requests.insert(request, expected);
                             stats.alerts_created += 1;
                             if terminal.send(ClientMsg::AlertSend { request, body, target }).is_err() {
                                 break Exit::Lost;
@@ -350,6 +480,9 @@ pub async fn run(
                 }
                 ev = terminal.next_event() => {
                     let Ok(ev) = ev else { break Exit::Lost };
+                    if alerts.on_message(&ev, me, &mut stats, &shared, &mut rng) {
+                        continue;
+                    }
                     match ev {
                         ServerMsg::FloorGranted { group, burst, .. } => {
                             stats.granted += 1;
@@ -378,40 +511,6 @@ pub async fn run(
                             stats.denied += 1;
                             pending.remove(&group);
                             let _ = done.send(group);
-                        }
-                        ServerMsg::AlertAccepted { request, alert, recipients, .. } => {
-                            if let Some(expected) = alert_requests.remove(&request) {
-                                stats.confirmed_ids.push(alert);
-                                let expected = expected.unwrap_or(u64::from(recipients));
-                                stats.alerts_confirmed += 1;
-                                stats.alerts_expected += expected;
-                                shared.alerts_expected.fetch_add(expected, std::sync::atomic::Ordering::Relaxed);
-                            }
-                        }
-                        ServerMsg::AlertRefused { request, code, message } => {
-                            alert_requests.remove(&request);
-                            tracing::warn!(terminal = %me, ?code, "alert refused: {message}");
-                        }
-                        ServerMsg::Alert { alert, created_ms, body, .. } => {
-                            if !shown.insert(alert) {
-                                stats.alerts_duplicates_shown += 1;
-                                continue;
-                            }
-                            stats.alerts_delivered += 1;
-                            stats.delivered_ids.push(alert);
-                            shared.alerts_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            stats.alert_latency.record(Duration::from_millis(now_ms().saturating_sub(created_ms)));
-                            if matches!(body.kind, AlertKind::Dispatch | AlertKind::Drill) {
-                                let r = shared.responders;
-                                let respond = Instant::now() + Duration::from_millis(rng.gen_range(0..=r.respond_ms));
-                                if rng.gen_bool(r.accept_ratio.clamp(0.0, 1.0)) {
-                                    receipts.push(Reverse((respond, alert, ReceiptStatus::Accepted.code())));
-                                    let arrive = respond + Duration::from_millis(rng.gen_range(0..=r.arrive_ms));
-                                    receipts.push(Reverse((arrive, alert, ReceiptStatus::Arrived.code())));
-                                } else {
-                                    receipts.push(Reverse((respond, alert, ReceiptStatus::Rejected.code())));
-                                }
-                            }
                         }
                         ServerMsg::FloorRevoked { group, cause, .. } => {
                             if cause == RevokeCause::Preempted { stats.preempted += 1 } else { stats.revoked += 1 }
@@ -449,27 +548,29 @@ pub async fn run(
                 }
             }
         };
-        let lost = match exit {
+        let away = match exit {
             Exit::Stop => break,
             Exit::Lost => {
                 stats.connection_losses += 1;
-                terminal.close();
                 tracing::info!(terminal = %me, "connection lost, reconnecting");
-                true
+                None
             }
             Exit::Offline(away) => {
                 stats.simulated_drops += 1;
-                terminal.close();
-                tokio::select! {
-                    _ = stop.changed() => {
-                        stats.offline_at_end = true;
-                        return stats;
-                    }
-                    _ = tokio::time::sleep(away) => {}
-                }
-                false
+                Some(away)
             }
         };
+        // What the terminal library took in before the connection ended
+        // (and marked shown) but this loop had not read yet still counts.
+        Context {
+            me,
+            stats: &mut stats,
+            alerts: &mut alerts,
+            shared: &shared,
+            rng: &mut rng,
+        }
+        .drain(&mut terminal)
+        .await;
         // Whatever this connection was doing on the floor is over.
         for group in pending
             .drain()
@@ -478,10 +579,27 @@ pub async fn run(
         {
             let _ = done.send(group);
         }
+        if let Some(away) = away {
+            tokio::select! {
+                _ = stop.changed() => {
+                    stats.offline_at_end = true;
+                    return stats;
+                }
+                _ = tokio::time::sleep(away) => {}
+            }
+        }
+        let lost = away.is_none();
         // Every request not yet confirmed is lost with the connection:
         // the console cannot know whether it was stored.
-        alert_requests.clear();
-        match reconnect(&link, me, &seen, &mut stop, &mut rng, &mut stats, lost).await {
+        alerts.requests.clear();
+        let mut cx = Context {
+            me,
+            stats: &mut stats,
+            alerts: &mut alerts,
+            shared: &shared,
+            rng: &mut rng,
+        };
+        match reconnect(&link, &seen, &mut stop, &mut cx, lost).await {
             Some(t) => {
                 terminal = t;
                 if lost {
