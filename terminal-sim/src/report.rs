@@ -122,15 +122,16 @@ pub struct AlertReport {
     /// Alerts recipients received (each alert once per recipient), of
     /// those the gateway confirmed to their sender.
     pub delivered: u64,
-    /// Alerts recipients received whose confirmation their sender never
-    /// got (stored just before the gateway went away): not in
-    /// `expected_deliveries`.
+    /// Alerts recipients received whose confirmation no sender of this run
+    /// got: stored just before the gateway went away, or left from an
+    /// earlier run for terminals offline then. Not in `expected_deliveries`.
     pub delivered_unconfirmed: u64,
     /// Alerts a terminal showed twice (must be 0).
     pub duplicates_shown: u64,
     /// `expected_deliveries - delivered`, never below 0.
     pub lost: u64,
-    /// Gateway creation to recipient receipt.
+    /// Gateway creation to recipient receipt, for the confirmed alerts
+    /// (for a terminal that was offline, this includes the time away).
     pub delivery_latency_ms: Percentiles,
     /// Receipts sent by recipients.
     pub accepted: u64,
@@ -175,6 +176,8 @@ pub struct ConnectionReport {
     pub failed_attempts: u64,
     /// Terminals still offline when the run ended.
     pub offline_at_end: u64,
+    /// Connection lost to session back with its groups joined.
+    pub reconnect_time_ms: Percentiles,
 }
 
 /// Kernel counters over the run (the whole machine: gateway and harness).
@@ -246,8 +249,14 @@ impl Report {
         let c = &self.connections;
         if c.connection_losses > 0 || c.simulated_drops > 0 || c.offline_at_end > 0 {
             s += &format!(
-                "churn   {} connections lost, {} reconnected ({} failed attempts); {} simulated drops; {} offline at the end\n",
-                c.connection_losses, c.reconnects, c.failed_attempts, c.simulated_drops, c.offline_at_end,
+                "churn   {} connections lost, {} reconnected (p50 {:.0} ms, max {:.0} ms; {} failed attempts); {} simulated drops; {} offline at the end\n",
+                c.connection_losses,
+                c.reconnects,
+                c.reconnect_time_ms.p50,
+                c.reconnect_time_ms.max,
+                c.failed_attempts,
+                c.simulated_drops,
+                c.offline_at_end,
             );
         }
         // Alert scenarios talk no voice: leave out lines of zeros.
@@ -299,7 +308,7 @@ impl Report {
             );
             if a.delivered_unconfirmed > 0 {
                 s += &format!(
-                    "        and {} deliveries of alerts whose sender never got the confirmation\n",
+                    "        and {} deliveries of alerts not confirmed to a sender of this run\n",
                     a.delivered_unconfirmed
                 );
             }

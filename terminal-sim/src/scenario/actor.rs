@@ -88,8 +88,6 @@ pub struct FloorStats {
     pub alerts_delivered: u64,
     /// Alerts shown to the user more than once (must be 0).
     pub alerts_duplicates_shown: u64,
-    /// Gateway creation to terminal receipt.
-    pub alert_latency: Latency,
     /// Receipts sent: accepted, rejected, arrived.
     pub receipts: [u64; 3],
     /// Connections that ended unexpectedly (gateway restart, network).
@@ -107,8 +105,11 @@ pub struct FloorStats {
     pub positions: u64,
     /// Ids of the alerts this terminal sent that the gateway confirmed.
     pub confirmed_ids: Vec<u64>,
-    /// Ids of the alerts this terminal received.
-    pub delivered_ids: Vec<u64>,
+    /// Ids of the alerts this terminal received, with the time from their
+    /// creation at the gateway.
+    pub delivered_ids: Vec<(u64, Duration)>,
+    /// Connection lost to session back with its groups joined.
+    pub reconnect_time: Latency,
 }
 
 /// How simulated people answer dispatch alerts.
@@ -358,11 +359,9 @@ impl AlertState {
                     return true;
                 }
                 stats.alerts_delivered += 1;
-                stats.delivered_ids.push(alert);
+                let latency = Duration::from_millis(now_ms().saturating_sub(*created_ms));
+                stats.delivered_ids.push((alert, latency));
                 shared.alerts_delivered.fetch_add(1, Relaxed);
-                stats
-                    .alert_latency
-                    .record(Duration::from_millis(now_ms().saturating_sub(*created_ms)));
                 if matches!(body.kind, AlertKind::Dispatch | AlertKind::Drill) {
                     let r = shared.responders;
                     let respond =
@@ -417,6 +416,7 @@ pub async fn run(
     let mut next_request = 1u32;
     let mut alerts = AlertState::default();
     let mut offline_at: Option<(tokio::time::Instant, Duration)> = None;
+    let mut lost_at = Instant::now();
     loop {
         let exit = loop {
             let next_receipt = alerts.receipts.peek().map(|Reverse((at, _, _))| *at);
@@ -551,6 +551,7 @@ pub async fn run(
         let away = match exit {
             Exit::Stop => break,
             Exit::Lost => {
+                lost_at = Instant::now();
                 stats.connection_losses += 1;
                 tracing::info!(terminal = %me, "connection lost, reconnecting");
                 None
@@ -604,6 +605,7 @@ pub async fn run(
                 terminal = t;
                 if lost {
                     stats.reconnects += 1;
+                    stats.reconnect_time.record(lost_at.elapsed());
                 }
                 position_tick.reset_immediately();
             }

@@ -283,9 +283,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut floor = actor::FloorStats::default();
     let mut grant = Latency::default();
     let mut alert_latency = Latency::default();
+    let mut reconnect_time = Latency::default();
     let mut connections = connections;
     let mut confirmed_ids: HashSet<u64> = HashSet::new();
-    let mut delivered_ids: Vec<u64> = Vec::new();
+    let mut delivered_ids: Vec<(u64, Duration)> = Vec::new();
     let mut positions = 0u64;
     while let Some(r) = actors.join_next().await {
         let s = r?;
@@ -295,6 +296,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         connections.failed_attempts += s.failed_attempts;
         connections.offline_at_end += u64::from(s.offline_at_end);
         positions += s.positions;
+        reconnect_time.merge(&s.reconnect_time);
         confirmed_ids.extend(&s.confirmed_ids);
         delivered_ids.extend(&s.delivered_ids);
         floor.requests += s.requests;
@@ -314,15 +316,20 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         for i in 0..3 {
             floor.receipts[i] += s.receipts[i];
         }
-        alert_latency.merge(&s.alert_latency);
     }
-    // Deliveries of alerts the consoles saw confirmed; an alert stored just
-    // before a gateway restart reaches its recipients though its sender
-    // never heard it was accepted.
-    let delivered_confirmed = delivered_ids
-        .iter()
-        .filter(|a| confirmed_ids.contains(a))
-        .count() as u64;
+    // Deliveries of alerts the consoles saw confirmed in this run. Others:
+    // an alert stored just before a gateway restart reaches its recipients
+    // though its sender never heard it was accepted, and alerts of earlier
+    // runs still alive in the gateway's store reach terminals that were not
+    // online then.
+    let mut delivered_confirmed = 0u64;
+    for (alert, latency) in &delivered_ids {
+        if confirmed_ids.contains(alert) {
+            delivered_confirmed += 1;
+            alert_latency.record(*latency);
+        }
+    }
+    connections.reconnect_time_ms = reconnect_time.percentiles();
     if positions > 0 {
         tracing::info!(positions, "positions reported");
     }
