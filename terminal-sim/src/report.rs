@@ -249,7 +249,7 @@ impl Report {
         let c = &self.connections;
         if c.connection_losses > 0 || c.simulated_drops > 0 || c.offline_at_end > 0 {
             s += &format!(
-                "churn   {} connections lost, {} reconnected (p50 {:.0} ms, max {:.0} ms; {} failed attempts); {} simulated drops; {} offline at the end\n",
+                "churn   {} connections lost, {} reconnected (in p50 {:.0} ms, max {:.0} ms; {} failed attempts); {} simulated drops; {} offline at the end\n",
                 c.connection_losses,
                 c.reconnects,
                 c.reconnect_time_ms.p50,

@@ -170,8 +170,9 @@ pub struct Link {
 
 /// Longest time a connection attempt may take to get a session: while the
 /// gateway is down, a QUIC handshake would otherwise wait for its idle
-/// timeout.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// timeout, and its Initial retransmissions back off further than the
+/// reconnect schedule does. Twice the backoff step, at least this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Longest time joining the groups may take once connected.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -214,6 +215,7 @@ impl Context<'_> {
 async fn connect_once(
     link: &Link,
     seen: SeenAlerts,
+    handshake_timeout: Duration,
     cx: &mut Context<'_>,
 ) -> Result<Terminal, String> {
     let connect = Terminal::connect_with_seen(
@@ -224,10 +226,10 @@ async fn connect_once(
         &link.credential,
         seen,
     );
-    let mut t = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect).await {
+    let mut t = match tokio::time::timeout(handshake_timeout, connect).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no session within {HANDSHAKE_TIMEOUT:?}")),
+        Err(_) => return Err(format!("no session within {handshake_timeout:?}")),
     };
     let joins = async {
         for g in &link.groups {
@@ -269,7 +271,8 @@ async fn reconnect(
         wait = true;
         // Not abandoned for `stop`: an attempt that got a session must
         // count what it was given; it ends within the timeouts.
-        match connect_once(link, seen.clone(), cx).await {
+        let handshake_timeout = HANDSHAKE_TIMEOUT.max(backoff.step() * 2);
+        match connect_once(link, seen.clone(), handshake_timeout, cx).await {
             Ok(t) => {
                 let _ = link.connections.send(t.connection().clone());
                 return Some(t);
