@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build, generate a demo city, start a gateway on embedded
 # defaults, run a short simulated drill against it (steady group voice, floor
-# contention, then dispatch alerts with receipts), print the summaries, stop
-# the gateway.
+# contention, dispatch alerts with receipts, then a timed 1-3-8 drill whose
+# report is exported as CSV), print the summaries, stop the gateway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -40,11 +40,20 @@ run() {
   echo "== $scenario: $groups unit groups for $seconds s =="
   "$bin/terminal-sim" run --gateway "127.0.0.1:$port" --ca "$dir/gateway/cert.pem" \
     --org "$dir/city.toml" --scenario "$scenario" --duration "$seconds" --groups "$groups" \
-    --gateway-pid $gw --report "$dir/$scenario.json" "${@:2}"
+    --gateway-pid $gw --report "$dir/$(basename "$scenario" .toml).json" "${@:2}"
 }
 run voice-steady --record-dir "$dir/recordings"
 run floor-contention
 run alert-subtree
+run scripts/demo-drill.toml
+
+echo
+echo "== drill reports in the gateway's database (ptt-gateway drill-report) =="
+"$bin/ptt-gateway" drill-report --data-dir "$dir/gateway" --list
+drill=$("$bin/ptt-gateway" drill-report --data-dir "$dir/gateway" --list | awk 'NR==2 {print $1}')
+"$bin/ptt-gateway" drill-report --data-dir "$dir/gateway" --org "$dir/city.toml" \
+  --alert "$drill" --format csv --out "$dir/drill-$drill.csv"
+echo "drill $drill exported to $dir/drill-$drill.csv"
 
 echo
 echo "== stopping the gateway (SIGTERM) =="

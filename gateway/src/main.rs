@@ -98,7 +98,7 @@ fn drill_report(args: DrillArgs) -> anyhow::Result<()> {
     let text = if args.list {
         let mut out = String::from("alert\tstarted_ms\tissuer\ttitle\n");
         for (id, title, issuer, created_ms) in store.drills(0)? {
-            out.push_str(&format!("{id}\t{created_ms}\t{issuer}\t{title}\n"));
+            out.push_str(&format!("{id}\t{created_ms}\t{}\t{title}\n", issuer.0));
         }
         out
     } else {

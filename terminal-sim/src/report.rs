@@ -229,6 +229,9 @@ pub struct Report {
     /// Kernel drop counters during the measured phase.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelReport>,
+    /// Drill reports from the gateway (drill scenarios), as it sent them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<serde_json::Value>,
 }
 
 impl Report {
@@ -313,6 +316,9 @@ impl Report {
                 );
             }
         }
+        for d in &self.drills {
+            s += &drill_summary(d);
+        }
         if let Some(k) = &self.kernel {
             s += &format!(
                 "kernel  UDP receive-buffer drops {}, send-buffer drops {}\n",
@@ -334,6 +340,51 @@ impl Report {
         }
         s
     }
+}
+
+/// A drill report's stations and total, one line each: units reached,
+/// accepted and arrived within each mark, median times.
+fn drill_summary(d: &serde_json::Value) -> String {
+    let marks: Vec<String> = d["marks_s"]
+        .as_array()
+        .map(|m| m.iter().map(|v| v.to_string()).collect())
+        .unwrap_or_default();
+    let mut s = format!(
+        "drill   {} \"{}\": units accepted / arrived within {} s\n",
+        d["alert"],
+        d["title"].as_str().unwrap_or(""),
+        marks.join("/")
+    );
+    let within = |m: &serde_json::Value| {
+        m["within"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_default()
+    };
+    let secs = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.0} s"));
+    for row in d["rows"].as_array().into_iter().flatten() {
+        let level = row["level"].as_str().unwrap_or("");
+        if level == "unit" {
+            continue;
+        }
+        s +=
+            &format!(
+            "        {:<14} {:<18} {:>4} units  accepted {:<10} arrived {:<10} median {} / {}\n",
+            level,
+            row["name"].as_str().filter(|n| !n.is_empty()).unwrap_or("all"),
+            row["units"],
+            within(&row["accept"]),
+            within(&row["arrive"]),
+            secs(&row["accept"]["median_s"]),
+            secs(&row["arrive"]["median_s"]),
+        );
+    }
+    s
 }
 
 /// CPU time (user + system) and RSS of a process, from /proc.

@@ -221,3 +221,125 @@ fn the_alert_scenario_delivers_every_alert_and_collects_receipts() {
         assert!(a["delivery_latency_ms"][key].is_number(), "{r}");
     }
 }
+
+#[test]
+fn a_drill_is_timed_reported_over_the_protocol_and_exported_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("city.toml");
+    assert!(Command::new(bin("terminal-sim"))
+        .args(["gen-city", "--units", "30", "--out"])
+        .arg(&org)
+        .status()
+        .unwrap()
+        .success());
+    let port = free_udp_port();
+    let log = dir.path().join("gateway.log");
+    let data = dir.path().join("data");
+    let mut gateway = Command::new(bin("ptt-gateway"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--org"])
+        .arg(&org)
+        .arg("--data-dir")
+        .arg(&data)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_log(&log, "gateway listening", Duration::from_secs(20));
+    // The drill scenario with delays in hundreds of milliseconds.
+    let scenario = dir.path().join("quick-drill.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"quick-drill\"\npattern = \"alerts\"\nburst_ms = 0\ngap_ms = 86400000\n\
+         alert_kind = \"drill\"\naccept_ratio = 0.8\nrespond_ms = 300\narrive_ms = 300\n\
+         response = { log-normal = { sigma = 0.5 } }\n",
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let out = Command::new(bin("terminal-sim"))
+        .args(["run", "--gateway", &format!("127.0.0.1:{port}"), "--ca"])
+        .arg(data.join("cert.pem"))
+        .arg("--org")
+        .arg(&org)
+        .arg("--scenario")
+        .arg(&scenario)
+        .args(["--duration", "1", "--groups", "30", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("drill"), "{summary}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let drills = r["drills"].as_array().expect("drill reports in the JSON");
+    assert!(!drills.is_empty(), "{r}");
+    let total = drills
+        .iter()
+        .flat_map(|d| d["rows"].as_array().unwrap())
+        .filter(|row| row["level"] == "total")
+        .map(|row| row["accept"]["reached"].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(total > 0, "some unit accepted: {r}");
+    let alert = drills[0]["alert"].as_u64().unwrap();
+
+    // The CLI lists it and exports the same report, beside the running gateway.
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin("ptt-gateway"))
+            .arg("drill-report")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--org")
+            .arg(&org)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(cli(&["--list"]).contains(&format!("\n{alert}\t")));
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&["--alert", &alert.to_string()])).unwrap();
+    assert_eq!(
+        json["rows"], drills[0]["rows"],
+        "same arithmetic, same data"
+    );
+    let csv_path = dir.path().join("drill.csv");
+    cli(&[
+        "--alert",
+        &alert.to_string(),
+        "--format",
+        "csv",
+        "--out",
+        csv_path.to_str().unwrap(),
+    ]);
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    assert!(
+        csv.starts_with("level,node,name,parent,units,members,"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().any(|l| l.starts_with("police_station,")),
+        "{csv}"
+    );
+    assert!(csv.lines().last().unwrap().starts_with("total,0,"), "{csv}");
+    // A drill that does not exist is a clear error.
+    let out = Command::new(bin("ptt-gateway"))
+        .args(["drill-report", "--data-dir"])
+        .arg(&data)
+        .arg("--org")
+        .arg(&org)
+        .args(["--alert", "999999"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no alert 999999"));
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}

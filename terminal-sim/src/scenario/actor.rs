@@ -24,7 +24,7 @@ use crate::report::Latency;
 use crate::terminal::{self, SeenAlerts, Terminal};
 
 /// What a director tells a terminal.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Command {
     /// Send an alert (consoles).
     Alert {
@@ -44,6 +44,12 @@ pub enum Command {
         after: Duration,
         /// Time offline.
         away: Duration,
+    },
+    /// Ask the gateway for the report of every drill this terminal started
+    /// and the gateway confirmed; reply with the JSON documents.
+    DrillReports {
+        /// Where the reports go.
+        reply: tokio::sync::oneshot::Sender<Vec<String>>,
     },
     /// Press the talk key in `group` with `class`, and talk for `hold` once
     /// granted.
@@ -117,10 +123,12 @@ pub struct FloorStats {
 pub struct Responders {
     /// Share who accept (the others reject).
     pub accept_ratio: f64,
-    /// Delay before accepting or rejecting, uniform in 0..this.
+    /// Delay before accepting or rejecting, drawn per `response`.
     pub respond_ms: u64,
-    /// Further delay until "arrived", uniform in 0..this.
+    /// Further delay until "arrived", drawn per `response`.
     pub arrive_ms: u64,
+    /// How delays are drawn.
+    pub response: super::spec::Response,
 }
 
 fn now_ms() -> u64 {
@@ -367,15 +375,13 @@ impl AlertState {
                 shared.alerts_delivered.fetch_add(1, Relaxed);
                 if matches!(body.kind, AlertKind::Dispatch | AlertKind::Drill) {
                     let r = shared.responders;
-                    let respond =
-                        Instant::now() + Duration::from_millis(rng.gen_range(0..=r.respond_ms));
+                    let respond = Instant::now() + r.response.draw(r.respond_ms, rng);
                     let mut due = |at: Instant, status: ReceiptStatus| {
                         self.receipts.push(Reverse((at, alert, status.code())));
                     };
                     if rng.gen_bool(r.accept_ratio.clamp(0.0, 1.0)) {
                         due(respond, ReceiptStatus::Accepted);
-                        let arrive =
-                            respond + Duration::from_millis(rng.gen_range(0..=r.arrive_ms));
+                        let arrive = respond + r.response.draw(r.arrive_ms, rng);
                         due(arrive, ReceiptStatus::Arrived);
                     } else {
                         due(respond, ReceiptStatus::Rejected);
@@ -467,6 +473,17 @@ pub async fn run(
                         }
                         Some(Command::GoOffline { after, away }) => {
                             offline_at = Some((tokio::time::Instant::now() + after, away));
+                            continue;
+                        }
+                        Some(Command::DrillReports { reply }) => {
+                            let mut reports = Vec::new();
+                            for alert in stats.confirmed_ids.clone() {
+                                match terminal.drill_report(alert).await {
+                                    Ok(json) => reports.push(json),
+                                    Err(e) => tracing::warn!(alert, "no drill report: {e}"),
+                                }
+                            }
+                            let _ = reply.send(reports);
                             continue;
                         }
                         Some(cmd) => cmd,

@@ -29,7 +29,7 @@ use crate::report::{
 };
 use crate::terminal::{self, Terminal};
 pub use plan::Plan;
-pub use spec::{AlertTarget, Pattern, Senders, Spec};
+pub use spec::{AlertKindSpec, AlertTarget, Pattern, Response, Senders, Spec};
 
 /// Everything `terminal-sim run` is told.
 #[derive(Debug, Clone)]
@@ -189,6 +189,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             accept_ratio: config.spec.accept_ratio,
             respond_ms: config.spec.respond_ms,
             arrive_ms: config.spec.arrive_ms,
+            response: config.spec.response,
         },
         alerts_expected: Default::default(),
         alerts_delivered: Default::default(),
@@ -257,6 +258,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let cpu_start = config.gateway_pid.map(report::sample_process).transpose()?;
     let udp_start = report::udp_buffer_errors();
     let started = Instant::now();
+    let mut drills = Vec::new();
     if config.spec.pattern == Pattern::Alerts {
         let online = |t: TerminalId| commands.contains_key(&t);
         let senders: Vec<(TerminalId, u32, u64)> = senders
@@ -264,6 +266,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             .map(|(c, node)| (*c, *node, plan.under(*node, *c, online)))
             .collect();
         direct_alerts(&config, &plan, &senders, &commands, &shared).await;
+        if config.spec.alert_kind == AlertKindSpec::Drill {
+            drills = drill_reports(&senders, &commands).await;
+        }
     } else {
         direct(&config, &plan, &commands, &mut done_rx).await;
     }
@@ -406,7 +411,32 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         }),
         gateway,
         kernel,
+        drills,
     })
+}
+
+/// Asks every sender for the reports of the drills it started.
+async fn drill_reports(
+    senders: &[(TerminalId, u32, u64)],
+    commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (console, _, _) in senders {
+        let Some(tx) = commands.get(console) else {
+            continue;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if tx.send(actor::Command::DrillReports { reply }).is_err() {
+            continue;
+        }
+        for json in answer.await.unwrap_or_default() {
+            match serde_json::from_str(&json) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::warn!("unreadable drill report: {e}"),
+            }
+        }
+    }
+    out
 }
 
 /// Decides who presses the talk key when, per the scenario's pattern, until
@@ -601,11 +631,24 @@ async fn direct_alerts(
                     }
                 };
                 let body = ptt_codec::AlertBody {
-                    kind: ptt_codec::AlertKind::Dispatch,
+                    kind: match spec.alert_kind {
+                        AlertKindSpec::Dispatch => ptt_codec::AlertKind::Dispatch,
+                        AlertKindSpec::Drill => ptt_codec::AlertKind::Drill,
+                    },
                     priority: 3,
                     ttl_s: spec.ttl_s,
-                    title: format!("指令 {round}-{i}: {} 两名男子试图拉车门", location.address),
-                    text: "就近处置，到场后回报。".into(),
+                    title: match spec.alert_kind {
+                        AlertKindSpec::Dispatch => {
+                            format!("指令 {round}-{i}: {} 两名男子试图拉车门", location.address)
+                        }
+                        AlertKindSpec::Drill => {
+                            format!("拉动演练 {round}-{i}: {}", location.address)
+                        }
+                    },
+                    text: match spec.alert_kind {
+                        AlertKindSpec::Dispatch => "就近处置，到场后回报。".into(),
+                        AlertKindSpec::Drill => "演练：接单后立即出发，到场后回报。".into(),
+                    },
                     location: Some(location),
                     attachments: Vec::new(),
                 };
@@ -651,7 +694,7 @@ async fn direct_alerts(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(
-        spec.respond_ms + spec.arrive_ms + 500,
+        spec.response.max_ms(spec.respond_ms) + spec.response.max_ms(spec.arrive_ms) + 500,
     ))
     .await;
 }

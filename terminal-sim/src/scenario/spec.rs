@@ -48,6 +48,68 @@ pub enum AlertTarget {
     Nearest,
 }
 
+/// What the alerts of an `alerts` scenario are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlertKindSpec {
+    /// Dispatch tasks (派单).
+    #[default]
+    Dispatch,
+    /// Drills (拉动演练): answered like dispatches; each sender asks the
+    /// gateway for the drill report at the end of the run.
+    Drill,
+}
+
+/// How simulated responders' delays are drawn from `respond_ms` and
+/// `arrive_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    /// Uniform in 0..the value.
+    #[default]
+    Uniform,
+    /// Exponential with the value as its mean (many quick, a few slow),
+    /// cut at four times the mean.
+    Exponential,
+    /// Log-normal with the value as its median and this spread (sigma of
+    /// the logarithm; 0.5 is a typical human reaction spread), cut at four
+    /// times the median.
+    LogNormal {
+        /// Sigma of the logarithm.
+        sigma: f64,
+    },
+}
+
+impl Response {
+    /// Longest delay this draws for `value` ms.
+    pub fn max_ms(self, value: u64) -> u64 {
+        match self {
+            Response::Uniform => value,
+            Response::Exponential | Response::LogNormal { .. } => value.saturating_mul(4),
+        }
+    }
+
+    /// One delay for `value` ms.
+    pub fn draw(self, value: u64, rng: &mut impl rand::Rng) -> std::time::Duration {
+        use rand_distr::Distribution;
+        let v = value as f64;
+        let ms = match self {
+            Response::Uniform => rng.gen_range(0.0..=v),
+            Response::Exponential => match rand_distr::Exp::new(1.0 / v.max(1.0)) {
+                Ok(d) => d.sample(rng),
+                Err(_) => v,
+            },
+            Response::LogNormal { sigma } => {
+                match rand_distr::LogNormal::new(v.max(1.0).ln(), sigma) {
+                    Ok(d) => d.sample(rng),
+                    Err(_) => v,
+                }
+            }
+        };
+        std::time::Duration::from_millis(ms.clamp(0.0, self.max_ms(value) as f64) as u64)
+    }
+}
+
 /// A scenario's parameters.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,12 +141,20 @@ pub struct Spec {
     /// Share of dispatch recipients who accept (alerts).
     #[serde(default = "default_accept")]
     pub accept_ratio: f64,
-    /// Longest delay before accepting or rejecting, ms (alerts).
+    /// Delay before accepting or rejecting, ms (alerts): the longest, the
+    /// mean or the median, per `response`.
     #[serde(default = "default_respond")]
     pub respond_ms: u64,
-    /// Longest further delay until arriving, ms (alerts).
+    /// Further delay until arriving, ms (alerts), as `respond_ms`.
     #[serde(default = "default_arrive")]
     pub arrive_ms: u64,
+    /// How response delays are drawn (alerts): `"uniform"` (default),
+    /// `"exponential"`, or `{ log-normal = { sigma = 0.5 } }`.
+    #[serde(default)]
+    pub response: Response,
+    /// What the alerts are (alerts): `dispatch` (default) or `drill`.
+    #[serde(default)]
+    pub alert_kind: AlertKindSpec,
     /// What each alert targets (alerts).
     #[serde(default)]
     pub alert_target: AlertTarget,
@@ -188,6 +258,8 @@ impl Spec {
             accept_ratio: default_accept(),
             respond_ms: default_respond(),
             arrive_ms: default_arrive(),
+            response: Response::Uniform,
+            alert_kind: AlertKindSpec::Dispatch,
             alert_target: AlertTarget::Subtree,
             alerts_per_round: default_alerts_per_round(),
             ttl_s: default_ttl(),
@@ -318,6 +390,30 @@ impl Spec {
         }
     }
 
+    /// `drill`: each police station console of the exercised units starts
+    /// one drill (拉动演练) on its police station's subtree; responders
+    /// accept after a log-normal delay (median 8 s) and arrive after a
+    /// further one (median 20 s), 10% never answer; at the end each console
+    /// asks the gateway for the drill report, which the run prints.
+    pub fn drill() -> Spec {
+        Spec {
+            name: "drill".into(),
+            description: "police station consoles start a drill on their subtree; responders \
+                          accept and arrive after log-normal delays; the gateway's drill report \
+                          is printed"
+                .into(),
+            alert_kind: AlertKindSpec::Drill,
+            // One drill per console in a run.
+            gap_ms: 24 * 3600 * 1000,
+            ttl_s: 1800,
+            accept_ratio: 0.9,
+            respond_ms: 8000,
+            arrive_ms: 20_000,
+            response: Response::LogNormal { sigma: 0.6 },
+            ..Spec::alert_subtree()
+        }
+    }
+
     /// Checks what serde cannot: ratios, ranges, and that an offline
     /// terminal can still get what it missed.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -336,6 +432,12 @@ impl Spec {
             return Ok(());
         }
         anyhow::ensure!(self.ttl_s > 0, "ttl_s must be above 0");
+        if let Response::LogNormal { sigma } = self.response {
+            anyhow::ensure!(
+                sigma > 0.0 && sigma < 3.0,
+                "response log-normal sigma must be within 0..3, not {sigma}"
+            );
+        }
         anyhow::ensure!(
             self.alerts_per_round >= 1,
             "alerts_per_round must be at least 1"
@@ -382,6 +484,7 @@ impl Spec {
             "alert-city" => Spec::alert_city(),
             "alert-nearest" => Spec::alert_nearest(),
             "alert-storm" => Spec::alert_storm(),
+            "drill" => Spec::drill(),
             path if Path::new(path).is_file() => {
                 let text =
                     std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
@@ -389,7 +492,7 @@ impl Spec {
             }
             other => anyhow::bail!(
                 "unknown scenario {other:?}: use voice-steady, floor-contention, alert-subtree, \
-                 alert-city, alert-nearest, alert-storm or a TOML file"
+                 alert-city, alert-nearest, alert-storm, drill or a TOML file"
             ),
         };
         spec.validate()
@@ -430,6 +533,7 @@ mod tests {
         for (name, check) in [
             ("alert-nearest", Spec::alert_nearest as fn() -> Spec),
             ("alert-storm", Spec::alert_storm),
+            ("drill", Spec::drill),
         ] {
             let built_in = Spec::resolve(name).unwrap();
             let file = dir.join(format!("{name}.toml"));
@@ -446,6 +550,16 @@ mod tests {
                 assert_eq!(s.offline_ratio, expected.offline_ratio);
                 assert_eq!(s.offline_ms, expected.offline_ms);
                 assert_eq!(s.nearest_k, expected.nearest_k);
+                assert_eq!(s.alert_kind, expected.alert_kind);
+                assert_eq!(s.response, expected.response);
+                assert_eq!(
+                    (s.respond_ms, s.arrive_ms, s.accept_ratio),
+                    (
+                        expected.respond_ms,
+                        expected.arrive_ms,
+                        expected.accept_ratio
+                    )
+                );
             }
         }
         // Older files keep working: the new fields have defaults.
@@ -456,6 +570,39 @@ mod tests {
         assert_eq!(old.alerts_per_round, 1);
         assert_eq!(old.offline_ratio, 0.0);
         old.validate().unwrap();
+    }
+
+    #[test]
+    fn response_delays_follow_their_distribution_and_are_cut() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let draw = |r: Response, rng: &mut rand::rngs::StdRng| {
+            let mut v: Vec<u64> = (0..2001)
+                .map(|_| r.draw(10_000, rng).as_millis() as u64)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let uniform = draw(Response::Uniform, &mut rng);
+        assert!(*uniform.last().unwrap() <= 10_000);
+        assert!(
+            (4_000..6_000).contains(&uniform[1000]),
+            "median {}",
+            uniform[1000]
+        );
+        let lognormal = draw(Response::LogNormal { sigma: 0.6 }, &mut rng);
+        assert!(
+            (8_500..11_500).contains(&lognormal[1000]),
+            "median {}",
+            lognormal[1000]
+        );
+        assert!(*lognormal.last().unwrap() <= 40_000, "cut at 4x");
+        let exp = draw(Response::Exponential, &mut rng);
+        let mean = exp.iter().sum::<u64>() / exp.len() as u64;
+        // The cut at 4x the mean trims the tail a little.
+        assert!((8_500..10_500).contains(&mean), "mean {mean}");
+        assert_eq!(Response::Uniform.max_ms(10), 10);
+        assert_eq!(Response::Exponential.max_ms(10), 40);
     }
 
     #[test]
