@@ -572,8 +572,42 @@ impl Terminal {
         }
     }
 
+    /// Alerts that arrived but were not read yet, without waiting. The
+    /// library acknowledges an alert as delivered when it arrives and marks
+    /// it seen, so the gateway will not send it again: take these before
+    /// dropping a `Terminal` (to reconnect, say), or they are gone.
+    pub fn take_unread_alerts(&mut self) -> Vec<ReceivedAlert> {
+        let mut out = Vec::new();
+        let mut keep = VecDeque::new();
+        let buffered = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(Ok)
+            .chain(std::iter::from_fn(|| self.events.try_recv().ok()));
+        for m in buffered.collect::<Vec<_>>() {
+            match m {
+                Ok(ServerMsg::Alert {
+                    alert,
+                    issuer,
+                    created_ms,
+                    expires_ms,
+                    body,
+                }) => out.push(ReceivedAlert {
+                    alert,
+                    issuer,
+                    created_ms,
+                    expires_ms,
+                    body,
+                }),
+                Ok(other) => keep.push_back(other),
+                Err(_) => {}
+            }
+        }
+        self.pending = keep;
+        out
+    }
+
     /// Alerts shown so far (pass to [`Terminal::connect_with_seen`] when
-    /// reconnecting).
+    /// reconnecting; see also [`Terminal::take_unread_alerts`]).
     pub fn seen_alerts(&self) -> SeenAlerts {
         self.seen.clone()
     }

@@ -616,3 +616,37 @@ async fn sos_alerts_the_unit_and_station_preempts_and_can_be_cancelled() {
         Some(GUARD_A1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_alerts_can_be_taken_before_a_terminal_is_dropped() {
+    let gw = TestGateway::start(ORG).await;
+    let mut console = gw.terminal(CONSOLE_PS).await;
+    let mut guard = gw.terminal(GUARD_B1).await;
+    let (first, _) = console
+        .send_alert(Target::Group(UNIT_B), body("第一条"))
+        .await
+        .unwrap();
+    let (second, _) = console
+        .send_alert(Target::Group(UNIT_B), body("第二条"))
+        .await
+        .unwrap();
+    // Both delivered and acknowledged, neither read by the app yet.
+    updates(&mut console, second, ReceiptStatus::Delivered, 1).await;
+    updates(&mut console, first, ReceiptStatus::Delivered, 1).await;
+    let mut unread: Vec<u64> = guard
+        .take_unread_alerts()
+        .into_iter()
+        .map(|a| a.alert)
+        .collect();
+    unread.sort_unstable();
+    assert_eq!(unread, vec![first, second]);
+    assert!(guard.take_unread_alerts().is_empty());
+    // The gateway does not send them again to a new connection.
+    let seen = guard.seen_alerts();
+    guard.close();
+    let mut again = gw.terminal_from_new_port(GUARD_B1).await;
+    assert_eq!(seen.len(), 2);
+    while let Ok(m) = again.next_event_within(Duration::from_millis(300)).await {
+        assert!(!matches!(m, ServerMsg::Alert { .. }), "{m:?}");
+    }
+}
