@@ -152,6 +152,21 @@ pub struct GatewayReport {
     pub rss_mb: f64,
 }
 
+/// A reconnect storm: every terminal dropped at the same instant.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconnectReport {
+    /// Terminals dropped.
+    pub terminals: u64,
+    /// Terminals back online with their groups joined.
+    pub back: u64,
+    /// Drop to the last terminal back, seconds.
+    pub duration_s: f64,
+    /// Sessions re-established per second over the storm.
+    pub handshakes_per_s: f64,
+    /// Each terminal's drop to back.
+    pub drop_to_back_ms: Percentiles,
+}
+
 /// Connection figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ConnectionReport {
@@ -229,6 +244,9 @@ pub struct Report {
     /// Kernel drop counters during the measured phase.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelReport>,
+    /// The reconnect storm, for reconnect-storm scenarios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<ReconnectReport>,
     /// Drill reports from the gateway (drill scenarios), as it sent them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub drills: Vec<serde_json::Value>,
@@ -315,6 +333,13 @@ impl Report {
                     a.delivered_unconfirmed
                 );
             }
+        }
+        if let Some(r) = &self.reconnect {
+            s += &format!(
+                "storm   {}/{} terminals back in {:.2} s ({:.0} sessions/s); each back in p50 {:.0} ms p99 {:.0} ms\n",
+                r.back, r.terminals, r.duration_s, r.handshakes_per_s,
+                r.drop_to_back_ms.p50, r.drop_to_back_ms.p99
+            );
         }
         for d in &self.drills {
             s += &drill_summary(d);

@@ -116,6 +116,8 @@ pub struct FloorStats {
     pub delivered_ids: Vec<(u64, Duration)>,
     /// Connection lost to session back with its groups joined.
     pub reconnect_time: Latency,
+    /// Simulated drop to session back with its groups joined.
+    pub drop_to_back: Latency,
 }
 
 /// How simulated people answer dispatch alerts.
@@ -155,6 +157,9 @@ pub struct Shared {
     pub alerts_delivered: std::sync::atomic::AtomicU64,
     /// How often members report their position (`None`: never).
     pub position_every: Option<Duration>,
+    /// Terminals back online after a simulated drop, run-wide (the
+    /// reconnect-storm director waits for them).
+    pub back_after_drop: std::sync::atomic::AtomicU64,
 }
 
 /// How one terminal reaches the gateway again, and what it does there.
@@ -425,7 +430,7 @@ pub async fn run(
     let mut next_request = 1u32;
     let mut alerts = AlertState::default();
     let mut offline_at: Option<(tokio::time::Instant, Duration)> = None;
-    let mut lost_at = Instant::now();
+    let mut lost_at;
     loop {
         let exit = loop {
             let next_receipt = alerts.receipts.peek().map(|Reverse((at, _, _))| *at);
@@ -577,6 +582,7 @@ pub async fn run(
                 None
             }
             Exit::Offline(away) => {
+                lost_at = Instant::now();
                 stats.simulated_drops += 1;
                 Some(away)
             }
@@ -626,6 +632,11 @@ pub async fn run(
                 if lost {
                     stats.reconnects += 1;
                     stats.reconnect_time.record(lost_at.elapsed());
+                } else {
+                    stats.drop_to_back.record(lost_at.elapsed());
+                    shared
+                        .back_after_drop
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 position_tick.reset_immediately();
             }

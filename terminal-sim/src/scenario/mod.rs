@@ -119,6 +119,14 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         .collect();
     let mut failed = 0u64;
     let mut next = 0;
+    // Drawn on a terminal only (hidden when stderr is a file or a pipe).
+    let progress = indicatif::ProgressBar::new(ids.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "connecting {bar:40} {pos}/{len} {per_sec} ({msg} failed) eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    progress.set_message("0");
     while next < ids.len() || !connecting.is_empty() {
         while next < ids.len() && connecting.len() < CONNECT_CONCURRENCY {
             let id = ids[next];
@@ -135,7 +143,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             });
             next += 1;
         }
-        match connecting.join_next().await {
+        let joined = connecting.join_next().await;
+        progress.inc(u64::from(joined.is_some()));
+        match joined {
             Some(Ok(Ok(t))) => {
                 connected.insert(t.id(), t);
             }
@@ -149,7 +159,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             }
             None => {}
         }
+        progress.set_message(failed.to_string());
     }
+    progress.finish_and_clear();
     let ramp_s = ramp.elapsed().as_secs_f64();
     let connections = ConnectionReport {
         target: ids.len() as u64,
@@ -195,6 +207,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         alerts_delivered: Default::default(),
         position_every: (config.spec.position_ms > 0)
             .then(|| Duration::from_millis(config.spec.position_ms)),
+        back_after_drop: Default::default(),
     });
     let mut walk_rng = StdRng::seed_from_u64(config.seed ^ 0x5745_4c4b);
 
@@ -259,7 +272,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let udp_start = report::udp_buffer_errors();
     let started = Instant::now();
     let mut drills = Vec::new();
-    if config.spec.pattern == Pattern::Alerts {
+    let mut storm = None;
+    if config.spec.pattern == Pattern::ReconnectStorm {
+        storm = Some(reconnect_storm(&config, &commands, &shared).await);
+    } else if config.spec.pattern == Pattern::Alerts {
         let online = |t: TerminalId| commands.contains_key(&t);
         let senders: Vec<(TerminalId, u32, u64)> = senders
             .iter()
@@ -289,6 +305,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut grant = Latency::default();
     let mut alert_latency = Latency::default();
     let mut reconnect_time = Latency::default();
+    let mut drop_to_back = Latency::default();
     let mut connections = connections;
     let mut confirmed_ids: HashSet<u64> = HashSet::new();
     let mut delivered_ids: Vec<(u64, Duration)> = Vec::new();
@@ -302,6 +319,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         connections.offline_at_end += u64::from(s.offline_at_end);
         positions += s.positions;
         reconnect_time.merge(&s.reconnect_time);
+        drop_to_back.merge(&s.drop_to_back);
         confirmed_ids.extend(&s.confirmed_ids);
         delivered_ids.extend(&s.delivered_ids);
         floor.requests += s.requests;
@@ -412,7 +430,53 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         gateway,
         kernel,
         drills,
+        reconnect: storm.map(|(terminals, back, duration)| report::ReconnectReport {
+            terminals,
+            back,
+            duration_s: duration.as_secs_f64(),
+            handshakes_per_s: back as f64 / duration.as_secs_f64().max(1e-3),
+            drop_to_back_ms: drop_to_back.percentiles(),
+        }),
     })
+}
+
+/// Drops every terminal at the same instant and waits (up to `drain_ms`)
+/// until all are back: returns how many dropped, how many came back, and
+/// how long until the last one did.
+async fn reconnect_storm(
+    config: &RunConfig,
+    commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
+    shared: &actor::Shared,
+) -> (u64, u64, Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    tokio::time::sleep(Duration::from_millis(config.spec.gap_ms)).await;
+    let terminals = commands.len() as u64;
+    tracing::info!(terminals, "dropping every connection at once");
+    let dropped = Instant::now();
+    for tx in commands.values() {
+        let _ = tx.send(actor::Command::GoOffline {
+            after: Duration::ZERO,
+            away: Duration::ZERO,
+        });
+    }
+    let limit = dropped + Duration::from_millis(config.spec.drain_ms);
+    let progress = indicatif::ProgressBar::new(terminals).with_style(
+        indicatif::ProgressStyle::with_template("reconnecting {bar:40} {pos}/{len} {per_sec}")
+            .expect("valid template"),
+    );
+    loop {
+        let back = shared.back_after_drop.load(Relaxed);
+        progress.set_position(back);
+        if back >= terminals || Instant::now() >= limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    progress.finish_and_clear();
+    let back = shared.back_after_drop.load(Relaxed);
+    let duration = dropped.elapsed();
+    tracing::info!(back, terminals, "reconnect storm over in {duration:?}");
+    (terminals, back, duration)
 }
 
 /// Asks every sender for the reports of the drills it started.
@@ -463,7 +527,10 @@ async fn direct(
             // ended; the talk stops before the deadline.
             let mut turn: HashMap<GroupId, usize> = HashMap::new();
             let mut talkers: HashMap<GroupId, Vec<TerminalId>> = HashMap::new();
-            for g in &plan.groups {
+            for (i, g) in plan.groups.iter().enumerate() {
+                if !talks(i, spec.talk_share) {
+                    continue;
+                }
                 let online: Vec<TerminalId> = g
                     .talkers
                     .iter()
@@ -539,7 +606,16 @@ async fn direct(
             tokio::time::sleep(burst + gap).await;
             while done.try_recv().is_ok() {}
         },
+        // Directed by `reconnect_storm`.
+        Pattern::ReconnectStorm => {}
     }
+}
+
+/// Whether the `i`-th exercised group talks when a `share` of them do:
+/// spread evenly over the groups (and so over the city's stations).
+fn talks(i: usize, share: f64) -> bool {
+    let share = share.clamp(0.0, 1.0);
+    ((i + 1) as f64 * share).floor() > (i as f64 * share).floor()
 }
 
 /// Where a unit is: its site in the simulated city, placed near its police

@@ -21,6 +21,11 @@ pub enum Pattern {
     /// whole subtree; recipients accept or reject and arrive after
     /// simulated delays.
     Alerts,
+    /// Every terminal connects, then all drop their connections at the same
+    /// instant (`gap_ms` after the ramp) and reconnect at once, as after a
+    /// gateway restart or a cell outage; the run measures how long until
+    /// every one is back with its groups joined.
+    ReconnectStorm,
 }
 
 /// Who sends alerts in an `alerts` scenario.
@@ -126,6 +131,10 @@ pub struct Spec {
     pub burst_ms: u64,
     /// Pause between bursts (steady) or between rounds (contention), ms.
     pub gap_ms: u64,
+    /// Share of the exercised unit groups that talk (steady): the others
+    /// are connected and listen but carry no voice. Default 1.
+    #[serde(default = "default_talk_share")]
+    pub talk_share: f64,
     /// Members pressing at once per round (contention).
     #[serde(default = "default_presses")]
     pub presses_per_round: usize,
@@ -237,6 +246,10 @@ fn default_walk_radius() -> f64 {
     300.0
 }
 
+fn default_talk_share() -> f64 {
+    1.0
+}
+
 fn default_drain() -> u64 {
     60_000
 }
@@ -252,6 +265,7 @@ impl Spec {
             burst_ms: 0,
             gap_ms: 5000,
             presses_per_round: default_presses(),
+            talk_share: default_talk_share(),
             emergency_ratio: 0.0,
             console_ratio: 0.0,
             senders: Senders::Stations,
@@ -414,6 +428,37 @@ impl Spec {
         }
     }
 
+    /// `city-voice-peak`: the whole city connected (run with `--groups
+    /// 7019`), 5% of the units talking at once as in voice-steady, every
+    /// member and station console listening.
+    pub fn city_voice_peak() -> Spec {
+        Spec {
+            name: "city-voice-peak".into(),
+            description: "the whole city connected; 5% of the units talk at once (5 s bursts) \
+                          while all members and their station consoles listen"
+                .into(),
+            talk_share: 0.05,
+            ..Spec::voice_steady()
+        }
+    }
+
+    /// `reconnect-storm`: the exercised terminals connect, idle for 2 s, then
+    /// all drop their connections at once and reconnect immediately (with
+    /// backoff only after a failed attempt); run with every unit
+    /// (`--groups 7019`) for a city.
+    pub fn reconnect_storm() -> Spec {
+        Spec {
+            name: "reconnect-storm".into(),
+            description: "every terminal drops its connection at the same instant and reconnects \
+                          at once, as after a gateway restart or a cell outage"
+                .into(),
+            pattern: Pattern::ReconnectStorm,
+            gap_ms: 2000,
+            drain_ms: 300_000,
+            ..Spec::defaults()
+        }
+    }
+
     /// Checks what serde cannot: ratios, ranges, and that an offline
     /// terminal can still get what it missed.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -422,6 +467,7 @@ impl Spec {
             ("console_ratio", self.console_ratio),
             ("accept_ratio", self.accept_ratio),
             ("offline_ratio", self.offline_ratio),
+            ("talk_share", self.talk_share),
         ] {
             anyhow::ensure!(
                 (0.0..=1.0).contains(&r),
@@ -485,6 +531,8 @@ impl Spec {
             "alert-nearest" => Spec::alert_nearest(),
             "alert-storm" => Spec::alert_storm(),
             "drill" => Spec::drill(),
+            "reconnect-storm" => Spec::reconnect_storm(),
+            "city-voice-peak" => Spec::city_voice_peak(),
             path if Path::new(path).is_file() => {
                 let text =
                     std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
@@ -492,7 +540,8 @@ impl Spec {
             }
             other => anyhow::bail!(
                 "unknown scenario {other:?}: use voice-steady, floor-contention, alert-subtree, \
-                 alert-city, alert-nearest, alert-storm, drill or a TOML file"
+                 alert-city, alert-nearest, alert-storm, drill, city-voice-peak, reconnect-storm \
+                 or a TOML file"
             ),
         };
         spec.validate()
@@ -534,6 +583,8 @@ mod tests {
             ("alert-nearest", Spec::alert_nearest as fn() -> Spec),
             ("alert-storm", Spec::alert_storm),
             ("drill", Spec::drill),
+            ("city-voice-peak", Spec::city_voice_peak),
+            ("reconnect-storm", Spec::reconnect_storm),
         ] {
             let built_in = Spec::resolve(name).unwrap();
             let file = dir.join(format!("{name}.toml"));
@@ -541,7 +592,9 @@ mod tests {
             let expected = check();
             for s in [&built_in, &from_file] {
                 assert_eq!(s.name, expected.name);
-                assert_eq!(s.pattern, Pattern::Alerts);
+                assert_eq!(s.pattern, expected.pattern);
+                assert_eq!(s.talk_share, expected.talk_share);
+                assert_eq!(s.drain_ms, expected.drain_ms);
                 assert_eq!(s.alert_target, expected.alert_target);
                 assert_eq!(s.alerts_per_round, expected.alerts_per_round);
                 assert_eq!(s.gap_ms, expected.gap_ms);
