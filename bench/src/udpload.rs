@@ -31,6 +31,13 @@ pub struct Measured {
     pub latency: Percentiles,
 }
 
+/// A group that talks: its members (terminal and socket) in talking order,
+/// and how many receive each frame.
+type TalkingGroup = (GroupId, Vec<(TerminalId, Arc<UdpSocket>)>, u64);
+
+/// Terminals per UDP socket, as terminal-sim shares a QUIC endpoint.
+const TERMINALS_PER_SOCKET: usize = 256;
+
 /// A 20 ms Opus frame at 16 kbit/s is about 40 bytes; the first 8 carry
 /// the send time.
 const PAYLOAD: usize = 40;
@@ -42,6 +49,9 @@ pub struct Pattern {
     pub burst_ms: u64,
     /// Pause between bursts, ms.
     pub gap_ms: u64,
+    /// Share of the groups that talk (the rest listen), chosen as
+    /// terminal-sim chooses them.
+    pub talk_share: f64,
 }
 
 #[derive(Debug, Default)]
@@ -62,21 +72,30 @@ pub async fn run(
     mut measure: impl FnMut(),
 ) -> anyhow::Result<Measured> {
     let start = Instant::now();
-    // One socket per terminal, joined to its groups.
-    let mut sockets: HashMap<TerminalId, Arc<UdpSocket>> = HashMap::new();
-    for (t, groups) in &plan.terminals {
+    // Terminals share sockets, as terminal-sim's share QUIC endpoints; each
+    // joins its groups by id.
+    let ids: Vec<TerminalId> = plan.terminals.keys().copied().collect();
+    let mut sockets: Vec<Arc<UdpSocket>> = Vec::new();
+    let mut socket_of: HashMap<TerminalId, Arc<UdpSocket>> = HashMap::new();
+    for chunk in ids.chunks(TERMINALS_PER_SOCKET) {
         let s = UdpSocket::bind("127.0.0.1:0").await?;
-        socket2::SockRef::from(&s).set_recv_buffer_size(256 * 1024)?;
+        socket2::SockRef::from(&s).set_recv_buffer_size(4 * 1024 * 1024)?;
         s.connect(relay).await?;
-        for g in groups {
-            let mut join = vec![b'J'];
-            join.extend_from_slice(&g.0.to_be_bytes());
-            s.send(&join).await?;
+        let s = Arc::new(s);
+        for t in chunk {
+            for g in &plan.terminals[t] {
+                let mut join = vec![b'J'];
+                join.extend_from_slice(&g.0.to_be_bytes());
+                join.extend_from_slice(&t.0.to_be_bytes());
+                s.send(&join).await?;
+            }
+            socket_of.insert(*t, s.clone());
         }
-        sockets.insert(*t, Arc::new(s));
+        sockets.push(s);
+        // Pace the joins: the relay's socket buffer holds only so many.
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    // Joins travel on loopback with no loss under this load; give the relay
-    // a moment to take them all.
+    // Give the relay a moment to take the last joins.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let counters = Arc::new(Counters::default());
@@ -84,7 +103,7 @@ pub async fn run(
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    for socket in sockets.values() {
+    for socket in &sockets {
         let (socket, counters, latency, measuring, mut stopped) = (
             socket.clone(),
             counters.clone(),
@@ -122,14 +141,21 @@ pub async fn run(
                 .merge(&local);
         });
     }
-    let talkers: Vec<(GroupId, Vec<Arc<UdpSocket>>, u64)> = plan
+    let talkers: Vec<TalkingGroup> = plan
         .groups
         .iter()
-        .filter(|g| !g.talkers.is_empty())
+        .enumerate()
+        .filter(|(i, g)| {
+            ptt_terminal_sim::scenario::talks(*i, pattern.talk_share) && !g.talkers.is_empty()
+        })
+        .map(|(_, g)| g)
         .map(|g| {
             (
                 g.id,
-                g.talkers.iter().map(|t| sockets[t].clone()).collect(),
+                g.talkers
+                    .iter()
+                    .map(|t| (*t, socket_of[t].clone()))
+                    .collect(),
                 g.listeners.len().saturating_sub(1) as u64,
             )
         })
@@ -156,13 +182,14 @@ pub async fn run(
                     continue;
                 }
                 let turn = (t / cycle) as usize;
-                let socket = &members[turn % members.len()];
+                let (talker, socket) = &members[turn % members.len()];
                 let mut payload = [0x5au8; PAYLOAD];
                 payload[..8].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
                 buf.clear();
                 VoiceHeader {
                     group,
-                    speaker: 0,
+                    // The baseline trusts this; the gateway authenticates.
+                    speaker: talker.0,
                     burst: turn as u16,
                     seq,
                     flags: 0,

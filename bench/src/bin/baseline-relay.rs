@@ -7,9 +7,11 @@
 //! to every other member. `ptt-bench` runs it on the same workload as the
 //! gateway and divides the two processes' CPU time per delivered frame.
 //!
-//! Datagrams: `J` + group u32 (big endian) joins a group (the sender's
-//! address becomes a member); anything else is a voice datagram in the
-//! protocol's 13-byte header format, relayed to the group's other members.
+//! Datagrams: `J` + group u32 + terminal u32 (big endian) joins a group:
+//! the terminal at the sender's address becomes a member (like the
+//! simulator's QUIC terminals, many share one socket). Anything else is a
+//! voice datagram in the protocol's 13-byte header format whose speaker
+//! field names the talking terminal, relayed to the group's other members.
 
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -38,10 +40,10 @@ const RECV_BATCH: usize = 64;
 const SEND_BATCH: usize = 512;
 const MAX_DATAGRAM: usize = 1500;
 
-/// Group members by address; members' ids are their join order.
+/// Group members: where each terminal is.
 #[derive(Debug, Default)]
 struct Groups {
-    members: HashMap<u32, Vec<SockaddrIn>>,
+    members: HashMap<u32, Vec<(SockaddrIn, u32)>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,7 +62,6 @@ fn main() -> anyhow::Result<()> {
     // One received batch's frames, stamped, and where each copy goes.
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(RECV_BATCH);
     let mut out: Vec<(usize, SockaddrIn)> = Vec::with_capacity(SEND_BATCH);
-    let mut sent = 0u64;
     loop {
         frames.clear();
         out.clear();
@@ -83,11 +84,12 @@ fn main() -> anyhow::Result<()> {
         for (i, (len, from)) in received.into_iter().enumerate() {
             let Some(from) = from else { continue };
             let datagram = &bufs[i][..len];
-            if len == 5 && datagram[0] == b'J' {
+            if len == 9 && datagram[0] == b'J' {
                 let group = u32::from_be_bytes(datagram[1..5].try_into().expect("4 bytes"));
+                let terminal = u32::from_be_bytes(datagram[5..9].try_into().expect("4 bytes"));
                 let members = groups.members.entry(group).or_default();
-                if !members.contains(&from) {
-                    members.push(from);
+                if !members.contains(&(from, terminal)) {
+                    members.push((from, terminal));
                 }
                 continue;
             }
@@ -98,17 +100,18 @@ fn main() -> anyhow::Result<()> {
                 continue;
             };
             // Only members are relayed; the speaker is stamped as the gateway
-            // does (the member's index stands for its terminal id).
-            let Some(speaker) = members.iter().position(|m| *m == from) else {
+            // does.
+            let speaker = (from, header.speaker);
+            if !members.contains(&speaker) {
                 continue;
-            };
+            }
             frames.push(
-                ptt_codec::voice::stamp_speaker(datagram, TerminalId(speaker as u32 + 1)).to_vec(),
+                ptt_codec::voice::stamp_speaker(datagram, TerminalId(header.speaker)).to_vec(),
             );
             let frame = frames.len() - 1;
             for m in members {
-                if *m != from {
-                    out.push((frame, *m));
+                if *m != speaker {
+                    out.push((frame, m.0));
                 }
             }
         }
@@ -120,17 +123,14 @@ fn main() -> anyhow::Result<()> {
             let addrs: Vec<Option<SockaddrIn>> = chunk.iter().map(|(_, a)| Some(*a)).collect();
             // A full socket buffer drops copies, like any UDP relay; the
             // receivers' counts show it.
-            if let Ok(r) = sendmmsg(
+            let _ = sendmmsg(
                 fd,
                 &mut send_headers,
                 &slices,
                 &addrs,
                 [],
                 MsgFlags::MSG_DONTWAIT,
-            ) {
-                sent += r.count() as u64;
-            }
+            );
         }
-        let _ = sent;
     }
 }
