@@ -316,6 +316,16 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    if let Some(b) = &baseline {
+        // Kept even if the gateway run fails or is cut short.
+        let partial = serde_json::json!({ "workload": w.name, "machine": machine(), "baseline": b });
+        std::fs::write(&args.report, serde_json::to_string_pretty(&partial)? + "\n")?;
+        eprintln!(
+            "baseline: {:.2} us CPU per delivered frame, delivered {:.4}",
+            b["cpu_us_per_frame"].as_f64().unwrap_or(0.0),
+            b["delivered_ratio"].as_f64().unwrap_or(0.0)
+        );
+    }
     eprintln!("gateway: {} groups, {} s", w.groups, w.duration_s);
     let (sim, gw) = gateway(&args, &w, &org)?;
     let ratio = baseline.as_ref().and_then(|b| {

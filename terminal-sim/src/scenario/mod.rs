@@ -613,7 +613,7 @@ async fn direct(
 
 /// Whether the `i`-th exercised group talks when a `share` of them do:
 /// spread evenly over the groups (and so over the city's stations).
-fn talks(i: usize, share: f64) -> bool {
+pub fn talks(i: usize, share: f64) -> bool {
     let share = share.clamp(0.0, 1.0);
     ((i + 1) as f64 * share).floor() > (i as f64 * share).floor()
 }
