@@ -318,7 +318,8 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(b) = &baseline {
         // Kept even if the gateway run fails or is cut short.
-        let partial = serde_json::json!({ "workload": w.name, "machine": machine(), "baseline": b });
+        let partial =
+            serde_json::json!({ "workload": w.name, "machine": machine(), "baseline": b });
         std::fs::write(&args.report, serde_json::to_string_pretty(&partial)? + "\n")?;
         eprintln!(
             "baseline: {:.2} us CPU per delivered frame, delivered {:.4}",
