@@ -146,6 +146,11 @@ pub struct Transport {
     /// Unidirectional streams a terminal may have open at once: attachment
     /// uploads in progress. Default 2.
     pub max_uni_streams: u32,
+    /// QUIC handshakes in progress at once; more incoming connections wait
+    /// their turn. Default 256: in a reconnect storm of a whole city,
+    /// admitting every Initial at once holds tens of thousands of half-open
+    /// connections (measured 1.5-2 GiB) and slows every handshake down.
+    pub max_handshakes: usize,
     /// UDP socket send and receive buffer size in bytes, 0 for the kernel
     /// default. Default 4 MiB: a burst of fan-out to many listeners must not
     /// overflow the socket.
@@ -160,6 +165,7 @@ impl Default for Transport {
             datagram_receive_buffer: 64 * 1024,
             max_bidi_streams: 4,
             max_uni_streams: 2,
+            max_handshakes: 256,
             socket_buffer: 4 * 1024 * 1024,
         }
     }

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     /// networks, the operators' queues); a bounded window keeps the burst
     /// flowing without drops.
     pub(crate) deliveries: tokio::sync::Semaphore,
+    /// Handshakes in progress at once (`transport.max_handshakes`).
+    pub(crate) handshakes: tokio::sync::Semaphore,
     /// Terminals that may have alerts waiting (a superset): only these are
     /// looked up in the database when they connect, so a reconnect storm of
     /// 30,000 terminals does not queue 30,000 queries ahead of new alerts.
@@ -102,6 +104,7 @@ impl Gateway {
                 (id, Arc::new(group))
             })
             .collect();
+        let handshakes = tokio::sync::Semaphore::new(config.transport.max_handshakes.max(1));
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -114,6 +117,7 @@ impl Gateway {
                 relay_latency: Default::default(),
                 next_session: AtomicU64::new(1),
                 deliveries: tokio::sync::Semaphore::new(MAX_DELIVERIES_IN_FLIGHT),
+                handshakes,
                 pending,
                 positions: Default::default(),
                 sos: Default::default(),

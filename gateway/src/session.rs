@@ -99,6 +99,10 @@ enum Ended {
 /// Drives one incoming connection until it ends.
 pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
+    // The semaphore is never closed, so acquiring only waits.
+    let Ok(turn) = shared.handshakes.acquire().await else {
+        return;
+    };
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
@@ -106,6 +110,7 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
+    drop(turn);
     Metrics::add(&shared.metrics.connections_accepted, 1);
     let hello_timeout = Duration::from_millis(u64::from(shared.config.session.hello_timeout_ms));
     let (send, mut recv, terminal, buffered) =

@@ -255,30 +255,48 @@ fn error(outbox: &Outbox, code: ErrorCode, frame: u8, message: impl Into<String>
 }
 
 /// `AlertReceipt`: store it, confirm it, tell the issuer.
-pub(crate) async fn receipt(
+///
+/// The receipt is queued for the writer here, synchronously, so a
+/// terminal's receipts are stored in the order it sent them (accepted before
+/// arrived); the returned future waits for the write and answers.
+pub(crate) fn receipt(
     shared: Arc<Shared>,
     terminal: TerminalId,
     outbox: Outbox,
     alert: u64,
     status: ReceiptStatus,
     reason: String,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let at_ms = now_ms();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let queued = shared.receipts.send((
-        store::ReceiptIn {
-            alert,
-            terminal,
-            status,
-            at_ms,
-            reason: reason.clone(),
-        },
-        reply,
-    ));
-    let result = match queued {
-        Ok(()) => answer.await.ok(),
-        Err(_) => None,
-    };
+    let queued = shared
+        .receipts
+        .send((
+            store::ReceiptIn {
+                alert,
+                terminal,
+                status,
+                at_ms,
+                reason: reason.clone(),
+            },
+            reply,
+        ))
+        .is_ok();
+    async move {
+        let result = if queued { answer.await.ok() } else { None };
+        answer_receipt(shared, terminal, outbox, alert, at_ms, reason, result);
+    }
+}
+
+fn answer_receipt(
+    shared: Arc<Shared>,
+    terminal: TerminalId,
+    outbox: Outbox,
+    alert: u64,
+    at_ms: u64,
+    reason: String,
+    result: Option<Result<store::Receipt, store::Error>>,
+) {
     let frame = kind::ALERT_RECEIPT;
     match result {
         Some(Ok(store::Receipt::Advanced { issuer, status })) => {

@@ -158,6 +158,11 @@ pub fn server_config(id: &Identity, transport: &Transport) -> Result<quinn::Serv
         .with_no_client_auth()
         .with_single_cert(id.certs.clone(), id.key.clone_key())?;
     tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
+    // Stateless session tickets (encrypted with rotating keys): a terminal
+    // that reconnects resumes its TLS session without a certificate
+    // signature and verification, and the gateway keeps no per-terminal
+    // cache (the default cache holds 256 sessions; a city has 32,000).
+    tls.ticketer = rustls::crypto::ring::Ticketer::new()?;
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));

@@ -327,6 +327,24 @@ impl Terminal {
         Self::handshake(conn, terminal, credential, seen).await
     }
 
+    /// As [`Terminal::connect_with_seen`], with this terminal's own client
+    /// configuration. A device keeps one for its lifetime: its TLS session
+    /// tickets live there, so reconnecting resumes the session instead of a
+    /// full handshake (an endpoint's default configuration is shared by
+    /// every terminal on it, and would share, and exhaust, the tickets).
+    pub async fn connect_with_config(
+        endpoint: &quinn::Endpoint,
+        config: quinn::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+        terminal: TerminalId,
+        credential: &[u8],
+        seen: SeenAlerts,
+    ) -> Result<Terminal, Error> {
+        let conn = endpoint.connect_with(config, addr, server_name)?.await?;
+        Self::handshake(conn, terminal, credential, seen).await
+    }
+
     /// Authenticates on an established connection.
     pub async fn handshake(
         conn: quinn::Connection,
@@ -684,7 +702,7 @@ impl Terminal {
             ServerMsg::ReceiptSaved {
                 alert: a,
                 status: s,
-            } if *a == alert && (*s == status || *s != ReceiptStatus::Delivered) => Some(Ok(*s)),
+            } if *a == alert && answers(*s, status) => Some(Ok(*s)),
             m => refusal(m, ptt_codec::control::kind::ALERT_RECEIPT).map(Err),
         })
         .await
@@ -890,6 +908,26 @@ impl Terminal {
     }
 }
 
+/// Whether a `ReceiptSaved` carrying the stored status `stored` answers a
+/// receipt of status `sent`: the same status, or one further along (the
+/// receipt was late and changed nothing). An answer to an earlier receipt
+/// (the automatic "delivered", an "accepted" before this "arrived") is
+/// behind and does not.
+fn answers(stored: ReceiptStatus, sent: ReceiptStatus) -> bool {
+    fn forward(s: ReceiptStatus) -> Option<u8> {
+        match s {
+            ReceiptStatus::Pending => Some(0),
+            ReceiptStatus::Delivered => Some(1),
+            ReceiptStatus::Read => Some(2),
+            ReceiptStatus::Accepted => Some(3),
+            ReceiptStatus::Arrived => Some(4),
+            ReceiptStatus::Resolved => Some(5),
+            ReceiptStatus::Rejected => None,
+        }
+    }
+    stored == sent || matches!((forward(stored), forward(sent)), (Some(a), Some(b)) if a > b)
+}
+
 /// The refusal carried by `m` if it is an `Error` about a frame of type
 /// `frame`.
 fn refusal(m: &ServerMsg, frame: u8) -> Option<Error> {
@@ -1075,5 +1113,25 @@ async fn read_loop(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_is_answered_by_its_own_status_or_one_further_along() {
+        use ReceiptStatus::*;
+        assert!(answers(Arrived, Arrived));
+        assert!(answers(Resolved, Arrived), "late: already further");
+        assert!(
+            !answers(Accepted, Arrived),
+            "the answer to the earlier accept"
+        );
+        assert!(!answers(Delivered, Read), "the automatic delivered receipt");
+        assert!(answers(Rejected, Rejected));
+        assert!(!answers(Rejected, Accepted));
+        assert!(!answers(Accepted, Rejected));
     }
 }

@@ -650,3 +650,45 @@ async fn unread_alerts_can_be_taken_before_a_terminal_is_dropped() {
         assert!(!matches!(m, ServerMsg::Alert { .. }), "{m:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_receipts_are_stored_in_the_order_sent() {
+    let gw = TestGateway::start(ORG).await;
+    let mut console = gw.terminal(CONSOLE_PS).await;
+    let mut guard = gw.terminal(GUARD_B1).await;
+    let mut alerts = Vec::new();
+    for i in 0..20 {
+        let (a, _) = console
+            .send_alert(Target::Group(UNIT_B), body(&format!("任务 {i}")))
+            .await
+            .unwrap();
+        alerts.push(a);
+    }
+    for _ in &alerts {
+        guard.next_alert().await.unwrap();
+    }
+    // Accepted and arrived sent back to back, without waiting in between:
+    // were "arrived" stored first, "accepted" would be a stale duplicate and
+    // the issuer would never hear of the acceptance.
+    for a in &alerts {
+        for status in [ReceiptStatus::Accepted, ReceiptStatus::Arrived] {
+            guard
+                .send(ClientMsg::AlertReceipt {
+                    alert: *a,
+                    status,
+                    reason: String::new(),
+                })
+                .unwrap();
+        }
+    }
+    for a in &alerts {
+        assert_eq!(
+            updates(&mut console, *a, ReceiptStatus::Accepted, 1).await,
+            vec![GUARD_B1]
+        );
+        assert_eq!(
+            updates(&mut console, *a, ReceiptStatus::Arrived, 1).await,
+            vec![GUARD_B1]
+        );
+    }
+}

@@ -167,6 +167,8 @@ pub struct Shared {
 pub struct Link {
     /// The client endpoint it connects from.
     pub endpoint: quinn::Endpoint,
+    /// Its own client configuration (its TLS session tickets).
+    pub client: quinn::ClientConfig,
     /// Gateway address.
     pub gateway: SocketAddr,
     /// TLS server name.
@@ -234,8 +236,9 @@ async fn connect_once(
     handshake_timeout: Duration,
     cx: &mut Context<'_>,
 ) -> Result<Terminal, String> {
-    let connect = Terminal::connect_with_seen(
+    let connect = Terminal::connect_with_config(
         &link.endpoint,
+        link.client.clone(),
         link.gateway,
         &link.server_name,
         cx.me,

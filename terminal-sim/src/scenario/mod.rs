@@ -109,6 +109,12 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(1))
         .map(|_| terminal::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), &roots))
         .collect::<Result<Vec<_>, _>>()?;
+    // Each terminal its own TLS client configuration, as each device has:
+    // its session tickets let it resume instead of a full handshake.
+    let clients: HashMap<TerminalId, quinn::ClientConfig> = ids
+        .iter()
+        .map(|t| Ok((*t, terminal::client_config(&roots)?)))
+        .collect::<Result<_, terminal::Error>>()?;
     let ramp = Instant::now();
     let mut connecting = JoinSet::new();
     let mut connected: HashMap<TerminalId, Terminal> = HashMap::new();
@@ -134,8 +140,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             let credential = plan.credential(id);
             let groups = plan.terminals[&id].clone();
             let (addr, name) = (config.gateway, config.server_name.clone());
+            let client = clients[&id].clone();
             connecting.spawn(async move {
-                let mut t = Terminal::connect(&endpoint, addr, &name, id, &credential).await?;
+                let mut t = Terminal::connect_with_config(
+                    &endpoint,
+                    client,
+                    addr,
+                    &name,
+                    id,
+                    &credential,
+                    terminal::SeenAlerts::default(),
+                )
+                .await?;
                 for g in groups {
                     t.join(g).await?;
                 }
@@ -248,6 +264,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         };
         let link = actor::Link {
             endpoint: endpoints[endpoint_of[&id]].clone(),
+            client: clients[&id].clone(),
             gateway: config.gateway,
             server_name: config.server_name.clone(),
             credential: plan.credential(id),
