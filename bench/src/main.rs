@@ -253,6 +253,8 @@ fn gateway(
         .args(["--gateway-pid", &gateway.0.id().to_string()])
         .arg("--report")
         .arg(&sim_report)
+        .arg("--plots")
+        .arg(args.workdir.join("plots"))
         .status()?;
     let rss = peak_rss_mb(gateway.0.id());
     drop(gateway);

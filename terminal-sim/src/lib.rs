@@ -11,6 +11,7 @@
 
 pub mod city;
 pub mod jitter;
+pub mod plot;
 pub mod record;
 pub mod report;
 pub mod scenario;

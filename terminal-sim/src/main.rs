@@ -74,6 +74,9 @@ enum Command {
         /// Write what one listener per group heard as WAV files here.
         #[arg(long)]
         record_dir: Option<PathBuf>,
+        /// Write PNG plots (latency CDF, delivery over time) here.
+        #[arg(long)]
+        plots: Option<PathBuf>,
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -122,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             gateway_pid,
             audio,
             record_dir,
+            plots,
             seed,
         } => {
             let spec = Spec::resolve(&scenario)?;
@@ -136,6 +140,7 @@ fn main() -> anyhow::Result<()> {
                 gateway_pid,
                 audio,
                 record_dir,
+                plots,
                 seed,
             };
             let runtime = tokio::runtime::Runtime::new()?;

@@ -49,6 +49,29 @@ impl Latency {
         let _ = self.0.add(&other.0);
     }
 
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The cumulative distribution: (latency in ms, share at or below),
+    /// one point per distinct recorded value step.
+    pub fn cdf_ms(&self) -> Vec<(f64, f64)> {
+        let total = self.0.len() as f64;
+        if total == 0.0 {
+            return Vec::new();
+        }
+        self.0
+            .iter_recorded()
+            .map(|v| {
+                (
+                    v.value_iterated_to() as f64 / 1000.0,
+                    v.quantile_iterated_to(),
+                )
+            })
+            .collect()
+    }
+
     /// Percentiles in milliseconds.
     pub fn percentiles(&self) -> Percentiles {
         let h = &self.0;
@@ -78,6 +101,9 @@ pub struct VoiceReport {
     pub frames_received: u64,
     /// `frames_received / frames_expected`.
     pub delivered_ratio: f64,
+    /// Frames received in each second since every terminal was connected
+    /// (delivery over time).
+    pub received_per_second: Vec<u64>,
     /// Talker send to listener receive.
     pub latency_ms: Percentiles,
     /// Frames that reached a terminal not in the frame's group (must be 0).

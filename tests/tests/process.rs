@@ -57,6 +57,8 @@ fn gen_city_serve_simulate_and_stop() {
         .arg(&report)
         .arg("--record-dir")
         .arg(dir.path().join("heard"))
+        .arg("--plots")
+        .arg(dir.path().join("plots"))
         .output()
         .unwrap();
     assert!(
@@ -66,6 +68,12 @@ fn gen_city_serve_simulate_and_stop() {
     );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("delivered"), "{summary}");
+    // The plots are PNG images (setup.sh installs the font they need).
+    for png in ["latency-cdf.png", "delivery-over-time.png"] {
+        let bytes = std::fs::read(dir.path().join("plots").join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{png}");
+        assert!(bytes.len() > 10_000, "{png} has a plot in it");
+    }
 
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();

@@ -84,12 +84,33 @@ pub struct Heard {
     pub wrong_speaker: u64,
     /// Send-to-receive latency.
     pub latency: Latency,
+    /// Frames received in each second since the run's epoch.
+    pub per_second: Vec<u64>,
+}
+
+impl Heard {
+    /// Adds another listener's figures.
+    pub fn merge(&mut self, other: &Heard) {
+        self.received += other.received;
+        self.non_member += other.non_member;
+        self.overlapping += other.overlapping;
+        self.duplicates += other.duplicates;
+        self.wrong_speaker += other.wrong_speaker;
+        self.latency.merge(&other.latency);
+        if self.per_second.len() < other.per_second.len() {
+            self.per_second.resize(other.per_second.len(), 0);
+        }
+        for (a, b) in self.per_second.iter_mut().zip(&other.per_second) {
+            *a += b;
+        }
+    }
 }
 
 /// Checks and counts the frames one terminal receives.
 #[derive(Debug)]
 pub struct Listener {
     logs: Arc<HashMap<GroupId, Arc<SendLog>>>,
+    epoch: Instant,
     views: HashMap<GroupId, GroupView>,
     /// Results so far.
     pub heard: Heard,
@@ -101,9 +122,17 @@ impl Listener {
     pub fn new(groups: &[GroupId], logs: Arc<HashMap<GroupId, Arc<SendLog>>>) -> Self {
         Self {
             logs,
+            epoch: Instant::now(),
             views: groups.iter().map(|g| (*g, GroupView::default())).collect(),
             heard: Heard::default(),
         }
+    }
+
+    /// Counts frames per second from `epoch` (the run's, shared by every
+    /// listener) instead of from this listener's creation.
+    pub fn since(mut self, epoch: Instant) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     /// Accounts for one received frame.
@@ -148,6 +177,13 @@ impl Listener {
             }
         }
         self.heard.received += 1;
+        let second = now.saturating_duration_since(self.epoch).as_secs() as usize;
+        if second < 24 * 3600 {
+            if self.heard.per_second.len() <= second {
+                self.heard.per_second.resize(second + 1, 0);
+            }
+            self.heard.per_second[second] += 1;
+        }
         if let Some(sent) = self
             .logs
             .get(&h.group)

@@ -55,6 +55,8 @@ pub struct RunConfig {
     pub audio: Option<PathBuf>,
     /// Write what one listener per group heard, decoded, as WAV files here.
     pub record_dir: Option<PathBuf>,
+    /// Write PNG plots of the run here.
+    pub plots: Option<PathBuf>,
     /// Seed of every random choice.
     pub seed: u64,
 }
@@ -230,6 +232,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<GroupId>();
     let mut actors = JoinSet::new();
+    // Delivery over time is counted in seconds from here: every terminal
+    // is connected.
+    let epoch = Instant::now();
     let mut listeners = JoinSet::new();
     let mut commands: HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>> = HashMap::new();
     let recorders = plan.recorders();
@@ -250,6 +255,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             logs.clone(),
             record,
             stop_rx.clone(),
+            epoch,
         ));
         let walker = match plan.org.terminal(id) {
             Some(member) if shared.position_every.is_some() && !member.is_console() => {
@@ -376,12 +382,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut heard = listen::Heard::default();
     while let Some(r) = listeners.join_next().await {
         let h = r??;
-        heard.received += h.received;
-        heard.non_member += h.non_member;
-        heard.overlapping += h.overlapping;
-        heard.duplicates += h.duplicates;
-        heard.wrong_speaker += h.wrong_speaker;
-        heard.latency.merge(&h.latency);
+        heard.merge(&h);
     }
     for e in &endpoints {
         e.close(quinn::VarInt::from_u32(0), b"run over");
@@ -402,6 +403,22 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         }
         _ => None,
     };
+    if let Some(dir) = &config.plots {
+        let figures = crate::plot::Figures {
+            scenario: &config.spec.name,
+            voice_latency: Some(&heard.latency),
+            voice_per_second: &heard.per_second,
+            alert_latency: Some(&alert_latency),
+        };
+        match crate::plot::write(dir, &figures) {
+            Ok(files) => {
+                for f in files {
+                    tracing::info!(plot = %f.display(), "plot written");
+                }
+            }
+            Err(e) => tracing::warn!("plots not written: {e:#}"),
+        }
+    }
     Ok(Report {
         scenario: config.spec.name.clone(),
         duration_s: measured.as_secs_f64(),
@@ -411,6 +428,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             frames_sent: floor.frames_sent,
             frames_expected: floor.frames_expected,
             frames_received: heard.received,
+            received_per_second: heard.per_second.clone(),
             delivered_ratio: if floor.frames_expected > 0 {
                 heard.received as f64 / floor.frames_expected as f64
             } else {
@@ -800,8 +818,9 @@ async fn listen_loop(
     logs: Arc<HashMap<GroupId, Arc<listen::SendLog>>>,
     record: Vec<(GroupId, PathBuf)>,
     mut stop: watch::Receiver<bool>,
+    epoch: Instant,
 ) -> anyhow::Result<listen::Heard> {
-    let mut listener = listen::Listener::new(&groups, logs);
+    let mut listener = listen::Listener::new(&groups, logs).since(epoch);
     let mut recorders = record
         .into_iter()
         .map(|(g, path)| Ok((g, crate::record::Recorder::create(&path)?)))
