@@ -284,7 +284,10 @@ fn gateway(
         "internal_latency_ms": { "p50": us("p50_us"), "p99": us("p99_us"), "p999": us("p999_us"), "max": us("max_us") },
         "rss_mb": rss,
         "rss_kb_per_connection": rss * 1024.0 / report["connections"]["established"].as_f64().unwrap_or(1.0).max(1.0),
-        "dropped_by_gateway": counters["voice_send_failed"],
+        // Handed to quinn but never sent (its drop-oldest datagram buffer),
+        // plus deliveries a closed connection refused.
+        "dropped_by_gateway": counters["voice_delivered"].as_u64().zip(counters["voice_datagrams_sent"].as_u64())
+            .map(|(d, s)| d.saturating_sub(s) + counters["voice_send_failed"].as_u64().unwrap_or(0)),
         "kernel": report["kernel"],
     });
     Ok((report, summary))

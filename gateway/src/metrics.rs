@@ -48,6 +48,10 @@ counters! {
     voice_in,
     /// Voice datagrams handed to receivers' connections (one per receiver).
     voice_delivered,
+    /// DATAGRAM frames the gateway's connections actually sent, counted
+    /// when each session ends. `voice_delivered` minus this is what quinn
+    /// dropped (oldest first) because a receiver's path fell behind.
+    voice_datagrams_sent,
     /// Voice datagrams that could not be decoded.
     voice_malformed,
     /// Voice from a terminal that does not hold the floor of that group.

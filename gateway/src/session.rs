@@ -142,6 +142,11 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
         let result = session.control_loop(&mut recv, buffered).await;
         voice.abort();
         uploads.abort();
+        // Only voice travels in DATAGRAM frames.
+        Metrics::add(
+            &shared.metrics.voice_datagrams_sent,
+            conn.stats().frame_tx.datagram,
+        );
         session.finish();
         match result {
             Ok(()) | Err(Ended::Connection(quinn::ConnectionError::LocallyClosed)) => {

@@ -84,6 +84,20 @@ async fn frames_reach_members_and_monitoring_consoles_only() {
     let m = gw.gateway.metrics();
     assert_eq!(m.voice_delivered, 60);
     assert_eq!(m.voice_not_holder, 0);
+    // Sessions that end count the DATAGRAM frames their connection really
+    // sent: every frame handed over went out (none dropped for lateness).
+    for t in [&mate, &staff, &console] {
+        t.close();
+    }
+    let sent = async {
+        while gw.gateway.metrics().voice_datagrams_sent < 60 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), sent)
+        .await
+        .expect("the three receivers' sessions end and report 60 datagrams sent");
+    assert_eq!(gw.gateway.metrics().voice_datagrams_sent, 60);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
