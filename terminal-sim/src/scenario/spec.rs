@@ -626,6 +626,22 @@ mod tests {
     }
 
     #[test]
+    fn every_scenario_file_parses_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let spec = Spec::resolve(path.to_str().unwrap())
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                assert!(!spec.description.is_empty(), "{}", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "{n} scenario files");
+    }
+
+    #[test]
     fn response_delays_follow_their_distribution_and_are_cut() {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
