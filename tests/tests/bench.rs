@@ -1,0 +1,68 @@
+//! `ptt-bench` end to end, on a tiny workload: the baseline relay and the
+//! gateway both run and the report has the fields the benchmark table is
+//! built from. Figures are not judged here (BENCHMARKS.md does that on a
+//! quiet machine); only that each was measured.
+
+use std::process::Command;
+
+use ptt_tests::bin;
+
+#[test]
+fn ptt_bench_measures_the_baseline_and_the_gateway_on_one_workload() {
+    // ptt-bench finds the other binaries next to itself.
+    for name in ["terminal-sim", "ptt-gateway", "baseline-relay"] {
+        bin(name);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("bench.json");
+    let out = Command::new(bin("ptt-bench"))
+        .args([
+            "--workload",
+            "voice-smoke",
+            "--groups",
+            "3",
+            "--duration",
+            "2",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .arg("--workdir")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ratio gateway/baseline"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for (side, key) in [
+        ("baseline", "cpu_us_per_frame"),
+        ("baseline", "delivered_ratio"),
+        ("baseline", "rss_mb"),
+        ("gateway", "cpu_us_per_frame"),
+        ("gateway", "delivered_ratio"),
+        ("gateway", "rss_mb"),
+    ] {
+        let v = r[side][key].as_f64();
+        assert!(v.is_some_and(|v| v > 0.0), "{side}.{key} in {r}");
+    }
+    for p in ["p50", "p99", "p999"] {
+        assert!(r["gateway"]["latency_ms"][p].is_number(), "{p} in {r}");
+        assert!(r["baseline"]["latency_ms"][p].is_number(), "{p} in {r}");
+    }
+    assert!(
+        r["gateway"]["internal_latency_ms"]["p99"].is_number(),
+        "{r}"
+    );
+    assert!(r["ratio"].as_f64().is_some_and(|x| x > 0.0), "{r}");
+    // Delivery is judged loosely: this is a debug build on a shared machine.
+    for side in ["baseline", "gateway"] {
+        let d = r[side]["delivered_ratio"].as_f64().unwrap();
+        assert!(d > 0.9, "{side} delivered {d}: {r}");
+    }
+    assert!(r["gateway"]["dropped_by_gateway"].is_u64(), "{r}");
+}
