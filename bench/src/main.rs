@@ -275,6 +275,23 @@ fn gateway(
     report["gateway_counters"] = counters.clone();
     let voice = &report["voice"];
     let us = |k: &str| counters["relay_latency_us"][k].as_f64().unwrap_or(0.0) / 1000.0;
+    // Where deliveries that never arrived went: the gateway's own drops
+    // (quinn's drop-oldest buffer, refused sends), the kernel's UDP receive
+    // errors on loopback, and the rest, which is the harness falling behind.
+    let expected = voice["frames_expected"].as_u64().unwrap_or(0);
+    let received = voice["frames_received"].as_u64().unwrap_or(0);
+    let missing = expected.saturating_sub(received);
+    let by_gateway = counters["voice_delivered"]
+        .as_u64()
+        .zip(counters["voice_datagrams_sent"].as_u64())
+        .map(|(d, s)| d.saturating_sub(s) + counters["voice_send_failed"].as_u64().unwrap_or(0));
+    let by_kernel = report["kernel"]["udp_rcvbuf_errors"].as_u64();
+    let loss = serde_json::json!({
+        "missing": missing,
+        "dropped_by_gateway": by_gateway,
+        "kernel_udp_receive_errors": by_kernel,
+        "in_harness": by_gateway.zip(by_kernel).map(|(g, k)| missing.saturating_sub(g + k)),
+    });
     let summary = serde_json::json!({
         "cpu_seconds": report["gateway"]["cpu_seconds"],
         "frames_delivered": voice["frames_received"],
@@ -284,10 +301,8 @@ fn gateway(
         "internal_latency_ms": { "p50": us("p50_us"), "p99": us("p99_us"), "p999": us("p999_us"), "max": us("max_us") },
         "rss_mb": rss,
         "rss_kb_per_connection": rss * 1024.0 / report["connections"]["established"].as_f64().unwrap_or(1.0).max(1.0),
-        // Handed to quinn but never sent (its drop-oldest datagram buffer),
-        // plus deliveries a closed connection refused.
-        "dropped_by_gateway": counters["voice_delivered"].as_u64().zip(counters["voice_datagrams_sent"].as_u64())
-            .map(|(d, s)| d.saturating_sub(s) + counters["voice_send_failed"].as_u64().unwrap_or(0)),
+        "dropped_by_gateway": by_gateway,
+        "loss": loss,
         "kernel": report["kernel"],
     });
     Ok((report, summary))
@@ -390,6 +405,11 @@ fn main() -> anyhow::Result<()> {
         println!(
             "gateway internal relay latency p99 {} ms",
             f(&report["gateway"]["internal_latency_ms"]["p99"])
+        );
+        let l = &report["gateway"]["loss"];
+        println!(
+            "gateway run: {} deliveries missing: {} dropped by the gateway, {} by the kernel, {} in the harness",
+            l["missing"], l["dropped_by_gateway"], l["kernel_udp_receive_errors"], l["in_harness"]
         );
     }
     println!("report: {}", args.report.display());

@@ -65,4 +65,8 @@ fn ptt_bench_measures_the_baseline_and_the_gateway_on_one_workload() {
         assert!(d > 0.9, "{side} delivered {d}: {r}");
     }
     assert!(r["gateway"]["dropped_by_gateway"].is_u64(), "{r}");
+    let loss = &r["gateway"]["loss"];
+    for key in ["missing", "dropped_by_gateway", "in_harness"] {
+        assert!(loss[key].is_u64(), "loss.{key} in {r}");
+    }
 }
