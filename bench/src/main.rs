@@ -398,8 +398,13 @@ fn main() -> anyhow::Result<()> {
             f(&r["rss_mb"]),
         );
     }
-    if let Some(r) = ratio {
-        println!("ratio gateway/baseline CPU per frame: {r:.2}");
+    match ratio {
+        Some(r) => println!("ratio gateway/baseline CPU per frame: {r:.2}"),
+        None if report["baseline"].is_object() => println!(
+            "ratio gateway/baseline CPU per frame: not measurable (the baseline used less \
+             than one 10 ms clock tick: run a longer or larger workload)"
+        ),
+        None => {}
     }
     if report["gateway"]["frames_delivered"].as_u64().unwrap_or(0) > 0 {
         println!(
