@@ -15,7 +15,7 @@ use crate::session::Outbox;
 use crate::session_streams as streams;
 
 /// Runs a blocking store call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&store::Store) -> T + Send + 'static,
 ) -> Option<T> {
@@ -245,7 +245,8 @@ pub(crate) async fn forward_undelivered(
     }
 }
 
-fn error(outbox: &Outbox, code: ErrorCode, frame: u8, message: impl Into<String>) {
+/// Sends an `Error` about a frame of type `frame` (no group).
+pub(crate) fn error(outbox: &Outbox, code: ErrorCode, frame: u8, message: impl Into<String>) {
     outbox.send(ServerMsg::Error {
         code,
         frame,

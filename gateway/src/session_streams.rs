@@ -20,6 +20,7 @@ use crate::alert::{now_ms, store};
 use crate::org::TerminalKind;
 use crate::server::Shared;
 use crate::session::Outbox;
+use crate::session_alerts::{blocking, error};
 
 /// QUIC send priority of attachment and report streams: below the control
 /// stream and alert streams (priority 0).
@@ -27,23 +28,6 @@ const BULK_PRIORITY: i32 = -1;
 
 /// QUIC error code for stopping an upload stream that was refused.
 const UPLOAD_REFUSED: u32 = 1;
-
-async fn blocking<T: Send + 'static>(
-    shared: &Arc<Shared>,
-    f: impl FnOnce(&store::Store) -> T + Send + 'static,
-) -> Option<T> {
-    let store = shared.store.clone();
-    tokio::task::spawn_blocking(move || f(&store)).await.ok()
-}
-
-fn error(outbox: &Outbox, code: ErrorCode, frame: u8, message: impl Into<String>) {
-    outbox.send(ServerMsg::Error {
-        code,
-        frame,
-        group: None,
-        message: message.into(),
-    });
-}
 
 /// Accepts the terminal's upload streams until the connection ends. At most
 /// `transport.max_uni_streams` are open at once (QUIC flow control).

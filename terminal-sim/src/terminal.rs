@@ -649,15 +649,7 @@ impl Terminal {
                 alert,
                 recipients,
             } if *r == request => Some(Ok((*alert, *recipients))),
-            ServerMsg::AlertRefused {
-                request: r,
-                code,
-                message,
-            } if *r == request => Some(Err(Error::Refused {
-                code: *code,
-                message: message.clone(),
-            })),
-            _ => None,
+            m => request_refused(m, request).map(Err),
         })
         .await
     }
@@ -795,15 +787,7 @@ impl Terminal {
                 attachment,
                 ..
             } if *r == request => Some(Ok(*attachment)),
-            ServerMsg::AlertRefused {
-                request: r,
-                code,
-                message,
-            } if *r == request => Some(Err(Error::Refused {
-                code: *code,
-                message: message.clone(),
-            })),
-            _ => None,
+            m => request_refused(m, request).map(Err),
         })
         .await
     }
@@ -908,24 +892,34 @@ impl Terminal {
     }
 }
 
+/// The refusal carried by `m` if it is the `AlertRefused` answering
+/// `request` (an `AlertSend` or an `AttachmentPut`).
+fn request_refused(m: &ServerMsg, request: u32) -> Option<Error> {
+    match m {
+        ServerMsg::AlertRefused {
+            request: r,
+            code,
+            message,
+        } if *r == request => Some(Error::Refused {
+            code: *code,
+            message: message.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// Whether a `ReceiptSaved` carrying the stored status `stored` answers a
 /// receipt of status `sent`: the same status, or one further along (the
 /// receipt was late and changed nothing). An answer to an earlier receipt
 /// (the automatic "delivered", an "accepted" before this "arrived") is
 /// behind and does not.
 fn answers(stored: ReceiptStatus, sent: ReceiptStatus) -> bool {
-    fn forward(s: ReceiptStatus) -> Option<u8> {
-        match s {
-            ReceiptStatus::Pending => Some(0),
-            ReceiptStatus::Delivered => Some(1),
-            ReceiptStatus::Read => Some(2),
-            ReceiptStatus::Accepted => Some(3),
-            ReceiptStatus::Arrived => Some(4),
-            ReceiptStatus::Resolved => Some(5),
-            ReceiptStatus::Rejected => None,
-        }
-    }
-    stored == sent || matches!((forward(stored), forward(sent)), (Some(a), Some(b)) if a > b)
+    // The gateway's own rule: a receipt at or behind the stored status is a
+    // duplicate, answered with the stored status.
+    matches!(
+        ptt_gateway::alert::advance(stored, sent),
+        Ok(ptt_gateway::alert::Step::Duplicate)
+    )
 }
 
 /// The refusal carried by `m` if it is an `Error` about a frame of type
