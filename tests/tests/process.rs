@@ -162,54 +162,13 @@ fn serve_without_org_explains_what_is_missing() {
 
 #[test]
 fn the_alert_scenario_delivers_every_alert_and_collects_receipts() {
-    let dir = tempfile::tempdir().unwrap();
-    let org = dir.path().join("city.toml");
-    assert!(Command::new(bin("terminal-sim"))
-        .args(["gen-city", "--units", "40", "--out"])
-        .arg(&org)
-        .status()
-        .unwrap()
-        .success());
-    let port = free_udp_port();
-    let log = dir.path().join("gateway.log");
-    let data = dir.path().join("data");
-    let mut gateway = Command::new(bin("ptt-gateway"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--org"])
-        .arg(&org)
-        .arg("--data-dir")
-        .arg(&data)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for_log(&log, "gateway listening", Duration::from_secs(20));
+    let city = City::start(40);
     // A quick variant of alert-subtree: short delays.
-    let scenario = dir.path().join("quick-alerts.toml");
-    std::fs::write(
-        &scenario,
+    let (_, r) = city.run(
         "name = \"quick-alerts\"\npattern = \"alerts\"\nburst_ms = 0\ngap_ms = 700\nrespond_ms = 200\narrive_ms = 200\naccept_ratio = 0.5\n",
-    )
-    .unwrap();
-    let report = dir.path().join("report.json");
-    let out = Command::new(bin("terminal-sim"))
-        .args(["run", "--gateway", &format!("127.0.0.1:{port}"), "--ca"])
-        .arg(data.join("cert.pem"))
-        .arg("--org")
-        .arg(&org)
-        .arg("--scenario")
-        .arg(&scenario)
-        .args(["--duration", "2", "--groups", "40", "--report"])
-        .arg(&report)
-        .output()
-        .unwrap();
-    let _ = gateway.kill();
-    let _ = gateway.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        2,
+        40,
     );
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let a = &r["alerts"];
     let confirmed = a["confirmed"].as_u64().unwrap();
     assert!(confirmed >= 2, "{r}");
@@ -232,56 +191,17 @@ fn the_alert_scenario_delivers_every_alert_and_collects_receipts() {
 
 #[test]
 fn a_drill_is_timed_reported_over_the_protocol_and_exported_by_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let org = dir.path().join("city.toml");
-    assert!(Command::new(bin("terminal-sim"))
-        .args(["gen-city", "--units", "30", "--out"])
-        .arg(&org)
-        .status()
-        .unwrap()
-        .success());
-    let port = free_udp_port();
-    let log = dir.path().join("gateway.log");
-    let data = dir.path().join("data");
-    let mut gateway = Command::new(bin("ptt-gateway"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--org"])
-        .arg(&org)
-        .arg("--data-dir")
-        .arg(&data)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for_log(&log, "gateway listening", Duration::from_secs(20));
+    let city = City::start(30);
     // The drill scenario with delays in hundreds of milliseconds.
-    let scenario = dir.path().join("quick-drill.toml");
-    std::fs::write(
-        &scenario,
+    let (out, r) = city.run(
         "name = \"quick-drill\"\npattern = \"alerts\"\nburst_ms = 0\ngap_ms = 86400000\n\
          alert_kind = \"drill\"\naccept_ratio = 0.8\nrespond_ms = 300\narrive_ms = 300\n\
          response = { log-normal = { sigma = 0.5 } }\n",
-    )
-    .unwrap();
-    let report = dir.path().join("report.json");
-    let out = Command::new(bin("terminal-sim"))
-        .args(["run", "--gateway", &format!("127.0.0.1:{port}"), "--ca"])
-        .arg(data.join("cert.pem"))
-        .arg("--org")
-        .arg(&org)
-        .arg("--scenario")
-        .arg(&scenario)
-        .args(["--duration", "1", "--groups", "30", "--report"])
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        1,
+        30,
     );
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("drill"), "{summary}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let drills = r["drills"].as_array().expect("drill reports in the JSON");
     assert!(!drills.is_empty(), "{r}");
     let total = drills
@@ -298,9 +218,9 @@ fn a_drill_is_timed_reported_over_the_protocol_and_exported_by_the_cli() {
         let out = Command::new(bin("ptt-gateway"))
             .arg("drill-report")
             .arg("--data-dir")
-            .arg(&data)
+            .arg(&city.data)
             .arg("--org")
-            .arg(&org)
+            .arg(&city.org)
             .args(args)
             .output()
             .unwrap();
@@ -318,7 +238,7 @@ fn a_drill_is_timed_reported_over_the_protocol_and_exported_by_the_cli() {
         json["rows"], drills[0]["rows"],
         "same arithmetic, same data"
     );
-    let csv_path = dir.path().join("drill.csv");
+    let csv_path = city.dir.path().join("drill.csv");
     cli(&[
         "--alert",
         &alert.to_string(),
@@ -340,14 +260,98 @@ fn a_drill_is_timed_reported_over_the_protocol_and_exported_by_the_cli() {
     // A drill that does not exist is a clear error.
     let out = Command::new(bin("ptt-gateway"))
         .args(["drill-report", "--data-dir"])
-        .arg(&data)
+        .arg(&city.data)
         .arg("--org")
-        .arg(&org)
+        .arg(&city.org)
         .args(["--alert", "999999"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no alert 999999"));
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+}
+
+/// A generated city with a gateway process serving it on loopback; the
+/// gateway is killed when this is dropped.
+struct City {
+    dir: tempfile::TempDir,
+    org: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    gateway: std::process::Child,
+}
+
+impl City {
+    fn start(units: u32) -> City {
+        let dir = tempfile::tempdir().unwrap();
+        let org = dir.path().join("city.toml");
+        assert!(Command::new(bin("terminal-sim"))
+            .args(["gen-city", "--units", &units.to_string(), "--out"])
+            .arg(&org)
+            .status()
+            .unwrap()
+            .success());
+        let port = free_udp_port();
+        let log = dir.path().join("gateway.log");
+        let data = dir.path().join("data");
+        let gateway = Command::new(bin("ptt-gateway"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--org"])
+            .arg(&org)
+            .arg("--data-dir")
+            .arg(&data)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_log(&log, "gateway listening", Duration::from_secs(20));
+        City {
+            dir,
+            org,
+            data,
+            port,
+            gateway,
+        }
+    }
+
+    /// Writes `toml` as a scenario file and runs it with terminal-sim;
+    /// returns its output once it succeeded, and its JSON report.
+    fn run(
+        &self,
+        toml: &str,
+        duration: u32,
+        groups: u32,
+    ) -> (std::process::Output, serde_json::Value) {
+        let scenario = self.dir.path().join("scenario.toml");
+        std::fs::write(&scenario, toml).unwrap();
+        let report = self.dir.path().join("report.json");
+        let out = Command::new(bin("terminal-sim"))
+            .args([
+                "run",
+                "--gateway",
+                &format!("127.0.0.1:{}", self.port),
+                "--ca",
+            ])
+            .arg(self.data.join("cert.pem"))
+            .arg("--org")
+            .arg(&self.org)
+            .arg("--scenario")
+            .arg(&scenario)
+            .args(["--duration", &duration.to_string()])
+            .args(["--groups", &groups.to_string(), "--report"])
+            .arg(&report)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        (out, r)
+    }
+}
+
+impl Drop for City {
+    fn drop(&mut self) {
+        let _ = self.gateway.kill();
+        let _ = self.gateway.wait();
+    }
 }
