@@ -12,6 +12,7 @@
 //! - [`floor`]: sans-I/O floor control (TS 24.380).
 //! - [`org`]: the governance tree, authorisation policy and credentials.
 //! - [`alert`]: alert lifecycle, the SQLite store, recipient resolution.
+//! - [`net`]: the network thread that carries every packet.
 //! - [`config`], [`tls`]: configuration and certificates.
 
 pub mod alert;
@@ -22,6 +23,7 @@ pub mod floor;
 mod group;
 pub mod location;
 pub mod metrics;
+pub mod net;
 pub mod org;
 pub mod server;
 mod session;

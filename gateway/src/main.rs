@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ptt_codec::TerminalId;
 use ptt_gateway::alert::Store;
 use ptt_gateway::org::{auth::ProvisioningKey, Org};
-use ptt_gateway::{tls, Config, Gateway};
+use ptt_gateway::{net, tls, Config, Gateway};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "QUIC push-to-talk and alert gateway")]
@@ -241,7 +241,8 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async move {
                 let id = tls::identity(&config)?;
-                let endpoint = tls::bind(config.listen, &id, &config.transport)?;
+                let net = net::Thread::start("ptt-net")?;
+                let endpoint = tls::bind(config.listen, &id, &config.transport, &net)?;
                 tracing::info!(
                     listen = %endpoint.local_addr()?,
                     cert = %id.cert_path.display(),
@@ -254,7 +255,7 @@ fn main() -> anyhow::Result<()> {
                 let db = config.data_dir.join("gateway.db");
                 let store =
                     Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
-                Gateway::new(config, org, key, store)
+                Gateway::new(config, org, key, store, net)
                     .run(endpoint, shutdown_signal())
                     .await;
                 Ok(())

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) groups: HashMap<GroupId, Arc<Group>>,
     pub(crate) terminals: DashMap<TerminalId, Remembered>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Where voice loops run: beside the connection drivers they wake.
+    pub(crate) net: crate::net::Thread,
     /// Voice relay latency, merged from every voice task.
     pub(crate) relay_latency: crate::metrics::RelayLatency,
     pub(crate) next_session: AtomicU64,
@@ -79,8 +81,15 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the run-time state: one talk group per org node, alerts in
-    /// `store` (open it at `<data_dir>/gateway.db`).
-    pub fn new(config: Config, org: Org, key: ProvisioningKey, store: Store) -> Self {
+    /// `store` (open it at `<data_dir>/gateway.db`), voice relayed on `net`
+    /// (the thread [`crate::tls::bind`] was given).
+    pub fn new(
+        config: Config,
+        org: Org,
+        key: ProvisioningKey,
+        store: Store,
+        net: crate::net::Thread,
+    ) -> Self {
         let metrics = Arc::new(Metrics::default());
         let pending = store
             .terminals_with_pending(crate::alert::now_ms())
@@ -114,6 +123,7 @@ impl Gateway {
                 groups,
                 terminals: DashMap::new(),
                 metrics,
+                net,
                 relay_latency: Default::default(),
                 next_session: AtomicU64::new(1),
                 deliveries: tokio::sync::Semaphore::new(MAX_DELIVERIES_IN_FLIGHT),

@@ -128,8 +128,9 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let span = tracing::info_span!("session", terminal = %terminal, %remote);
     async move {
         let mut session = Session::start(&shared, conn.clone(), send, terminal);
-        let voice =
-            tokio::spawn(voice_loop(shared.clone(), conn.clone(), terminal).in_current_span());
+        let voice = shared
+            .net
+            .spawn(voice_loop(shared.clone(), conn.clone(), terminal).in_current_span());
         let uploads = tokio::spawn(
             streams::accept_uploads(
                 shared.clone(),

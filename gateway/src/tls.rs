@@ -172,11 +172,13 @@ pub fn server_config(id: &Identity, transport: &Transport) -> Result<quinn::Serv
     Ok(server)
 }
 
-/// Binds the gateway's UDP socket and QUIC endpoint.
+/// Binds the gateway's UDP socket and QUIC endpoint, driven on `net` (the
+/// endpoint and all its connections; see [`crate::net`]).
 pub fn bind(
     addr: SocketAddr,
     id: &Identity,
     transport: &Transport,
+    net: &crate::net::Thread,
 ) -> Result<quinn::Endpoint, Error> {
     let socket = std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     if transport.socket_buffer > 0 {
@@ -185,11 +187,11 @@ pub fn bind(
         let _ = sock.set_recv_buffer_size(transport.socket_buffer);
         let _ = sock.set_send_buffer_size(transport.socket_buffer);
     }
-    let runtime = quinn::default_runtime().ok_or_else(|| Error::Bind {
-        addr,
-        source: std::io::Error::other("no async runtime"),
-    })?;
-    quinn::Endpoint::new(
+    let runtime = net.quinn_runtime();
+    let socket = runtime
+        .wrap_udp_socket(socket)
+        .map_err(|source| Error::Bind { addr, source })?;
+    quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(server_config(id, transport)?),
         socket,

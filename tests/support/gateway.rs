@@ -48,13 +48,14 @@ impl TestGateway {
         };
         tweak(&mut config);
         let id = tls::identity(&config).expect("certificate");
-        let endpoint = tls::bind(config.listen, &id, &config.transport).expect("bind");
+        let net = ptt_gateway::net::Thread::start("ptt-net").expect("network thread");
+        let endpoint = tls::bind(config.listen, &id, &config.transport, &net).expect("bind");
         let addr = endpoint.local_addr().expect("local address");
         let roots = terminal::load_ca(&id.cert_path).expect("CA");
         let client = terminal::endpoint("127.0.0.1:0".parse().expect("address"), &roots)
             .expect("client endpoint");
         let store = Store::open(&dir.path().join("gateway.db")).expect("store");
-        let gateway = Gateway::new(config, org.clone(), key.clone(), store);
+        let gateway = Gateway::new(config, org.clone(), key.clone(), store, net);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(gateway.clone().run(endpoint, async {
             let _ = stopped.await;
