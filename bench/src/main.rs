@@ -157,10 +157,19 @@ impl Workload {
 
 /// Peak resident memory of a process, MiB (VmHWM).
 fn peak_rss_mb(pid: u32) -> f64 {
+    proc_status_mb(pid, "VmHWM:")
+}
+
+/// Resident memory of a process now, MiB (VmRSS).
+fn rss_mb(pid: u32) -> f64 {
+    proc_status_mb(pid, "VmRSS:")
+}
+
+fn proc_status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -240,6 +249,9 @@ fn gateway(
         .context("starting ptt-gateway")?;
     let mut gateway = Gateway(child);
     wait_for(&log, "gateway listening", &mut gateway.0)?;
+    // The gateway with its org, groups and database open and nobody
+    // connected: what the connections' memory is measured from.
+    let rss_start = rss_mb(gateway.0.id());
 
     let sim_report = args.workdir.join("terminal-sim.json");
     let status = Command::new(bin("terminal-sim")?)
@@ -257,6 +269,7 @@ fn gateway(
         .arg(args.workdir.join("plots"))
         .status()?;
     let rss = peak_rss_mb(gateway.0.id());
+    let rss_end = rss_mb(gateway.0.id());
     drop(gateway);
     if !status.success() {
         bail!("terminal-sim failed");
@@ -292,6 +305,10 @@ fn gateway(
         "kernel_udp_receive_errors": by_kernel,
         "in_harness": by_gateway.zip(by_kernel).map(|(g, k)| missing.saturating_sub(g + k)),
     });
+    let connections = report["connections"]["established"]
+        .as_f64()
+        .unwrap_or(1.0)
+        .max(1.0);
     let summary = serde_json::json!({
         "cpu_seconds": report["gateway"]["cpu_seconds"],
         "frames_delivered": voice["frames_received"],
@@ -300,7 +317,13 @@ fn gateway(
         "latency_ms": voice["latency_ms"],
         "internal_latency_ms": { "p50": us("p50_us"), "p99": us("p99_us"), "p999": us("p999_us"), "max": us("max_us") },
         "rss_mb": rss,
-        "rss_kb_per_connection": rss * 1024.0 / report["connections"]["established"].as_f64().unwrap_or(1.0).max(1.0),
+        "rss_start_mb": rss_start,
+        "rss_end_mb": rss_end,
+        // Peak memory above the empty gateway's, per connection: includes
+        // what the connection ramp's handshakes held at the time.
+        "rss_kb_per_connection": (rss - rss_start) * 1024.0 / connections,
+        // Memory above the empty gateway's at the end, per connection.
+        "rss_end_kb_per_connection": (rss_end - rss_start) * 1024.0 / connections,
         "dropped_by_gateway": by_gateway,
         "loss": loss,
         "kernel": report["kernel"],
@@ -405,6 +428,17 @@ fn main() -> anyhow::Result<()> {
              than one 10 ms clock tick: run a longer or larger workload)"
         ),
         None => {}
+    }
+    if report["gateway"].is_object() {
+        let g = &report["gateway"];
+        println!(
+            "gateway memory: {} MiB empty, {} MiB peak, {} MiB at the end; per connection {} KB peak, {} KB at the end",
+            f(&g["rss_start_mb"]),
+            f(&g["rss_mb"]),
+            f(&g["rss_end_mb"]),
+            f(&g["rss_kb_per_connection"]),
+            f(&g["rss_end_kb_per_connection"]),
+        );
     }
     if report["gateway"]["frames_delivered"].as_u64().unwrap_or(0) > 0 {
         println!(

@@ -30,9 +30,13 @@ use crate::session_streams as streams;
 /// Sending never blocks the caller (group code holds a lock): when the queue
 /// is full the terminal is not reading and is disconnected, rather than
 /// letting its backlog grow or silently losing floor messages.
+///
+/// Messages are queued boxed: a channel allocates its slots in blocks of 32,
+/// and 32 unboxed `ServerMsg`s are 4.5 KB that every idle connection would
+/// carry for nothing (a tenth of its memory; heaptrack at 8,815 connections).
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<ServerMsg>,
+    tx: mpsc::Sender<Box<ServerMsg>>,
     conn: Connection,
 }
 
@@ -52,7 +56,7 @@ impl Outbox {
 
     /// Queues `msg` for the terminal.
     pub fn send(&self, msg: ServerMsg) {
-        match self.tx.try_send(msg) {
+        match self.tx.try_send(Box::new(msg)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 close(&self.conn, CloseCode::TooSlow, "control stream not read");
@@ -644,15 +648,17 @@ impl<'a> Session<'a> {
 }
 
 /// Encodes and writes queued control messages, batching what is queued.
-async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<ServerMsg>) {
-    let mut buf = BytesMut::with_capacity(1024);
+///
+/// Each batch is encoded into a buffer of its own and handed to quinn
+/// without a copy; an idle connection keeps no write buffer.
+async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Box<ServerMsg>>) {
     while let Some(msg) = rx.recv().await {
-        buf.clear();
+        let mut buf = BytesMut::new();
         msg.encode(&mut buf);
         while let Ok(msg) = rx.try_recv() {
             msg.encode(&mut buf);
         }
-        if send.write_all(&buf).await.is_err() {
+        if send.write_chunk(buf.freeze()).await.is_err() {
             return;
         }
     }
