@@ -24,45 +24,50 @@ pub struct Percentiles {
 }
 
 /// A latency histogram in microseconds, 1 us to 60 s, 3 significant digits.
-#[derive(Debug, Clone)]
-pub struct Latency(Histogram<u64>);
-
-impl Default for Latency {
-    fn default() -> Self {
-        // 1 us .. 60 s with 3 significant figures is a valid hdrhistogram range.
-        Self(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"))
-    }
-}
+///
+/// The histogram (about 200 KB) is made on the first sample: every simulated
+/// terminal carries several of these, and 30,000 terminals of a city each
+/// zeroing their own would cost gigabytes and seconds of page faults for the
+/// many that never record anything.
+#[derive(Debug, Clone, Default)]
+pub struct Latency(Option<Box<Histogram<u64>>>);
 
 impl Latency {
+    fn histogram() -> Box<Histogram<u64>> {
+        // 1 us .. 60 s with 3 significant figures is a valid hdrhistogram range.
+        Box::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"))
+    }
+
     /// Records one sample (clamped into the histogram's range).
     pub fn record(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, 60_000_000);
-        self.0.saturating_record(us);
+        self.0
+            .get_or_insert_with(Self::histogram)
+            .saturating_record(us);
     }
 
     /// Adds another histogram's samples.
     pub fn merge(&mut self, other: &Latency) {
-        // Same bounds by construction.
-        let _ = self.0.add(&other.0);
+        if let Some(other) = other.0.as_deref().filter(|h| !h.is_empty()) {
+            // Same bounds by construction.
+            let _ = self.0.get_or_insert_with(Self::histogram).add(other);
+        }
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.as_ref().is_none_or(|h| h.is_empty())
     }
 
     /// The cumulative distribution: (latency in ms, share at or below),
     /// one point per distinct recorded value step.
     pub fn cdf_ms(&self) -> Vec<(f64, f64)> {
-        let total = self.0.len() as f64;
-        if total == 0.0 {
+        let Some(h) = self.0.as_deref().filter(|h| !h.is_empty()) else {
             return Vec::new();
-        }
-        self.0
-            .iter_recorded()
+        };
+        h.iter_recorded()
             .map(|v| {
                 (
                     v.value_iterated_to() as f64 / 1000.0,
@@ -74,10 +79,9 @@ impl Latency {
 
     /// Percentiles in milliseconds.
     pub fn percentiles(&self) -> Percentiles {
-        let h = &self.0;
-        if h.is_empty() {
+        let Some(h) = self.0.as_deref().filter(|h| !h.is_empty()) else {
             return Percentiles::default();
-        }
+        };
         let ms = |v: u64| v as f64 / 1000.0;
         Percentiles {
             p50: ms(h.value_at_quantile(0.50)),
