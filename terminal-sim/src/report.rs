@@ -512,6 +512,23 @@ mod tests {
     }
 
     #[test]
+    fn empty_histograms_cost_nothing_and_merge_like_any_other() {
+        let empty = Latency::default();
+        assert!(empty.is_empty() && empty.cdf_ms().is_empty());
+        assert!(empty.0.is_none(), "no histogram before the first sample");
+        let mut total = Latency::default();
+        total.merge(&empty);
+        assert!(total.0.is_none(), "merging nothing makes nothing");
+        let mut one = Latency::default();
+        one.record(Duration::from_millis(7));
+        total.merge(&one);
+        total.merge(&empty);
+        let p = total.percentiles();
+        assert_eq!(p.samples, 1);
+        assert!((p.max - 7.0).abs() < 0.01, "{p:?}");
+    }
+
+    #[test]
     fn summaries_show_what_the_scenario_did() {
         let mut r = Report {
             scenario: "alert-subtree".into(),
