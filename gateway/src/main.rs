@@ -241,23 +241,24 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async move {
                 let id = tls::identity(&config)?;
-                let net = net::Thread::start("ptt-net")?;
-                let endpoint = tls::bind(config.listen, &id, &config.transport, &net)?;
-                tracing::info!(
-                    listen = %endpoint.local_addr()?,
-                    cert = %id.cert_path.display(),
-                    terminals = org.terminals().count(),
-                    "starting"
-                );
                 std::fs::create_dir_all(&config.data_dir).with_context(|| {
                     format!("creating data directory {}", config.data_dir.display())
                 })?;
                 let db = config.data_dir.join("gateway.db");
                 let store =
                     Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
-                Gateway::new(config, org, key, store, net)
-                    .run(endpoint, shutdown_signal())
-                    .await;
+                let listen = config.listen;
+                let terminals = org.terminals().count();
+                let net = net::Thread::start("ptt-net")?;
+                let gateway = Gateway::new(config, org, key, store, net);
+                let endpoint = gateway.bind(listen, &id)?;
+                tracing::info!(
+                    listen = %endpoint.local_addr()?,
+                    cert = %id.cert_path.display(),
+                    terminals,
+                    "starting"
+                );
+                gateway.run(endpoint, shutdown_signal()).await;
                 Ok(())
             })
         }

@@ -32,6 +32,9 @@ macro_rules! counters {
 counters! {
     /// Connections that completed the QUIC handshake.
     connections_accepted,
+    /// Handshakes that resumed a TLS session from a ticket the gateway
+    /// issued (no certificate signature), out of `connections_accepted`.
+    tls_tickets_accepted,
     /// Terminals that authenticated.
     sessions_authenticated,
     /// `Hello`s refused: unknown terminal or wrong credential.

@@ -81,8 +81,8 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the run-time state: one talk group per org node, alerts in
-    /// `store` (open it at `<data_dir>/gateway.db`), voice relayed on `net`
-    /// (the thread [`crate::tls::bind`] was given).
+    /// `store` (open it at `<data_dir>/gateway.db`), every packet carried
+    /// by `net` (see [`crate::net`]).
     pub fn new(
         config: Config,
         org: Org,
@@ -137,6 +137,23 @@ impl Gateway {
                 audit: std::sync::Mutex::new(Some(audit_rx)),
             }),
         }
+    }
+
+    /// Binds the gateway's UDP socket at `addr` with certificate `id`: the
+    /// endpoint to pass to [`Gateway::run`], driven on the gateway's network
+    /// thread.
+    pub fn bind(
+        &self,
+        addr: std::net::SocketAddr,
+        id: &crate::tls::Identity,
+    ) -> Result<quinn::Endpoint, crate::tls::Error> {
+        crate::tls::bind(
+            addr,
+            id,
+            &self.shared.config.transport,
+            &self.shared.net,
+            &self.shared.metrics,
+        )
     }
 
     /// The gateway's counters, live.

@@ -9,6 +9,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{Config, Transport};
+use crate::metrics::Metrics;
 
 /// Errors setting up TLS or the endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -150,8 +151,13 @@ pub fn transport_config(t: &Transport) -> quinn::TransportConfig {
     tc
 }
 
-/// Builds the quinn server configuration: TLS 1.3 only, our ALPN.
-pub fn server_config(id: &Identity, transport: &Transport) -> Result<quinn::ServerConfig, Error> {
+/// Builds the quinn server configuration: TLS 1.3 only, our ALPN; resumed
+/// sessions counted in `metrics`.
+pub fn server_config(
+    id: &Identity,
+    transport: &Transport,
+    metrics: &Arc<Metrics>,
+) -> Result<quinn::ServerConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -162,7 +168,10 @@ pub fn server_config(id: &Identity, transport: &Transport) -> Result<quinn::Serv
     // that reconnects resumes its TLS session without a certificate
     // signature and verification, and the gateway keeps no per-terminal
     // cache (the default cache holds 256 sessions; a city has 32,000).
-    tls.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    tls.ticketer = Arc::new(CountingTicketer {
+        inner: rustls::crypto::ring::Ticketer::new()?,
+        metrics: metrics.clone(),
+    });
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -172,13 +181,46 @@ pub fn server_config(id: &Identity, transport: &Transport) -> Result<quinn::Serv
     Ok(server)
 }
 
+/// Counts the tickets terminals present that decrypt: each is a TLS session
+/// resumed without a certificate signature (rustls then still checks the
+/// ticket's age, suite and ALPN, which hold for our own terminals).
+#[derive(Debug)]
+struct CountingTicketer {
+    inner: Arc<dyn rustls::server::ProducesTickets>,
+    metrics: Arc<Metrics>,
+}
+
+impl rustls::server::ProducesTickets for CountingTicketer {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.inner.encrypt(plain)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.inner.decrypt(cipher);
+        if plain.is_some() {
+            Metrics::add(&self.metrics.tls_tickets_accepted, 1);
+        }
+        plain
+    }
+}
+
 /// Binds the gateway's UDP socket and QUIC endpoint, driven on `net` (the
-/// endpoint and all its connections; see [`crate::net`]).
-pub fn bind(
+/// endpoint and all its connections; see [`crate::net`]). Use
+/// [`crate::Gateway::bind`], which passes the gateway's own.
+pub(crate) fn bind(
     addr: SocketAddr,
     id: &Identity,
     transport: &Transport,
     net: &crate::net::Thread,
+    metrics: &Arc<Metrics>,
 ) -> Result<quinn::Endpoint, Error> {
     let socket = std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     if transport.socket_buffer > 0 {
@@ -193,7 +235,7 @@ pub fn bind(
         .map_err(|source| Error::Bind { addr, source })?;
     quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
-        Some(server_config(id, transport)?),
+        Some(server_config(id, transport, metrics)?),
         socket,
         runtime,
     )

@@ -22,6 +22,8 @@ pub struct TestGateway {
     pub key: ProvisioningKey,
     /// A client endpoint trusting the gateway's certificate.
     pub client: quinn::Endpoint,
+    /// The gateway's certificate, for client configurations of one's own.
+    pub roots: rustls::RootCertStore,
     /// The org it serves.
     pub org: Org,
     stop: Option<oneshot::Sender<()>>,
@@ -49,13 +51,14 @@ impl TestGateway {
         tweak(&mut config);
         let id = tls::identity(&config).expect("certificate");
         let net = ptt_gateway::net::Thread::start("ptt-net").expect("network thread");
-        let endpoint = tls::bind(config.listen, &id, &config.transport, &net).expect("bind");
+        let store = Store::open(&dir.path().join("gateway.db")).expect("store");
+        let listen = config.listen;
+        let gateway = Gateway::new(config, org.clone(), key.clone(), store, net);
+        let endpoint = gateway.bind(listen, &id).expect("bind");
         let addr = endpoint.local_addr().expect("local address");
         let roots = terminal::load_ca(&id.cert_path).expect("CA");
         let client = terminal::endpoint("127.0.0.1:0".parse().expect("address"), &roots)
             .expect("client endpoint");
-        let store = Store::open(&dir.path().join("gateway.db")).expect("store");
-        let gateway = Gateway::new(config, org.clone(), key.clone(), store, net);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(gateway.clone().run(endpoint, async {
             let _ = stopped.await;
@@ -65,6 +68,7 @@ impl TestGateway {
             gateway,
             key,
             client,
+            roots,
             org,
             stop: Some(stop),
             task: Some(task),

@@ -338,3 +338,33 @@ async fn shutdown_tells_terminals_why() {
         .unwrap_err();
     assert_eq!(closed_with(&e), Some(CloseCode::ServerShutdown), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_that_reconnects_resumes_its_tls_session() {
+    let gw = TestGateway::start(ORG).await;
+    // One client configuration per device, as a handset keeps its own
+    // tickets across connections.
+    let config = ptt_terminal_sim::terminal::client_config(&gw.roots).unwrap();
+    let credential = gw.key.credential(TerminalId(GUARD_A1));
+    let connect = || {
+        Terminal::connect_with_config(
+            &gw.client,
+            config.clone(),
+            gw.addr,
+            "localhost",
+            TerminalId(GUARD_A1),
+            &credential,
+            Default::default(),
+        )
+    };
+    let first = connect().await.unwrap();
+    assert_eq!(gw.gateway.metrics().tls_tickets_accepted, 0);
+    drop(first);
+    let _second = connect().await.unwrap();
+    let m = gw.gateway.metrics();
+    assert_eq!(m.connections_accepted, 2);
+    assert_eq!(
+        m.tls_tickets_accepted, 1,
+        "the second handshake resumed with the first one's ticket"
+    );
+}
