@@ -387,6 +387,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     for e in &endpoints {
         e.close(quinn::VarInt::from_u32(0), b"run over");
     }
+    // Let the close frames go out before the report's plotting holds the
+    // thread: the gateway then ends these sessions now, not at its idle
+    // timeout, and a following run does not replace them.
+    let closing = tokio::time::Instant::now() + Duration::from_secs(2);
+    for e in &endpoints {
+        let _ = tokio::time::timeout_at(closing, e.wait_idle()).await;
+    }
 
     let gateway = match (cpu_start, cpu_end) {
         (Some(a), Some(b)) => {
