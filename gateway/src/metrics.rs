@@ -89,9 +89,10 @@ impl Metrics {
 /// task receiving the datagram from its connection to the frame queued in
 /// every receiver's connection, microseconds.
 ///
-/// Each voice task records into a [`LatencyRecorder`] of its own and merges
-/// into this shared histogram at most once a second, so the per-frame path
-/// takes no lock.
+/// Every voice loop runs on the network thread ([`crate::net`]), so the
+/// lock is taken once per incoming frame (not per delivery) and never
+/// contended: one histogram for the gateway, none per connection (a
+/// histogram is ~120 KB, three times an idle connection).
 #[derive(Debug)]
 pub struct RelayLatency(std::sync::Mutex<hdrhistogram::Histogram<u64>>);
 
@@ -126,16 +127,13 @@ impl RelayLatency {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A recorder for one task.
-    pub fn recorder(&self) -> LatencyRecorder<'_> {
-        LatencyRecorder {
-            shared: self,
-            local: new_histogram(),
-            merged: std::time::Instant::now(),
-        }
+    /// Records one frame that took `d`.
+    pub fn record(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.lock().saturating_record(us);
     }
 
-    /// What has been merged so far.
+    /// What has been recorded so far.
     pub fn summary(&self) -> LatencySummary {
         let h = self.lock();
         if h.is_empty() {
@@ -151,61 +149,23 @@ impl RelayLatency {
     }
 }
 
-/// One task's share of [`RelayLatency`]; merged when dropped too.
-#[derive(Debug)]
-pub struct LatencyRecorder<'a> {
-    shared: &'a RelayLatency,
-    local: hdrhistogram::Histogram<u64>,
-    merged: std::time::Instant,
-}
-
-impl LatencyRecorder<'_> {
-    /// Records one frame that took `d`.
-    #[inline]
-    pub fn record(&mut self, d: std::time::Duration, now: std::time::Instant) {
-        self.local.saturating_record(d.as_micros().max(1) as u64);
-        if now.duration_since(self.merged) >= std::time::Duration::from_secs(1) {
-            self.merge(now);
-        }
-    }
-
-    fn merge(&mut self, now: std::time::Instant) {
-        if !self.local.is_empty() {
-            // Same bounds on both sides: adding cannot fail.
-            let _ = self.shared.lock().add(&self.local);
-            self.local.reset();
-        }
-        self.merged = now;
-    }
-}
-
-impl Drop for LatencyRecorder<'_> {
-    fn drop(&mut self) {
-        self.merge(std::time::Instant::now());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
-    fn recorders_merge_once_a_second_and_when_dropped() {
+    fn relay_latency_percentiles_in_microseconds() {
         let shared = RelayLatency::default();
-        let start = Instant::now();
-        {
-            let mut r = shared.recorder();
-            for us in 1..=100u64 {
-                r.record(Duration::from_micros(us * 10), start);
-            }
-            assert_eq!(shared.summary().count, 0, "not merged within the second");
-            r.record(Duration::from_micros(5000), start + Duration::from_secs(2));
-            assert_eq!(shared.summary().count, 101);
-            r.record(Duration::from_micros(20), start + Duration::from_secs(2));
+        assert_eq!(shared.summary(), LatencySummary::default());
+        for us in 1..=100u64 {
+            shared.record(Duration::from_micros(us * 10));
         }
+        // Below a microsecond still counts, as 1 us.
+        shared.record(Duration::from_nanos(300));
+        shared.record(Duration::from_micros(5000));
         let s = shared.summary();
-        assert_eq!(s.count, 102, "the rest merged on drop");
+        assert_eq!(s.count, 102);
         assert!((495..=505).contains(&s.p50_us), "{s:?}");
         assert!((4995..=5005).contains(&s.max_us), "{s:?}");
     }

@@ -41,7 +41,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// Where voice loops run: beside the connection drivers they wake.
     pub(crate) net: crate::net::Thread,
-    /// Voice relay latency, merged from every voice task.
+    /// Voice relay latency of every voice loop.
     pub(crate) relay_latency: crate::metrics::RelayLatency,
     pub(crate) next_session: AtomicU64,
     /// Alert deliveries in flight at once. Opening a stream to every
@@ -161,8 +161,7 @@ impl Gateway {
         self.shared.metrics.snapshot()
     }
 
-    /// Voice relay latency so far (merged from voice tasks about once a
-    /// second, and when they end).
+    /// Voice relay latency so far.
     pub fn relay_latency(&self) -> metrics::LatencySummary {
         self.shared.relay_latency.summary()
     }

@@ -670,9 +670,6 @@ async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId)
     let m = &shared.metrics;
     let s = &shared.config.session;
     let mut rate = RateLimit::new(s.voice_rate, s.voice_burst);
-    // Made on the first relayed frame: only talkers need one, and a
-    // histogram is ~120 KB, three times what an idle connection costs.
-    let mut latency = None;
     while let Ok(datagram) = conn.read_datagram().await {
         let received = Instant::now();
         Metrics::add(&m.voice_in, 1);
@@ -698,10 +695,7 @@ async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId)
             continue;
         }
         let out = fanout::relay(&snapshot, terminal, &datagram);
-        let now = Instant::now();
-        latency
-            .get_or_insert_with(|| shared.relay_latency.recorder())
-            .record(now - received, now);
+        shared.relay_latency.record(received.elapsed());
         Metrics::add(&m.voice_delivered, out.delivered as u64);
         if out.failed > 0 {
             Metrics::add(&m.voice_send_failed, out.failed as u64);
