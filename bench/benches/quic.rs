@@ -34,7 +34,6 @@ const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50_0
 struct Side {
     endpoint: Endpoint,
     conn: Option<(ConnectionHandle, Connection)>,
-    addr: SocketAddr,
 }
 
 impl Side {
@@ -112,7 +111,6 @@ impl Pair {
                     Some([7; 32]),
                 ),
                 conn: None,
-                addr: SERVER,
             },
             client: Side {
                 endpoint: Endpoint::new(
@@ -122,7 +120,6 @@ impl Pair {
                     Some([9; 32]),
                 ),
                 conn: None,
-                addr: CLIENT,
             },
         };
         let conn = pair
@@ -144,13 +141,13 @@ impl Pair {
     /// Moves every pending packet both ways once.
     fn exchange(&mut self, now: Instant) {
         for p in self.client.transmits(now) {
-            if let Some(r) = self.server.receive(now, self.client.addr, &p) {
+            if let Some(r) = self.server.receive(now, CLIENT, &p) {
                 self.client.receive(now, SERVER, &r);
             }
         }
         self.server.settle();
         for p in self.server.transmits(now) {
-            if let Some(r) = self.client.receive(now, self.server.addr, &p) {
+            if let Some(r) = self.client.receive(now, SERVER, &p) {
                 self.server.receive(now, CLIENT, &r);
             }
         }

@@ -6,9 +6,10 @@
 //! wake-up of that receiver's driver which is as likely as not on the other
 //! worker: the waking worker writes the other's eventfd, the other leaves
 //! `epoll_wait`, steals the task, and parks again when the burst is done.
-//! Profiles of the voice path showed a third of the gateway's CPU in that
-//! traffic (context switches, futex and eventfd wake-ups), more than quinn's
-//! packet building and encryption together.
+//! A profile of the voice path at 100 groups showed a quarter of the
+//! gateway's samples in that traffic (22 % `finish_task_switch`, 4 %
+//! `eventfd_write`), more than quinn's packet building and encryption
+//! together.
 //!
 //! So the endpoint driver, every connection driver and every voice relay
 //! loop run on one current-thread tokio runtime on a thread of their own:
@@ -18,11 +19,14 @@
 //! alerts, the database) stays on the multi-threaded runtime, and touches
 //! connections through quinn's handles, which are thread-safe.
 //!
-//! This is the "runtime layout" lever of the performance model, and it is
-//! what a custom driver over `quinn-proto` would have bought in scheduling,
-//! without rewriting the stream layer quinn already gets right. One thread
-//! bounds the packet path at one core; a larger machine runs one gateway
-//! per core on one port (`SO_REUSEPORT`), which is the cluster's business.
+//! This is the "runtime layout" lever of the performance model. It removes
+//! the cross-thread part of quinn's scheduling cost, not the per-connection
+//! part: each delivery and each ACK still costs a driver task poll, a timer
+//! reset and a channel hop, which only a driver owning every connection over
+//! `quinn-proto` would remove (BENCHMARKS.md, "Where the CPU target
+//! stands"). One thread bounds the packet path at one core; going past it
+//! means several endpoints on one port (`SO_REUSEPORT`), which needs
+//! connection-ID-aware routing for migration and belongs to the cluster.
 
 use std::fmt;
 use std::future::Future;
