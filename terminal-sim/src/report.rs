@@ -99,7 +99,14 @@ impl Latency {
 pub struct VoiceReport {
     /// Frames the talkers sent while holding the floor.
     pub frames_sent: u64,
-    /// Deliveries expected: each sent frame times the listeners of its group.
+    /// Of those, frames sent after the gateway had revoked the floor
+    /// (pre-emption, talk-time limit) and before the talker learned it: the
+    /// last frames of a revoked burst that no listener heard. The gateway
+    /// refuses them by design (its `voice_not_holder` counter); they are not
+    /// expected anywhere.
+    pub frames_refused_after_revoke: u64,
+    /// Deliveries expected: each sent frame times the listeners of its group,
+    /// without the frames refused after a revocation.
     pub frames_expected: u64,
     /// Deliveries that arrived at listeners of the frame's group.
     pub frames_received: u64,
@@ -312,8 +319,14 @@ impl Report {
         }
         // Alert scenarios talk no voice: leave out lines of zeros.
         if v.frames_sent > 0 || f.requests > 0 {
+            let refused = match v.frames_refused_after_revoke {
+                0 => String::new(),
+                n => format!(
+                    " ({n} after their floor was revoked: refused by the gateway, not expected)"
+                ),
+            };
             s += &format!(
-                "voice   sent {} frames, delivered {}/{} ({:.3}%)\n\
+                "voice   sent {} frames{refused}, delivered {}/{} ({:.3}%)\n\
                  latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms\n\
                  safety  to non-members {}  overlapping talkers {}  wrong speaker {}  duplicates {}\n\
                  floor   {} requests: {} granted, {} queued, {} denied, {} pre-empted, {} revoked; grant p50 {:.2} ms p99 {:.2} ms\n",

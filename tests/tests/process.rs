@@ -190,6 +190,35 @@ fn the_alert_scenario_delivers_every_alert_and_collects_receipts() {
 }
 
 #[test]
+fn frames_a_preempted_talker_sent_too_late_are_refused_not_lost() {
+    let mut city = City::start(40);
+    let (out, r) = city.run_scenario("floor-contention".as_ref(), 4, 20);
+    let v = &r["voice"];
+    assert!(r["floor"]["preempted"].as_u64().unwrap() > 0, "{r}");
+    for key in [
+        "frames_to_non_members",
+        "overlapping_talkers",
+        "wrong_speaker",
+    ] {
+        assert_eq!(v[key].as_u64(), Some(0), "{key} in {r}");
+    }
+    let counters = city.stop();
+    // Every frame the harness takes out of the expected deliveries was
+    // refused by the gateway as not sent by the floor holder: the harness
+    // never excuses a frame the gateway relayed.
+    let refused = v["frames_refused_after_revoke"].as_u64().unwrap();
+    let not_holder = counters["voice_not_holder"].as_u64().unwrap();
+    assert!(refused <= not_holder, "{refused} > {not_holder}: {r}");
+    if refused > 0 {
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            summary.contains("after their floor was revoked"),
+            "{summary}"
+        );
+    }
+}
+
+#[test]
 fn a_drill_is_timed_reported_over_the_protocol_and_exported_by_the_cli() {
     let city = City::start(30);
     // The drill scenario with delays in hundreds of milliseconds.
@@ -321,6 +350,17 @@ impl City {
     ) -> (std::process::Output, serde_json::Value) {
         let scenario = self.dir.path().join("scenario.toml");
         std::fs::write(&scenario, toml).unwrap();
+        self.run_scenario(scenario.as_os_str(), duration, groups)
+    }
+
+    /// Runs a scenario (a name or a file) with terminal-sim; returns its
+    /// output once it succeeded, and its JSON report.
+    fn run_scenario(
+        &self,
+        scenario: &std::ffi::OsStr,
+        duration: u32,
+        groups: u32,
+    ) -> (std::process::Output, serde_json::Value) {
         let report = self.dir.path().join("report.json");
         let out = Command::new(bin("terminal-sim"))
             .args([
@@ -346,6 +386,26 @@ impl City {
         );
         let r = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
         (out, r)
+    }
+}
+
+impl City {
+    /// Stops the gateway with SIGTERM and returns the counters it logs as it
+    /// stops.
+    fn stop(&mut self) -> serde_json::Value {
+        assert!(Command::new("kill")
+            .args(["-TERM", &self.gateway.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        assert!(self.gateway.wait().unwrap().success());
+        let log = std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap();
+        let counters = log
+            .lines()
+            .filter_map(|l| l.split_once("counters=").map(|(_, rest)| rest))
+            .next_back()
+            .unwrap_or_else(|| panic!("no counters in the log: {log}"));
+        serde_json::from_str(counters.trim()).unwrap()
     }
 }
 

@@ -3,7 +3,7 @@
 //! counts what floor control answered.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
 use super::churn::Backoff;
-use super::listen::SendLog;
+use super::listen::{RevokedTail, SendLog, REVOKED_TAIL};
 use super::walk::Walker;
 use crate::report::Latency;
 use crate::terminal::{self, SeenAlerts, Terminal};
@@ -82,6 +82,8 @@ pub struct FloorStats {
     pub frames_sent: u64,
     /// Deliveries expected for those frames.
     pub frames_expected: u64,
+    /// Bursts whose floor was revoked while talking, with their last frames.
+    pub revoked_tails: Vec<RevokedTail>,
     /// Request-to-grant latency, for grants without queueing.
     pub grant_latency: Latency,
     /// Alerts this terminal sent.
@@ -319,6 +321,9 @@ struct Talking {
     burst: u16,
     seq: u16,
     until: Instant,
+    /// The last frames sent (seq, deliveries expected), in case the floor
+    /// is revoked: see [`RevokedTail`].
+    tail: VecDeque<(u16, u64)>,
 }
 
 /// The alert side of one terminal: requests awaiting confirmation, alerts
@@ -522,7 +527,7 @@ pub async fn run(
                                 stats.grant_latency.record(asked.elapsed());
                             }
                             if talking.is_none() {
-                                talking = Some(Talking { group, burst, seq: 0, until: Instant::now() + hold });
+                                talking = Some(Talking { group, burst, seq: 0, until: Instant::now() + hold, tail: VecDeque::with_capacity(REVOKED_TAIL) });
                                 ticker.reset_immediately();
                             } else {
                                 // Already talking elsewhere: give this one back.
@@ -545,8 +550,8 @@ pub async fn run(
                         }
                         ServerMsg::FloorRevoked { group, cause, .. } => {
                             if cause == RevokeCause::Preempted { stats.preempted += 1 } else { stats.revoked += 1 }
-                            if talking.as_ref().is_some_and(|t| t.group == group) {
-                                talking = None;
+                            if let Some(t) = talking.take_if(|t| t.group == group) {
+                                stats.revoked_tails.push(RevokedTail { group, talker: me, burst: t.burst, frames: t.tail.into() });
                                 let _ = done.send(group);
                             }
                         }
@@ -563,8 +568,13 @@ pub async fn run(
                         log.sent(t.burst, t.seq, me, now);
                     }
                     if terminal.send_voice(t.group, t.burst, t.seq, opus, end).is_ok() {
+                        let expected = shared.online.get(&t.group).copied().unwrap_or(1).saturating_sub(1);
                         stats.frames_sent += 1;
-                        stats.frames_expected += shared.online.get(&t.group).copied().unwrap_or(1).saturating_sub(1);
+                        stats.frames_expected += expected;
+                        if t.tail.len() == REVOKED_TAIL {
+                            t.tail.pop_front();
+                        }
+                        t.tail.push_back((t.seq, expected));
                     }
                     t.seq = t.seq.wrapping_add(1);
                     if end {

@@ -14,11 +14,22 @@ use crate::terminal::Voice;
 /// 20 ms voice, far longer than any frame stays in flight.
 const RING: usize = 512;
 
+/// Frames a talker remembers from the end of its burst: 16 frames, 320 ms,
+/// longer than a floor revocation takes to reach it on loopback.
+pub const REVOKED_TAIL: usize = 16;
+
 /// When each frame of a group was sent and by whom, written by the talker
-/// and read by listeners.
+/// and read by listeners; and how far into each burst any listener heard.
 #[derive(Debug)]
 pub struct SendLog {
-    slots: Mutex<Vec<Option<Sent>>>,
+    inner: Mutex<LogInner>,
+}
+
+#[derive(Debug)]
+struct LogInner {
+    slots: Vec<Option<Sent>>,
+    /// The highest seq any listener received, per (speaker, burst).
+    top_heard: HashMap<(u32, u16), u16>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -32,16 +43,22 @@ struct Sent {
 impl Default for SendLog {
     fn default() -> Self {
         Self {
-            slots: Mutex::new(vec![None; RING]),
+            inner: Mutex::new(LogInner {
+                slots: vec![None; RING],
+                top_heard: HashMap::new(),
+            }),
         }
     }
 }
 
 impl SendLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records that `talker` sent frame `(burst, seq)` at `at`.
     pub fn sent(&self, burst: u16, seq: u16, talker: TerminalId, at: Instant) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots[usize::from(seq) % RING] = Some(Sent {
+        self.lock().slots[usize::from(seq) % RING] = Some(Sent {
             burst,
             seq,
             talker,
@@ -49,9 +66,57 @@ impl SendLog {
         });
     }
 
-    fn lookup(&self, burst: u16, seq: u16) -> Option<Sent> {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots[usize::from(seq) % RING].filter(|s| s.burst == burst && s.seq == seq)
+    /// Records that a listener received frame `(burst, seq)` stamped with
+    /// `speaker`, and returns when and by whom it was sent, if the ring still
+    /// holds it.
+    fn heard(&self, speaker: u32, burst: u16, seq: u16) -> Option<Sent> {
+        let mut inner = self.lock();
+        let top = inner.top_heard.entry((speaker, burst)).or_insert(seq);
+        *top = (*top).max(seq);
+        inner.slots[usize::from(seq) % RING].filter(|s| s.burst == burst && s.seq == seq)
+    }
+
+    /// The highest seq of `talker`'s burst that any listener received.
+    pub fn top_heard(&self, talker: TerminalId, burst: u16) -> Option<u16> {
+        self.lock().top_heard.get(&(talker.0, burst)).copied()
+    }
+}
+
+/// The last frames a talker sent before it learned that the gateway had
+/// revoked its floor (pre-emption, talk-time limit), each with the
+/// deliveries it was counted for.
+///
+/// The gateway relays a frame only while its sender holds the floor, so the
+/// frames that left the talker after the revocation, and before the
+/// revocation reached it, are refused by design (`voice_not_holder` in the
+/// gateway's counters). They are not losses, and are taken out of the
+/// deliveries expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedTail {
+    /// The group of the burst.
+    pub group: GroupId,
+    /// The talker.
+    pub talker: TerminalId,
+    /// The burst.
+    pub burst: u16,
+    /// The burst's last frames (at most [`REVOKED_TAIL`]), oldest first: seq
+    /// and deliveries expected.
+    pub frames: Vec<(u16, u64)>,
+}
+
+impl RevokedTail {
+    /// Frames and deliveries the gateway refused, given the highest seq of
+    /// this burst any listener heard: every frame after it. A frame that
+    /// some listener heard was relayed, and so was every frame before it
+    /// (the gateway relays in order); only frames after the last one heard,
+    /// within the tail, can have been refused.
+    pub fn refused(&self, top_heard: Option<u16>) -> (u64, u64) {
+        self.frames
+            .iter()
+            .filter(|(seq, _)| top_heard.is_none_or(|top| *seq > top))
+            .fold((0, 0), |(frames, deliveries), (_, expected)| {
+                (frames + 1, deliveries + expected)
+            })
     }
 }
 
@@ -187,7 +252,7 @@ impl Listener {
         if let Some(sent) = self
             .logs
             .get(&h.group)
-            .and_then(|l| l.lookup(h.burst, h.seq))
+            .and_then(|l| l.heard(h.speaker, h.burst, h.seq))
         {
             if sent.talker.0 != h.speaker {
                 self.heard.wrong_speaker += 1;
@@ -238,6 +303,45 @@ mod tests {
         );
         assert_eq!(h.latency.percentiles().samples, 1);
         assert_eq!(h.wrong_speaker, 0);
+    }
+
+    #[test]
+    fn the_log_knows_how_far_into_each_burst_listeners_heard() {
+        let log = Arc::new(SendLog::default());
+        let t0 = Instant::now();
+        for seq in 0..5 {
+            log.sent(1, seq, TerminalId(5), t0);
+        }
+        let logs = Arc::new(HashMap::from([(GroupId(7), log.clone())]));
+        let mut a = Listener::new(&[GroupId(7)], logs.clone());
+        let mut b = Listener::new(&[GroupId(7)], logs);
+        a.on_frame(&voice(7, 5, 1, 0), t0);
+        a.on_frame(&voice(7, 5, 1, 1), t0);
+        b.on_frame(&voice(7, 5, 1, 0), t0);
+        b.on_frame(&voice(7, 5, 1, 2), t0);
+        b.on_frame(&voice(7, 5, 1, 1), t0); // late, out of order
+        assert_eq!(log.top_heard(TerminalId(5), 1), Some(2));
+        assert_eq!(log.top_heard(TerminalId(5), 2), None);
+        assert_eq!(log.top_heard(TerminalId(6), 1), None);
+    }
+
+    #[test]
+    fn only_frames_after_the_last_one_heard_count_as_refused() {
+        let tail = RevokedTail {
+            group: GroupId(7),
+            talker: TerminalId(5),
+            burst: 1,
+            frames: vec![(10, 4), (11, 4), (12, 3), (13, 3)],
+        };
+        // Heard up to 11: 12 and 13 were refused, 3 deliveries each.
+        assert_eq!(tail.refused(Some(11)), (2, 6));
+        // Everything heard: nothing refused, whatever went missing is loss.
+        assert_eq!(tail.refused(Some(13)), (0, 0));
+        // A frame heard past the tail (the tail is the burst's end, so this
+        // is a listener's view of a later frame): nothing refused.
+        assert_eq!(tail.refused(Some(40)), (0, 0));
+        // Nothing of the burst heard: the whole tail was refused.
+        assert_eq!(tail.refused(None), (4, 14));
     }
 
     #[test]

@@ -353,6 +353,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         floor.revoked += s.revoked;
         floor.frames_sent += s.frames_sent;
         floor.frames_expected += s.frames_expected;
+        floor.revoked_tails.extend(s.revoked_tails);
         grant.merge(&s.grant_latency);
         floor.alerts_created += s.alerts_created;
         floor.alerts_confirmed += s.alerts_confirmed;
@@ -383,6 +384,17 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     while let Some(r) = listeners.join_next().await {
         let h = r??;
         heard.merge(&h);
+    }
+    // Every listener is done: the frames talkers sent after their floor was
+    // revoked, which no listener heard, were refused by the gateway.
+    let mut refused_frames = 0;
+    for tail in &floor.revoked_tails {
+        let top = logs
+            .get(&tail.group)
+            .and_then(|log| log.top_heard(tail.talker, tail.burst));
+        let (frames, deliveries) = tail.refused(top);
+        refused_frames += frames;
+        floor.frames_expected = floor.frames_expected.saturating_sub(deliveries);
     }
     for e in &endpoints {
         e.close(quinn::VarInt::from_u32(0), b"run over");
@@ -433,6 +445,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         connections,
         voice: VoiceReport {
             frames_sent: floor.frames_sent,
+            frames_refused_after_revoke: refused_frames,
             frames_expected: floor.frames_expected,
             frames_received: heard.received,
             received_per_second: heard.per_second.clone(),
