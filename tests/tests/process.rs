@@ -373,7 +373,7 @@ impl City {
             .arg("--org")
             .arg(&self.org)
             .arg("--scenario")
-            .arg(&scenario)
+            .arg(scenario)
             .args(["--duration", &duration.to_string()])
             .args(["--groups", &groups.to_string(), "--report"])
             .arg(&report)
