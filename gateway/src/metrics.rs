@@ -85,9 +85,11 @@ impl Metrics {
     }
 }
 
-/// How long the gateway takes to relay one voice frame: from the voice
-/// task receiving the datagram from its connection to the frame queued in
-/// every receiver's connection, microseconds.
+/// A histogram of how long the gateway takes to relay voice frames,
+/// microseconds. The gateway keeps two (see [`crate::session`]'s voice
+/// loop): to the frame queued in every receiver's connection, for every
+/// frame; and to every receiver's packet handed to the socket, for one
+/// frame in [`SOCKET_SAMPLE`].
 ///
 /// Every voice loop runs on the network thread ([`crate::net`]), so the
 /// lock is taken once per incoming frame (not per delivery) and never
@@ -95,6 +97,9 @@ impl Metrics {
 /// histogram is ~120 KB, three times an idle connection).
 #[derive(Debug)]
 pub struct RelayLatency(std::sync::Mutex<hdrhistogram::Histogram<u64>>);
+
+/// One relayed frame in this many is followed to the socket.
+pub const SOCKET_SAMPLE: u64 = 64;
 
 impl Default for RelayLatency {
     fn default() -> Self {

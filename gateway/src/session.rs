@@ -666,10 +666,23 @@ async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Box<ServerMsg>>
 }
 
 /// Reads voice datagrams from one terminal and relays the admitted ones.
+///
+/// Two latencies are measured from the moment the datagram is read from
+/// the connection. Every frame: until it is queued in every receiver's
+/// connection (`relay_latency`). One relayed frame in
+/// [`crate::metrics::SOCKET_SAMPLE`]: until every receiver's packet has been
+/// handed to the socket (`socket_latency`). For that the loop yields once:
+/// on the network thread's current-thread runtime a yielded task resumes
+/// after every task already woken, and the receivers' connection drivers,
+/// woken by the relay, build and send their packets when polled. (A packet
+/// held back by quinn's pacer or congestion window is not in the figure.)
+/// Yielding after every frame cost 9 % of deliveries at 100,000 per second
+/// (BENCHMARKS.md), so only a sample does.
 async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId) {
     let m = &shared.metrics;
     let s = &shared.config.session;
     let mut rate = RateLimit::new(s.voice_rate, s.voice_burst);
+    let mut relayed = 0u64;
     while let Ok(datagram) = conn.read_datagram().await {
         let received = Instant::now();
         Metrics::add(&m.voice_in, 1);
@@ -699,6 +712,11 @@ async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId)
         Metrics::add(&m.voice_delivered, out.delivered as u64);
         if out.failed > 0 {
             Metrics::add(&m.voice_send_failed, out.failed as u64);
+        }
+        relayed += 1;
+        if relayed % crate::metrics::SOCKET_SAMPLE == 1 && out.delivered > 0 {
+            tokio::task::yield_now().await;
+            shared.socket_latency.record(received.elapsed());
         }
     }
 }

@@ -84,6 +84,10 @@ async fn frames_reach_members_and_monitoring_consoles_only() {
     let m = gw.gateway.metrics();
     assert_eq!(m.voice_delivered, 60);
     assert_eq!(m.voice_not_holder, 0);
+    // Every frame's relay is timed to queued; the first of every 64 also to
+    // its packets handed to the socket.
+    assert_eq!(gw.gateway.relay_latency().count, 20);
+    assert_eq!(gw.gateway.socket_latency().count, 1);
     // Sessions that end count the DATAGRAM frames their connection really
     // sent: every frame handed over went out (none dropped for lateness).
     for t in [&mate, &staff, &console] {
