@@ -29,13 +29,25 @@
 //! the CPU target"). One thread bounds the packet path at one core; going past it
 //! means several endpoints on one port (`SO_REUSEPORT`), which needs
 //! connection-ID-aware routing for migration and belongs to the cluster.
+//!
+//! The thread's socket also ends the gateway's internal latency figure:
+//! [`follow`] takes a relayed frame and the receivers it was queued for,
+//! and the socket records the time from the frame's read to the last of
+//! their packets handed to the kernel. One thread makes that a
+//! thread-local with no lock; the voice loops follow one frame in 64.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::metrics::RelayLatency;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -120,7 +132,110 @@ impl quinn::Runtime for QuinnRuntime {
         t: std::net::UdpSocket,
     ) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
         let _in = self.0.inner.handle.enter();
-        quinn::TokioRuntime.wrap_udp_socket(t)
+        let socket = quinn::TokioRuntime.wrap_udp_socket(t)?;
+        Ok(Arc::new(ProbedSocket(socket)))
+    }
+}
+
+/// How long [`follow`] waits for a followed frame's packets before it gives
+/// the frame up: a receiver whose connection closed, or dropped the frame
+/// as stale, never gets a packet for it.
+const GIVE_UP: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// The frame being followed to the socket on this network thread.
+    static PROBE: RefCell<Option<Probe>> = const { RefCell::new(None) };
+}
+
+/// A voice frame followed from its read to its packets handed to the socket.
+struct Probe {
+    read: Instant,
+    /// Receivers no packet has been sent to since the frame was relayed.
+    waiting: Vec<SocketAddr>,
+    into: Arc<RelayLatency>,
+}
+
+/// Follows one relayed voice frame, read at `read`, to the socket: once a
+/// packet has been handed to the socket for every address in `to` (the
+/// receivers' connections, now holding the frame), the time since `read`
+/// is recorded `into` the histogram. Call it on the network thread, right
+/// after the relay; nothing is sent before the connections' drivers run.
+///
+/// One frame at a time: returns `false`, following nothing, while another
+/// frame younger than [`GIVE_UP`] still waits for its packets.
+pub(crate) fn follow(read: Instant, to: Vec<SocketAddr>, into: Arc<RelayLatency>) -> bool {
+    PROBE.with_borrow_mut(|probe| {
+        if probe.as_ref().is_some_and(|p| p.read.elapsed() < GIVE_UP) {
+            return false;
+        }
+        let waiting: Vec<SocketAddr> = to.into_iter().map(canonical).collect();
+        *probe = (!waiting.is_empty()).then_some(Probe {
+            read,
+            waiting,
+            into,
+        });
+        true
+    })
+}
+
+/// A packet to `destination` was handed to the socket.
+fn sent(destination: SocketAddr) {
+    PROBE.with_borrow_mut(|probe| {
+        let Some(p) = probe else { return };
+        let destination = canonical(destination);
+        if let Some(i) = p.waiting.iter().position(|a| *a == destination) {
+            p.waiting.swap_remove(i);
+            if p.waiting.is_empty() {
+                p.into.record(p.read.elapsed());
+                *probe = None;
+            }
+        }
+    });
+}
+
+/// An IPv4 peer of a dual-stack socket as the IPv4 address it is.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// quinn's tokio socket, telling [`follow`] what it sends.
+#[derive(Debug)]
+struct ProbedSocket(Arc<dyn quinn::AsyncUdpSocket>);
+
+impl quinn::AsyncUdpSocket for ProbedSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> io::Result<()> {
+        self.0.try_send(transmit)?;
+        sent(transmit.destination);
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.0.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.0.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.0.may_fragment()
     }
 }
 
@@ -152,6 +267,71 @@ mod tests {
         }));
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("the timer fired");
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_followed_frame_is_recorded_once_every_receiver_was_sent_to() {
+        let h = Arc::new(RelayLatency::default());
+        let read = Instant::now();
+        assert!(follow(read, vec![addr(1), addr(2)], h.clone()));
+        // A second frame is not followed while the first waits.
+        assert!(!follow(read, vec![addr(3)], h.clone()));
+        sent(addr(9));
+        sent(addr(2));
+        assert_eq!(h.summary().count, 0, "still waiting for 127.0.0.1:1");
+        // The dual-stack form of the same peer.
+        sent("[::ffff:127.0.0.1]:1".parse().unwrap());
+        assert_eq!(h.summary().count, 1);
+        // Done: the next frame can be followed.
+        assert!(follow(Instant::now(), vec![addr(3)], h.clone()));
+        sent(addr(3));
+        assert_eq!(h.summary().count, 2);
+    }
+
+    #[test]
+    fn a_frame_whose_packets_never_leave_is_given_up() {
+        let h = Arc::new(RelayLatency::default());
+        let long_ago = Instant::now() - GIVE_UP - Duration::from_millis(1);
+        assert!(follow(long_ago, vec![addr(1)], h.clone()));
+        assert!(follow(Instant::now(), vec![addr(2)], h.clone()));
+        sent(addr(1));
+        assert_eq!(h.summary().count, 0, "the given-up frame is not recorded");
+        sent(addr(2));
+        assert_eq!(h.summary().count, 1);
+    }
+
+    #[test]
+    fn packets_sent_through_the_thread_s_socket_reach_the_probe() {
+        let net = Thread::start("ptt-net-probe").unwrap();
+        let rt = net.quinn_runtime();
+        let socket = rt
+            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = peer.local_addr().unwrap();
+        let h = Arc::new(RelayLatency::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h2 = h.clone();
+        net.spawn(async move {
+            assert!(follow(Instant::now(), vec![to], h2));
+            let t = quinn::udp::Transmit {
+                destination: to,
+                ecn: None,
+                contents: b"voice",
+                segment_size: None,
+                src_ip: None,
+            };
+            tx.send(socket.try_send(&t).map_err(|e| e.to_string()))
+                .unwrap();
+        });
+        rx.recv().unwrap().unwrap();
+        let mut buf = [0; 16];
+        assert_eq!(peer.recv(&mut buf).unwrap(), 5);
+        assert_eq!(h.summary().count, 1);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub(crate) struct Shared {
     /// receiver's connection.
     pub(crate) relay_latency: crate::metrics::RelayLatency,
     /// The same, to every receiver's packet handed to the socket (sampled).
-    pub(crate) socket_latency: crate::metrics::RelayLatency,
+    pub(crate) socket_latency: Arc<crate::metrics::RelayLatency>,
     pub(crate) next_session: AtomicU64,
     /// Alert deliveries in flight at once. Opening a stream to every
     /// terminal of a city in the same instant makes a burst of tens of

@@ -670,14 +670,11 @@ async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Box<ServerMsg>>
 /// Two latencies are measured from the moment the datagram is read from
 /// the connection. Every frame: until it is queued in every receiver's
 /// connection (`relay_latency`). One relayed frame in
-/// [`crate::metrics::SOCKET_SAMPLE`]: until every receiver's packet has been
-/// handed to the socket (`socket_latency`). For that the loop yields once:
-/// on the network thread's current-thread runtime a yielded task resumes
-/// after every task already woken, and the receivers' connection drivers,
-/// woken by the relay, build and send their packets when polled. (A packet
-/// held back by quinn's pacer or congestion window is not in the figure.)
-/// Yielding after every frame cost 9 % of deliveries at 100,000 per second
-/// (BENCHMARKS.md), so only a sample does.
+/// [`crate::metrics::SOCKET_SAMPLE`]: until a packet has been handed to the
+/// socket for every receiver (`socket_latency`), which the network thread's
+/// socket reports ([`crate::net::follow`]): the receivers' connection
+/// drivers, woken by the relay, build and send those packets once the
+/// thread gets to them.
 async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId) {
     let m = &shared.metrics;
     let s = &shared.config.session;
@@ -715,8 +712,13 @@ async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId)
         }
         relayed += 1;
         if relayed % crate::metrics::SOCKET_SAMPLE == 1 && out.delivered > 0 {
-            tokio::task::yield_now().await;
-            shared.socket_latency.record(received.elapsed());
+            let to = snapshot
+                .receivers
+                .iter()
+                .filter(|r| r.terminal != terminal)
+                .map(|r| r.sink.remote_address())
+                .collect();
+            crate::net::follow(received, to, shared.socket_latency.clone());
         }
     }
 }
