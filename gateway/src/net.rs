@@ -142,9 +142,13 @@ impl quinn::Runtime for QuinnRuntime {
 /// as stale, never gets a packet for it.
 const GIVE_UP: Duration = Duration::from_secs(1);
 
+/// Frames followed at once: enough that a slow frame does not keep the
+/// frames after it from being sampled (which would favour quiet moments).
+const MAX_FOLLOWED: usize = 16;
+
 thread_local! {
-    /// The frame being followed to the socket on this network thread.
-    static PROBE: RefCell<Option<Probe>> = const { RefCell::new(None) };
+    /// The frames being followed to the socket on this network thread.
+    static PROBES: RefCell<Vec<Probe>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A voice frame followed from its read to its packets handed to the socket.
@@ -161,35 +165,44 @@ struct Probe {
 /// is recorded `into` the histogram. Call it on the network thread, right
 /// after the relay; nothing is sent before the connections' drivers run.
 ///
-/// One frame at a time: returns `false`, following nothing, while another
-/// frame younger than [`GIVE_UP`] still waits for its packets.
+/// Up to [`MAX_FOLLOWED`] frames at a time: returns `false`, following
+/// nothing, while that many frames younger than [`GIVE_UP`] still wait for
+/// their packets.
 pub(crate) fn follow(read: Instant, to: Vec<SocketAddr>, into: Arc<RelayLatency>) -> bool {
-    PROBE.with_borrow_mut(|probe| {
-        if probe.as_ref().is_some_and(|p| p.read.elapsed() < GIVE_UP) {
+    PROBES.with_borrow_mut(|probes| {
+        probes.retain(|p| p.read.elapsed() < GIVE_UP);
+        if probes.len() >= MAX_FOLLOWED {
             return false;
         }
         let waiting: Vec<SocketAddr> = to.into_iter().map(canonical).collect();
-        *probe = (!waiting.is_empty()).then_some(Probe {
-            read,
-            waiting,
-            into,
-        });
+        if !waiting.is_empty() {
+            probes.push(Probe {
+                read,
+                waiting,
+                into,
+            });
+        }
         true
     })
 }
 
 /// A packet to `destination` was handed to the socket.
 fn sent(destination: SocketAddr) {
-    PROBE.with_borrow_mut(|probe| {
-        let Some(p) = probe else { return };
+    PROBES.with_borrow_mut(|probes| {
+        if probes.is_empty() {
+            return;
+        }
         let destination = canonical(destination);
-        if let Some(i) = p.waiting.iter().position(|a| *a == destination) {
-            p.waiting.swap_remove(i);
+        probes.retain_mut(|p| {
+            if let Some(i) = p.waiting.iter().position(|a| *a == destination) {
+                p.waiting.swap_remove(i);
+            }
             if p.waiting.is_empty() {
                 p.into.record(p.read.elapsed());
-                *probe = None;
+                return false;
             }
-        }
+            true
+        });
     });
 }
 
@@ -278,18 +291,24 @@ mod tests {
         let h = Arc::new(RelayLatency::default());
         let read = Instant::now();
         assert!(follow(read, vec![addr(1), addr(2)], h.clone()));
-        // A second frame is not followed while the first waits.
-        assert!(!follow(read, vec![addr(3)], h.clone()));
+        assert!(follow(read, vec![addr(2), addr(3)], h.clone()));
         sent(addr(9));
         sent(addr(2));
-        assert_eq!(h.summary().count, 0, "still waiting for 127.0.0.1:1");
+        assert_eq!(h.summary().count, 0, "both still wait for someone");
         // The dual-stack form of the same peer.
         sent("[::ffff:127.0.0.1]:1".parse().unwrap());
         assert_eq!(h.summary().count, 1);
-        // Done: the next frame can be followed.
-        assert!(follow(Instant::now(), vec![addr(3)], h.clone()));
         sent(addr(3));
         assert_eq!(h.summary().count, 2);
+        // At most MAX_FOLLOWED frames wait at once.
+        for _ in 0..MAX_FOLLOWED {
+            assert!(follow(read, vec![addr(4)], h.clone()));
+        }
+        assert!(!follow(read, vec![addr(5)], h.clone()));
+        sent(addr(4));
+        assert_eq!(h.summary().count, 2 + MAX_FOLLOWED as u64);
+        assert!(follow(read, vec![addr(5)], h.clone()));
+        sent(addr(5));
     }
 
     #[test]
@@ -297,6 +316,7 @@ mod tests {
         let h = Arc::new(RelayLatency::default());
         let long_ago = Instant::now() - GIVE_UP - Duration::from_millis(1);
         assert!(follow(long_ago, vec![addr(1)], h.clone()));
+        // The next follow drops it.
         assert!(follow(Instant::now(), vec![addr(2)], h.clone()));
         sent(addr(1));
         assert_eq!(h.summary().count, 0, "the given-up frame is not recorded");
@@ -325,8 +345,18 @@ mod tests {
                 segment_size: None,
                 src_ip: None,
             };
-            tx.send(socket.try_send(&t).map_err(|e| e.to_string()))
-                .unwrap();
+            // As quinn does: wait for the socket to be writable, then send.
+            let mut poller = socket.clone().create_io_poller();
+            let r = loop {
+                match socket.try_send(&t) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => break r.map_err(|e| e.to_string()),
+                }
+                if let Err(e) = std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx)).await {
+                    break Err(e.to_string());
+                }
+            };
+            tx.send(r).unwrap();
         });
         rx.recv().unwrap().unwrap();
         let mut buf = [0; 16];
