@@ -21,8 +21,8 @@
 //! matches the share of `quinn-proto`, rustls and ring in a perf profile of
 //! `ptt-bench --workload city-voice-peak`. That figure plus the kernel's cost
 //! of sending the packet and receiving the ACK is the floor for any driver
-//! built on `quinn-proto`, a custom one included (BENCHMARKS.md, "Where the
-//! CPU target stands").
+//! built on `quinn-proto`, a custom one included (BENCHMARKS.md, "the floor
+//! under the CPU target").
 
 use std::collections::HashMap;
 use std::hint::black_box;
