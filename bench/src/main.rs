@@ -54,6 +54,15 @@ struct Args {
     /// Working directory for the city, certificate and logs.
     #[arg(long, default_value = "target/bench")]
     workdir: PathBuf,
+    /// Gateway configuration file (`ptt-gateway serve --config`), to
+    /// measure a setting against the defaults.
+    #[arg(long)]
+    gateway_config: Option<PathBuf>,
+    /// Milliseconds added to every round trip of the gateway run's
+    /// terminals (`terminal-sim run --delay-ms`), as on a cellular path.
+    /// The baseline's load is not delayed: use with --no-baseline.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -241,11 +250,15 @@ fn gateway(
     if let Ok(n) = std::env::var("BENCH_GATEWAY_WORKERS") {
         command.env("TOKIO_WORKER_THREADS", n);
     }
-    let child = command
+    command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--org"])
         .arg(org)
         .arg("--data-dir")
-        .arg(&data)
+        .arg(&data);
+    if let Some(config) = &args.gateway_config {
+        command.arg("--config").arg(config);
+    }
+    let child = command
         .env("RUST_LOG", "info,quinn=warn")
         .stderr(std::fs::File::create(&log).context("creating the gateway log")?)
         .spawn()
@@ -270,6 +283,7 @@ fn gateway(
         .arg(&sim_report)
         .arg("--plots")
         .arg(args.workdir.join("plots"))
+        .args(["--delay-ms", &args.delay_ms.to_string()])
         .status()?;
     let rss = peak_rss_mb(gateway.0.id());
     let rss_end = rss_mb(gateway.0.id());
@@ -330,6 +344,9 @@ fn gateway(
         // Memory above the empty gateway's at the end, per connection.
         "rss_end_kb_per_connection": (rss_end - rss_start) * 1024.0 / connections,
         "dropped_by_gateway": by_gateway,
+        // ACK frames the gateway received per frame it delivered: what
+        // listeners' acknowledgements cost it (transport.ack_every_packets).
+        "acks_per_delivered_frame": counters["acks_received"].as_f64().zip(voice["frames_received"].as_f64()).map(|(a, f)| a / f.max(1.0)),
         "loss": loss,
         "kernel": report["kernel"],
         // Full handshakes cost a certificate signature; resumed ones do not.
@@ -452,6 +469,10 @@ fn main() -> anyhow::Result<()> {
         println!(
             "gateway handshakes: {} completed, {} of them resumed from a TLS ticket",
             g["handshakes"]["accepted"], g["handshakes"]["resumed"]
+        );
+        println!(
+            "gateway ACK frames received per delivered frame: {}",
+            f(&g["acks_per_delivered_frame"])
         );
     }
     if report["gateway"]["frames_delivered"].as_u64().unwrap_or(0) > 0 {

@@ -155,6 +155,20 @@ pub struct Transport {
     /// default. Default 4 MiB: a burst of fan-out to many listeners must not
     /// overflow the socket.
     pub socket_buffer: usize,
+    /// Ack-eliciting packets (voice frames, mostly) a terminal may receive
+    /// per ACK it sends. Default 2, as RFC 9000 has it. More asks terminals,
+    /// through the QUIC ACK-frequency extension (quinn terminals support
+    /// it; others ignore it), to acknowledge less often, which saves the
+    /// gateway receiving and processing about 1 us of ACK per voice frame
+    /// (BENCHMARKS.md). Terminals still acknowledge within
+    /// `ack_max_delay_ms`, so lost control messages are also detected that
+    /// much later.
+    pub ack_every_packets: std::num::NonZeroU32,
+    /// With `ack_every_packets` above 2: the longest a terminal may hold
+    /// back an ACK, ms. quinn asks for no more than one round trip (and at
+    /// least 25 ms), so on a 20 ms voice stream the saving needs round trips
+    /// longer than about two frames. Default 100.
+    pub ack_max_delay_ms: u32,
 }
 
 impl Default for Transport {
@@ -167,6 +181,8 @@ impl Default for Transport {
             max_uni_streams: 2,
             max_handshakes: 256,
             socket_buffer: 4 * 1024 * 1024,
+            ack_every_packets: std::num::NonZeroU32::new(2).expect("2 is not 0"),
+            ack_max_delay_ms: 100,
         }
     }
 }
@@ -275,10 +291,20 @@ mod tests {
             d.transport.datagram_send_buffer
         );
         assert_eq!(c.transport.socket_buffer, d.transport.socket_buffer);
+        assert_eq!(c.transport.ack_every_packets, d.transport.ack_every_packets);
+        assert_eq!(c.transport.ack_max_delay_ms, d.transport.ack_max_delay_ms);
         assert_eq!(c.session.max_groups, d.session.max_groups);
         assert_eq!(c.session.voice_rate, d.session.voice_rate);
         assert_eq!(c.policy.priority.police, d.policy.priority.police);
         assert_eq!(c.policy.police_scope, d.policy.police_scope);
+    }
+
+    #[test]
+    fn zero_packets_per_ack_is_refused() {
+        let err = toml::from_str::<Config>("[transport]\nack_every_packets = 0").unwrap_err();
+        assert!(err.to_string().contains("ack_every_packets"), "{err}");
+        let c: Config = toml::from_str("[transport]\nack_every_packets = 8").unwrap();
+        assert_eq!(c.transport.ack_every_packets.get(), 8);
     }
 
     #[test]

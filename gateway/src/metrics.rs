@@ -55,6 +55,10 @@ counters! {
     /// when each session ends. `voice_delivered` minus this is what quinn
     /// dropped (oldest first) because a receiver's path fell behind.
     voice_datagrams_sent,
+    /// ACK frames the gateway's connections received, counted when each
+    /// session ends: listeners acknowledge voice (see
+    /// `transport.ack_every_packets`).
+    acks_received,
     /// Voice datagrams that could not be decoded.
     voice_malformed,
     /// Voice from a terminal that does not hold the floor of that group.

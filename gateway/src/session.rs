@@ -148,10 +148,12 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
         voice.abort();
         uploads.abort();
         // Only voice travels in DATAGRAM frames.
+        let stats = conn.stats();
         Metrics::add(
             &shared.metrics.voice_datagrams_sent,
-            conn.stats().frame_tx.datagram,
+            stats.frame_tx.datagram,
         );
+        Metrics::add(&shared.metrics.acks_received, stats.frame_rx.acks);
         session.finish();
         match result {
             Ok(()) | Err(Ended::Connection(quinn::ConnectionError::LocallyClosed)) => {

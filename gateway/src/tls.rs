@@ -146,6 +146,12 @@ pub fn transport_config(t: &Transport) -> quinn::TransportConfig {
     ));
     tc.datagram_send_buffer_size(t.datagram_send_buffer);
     tc.datagram_receive_buffer_size(Some(t.datagram_receive_buffer));
+    if t.ack_every_packets.get() != 2 {
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(quinn::VarInt::from_u32(t.ack_every_packets.get() - 1))
+            .max_ack_delay(Some(Duration::from_millis(u64::from(t.ack_max_delay_ms))));
+        tc.ack_frequency_config(Some(ack));
+    }
     tc.max_concurrent_bidi_streams(quinn::VarInt::from_u32(t.max_bidi_streams));
     tc.max_concurrent_uni_streams(quinn::VarInt::from_u32(t.max_uni_streams));
     tc

@@ -7,7 +7,7 @@
 //!   terminal (playout buffer, a test speech signal, WAV files).
 //! - [`city`]: generates a city's org file following FIELD.md.
 //! - [`scenario`], [`report`]: the load and drill harness behind
-//!   `terminal-sim run`.
+//!   `terminal-sim run`; [`wan`]: a round-trip delay for its terminals.
 
 pub mod city;
 pub mod jitter;
@@ -17,4 +17,5 @@ pub mod report;
 pub mod scenario;
 pub mod speech;
 pub mod terminal;
+pub mod wan;
 pub mod wav;

@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once, at start: the size of the `run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write an org file for a generated city (and its provisioning key
@@ -88,6 +90,11 @@ enum Command {
         /// the same two cores, and it leaves the other core to the gateway.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         threads: u16,
+        /// Milliseconds added to every round trip of every simulated
+        /// terminal (its packets leave late), as on a cellular path; 0 is
+        /// loopback as it is. The harness pays for it, not the gateway.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
@@ -136,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             plots,
             seed,
             threads,
+            delay_ms,
         } => {
             let spec = Spec::resolve(&scenario)?;
             let config = RunConfig {
@@ -151,6 +159,7 @@ fn main() -> anyhow::Result<()> {
                 record_dir,
                 plots,
                 seed,
+                delay: Duration::from_millis(delay_ms),
             };
             let runtime = if threads == 1 {
                 tokio::runtime::Builder::new_current_thread()

@@ -150,6 +150,16 @@ const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 /// A client endpoint bound to `bind`, usable for many terminals at once.
 pub fn endpoint(bind: SocketAddr, roots: &rustls::RootCertStore) -> Result<quinn::Endpoint, Error> {
+    endpoint_with_delay(bind, roots, Duration::ZERO)
+}
+
+/// [`endpoint`], whose packets leave `delay` late (see [`crate::wan`]):
+/// every round trip its terminals make is `delay` longer.
+pub fn endpoint_with_delay(
+    bind: SocketAddr,
+    roots: &rustls::RootCertStore,
+    delay: Duration,
+) -> Result<quinn::Endpoint, Error> {
     let socket = std::net::UdpSocket::bind(bind)?;
     let sock = socket2::SockRef::from(&socket);
     // Best effort: the kernel caps these at net.core.[rw]mem_max.
@@ -157,8 +167,16 @@ pub fn endpoint(bind: SocketAddr, roots: &rustls::RootCertStore) -> Result<quinn
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
     let runtime = quinn::default_runtime()
         .ok_or_else(|| Error::Io(std::io::Error::other("no async runtime")))?;
-    let mut endpoint =
-        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
+    let mut socket = runtime.wrap_udp_socket(socket)?;
+    if !delay.is_zero() {
+        socket = crate::wan::DelayedSocket::new(socket, delay);
+    }
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        runtime,
+    )?;
     endpoint.set_default_client_config(client_config(roots)?);
     Ok(endpoint)
 }

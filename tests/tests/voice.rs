@@ -276,3 +276,45 @@ async fn an_address_change_keeps_the_burst() {
         "no reconnect happened"
     );
 }
+
+/// With `transport.ack_every_packets` above 2, the gateway asks listeners
+/// (ACK-frequency extension) to acknowledge voice less often, and they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_acknowledge_less_often_when_the_gateway_asks() {
+    let mut acks = Vec::new();
+    for every in [2u32, 8] {
+        let gw = TestGateway::start_with(ORG, |c| {
+            c.transport.ack_every_packets = std::num::NonZeroU32::new(every).unwrap();
+        })
+        .await;
+        let mut talker = gw.terminal(GUARD_A1).await;
+        let mut mate = gw.terminal(GUARD_A2).await;
+        talker.join(UNIT_A).await.unwrap();
+        mate.join(UNIT_A).await.unwrap();
+        let burst = talker.talk(UNIT_A, Class::Normal).await.unwrap();
+        assert_eq!(taken(&mut mate, UNIT_A).await, GUARD_A1);
+        let before = mate.connection().stats().frame_tx.acks;
+        for seq in 0..40u16 {
+            talker
+                .send_voice(UNIT_A, burst, seq, &[0xf8, 0xff, 0xfe], seq == 39)
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let got = drain_voice(&mate, Duration::from_millis(300)).await;
+        assert_eq!(got.len(), 40, "every frame heard");
+        let stats = mate.connection().stats();
+        assert_eq!(
+            stats.frame_rx.ack_frequency > 0,
+            every != 2,
+            "the extension is used only when configured"
+        );
+        acks.push(stats.frame_tx.acks - before);
+    }
+    eprintln!("ACK frames for 40 frames (default, 8 per ACK): {acks:?}");
+    assert!(
+        acks[1] < acks[0],
+        "ACK frames sent for 40 frames: {} asked for 8 per ACK, {} by default",
+        acks[1],
+        acks[0]
+    );
+}

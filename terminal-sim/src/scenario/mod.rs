@@ -59,6 +59,9 @@ pub struct RunConfig {
     pub plots: Option<PathBuf>,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Added to every round trip of every simulated terminal (see
+    /// [`crate::wan`]). Zero: loopback as it is.
+    pub delay: Duration,
 }
 
 /// Terminals connected at once during the ramp.
@@ -109,7 +112,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut ids: Vec<TerminalId> = plan.terminals.keys().copied().collect();
     ids.sort_by_key(|t| senders.iter().any(|(s, _)| s == t));
     let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(1))
-        .map(|_| terminal::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), &roots))
+        .map(|_| {
+            terminal::endpoint_with_delay(SocketAddr::from(([0, 0, 0, 0], 0)), &roots, config.delay)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     // Each terminal its own TLS client configuration, as each device has:
     // its session tickets let it resume instead of a full handshake.
