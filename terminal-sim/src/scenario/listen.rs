@@ -109,11 +109,12 @@ impl RevokedTail {
     /// this burst any listener heard: every frame after it. A frame that
     /// some listener heard was relayed, and so was every frame before it
     /// (the gateway relays in order); only frames after the last one heard,
-    /// within the tail, can have been refused.
+    /// within the tail, can have been refused. A frame nobody was expected
+    /// to hear (no other listener online) tells nothing and is left out.
     pub fn refused(&self, top_heard: Option<u16>) -> (u64, u64) {
         self.frames
             .iter()
-            .filter(|(seq, _)| top_heard.is_none_or(|top| *seq > top))
+            .filter(|(seq, expected)| *expected > 0 && top_heard.is_none_or(|top| *seq > top))
             .fold((0, 0), |(frames, deliveries), (_, expected)| {
                 (frames + 1, deliveries + expected)
             })
@@ -342,6 +343,12 @@ mod tests {
         assert_eq!(tail.refused(Some(40)), (0, 0));
         // Nothing of the burst heard: the whole tail was refused.
         assert_eq!(tail.refused(None), (4, 14));
+        // Frames nobody was expected to hear are not counted either way.
+        let alone = RevokedTail {
+            frames: vec![(10, 0), (11, 2)],
+            ..tail
+        };
+        assert_eq!(alone.refused(None), (1, 2));
     }
 
     #[test]
