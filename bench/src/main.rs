@@ -346,7 +346,10 @@ fn gateway(
         "dropped_by_gateway": by_gateway,
         // ACK frames the gateway received per frame it delivered: what
         // listeners' acknowledgements cost it (transport.ack_every_packets).
-        "acks_per_delivered_frame": counters["acks_received"].as_f64().zip(voice["frames_received"].as_f64()).map(|(a, f)| a / f.max(1.0)),
+        "acks_per_delivered_frame": counters["acks_received"]
+            .as_f64()
+            .zip(voice["frames_received"].as_f64().filter(|f| *f > 0.0))
+            .map(|(a, f)| a / f),
         "loss": loss,
         "kernel": report["kernel"],
         // Full handshakes cost a certificate signature; resumed ones do not.
@@ -470,10 +473,12 @@ fn main() -> anyhow::Result<()> {
             "gateway handshakes: {} completed, {} of them resumed from a TLS ticket",
             g["handshakes"]["accepted"], g["handshakes"]["resumed"]
         );
-        println!(
-            "gateway ACK frames received per delivered frame: {}",
-            f(&g["acks_per_delivered_frame"])
-        );
+        if g["acks_per_delivered_frame"].is_number() {
+            println!(
+                "gateway ACK frames received per delivered frame: {}",
+                f(&g["acks_per_delivered_frame"])
+            );
+        }
     }
     if report["gateway"]["frames_delivered"].as_u64().unwrap_or(0) > 0 {
         let g = &report["gateway"];
