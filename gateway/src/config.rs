@@ -151,6 +151,16 @@ pub struct Transport {
     /// admitting every Initial at once holds tens of thousands of half-open
     /// connections (measured 1.5-2 GiB) and slows every handshake down.
     pub max_handshakes: usize,
+    /// A QUIC handshake that has not completed this long after it started
+    /// is abandoned and its slot given to the next attempt. Default 5 s: a
+    /// handshake takes two round trips, and a terminal that went away would
+    /// otherwise hold its slot until the idle timeout.
+    pub handshake_timeout_ms: u32,
+    /// An attempt that waited this long for a handshake slot is dropped
+    /// without an answer; the newest attempts are served first
+    /// ([`crate::admission`]). Default 5 s: terminals give up after 10 s
+    /// and try again.
+    pub handshake_queue_ms: u32,
     /// UDP socket send and receive buffer size in bytes, 0 for the kernel
     /// default. Default 4 MiB: a burst of fan-out to many listeners must not
     /// overflow the socket.
@@ -180,6 +190,8 @@ impl Default for Transport {
             max_bidi_streams: 4,
             max_uni_streams: 2,
             max_handshakes: 256,
+            handshake_timeout_ms: 5_000,
+            handshake_queue_ms: 5_000,
             socket_buffer: 4 * 1024 * 1024,
             ack_every_packets: std::num::NonZeroU32::new(2).expect("2 is not 0"),
             ack_max_delay_ms: 100,

@@ -15,6 +15,7 @@
 //! - [`net`]: the network thread that carries every packet.
 //! - [`config`], [`tls`]: configuration and certificates.
 
+pub mod admission;
 pub mod alert;
 pub mod config;
 pub mod drill;

@@ -55,6 +55,11 @@ counters! {
     /// when each session ends. `voice_delivered` minus this is what quinn
     /// dropped (oldest first) because a receiver's path fell behind.
     voice_datagrams_sent,
+    /// Connection attempts dropped after waiting longer than
+    /// `transport.handshake_queue_ms` for a handshake slot.
+    handshakes_expired,
+    /// Handshakes abandoned after `transport.handshake_timeout_ms`.
+    handshakes_timed_out,
     /// ACK frames the gateway's connections received, counted when each
     /// session ends: listeners acknowledge voice (see
     /// `transport.ack_every_packets`).

@@ -54,7 +54,7 @@ pub(crate) struct Shared {
     /// flowing without drops.
     pub(crate) deliveries: tokio::sync::Semaphore,
     /// Handshakes in progress at once (`transport.max_handshakes`).
-    pub(crate) handshakes: tokio::sync::Semaphore,
+    pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
     /// Terminals that may have alerts waiting (a superset): only these are
     /// looked up in the database when they connect, so a reconnect storm of
     /// 30,000 terminals does not queue 30,000 queries ahead of new alerts.
@@ -116,7 +116,9 @@ impl Gateway {
                 (id, Arc::new(group))
             })
             .collect();
-        let handshakes = tokio::sync::Semaphore::new(config.transport.max_handshakes.max(1));
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(
+            config.transport.max_handshakes.max(1),
+        ));
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -229,14 +231,30 @@ impl Gateway {
         });
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.shared.groups.len(), "gateway listening");
+        let transport = &self.shared.config.transport;
+        let mut waiting = crate::admission::Queue::new(Duration::from_millis(u64::from(
+            transport.handshake_queue_ms,
+        )));
         loop {
+            let expiry = waiting.next_expiry().map(tokio::time::Instant::from_std);
             tokio::select! {
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    sessions.spawn(session::run(self.shared.clone(), incoming));
+                    waiting.push(std::time::Instant::now(), incoming);
                 }
+                // The semaphore is never closed.
+                Ok(slot) = self.shared.handshakes.clone().acquire_owned(), if !waiting.is_empty() => {
+                    if let Some(incoming) = waiting.pop() {
+                        sessions.spawn(session::run(self.shared.clone(), incoming, slot));
+                    }
+                }
+                () = tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now)), if expiry.is_some() => {}
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 () = &mut shutdown => break,
+            }
+            for stale in waiting.expired(std::time::Instant::now()) {
+                Metrics::add(&self.shared.metrics.handshakes_expired, 1);
+                stale.ignore();
             }
         }
         tracing::info!(sessions = sessions.len(), "shutting down");

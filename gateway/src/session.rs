@@ -100,21 +100,29 @@ enum Ended {
     Closed(&'static str),
 }
 
-/// Drives one incoming connection until it ends.
-pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming) {
+/// Drives one incoming connection until it ends. `slot` is its handshake
+/// slot ([`crate::admission`]), given back once the handshake is over.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let remote = incoming.remote_address();
-    // The semaphore is never closed, so acquiring only waits.
-    let Ok(turn) = shared.handshakes.acquire().await else {
-        return;
-    };
-    let conn = match incoming.await {
-        Ok(conn) => conn,
-        Err(e) => {
+    let deadline = Duration::from_millis(u64::from(shared.config.transport.handshake_timeout_ms));
+    // On timeout the handshake is dropped, which closes the connection.
+    let conn = match tokio::time::timeout(deadline, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
             tracing::debug!(%remote, "handshake failed: {e}");
             return;
         }
+        Err(_) => {
+            Metrics::add(&shared.metrics.handshakes_timed_out, 1);
+            tracing::debug!(%remote, "handshake not done within {deadline:?}");
+            return;
+        }
     };
-    drop(turn);
+    drop(slot);
     Metrics::add(&shared.metrics.connections_accepted, 1);
     let hello_timeout = Duration::from_millis(u64::from(shared.config.session.hello_timeout_ms));
     let (send, mut recv, terminal, buffered) =

@@ -368,3 +368,40 @@ async fn a_terminal_that_reconnects_resumes_its_tls_session() {
         "the second handshake resumed with the first one's ticket"
     );
 }
+
+/// A terminal that starts a handshake and goes away does not keep the next
+/// terminal out: its handshake slot is given back after
+/// `transport.handshake_timeout_ms`, not after the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_handshake_gives_its_slot_back() {
+    let gw = TestGateway::start_with(ORG, |c| {
+        c.transport.max_handshakes = 1;
+        c.transport.handshake_timeout_ms = 300;
+    })
+    .await;
+    // A real client's Initial packet, caught on a socket that never answers.
+    let catcher = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let connecting = gw
+        .client
+        .connect(catcher.local_addr().unwrap(), "localhost")
+        .unwrap();
+    let mut initial = vec![0; 2048];
+    let len = catcher.recv(&mut initial).await.unwrap();
+    drop(connecting);
+    // Sent to the gateway from a socket that never answers either: the
+    // gateway takes its one slot for a handshake that cannot finish.
+    let ghost = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    ghost.send_to(&initial[..len], gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let t = tokio::time::timeout(Duration::from_secs(10), gw.terminal(GUARD_A1))
+        .await
+        .expect("a terminal gets a session while the ghost's handshake is abandoned");
+    assert_eq!(t.id(), TerminalId(GUARD_A1));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(gw.gateway.metrics().handshakes_timed_out, 1);
+}
