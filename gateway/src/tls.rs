@@ -178,6 +178,13 @@ pub fn server_config(
         inner: rustls::crypto::ring::Ticketer::new()?,
         metrics: metrics.clone(),
     });
+    // A ticket is spent by every attempt that presents it, answered or not.
+    // In a reconnect storm a terminal's first attempts may go unanswered
+    // (see `crate::admission`); with rustls's default of 2 tickets its
+    // third attempt would be a full handshake, costing both sides a
+    // certificate signature or verification. 4 tickets cost the gateway a
+    // few microseconds and ~600 bytes per handshake.
+    tls.send_tls13_tickets = 4;
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
