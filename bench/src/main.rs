@@ -63,6 +63,10 @@ struct Args {
     /// The baseline's load is not delayed: use with --no-baseline.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Threads of the gateway run's terminal-sim (`terminal-sim run
+    /// --threads`).
+    #[arg(long, default_value_t = 1)]
+    harness_threads: u16,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -284,6 +288,7 @@ fn gateway(
         .arg("--plots")
         .arg(args.workdir.join("plots"))
         .args(["--delay-ms", &args.delay_ms.to_string()])
+        .args(["--threads", &args.harness_threads.to_string()])
         .status()?;
     let rss = peak_rss_mb(gateway.0.id());
     let rss_end = rss_mb(gateway.0.id());

@@ -15,6 +15,7 @@ pub mod plot;
 pub mod record;
 pub mod report;
 pub mod scenario;
+pub mod shards;
 pub mod speech;
 pub mod terminal;
 pub mod wan;

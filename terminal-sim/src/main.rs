@@ -82,12 +82,11 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Threads driving the simulated terminals. Default 1: every
-        /// terminal, endpoint and connection on one thread, so a received
-        /// frame never wakes another thread. With 30,000 terminals that
-        /// delivered 100 % of the city's peak voice where two work-stealing
-        /// threads lost 5-13 % (most of it kernel receive-buffer drops) on
-        /// the same two cores, and it leaves the other core to the gateway.
+        /// Threads driving the simulated terminals, each owning its share
+        /// of the endpoints and their terminals (no work stealing). Default
+        /// 1: on a 2-core machine shared with the gateway, one thread
+        /// delivered 100 % of the city's peak voice and leaves the other
+        /// core to the gateway. On a machine of its own, use one per core.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         threads: u16,
         /// Milliseconds added to every round trip of every simulated
@@ -160,17 +159,12 @@ fn main() -> anyhow::Result<()> {
                 plots,
                 seed,
                 delay: Duration::from_millis(delay_ms),
+                threads: usize::from(threads),
             };
-            let runtime = if threads == 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(usize::from(threads))
-                    .enable_all()
-                    .build()?
-            };
+            // The other threads are started by the run (`shards`).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let result = runtime.block_on(scenario::run(config))?;
             let json = serde_json::to_string_pretty(&result)?;
             std::fs::write(&report, json + "\n")

@@ -62,6 +62,9 @@ pub struct RunConfig {
     /// Added to every round trip of every simulated terminal (see
     /// [`crate::wan`]). Zero: loopback as it is.
     pub delay: Duration,
+    /// Threads the terminals run on ([`crate::shards`]), the calling one
+    /// included.
+    pub threads: usize,
 }
 
 /// Terminals connected at once during the ramp.
@@ -111,8 +114,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     // Alert senders connect last, so a long ramp cannot age their sessions.
     let mut ids: Vec<TerminalId> = plan.terminals.keys().copied().collect();
     ids.sort_by_key(|t| senders.iter().any(|(s, _)| s == t));
-    let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(1))
-        .map(|_| {
+    // Endpoint i, and every task of the terminals on it, runs on shard i.
+    let shards = crate::shards::Shards::start(config.threads)?;
+    let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(shards.len()))
+        .map(|i| {
+            let _on = shards.of(i).enter();
             terminal::endpoint_with_delay(SocketAddr::from(([0, 0, 0, 0], 0)), &roots, config.delay)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -143,27 +149,31 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     while next < ids.len() || !connecting.is_empty() {
         while next < ids.len() && connecting.len() < CONNECT_CONCURRENCY {
             let id = ids[next];
+            let shard = shards.of(next % endpoints.len());
             let endpoint = endpoints[next % endpoints.len()].clone();
             let credential = plan.credential(id);
             let groups = plan.terminals[&id].clone();
             let (addr, name) = (config.gateway, config.server_name.clone());
             let client = clients[&id].clone();
-            connecting.spawn(async move {
-                let mut t = Terminal::connect_with_config(
-                    &endpoint,
-                    client,
-                    addr,
-                    &name,
-                    id,
-                    &credential,
-                    terminal::SeenAlerts::default(),
-                )
-                .await?;
-                for g in groups {
-                    t.join(g).await?;
-                }
-                Ok::<_, terminal::Error>(t)
-            });
+            connecting.spawn_on(
+                async move {
+                    let mut t = Terminal::connect_with_config(
+                        &endpoint,
+                        client,
+                        addr,
+                        &name,
+                        id,
+                        &credential,
+                        terminal::SeenAlerts::default(),
+                    )
+                    .await?;
+                    for g in groups {
+                        t.join(g).await?;
+                    }
+                    Ok::<_, terminal::Error>(t)
+                },
+                shard,
+            );
             next += 1;
         }
         let joined = connecting.join_next().await;
@@ -254,14 +264,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             None => Vec::new(),
         };
         let (conn_tx, conn_rx) = watch::channel(t.connection().clone());
-        listeners.spawn(listen_loop(
-            conn_rx,
-            groups.clone(),
-            logs.clone(),
-            record,
-            stop_rx.clone(),
-            epoch,
-        ));
+        let shard = shards.of(endpoint_of[&id]);
+        listeners.spawn_on(
+            listen_loop(
+                conn_rx,
+                groups.clone(),
+                logs.clone(),
+                record,
+                stop_rx.clone(),
+                epoch,
+            ),
+            shard,
+        );
         let walker = match plan.org.terminal(id) {
             Some(member) if shared.position_every.is_some() && !member.is_console() => {
                 Some(walk::Walker::new(
@@ -285,14 +299,17 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         commands.insert(id, tx);
-        actors.spawn(actor::run(
-            t,
-            link,
-            shared.clone(),
-            rx,
-            done_tx.clone(),
-            stop_rx.clone(),
-        ));
+        actors.spawn_on(
+            actor::run(
+                t,
+                link,
+                shared.clone(),
+                rx,
+                done_tx.clone(),
+                stop_rx.clone(),
+            ),
+            shard,
+        );
     }
     drop(done_tx);
 
