@@ -405,3 +405,53 @@ async fn a_vanished_handshake_gives_its_slot_back() {
     );
     assert_eq!(gw.gateway.metrics().handshakes_timed_out, 1);
 }
+
+/// A flood of Initial packets from an address that never answers does not
+/// keep a real terminal out while the gateway is busy: attempts that arrive
+/// while others wait get a Retry, which only a real peer comes back from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_attempts_does_not_starve_a_real_terminal() {
+    let gw = TestGateway::start_with(ORG, |c| {
+        c.transport.max_handshakes = 1;
+        c.transport.handshake_timeout_ms = 300;
+    })
+    .await;
+    // 200 distinct Initials (each its own connection ID), caught on a
+    // socket that never answers.
+    let catcher = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client = gw.new_client_endpoint();
+    let mut initials = Vec::new();
+    // Kept until the end: a dropped attempt would send a close, not an
+    // Initial, as its next packet.
+    let mut attempts = Vec::new();
+    for _ in 0..200 {
+        attempts.push(
+            client
+                .connect(catcher.local_addr().unwrap(), "localhost")
+                .unwrap(),
+        );
+        let mut buf = vec![0; 2048];
+        let len = catcher.recv(&mut buf).await.unwrap();
+        buf.truncate(len);
+        initials.push(buf);
+    }
+    // Sent from a socket that never answers, one every 2 ms, while a real
+    // terminal connects.
+    let ghost = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = gw.addr;
+    let flood = tokio::spawn(async move {
+        for initial in initials {
+            ghost.send_to(&initial, addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = tokio::time::timeout(Duration::from_secs(5), gw.terminal(GUARD_A1))
+        .await
+        .expect("the real terminal gets a session during the flood");
+    assert_eq!(t.id(), TerminalId(GUARD_A1));
+    flood.await.unwrap();
+    let m = gw.gateway.metrics();
+    assert!(m.handshakes_retried > 100, "{m:?}");
+    drop(attempts);
+}
