@@ -243,8 +243,7 @@ impl Gateway {
                     // Busy: an address that has not proven it receives
                     // what is sent to it gets a Retry instead of a place in
                     // the queue ([`crate::admission`]).
-                    let busy = self.shared.handshakes.available_permits() == 0 && !waiting.is_empty();
-                    let incoming = if busy && !incoming.remote_address_validated() {
+                    let incoming = if !waiting.is_empty() && !incoming.remote_address_validated() {
                         match incoming.retry() {
                             Ok(()) => {
                                 Metrics::add(&self.shared.metrics.handshakes_retried, 1);
