@@ -19,13 +19,6 @@
 //! (`transport.handshake_timeout_ms`), a slot is never held long by a
 //! terminal that is gone.
 //!
-//! Newest-first would let a flood of Initial packets from forged addresses
-//! push real terminals down the queue. So while others are waiting, the
-//! listener answers an attempt whose address is not yet proven with a QUIC
-//! Retry (stateless: a token, no state kept), and queues only attempts
-//! that come back with it. A real terminal pays one round trip for that,
-//! and only while the gateway is busy; a forged address never comes back.
-//!
 //! Sans-I/O: the caller passes the time and does the accepting and
 //! dropping.
 

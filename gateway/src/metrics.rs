@@ -60,9 +60,6 @@ counters! {
     handshakes_expired,
     /// Handshakes abandoned after `transport.handshake_timeout_ms`.
     handshakes_timed_out,
-    /// Connection attempts answered with a QUIC Retry because others were
-    /// already waiting for a handshake slot.
-    handshakes_retried,
     /// ACK frames the gateway's connections received, counted when each
     /// session ends: listeners acknowledge voice (see
     /// `transport.ack_every_packets`).

@@ -240,23 +240,7 @@ impl Gateway {
             tokio::select! {
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    // Busy: an address that has not proven it receives
-                    // what is sent to it gets a Retry instead of a place in
-                    // the queue ([`crate::admission`]).
-                    let incoming = if !waiting.is_empty() && !incoming.remote_address_validated() {
-                        match incoming.retry() {
-                            Ok(()) => {
-                                Metrics::add(&self.shared.metrics.handshakes_retried, 1);
-                                None
-                            }
-                            Err(e) => Some(e.into_incoming()),
-                        }
-                    } else {
-                        Some(incoming)
-                    };
-                    if let Some(incoming) = incoming {
-                        waiting.push(std::time::Instant::now(), incoming);
-                    }
+                    waiting.push(std::time::Instant::now(), incoming);
                 }
                 // The semaphore is never closed.
                 Ok(slot) = self.shared.handshakes.clone().acquire_owned(), if !waiting.is_empty() => {
