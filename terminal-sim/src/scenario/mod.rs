@@ -149,8 +149,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     while next < ids.len() || !connecting.is_empty() {
         while next < ids.len() && connecting.len() < CONNECT_CONCURRENCY {
             let id = ids[next];
-            let shard = shards.of(next % endpoints.len());
-            let endpoint = endpoints[next % endpoints.len()].clone();
+            let shard = shards.of(endpoint_of[&id]);
+            let endpoint = endpoints[endpoint_of[&id]].clone();
             let credential = plan.credential(id);
             let groups = plan.terminals[&id].clone();
             let (addr, name) = (config.gateway, config.server_name.clone());
