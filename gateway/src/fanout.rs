@@ -73,6 +73,13 @@ pub struct Snapshot<S> {
     pub receivers: Arc<[Receiver<S>]>,
 }
 
+impl<S> Snapshot<S> {
+    /// The receivers a frame from `sender` goes to: everyone but the sender.
+    pub fn listeners(&self, sender: TerminalId) -> impl Iterator<Item = &Receiver<S>> {
+        self.receivers.iter().filter(move |r| r.terminal != sender)
+    }
+}
+
 impl<S> Default for Snapshot<S> {
     fn default() -> Self {
         Self {
@@ -118,10 +125,7 @@ pub fn admit<S>(
 pub fn relay<S: Sink>(snapshot: &Snapshot<S>, sender: TerminalId, datagram: &[u8]) -> Relayed {
     let stamped = stamp_speaker(datagram, sender);
     let mut out = Relayed::default();
-    for r in snapshot.receivers.iter() {
-        if r.terminal == sender {
-            continue;
-        }
+    for r in snapshot.listeners(sender) {
         match r.sink.send(stamped.clone()) {
             Ok(()) => out.delivered += 1,
             Err(SinkError) => out.failed += 1,

@@ -723,9 +723,7 @@ async fn voice_loop(shared: Arc<Shared>, conn: Connection, terminal: TerminalId)
         relayed += 1;
         if relayed % crate::metrics::SOCKET_SAMPLE == 1 && out.delivered > 0 {
             let to = snapshot
-                .receivers
-                .iter()
-                .filter(|r| r.terminal != terminal)
+                .listeners(terminal)
                 .map(|r| r.sink.remote_address())
                 .collect();
             crate::net::follow(received, to, shared.socket_latency.clone());
