@@ -15,22 +15,22 @@
 //! - [`net`]: the network thread that carries every packet.
 //! - [`config`], [`tls`]: configuration and certificates.
 
-pub mod admission;
 pub mod alert;
 pub mod config;
 pub mod drill;
 pub mod fanout;
-pub mod floor;
 mod group;
 pub mod location;
 pub mod metrics;
 pub mod net;
-pub mod org;
 pub mod server;
 mod session;
 mod session_alerts;
 mod session_streams;
 pub mod tls;
+
+pub use ptt_gateway_core::{admission, floor};
+pub use ptt_org as org;
 
 pub use config::Config;
 pub use server::Gateway;

@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use ptt_gateway::org::auth::ProvisioningKey;
-use ptt_gateway::org::{AuthSection, File, NodeEntry, NodeKind, Role, TerminalEntry, TerminalKind};
+use ptt_org::auth::ProvisioningKey;
+use ptt_org::{AuthSection, File, NodeEntry, NodeKind, Role, TerminalEntry, TerminalKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -282,7 +282,7 @@ pub fn write(params: &CityParams, out: &Path) -> anyhow::Result<Summary> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ptt_gateway::org::Org;
+    use ptt_org::Org;
 
     fn params(units: usize, seed: u64) -> CityParams {
         CityParams {

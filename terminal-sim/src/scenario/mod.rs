@@ -18,7 +18,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use ptt_codec::audio::{Encoder, EncoderConfig};
 use ptt_codec::{Class, GroupId, TerminalId};
-use ptt_gateway::org::{NodeKind, Org};
+use ptt_org::{NodeKind, Org};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};

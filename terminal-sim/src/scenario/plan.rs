@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use ptt_codec::{GroupId, TerminalId};
-use ptt_gateway::org::auth::ProvisioningKey;
-use ptt_gateway::org::{NodeKind, Org, TerminalKind};
+use ptt_org::auth::ProvisioningKey;
+use ptt_org::{NodeKind, Org, TerminalKind};
 
 /// One exercised unit group.
 #[derive(Debug, Clone)]

@@ -1,0 +1,14 @@
+//! The gateway's rules, without I/O.
+//!
+//! Like `quinn-proto`, nothing in this crate opens a socket, spawns a task,
+//! reads the clock or touches the database: callers pass the time in as
+//! `now`, hand in what arrived, and drain what should be sent or done. The
+//! crate's `Cargo.toml` has no tokio, quinn or rusqlite, so the build keeps it
+//! that way. The `ptt-gateway` crate is the driver that does the I/O.
+//!
+//! - [`floor`]: floor control per talk group (3GPP TS 24.380).
+//! - [`admission`]: which waiting connection attempt gets the next
+//!   handshake slot.
+
+pub mod admission;
+pub mod floor;
