@@ -53,6 +53,9 @@ impl TestGateway {
             ..Config::default()
         };
         tweak(&mut config);
+        config
+            .validate()
+            .unwrap_or_else(|e| panic!("the test's configuration: {e}"));
         let id = tls::identity(&config).expect("certificate");
         let net = ptt_gateway::net::Thread::start("ptt-net").expect("network thread");
         let store = Store::open(&dir.path().join("gateway.db")).expect("store");
