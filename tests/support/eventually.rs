@@ -10,9 +10,12 @@ use std::fmt::{Debug, Display};
 use std::future::Future;
 use std::time::Duration;
 
-/// How long [`eventually`] waits. 10 s: loopback round trips take
-/// microseconds, but the test machines are shared and a busy one stalls a
-/// task for seconds; a hang still fails well within a test's time.
+/// How long a test waits for something that should happen: [`eventually`],
+/// and a bounded receive of an expected message. 10 s: loopback round trips
+/// take microseconds, but the test machines are shared and a busy one
+/// stalls a task for seconds; a hang still fails well within a test's time.
+/// (Checks that something does *not* happen wait a short quiet window
+/// instead; they cannot fail spuriously.)
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Time between two polls: short next to anything a test waits for.

@@ -10,6 +10,7 @@ use ptt_codec::{
     Target, TerminalId,
 };
 use ptt_terminal_sim::terminal::{Error, SeenAlerts, Terminal};
+use ptt_tests::eventually::DEADLINE;
 use ptt_tests::org::*;
 use ptt_tests::{eventually, TestGateway};
 
@@ -425,10 +426,8 @@ async fn nearest_members_get_the_dispatch_and_consoles_see_positions() {
     }
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        if let ServerMsg::PositionUpdate { terminal, .. } = console
-            .next_event_within(Duration::from_secs(2))
-            .await
-            .unwrap()
+        if let ServerMsg::PositionUpdate { terminal, .. } =
+            console.next_event_within(DEADLINE).await.unwrap()
         {
             seen.push(terminal.0);
         }

@@ -7,6 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ptt_codec::control::{kind, VERSION};
 use ptt_codec::{ClientMsg, CloseCode, ErrorCode, GroupId, ServerMsg, TerminalId};
 use ptt_terminal_sim::terminal::{Error, Terminal};
+use ptt_tests::eventually::DEADLINE;
 use ptt_tests::org::*;
 use ptt_tests::{eventually, TestGateway};
 
@@ -102,10 +103,7 @@ async fn a_second_connection_replaces_the_first() {
         second.welcome().resumed,
         "the new session takes over the groups"
     );
-    let e = first
-        .next_event_within(Duration::from_secs(2))
-        .await
-        .unwrap_err();
+    let e = first.next_event_within(DEADLINE).await.unwrap_err();
     assert_eq!(closed_with(&e), Some(CloseCode::SessionReplaced), "{e}");
     assert_eq!(gw.gateway.metrics().sessions_replaced, 1);
     assert_eq!(gw.gateway.online(UNIT_A), Some(1));
@@ -136,7 +134,7 @@ async fn reconnect_restores_groups_without_rejoining() {
     b.join(UNIT_A).await.unwrap();
     let burst = b.talk(UNIT_A, ptt_codec::Class::Normal).await.unwrap();
     b.send_voice(UNIT_A, burst, 0, &[5], true).unwrap();
-    let v = tokio::time::timeout(Duration::from_secs(2), a.recv_voice())
+    let v = tokio::time::timeout(DEADLINE, a.recv_voice())
         .await
         .unwrap()
         .unwrap();
@@ -147,7 +145,7 @@ async fn reconnect_restores_groups_without_rejoining() {
     // reconnect.
     a.logout().unwrap();
     let closed = loop {
-        match a.next_event_within(Duration::from_secs(5)).await {
+        match a.next_event_within(DEADLINE).await {
             Ok(_) => continue,
             Err(e) => break e,
         }
@@ -231,7 +229,7 @@ async fn malformed_control_frames_get_errors_then_a_close() {
     let mut buf = Vec::new();
     let mut errors = Vec::new();
     while errors.len() < 5 {
-        let chunk = tokio::time::timeout(Duration::from_secs(2), recv.read_chunk(4096, true))
+        let chunk = tokio::time::timeout(DEADLINE, recv.read_chunk(4096, true))
             .await
             .unwrap()
             .unwrap()
@@ -258,9 +256,7 @@ async fn malformed_control_frames_get_errors_then_a_close() {
     // Three more exhaust the tolerance of 8: the connection is closed.
     send.write_all(&bad[..9]).await.unwrap(); // 0x3e and a truncated join = 2 frames
     send.write_all(&bad[..3]).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
-        .await
-        .unwrap();
+    let reason = tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap();
     match reason {
         quinn::ConnectionError::ApplicationClosed(c) => {
             assert_eq!(
@@ -286,9 +282,7 @@ async fn oversized_or_missing_hello_closes_the_connection() {
         .unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(&[kind::HELLO, 0xf0, 0x00]).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
-        .await
-        .unwrap();
+    let reason = tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap();
     assert!(
         matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
         if c.error_code.into_inner() == u64::from(CloseCode::ProtocolViolation.code()))
@@ -304,9 +298,7 @@ async fn oversized_or_missing_hello_closes_the_connection() {
     let mut join = BytesMut::new();
     ClientMsg::Join { group: UNIT_A }.encode(&mut join);
     send.write_all(&join).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
-        .await
-        .unwrap();
+    let reason = tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap();
     assert!(
         matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
         if c.error_code.into_inner() == u64::from(CloseCode::ProtocolViolation.code()))
@@ -327,9 +319,7 @@ async fn oversized_or_missing_hello_closes_the_connection() {
     }
     .encode(&mut hello);
     send.write_all(&hello).await.unwrap();
-    let reason = tokio::time::timeout(Duration::from_secs(2), conn.closed())
-        .await
-        .unwrap();
+    let reason = tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap();
     assert!(
         matches!(reason, quinn::ConnectionError::ApplicationClosed(c)
         if c.error_code.into_inner() == u64::from(CloseCode::UnsupportedVersion.code()))
@@ -342,10 +332,7 @@ async fn shutdown_tells_terminals_why() {
     let mut a = gw.terminal(GUARD_A1).await;
     a.join(UNIT_A).await.unwrap();
     gw.stop().await;
-    let e = a
-        .next_event_within(Duration::from_secs(2))
-        .await
-        .unwrap_err();
+    let e = a.next_event_within(DEADLINE).await.unwrap_err();
     assert_eq!(closed_with(&e), Some(CloseCode::ServerShutdown), "{e}");
 }
 

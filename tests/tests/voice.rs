@@ -172,7 +172,7 @@ async fn a_spoofed_speaker_id_is_overwritten() {
         flags: 0,
     };
     a.send_raw_datagram(spoofed.to_datagram(&[9, 9])).unwrap();
-    let v = tokio::time::timeout(Duration::from_secs(2), b.recv_voice())
+    let v = tokio::time::timeout(DEADLINE, b.recv_voice())
         .await
         .unwrap()
         .unwrap();
@@ -194,10 +194,7 @@ async fn late_entry_hears_who_talks_and_the_rest_of_the_burst() {
     let mut late = gw.terminal(STAFF_A3).await;
     late.join(UNIT_A).await.unwrap();
     // Right after Joined: who talks.
-    let next = late
-        .next_event_within(Duration::from_secs(2))
-        .await
-        .unwrap();
+    let next = late.next_event_within(DEADLINE).await.unwrap();
     match next {
         ServerMsg::FloorTaken {
             group,
@@ -263,7 +260,7 @@ async fn malformed_datagrams_are_survived_and_counted() {
     // The sender's session and everyone else's still work.
     let burst = a.talk(UNIT_A, Class::Normal).await.unwrap();
     a.send_voice(UNIT_A, burst, 0, &[7], true).unwrap();
-    let v = tokio::time::timeout(Duration::from_secs(2), b.recv_voice())
+    let v = tokio::time::timeout(DEADLINE, b.recv_voice())
         .await
         .unwrap()
         .unwrap();
