@@ -1,6 +1,11 @@
-//! Gateway configuration: a TOML file, overridden by command-line flags.
+//! Gateway configuration in three layers: the defaults, then a TOML file,
+//! then command-line flags ([`Config::layered`]). A flag given wins; a flag
+//! not given leaves the file's value.
 //!
-//! Every default says where it comes from. Units are in the field names.
+//! Every default says where it comes from. Units are in the field names or
+//! their docs; a value with bounds says them, and [`Config::validate`]
+//! refuses a value outside them when the configuration is loaded, rather
+//! than the value being corrected where it is used.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +22,9 @@ pub struct Config {
     /// UDP address to listen on. Default `0.0.0.0:4433`: terminals reach the
     /// gateway over cellular networks, so it listens on every interface.
     pub listen: SocketAddr,
-    /// Directory for the generated certificate and, later, the database.
+    /// Directory for the generated certificate and the database. Default
+    /// `data`, relative to the working directory: enough to try the gateway
+    /// out; a deployment names its own.
     pub data_dir: PathBuf,
     /// The org file (governance tree and terminals). Required.
     pub org: Option<PathBuf>,
@@ -80,16 +87,18 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Floor {
-    /// Talk-time limit in seconds. Default 30 s: TS 24.380 timer T2
-    /// ("stop talking").
+    /// Talk-time limit in seconds, at least 1. Default 30 s: TS 24.380 timer
+    /// T2 ("stop talking").
     pub talk_limit_s: u32,
-    /// Requests that may wait for the floor in one group. Default 16: a unit
-    /// has 3-5 members, a station group a few dozen.
+    /// Requests that may wait for the floor in one group; 0 denies every
+    /// request while someone talks. Default 16: a unit has 3-5 members, a
+    /// station group a few dozen.
     pub queue: usize,
-    /// Hot-mic burst of an SOS, seconds. Default 10: long enough to shout
-    /// where and what, short enough not to jam the unit.
+    /// Hot-mic burst of an SOS, seconds, at least 1. Default 10: long enough
+    /// to shout where and what, short enough not to jam the unit.
     pub sos_hot_mic_s: u32,
-    /// Per-group talk-time limits overriding `talk_limit_s`.
+    /// Per-group talk-time limits overriding `talk_limit_s`, each group at
+    /// most once.
     pub group: Vec<GroupFloor>,
 }
 
@@ -110,7 +119,7 @@ impl Default for Floor {
 pub struct GroupFloor {
     /// The group (node id).
     pub id: u32,
-    /// Its talk-time limit in seconds.
+    /// Its talk-time limit in seconds, at least 1.
     pub talk_limit_s: u32,
 }
 
@@ -130,34 +139,41 @@ impl Floor {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Transport {
-    /// Close a connection after this long without any packet. Default 30 s:
-    /// terminals send keep-alives every 10 s, so three can be lost.
+    /// Close a connection after this long without any packet, at least 1
+    /// (QUIC reads 0 as "never"). Default 30 s: terminals send keep-alives
+    /// every 10 s, so three can be lost.
     pub idle_timeout_ms: u32,
     /// Bytes of voice datagrams queued per connection before the oldest are
-    /// dropped. Default 2400 bytes: about 25 frames of 16 kbit/s Opus, half
-    /// a second. Anything older is stale and worth less than silence.
+    /// dropped, at least 1. Default 2400 bytes: about 25 frames of 16 kbit/s
+    /// Opus, half a second. Anything older is stale and worth less than
+    /// silence.
     pub datagram_send_buffer: usize,
     /// Bytes of received datagrams buffered per connection before the
-    /// newest are dropped. Default 64 KiB.
+    /// newest are dropped, at least 1. Default 64 KiB: about 50 of the
+    /// largest voice datagrams (13-byte header, 1275-byte Opus packet), and
+    /// some 1,200 of the 16 kbit/s ones terminals send.
     pub datagram_receive_buffer: usize,
-    /// Bidirectional streams a terminal may have open at once. Default 4:
-    /// the control stream plus alert traffic; each slot costs memory.
+    /// Bidirectional streams a terminal may have open at once, at least 1
+    /// (the control stream). Default 4: the control stream plus alert
+    /// traffic; each slot costs memory.
     pub max_bidi_streams: u32,
     /// Unidirectional streams a terminal may have open at once: attachment
-    /// uploads in progress. Default 2.
+    /// uploads in progress; 0 refuses uploads. Default 2: uploads are rare
+    /// next to voice, and each open stream holds a receive buffer.
     pub max_uni_streams: u32,
-    /// QUIC handshakes in progress at once; more incoming connections wait
-    /// their turn. Default 256: in a reconnect storm of a whole city,
+    /// QUIC handshakes in progress at once, at least 1; more incoming
+    /// connections wait their turn. Default 256: in a reconnect storm of a whole city,
     /// admitting every Initial at once holds tens of thousands of half-open
     /// connections (measured 1.5-2 GiB) and slows every handshake down.
     pub max_handshakes: usize,
     /// A QUIC handshake that has not completed this long after it started
-    /// is abandoned and its slot given to the next attempt. Default 5 s: a
+    /// is abandoned and its slot given to the next attempt; at least 1.
+    /// Default 5 s: a
     /// handshake takes two round trips, and a terminal that went away would
     /// otherwise hold its slot until the idle timeout.
     pub handshake_timeout_ms: u32,
     /// An attempt that waited this long for a handshake slot is dropped
-    /// without an answer; the newest attempts are served first
+    /// without an answer, at least 1; the newest attempts are served first
     /// ([`crate::admission`]). Default 5 s: terminals give up after 10 s
     /// and try again.
     pub handshake_queue_ms: u32,
@@ -203,21 +219,28 @@ impl Default for Transport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Session {
-    /// Time allowed between handshake and `Hello`. Default 10 s.
+    /// Time allowed between handshake and `Hello`, at least 1. Default 10 s:
+    /// a terminal sends `Hello` right after the handshake, so this covers a
+    /// congested cellular link, and a connection that says nothing is
+    /// dropped well before the 30 s idle timeout.
     pub hello_timeout_ms: u32,
-    /// Groups one terminal may be in. Default 64: a console scanning a
-    /// police station's units.
+    /// Groups one terminal may be in, at least 1. Default 64: a console
+    /// scanning a police station's units.
     pub max_groups: usize,
     /// Control messages queued for a terminal before it is disconnected as
-    /// too slow. Default 1024.
+    /// too slow, at least 1. Default 1024: a burst, a join or an alert
+    /// queues a handful; a terminal that far behind is not reading.
     pub outbox: usize,
-    /// Malformed control frames tolerated before the connection is closed.
-    /// Default 8.
+    /// Malformed control frames tolerated before the connection is closed;
+    /// 0 closes on the first. Default 8: a conforming terminal sends none,
+    /// and a few are forgiven so one faulty message does not cut a
+    /// terminal off.
     pub max_malformed: u32,
-    /// Voice datagrams per second one connection may send. Default 150:
-    /// three groups at 50 frames/s.
+    /// Voice datagrams per second one connection may send, at least 1.
+    /// Default 150: three groups at 50 frames/s.
     pub voice_rate: u32,
-    /// Voice datagrams one connection may send in a burst. Default 50.
+    /// Voice datagrams one connection may send in a burst, at least 1.
+    /// Default 50: one second of one group's frames.
     pub voice_burst: u32,
 }
 
@@ -254,25 +277,315 @@ pub enum Error {
         /// Why.
         source: toml::de::Error,
     },
+    /// The file sets a value outside its bounds.
+    #[error("invalid config file {path}: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which value, and why.
+        source: OutOfBounds,
+    },
+    /// A command-line flag sets a value outside its bounds.
+    #[error("invalid command-line value: {0}")]
+    Flag(OutOfBounds),
+}
+
+/// A configuration value outside its bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {reason}")]
+pub struct OutOfBounds {
+    /// The value's path in the file, e.g. `transport.max_handshakes`.
+    pub field: &'static str,
+    /// What it must be.
+    pub reason: String,
+}
+
+/// The command-line layer: one field per flag, `None` when the flag was not
+/// given, so that the file's value (or the default) stays.
+/// [`Config::apply`] puts it over a [`Config`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--listen`: [`Config::listen`].
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`: [`Config::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// `--org`: [`Config::org`].
+    pub org: Option<PathBuf>,
+    /// `--cert`: [`Config::cert`].
+    pub cert: Option<PathBuf>,
+    /// `--key`: [`Config::key`].
+    pub key: Option<PathBuf>,
+    /// `--provisioning-key`: [`Config::provisioning_key`].
+    pub provisioning_key: Option<PathBuf>,
+    /// `--marks`: [`Drill::marks_s`].
+    pub drill_marks_s: Option<Vec<u32>>,
 }
 
 impl Config {
-    /// Reads a TOML config file.
+    /// The configuration to run with: the defaults, overridden by the file
+    /// at `file` if there is one, overridden by the flags that were given;
+    /// then checked. Call it once at start-up, with the parsed command line.
+    pub fn layered(file: Option<&Path>, flags: Overrides) -> Result<Config, Error> {
+        let mut config = match file {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        config.apply(flags);
+        config.validate().map_err(Error::Flag)?;
+        Ok(config)
+    }
+
+    /// Reads a TOML config file over the defaults, and checks it.
     pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| Error::Parse {
+        let config: Config = toml::from_str(&text).map_err(|source| Error::Parse {
             path: path.to_owned(),
             source,
-        })
+        })?;
+        config.validate().map_err(|source| Error::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(config)
+    }
+
+    /// Sets every value a flag was given for and leaves the others. Check
+    /// the result with [`Config::validate`] ([`Config::layered`] does).
+    pub fn apply(&mut self, flags: Overrides) {
+        // Destructured, so that a new flag does not compile until it is
+        // applied here.
+        let Overrides {
+            listen,
+            data_dir,
+            org,
+            cert,
+            key,
+            provisioning_key,
+            drill_marks_s,
+        } = flags;
+        if let Some(listen) = listen {
+            self.listen = listen;
+        }
+        if let Some(data_dir) = data_dir {
+            self.data_dir = data_dir;
+        }
+        for (field, flag) in [
+            (&mut self.org, org),
+            (&mut self.cert, cert),
+            (&mut self.key, key),
+            (&mut self.provisioning_key, provisioning_key),
+        ] {
+            if flag.is_some() {
+                *field = flag;
+            }
+        }
+        if let Some(marks) = drill_marks_s {
+            self.drill.marks_s = marks;
+        }
+    }
+
+    /// Checks every bounded value against the bounds its doc comment gives.
+    /// [`Config::load`] and [`Config::layered`] call it; call it yourself on
+    /// a configuration built or changed in code before the gateway uses it.
+    pub fn validate(&self) -> Result<(), OutOfBounds> {
+        fn at_least_1<T: PartialOrd + From<u8>>(
+            field: &'static str,
+            value: T,
+        ) -> Result<(), OutOfBounds> {
+            if value < T::from(1) {
+                return Err(OutOfBounds {
+                    field,
+                    reason: "must be at least 1".into(),
+                });
+            }
+            Ok(())
+        }
+        let Config {
+            floor,
+            transport,
+            session,
+            ..
+        } = self;
+        at_least_1("floor.talk_limit_s", floor.talk_limit_s)?;
+        at_least_1("floor.sos_hot_mic_s", floor.sos_hot_mic_s)?;
+        for (i, g) in floor.group.iter().enumerate() {
+            at_least_1("floor.group.talk_limit_s", g.talk_limit_s)?;
+            if floor.group[..i].iter().any(|earlier| earlier.id == g.id) {
+                return Err(OutOfBounds {
+                    field: "floor.group.id",
+                    reason: format!("lists group {} twice", g.id),
+                });
+            }
+        }
+        at_least_1("transport.idle_timeout_ms", transport.idle_timeout_ms)?;
+        at_least_1(
+            "transport.datagram_send_buffer",
+            transport.datagram_send_buffer,
+        )?;
+        at_least_1(
+            "transport.datagram_receive_buffer",
+            transport.datagram_receive_buffer,
+        )?;
+        at_least_1("transport.max_bidi_streams", transport.max_bidi_streams)?;
+        at_least_1("transport.max_handshakes", transport.max_handshakes)?;
+        at_least_1(
+            "transport.handshake_timeout_ms",
+            transport.handshake_timeout_ms,
+        )?;
+        at_least_1("transport.handshake_queue_ms", transport.handshake_queue_ms)?;
+        at_least_1("session.hello_timeout_ms", session.hello_timeout_ms)?;
+        at_least_1("session.max_groups", session.max_groups)?;
+        at_least_1("session.outbox", session.outbox)?;
+        at_least_1("session.voice_rate", session.voice_rate)?;
+        at_least_1("session.voice_burst", session.voice_burst)?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn flags_not_given_leave_the_file_and_flags_given_win() {
+        let f = file(
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/ptt\"\norg = \"city.toml\"\n\
+             cert = \"/etc/ptt/cert.pem\"\n[drill]\nmarks_s = [30]\n",
+        );
+        // No flags: the file, over the defaults.
+        let c = Config::layered(Some(f.path()), Overrides::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/var/ptt"));
+        assert_eq!(c.org, Some(PathBuf::from("city.toml")));
+        assert_eq!(c.cert, Some(PathBuf::from("/etc/ptt/cert.pem")));
+        assert_eq!(c.key, None);
+        assert_eq!(c.drill.marks_s, [30]);
+        assert_eq!(c.floor.talk_limit_s, Floor::default().talk_limit_s);
+        // Some flags: those win, the rest of the file stays.
+        let flags = Overrides {
+            data_dir: Some("/tmp/x".into()),
+            key: Some("/tmp/key.pem".into()),
+            drill_marks_s: Some(vec![60, 120]),
+            ..Overrides::default()
+        };
+        let c = Config::layered(Some(f.path()), flags).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.org, Some(PathBuf::from("city.toml")));
+        assert_eq!(c.cert, Some(PathBuf::from("/etc/ptt/cert.pem")));
+        assert_eq!(c.key, Some(PathBuf::from("/tmp/key.pem")));
+        assert_eq!(c.drill.marks_s, [60, 120]);
+        // Every flag, and no file: the flags over the defaults.
+        let flags = Overrides {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            data_dir: Some("d".into()),
+            org: Some("o".into()),
+            cert: Some("c".into()),
+            key: Some("k".into()),
+            provisioning_key: Some("p".into()),
+            drill_marks_s: Some(vec![1]),
+        };
+        let c = Config::layered(None, flags.clone()).unwrap();
+        let seen = Overrides {
+            listen: Some(c.listen),
+            data_dir: Some(c.data_dir),
+            org: c.org,
+            cert: c.cert,
+            key: c.key,
+            provisioning_key: c.provisioning_key,
+            drill_marks_s: Some(c.drill.marks_s),
+        };
+        assert_eq!(seen, flags);
+    }
+
+    #[test]
+    fn zero_handshake_slots_are_refused_on_load() {
+        let f = file("[transport]\nmax_handshakes = 0\n");
+        let err = Config::load(f.path()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { source, .. } if source.field == "transport.max_handshakes"),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("transport.max_handshakes") && text.contains("at least 1"),
+            "{text}"
+        );
+        let err = Config::layered(Some(f.path()), Overrides::default()).unwrap_err();
+        assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_bounded_value_is_checked() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        for (section, field) in [
+            ("floor", "talk_limit_s"),
+            ("floor", "sos_hot_mic_s"),
+            ("transport", "idle_timeout_ms"),
+            ("transport", "datagram_send_buffer"),
+            ("transport", "datagram_receive_buffer"),
+            ("transport", "max_bidi_streams"),
+            ("transport", "max_handshakes"),
+            ("transport", "handshake_timeout_ms"),
+            ("transport", "handshake_queue_ms"),
+            ("session", "hello_timeout_ms"),
+            ("session", "max_groups"),
+            ("session", "outbox"),
+            ("session", "voice_rate"),
+            ("session", "voice_burst"),
+        ] {
+            let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.field, format!("{section}.{field}"), "{err}");
+            let c: Config = toml::from_str(&format!("[{section}]\n{field} = 1\n")).unwrap();
+            assert_eq!(c.validate(), Ok(()), "{section}.{field} = 1");
+        }
+        // Zero where it means something: no queue, no uploads, no tolerance.
+        let c: Config = toml::from_str(
+            "[floor]\nqueue = 0\n[transport]\nmax_uni_streams = 0\nsocket_buffer = 0\n\
+             [session]\nmax_malformed = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn per_group_limits_are_checked() {
+        let c: Config = toml::from_str("[[floor.group]]\nid = 5\ntalk_limit_s = 0\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "floor.group.talk_limit_s");
+        let c: Config = toml::from_str(
+            "[[floor.group]]\nid = 5\ntalk_limit_s = 10\n[[floor.group]]\nid = 5\ntalk_limit_s = 20\n",
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.field, "floor.group.id");
+        assert!(err.reason.contains("group 5 twice"), "{err}");
+    }
+
+    #[test]
+    fn every_section_rejects_unknown_fields() {
+        for section in [
+            "[policy]",
+            "[policy.priority]",
+            "[floor]",
+            "[[floor.group]]\nid = 1\ntalk_limit_s = 1",
+            "[transport]",
+            "[session]",
+            "[drill]",
+        ] {
+            let err = toml::from_str::<Config>(&format!("{section}\nbogus = 1\n")).unwrap_err();
+            assert!(err.to_string().contains("bogus"), "{section}: {err}");
+        }
+    }
 
     #[test]
     fn empty_file_is_the_default() {
@@ -293,6 +606,7 @@ mod tests {
     fn the_example_file_is_the_default() {
         let text = include_str!("../gateway.example.toml");
         let c: Config = toml::from_str(text).unwrap();
+        assert_eq!(c.validate(), Ok(()));
         let d = Config::default();
         assert_eq!(c.listen, d.listen);
         assert_eq!(c.data_dir, d.data_dir);

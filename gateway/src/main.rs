@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use ptt_codec::TerminalId;
 use ptt_gateway::alert::Store;
+use ptt_gateway::config::Overrides;
 use ptt_gateway::org::{auth::ProvisioningKey, Org};
 use ptt_gateway::{net, tls, Config, Gateway};
 
@@ -73,20 +74,20 @@ enum Format {
     Csv,
 }
 
+impl DrillArgs {
+    /// The flags of the configuration's command-line layer.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            data_dir: self.data_dir.clone(),
+            org: self.org.clone(),
+            drill_marks_s: self.marks.clone(),
+            ..Overrides::default()
+        }
+    }
+}
+
 fn drill_report(args: DrillArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    if let Some(d) = args.data_dir {
-        config.data_dir = d;
-    }
-    if args.org.is_some() {
-        config.org = args.org;
-    }
-    if let Some(m) = args.marks {
-        config.drill.marks_s = m;
-    }
+    let config = Config::layered(args.config.as_deref(), args.overrides())?;
     let db = config.data_dir.join("gateway.db");
     if !db.is_file() {
         bail!(
@@ -153,32 +154,22 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn config(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        };
-        apply(&mut config, self);
-        Ok(config)
-    }
-}
-
-fn apply(config: &mut Config, args: &ServeArgs) {
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = &args.data_dir {
-        config.data_dir = v.clone();
-    }
-    for (field, flag) in [
-        (&mut config.org, &args.org),
-        (&mut config.cert, &args.cert),
-        (&mut config.key, &args.key),
-        (&mut config.provisioning_key, &args.provisioning_key),
-    ] {
-        if flag.is_some() {
-            field.clone_from(flag);
+    /// The flags of the configuration's command-line layer.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            org: self.org.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            provisioning_key: self.provisioning_key.clone(),
+            drill_marks_s: None,
         }
+    }
+
+    /// Defaults, then the config file, then the flags given.
+    fn config(&self) -> anyhow::Result<Config> {
+        Ok(Config::layered(self.config.as_deref(), self.overrides())?)
     }
 }
 
@@ -269,17 +260,81 @@ fn main() -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::parse_from(["ptt-gateway", "serve"].iter().chain(args));
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed a serve command line")
+        };
+        args
+    }
+
+    fn drill(args: &[&str]) -> DrillArgs {
+        let cli = Cli::parse_from(["ptt-gateway", "drill-report", "--list"].iter().chain(args));
+        let Command::DrillReport(args) = cli.command else {
+            unreachable!("parsed a drill-report command line")
+        };
+        args
+    }
+
     #[test]
-    fn flags_do_not_clobber_the_file() {
-        let mut config: Config = toml::from_str(
+    fn config_flags_not_given_are_none() {
+        assert_eq!(serve(&[]).overrides(), Overrides::default());
+        assert_eq!(drill(&[]).overrides(), Overrides::default());
+    }
+
+    #[test]
+    fn config_flags_given_reach_their_fields() {
+        let flags = serve(&[
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "d",
+            "--org",
+            "o",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+            "--provisioning-key",
+            "p",
+        ])
+        .overrides();
+        assert_eq!(
+            flags,
+            Overrides {
+                listen: Some("127.0.0.1:1".parse().unwrap()),
+                data_dir: Some("d".into()),
+                org: Some("o".into()),
+                cert: Some("c".into()),
+                key: Some("k".into()),
+                provisioning_key: Some("p".into()),
+                drill_marks_s: None,
+            }
+        );
+        let flags = drill(&["--data-dir", "d", "--org", "o", "--marks", "30,90"]).overrides();
+        assert_eq!(
+            flags,
+            Overrides {
+                data_dir: Some("d".into()),
+                org: Some("o".into()),
+                drill_marks_s: Some(vec![30, 90]),
+                ..Overrides::default()
+            }
+        );
+    }
+
+    #[test]
+    fn config_flags_do_not_clobber_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(
+            &file,
             "listen = \"127.0.0.1:9000\"\ndata_dir = \"/var/ptt\"\norg = \"city.toml\"\n",
         )
         .unwrap();
-        let args = Cli::parse_from(["ptt-gateway", "serve", "--data-dir", "/tmp/x"]);
-        let Command::Serve(args) = args.command else {
-            unreachable!()
-        };
-        apply(&mut config, &args);
+        let config = serve(&["--config", file.to_str().unwrap(), "--data-dir", "/tmp/x"])
+            .config()
+            .unwrap();
         assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.org, Some(PathBuf::from("city.toml")));

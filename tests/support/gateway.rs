@@ -18,6 +18,10 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     /// Its state, for counters and floor queries.
     pub gateway: Gateway,
+    /// Its QUIC endpoint, for the connections it holds
+    /// ([`quinn::Endpoint::open_connections`]: handshakes in progress
+    /// count, connections the peer closed stop counting once drained).
+    pub endpoint: quinn::Endpoint,
     /// The provisioning key terminals' credentials derive from.
     pub key: ProvisioningKey,
     /// A client endpoint trusting the gateway's certificate.
@@ -49,6 +53,9 @@ impl TestGateway {
             ..Config::default()
         };
         tweak(&mut config);
+        config
+            .validate()
+            .unwrap_or_else(|e| panic!("the test's configuration: {e}"));
         let id = tls::identity(&config).expect("certificate");
         let net = ptt_gateway::net::Thread::start("ptt-net").expect("network thread");
         let store = Store::open(&dir.path().join("gateway.db")).expect("store");
@@ -60,12 +67,14 @@ impl TestGateway {
         let client = terminal::endpoint("127.0.0.1:0".parse().expect("address"), &roots)
             .expect("client endpoint");
         let (stop, stopped) = oneshot::channel();
+        let server = endpoint.clone();
         let task = tokio::spawn(gateway.clone().run(endpoint, async {
             let _ = stopped.await;
         }));
         TestGateway {
             addr,
             gateway,
+            endpoint: server,
             key,
             client,
             roots,

@@ -1,11 +1,14 @@
 //! Shared helpers for end-to-end tests: locating the binaries, starting an
-//! in-process gateway on a loopback port, connecting terminals.
+//! in-process gateway on a loopback port, connecting terminals, waiting
+//! for the gateway's asynchronous effects with a bound.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod eventually;
 mod gateway;
 pub mod org;
+pub use eventually::{eventually, eventually_async};
 pub use gateway::TestGateway;
 
 /// Path of a workspace binary (`ptt-gateway`, `terminal-sim`), building it if

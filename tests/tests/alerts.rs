@@ -10,8 +10,9 @@ use ptt_codec::{
     Target, TerminalId,
 };
 use ptt_terminal_sim::terminal::{Error, SeenAlerts, Terminal};
+use ptt_tests::eventually::DEADLINE;
 use ptt_tests::org::*;
-use ptt_tests::TestGateway;
+use ptt_tests::{eventually, TestGateway};
 
 fn body(title: &str) -> AlertBody {
     AlertBody {
@@ -372,7 +373,12 @@ async fn a_redelivered_alert_is_shown_once() {
     assert_eq!(receive_without_receipt(&gw, GUARD_B1).await, alert);
     let seen = SeenAlerts::default();
     assert!(seen.insert(alert));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The lost connection is gone from the gateway (the console's remains),
+    // so the terminal comes back as a new session, not a replacement.
+    eventually("the gateway to drop the lost connection", || {
+        gw.endpoint.open_connections() == 1
+    })
+    .await;
 
     let credential = gw.key.credential(TerminalId(GUARD_B1));
     let endpoint = gw.new_client_endpoint();
@@ -420,10 +426,8 @@ async fn nearest_members_get_the_dispatch_and_consoles_see_positions() {
     }
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        if let ServerMsg::PositionUpdate { terminal, .. } = console
-            .next_event_within(Duration::from_secs(2))
-            .await
-            .unwrap()
+        if let ServerMsg::PositionUpdate { terminal, .. } =
+            console.next_event_within(DEADLINE).await.unwrap()
         {
             seen.push(terminal.0);
         }
@@ -458,9 +462,16 @@ async fn nearest_members_get_the_dispatch_and_consoles_see_positions() {
             );
         }
     }
-    // A member who goes offline is not "available".
+    // A member who goes offline is not "available". Its unit's member count
+    // shows when the gateway has taken it offline (its session is cleared
+    // before its groups are told).
+    near[0].join(UNIT_A).await.unwrap();
+    assert_eq!(gw.gateway.online(UNIT_A), Some(1));
     near[0].close();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the closed member to go offline", || {
+        gw.gateway.online(UNIT_A) == Some(0)
+    })
+    .await;
     let (_, n) = console
         .send_alert(
             Target::Nearest {

@@ -62,7 +62,24 @@ fn ptt_bench_measures_the_baseline_and_the_gateway_on_one_workload() {
         r["gateway"]["internal_latency_ms"]["p99"].is_number(),
         "{r}"
     );
-    assert!(r["ratio"].is_number() || r["ratio"].is_null(), "{r}");
+    // The ratio is there, and null exactly when the baseline measured no CPU.
+    let ratio = r.get("ratio").unwrap_or_else(|| panic!("no ratio in {r}"));
+    let base = r["baseline"]["cpu_us_per_frame"].as_f64().unwrap();
+    let gateway = r["gateway"]["cpu_us_per_frame"].as_f64().unwrap();
+    if base > 0.0 {
+        let ratio = ratio
+            .as_f64()
+            .unwrap_or_else(|| panic!("ratio {ratio} with a baseline of {base} us: {r}"));
+        assert!(
+            (ratio - gateway / base).abs() <= 1e-9 * ratio.abs().max(1.0),
+            "ratio {ratio} is not {gateway} / {base}: {r}"
+        );
+    } else {
+        assert!(
+            ratio.is_null(),
+            "ratio {ratio} without a baseline figure: {r}"
+        );
+    }
     // Delivery is judged loosely: this is a debug build on a shared machine.
     for side in ["baseline", "gateway"] {
         let d = r[side]["delivered_ratio"].as_f64().unwrap();

@@ -161,6 +161,24 @@ fn serve_without_org_explains_what_is_missing() {
 }
 
 #[test]
+fn serve_refuses_an_out_of_bounds_config_naming_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, "[transport]\nmax_handshakes = 0\n").unwrap();
+    let out = Command::new(bin("ptt-gateway"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("transport.max_handshakes") && err.contains("at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_alert_scenario_delivers_every_alert_and_collects_receipts() {
     let city = City::start(40);
     // A quick variant of alert-subtree: short delays.
