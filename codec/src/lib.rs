@@ -1,5 +1,7 @@
 //! Wire format of the PTT gateway protocol, and the audio helpers terminals
-//! need: an Opus encoder/decoder wrapper.
+//! need: an Opus encoder/decoder wrapper (module `audio`, behind the `audio`
+//! feature, which links libopus; the gateway leaves it off and never decodes
+//! voice).
 //!
 //! Everything here is pure: bytes in, values out. No sockets, no tokio. The
 //! protocol itself is specified in `docs/PROTOCOL.md`; the hex test vectors
@@ -10,6 +12,7 @@
 //! [`Malformed`] means the peer sent something invalid.
 
 pub mod alert;
+#[cfg(feature = "audio")]
 pub mod audio;
 mod codes;
 pub mod control;
