@@ -15,6 +15,7 @@ mod codes;
 pub mod control;
 mod ids;
 mod reader;
+pub mod receipt;
 pub mod voice;
 
 /// TLS application protocol (ALPN) of this protocol, version 1.

@@ -68,6 +68,22 @@ impl DelayedSocket {
     }
 }
 
+/// A client endpoint for the harness's terminals bound to `bind`, as
+/// [`crate::terminal::endpoint`], whose packets leave `delay` late: every
+/// round trip its terminals make is `delay` longer. Call it inside the
+/// runtime the endpoint will run on.
+pub fn endpoint(
+    bind: SocketAddr,
+    roots: &rustls::RootCertStore,
+    delay: Duration,
+) -> Result<quinn::Endpoint, crate::terminal::Error> {
+    let mut socket = crate::terminal::socket(bind)?;
+    if !delay.is_zero() {
+        socket = DelayedSocket::new(socket, delay);
+    }
+    crate::terminal::endpoint_with_socket(socket, roots)
+}
+
 /// Sends each queued datagram at its time. All share one delay, so the
 /// queue is in time order.
 async fn send_when_due(socket: Arc<dyn AsyncUdpSocket>, mut due: mpsc::UnboundedReceiver<Delayed>) {

@@ -4,7 +4,7 @@
 //! ```no_run
 //! # async fn demo(ca: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
 //! use ptt_codec::{Class, GroupId, TerminalId};
-//! use ptt_terminal_sim::terminal::{self, Terminal};
+//! use ptt_terminal::{self as terminal, Terminal};
 //!
 //! let endpoint = terminal::endpoint("0.0.0.0:0".parse()?, &terminal::load_ca(ca)?)?;
 //! let credential = [0u8; 32]; // provisioned per terminal
@@ -148,29 +148,34 @@ pub fn client_config(roots: &rustls::RootCertStore) -> Result<quinn::ClientConfi
 /// a whole city) must not overflow the kernel's default 208 KiB.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
-/// A client endpoint bound to `bind`, usable for many terminals at once.
-pub fn endpoint(bind: SocketAddr, roots: &rustls::RootCertStore) -> Result<quinn::Endpoint, Error> {
-    endpoint_with_delay(bind, roots, Duration::ZERO)
-}
-
-/// [`endpoint`], whose packets leave `delay` late (see [`crate::wan`]):
-/// every round trip its terminals make is `delay` longer.
-pub fn endpoint_with_delay(
-    bind: SocketAddr,
-    roots: &rustls::RootCertStore,
-    delay: Duration,
-) -> Result<quinn::Endpoint, Error> {
+/// A UDP socket bound to `bind` with large kernel buffers, ready for the
+/// current tokio runtime. Call it inside the runtime; wrap the result (to
+/// delay or drop packets in a test harness, say) before handing it to
+/// [`endpoint_with_socket`].
+pub fn socket(bind: SocketAddr) -> Result<Arc<dyn quinn::AsyncUdpSocket>, Error> {
     let socket = std::net::UdpSocket::bind(bind)?;
-    let sock = socket2::SockRef::from(&socket);
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
     // Best effort: the kernel caps these at net.core.[rw]mem_max.
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
     let runtime = quinn::default_runtime()
         .ok_or_else(|| Error::Io(std::io::Error::other("no async runtime")))?;
-    let mut socket = runtime.wrap_udp_socket(socket)?;
-    if !delay.is_zero() {
-        socket = crate::wan::DelayedSocket::new(socket, delay);
-    }
+    Ok(runtime.wrap_udp_socket(socket)?)
+}
+
+/// A client endpoint bound to `bind`, usable for many terminals at once.
+pub fn endpoint(bind: SocketAddr, roots: &rustls::RootCertStore) -> Result<quinn::Endpoint, Error> {
+    endpoint_with_socket(socket(bind)?, roots)
+}
+
+/// A client endpoint on `socket` (see [`socket`]), whose terminals trust
+/// `roots`. Call it inside the tokio runtime the endpoint will run on.
+pub fn endpoint_with_socket(
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+    roots: &rustls::RootCertStore,
+) -> Result<quinn::Endpoint, Error> {
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| Error::Io(std::io::Error::other("no async runtime")))?;
     let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         None,
@@ -935,8 +940,8 @@ fn answers(stored: ReceiptStatus, sent: ReceiptStatus) -> bool {
     // The gateway's own rule: a receipt at or behind the stored status is a
     // duplicate, answered with the stored status.
     matches!(
-        ptt_gateway::alert::advance(stored, sent),
-        Ok(ptt_gateway::alert::Step::Duplicate)
+        ptt_codec::receipt::advance(stored, sent),
+        Ok(ptt_codec::receipt::Step::Duplicate)
     )
 }
 

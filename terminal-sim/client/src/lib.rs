@@ -1,0 +1,5 @@
+//! The reference PTT terminal library.
+
+mod terminal;
+
+pub use terminal::*;
