@@ -194,4 +194,19 @@ mod tests {
         }
         assert!(sent.elapsed() >= delay, "left after {:?}", sent.elapsed());
     }
+
+    #[tokio::test]
+    async fn an_endpoint_with_a_delay_sends_its_first_packet_late() {
+        let delay = Duration::from_millis(60);
+        let roots = rustls::RootCertStore::empty();
+        let endpoint = endpoint("127.0.0.1:0".parse().unwrap(), &roots, delay).unwrap();
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sent = Instant::now();
+        let _connecting = endpoint
+            .connect(peer.local_addr().unwrap(), "localhost")
+            .unwrap();
+        let mut buf = [0; 2048];
+        peer.recv(&mut buf).await.unwrap();
+        assert!(sent.elapsed() >= delay, "left after {:?}", sent.elapsed());
+    }
 }
