@@ -70,8 +70,8 @@ impl From<quinn::ConnectionError> for Error {
     }
 }
 
-/// The error a failed write on a stream of `conn` stands for: the
-/// connection's, if it was lost, else the stream's end.
+/// The error a failed stream write stands for: the connection's, if it was
+/// lost (with the gateway's close code), else the stream's end.
 pub(crate) fn write_error(e: quinn::WriteError) -> Error {
     match e {
         quinn::WriteError::ConnectionLost(c) => c.into(),

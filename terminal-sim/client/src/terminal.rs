@@ -19,21 +19,39 @@ use crate::error::write_error;
 use crate::streams::{read_loop, stream_loop, write_loop};
 use crate::{Download, Error, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
 
-/// How long helpers wait for the gateway's answer.
+/// How long helpers ([`Terminal::join`], [`Terminal::talk`], ...) wait for
+/// the gateway's answer before they return [`Error::Timeout`].
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connected, authenticated terminal.
+/// A connected, authenticated terminal: one QUIC connection to the
+/// gateway, its control stream, and the tasks reading what the gateway
+/// sends (see the crate documentation for the lifecycle).
+///
+/// Make one with [`Terminal::connect`] (or its variants) inside a tokio
+/// runtime. End it with [`Terminal::close`] or [`Terminal::logout`].
 #[derive(Debug)]
 pub struct Terminal {
+    /// The connection: datagrams, streams, close reason.
     conn: quinn::Connection,
+    /// Who this terminal authenticated as.
     id: TerminalId,
+    /// Alerts already shown, shared with the stream task that receives them.
     seen: SeenAlerts,
+    /// Request id of the next `AlertSend` or `AttachmentPut`, matching its answer.
     next_request: u32,
+    /// Queue of the control stream's writer task.
     control: mpsc::UnboundedSender<ClientMsg>,
+    /// Control messages (and alerts) in arrival order; an `Err` last when the
+    /// connection ended.
     events: mpsc::UnboundedReceiver<Result<ServerMsg, Error>>,
+    /// Messages a helper read while waiting for its own answer, kept for
+    /// `next_event` in order.
     pending: VecDeque<ServerMsg>,
+    /// Attachments and drill reports, each read in full.
     downloads: mpsc::UnboundedReceiver<Download>,
+    /// Downloads read while waiting for another one.
     pending_downloads: VecDeque<Download>,
+    /// What the gateway said on connect.
     welcome: Welcome,
 }
 
