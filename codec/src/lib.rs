@@ -18,6 +18,7 @@ mod codes;
 pub mod control;
 mod ids;
 mod reader;
+pub mod receipt;
 pub mod voice;
 
 /// TLS application protocol (ALPN) of this protocol, version 1.

@@ -1,8 +1,9 @@
 //! The reference terminal library, the city generator and the drill/load
 //! harness of the PTT gateway.
 //!
-//! - [`terminal`]: what a terminal vendor embeds: connect, authenticate,
-//!   join, floor, voice.
+//! - [`terminal`]: the reference client, the `ptt-terminal` crate (what a
+//!   terminal vendor embeds: connect, authenticate, join, floor, voice,
+//!   alerts), re-exported under its old path.
 //! - [`jitter`], [`speech`], [`wav`], [`record`]: the audio side of a
 //!   terminal (playout buffer, a test speech signal, WAV files).
 //! - [`city`]: generates a city's org file following FIELD.md.
@@ -17,6 +18,7 @@ pub mod report;
 pub mod scenario;
 pub mod shards;
 pub mod speech;
-pub mod terminal;
 pub mod wan;
 pub mod wav;
+
+pub use ptt_terminal as terminal;

@@ -68,6 +68,22 @@ impl DelayedSocket {
     }
 }
 
+/// A client endpoint for the harness's terminals bound to `bind`, as
+/// [`crate::terminal::endpoint`], whose packets leave `delay` late: every
+/// round trip its terminals make is `delay` longer. Call it inside the
+/// runtime the endpoint will run on.
+pub fn endpoint(
+    bind: SocketAddr,
+    roots: &rustls::RootCertStore,
+    delay: Duration,
+) -> Result<quinn::Endpoint, crate::terminal::Error> {
+    let mut socket = crate::terminal::socket(bind)?;
+    if !delay.is_zero() {
+        socket = DelayedSocket::new(socket, delay);
+    }
+    crate::terminal::endpoint_with_socket(socket, roots)
+}
+
 /// Sends each queued datagram at its time. All share one delay, so the
 /// queue is in time order.
 async fn send_when_due(socket: Arc<dyn AsyncUdpSocket>, mut due: mpsc::UnboundedReceiver<Delayed>) {
@@ -176,6 +192,21 @@ mod tests {
             let len = peer.recv(&mut buf).await.unwrap();
             assert_eq!(&buf[..len], &[n; 4], "in the order sent");
         }
+        assert!(sent.elapsed() >= delay, "left after {:?}", sent.elapsed());
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_with_a_delay_sends_its_first_packet_late() {
+        let delay = Duration::from_millis(60);
+        let roots = rustls::RootCertStore::empty();
+        let endpoint = endpoint("127.0.0.1:0".parse().unwrap(), &roots, delay).unwrap();
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sent = Instant::now();
+        let _connecting = endpoint
+            .connect(peer.local_addr().unwrap(), "localhost")
+            .unwrap();
+        let mut buf = [0; 2048];
+        peer.recv(&mut buf).await.unwrap();
         assert!(sent.elapsed() >= delay, "left after {:?}", sent.elapsed());
     }
 }

@@ -119,7 +119,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(shards.len()))
         .map(|i| {
             let _on = shards.of(i).enter();
-            terminal::endpoint_with_delay(SocketAddr::from(([0, 0, 0, 0], 0)), &roots, config.delay)
+            crate::wan::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), &roots, config.delay)
         })
         .collect::<Result<Vec<_>, _>>()?;
     // Each terminal its own TLS client configuration, as each device has:

@@ -1,313 +1,57 @@
-//! The reference terminal: what a handheld, phone app or console vendor
-//! embeds to talk to the gateway.
-//!
-//! ```no_run
-//! # async fn demo(ca: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-//! use ptt_codec::{Class, GroupId, TerminalId};
-//! use ptt_terminal_sim::terminal::{self, Terminal};
-//!
-//! let endpoint = terminal::endpoint("0.0.0.0:0".parse()?, &terminal::load_ca(ca)?)?;
-//! let credential = [0u8; 32]; // provisioned per terminal
-//! let mut t = Terminal::connect(&endpoint, "127.0.0.1:4433".parse()?, "localhost",
-//!     TerminalId(1001), &credential).await?;
-//! t.join(GroupId(42)).await?;
-//! let burst = t.talk(GroupId(42), Class::Normal).await?;
-//! t.send_voice(GroupId(42), burst, 0, &[0xf8, 0xff, 0xfe], false)?;
-//! t.release(GroupId(42))?;
-//! # Ok(()) }
-//! ```
-//!
-//! Control messages arrive in order through [`Terminal::next_event`]; voice
-//! datagrams through [`Terminal::recv_voice`]. Helpers such as
-//! [`Terminal::join`] wait for their answer and keep every other message for
-//! `next_event`, so nothing is lost while waiting.
+//! The connected terminal and its helpers: each sends one request and
+//! waits for its answer, keeping every other message for
+//! [`Terminal::next_event`].
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ptt_codec::control::{split_frame, FrameError, VERSION};
+use ptt_codec::control::VERSION;
 use ptt_codec::{
-    AlertBody, Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Malformed, Membership,
-    ReceiptStatus, RevokeCause, ServerMsg, StatusCounts, Target, TerminalId, VoiceHeader,
+    AlertBody, Class, ClientMsg, CloseCode, GroupId, ReceiptStatus, ServerMsg, StatusCounts,
+    Target, TerminalId, VoiceHeader,
 };
-use quinn::crypto::rustls::QuicClientConfig;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
-/// How long helpers wait for the gateway's answer.
+use crate::error::write_error;
+use crate::streams::{read_loop, stream_loop, write_loop};
+use crate::{Download, Error, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
+
+/// How long helpers ([`Terminal::join`], [`Terminal::talk`], ...) wait for
+/// the gateway's answer before they return [`Error::Timeout`].
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Errors of the terminal library.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The gateway closed the connection with a protocol close code.
-    #[error("closed by the gateway: {code:?} ({reason})")]
-    Closed {
-        /// The close code, if it is one the protocol defines.
-        code: Option<CloseCode>,
-        /// The gateway's reason text.
-        reason: String,
-    },
-    /// The connection failed otherwise (timeout, reset, local close).
-    #[error("connection: {0}")]
-    Connection(quinn::ConnectionError),
-    /// Connecting failed before a connection existed.
-    #[error("connect: {0}")]
-    Connect(#[from] quinn::ConnectError),
-    /// The gateway answered with an `Error` frame.
-    #[error("gateway error {code:?}: {message}")]
-    Refused {
-        /// Stable code.
-        code: ErrorCode,
-        /// Detail.
-        message: String,
-    },
-    /// A floor request was denied.
-    #[error("floor denied: {0:?}")]
-    Denied(DenyCause),
-    /// The floor was revoked while waiting for it.
-    #[error("floor revoked: {0:?}")]
-    Revoked(RevokeCause),
-    /// The gateway sent something undecodable.
-    #[error("malformed frame from the gateway: {0}")]
-    Malformed(#[from] Malformed),
-    /// No answer in time.
-    #[error("no answer from the gateway within {0:?}")]
-    Timeout(Duration),
-    /// The control stream ended.
-    #[error("control stream closed")]
-    StreamClosed,
-    /// TLS configuration.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// A local I/O error (certificate file, socket).
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    /// The voice datagram could not be sent (too large, or datagrams off).
-    #[error("sending voice: {0}")]
-    SendDatagram(#[from] quinn::SendDatagramError),
-}
-
-impl From<quinn::ConnectionError> for Error {
-    fn from(e: quinn::ConnectionError) -> Self {
-        match e {
-            quinn::ConnectionError::ApplicationClosed(c) => Error::Closed {
-                code: u32::try_from(c.error_code.into_inner())
-                    .ok()
-                    .and_then(CloseCode::from_code),
-                reason: String::from_utf8_lossy(&c.reason).into_owned(),
-            },
-            other => Error::Connection(other),
-        }
-    }
-}
-
-/// Reads the PEM certificate(s) a terminal trusts (the gateway's
-/// self-signed `cert.pem`, or a CA).
-pub fn load_ca(path: &Path) -> Result<rustls::RootCertStore, Error> {
-    let pem = std::fs::read(path)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
-        roots.add(cert?).map_err(|e| Error::Tls(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(Error::Tls(format!("no certificate in {}", path.display())));
-    }
-    Ok(roots)
-}
-
-/// QUIC client configuration for terminals: TLS 1.3, the protocol's ALPN,
-/// keep-alives so NAT bindings of cellular networks stay open.
-pub fn client_config(roots: &rustls::RootCertStore) -> Result<quinn::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
-    transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s fits an idle timeout"),
-    ));
-    transport.datagram_receive_buffer_size(Some(256 * 1024));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
-}
-
-/// Socket buffer size asked for on client endpoints: one endpoint carries
-/// hundreds of simulated terminals, and a burst to all of them (an alert to
-/// a whole city) must not overflow the kernel's default 208 KiB.
-const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-
-/// A client endpoint bound to `bind`, usable for many terminals at once.
-pub fn endpoint(bind: SocketAddr, roots: &rustls::RootCertStore) -> Result<quinn::Endpoint, Error> {
-    endpoint_with_delay(bind, roots, Duration::ZERO)
-}
-
-/// [`endpoint`], whose packets leave `delay` late (see [`crate::wan`]):
-/// every round trip its terminals make is `delay` longer.
-pub fn endpoint_with_delay(
-    bind: SocketAddr,
-    roots: &rustls::RootCertStore,
-    delay: Duration,
-) -> Result<quinn::Endpoint, Error> {
-    let socket = std::net::UdpSocket::bind(bind)?;
-    let sock = socket2::SockRef::from(&socket);
-    // Best effort: the kernel caps these at net.core.[rw]mem_max.
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| Error::Io(std::io::Error::other("no async runtime")))?;
-    let mut socket = runtime.wrap_udp_socket(socket)?;
-    if !delay.is_zero() {
-        socket = crate::wan::DelayedSocket::new(socket, delay);
-    }
-    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
-        None,
-        socket,
-        runtime,
-    )?;
-    endpoint.set_default_client_config(client_config(roots)?);
-    Ok(endpoint)
-}
-
-/// What `Welcome` said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Welcome {
-    /// This terminal.
-    pub terminal: TerminalId,
-    /// Its display name.
-    pub name: String,
-    /// Whether an earlier session's groups were restored.
-    pub resumed: bool,
-    /// Groups the terminal is in.
-    pub groups: Vec<Membership>,
-}
-
-/// What `Joined` said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Joined {
-    /// May this terminal talk there.
-    pub talk: bool,
-    /// The group's name.
-    pub name: String,
-    /// Members online.
-    pub online: Vec<TerminalId>,
-}
-
-/// Outcome of asking for the floor without waiting for a queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FloorAnswer {
-    /// Granted with this burst id.
-    Granted(u16),
-    /// Queued at this position; a `FloorGranted` follows later.
-    Queued(u16),
-    /// Denied.
-    Denied(DenyCause),
-}
-
-/// One voice frame received.
-#[derive(Debug, Clone)]
-pub struct Voice {
-    /// Parsed header (speaker stamped by the gateway).
-    pub header: VoiceHeader,
-    /// The whole datagram; `opus()` is the payload.
-    pub datagram: Bytes,
-}
-
-impl Voice {
-    /// The Opus packet.
-    pub fn opus(&self) -> &[u8] {
-        &self.datagram[ptt_codec::voice::VOICE_HEADER_LEN..]
-    }
-}
-
-/// Ids of alerts already shown, so a redelivered alert is shown once. Keep
-/// it across reconnects ([`Terminal::connect_with_seen`]).
-#[derive(Debug, Clone, Default)]
-pub struct SeenAlerts(Arc<Mutex<HashSet<u64>>>);
-
-impl SeenAlerts {
-    /// Marks `alert` seen; true if it was new.
-    pub fn insert(&self, alert: u64) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(alert)
-    }
-
-    /// How many distinct alerts were shown.
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether none was.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// An alert as the terminal shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReceivedAlert {
-    /// Id.
-    pub alert: u64,
-    /// Issuer.
-    pub issuer: TerminalId,
-    /// Unix ms.
-    pub created_ms: u64,
-    /// Unix ms.
-    pub expires_ms: u64,
-    /// Content.
-    pub body: AlertBody,
-}
-
-/// Content the gateway sent on a stream of its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Download {
-    /// An attachment: pushed with an alert (screens and consoles) or
-    /// fetched with [`Terminal::fetch_attachment`].
-    Attachment {
-        /// The attachment.
-        attachment: u64,
-        /// The alert it came with (0: fetched by its uploader).
-        alert: u64,
-        /// Media type.
-        mime: String,
-        /// Content.
-        data: Bytes,
-    },
-    /// A drill report, JSON.
-    DrillReport {
-        /// The drill.
-        alert: u64,
-        /// The report.
-        json: String,
-    },
-}
-
-/// A connected, authenticated terminal.
+/// A connected, authenticated terminal: one QUIC connection to the
+/// gateway, its control stream, and the tasks reading what the gateway
+/// sends (see the crate documentation for the lifecycle).
+///
+/// Make one with [`Terminal::connect`] (or its variants) inside a tokio
+/// runtime. End it with [`Terminal::close`] or [`Terminal::logout`].
 #[derive(Debug)]
 pub struct Terminal {
+    /// The connection: datagrams, streams, close reason.
     conn: quinn::Connection,
+    /// Who this terminal authenticated as.
     id: TerminalId,
+    /// Alerts already shown, shared with the stream task that receives them.
     seen: SeenAlerts,
+    /// Request id of the next `AlertSend` or `AttachmentPut`, matching its answer.
     next_request: u32,
+    /// Queue of the control stream's writer task.
     control: mpsc::UnboundedSender<ClientMsg>,
+    /// Control messages (and alerts) in arrival order; an `Err` last when the
+    /// connection ended.
     events: mpsc::UnboundedReceiver<Result<ServerMsg, Error>>,
+    /// Messages a helper read while waiting for its own answer, kept for
+    /// `next_event` in order.
     pending: VecDeque<ServerMsg>,
+    /// Attachments and drill reports, each read in full.
     downloads: mpsc::UnboundedReceiver<Download>,
+    /// Downloads read while waiting for another one.
     pending_downloads: VecDeque<Download>,
+    /// What the gateway said on connect.
     welcome: Welcome,
 }
 
@@ -383,15 +127,21 @@ impl Terminal {
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let (downloads_tx, downloads) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(send, control_rx));
-        tokio::spawn(stream_loop(
-            conn.clone(),
-            control.clone(),
-            events_tx.clone(),
-            downloads_tx,
-            seen.clone(),
-        ));
-        tokio::spawn(read_loop(recv, conn.clone(), events_tx));
+        // The tasks' events carry the terminal, as a vendor's logs of many
+        // terminals (a console, a load harness) need.
+        let span = tracing::debug_span!("terminal", terminal = terminal.0);
+        tokio::spawn(write_loop(send, control_rx).instrument(span.clone()));
+        tokio::spawn(
+            stream_loop(
+                conn.clone(),
+                control.clone(),
+                events_tx.clone(),
+                downloads_tx,
+                seen.clone(),
+            )
+            .instrument(span.clone()),
+        );
+        tokio::spawn(read_loop(recv, conn.clone(), events_tx).instrument(span));
         let mut t = Terminal {
             conn,
             id: terminal,
@@ -425,6 +175,12 @@ impl Terminal {
                 _ => None,
             })
             .await?;
+        tracing::debug!(
+            terminal = terminal.0,
+            resumed = welcome.resumed,
+            groups = welcome.groups.len(),
+            "welcomed"
+        );
         t.welcome = welcome;
         Ok(t)
     }
@@ -935,8 +691,8 @@ fn answers(stored: ReceiptStatus, sent: ReceiptStatus) -> bool {
     // The gateway's own rule: a receipt at or behind the stored status is a
     // duplicate, answered with the stored status.
     matches!(
-        ptt_gateway::alert::advance(stored, sent),
-        Ok(ptt_gateway::alert::Step::Duplicate)
+        ptt_codec::receipt::advance(stored, sent),
+        Ok(ptt_codec::receipt::Step::Duplicate)
     )
 }
 
@@ -969,162 +725,6 @@ fn floor_answer(m: &ServerMsg, group: GroupId) -> Option<FloorAnswer> {
             Some(FloorAnswer::Denied(*cause))
         }
         _ => None,
-    }
-}
-
-/// Receives the gateway's unidirectional streams: alerts (acknowledged,
-/// each shown once) in the order the gateway opened their streams, and
-/// attachments and drill reports, whose content is read on a task of its
-/// own so a large photo never holds up the next alert.
-async fn stream_loop(
-    conn: quinn::Connection,
-    control: mpsc::UnboundedSender<ClientMsg>,
-    events: mpsc::UnboundedSender<Result<ServerMsg, Error>>,
-    downloads: mpsc::UnboundedSender<Download>,
-    seen: SeenAlerts,
-) {
-    while let Ok(mut stream) = conn.accept_uni().await {
-        let Some((msg, rest)) = read_header(&mut stream).await else {
-            continue;
-        };
-        match msg {
-            ServerMsg::Alert { alert, .. } => {
-                // Acknowledge even a duplicate: the first receipt may have been lost.
-                let _ = control.send(ClientMsg::AlertReceipt {
-                    alert,
-                    status: ReceiptStatus::Delivered,
-                    reason: String::new(),
-                });
-                if seen.insert(alert) && events.send(Ok(msg)).is_err() {
-                    return;
-                }
-            }
-            header => {
-                tokio::spawn(read_download(stream, header, rest, downloads.clone()));
-            }
-        }
-    }
-}
-
-/// Reads a stream's first frame; returns it and the bytes read past it.
-async fn read_header(stream: &mut quinn::RecvStream) -> Option<(ServerMsg, BytesMut)> {
-    let mut buf = BytesMut::with_capacity(1024);
-    loop {
-        match split_frame(&buf) {
-            Ok(frame) => {
-                let len = frame.len();
-                let msg = ServerMsg::decode(frame).ok()?;
-                let _ = buf.split_to(len);
-                return Some((msg, buf));
-            }
-            Err(FrameError::TooLong(_)) => return None,
-            Err(FrameError::Incomplete) => {}
-        }
-        match stream.read_buf(&mut buf).await {
-            Ok(n) if n > 0 => {}
-            _ => return None,
-        }
-    }
-}
-
-/// Largest content a stream from the gateway may carry: an attachment, or
-/// a city-wide drill report.
-const MAX_DOWNLOAD: usize = 16 * 1024 * 1024;
-
-async fn read_download(
-    mut stream: quinn::RecvStream,
-    header: ServerMsg,
-    mut content: BytesMut,
-    downloads: mpsc::UnboundedSender<Download>,
-) {
-    let Ok(rest) = stream.read_to_end(MAX_DOWNLOAD).await else {
-        return;
-    };
-    content.extend_from_slice(&rest);
-    let content = content.freeze();
-    match header {
-        ServerMsg::Attachment {
-            attachment,
-            alert,
-            mime,
-            size,
-        } if content.len() == size as usize => {
-            let _ = downloads.send(Download::Attachment {
-                attachment,
-                alert,
-                mime,
-                data: content,
-            });
-        }
-        ServerMsg::DrillReport { alert, size } if content.len() == size as usize => {
-            if let Ok(json) = String::from_utf8(content.to_vec()) {
-                let _ = downloads.send(Download::DrillReport { alert, json });
-            }
-        }
-        _ => {}
-    }
-}
-
-fn write_error(e: quinn::WriteError) -> Error {
-    match e {
-        quinn::WriteError::ConnectionLost(c) => c.into(),
-        _ => Error::StreamClosed,
-    }
-}
-
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<ClientMsg>) {
-    let mut buf = BytesMut::new();
-    while let Some(msg) = rx.recv().await {
-        buf.clear();
-        msg.encode(&mut buf);
-        while let Ok(msg) = rx.try_recv() {
-            msg.encode(&mut buf);
-        }
-        if send.write_all(&buf).await.is_err() {
-            return;
-        }
-    }
-    let _ = send.finish();
-}
-
-async fn read_loop(
-    mut recv: quinn::RecvStream,
-    conn: quinn::Connection,
-    tx: mpsc::UnboundedSender<Result<ServerMsg, Error>>,
-) {
-    let mut buf = BytesMut::with_capacity(4096);
-    loop {
-        match split_frame(&buf) {
-            Ok(frame) => {
-                let len = frame.len();
-                let msg = ServerMsg::decode(frame).map_err(Error::from);
-                let _ = buf.split_to(len);
-                if tx.send(msg).is_err() {
-                    return;
-                }
-                continue;
-            }
-            Err(FrameError::TooLong(_)) => {
-                let _ = tx.send(Err(Error::Malformed(Malformed::TooLong)));
-                return;
-            }
-            Err(FrameError::Incomplete) => {}
-        }
-        match recv.read_buf(&mut buf).await {
-            Ok(n) if n > 0 => {}
-            _ => {
-                let err = match conn.close_reason() {
-                    Some(e) => e.into(),
-                    None => match tokio::time::timeout(Duration::from_secs(1), conn.closed()).await
-                    {
-                        Ok(e) => e.into(),
-                        Err(_) => Error::StreamClosed,
-                    },
-                };
-                let _ = tx.send(Err(err));
-                return;
-            }
-        }
     }
 }
 

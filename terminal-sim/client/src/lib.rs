@@ -1,0 +1,255 @@
+//! The reference PTT terminal: the library a handheld, phone app or
+//! dispatch console embeds to talk to the gateway, over QUIC with TLS 1.3.
+//!
+//! It speaks the protocol of `docs/PROTOCOL.md` and nothing more: it
+//! frames control messages, sends and receives voice datagrams, receives
+//! alerts and answers them. Audio is the vendor's: voice goes in and comes
+//! out as Opus packets (`ptt_codec::audio` has an encoder and decoder if
+//! you need one), and playing it out smoothly wants a jitter buffer.
+//! Everything runs on the caller's tokio runtime; the library installs no
+//! logger but emits `tracing` events in a `terminal` span.
+//!
+//! # Connection lifecycle
+//!
+//! 1. **Once per device:** [`load_ca`] reads the certificate the gateway
+//!    presents (its self-signed `cert.pem`, or a CA), and [`endpoint`] binds
+//!    the UDP socket the connections run on. One endpoint can carry many
+//!    terminals (a load harness, a console with several seats). To put
+//!    something between QUIC and the network, such as an emulated cellular
+//!    delay in a test harness, wrap the [`socket`] and pass it to
+//!    [`endpoint_with_socket`].
+//! 2. **Connect:** [`Terminal::connect`] opens the connection, sends
+//!    `Hello` with the terminal's id and its 32-byte provisioned credential
+//!    and waits for `Welcome` ([`Terminal::welcome`]). A wrong credential
+//!    ends in [`Error::Closed`] with `CloseCode::AuthFailed`. A device
+//!    that reconnects should use [`Terminal::connect_with_config`] with a
+//!    [`client_config`] it keeps for its lifetime: its TLS session tickets
+//!    live there, and resuming saves a full handshake.
+//! 3. **Join groups** ([`Terminal::join`]). After a reconnect without
+//!    logout the gateway restores the groups itself: `Welcome` says
+//!    `resumed` and lists them.
+//! 4. **Talk and listen** (below).
+//! 5. **End:** [`Terminal::close`] keeps the groups for a reconnect;
+//!    [`Terminal::logout`] makes the gateway forget them. The connection
+//!    sends keep-alives every 10 s (the gateway closes connections idle for
+//!    30 s).
+//!
+//! # Events
+//!
+//! Control messages from the gateway arrive in order through
+//! [`Terminal::next_event`]: presence, `FloorTaken`/`FloorIdle` of other
+//! talkers, receipt updates for a console's alerts, positions. The helpers
+//! that send a request and wait for its answer ([`Terminal::join`],
+//! [`Terminal::talk`], [`Terminal::send_alert`], [`Terminal::receipt`], ...)
+//! keep every other message for `next_event`, so nothing is lost while
+//! waiting; each gives up after [`ANSWER_TIMEOUT`]. [`Terminal::wait_for`]
+//! waits for any message of one's own choosing the same way.
+//!
+//! # Voice
+//!
+//! Talking is a burst: [`Terminal::talk`] presses the talk key and waits
+//! for the floor (through the queue if the group is busy), returning the
+//! burst id; [`Terminal::request_floor`] returns the first answer instead.
+//! Then [`Terminal::send_voice`] sends one Opus frame per datagram, numbered
+//! from 0, the last one marked `end`; [`Terminal::release`] lets the floor
+//! go, ideally one frame time after the last frame (datagrams and the
+//! control stream are separate paths). Frames of other talkers arrive
+//! through [`Terminal::recv_voice`] as [`Voice`], stamped by the gateway
+//! with the speaker.
+//!
+//! # Alerts and receipts
+//!
+//! Consoles send alerts ([`Terminal::send_alert`]); every recipient gets
+//! each alert on a stream of its own. The library answers every alert with
+//! a `Delivered` receipt at once, and shows each alert id once, however
+//! often the gateway delivers it ([`SeenAlerts`]; keep it across reconnects
+//! with [`Terminal::connect_with_seen`]). [`Terminal::next_alert`] returns
+//! the next one. The user's progress goes back with [`Terminal::receipt`]:
+//! read, accepted, arrived, resolved, or rejected before accepting. Receipts
+//! only move forward (the rule is `ptt_codec::receipt::advance`), so a late
+//! or repeated receipt is harmless: the gateway answers with the status it
+//! stored, which `receipt` returns. Resend a receipt that got no answer.
+//! Attachments (photos) of an alert come with [`Terminal::next_attachment`]
+//! on screens and consoles, or on request with
+//! [`Terminal::fetch_attachment`].
+//!
+//! # Errors
+//!
+//! Every call returns the one [`Error`] type. [`Error::Closed`] carries
+//! the gateway's close code when it ended the connection (another session
+//! of the same terminal replaced it, the gateway shut down);
+//! [`Error::Refused`] an `Error` frame's stable code answering a request;
+//! [`Error::Denied`] a floor denial; [`Error::Timeout`] a missing answer.
+//! Once the connection is gone every call fails: connect again.
+//!
+//! # Example
+//!
+//! A guard and a colleague join their unit's group; the guard talks, the
+//! colleague hears it; the station's console sends a dispatch to the unit,
+//! the guard accepts it and the console sees the receipt.
+//!
+//! ```
+//! # // A real gateway on a loopback port, serving a small org: a police
+//! # // station with a console (300) and a unit (group 5) of two guards.
+//! # use ptt_gateway::alert::Store;
+//! # use ptt_gateway::org::{auth::ProvisioningKey, Org};
+//! # use ptt_gateway::{tls, Config, Gateway};
+//! # const ORG: &str = r#"
+//! # [[node]]
+//! # id = 1
+//! # kind = "city"
+//! # name = "City"
+//! # [[node]]
+//! # id = 2
+//! # parent = 1
+//! # kind = "district"
+//! # name = "District"
+//! # [[node]]
+//! # id = 3
+//! # parent = 2
+//! # kind = "police_station"
+//! # name = "East station"
+//! # [[node]]
+//! # id = 4
+//! # parent = 3
+//! # kind = "station"
+//! # name = "Plaza"
+//! # [[node]]
+//! # id = 5
+//! # parent = 4
+//! # kind = "unit"
+//! # name = "Plaza unit 1"
+//! # [[terminal]]
+//! # id = 300
+//! # name = "East command room"
+//! # role = "dispatcher"
+//! # kind = "console"
+//! # node = 3
+//! # [[terminal]]
+//! # id = 501
+//! # name = "Guard 1"
+//! # role = "security_guard"
+//! # kind = "handheld"
+//! # node = 5
+//! # [[terminal]]
+//! # id = 502
+//! # name = "Guard 2"
+//! # role = "security_guard"
+//! # kind = "phone_app"
+//! # node = 5
+//! # "#;
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let org = Org::from_toml(ORG, dir.path())?;
+//! # let key = ProvisioningKey::generate();
+//! # let config = Config {
+//! #     listen: "127.0.0.1:0".parse()?,
+//! #     data_dir: dir.path().join("data"),
+//! #     ..Config::default()
+//! # };
+//! # let identity = tls::identity(&config)?;
+//! # let net = ptt_gateway::net::Thread::start("ptt-net")?;
+//! # let store = Store::open(&dir.path().join("gateway.db"))?;
+//! # let listen = config.listen;
+//! # let gateway = Gateway::new(config, org, key.clone(), store, net);
+//! # let server = gateway.bind(listen, &identity)?;
+//! # let gateway_addr = server.local_addr()?;
+//! # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # let running = tokio::spawn(gateway.run(server, async { let _ = stopped.await; }));
+//! # let ca_path = identity.cert_path.clone();
+//! # let credential_of = |t: u32| key.credential(ptt_codec::TerminalId(t));
+//! # tokio::time::timeout(std::time::Duration::from_secs(20), async {
+//! use std::time::Duration;
+//!
+//! use ptt_codec::{AlertBody, AlertKind, Class, GroupId, ReceiptStatus, Target, TerminalId};
+//! use ptt_terminal::{Terminal, ANSWER_TIMEOUT};
+//!
+//! // Once per device: trust the gateway's certificate, bind an endpoint.
+//! let roots = ptt_terminal::load_ca(&ca_path)?;
+//! let endpoint = ptt_terminal::endpoint("127.0.0.1:0".parse()?, &roots)?;
+//!
+//! // Connect and authenticate with the provisioned credential.
+//! let connect = |id: u32| {
+//!     let credential = credential_of(id);
+//!     let endpoint = endpoint.clone();
+//!     async move {
+//!         Terminal::connect(&endpoint, gateway_addr, "localhost", TerminalId(id), &credential)
+//!             .await
+//!     }
+//! };
+//! let mut guard = connect(501).await?;
+//! let mut colleague = connect(502).await?;
+//! let mut console = connect(300).await?;
+//! assert_eq!(guard.welcome().name, "Guard 1");
+//!
+//! let unit = GroupId(5);
+//! assert!(guard.join(unit).await?.talk);
+//! colleague.join(unit).await?;
+//!
+//! // Talk: take the floor, send the encoder's 20 ms Opus frames, release.
+//! let burst = guard.talk(unit, Class::Normal).await?;
+//! let frames: [&[u8]; 3] = [&[0xf8, 0xff, 0xfe]; 3]; // from the vendor's encoder
+//! for (seq, opus) in frames.iter().enumerate() {
+//!     let last = seq + 1 == frames.len();
+//!     guard.send_voice(unit, burst, seq as u16, opus, last)?;
+//!     tokio::time::sleep(Duration::from_millis(20)).await;
+//! }
+//! guard.release(unit)?;
+//!
+//! // The colleague hears it, with the speaker stamped by the gateway.
+//! let voice = tokio::time::timeout(ANSWER_TIMEOUT, colleague.recv_voice()).await??;
+//! assert_eq!((voice.header.speaker, voice.header.burst), (501, burst));
+//! assert_eq!(voice.opus(), [0xf8, 0xff, 0xfe]);
+//!
+//! // The console dispatches the unit; the gateway has stored the alert.
+//! let body = AlertBody {
+//!     kind: AlertKind::Dispatch,
+//!     priority: 3,
+//!     ttl_s: 600,
+//!     title: "Car break-in".into(),
+//!     text: "Two men trying car doors at the north entrance".into(),
+//!     location: None,
+//!     attachments: Vec::new(),
+//! };
+//! let (alert, recipients) = console.send_alert(Target::Group(unit), body).await?;
+//! assert_eq!(recipients, 2);
+//!
+//! // The guard receives it (the library already sent "delivered") and
+//! // accepts the task; the gateway answers with the status it stored.
+//! let received = guard.next_alert().await?;
+//! assert_eq!((received.alert, received.body.title.as_str()), (alert, "Car break-in"));
+//! let stored = guard.receipt(alert, ReceiptStatus::Accepted, "").await?;
+//! assert_eq!(stored, ReceiptStatus::Accepted);
+//!
+//! // The console follows the receipts as events.
+//! console
+//!     .wait_for(|m| match m {
+//!         ptt_codec::ServerMsg::ReceiptUpdate { alert: a, terminal, status, .. }
+//!             if *a == alert && *status == ReceiptStatus::Accepted =>
+//!         {
+//!             Some(Ok(*terminal))
+//!         }
+//!         _ => None,
+//!     })
+//!     .await?;
+//!
+//! guard.close();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).await??;
+//! # let _ = stop.send(());
+//! # running.await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod event;
+mod streams;
+mod terminal;
+mod tls;
+
+pub use error::Error;
+pub use event::{Download, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
+pub use terminal::{Terminal, ANSWER_TIMEOUT};
+pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, socket};
