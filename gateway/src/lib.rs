@@ -16,6 +16,7 @@
 //! - [`config`], [`tls`]: configuration and certificates.
 
 pub mod alert;
+pub mod clock;
 pub mod config;
 pub mod drill;
 pub mod fanout;

@@ -14,7 +14,7 @@ use ptt_codec::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{advance, InvalidReceipt, Step};
+use super::{advance, BurstRecord, InvalidReceipt, Step};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many ran. Never edit one that has shipped: append.
@@ -100,25 +100,6 @@ pub struct Attachment {
     pub mime: String,
     /// Content.
     pub data: Bytes,
-}
-
-/// One burst, for the floor audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BurstRecord {
-    /// The group.
-    pub group: u32,
-    /// Who talked.
-    pub terminal: TerminalId,
-    /// Burst id.
-    pub burst: u16,
-    /// Class code (0 normal, 1 imminent peril, 2 emergency).
-    pub class: u8,
-    /// Unix ms.
-    pub granted_ms: u64,
-    /// Unix ms.
-    pub ended_ms: u64,
-    /// "released", "left", "preempted", "burst_too_long", "revoked".
-    pub ended_by: String,
 }
 
 /// Errors of the store.
@@ -416,7 +397,10 @@ impl Store {
 
     /// Every recipient's drill progress: first receipt of any kind,
     /// acceptance, arrival (Unix ms).
-    pub fn drill_progress(&self, alert: u64) -> Result<Vec<crate::drill::Progress>, Error> {
+    pub fn drill_progress(
+        &self,
+        alert: u64,
+    ) -> Result<Vec<ptt_gateway_core::drill::Progress>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT terminal,
@@ -427,7 +411,7 @@ impl Store {
         )?;
         let rows = stmt.query_map([alert as i64], |r| {
             let first: f64 = r.get(1)?;
-            Ok(crate::drill::Progress {
+            Ok(ptt_gateway_core::drill::Progress {
                 terminal: TerminalId(r.get(0)?),
                 receipt_ms: (first < 1e18).then_some(first as u64),
                 accept_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
@@ -699,7 +683,7 @@ impl Store {
                     b.class,
                     b.granted_ms as i64,
                     b.ended_ms as i64,
-                    b.ended_by
+                    b.ended_by.as_str()
                 ])?;
             }
         }
@@ -722,7 +706,13 @@ impl Store {
                 class: r.get(3)?,
                 granted_ms: r.get::<_, i64>(4)? as u64,
                 ended_ms: r.get::<_, i64>(5)? as u64,
-                ended_by: r.get(6)?,
+                ended_by: r.get::<_, String>(6)?.parse().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        6,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -769,6 +759,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::EndedBy;
 
     fn body(ttl_s: u32) -> AlertBody {
         AlertBody {
@@ -883,18 +874,22 @@ mod tests {
     #[test]
     fn the_floor_audit_log_keeps_bursts_in_order() {
         let s = Store::in_memory().unwrap();
-        let b = |terminal: u32, granted_ms: u64, ended_by: &str| BurstRecord {
+        let b = |terminal: u32, granted_ms: u64, ended_by: EndedBy| BurstRecord {
             group: 5,
             terminal: TerminalId(terminal),
             burst: 1,
             class: 0,
             granted_ms,
             ended_ms: granted_ms + 4_000,
-            ended_by: ended_by.into(),
+            ended_by,
         };
-        s.record_bursts(&[b(501, 1_000, "released"), b(504, 6_000, "preempted")])
+        s.record_bursts(&[
+            b(501, 1_000, EndedBy::Released),
+            b(504, 6_000, EndedBy::Preempted),
+        ])
+        .unwrap();
+        s.record_bursts(&[b(300, 9_000, EndedBy::BurstTooLong)])
             .unwrap();
-        s.record_bursts(&[b(300, 9_000, "burst_too_long")]).unwrap();
         let all = s.bursts(5, 0).unwrap();
         assert_eq!(
             all.iter().map(|r| r.terminal.0).collect::<Vec<_>>(),
@@ -902,6 +897,16 @@ mod tests {
         );
         assert_eq!(s.bursts(5, 5_000).unwrap().len(), 2);
         assert!(s.bursts(6, 0).unwrap().is_empty());
+        assert_eq!(all[2].ended_by, EndedBy::BurstTooLong);
+        let stored: Vec<String> = s
+            .lock()
+            .prepare("SELECT ended_by FROM floor_grant ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, ["released", "preempted", "burst_too_long"]);
     }
 
     #[test]
