@@ -8,7 +8,8 @@
 //! again, changing nothing, so a terminal can safely resend receipts it is
 //! unsure were stored.
 
-use ptt_codec::ReceiptStatus;
+use bytes::Bytes;
+use ptt_codec::{AlertBody, ReceiptStatus, TerminalId};
 
 /// Longest time-to-live: a week. An alert nobody picked up in a week is an
 /// archive entry, not an alert.
@@ -65,6 +66,73 @@ pub fn advance(from: ReceiptStatus, to: ReceiptStatus) -> Result<Step, InvalidRe
         (Some(f), Some(t)) if t <= f => Ok(Step::Duplicate),
         (Some(_), Some(_)) => Ok(Step::Advance),
     }
+}
+
+/// A stored attachment (a photo uploaded by a terminal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Id.
+    pub id: u64,
+    /// Who uploaded it.
+    pub owner: TerminalId,
+    /// Media type.
+    pub mime: String,
+    /// Content.
+    pub data: Bytes,
+}
+
+/// An alert as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    /// Id.
+    pub id: u64,
+    /// Issuer.
+    pub issuer: TerminalId,
+    /// Content.
+    pub body: AlertBody,
+    /// Unix ms.
+    pub created_ms: u64,
+    /// Unix ms.
+    pub expires_ms: u64,
+}
+
+/// A receipt to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptIn {
+    /// The alert.
+    pub alert: u64,
+    /// The recipient.
+    pub terminal: TerminalId,
+    /// Its new status.
+    pub status: ReceiptStatus,
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// Reason (rejections).
+    pub reason: String,
+}
+
+/// What recording a receipt did: the outcome of [`advance`] against the
+/// stored status, or why there was nothing to advance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    /// Stored; the recipient's status is now `status` (tell the issuer).
+    Advanced {
+        /// The alert's issuer.
+        issuer: TerminalId,
+        /// The new status.
+        status: ReceiptStatus,
+    },
+    /// Already recorded; the stored status is `status`.
+    Duplicate {
+        /// The stored status.
+        status: ReceiptStatus,
+    },
+    /// No such alert.
+    UnknownAlert,
+    /// The terminal is not a recipient.
+    NotRecipient,
+    /// Contradicts the recipient's history.
+    Invalid(InvalidReceipt),
 }
 
 #[cfg(test)]
