@@ -2,33 +2,35 @@
 //! ([`ptt_gateway_core::drill`]); this module reads the store and builds the
 //! report.
 
-use ptt_codec::{AlertKind, ErrorCode};
+use ptt_codec::AlertKind;
 
 pub use ptt_gateway_core::drill::{
     report, Drill, Level, Measure, Progress, Report, Row, DEFAULT_MARKS_S,
 };
 
-use crate::alert::Store;
 use crate::org::Org;
+use crate::store::{self, Store};
 
 /// Builds the report of drill `alert` from the store at `now_ms` and keeps
 /// a copy there. The gateway answers `DrillReportQuery` with it; the
-/// `ptt-gateway drill-report` command exports it.
+/// `ptt-gateway drill-report` command exports it. Fails with
+/// [`store::Error::UnknownAlert`] or [`store::Error::NotADrill`] (refusals,
+/// see [`store::Error::is_refusal`]) or a database error.
 pub fn from_store(
     store: &Store,
     org: &Org,
     marks_s: &[u32],
     alert: u64,
     now_ms: u64,
-) -> Result<Result<Report, (ErrorCode, String)>, crate::alert::store::Error> {
-    let Some(a) = store.alert(alert)? else {
-        return Ok(Err((ErrorCode::UnknownAlert, format!("no alert {alert}"))));
-    };
+) -> Result<Report, store::Error> {
+    let a = store
+        .alert(alert)?
+        .ok_or(store::Error::UnknownAlert(alert))?;
     if a.body.kind != AlertKind::Drill {
-        return Ok(Err((
-            ErrorCode::NotADrill,
-            format!("alert {alert} is a {:?}, not a drill", a.body.kind),
-        )));
+        return Err(store::Error::NotADrill {
+            alert,
+            kind: a.body.kind,
+        });
     }
     let progress = store.drill_progress(alert)?;
     let report = report(
@@ -44,5 +46,5 @@ pub fn from_store(
         now_ms,
     );
     store.save_drill_report(alert, now_ms, &report.to_json())?;
-    Ok(Ok(report))
+    Ok(report)
 }

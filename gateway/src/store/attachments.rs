@@ -25,12 +25,15 @@ impl Store {
     }
 
     /// The attachments' size and media type as alerts carry them, in
-    /// order; `None` if one does not exist or `owner` did not upload it.
+    /// order. Call it before storing an alert: the gateway, not the sender,
+    /// says how large each attachment is. Fails with
+    /// [`Error::UnknownAttachment`] for the first one that does not exist or
+    /// that `owner` did not upload.
     pub fn attachment_refs(
         &self,
         owner: TerminalId,
         ids: &[u64],
-    ) -> Result<Result<Vec<AttachmentRef>, u64>, Error> {
+    ) -> Result<Vec<AttachmentRef>, Error> {
         let conn = self.lock();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -49,10 +52,10 @@ impl Store {
                 .optional()?;
             match row {
                 Some(a) => out.push(a),
-                None => return Ok(Err(*id)),
+                None => return Err(Error::UnknownAttachment(*id)),
             }
         }
-        Ok(Ok(out))
+        Ok(out)
     }
 
     /// Attachment `id` if `terminal` may fetch it: its uploader, or a
@@ -133,12 +136,15 @@ mod tests {
         assert_eq!(s.fetchable_attachment(console, a).unwrap().unwrap().0, 0);
         assert!(s.fetchable_attachment(member, a).unwrap().is_none());
 
-        let refs = s.attachment_refs(console, &[a]).unwrap().unwrap();
+        let refs = s.attachment_refs(console, &[a]).unwrap();
         assert_eq!(
             (refs[0].size, refs[0].mime.as_str()),
             (300_000, "image/jpeg")
         );
-        assert_eq!(s.attachment_refs(stranger, &[a]).unwrap(), Err(a));
+        assert!(matches!(
+            s.attachment_refs(stranger, &[a]),
+            Err(Error::UnknownAttachment(x)) if x == a
+        ));
         let mut with_photo = body(600);
         with_photo.attachments = refs;
         let id = s

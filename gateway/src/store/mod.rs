@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use ptt_codec::{AlertKind, ErrorCode};
 use rusqlite::Connection;
 
 pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
@@ -26,20 +27,57 @@ mod drills;
 mod receipts;
 mod schema;
 
-/// Errors of the store.
+/// Errors of the store. Database failures are the gateway's fault
+/// ([`ErrorCode::Internal`]); the other variants refuse a request and map to
+/// their own wire code through [`Error::to_code`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// SQLite failed.
+    /// SQLite failed (disk, corruption, a value that does not decode).
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The database was written by a newer gateway.
-    #[error("database schema version {0} is newer than this gateway knows ({1})")]
-    TooNew(usize, usize),
+    /// The database was written by a newer gateway: refuse to open it
+    /// rather than misread it.
+    #[error("database schema version {found} is newer than this gateway knows ({known})")]
+    TooNew {
+        /// The database's `user_version`.
+        found: usize,
+        /// The migrations this gateway has.
+        known: usize,
+    },
     /// An alert references an attachment that does not exist or that its
     /// issuer did not upload. Nothing was stored.
     #[error("attachment {0} is unknown or not yours")]
     UnknownAttachment(u64),
+    /// No alert has this id.
+    #[error("no alert {0}")]
+    UnknownAlert(u64),
+    /// A drill report was asked for an alert of another kind.
+    #[error("alert {alert} is a {kind:?}, not a drill")]
+    NotADrill {
+        /// The alert.
+        alert: u64,
+        /// Its kind.
+        kind: AlertKind,
+    },
+}
+
+impl Error {
+    /// The stable wire code for a terminal whose request failed this way.
+    pub fn to_code(&self) -> ErrorCode {
+        match self {
+            Error::UnknownAttachment(_) => ErrorCode::UnknownAttachment,
+            Error::UnknownAlert(_) => ErrorCode::UnknownAlert,
+            Error::NotADrill { .. } => ErrorCode::NotADrill,
+            Error::Sqlite(_) | Error::TooNew { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the request was refused (the requester's mistake, worth
+    /// telling them) rather than the database failing (worth logging).
+    pub fn is_refusal(&self) -> bool {
+        self.to_code() != ErrorCode::Internal
+    }
 }
 
 /// The gateway's database.
@@ -69,7 +107,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() {
-            return Err(Error::TooNew(version, MIGRATIONS.len()));
+            return Err(Error::TooNew {
+                found: version,
+                known: MIGRATIONS.len(),
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.unchecked_transaction()?;
@@ -93,6 +134,25 @@ impl Store {
 mod tests {
     use super::*;
     use ptt_codec::{AlertBody, AlertKind, Location, TerminalId};
+
+    #[test]
+    fn errors_map_to_stable_wire_codes() {
+        assert_eq!(
+            Error::UnknownAttachment(1).to_code(),
+            ErrorCode::UnknownAttachment
+        );
+        assert_eq!(Error::UnknownAlert(1).to_code(), ErrorCode::UnknownAlert);
+        let not_a_drill = Error::NotADrill {
+            alert: 7,
+            kind: AlertKind::Notice,
+        };
+        assert_eq!(not_a_drill.to_code(), ErrorCode::NotADrill);
+        assert_eq!(not_a_drill.to_string(), "alert 7 is a Notice, not a drill");
+        assert!(not_a_drill.is_refusal());
+        let db = Error::from(rusqlite::Error::InvalidQuery);
+        assert_eq!(db.to_code(), ErrorCode::Internal);
+        assert!(!db.is_refusal());
+    }
 
     /// A dispatch alert with a location and `ttl_s`, for the store's tests.
     pub(super) fn body(ttl_s: u32) -> AlertBody {
