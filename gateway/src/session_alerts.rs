@@ -132,10 +132,7 @@ pub(crate) async fn send(
     let stored = blocking(&shared, move |s| {
         // The gateway, not the sender, says how large each attachment is.
         let ids: Vec<u64> = stored_body.attachments.iter().map(|a| a.id).collect();
-        stored_body.attachments = match s.attachment_refs(issuer, &ids)? {
-            Ok(refs) => refs,
-            Err(id) => return Err(store::Error::UnknownAttachment(id)),
-        };
+        stored_body.attachments = s.attachment_refs(issuer, &ids)?;
         let id = s.create_alert(
             issuer,
             &stored_body,

@@ -306,7 +306,10 @@ pub(crate) async fn drill_query(
                 format!("no drill {alert} of yours"),
             )));
         }
-        crate::drill::from_store(s, org, &shared2.config.drill.marks_s, alert, now_ms())
+        match crate::drill::from_store(s, org, &shared2.config.drill.marks_s, alert, now_ms()) {
+            Err(e) if e.is_refusal() => Ok(Err((e.to_code(), e.to_string()))),
+            made => made.map(Ok),
+        }
     })
     .await;
     match made {
