@@ -31,6 +31,18 @@ pub enum KeyError {
     /// The text is not 64 hex digits.
     #[error("a provisioning key is 64 hex digits (32 bytes)")]
     Format,
+    /// Group or others have some access to the key file: every terminal's
+    /// credential derives from it, so it is refused rather than used.
+    #[error(
+        "{path} has mode {mode:04o}: group or others can access the provisioning key; \
+         run `chmod 600 {path}`"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// The provisioning key. Its `Debug` output does not reveal it.
@@ -69,16 +81,37 @@ impl ProvisioningKey {
         hex::encode(self.0)
     }
 
-    /// Reads a key file.
+    /// Reads a key file. On Unix the file must be accessible by its owner
+    /// only (like an SSH private key): a mode with any group or other bit
+    /// is refused with [`KeyError::Exposed`], whose message says how to fix
+    /// it.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        use std::io::Read;
+        let io = |source| KeyError::Io {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        // The mode of the file opened, not of the path: no window between
+        // the check and the read.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Exposed {
+                    path: path.to_owned(),
+                    mode,
+                });
+            }
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io)?;
         Self::from_hex(&text)
     }
 
-    /// Writes the key file, readable by its owner only.
+    /// Writes the key file, readable by its owner only (mode 0600, also
+    /// when the file already existed with a wider mode).
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
         use std::io::Write;
         let io = |source| KeyError::Io {
@@ -90,6 +123,14 @@ impl ProvisioningKey {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path).map_err(io)?;
+        // The mode above applies only to a file created now; narrow an
+        // existing one before the key is written into it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
         writeln!(file, "{}", self.to_hex()).map_err(io)
     }
 

@@ -256,3 +256,49 @@ fn key_files_round_trip_and_reject_garbage() {
     assert!(ProvisioningKey::load(&dir.join("missing")).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_key_file_group_or_others_can_access_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("city.key");
+    let key = ProvisioningKey::generate();
+    key.save(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert!(ProvisioningKey::load(&path).is_ok(), "0600 is accepted");
+    set_mode(&path, 0o400);
+    assert!(ProvisioningKey::load(&path).is_ok(), "0400 is accepted");
+
+    for wide in [0o644, 0o640, 0o604, 0o620, 0o660] {
+        set_mode(&path, wide);
+        let err = ProvisioningKey::load(&path).unwrap_err();
+        assert!(
+            matches!(err, auth::KeyError::Exposed { mode, .. } if mode == wide),
+            "{wide:o}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("mode 0{wide:o}")), "{text}");
+        assert!(
+            text.contains(&format!("chmod 600 {}", path.display())),
+            "{text}"
+        );
+    }
+
+    // Saving over a wide file narrows it before writing the key.
+    set_mode(&path, 0o644);
+    key.save(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(ProvisioningKey::load(&path).unwrap().to_hex(), key.to_hex());
+}
