@@ -230,10 +230,10 @@ fn main() -> anyhow::Result<()> {
             let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async move {
+                // Private (0700) before the certificate and database go in.
+                ptt_gateway::store::create_data_dir(&config.data_dir)
+                    .context("preparing the data directory")?;
                 let id = tls::identity(&config)?;
-                std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                    format!("creating data directory {}", config.data_dir.display())
-                })?;
                 let db = config.data_dir.join("gateway.db");
                 let store =
                     Store::open(&db).with_context(|| format!("opening {}", db.display()))?;

@@ -70,25 +70,84 @@ pub struct Identity {
 
 /// Loads the configured certificate, or the self-signed one in the data
 /// directory, generating it on first start.
+///
+/// The self-signed key is the gateway's own file: it is written with mode
+/// 0600 and narrowed to 0600 if found wider. A configured key is the
+/// operator's (perhaps a mounted secret): if group or others can access
+/// it, a warning is logged and it is used as it is.
 pub fn identity(config: &Config) -> Result<Identity, Error> {
     match (&config.cert, &config.key) {
-        (Some(cert), Some(key)) => load(cert, key),
+        (Some(cert), Some(key)) => {
+            #[cfg(unix)]
+            warn_if_exposed(key);
+            load(cert, key)
+        }
         (None, None) => {
             let cert = config.data_dir.join("cert.pem");
             let key = config.data_dir.join("key.pem");
             if !cert.exists() || !key.exists() {
                 generate(&cert, &key)?;
             }
+            #[cfg(unix)]
+            narrow_own_key(&key)?;
             load(&cert, &key)
         }
         _ => Err(Error::HalfConfigured),
     }
 }
 
+/// Group and other permission bits: any of them exposes a private key.
+#[cfg(unix)]
+const GROUP_OTHER: u32 = 0o077;
+
+#[cfg(unix)]
+fn mode(path: &Path) -> std::io::Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
+}
+
+/// Warns when group or others can access the operator's key file `path`
+/// (a missing file is reported by [`load`]).
+#[cfg(unix)]
+fn warn_if_exposed(path: &Path) {
+    if let Ok(old) = mode(path) {
+        if old & GROUP_OTHER != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format_args!("{old:04o}"),
+                "group or others can access the TLS key; consider `chmod 600` on it"
+            );
+        }
+    }
+}
+
+/// Narrows the self-signed key at `path` to 0600 if group or others can
+/// access it, with a warning naming its old mode.
+#[cfg(unix)]
+fn narrow_own_key(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let old = mode(path).map_err(io(path))?;
+    if old & GROUP_OTHER != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+        tracing::warn!(
+            path = %path.display(),
+            old_mode = format_args!("{old:04o}"),
+            "the self-signed TLS key was open to group or others; narrowed it to 0600"
+        );
+    }
+    Ok(())
+}
+
 /// Writes a self-signed certificate for `localhost`, `127.0.0.1` and `::1`.
 fn generate(cert_path: &Path, key_path: &Path) -> Result<(), Error> {
     if let Some(dir) = cert_path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // The data directory, when the gateway has not created it yet:
+        // private like the rest of it (see `store::create_data_dir`).
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(io(dir))?;
     }
     let names = vec![
         "localhost".to_owned(),
@@ -109,6 +168,14 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(io(path))?;
+    // The mode above applies only to a file created now; narrow an
+    // existing one before the key is written into it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io(path))?;
+    }
     file.write_all(data).map_err(io(path))
 }
 
@@ -257,4 +324,58 @@ pub(crate) fn bind(
 
 fn socket2_ref(socket: &std::net::UdpSocket) -> socket2::SockRef<'_> {
     socket2::SockRef::from(socket)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn set_mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_self_signed_key_is_0600_and_narrowed_back_if_widened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: tmp.path().join("data"),
+            ..Config::default()
+        };
+        let first = identity(&config).unwrap();
+        let key = config.data_dir.join("key.pem");
+        assert_eq!(mode(&key).unwrap(), 0o600);
+        assert_eq!(mode(&config.data_dir).unwrap(), 0o700, "created private");
+
+        set_mode(&key, 0o644);
+        let again = identity(&config).unwrap();
+        assert_eq!(mode(&key).unwrap(), 0o600, "narrowed");
+        assert_eq!(again.certs, first.certs, "reused, not regenerated");
+    }
+
+    #[test]
+    fn a_configured_key_others_can_read_is_used_with_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let own = Config {
+            data_dir: tmp.path().join("data"),
+            ..Config::default()
+        };
+        identity(&own).unwrap();
+        let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+        std::fs::copy(own.data_dir.join("cert.pem"), &cert).unwrap();
+        std::fs::copy(own.data_dir.join("key.pem"), &key).unwrap();
+        set_mode(&key, 0o644);
+        let config = Config {
+            cert: Some(cert),
+            key: Some(key.clone()),
+            ..own
+        };
+        assert!(identity(&config).is_ok(), "a mounted secret is not refused");
+        assert_eq!(
+            mode(&key).unwrap(),
+            0o644,
+            "the operator's file is left alone"
+        );
+    }
 }

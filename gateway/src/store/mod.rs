@@ -8,9 +8,10 @@
 //! One file per group of tables, each adding methods to [`Store`] and
 //! returning the core's row types: `schema` (migrations), `alerts`
 //! (alerts, recipients, cancellation, status), `receipts`, `attachments`,
-//! `audit` (floor grants) and `drills` (progress and saved reports).
+//! `audit` (floor grants) and `drills` (progress and saved reports);
+//! `files` keeps the data directory and the database files private.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ptt_codec::{AlertKind, ErrorCode};
@@ -18,12 +19,14 @@ use rusqlite::Connection;
 
 pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
 
+pub use files::create_data_dir;
 use schema::MIGRATIONS;
 
 mod alerts;
 mod attachments;
 mod audit;
 mod drills;
+mod files;
 mod receipts;
 mod schema;
 
@@ -36,6 +39,15 @@ pub enum Error {
     /// SQLite failed (disk, corruption, a value that does not decode).
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The data directory or a database file could not be created or its
+    /// mode narrowed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The database was written by a newer gateway: refuse to open it
     /// rather than misread it.
     #[error("database schema version {found} is newer than this gateway knows ({known})")]
@@ -69,7 +81,7 @@ impl Error {
             Error::UnknownAttachment(_) => ErrorCode::UnknownAttachment,
             Error::UnknownAlert(_) => ErrorCode::UnknownAlert,
             Error::NotADrill { .. } => ErrorCode::NotADrill,
-            Error::Sqlite(_) | Error::TooNew { .. } => ErrorCode::Internal,
+            Error::Sqlite(_) | Error::Io { .. } | Error::TooNew { .. } => ErrorCode::Internal,
         }
     }
 
@@ -88,9 +100,13 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) `path`, in WAL mode, and migrates it.
+    /// The database and its `-wal` and `-shm` files are kept at mode 0600
+    /// (see `files`).
     pub fn open(path: &Path) -> Result<Store, Error> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        files::before_open(path)?;
+        let store = Self::init(Connection::open(path)?)?;
+        files::after_open(path)?;
+        Ok(store)
     }
 
     /// An in-memory store, for tests.
