@@ -38,6 +38,17 @@ fn gen_city_serve_simulate_and_stop() {
         data.join("cert.pem").exists(),
         "self-signed certificate generated"
     );
+    // Secrets and the database are the gateway user's only.
+    for (path, expected) in [
+        (dir.path().join("city.key"), 0o600),
+        (data.clone(), 0o700),
+        (data.join("key.pem"), 0o600),
+        (data.join("gateway.db"), 0o600),
+        (data.join("gateway.db-wal"), 0o600),
+        (data.join("gateway.db-shm"), 0o600),
+    ] {
+        assert_eq!(mode(&path), expected, "{}", path.display());
+    }
 
     let report = dir.path().join("report.json");
     let out = Command::new(bin("terminal-sim"))
@@ -158,6 +169,42 @@ fn serve_without_org_explains_what_is_missing() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no org file"), "{err}");
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    meta.permissions().mode() & 0o7777
+}
+
+#[test]
+fn serve_refuses_a_provisioning_key_others_can_read_saying_how_to_fix_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("city.toml");
+    assert!(Command::new(bin("terminal-sim"))
+        .args(["gen-city", "--units", "3", "--out"])
+        .arg(&org)
+        .status()
+        .unwrap()
+        .success());
+    let key = dir.path().join("city.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(bin("ptt-gateway"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--org"])
+        .arg(&org)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "served with a world-readable key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("chmod 600 {}", key.display())) && err.contains("0644"),
+        "{err}"
+    );
+    assert!(!data.exists(), "refused before anything was written");
 }
 
 #[test]
