@@ -2,10 +2,14 @@
 //! scenario needs, drives talkers, listens everywhere, and reports.
 
 pub mod actor;
+mod alerts;
 pub mod churn;
+mod crew;
 pub mod listen;
 pub mod plan;
 pub mod spec;
+mod storm;
+mod talk;
 pub mod walk;
 
 use std::collections::{HashMap, HashSet};
@@ -17,10 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use ptt_codec::audio::{Encoder, EncoderConfig};
-use ptt_codec::{Class, GroupId, TerminalId};
+use ptt_codec::{GroupId, TerminalId};
 use ptt_org::{NodeKind, Org};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -30,6 +34,7 @@ use crate::report::{
 use crate::terminal::{self, Terminal};
 pub use plan::Plan;
 pub use spec::{AlertKindSpec, AlertTarget, Pattern, Response, Senders, Spec};
+pub use talk::talks;
 
 /// Everything `terminal-sim run` is told.
 #[derive(Debug, Clone)]
@@ -266,7 +271,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         let (conn_tx, conn_rx) = watch::channel(t.connection().clone());
         let shard = shards.of(endpoint_of[&id]);
         listeners.spawn_on(
-            listen_loop(
+            crew::listen_loop(
                 conn_rx,
                 groups.clone(),
                 logs.clone(),
@@ -319,19 +324,19 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut drills = Vec::new();
     let mut storm = None;
     if config.spec.pattern == Pattern::ReconnectStorm {
-        storm = Some(reconnect_storm(&config, &commands, &shared).await);
+        storm = Some(storm::reconnect_storm(&config, &commands, &shared).await);
     } else if config.spec.pattern == Pattern::Alerts {
         let online = |t: TerminalId| commands.contains_key(&t);
         let senders: Vec<(TerminalId, u32, u64)> = senders
             .iter()
             .map(|(c, node)| (*c, *node, plan.under(*node, *c, online)))
             .collect();
-        direct_alerts(&config, &plan, &senders, &commands, &shared).await;
+        alerts::direct_alerts(&config, &plan, &senders, &commands, &shared).await;
         if config.spec.alert_kind == AlertKindSpec::Drill {
-            drills = drill_reports(&senders, &commands).await;
+            drills = alerts::drill_reports(&senders, &commands).await;
         }
     } else {
-        direct(&config, &plan, &commands, &mut done_rx).await;
+        talk::direct(&config, &plan, &commands, &mut done_rx).await;
     }
     let measured = started.elapsed();
     // Let the last frames arrive, then stop everyone.
@@ -517,184 +522,6 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     })
 }
 
-/// Drops every terminal at the same instant and waits (up to `drain_ms`)
-/// until all are back: returns how many dropped, how many came back, and
-/// how long until the last one did.
-async fn reconnect_storm(
-    config: &RunConfig,
-    commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
-    shared: &actor::Shared,
-) -> (u64, u64, Duration) {
-    use std::sync::atomic::Ordering::Relaxed;
-    tokio::time::sleep(Duration::from_millis(config.spec.gap_ms)).await;
-    let terminals = commands.len() as u64;
-    tracing::info!(terminals, "dropping every connection at once");
-    let dropped = Instant::now();
-    for tx in commands.values() {
-        let _ = tx.send(actor::Command::GoOffline {
-            after: Duration::ZERO,
-            away: Duration::ZERO,
-        });
-    }
-    let limit = dropped + Duration::from_millis(config.spec.drain_ms);
-    let progress = indicatif::ProgressBar::new(terminals).with_style(
-        indicatif::ProgressStyle::with_template("reconnecting {bar:40} {pos}/{len} {per_sec}")
-            .expect("valid template"),
-    );
-    loop {
-        let back = shared.back_after_drop.load(Relaxed);
-        progress.set_position(back);
-        if back >= terminals || Instant::now() >= limit {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    progress.finish_and_clear();
-    let back = shared.back_after_drop.load(Relaxed);
-    let duration = dropped.elapsed();
-    tracing::info!(back, terminals, "reconnect storm over in {duration:?}");
-    (terminals, back, duration)
-}
-
-/// Asks every sender for the reports of the drills it started.
-async fn drill_reports(
-    senders: &[(TerminalId, u32, u64)],
-    commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
-) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    for (console, _, _) in senders {
-        let Some(tx) = commands.get(console) else {
-            continue;
-        };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if tx.send(actor::Command::DrillReports { reply }).is_err() {
-            continue;
-        }
-        for json in answer.await.unwrap_or_default() {
-            match serde_json::from_str(&json) {
-                Ok(v) => out.push(v),
-                Err(e) => tracing::warn!("unreadable drill report: {e}"),
-            }
-        }
-    }
-    out
-}
-
-/// Decides who presses the talk key when, per the scenario's pattern, until
-/// the duration is over.
-async fn direct(
-    config: &RunConfig,
-    plan: &Plan,
-    commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
-    done: &mut mpsc::UnboundedReceiver<GroupId>,
-) {
-    let spec = &config.spec;
-    let deadline = tokio::time::Instant::now() + config.duration;
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    let press = |t: TerminalId, group: GroupId, class: Class, hold: Duration| {
-        if let Some(tx) = commands.get(&t) {
-            let _ = tx.send(actor::Command::Press { group, class, hold });
-        }
-    };
-    let burst = Duration::from_millis(spec.burst_ms);
-    let gap = Duration::from_millis(spec.gap_ms);
-    match spec.pattern {
-        Pattern::Steady => {
-            // Each group's next talker presses `gap` after the previous burst
-            // ended; the talk stops before the deadline.
-            let mut turn: HashMap<GroupId, usize> = HashMap::new();
-            let mut talkers: HashMap<GroupId, Vec<TerminalId>> = HashMap::new();
-            for (i, g) in plan.groups.iter().enumerate() {
-                if !talks(i, spec.talk_share) {
-                    continue;
-                }
-                let online: Vec<TerminalId> = g
-                    .talkers
-                    .iter()
-                    .copied()
-                    .filter(|t| commands.contains_key(t))
-                    .collect();
-                if let Some(first) = online.first() {
-                    press(*first, g.id, Class::Normal, burst.min(config.duration));
-                }
-                talkers.insert(g.id, online);
-                turn.insert(g.id, 0);
-            }
-            let mut due: Vec<(tokio::time::Instant, GroupId)> = Vec::new();
-            loop {
-                let next_due = due.iter().map(|(t, _)| *t).min();
-                tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    Some(group) = done.recv() => due.push((tokio::time::Instant::now() + gap, group)),
-                    _ = tokio::time::sleep_until(next_due.unwrap_or(deadline)), if next_due.is_some() => {
-                        let now = tokio::time::Instant::now();
-                        let (ready, later): (Vec<_>, Vec<_>) = due.drain(..).partition(|(t, _)| *t <= now);
-                        due = later;
-                        for (_, group) in ready {
-                            let list = &talkers[&group];
-                            if list.is_empty() || deadline <= now {
-                                continue;
-                            }
-                            let i = turn.entry(group).or_default();
-                            *i = (*i + 1) % list.len();
-                            let hold = burst.min(deadline - now);
-                            press(list[*i], group, Class::Normal, hold);
-                        }
-                    }
-                }
-            }
-        }
-        // Alert scenarios have their own director.
-        Pattern::Alerts => {}
-        Pattern::Contention => loop {
-            let now = tokio::time::Instant::now();
-            if now + burst >= deadline {
-                tokio::time::sleep_until(deadline).await;
-                break;
-            }
-            for g in &plan.groups {
-                let online: Vec<TerminalId> = g
-                    .talkers
-                    .iter()
-                    .copied()
-                    .filter(|t| commands.contains_key(t))
-                    .collect();
-                if online.is_empty() {
-                    continue;
-                }
-                let n = spec.presses_per_round.min(online.len());
-                let chosen = rand::seq::index::sample(&mut rng, online.len(), n);
-                let emergency = rng.gen_bool(spec.emergency_ratio.clamp(0.0, 1.0));
-                for (k, i) in chosen.iter().enumerate() {
-                    let class = if emergency && k == 0 {
-                        Class::Emergency
-                    } else {
-                        Class::Normal
-                    };
-                    let hold = burst.mul_f64(rng.gen_range(0.5..=1.0));
-                    press(online[i], g.id, class, hold);
-                }
-                if rng.gen_bool(spec.console_ratio.clamp(0.0, 1.0)) {
-                    if let Some(console) = g.console.filter(|c| commands.contains_key(c)) {
-                        press(console, g.id, Class::Normal, burst / 2);
-                    }
-                }
-            }
-            tokio::time::sleep(burst + gap).await;
-            while done.try_recv().is_ok() {}
-        },
-        // Directed by `reconnect_storm`.
-        Pattern::ReconnectStorm => {}
-    }
-}
-
-/// Whether the `i`-th exercised group talks when a `share` of them do:
-/// spread evenly over the groups (and so over the city's stations).
-pub fn talks(i: usize, share: f64) -> bool {
-    let share = share.clamp(0.0, 1.0);
-    ((i + 1) as f64 * share).floor() > (i as f64 * share).floor()
-}
-
 /// Where a unit is: its site in the simulated city, placed near its police
 /// station.
 fn unit_site(org: &Org, unit: u32) -> (i32, i32) {
@@ -702,215 +529,4 @@ fn unit_site(org: &Org, unit: u32) -> (i32, i32) {
         .ancestor_of_kind(unit, NodeKind::PoliceStation)
         .unwrap_or(org.root().id);
     walk::unit_site(station, unit)
-}
-
-/// Every `gap_ms`, each sender fires `alerts_per_round` dispatches (to its
-/// subtree, or to the members nearest an incident near one of its units)
-/// and a share of the recipients drops offline, until the duration is
-/// over; then waits for every expected delivery and the last responses.
-async fn direct_alerts(
-    config: &RunConfig,
-    plan: &Plan,
-    senders: &[(TerminalId, u32, u64)],
-    commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
-    shared: &actor::Shared,
-) {
-    let spec = &config.spec;
-    let deadline = tokio::time::Instant::now() + config.duration;
-    let gap = Duration::from_millis(spec.gap_ms.max(100));
-    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x616c_6572_7473);
-    // Nearest: the exercised units each console commands, for incidents.
-    let units_of: HashMap<TerminalId, Vec<u32>> = senders
-        .iter()
-        .map(|(c, node, _)| {
-            let units = plan
-                .groups
-                .iter()
-                .filter(|g| plan.org.is_ancestor_or_self(*node, g.id.0))
-                .map(|g| g.id.0)
-                .collect();
-            (*c, units)
-        })
-        .collect();
-    // Offline churn: every recipient online but the senders.
-    let mut candidates: Vec<TerminalId> = commands
-        .keys()
-        .copied()
-        .filter(|t| !senders.iter().any(|(s, _, _)| s == t))
-        .collect();
-    candidates.sort_unstable();
-    let mut back_at: HashMap<TerminalId, tokio::time::Instant> = HashMap::new();
-    let mut round = 0u32;
-    loop {
-        round += 1;
-        for (console, node, expected) in senders {
-            let Some(tx) = commands.get(console) else {
-                continue;
-            };
-            for i in 1..=spec.alerts_per_round {
-                let (target, location, expected) = match spec.alert_target {
-                    AlertTarget::Subtree => (
-                        ptt_codec::Target::Subtree {
-                            node: *node,
-                            roles: 0,
-                        },
-                        ptt_codec::Location {
-                            lat_e7: 290_800_000,
-                            lon_e7: 1_196_400_000,
-                            address: "城南路165号".into(),
-                        },
-                        Some(*expected),
-                    ),
-                    AlertTarget::Nearest => {
-                        let units = &units_of[console];
-                        if units.is_empty() {
-                            continue;
-                        }
-                        let unit = units[rng.gen_range(0..units.len())];
-                        let (lat_e7, lon_e7) =
-                            walk::near(unit_site(&plan.org, unit), spec.walk_radius_m, &mut rng);
-                        (
-                            ptt_codec::Target::Nearest {
-                                k: spec.nearest_k,
-                                radius_m: spec.nearest_radius_m,
-                            },
-                            ptt_codec::Location {
-                                lat_e7,
-                                lon_e7,
-                                address: format!("共治单元 {unit} 附近"),
-                            },
-                            None,
-                        )
-                    }
-                };
-                let body = ptt_codec::AlertBody {
-                    kind: match spec.alert_kind {
-                        AlertKindSpec::Dispatch => ptt_codec::AlertKind::Dispatch,
-                        AlertKindSpec::Drill => ptt_codec::AlertKind::Drill,
-                    },
-                    priority: 3,
-                    ttl_s: spec.ttl_s,
-                    title: match spec.alert_kind {
-                        AlertKindSpec::Dispatch => {
-                            format!("指令 {round}-{i}: {} 两名男子试图拉车门", location.address)
-                        }
-                        AlertKindSpec::Drill => {
-                            format!("拉动演练 {round}-{i}: {}", location.address)
-                        }
-                    },
-                    text: match spec.alert_kind {
-                        AlertKindSpec::Dispatch => "就近处置，到场后回报。".into(),
-                        AlertKindSpec::Drill => "演练：接单后立即出发，到场后回报。".into(),
-                    },
-                    location: Some(location),
-                    attachments: Vec::new(),
-                };
-                let _ = tx.send(actor::Command::Alert {
-                    target,
-                    body,
-                    expected,
-                });
-            }
-        }
-        let now = tokio::time::Instant::now();
-        let next = now + gap;
-        if spec.offline_ratio > 0.0 && now < deadline {
-            let away_max = Duration::from_millis(spec.offline_ms);
-            for t in churn::select_offline(&candidates, spec.offline_ratio, &back_at, now, &mut rng)
-            {
-                // Somewhere in this round, before the measured phase ends.
-                let after = gap.min(deadline - now).mul_f64(rng.gen_range(0.0..1.0));
-                let away = churn::offline_for(away_max, &mut rng);
-                // Eligible again once surely back (reconnecting takes a moment).
-                back_at.insert(t, now + after + away + Duration::from_secs(3));
-                if let Some(tx) = commands.get(&t) {
-                    let _ = tx.send(actor::Command::GoOffline { after, away });
-                }
-            }
-        }
-        if next >= deadline {
-            break;
-        }
-        tokio::time::sleep_until(next).await;
-    }
-    tokio::time::sleep_until(deadline).await;
-    // Wait (up to drain_ms) until every terminal sent offline is back and
-    // every confirmed alert reached every recipient, then for the last
-    // responses.
-    use std::sync::atomic::Ordering::Relaxed;
-    let limit = tokio::time::Instant::now() + Duration::from_millis(spec.drain_ms);
-    let all_back = back_at.values().max().copied();
-    while (shared.alerts_delivered.load(Relaxed) < shared.alerts_expected.load(Relaxed)
-        || all_back.is_some_and(|t| tokio::time::Instant::now() < t))
-        && tokio::time::Instant::now() < limit
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(
-        spec.response.max_ms(spec.respond_ms) + spec.response.max_ms(spec.arrive_ms) + 500,
-    ))
-    .await;
-}
-
-/// Reads a terminal's voice datagrams until stopped, checking each, and
-/// writing the recorded groups' audio to WAV.
-async fn listen_loop(
-    mut connections: watch::Receiver<quinn::Connection>,
-    groups: Vec<GroupId>,
-    logs: Arc<HashMap<GroupId, Arc<listen::SendLog>>>,
-    record: Vec<(GroupId, PathBuf)>,
-    mut stop: watch::Receiver<bool>,
-    epoch: Instant,
-) -> anyhow::Result<listen::Heard> {
-    let mut listener = listen::Listener::new(&groups, logs).since(epoch);
-    let mut recorders = record
-        .into_iter()
-        .map(|(g, path)| Ok((g, crate::record::Recorder::create(&path)?)))
-        .collect::<anyhow::Result<HashMap<_, _>>>()?;
-    let mut playout = tokio::time::interval(Duration::from_millis(20));
-    let mut conn = connections.borrow_and_update().clone();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            // The terminal reconnected: listen on the new connection.
-            c = connections.changed() => {
-                if c.is_err() {
-                    break;
-                }
-                conn = connections.borrow_and_update().clone();
-            }
-            d = conn.read_datagram() => {
-                let Ok(datagram) = d else {
-                    // Connection gone: wait for the next one.
-                    tokio::select! {
-                        _ = stop.changed() => break,
-                        c = connections.changed() => {
-                            if c.is_err() {
-                                break;
-                            }
-                            conn = connections.borrow_and_update().clone();
-                        }
-                    }
-                    continue;
-                };
-                let now = Instant::now();
-                let Ok((header, _)) = ptt_codec::VoiceHeader::decode(&datagram) else { continue };
-                let voice = terminal::Voice { header, datagram };
-                listener.on_frame(&voice, now);
-                if let Some(r) = recorders.get_mut(&header.group) {
-                    r.push(now, &voice);
-                }
-            }
-            _ = playout.tick(), if !recorders.is_empty() => {
-                let now = Instant::now();
-                for r in recorders.values_mut() {
-                    r.play(now)?;
-                }
-            }
-        }
-    }
-    for (_, r) in recorders {
-        r.finish()?;
-    }
-    Ok(listener.heard)
 }
