@@ -8,15 +8,41 @@ use ptt_codec::TerminalId;
 use tokio::sync::mpsc;
 
 use super::{actor, RunConfig};
+use crate::report::{Latency, ReconnectReport};
 
-/// Drops every terminal at the same instant and waits (up to `drain_ms`)
-/// until all are back: returns how many dropped, how many came back, and
-/// how long until the last one did.
-pub(super) async fn reconnect_storm(
+/// How a reconnect storm went.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Storm {
+    /// Terminals dropped.
+    terminals: u64,
+    /// Terminals back online with their groups joined.
+    back: u64,
+    /// From the drop until the last one was back (or the wait ended).
+    duration: Duration,
+}
+
+impl Storm {
+    /// The report's reconnect section, given each terminal's drop to back
+    /// as the actors measured it.
+    pub(super) fn report(&self, drop_to_back: &Latency) -> ReconnectReport {
+        ReconnectReport {
+            terminals: self.terminals,
+            back: self.back,
+            duration_s: self.duration.as_secs_f64(),
+            handshakes_per_s: self.back as f64 / self.duration.as_secs_f64().max(1e-3),
+            drop_to_back_ms: drop_to_back.percentiles(),
+        }
+    }
+}
+
+/// Waits `gap_ms`, drops every terminal at the same instant and waits (up
+/// to `drain_ms`) until all are back. Call once every actor runs, as the
+/// reconnect-storm pattern's director.
+pub(super) async fn direct(
     config: &RunConfig,
     commands: &HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>,
     shared: &actor::Shared,
-) -> (u64, u64, Duration) {
+) -> Storm {
     use std::sync::atomic::Ordering::Relaxed;
     tokio::time::sleep(Duration::from_millis(config.spec.gap_ms)).await;
     let terminals = commands.len() as u64;
@@ -45,5 +71,9 @@ pub(super) async fn reconnect_storm(
     let back = shared.back_after_drop.load(Relaxed);
     let duration = dropped.elapsed();
     tracing::info!(back, terminals, "reconnect storm over in {duration:?}");
-    (terminals, back, duration)
+    Storm {
+        terminals,
+        back,
+        duration,
+    }
 }
