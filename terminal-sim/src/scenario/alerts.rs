@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use super::{actor, churn, unit_site, walk, AlertKindSpec, AlertTarget, Commands, Plan};
-use super::{RunConfig, Spec};
+use super::{RunConfig, Spec, LOG};
 
 /// A console that sends alerts.
 #[derive(Debug, Clone, Copy)]
@@ -293,7 +293,7 @@ async fn drill_reports(senders: &[Sender], commands: &Commands) -> Vec<serde_jso
         for json in answer.await.unwrap_or_default() {
             match serde_json::from_str(&json) {
                 Ok(v) => out.push(v),
-                Err(e) => tracing::warn!("unreadable drill report: {e}"),
+                Err(e) => tracing::warn!(target: LOG, "unreadable drill report: {e}"),
             }
         }
     }

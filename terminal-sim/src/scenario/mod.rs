@@ -98,6 +98,11 @@ fn opus_packets(audio: Option<&PathBuf>, seed: u64) -> anyhow::Result<Vec<Bytes>
     Ok(packets)
 }
 
+/// The target of the runner's log events, whichever of its files logs
+/// them: one name for the run's progress in the console and in log
+/// filters.
+const LOG: &str = module_path!();
+
 /// The actors' command channels, by terminal: one per terminal online
 /// after the ramp.
 type Commands = HashMap<TerminalId, mpsc::UnboundedSender<actor::Command>>;

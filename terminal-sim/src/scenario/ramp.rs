@@ -10,7 +10,7 @@ use ptt_codec::TerminalId;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 
-use super::{Plan, RunConfig};
+use super::{Plan, RunConfig, LOG};
 use crate::report::ConnectionReport;
 use crate::shards::Shards;
 use crate::terminal::{self, Terminal};
@@ -129,11 +129,11 @@ impl Fleet {
                 }
                 Some(Ok(Err(e))) => {
                     failed += 1;
-                    tracing::warn!("terminal failed to connect: {e}");
+                    tracing::warn!(target: LOG, "terminal failed to connect: {e}");
                 }
                 Some(Err(e)) => {
                     failed += 1;
-                    tracing::warn!("connect task failed: {e}");
+                    tracing::warn!(target: LOG, "connect task failed: {e}");
                 }
                 None => {}
             }
@@ -149,6 +149,7 @@ impl Fleet {
             ..ConnectionReport::default()
         };
         tracing::info!(
+            target: LOG,
             online = connected.len(),
             failed,
             "terminals connected in {ramp_s:.1} s"

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ptt_codec::TerminalId;
 use tokio::sync::mpsc;
 
-use super::{actor, RunConfig};
+use super::{actor, RunConfig, LOG};
 use crate::report::{Latency, ReconnectReport};
 
 /// How a reconnect storm went.
@@ -46,7 +46,7 @@ pub(super) async fn direct(
     use std::sync::atomic::Ordering::Relaxed;
     tokio::time::sleep(Duration::from_millis(config.spec.gap_ms)).await;
     let terminals = commands.len() as u64;
-    tracing::info!(terminals, "dropping every connection at once");
+    tracing::info!(target: LOG, terminals, "dropping every connection at once");
     let dropped = Instant::now();
     for tx in commands.values() {
         let _ = tx.send(actor::Command::GoOffline {
@@ -70,7 +70,7 @@ pub(super) async fn direct(
     progress.finish_and_clear();
     let back = shared.back_after_drop.load(Relaxed);
     let duration = dropped.elapsed();
-    tracing::info!(back, terminals, "reconnect storm over in {duration:?}");
+    tracing::info!(target: LOG, back, terminals, "reconnect storm over in {duration:?}");
     Storm {
         terminals,
         back,

@@ -9,7 +9,7 @@ use ptt_codec::GroupId;
 
 use super::actor::FloorStats;
 use super::listen::{Heard, SendLog};
-use super::{Pattern, Plan, RunConfig, Workload};
+use super::{Pattern, Plan, RunConfig, Workload, LOG};
 use crate::report::{
     self, AlertReport, ConnectionReport, FloorReport, GatewayReport, KernelReport, Latency,
     ProcessSample, Report, VoiceReport,
@@ -168,7 +168,7 @@ impl Totals {
     /// Logs what only the log shows. Call once every actor is added.
     pub(super) fn log(&self) {
         if self.positions > 0 {
-            tracing::info!(positions = self.positions, "positions reported");
+            tracing::info!(target: LOG, positions = self.positions, "positions reported");
         }
     }
 
@@ -323,9 +323,9 @@ fn plot(dir: &std::path::Path, scenario: &str, heard: &Heard, alert_latency: &La
     match crate::plot::write(dir, &figures) {
         Ok(files) => {
             for f in files {
-                tracing::info!(plot = %f.display(), "plot written");
+                tracing::info!(target: LOG, plot = %f.display(), "plot written");
             }
         }
-        Err(e) => tracing::warn!("plots not written: {e:#}"),
+        Err(e) => tracing::warn!(target: LOG, "plots not written: {e:#}"),
     }
 }
