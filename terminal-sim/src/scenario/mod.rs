@@ -1,5 +1,11 @@
 //! The scenario runner behind `terminal-sim run`: connects the terminals a
 //! scenario needs, drives talkers, listens everywhere, and reports.
+//!
+//! [`run`] goes through its phases in order, one file each: what to do
+//! ([`spec`], [`plan`]); connecting everyone (`ramp`); one [`actor`] and one
+//! [`listen`]er per terminal at work (`crew`); the director of the measured
+//! phase (`talk` for voice, `alerts`, `storm` for the reconnect storm); and
+//! the counters around it turned into the report (`tally`).
 
 pub mod actor;
 mod alerts;
