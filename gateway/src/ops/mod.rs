@@ -1,0 +1,66 @@
+//! What a terminal asks of the gateway beyond its own session: one module
+//! per kind of operation, each handler taking the asking session's
+//! [`Caller`] (as mini-redis's commands take its `Handler`).
+//!
+//! Operations sit between sessions and the hub: sessions call them, they
+//! call the hub, the store and the outboxes, never a session.
+
+pub(crate) mod alerts;
+pub(crate) mod attachments;
+pub(crate) mod drills;
+pub(crate) mod positions;
+pub(crate) mod sos;
+
+use std::sync::Arc;
+
+use ptt_codec::{ErrorCode, ServerMsg, TerminalId};
+use quinn::Connection;
+
+use crate::hub::Hub;
+use crate::outbox::Outbox;
+
+/// The session an operation runs for: who asks, and how to answer.
+///
+/// Cheap to clone: handlers that outlive the control loop's turn (store
+/// calls, deliveries) take a clone into their task.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The shared state.
+    pub(crate) hub: Arc<Hub>,
+    /// The authenticated terminal.
+    pub(crate) terminal: TerminalId,
+    /// Its session id (see [`crate::hub::Live::id`]).
+    pub(crate) session: u64,
+    /// Its connection, for streams to it.
+    pub(crate) conn: Connection,
+    /// Its control messages.
+    pub(crate) outbox: Outbox,
+}
+
+impl Caller {
+    /// Sends an `Error` about a frame of type `frame` (no group).
+    pub(crate) fn error(&self, code: ErrorCode, frame: u8, message: impl Into<String>) {
+        self.outbox.send(ServerMsg::Error {
+            code,
+            frame,
+            group: None,
+            message: message.into(),
+        });
+    }
+}
+
+/// Why a stream to a terminal was not sent whole. The content stays in the
+/// store: alerts are sent again on reconnect, attachments and reports can
+/// be asked for again.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StreamError {
+    /// The connection is gone.
+    #[error(transparent)]
+    Connection(#[from] quinn::ConnectionError),
+    /// The terminal stopped the stream or the connection failed mid-write.
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    /// The stream was already finished or reset.
+    #[error(transparent)]
+    Closed(#[from] quinn::ClosedStream),
+}

@@ -1,0 +1,67 @@
+//! The control stream's first frame: `Hello`, version and credential.
+
+use bytes::BytesMut;
+use ptt_codec::control::{split_frame, VERSION};
+use ptt_codec::{ClientMsg, CloseCode, TerminalId};
+use quinn::{Connection, RecvStream, SendStream};
+
+use super::{read_frame, Ended};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbox::close;
+
+/// Accepts the control stream and checks `Hello`. On failure the connection
+/// is closed with the matching code. Returns the stream, the terminal and
+/// the bytes already read behind the `Hello`.
+pub(super) async fn authenticate(
+    hub: &Hub,
+    conn: &Connection,
+) -> Result<(SendStream, RecvStream, TerminalId, BytesMut), Ended> {
+    let (send, mut recv) = conn.accept_bi().await?;
+    let mut buf = BytesMut::with_capacity(256);
+    let refuse = |code: CloseCode, reason: &'static str| {
+        close(conn, code, reason);
+        Ended::Closed(reason)
+    };
+    let Some(len) = read_frame(&mut recv, &mut buf).await.inspect_err(|_| {
+        close(conn, CloseCode::ProtocolViolation, "bad hello");
+    })?
+    else {
+        return Err(refuse(CloseCode::ProtocolViolation, "no hello"));
+    };
+    let frame =
+        split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
+    let (version, terminal, credential) = match ClientMsg::decode(frame) {
+        Ok(ClientMsg::Hello {
+            version,
+            terminal,
+            credential,
+        }) => (version, terminal, credential),
+        _ => {
+            return Err(refuse(
+                CloseCode::ProtocolViolation,
+                "first frame must be a valid hello",
+            ))
+        }
+    };
+    if version != VERSION {
+        return Err(refuse(
+            CloseCode::UnsupportedVersion,
+            "unsupported protocol version",
+        ));
+    }
+    let known = hub.org().terminal(terminal).is_some();
+    // Verify even for unknown terminals so timing does not tell them apart.
+    let valid = hub.verify(terminal, &credential);
+    if !known || !valid {
+        Metrics::add(&hub.metrics().auth_failures, 1);
+        tracing::warn!(%terminal, remote = %conn.remote_address(), "authentication failed");
+        return Err(refuse(
+            CloseCode::AuthFailed,
+            "unknown terminal or wrong credential",
+        ));
+    }
+    // Frames sent right behind the Hello may already be buffered: keep them.
+    let _hello = buf.split_to(len);
+    Ok((send, recv, terminal, buf))
+}
