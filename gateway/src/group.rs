@@ -18,7 +18,7 @@ use crate::alert::{now_ms, BurstRecord};
 use crate::fanout::{self, Receiver, Talker};
 use crate::floor;
 use crate::metrics::Metrics;
-use crate::session::Outbox;
+use crate::outbox::Outbox;
 
 /// The fan-out snapshot of a group in the gateway.
 pub type Snapshot = fanout::Snapshot<quinn::Connection>;

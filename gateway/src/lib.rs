@@ -8,6 +8,8 @@
 //!   stream, voice datagrams).
 //! - `group`: a talk group at run time, the async shell around
 //!   [`floor::Machine`], publishing [`fanout::Snapshot`]s.
+//! - `outbox`: a terminal's queue of control messages, a leaf every
+//!   sender (sessions, groups, alerts) uses without importing the others.
 //! - [`fanout`]: the lock-free voice relay path.
 //! - [`floor`]: sans-I/O floor control (TS 24.380).
 //! - [`org`]: the governance tree, authorisation policy and credentials.
@@ -23,6 +25,7 @@ mod group;
 pub mod location;
 pub mod metrics;
 pub mod net;
+mod outbox;
 pub mod server;
 mod session;
 mod session_alerts;

@@ -10,8 +10,8 @@ use quinn::Connection;
 
 use crate::alert::{now_ms, store, Service};
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::server::Shared;
-use crate::session::Outbox;
 use crate::session_streams as streams;
 
 /// Runs a blocking store call off the async threads.

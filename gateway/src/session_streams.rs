@@ -18,8 +18,8 @@ use tracing::Instrument;
 
 use crate::alert::{now_ms, store};
 use crate::org::TerminalKind;
+use crate::outbox::Outbox;
 use crate::server::Shared;
-use crate::session::Outbox;
 use crate::session_alerts::{blocking, error};
 
 /// QUIC send priority of attachment and report streams: below the control
