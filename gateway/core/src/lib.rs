@@ -7,8 +7,11 @@
 //! that way. The `ptt-gateway` crate is the driver that does the I/O.
 //!
 //! - [`floor`]: floor control per talk group (3GPP TS 24.380).
+//! - [`group`]: a talk group's membership and floor, emitting addressed
+//!   control messages, snapshot republishes and ended bursts.
 //! - [`admission`]: which waiting connection attempt gets the next
 //!   handshake slot.
 
 pub mod admission;
 pub mod floor;
+pub mod group;
