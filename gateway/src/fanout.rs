@@ -14,11 +14,12 @@
 //! receiver's path is slower than the voice, quinn drops the oldest frames.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use ptt_codec::voice::stamp_speaker;
 use ptt_codec::{TerminalId, VoiceHeader};
+
+pub use ptt_gateway_core::fanout::{Drop, RateLimit, Talker};
 
 /// Something a datagram can be handed to: a QUIC connection in the gateway,
 /// a counter in benchmarks and tests.
@@ -43,15 +44,6 @@ impl Sink for quinn::Connection {
     fn send(&self, datagram: Bytes) -> Result<(), SinkError> {
         self.send_datagram(datagram).map_err(|_| SinkError)
     }
-}
-
-/// The burst a group is relaying now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Talker {
-    /// The floor holder: the only terminal whose voice is relayed.
-    pub terminal: TerminalId,
-    /// The burst id granted to it; frames of older bursts are dropped.
-    pub burst: u16,
 }
 
 /// One listener of a group.
@@ -89,15 +81,6 @@ impl<S> Default for Snapshot<S> {
     }
 }
 
-/// Why a voice datagram was not relayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Drop {
-    /// The sender does not hold the floor, or sent a burst id other than the
-    /// one it was granted (a frame from an earlier burst).
-    #[error("sender does not hold the floor")]
-    NotHolder,
-}
-
 /// Outcome of relaying one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Relayed {
@@ -108,16 +91,14 @@ pub struct Relayed {
 }
 
 /// Checks that `sender` may send a frame with this header in the group whose
-/// snapshot is given: it must hold the floor, with the burst id it was granted.
+/// snapshot is given: it must hold the floor, with the burst id it was granted
+/// (the rule is [`ptt_gateway_core::fanout::admit`]).
 pub fn admit<S>(
     snapshot: &Snapshot<S>,
     sender: TerminalId,
     header: &VoiceHeader,
 ) -> Result<(), Drop> {
-    match snapshot.talker {
-        Some(t) if t.terminal == sender && t.burst == header.burst => Ok(()),
-        _ => Err(Drop::NotHolder),
-    }
+    ptt_gateway_core::fanout::admit(snapshot.talker, sender, header)
 }
 
 /// Relays an admitted frame from `sender` to every receiver but the sender,
@@ -134,51 +115,11 @@ pub fn relay<S: Sink>(snapshot: &Snapshot<S>, sender: TerminalId, datagram: &[u8
     out
 }
 
-/// Per-connection voice rate limit: a token bucket in frames.
-///
-/// One 20 ms talker sends 50 frames/s per group; the default allows a few
-/// groups at once plus jitter bursts, and stops a terminal flooding the relay.
-#[derive(Debug, Clone)]
-pub struct RateLimit {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    last: Option<Instant>,
-}
-
-impl RateLimit {
-    /// `per_second` sustained frames with bursts of up to `burst` frames.
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        Self {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            last: None,
-        }
-    }
-
-    /// Takes one token at `now`; false if the frame must be dropped.
-    pub fn allow(&mut self, now: Instant) -> bool {
-        if let Some(last) = self.last {
-            let elapsed = now.saturating_duration_since(last);
-            self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        }
-        self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ptt_codec::GroupId;
     use std::sync::Mutex;
-    use std::time::Duration;
 
     #[derive(Debug, Default)]
     struct Recorder(Mutex<Vec<Bytes>>);
@@ -302,19 +243,5 @@ mod tests {
                 failed: 1
             }
         );
-    }
-
-    #[test]
-    fn rate_limit_refills_over_time() {
-        let t0 = Instant::now();
-        let mut rl = RateLimit::new(50, 10);
-        assert_eq!((0..20).filter(|_| rl.allow(t0)).count(), 10);
-        assert!(!rl.allow(t0));
-        // 100 ms later: 5 more frames.
-        let t1 = t0 + Duration::from_millis(100);
-        assert_eq!((0..20).filter(|_| rl.allow(t1)).count(), 5);
-        // Never above the burst, however long the pause.
-        let t2 = t1 + Duration::from_secs(60);
-        assert_eq!((0..20).filter(|_| rl.allow(t2)).count(), 10);
     }
 }

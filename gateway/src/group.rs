@@ -14,7 +14,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use ptt_codec::{Class, DenyCause, GroupId, ServerMsg, TerminalId};
 
-use crate::alert::{now_ms, BurstRecord};
+use crate::alert::{now_ms, BurstRecord, EndedBy};
 use crate::fanout::{self, Receiver, Talker};
 use crate::floor;
 use crate::metrics::Metrics;
@@ -170,7 +170,7 @@ impl Group {
             });
         }
         st.floor.handle_leave(Instant::now(), terminal);
-        self.after_floor(&mut st, "left");
+        self.after_floor(&mut st, EndedBy::Left);
         true
     }
 
@@ -205,14 +205,14 @@ impl Group {
             limit,
         };
         st.floor.handle_request(Instant::now(), request);
-        self.after_floor(&mut st, "released");
+        self.after_floor(&mut st, EndedBy::Released);
     }
 
     /// A member released the talk key (or withdrew its queued request).
     pub fn release_floor(self: &Arc<Self>, terminal: TerminalId) {
         let mut st = self.lock();
         st.floor.handle_release(Instant::now(), terminal);
-        self.after_floor(&mut st, "released");
+        self.after_floor(&mut st, EndedBy::Released);
     }
 
     /// Number of members online.
@@ -231,23 +231,16 @@ impl Group {
             st.armed = None;
         }
         st.floor.handle_timeout(Instant::now());
-        self.after_floor(&mut st, "released");
+        self.after_floor(&mut st, EndedBy::Released);
     }
 
     /// Delivers floor events, logs ended bursts, republishes the snapshot
     /// and arms the timer. A burst that ends without a revoke ended the way
     /// `ended_by` says (the caller's operation: released or left).
-    fn after_floor(self: &Arc<Self>, st: &mut State, ended_by: &str) {
+    fn after_floor(self: &Arc<Self>, st: &mut State, ended_by: EndedBy) {
         while let Some(event) = st.floor.poll_event() {
             match &event {
-                floor::Event::Revoked { cause, .. } => {
-                    let why = match cause {
-                        ptt_codec::RevokeCause::Preempted => "preempted",
-                        ptt_codec::RevokeCause::BurstTooLong => "burst_too_long",
-                        _ => "revoked",
-                    };
-                    self.burst_ended(st, why);
-                }
+                floor::Event::Revoked { cause, .. } => self.burst_ended(st, EndedBy::from(*cause)),
                 floor::Event::Granted { burst, .. } => {
                     self.burst_ended(st, ended_by);
                     st.talking = Some((burst.terminal, burst.id, burst.class, now_ms()));
@@ -270,7 +263,7 @@ impl Group {
         }
     }
 
-    fn burst_ended(&self, st: &mut State, ended_by: &str) {
+    fn burst_ended(&self, st: &mut State, ended_by: EndedBy) {
         if let Some((terminal, burst, class, granted_ms)) = st.talking.take() {
             let _ = self.audit.send(BurstRecord {
                 group: self.id.0,
@@ -279,7 +272,7 @@ impl Group {
                 class: class.code(),
                 granted_ms,
                 ended_ms: now_ms(),
-                ended_by: ended_by.to_owned(),
+                ended_by,
             });
         }
     }

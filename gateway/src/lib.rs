@@ -19,11 +19,13 @@
 //! - [`fanout`]: the lock-free voice relay path.
 //! - [`floor`]: sans-I/O floor control (TS 24.380).
 //! - [`org`]: the governance tree, authorisation policy and credentials.
-//! - [`alert`]: alert lifecycle, the SQLite store, recipient resolution.
+//! - [`alert`]: alert rules at the current time (the rules are the core's).
+//! - [`store`]: the SQLite store, one file per group of tables.
 //! - [`net`]: the network thread that carries every packet.
 //! - [`config`], [`tls`]: configuration and certificates.
 
 pub mod alert;
+pub mod clock;
 pub mod config;
 pub mod drill;
 pub mod fanout;
@@ -36,6 +38,7 @@ mod ops;
 mod outbox;
 pub mod server;
 mod session;
+pub mod store;
 pub mod tls;
 
 pub use ptt_gateway_core::{admission, floor};

@@ -109,12 +109,11 @@ fn drill_report(args: DrillArgs) -> anyhow::Result<()> {
             Org::load(path).with_context(|| format!("loading org file {}", path.display()))?;
         let alert = args.alert.expect("clap requires --alert without --list");
         let now = ptt_gateway::alert::now_ms();
-        match ptt_gateway::drill::from_store(&store, &org, &config.drill.marks_s, alert, now)? {
-            Ok(report) => match args.format {
-                Format::Json => report.to_json() + "\n",
-                Format::Csv => report.to_csv(),
-            },
-            Err((_, message)) => bail!("{message}"),
+        let report =
+            ptt_gateway::drill::from_store(&store, &org, &config.drill.marks_s, alert, now)?;
+        match args.format {
+            Format::Json => report.to_json() + "\n",
+            Format::Csv => report.to_csv(),
         }
     };
     match args.out {

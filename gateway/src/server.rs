@@ -8,12 +8,13 @@ use std::time::Duration;
 use ptt_codec::{CloseCode, GroupId, TerminalId};
 use tokio::task::JoinSet;
 
-use crate::alert::{BurstRecord, Store};
+use crate::alert::BurstRecord;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::org::{auth::ProvisioningKey, Org};
 use crate::session;
+use crate::store::Store;
 
 /// A gateway ready to serve: configuration, org and groups, no sockets.
 ///

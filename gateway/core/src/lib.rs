@@ -11,7 +11,20 @@
 //!   control messages, snapshot republishes and ended bursts.
 //! - [`admission`]: which waiting connection attempt gets the next
 //!   handshake slot.
+//! - [`fanout`]: whether a voice frame is relayed, and the per-connection
+//!   rate limit.
+//! - [`alert`]: the receipt lifecycle and alert limits; [`recipients`]: who
+//!   an alert reaches and whether its sender may send it.
+//! - [`location`]: last known positions and the nearest-member index.
+//! - [`audit`]: the floor audit log's rows.
+//! - [`drill`]: drill report arithmetic and its CSV/JSON output.
 
 pub mod admission;
+pub mod alert;
+pub mod audit;
+pub mod drill;
+pub mod fanout;
 pub mod floor;
 pub mod group;
+pub mod location;
+pub mod recipients;

@@ -1,97 +1,13 @@
-//! Alerts: the lifecycle of one recipient's receipt (pure), the durable
-//! store, and the service that validates, persists and delivers.
-//!
-//! A recipient moves forward only: pending -> delivered -> read -> accepted
-//! -> arrived -> resolved, skipping steps if it likes (a terminal that was
-//! offline may report "arrived" first), or ends at rejected before accepting.
-//! A receipt at or behind the current status is a duplicate: acknowledged
-//! again, changing nothing, so a terminal can safely resend receipts it is
-//! unsure were stored.
+//! Alerts: the durable store and the recipient rules at the current time.
+//! The rules themselves (receipt lifecycle, recipients, limits) are in
+//! [`ptt_gateway_core::alert`] and [`ptt_gateway_core::recipients`].
 
 mod service;
-pub mod store;
 
-pub use service::{now_ms, Refusal, Service, MAX_TTL_S};
-pub use store::{BurstRecord, Store};
+pub use crate::store::{self, Store};
+pub use ptt_gateway_core::alert::{advance, InvalidReceipt, Step, MAX_TTL_S};
+pub use ptt_gateway_core::audit::{BurstRecord, EndedBy};
+pub use ptt_gateway_core::recipients::MAX_FIX_AGE_MS;
+pub use service::{Refusal, Service};
 
-use ptt_codec::ReceiptStatus;
-
-/// What a receipt does to a recipient's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The status moves forward to the receipt's.
-    Advance,
-    /// Already there or beyond: nothing changes, acknowledge again.
-    Duplicate,
-}
-
-/// A receipt that contradicts the recipient's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("cannot go from {from:?} to {to:?}")]
-pub struct InvalidReceipt {
-    /// Current status.
-    pub from: ReceiptStatus,
-    /// Receipt's status.
-    pub to: ReceiptStatus,
-}
-
-/// Position on the forward path; `None` for rejected.
-fn rank(s: ReceiptStatus) -> Option<u8> {
-    match s {
-        ReceiptStatus::Pending => Some(0),
-        ReceiptStatus::Delivered => Some(1),
-        ReceiptStatus::Read => Some(2),
-        ReceiptStatus::Accepted => Some(3),
-        ReceiptStatus::Arrived => Some(4),
-        ReceiptStatus::Resolved => Some(5),
-        ReceiptStatus::Rejected => None,
-    }
-}
-
-/// Applies a receipt `to` to a recipient at `from`.
-pub fn advance(from: ReceiptStatus, to: ReceiptStatus) -> Result<Step, InvalidReceipt> {
-    let invalid = InvalidReceipt { from, to };
-    match (rank(from), rank(to)) {
-        (None, None) => Ok(Step::Duplicate),
-        (None, Some(_)) => Err(invalid),
-        // Rejecting is possible until the task was accepted.
-        (Some(f), None) => {
-            if f < rank(ReceiptStatus::Accepted).unwrap_or(3) {
-                Ok(Step::Advance)
-            } else {
-                Err(invalid)
-            }
-        }
-        (Some(f), Some(t)) if t <= f => Ok(Step::Duplicate),
-        (Some(_), Some(_)) => Ok(Step::Advance),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ReceiptStatus::*;
-
-    #[test]
-    fn receipts_only_move_forward() {
-        assert_eq!(advance(Pending, Delivered), Ok(Step::Advance));
-        assert_eq!(
-            advance(Delivered, Arrived),
-            Ok(Step::Advance),
-            "steps may be skipped"
-        );
-        assert_eq!(
-            advance(Arrived, Read),
-            Ok(Step::Duplicate),
-            "late receipts change nothing"
-        );
-        assert_eq!(advance(Accepted, Accepted), Ok(Step::Duplicate));
-        assert_eq!(advance(Read, Rejected), Ok(Step::Advance));
-        assert_eq!(advance(Pending, Rejected), Ok(Step::Advance));
-        assert_eq!(advance(Rejected, Rejected), Ok(Step::Duplicate));
-        assert!(advance(Rejected, Accepted).is_err());
-        assert!(advance(Rejected, Delivered).is_err());
-        assert!(advance(Accepted, Rejected).is_err());
-        assert!(advance(Resolved, Rejected).is_err());
-    }
-}
+pub use crate::clock::now_ms;

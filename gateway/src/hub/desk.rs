@@ -7,7 +7,7 @@ use dashmap::DashSet;
 use ptt_codec::TerminalId;
 use tokio::sync::{mpsc, oneshot, Semaphore, SemaphorePermit};
 
-use crate::alert::store::{self, Receipt, ReceiptIn, Store};
+use crate::store::{self, Receipt, ReceiptIn, Store};
 
 /// Alert deliveries in flight at once (see [`Desk::delivery_slot`]).
 const MAX_DELIVERIES_IN_FLIGHT: usize = 512;

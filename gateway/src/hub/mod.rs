@@ -17,13 +17,14 @@ use std::sync::{Arc, Mutex};
 use ptt_codec::{GroupId, TerminalId};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::alert::{BurstRecord, Store};
+use crate::alert::BurstRecord;
 use crate::config::Config;
 use crate::floor;
 use crate::group::Group;
 use crate::metrics::{Metrics, RelayLatency};
 use crate::net;
 use crate::org::{auth::ProvisioningKey, Org};
+use crate::store::Store;
 
 pub(crate) use desk::{Desk, Error};
 pub(crate) use registry::{Live, NotRemembered, Registry};
@@ -70,7 +71,7 @@ impl Hub {
     ) -> Self {
         let metrics = Arc::new(Metrics::default());
         let pending = store
-            .terminals_with_pending(crate::alert::now_ms())
+            .terminals_with_pending(crate::clock::now_ms())
             .unwrap_or_else(|e| {
                 tracing::error!("reading pending alerts failed, forwarding to everyone: {e}");
                 org.terminals().map(|t| t.id).collect()

@@ -10,9 +10,11 @@ use ptt_codec::{AlertBody, ErrorCode, ReceiptStatus, ServerMsg, Target, Terminal
 use quinn::Connection;
 
 use super::{attachments, Caller, StreamError};
-use crate::alert::{now_ms, store, Service};
+use crate::alert::Service;
+use crate::clock::now_ms;
 use crate::hub::{Error, Hub};
 use crate::metrics::Metrics;
+use crate::store;
 
 fn alert_msg(a: &store::StoredAlert) -> ServerMsg {
     ServerMsg::Alert {
@@ -107,10 +109,7 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
         .blocking(move |s| {
             // The gateway, not the sender, says how large each attachment is.
             let ids: Vec<u64> = stored_body.attachments.iter().map(|a| a.id).collect();
-            stored_body.attachments = match s.attachment_refs(issuer, &ids)? {
-                Ok(refs) => refs,
-                Err(id) => return Err(store::Error::UnknownAttachment(id)),
-            };
+            stored_body.attachments = s.attachment_refs(issuer, &ids)?;
             let id = s.create_alert(
                 issuer,
                 &stored_body,

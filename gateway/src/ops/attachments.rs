@@ -17,9 +17,10 @@ use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use super::{Caller, StreamError};
-use crate::alert::{now_ms, store};
+use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::org::TerminalKind;
+use crate::store;
 
 /// QUIC send priority of attachment and report streams: below the control
 /// stream and alert streams (priority 0).

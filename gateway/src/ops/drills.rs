@@ -6,7 +6,7 @@ use ptt_codec::{ErrorCode, ServerMsg};
 
 use super::attachments::send_stream;
 use super::Caller;
-use crate::alert::now_ms;
+use crate::clock::now_ms;
 
 /// `DrillReportQuery`: the report, on a stream of its own.
 pub(crate) async fn query(cx: Caller, alert: u64) {
@@ -34,7 +34,10 @@ pub(crate) async fn query(cx: Caller, alert: u64) {
                     format!("no drill {alert} of yours"),
                 )));
             }
-            crate::drill::from_store(s, org, &hub.config().drill.marks_s, alert, now_ms())
+            match crate::drill::from_store(s, org, &hub.config().drill.marks_s, alert, now_ms()) {
+                Err(e) if e.is_refusal() => Ok(Err((e.to_code(), e.to_string()))),
+                made => made.map(Ok),
+            }
         })
         .await;
     match made {

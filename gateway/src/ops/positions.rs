@@ -5,7 +5,7 @@ use ptt_codec::control::kind;
 use ptt_codec::{ErrorCode, ServerMsg};
 
 use super::Caller;
-use crate::alert::now_ms;
+use crate::clock::now_ms;
 use crate::hub::{Hub, Watcher};
 use crate::location::Fix;
 

@@ -5,7 +5,7 @@ use ptt_codec::control::kind;
 use ptt_codec::{AlertBody, ErrorCode, GroupId, ServerMsg, TerminalId};
 
 use super::{alerts, Caller};
-use crate::alert::now_ms;
+use crate::clock::now_ms;
 use crate::hub::ActiveSos;
 
 /// `Sos`: alert the terminal's unit and its police station's consoles with

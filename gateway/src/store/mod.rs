@@ -1,0 +1,199 @@
+//! The durable store: an embedded SQLite database (WAL) in the data
+//! directory. Anything acknowledged to a terminal is committed first.
+//!
+//! Calls block on disk I/O (an fsync per commit, `synchronous = FULL`): call
+//! them from `tokio::task::spawn_blocking`. One connection behind a mutex:
+//! writes are small and SQLite serialises writers anyway.
+//!
+//! One file per group of tables, each adding methods to [`Store`] and
+//! returning the core's row types: `schema` (migrations), `alerts`
+//! (alerts, recipients, cancellation, status), `receipts`, `attachments`,
+//! `audit` (floor grants) and `drills` (progress and saved reports).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ptt_codec::{AlertKind, ErrorCode};
+use rusqlite::Connection;
+
+pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
+
+use schema::MIGRATIONS;
+
+mod alerts;
+mod attachments;
+mod audit;
+mod drills;
+mod receipts;
+mod schema;
+
+/// Errors of the store. Database failures are the gateway's fault
+/// ([`ErrorCode::Internal`]); the other variants refuse a request and map to
+/// their own wire code through [`Error::to_code`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// SQLite failed (disk, corruption, a value that does not decode).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer gateway: refuse to open it
+    /// rather than misread it.
+    #[error("database schema version {found} is newer than this gateway knows ({known})")]
+    TooNew {
+        /// The database's `user_version`.
+        found: usize,
+        /// The migrations this gateway has.
+        known: usize,
+    },
+    /// An alert references an attachment that does not exist or that its
+    /// issuer did not upload. Nothing was stored.
+    #[error("attachment {0} is unknown or not yours")]
+    UnknownAttachment(u64),
+    /// No alert has this id.
+    #[error("no alert {0}")]
+    UnknownAlert(u64),
+    /// A drill report was asked for an alert of another kind.
+    #[error("alert {alert} is a {kind:?}, not a drill")]
+    NotADrill {
+        /// The alert.
+        alert: u64,
+        /// Its kind.
+        kind: AlertKind,
+    },
+}
+
+impl Error {
+    /// The stable wire code for a terminal whose request failed this way.
+    pub fn to_code(&self) -> ErrorCode {
+        match self {
+            Error::UnknownAttachment(_) => ErrorCode::UnknownAttachment,
+            Error::UnknownAlert(_) => ErrorCode::UnknownAlert,
+            Error::NotADrill { .. } => ErrorCode::NotADrill,
+            Error::Sqlite(_) | Error::TooNew { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the request was refused (the requester's mistake, worth
+    /// telling them) rather than the database failing (worth logging).
+    pub fn is_refusal(&self) -> bool {
+        self.to_code() != ErrorCode::Internal
+    }
+}
+
+/// The gateway's database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `path`, in WAL mode, and migrates it.
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Store, Error> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, Error> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit survives power loss, not only a process kill.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // `ptt-gateway drill-report` may write beside a running gateway.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() {
+            return Err(Error::TooNew {
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic mid-statement leaves SQLite consistent (the transaction
+        // rolls back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ptt_codec::{AlertBody, AlertKind, Location, TerminalId};
+
+    #[test]
+    fn errors_map_to_stable_wire_codes() {
+        assert_eq!(
+            Error::UnknownAttachment(1).to_code(),
+            ErrorCode::UnknownAttachment
+        );
+        assert_eq!(Error::UnknownAlert(1).to_code(), ErrorCode::UnknownAlert);
+        let not_a_drill = Error::NotADrill {
+            alert: 7,
+            kind: AlertKind::Notice,
+        };
+        assert_eq!(not_a_drill.to_code(), ErrorCode::NotADrill);
+        assert_eq!(not_a_drill.to_string(), "alert 7 is a Notice, not a drill");
+        assert!(not_a_drill.is_refusal());
+        let db = Error::from(rusqlite::Error::InvalidQuery);
+        assert_eq!(db.to_code(), ErrorCode::Internal);
+        assert!(!db.is_refusal());
+    }
+
+    /// A dispatch alert with a location and `ttl_s`, for the store's tests.
+    pub(super) fn body(ttl_s: u32) -> AlertBody {
+        AlertBody {
+            kind: AlertKind::Dispatch,
+            priority: 3,
+            ttl_s,
+            title: "两名男子试图拉车门".into(),
+            text: "城南路165号，01:25".into(),
+            location: Some(Location {
+                lat_e7: 291_000_000,
+                lon_e7: 1_196_500_000,
+                address: "城南路165号".into(),
+            }),
+            attachments: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_reopened_database_keeps_everything_and_migrates_once() {
+        let dir = std::env::temp_dir().join(format!("ptt-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.db");
+        let id = {
+            let s = Store::open(&path).unwrap();
+            s.create_alert(TerminalId(1), &body(600), "t", 0, &[TerminalId(2)])
+                .unwrap()
+        };
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.alert(id).unwrap().unwrap().body, body(600));
+        let version: usize = s
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let mode: String = s
+            .lock()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

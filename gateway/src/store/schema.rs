@@ -1,0 +1,74 @@
+//! The database schema: migrations applied in order when the store opens.
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many ran. Never edit one that has shipped: append.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: alerts and their recipients.
+    "CREATE TABLE alert (
+        id INTEGER PRIMARY KEY,
+        issuer INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        ttl_s INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        text TEXT NOT NULL,
+        lat_e7 INTEGER,
+        lon_e7 INTEGER,
+        address TEXT,
+        target TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE TABLE recipient (
+        alert INTEGER NOT NULL REFERENCES alert(id),
+        terminal INTEGER NOT NULL,
+        status INTEGER NOT NULL DEFAULT 0,
+        delivered_ms INTEGER,
+        read_ms INTEGER,
+        accepted_ms INTEGER,
+        rejected_ms INTEGER,
+        reason TEXT,
+        arrived_ms INTEGER,
+        resolved_ms INTEGER,
+        PRIMARY KEY (alert, terminal)
+    ) WITHOUT ROWID;
+    CREATE INDEX recipient_by_terminal ON recipient(terminal, status);",
+    // 2: audit log of floor grants: who talked in which group, when, how long.
+    "CREATE TABLE floor_grant (
+        id INTEGER PRIMARY KEY,
+        grp INTEGER NOT NULL,
+        terminal INTEGER NOT NULL,
+        burst INTEGER NOT NULL,
+        class INTEGER NOT NULL,
+        granted_ms INTEGER NOT NULL,
+        ended_ms INTEGER NOT NULL,
+        ended_by TEXT NOT NULL
+    );
+    CREATE INDEX floor_grant_by_group ON floor_grant(grp, granted_ms);",
+    // 3: who cancelled an alert (an SOS), and when.
+    "ALTER TABLE alert ADD COLUMN cancelled_by INTEGER;
+    ALTER TABLE alert ADD COLUMN cancelled_ms INTEGER;",
+    // 4: attachments (photos) and which alerts carry them; drill reports.
+    "CREATE TABLE attachment (
+        id INTEGER PRIMARY KEY,
+        owner INTEGER NOT NULL,
+        mime TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE alert_attachment (
+        alert INTEGER NOT NULL REFERENCES alert(id),
+        attachment INTEGER NOT NULL REFERENCES attachment(id),
+        position INTEGER NOT NULL,
+        PRIMARY KEY (alert, attachment)
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_attachment_by_attachment ON alert_attachment(attachment);
+    CREATE TABLE drill_report (
+        id INTEGER PRIMARY KEY,
+        alert INTEGER NOT NULL REFERENCES alert(id),
+        generated_ms INTEGER NOT NULL,
+        json TEXT NOT NULL
+    );
+    CREATE INDEX drill_report_by_alert ON drill_report(alert, generated_ms);",
+];
