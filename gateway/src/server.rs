@@ -14,7 +14,7 @@ use crate::hub::Hub;
 use crate::metrics::{self, Metrics};
 use crate::org::{auth::ProvisioningKey, Org};
 use crate::session;
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// A gateway ready to serve: configuration, org and groups, no sockets.
 ///
@@ -80,18 +80,16 @@ impl Gateway {
     }
 
     /// The floor audit log of `group` since `since_ms` (blocking: reads the
-    /// database).
-    pub fn bursts(&self, group: GroupId, since_ms: u64) -> Vec<BurstRecord> {
-        self.hub
-            .desk()
-            .store()
-            .bursts(group.0, since_ms)
-            .unwrap_or_default()
+    /// database). Bursts ended in the last moments may still be queued for
+    /// the writer.
+    pub fn bursts(&self, group: GroupId, since_ms: u64) -> Result<Vec<BurstRecord>, store::Error> {
+        self.hub.desk().store().bursts(group.0, since_ms)
     }
 
-    /// Who cancelled alert `alert`, and when (blocking: reads the database).
-    pub fn alert_cancelled(&self, alert: u64) -> Option<(TerminalId, u64)> {
-        self.hub.desk().store().cancelled(alert).ok().flatten()
+    /// Who cancelled alert `alert`, and when; `None` while it is not
+    /// cancelled (blocking: reads the database).
+    pub fn alert_cancelled(&self, alert: u64) -> Result<Option<(TerminalId, u64)>, store::Error> {
+        self.hub.desk().store().cancelled(alert)
     }
 
     /// The terminal holding the floor of `group`.

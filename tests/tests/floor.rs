@@ -187,7 +187,7 @@ async fn every_burst_lands_in_the_floor_audit_log() {
     let mut log = Vec::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        log = gw.gateway.bursts(UNIT_A, 0);
+        log = gw.gateway.bursts(UNIT_A, 0).expect("audit log readable");
         if log.len() == 3 {
             break;
         }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashSet;
-use ptt_codec::TerminalId;
+use ptt_codec::{ErrorCode, TerminalId};
 use tokio::sync::{mpsc, oneshot, Semaphore, SemaphorePermit};
 
 use crate::store::{self, Receipt, ReceiptIn, Store};
@@ -28,6 +28,18 @@ pub(crate) enum Error {
     /// the batch; the receipt was not stored.
     #[error("receipt writer dropped the receipt")]
     ReceiptDropped,
+}
+
+impl Error {
+    /// The stable wire code for a terminal whose request failed this way:
+    /// the store's refusals keep their own codes, everything else is the
+    /// gateway's fault.
+    pub(crate) fn to_code(&self) -> ErrorCode {
+        match self {
+            Error::Store(e) => e.to_code(),
+            Error::Task(_) | Error::ReceiptDropped => ErrorCode::Internal,
+        }
+    }
 }
 
 /// A receipt waiting for the writer, and where to send what it did.
@@ -167,5 +179,37 @@ async fn write_receipts(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Queue
             }
             Err(e) => tracing::error!("receipt writer task failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn errors_map_to_stable_wire_codes() {
+        let refused = Error::Store(store::Error::UnknownAttachment(7));
+        assert_eq!(refused.to_code(), ErrorCode::UnknownAttachment);
+        let sqlite = Error::Store(store::Error::Sqlite(rusqlite::Error::InvalidQuery));
+        assert_eq!(sqlite.to_code(), ErrorCode::Internal);
+        assert_eq!(Error::ReceiptDropped.to_code(), ErrorCode::Internal);
+        let panicked = tokio::task::spawn_blocking(|| panic!("store call panicked"))
+            .await
+            .expect_err("the task panicked");
+        assert_eq!(Error::Task(panicked).to_code(), ErrorCode::Internal);
+    }
+
+    #[tokio::test]
+    async fn blocking_carries_the_store_error_and_the_join_error() {
+        let desk = Desk::new(Store::in_memory().expect("in-memory store"), []);
+        let refused = desk
+            .blocking(|_| Err::<(), _>(store::Error::UnknownAlert(3)))
+            .await;
+        assert!(matches!(
+            refused,
+            Err(Error::Store(store::Error::UnknownAlert(3)))
+        ));
+        let panicked = desk.blocking(|_| -> Result<(), _> { panic!("bug") }).await;
+        assert!(matches!(panicked, Err(Error::Task(_))));
     }
 }

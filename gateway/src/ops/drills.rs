@@ -19,29 +19,15 @@ pub(crate) async fn query(cx: Caller, alert: u64) {
             let org = hub.org();
             // Only the issuer, or a console above the issuer, may see it.
             let issuer = s.alert(alert)?.map(|a| a.issuer);
-            let allowed = issuer.is_some_and(|i| {
-                i == terminal
-                    || match (org.terminal(terminal), org.terminal(i)) {
-                        (Some(me), Some(them)) => {
-                            me.is_console() && org.is_ancestor_or_self(me.node, them.node)
-                        }
-                        _ => false,
-                    }
-            });
-            if !allowed {
-                return Ok(Err((
-                    ErrorCode::UnknownAlert,
-                    format!("no drill {alert} of yours"),
-                )));
+            if !issuer.is_some_and(|i| org.commands(terminal, i)) {
+                return Ok(None);
             }
-            match crate::drill::from_store(s, org, &hub.config().drill.marks_s, alert, now_ms()) {
-                Err(e) if e.is_refusal() => Ok(Err((e.to_code(), e.to_string()))),
-                made => made.map(Ok),
-            }
+            let marks = &hub.config().drill.marks_s;
+            crate::drill::from_store(s, org, marks, alert, now_ms()).map(Some)
         })
         .await;
     match made {
-        Ok(Ok(report)) => {
+        Ok(Some(report)) => {
             let json = Bytes::from(report.to_json());
             let header = ServerMsg::DrillReport {
                 alert,
@@ -51,7 +37,12 @@ pub(crate) async fn query(cx: Caller, alert: u64) {
                 tracing::debug!(alert, "sending a drill report failed: {e}");
             }
         }
-        Ok(Err((code, message))) => cx.error(code, frame, message),
+        Ok(None) => cx.error(
+            ErrorCode::UnknownAlert,
+            frame,
+            format!("no drill {alert} of yours"),
+        ),
+        Err(e) if e.to_code() != ErrorCode::Internal => cx.error(e.to_code(), frame, e.to_string()),
         Err(e) => {
             tracing::error!("making a drill report failed: {e}");
             cx.error(ErrorCode::Internal, frame, "report unavailable; retry");

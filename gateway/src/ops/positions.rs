@@ -49,10 +49,7 @@ pub(crate) fn watch(cx: &Caller, node: u32) {
         return;
     }
     let org = hub.org();
-    let allowed = org
-        .terminal(terminal)
-        .is_some_and(|t| t.is_console() && org.is_ancestor_or_self(t.node, node));
-    if !allowed {
+    if !org.commands_node(terminal, node) {
         cx.error(
             ErrorCode::TargetNotAllowed,
             kind::WATCH_POSITIONS,

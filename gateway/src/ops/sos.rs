@@ -101,13 +101,7 @@ pub(crate) async fn sos(cx: Caller) {
 /// cancelled, ends the hot-mic burst, tells everyone the alert reached.
 pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
     let (hub, by) = (&cx.hub, cx.terminal);
-    let org = hub.org();
-    let allowed = by == terminal
-        || match (org.terminal(by), org.terminal(terminal)) {
-            (Some(b), Some(t)) => b.is_console() && org.is_ancestor_or_self(b.node, t.node),
-            _ => false,
-        };
-    if !allowed {
+    if !hub.org().commands(by, terminal) {
         cx.error(
             ErrorCode::TargetNotAllowed,
             kind::SOS_CANCEL,

@@ -10,7 +10,7 @@ use ptt_codec::{
 use quinn::{Connection, RecvStream, SendStream};
 use tracing::Instrument;
 
-use super::{read_frame, write_loop, Ended};
+use super::{read_frame, refuse, write_loop, Ended};
 use crate::group::{Link, Member};
 use crate::hub::{Hub, Live, NotRemembered};
 use crate::metrics::Metrics;
@@ -156,7 +156,7 @@ impl Session {
         mut buf: BytesMut,
     ) -> Result<(), Ended> {
         while let Some(len) = read_frame(recv, &mut buf).await.inspect_err(|e| {
-            if matches!(e, Ended::Closed(_)) {
+            if matches!(e, Ended::Framing(_)) {
                 close(
                     &self.cx.conn,
                     CloseCode::ProtocolViolation,
@@ -175,12 +175,11 @@ impl Session {
                     tracing::debug!(kind = raw.kind, "malformed control frame: {e}");
                     self.error(ErrorCode::Malformed, raw.kind, None, e.to_string());
                     if self.malformed >= self.hub().config().session.max_malformed {
-                        close(
+                        return Err(refuse(
                             &self.cx.conn,
                             CloseCode::ProtocolViolation,
                             "too many malformed frames",
-                        );
-                        return Err(Ended::Closed("too many malformed frames"));
+                        ));
                     }
                 }
             }

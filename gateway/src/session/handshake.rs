@@ -5,7 +5,7 @@ use ptt_codec::control::{split_frame, VERSION};
 use ptt_codec::{ClientMsg, CloseCode, TerminalId};
 use quinn::{Connection, RecvStream, SendStream};
 
-use super::{read_frame, Ended};
+use super::{read_frame, refuse, Ended};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::close;
@@ -19,10 +19,7 @@ pub(super) async fn authenticate(
 ) -> Result<(SendStream, RecvStream, TerminalId, BytesMut), Ended> {
     let (send, mut recv) = conn.accept_bi().await?;
     let mut buf = BytesMut::with_capacity(256);
-    let refuse = |code: CloseCode, reason: &'static str| {
-        close(conn, code, reason);
-        Ended::Closed(reason)
-    };
+    let refuse = |code: CloseCode, reason: &'static str| refuse(conn, code, reason);
     let Some(len) = read_frame(&mut recv, &mut buf).await.inspect_err(|_| {
         close(conn, CloseCode::ProtocolViolation, "bad hello");
     })?

@@ -31,9 +31,36 @@ enum Ended {
     /// Reading the control stream failed.
     #[error("reading control stream: {0}")]
     Read(#[from] quinn::ReadError),
-    /// The gateway closed the connection for the reason given.
+    /// The control stream broke the framing rules (an oversized frame, a
+    /// stream cut mid-frame, or unreadable).
     #[error("closed: {0}")]
-    Closed(&'static str),
+    Framing(&'static str),
+    /// The gateway refused the terminal or closed its session, with `code`.
+    #[error("closed: {reason}")]
+    Refused {
+        /// The close code sent.
+        code: CloseCode,
+        /// The reason sent with it.
+        reason: &'static str,
+    },
+}
+
+impl Ended {
+    /// The close code the gateway sends the terminal for this ending;
+    /// `None` when the terminal or the network ended the session first.
+    fn to_code(&self) -> Option<CloseCode> {
+        match self {
+            Ended::Connection(_) | Ended::Read(_) => None,
+            Ended::Framing(_) => Some(CloseCode::ProtocolViolation),
+            Ended::Refused { code, .. } => Some(*code),
+        }
+    }
+}
+
+/// Closes `conn` with `code` and `reason`, and says why the session ended.
+fn refuse(conn: &quinn::Connection, code: CloseCode, reason: &'static str) -> Ended {
+    close(conn, code, reason);
+    Ended::Refused { code, reason }
 }
 
 /// Drives one incoming connection until it ends. `slot` is its handshake
@@ -66,7 +93,7 @@ pub(crate) async fn run(
         match tokio::time::timeout(hello_timeout, handshake::authenticate(&hub, &conn)).await {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
-                tracing::debug!(%remote, "session refused: {e}");
+                tracing::debug!(%remote, code = ?e.to_code(), "session refused: {e}");
                 return;
             }
             Err(_) => {
@@ -94,7 +121,7 @@ pub(crate) async fn run(
             Ok(()) | Err(Ended::Connection(quinn::ConnectionError::LocallyClosed)) => {
                 tracing::info!("session ended")
             }
-            Err(e) => tracing::info!("session ended: {e}"),
+            Err(e) => tracing::info!(code = ?e.to_code(), "session ended: {e}"),
         }
     }
     .instrument(span)
@@ -107,7 +134,7 @@ async fn read_frame(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<Option<
     loop {
         match split_frame(buf) {
             Ok(frame) => return Ok(Some(frame.len())),
-            Err(FrameError::TooLong(_)) => return Err(Ended::Closed("oversized control frame")),
+            Err(FrameError::TooLong(_)) => return Err(Ended::Framing("oversized control frame")),
             Err(FrameError::Incomplete) => {}
         }
         let n = recv
@@ -115,13 +142,13 @@ async fn read_frame(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<Option<
             .await
             .map_err(|e| match e.downcast::<quinn::ReadError>() {
                 Ok(e) => Ended::Read(e),
-                Err(_) => Ended::Closed("control stream read failed"),
+                Err(_) => Ended::Framing("control stream read failed"),
             })?;
         if n == 0 {
             return if buf.is_empty() {
                 Ok(None)
             } else {
-                Err(Ended::Closed("control stream ended mid-frame"))
+                Err(Ended::Framing("control stream ended mid-frame"))
             };
         }
     }
@@ -143,4 +170,34 @@ async fn write_loop(mut send: SendStream, mut rx: mpsc::Receiver<Box<ServerMsg>>
         }
     }
     let _ = send.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endings_map_to_stable_close_codes() {
+        assert_eq!(
+            Ended::Framing("oversized control frame").to_code(),
+            Some(CloseCode::ProtocolViolation)
+        );
+        for code in [
+            CloseCode::ProtocolViolation,
+            CloseCode::UnsupportedVersion,
+            CloseCode::AuthFailed,
+        ] {
+            let ended = Ended::Refused {
+                code,
+                reason: "refused",
+            };
+            assert_eq!(ended.to_code(), Some(code));
+        }
+        assert_eq!(
+            Ended::Connection(quinn::ConnectionError::LocallyClosed).to_code(),
+            None
+        );
+        assert_eq!(Ended::Read(quinn::ReadError::ClosedStream).to_code(), None);
+        // The wire numbers themselves are pinned in the codec's tests.
+    }
 }
