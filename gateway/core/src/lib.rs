@@ -18,6 +18,8 @@
 //! - [`location`]: last known positions and the nearest-member index.
 //! - [`audit`]: the floor audit log's rows.
 //! - [`drill`]: drill report arithmetic and its CSV/JSON output.
+//! - [`session`]: the first frame, authentication, join rights and the
+//!   group limit.
 
 pub mod admission;
 pub mod alert;
@@ -28,3 +30,4 @@ pub mod floor;
 pub mod group;
 pub mod location;
 pub mod recipients;
+pub mod session;

@@ -14,7 +14,7 @@ mod watch;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ptt_codec::{GroupId, TerminalId};
+use ptt_codec::GroupId;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::alert::BurstRecord;
@@ -27,7 +27,7 @@ use crate::org::{auth::ProvisioningKey, Org};
 use crate::store::Store;
 
 pub(crate) use desk::{Desk, Error};
-pub(crate) use registry::{Live, NotRemembered, Registry};
+pub(crate) use registry::{Live, Registry};
 pub(crate) use sos::{Active as ActiveSos, Book as SosBook};
 pub(crate) use watch::{Watch, Watcher};
 
@@ -118,10 +118,9 @@ impl Hub {
         &self.org
     }
 
-    /// Whether `credential` is `terminal`'s (verified even for terminals
-    /// not in the org, so timing does not tell them apart).
-    pub(crate) fn verify(&self, terminal: TerminalId, credential: &[u8]) -> bool {
-        self.key.verify(terminal, credential)
+    /// The key terminals' credentials are derived from.
+    pub(crate) fn key(&self) -> &ProvisioningKey {
+        &self.key
     }
 
     /// The talk group `id`, if there is one.

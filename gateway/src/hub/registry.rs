@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use ptt_codec::{GroupId, TerminalId};
+use ptt_gateway_core::session::JoinRefusal;
 use quinn::Connection;
 
 use crate::outbox::Outbox;
@@ -29,15 +30,6 @@ struct Remembered {
     /// Groups the terminal is in, with its talk right there. Kept while it
     /// is offline so a reconnect restores them.
     groups: BTreeMap<GroupId, bool>,
-}
-
-/// Why a group was not remembered for a terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NotRemembered {
-    /// The terminal has no entry: its session was never registered.
-    Unregistered,
-    /// The terminal is in as many groups as it may be.
-    TooManyGroups,
 }
 
 /// Every terminal seen since start, with its live session and groups.
@@ -102,15 +94,13 @@ impl Registry {
         terminal: TerminalId,
         group: GroupId,
         talk: bool,
-        limit: impl FnOnce(usize, bool) -> bool,
-    ) -> Result<(), NotRemembered> {
+        limit: impl FnOnce(usize, bool) -> Result<(), JoinRefusal>,
+    ) -> Result<(), JoinRefusal> {
         let mut entry = self
             .terminals
             .get_mut(&terminal)
-            .ok_or(NotRemembered::Unregistered)?;
-        if !limit(entry.groups.len(), entry.groups.contains_key(&group)) {
-            return Err(NotRemembered::TooManyGroups);
-        }
+            .ok_or(JoinRefusal::Unregistered)?;
+        limit(entry.groups.len(), entry.groups.contains_key(&group))?;
         entry.groups.insert(group, talk);
         Ok(())
     }

@@ -7,15 +7,15 @@ use ptt_codec::control::split_frame;
 use ptt_codec::{
     ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
 };
+use ptt_gateway_core::session::{self, JoinRefusal};
 use quinn::{Connection, RecvStream, SendStream};
 use tracing::Instrument;
 
 use super::{read_frame, refuse, write_loop, Ended};
 use crate::group::{Link, Member};
-use crate::hub::{Hub, Live, NotRemembered};
+use crate::hub::{Hub, Live};
 use crate::metrics::Metrics;
 use crate::ops::{self, Caller};
-use crate::org::Denied;
 use crate::outbox::{close, Outbox};
 
 /// One authenticated session: the context every handler gets, and what
@@ -302,47 +302,24 @@ impl Session {
 
     fn join(&mut self, kind: u8, group: GroupId) {
         let hub = self.cx.hub.clone();
-        if hub.group(group).is_none() {
-            return self.error(ErrorCode::UnknownGroup, kind, Some(group), "no such group");
-        }
-        let rights = match hub
-            .org()
-            .rights(&hub.config().policy, self.cx.terminal, group)
-        {
-            Ok(r) if r.listen || r.talk => r,
-            Ok(_) | Err(Denied::NotAllowed) => {
-                tracing::debug!(%group, "join denied");
-                return self.error(
-                    ErrorCode::JoinDenied,
-                    kind,
-                    Some(group),
-                    "not allowed in this group",
-                );
+        let terminal = self.cx.terminal;
+        let joined = session::join_rights(hub.org(), &hub.config().policy, terminal, group)
+            .and_then(|rights| {
+                let max_groups = hub.config().session.max_groups;
+                hub.registry()
+                    .remember(terminal, group, rights.talk, |count, already| {
+                        session::within_limit(count, already, max_groups)
+                    })
+                    .map(|()| rights)
+            });
+        match joined {
+            Ok(rights) => self.attach(group, rights.talk, true),
+            Err(refusal) => {
+                if refusal == JoinRefusal::NotAllowed {
+                    tracing::debug!(%group, "join denied");
+                }
+                self.error(refusal.to_code(), kind, Some(group), refusal.message());
             }
-            Err(e) => {
-                return self.error(ErrorCode::UnknownGroup, kind, Some(group), format!("{e:?}"))
-            }
-        };
-        let max_groups = hub.config().session.max_groups;
-        let remembered =
-            hub.registry()
-                .remember(self.cx.terminal, group, rights.talk, |count, already| {
-                    already || count < max_groups
-                });
-        match remembered {
-            Ok(()) => self.attach(group, rights.talk, true),
-            Err(NotRemembered::Unregistered) => self.error(
-                ErrorCode::Internal,
-                kind,
-                Some(group),
-                "session not registered",
-            ),
-            Err(NotRemembered::TooManyGroups) => self.error(
-                ErrorCode::TooManyGroups,
-                kind,
-                Some(group),
-                "group limit reached",
-            ),
         }
     }
 

@@ -1,8 +1,9 @@
 //! The control stream's first frame: `Hello`, version and credential.
 
 use bytes::BytesMut;
-use ptt_codec::control::{split_frame, VERSION};
+use ptt_codec::control::split_frame;
 use ptt_codec::{ClientMsg, CloseCode, TerminalId};
+use ptt_gateway_core::session::{self, Refusal};
 use quinn::{Connection, RecvStream, SendStream};
 
 use super::{read_frame, refuse, Ended};
@@ -28,36 +29,17 @@ pub(super) async fn authenticate(
     };
     let frame =
         split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
-    let (version, terminal, credential) = match ClientMsg::decode(frame) {
-        Ok(ClientMsg::Hello {
-            version,
-            terminal,
-            credential,
-        }) => (version, terminal, credential),
-        _ => {
-            return Err(refuse(
-                CloseCode::ProtocolViolation,
-                "first frame must be a valid hello",
-            ))
+    let first = ClientMsg::decode(frame).ok();
+    let terminal = match session::authenticate(hub.org(), hub.key(), first) {
+        Ok(terminal) => terminal,
+        Err(refusal) => {
+            if let Refusal::AuthFailed { terminal } = refusal {
+                Metrics::add(&hub.metrics().auth_failures, 1);
+                tracing::warn!(%terminal, remote = %conn.remote_address(), "authentication failed");
+            }
+            return Err(refuse(refusal.to_code(), refusal.reason()));
         }
     };
-    if version != VERSION {
-        return Err(refuse(
-            CloseCode::UnsupportedVersion,
-            "unsupported protocol version",
-        ));
-    }
-    let known = hub.org().terminal(terminal).is_some();
-    // Verify even for unknown terminals so timing does not tell them apart.
-    let valid = hub.verify(terminal, &credential);
-    if !known || !valid {
-        Metrics::add(&hub.metrics().auth_failures, 1);
-        tracing::warn!(%terminal, remote = %conn.remote_address(), "authentication failed");
-        return Err(refuse(
-            CloseCode::AuthFailed,
-            "unknown terminal or wrong credential",
-        ));
-    }
     // Frames sent right behind the Hello may already be buffered: keep them.
     let _hello = buf.split_to(len);
     Ok((send, recv, terminal, buf))
