@@ -6,8 +6,9 @@
 //!   shutdown future, so tests bind port 0 and stop cleanly.
 //! - `session`: one terminal's connection (authentication, control
 //!   stream, voice datagrams).
-//! - `group`: a talk group at run time, the async shell around
-//!   [`floor::Machine`], publishing [`fanout::Snapshot`]s.
+//! - `group`: a talk group at run time, the async shell around the
+//!   sans-I/O `ptt_gateway_core::group::Machine` (membership and
+//!   [`floor::Machine`]), publishing [`fanout::Snapshot`]s.
 //! - `outbox`: a terminal's queue of control messages, a leaf every
 //!   sender (sessions, groups, alerts) uses without importing the others.
 //! - [`fanout`]: the lock-free voice relay path.

@@ -1,11 +1,11 @@
 //! One talk group at run time: its members online, its floor, and the
 //! fan-out snapshot the voice path reads.
 //!
-//! This is the thin async shell around [`core::Machine`], which decides
-//! every message: each operation locks the machine, steps it with the
-//! current time, drains its outputs, and unlocks; only then are the messages
-//! queued to the terminals, ended bursts sent to the audit log and the
-//! fan-out snapshot stored. The per-frame voice path never takes a lock (it
+//! This is the thin async shell around the sans-I/O [`rules::Machine`]
+//! (`ptt_gateway_core::group`), which decides every message: each operation
+//! locks the machine, steps it with the current time, drains its outputs,
+//! and unlocks; only then are the messages queued to the terminals, ended
+//! bursts sent to the audit log and the fan-out snapshot stored. The per-frame voice path never takes a lock (it
 //! reads [`Group::fanout`]).
 //!
 //! Order: outputs of one step are carried out while holding a second lock,
@@ -15,7 +15,7 @@
 //! send or a connection close.
 //!
 //! Timers: one task per group ([`timer::Timer`]), started on its first timed
-//! burst, sleeping towards [`core::Machine::poll_timeout`] and moved through
+//! burst, sleeping towards [`rules::Machine::poll_timeout`] and moved through
 //! a watch channel when the deadline changes. Not a task per burst, which
 //! churned a spawn per key press and left stale sleepers waking for nothing;
 //! not one task for all groups, which would need its own deadline heap and
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use ptt_codec::{Class, GroupId, ServerMsg, TerminalId};
-use ptt_gateway_core::group as core;
+use ptt_gateway_core::group as rules;
 
 use crate::alert::{now_ms, BurstRecord};
 use crate::fanout::{self, Receiver, Talker};
@@ -69,8 +69,8 @@ pub struct Member {
 
 /// The group machine with the gateway's links (shared, so an output
 /// addressed to a member costs a reference count, not three).
-type Machine = core::Machine<Arc<Link>>;
-type Output = core::Output<Arc<Link>>;
+type Machine = rules::Machine<Arc<Link>>;
+type Output = rules::Output<Arc<Link>>;
 
 /// A talk group.
 #[derive(Debug)]
@@ -121,7 +121,7 @@ impl Group {
     /// way it is told who talks right now (late entry) and the others see it
     /// come online.
     pub fn attach(self: &Arc<Self>, terminal: TerminalId, member: Member, announce: bool) {
-        let member = core::Member {
+        let member = rules::Member {
             talk: member.talk,
             priority: member.priority,
             name: member.name,
@@ -191,7 +191,7 @@ impl Group {
         // Built from the machine after the step: its one republish comes last.
         let snapshot = outputs
             .iter()
-            .any(|o| matches!(o, core::Output::Publish))
+            .any(|o| matches!(o, rules::Output::Publish))
             .then(|| snapshot(&machine));
         self.timer
             .set(machine.poll_timeout(), self, Self::on_timeout);
@@ -207,16 +207,16 @@ impl Group {
     fn deliver(&self, outputs: Vec<Output>, snapshot: Option<&Arc<Snapshot>>) {
         for output in outputs {
             match output {
-                core::Output::Send { to, link, msg } => {
+                rules::Output::Send { to, link, msg } => {
                     self.count(to, &msg);
                     link.outbox.send(msg);
                 }
-                core::Output::Publish => {
+                rules::Output::Publish => {
                     if let Some(snapshot) = snapshot {
                         self.fanout.store(Arc::clone(snapshot));
                     }
                 }
-                core::Output::BurstEnded(ended) => self.log(ended),
+                rules::Output::BurstEnded(ended) => self.log(ended),
             }
         }
     }
@@ -242,7 +242,7 @@ impl Group {
     /// Sends an ended burst to the audit log. The machine times bursts with
     /// the monotonic clock; the log wants Unix ms, so the end is stamped now
     /// and the grant that long before it.
-    fn log(&self, ended: core::Ended) {
+    fn log(&self, ended: rules::Ended) {
         let ended_ms = now_ms();
         let talked = ended
             .ended_at
