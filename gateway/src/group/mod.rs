@@ -275,3 +275,6 @@ fn snapshot(machine: &Machine) -> Arc<Snapshot> {
     });
     Arc::new(Snapshot { talker, receivers })
 }
+
+#[cfg(test)]
+mod tests;

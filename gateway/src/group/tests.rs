@@ -1,0 +1,161 @@
+//! The shell around the group machine, over real QUIC connection handles
+//! (only as sinks: nothing is sent on them) and tokio's paused clock.
+
+use std::time::Duration;
+
+use ptt_codec::RevokeCause;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::PrivateKeyDer;
+use tokio::sync::mpsc;
+use tokio::time::advance;
+
+use super::*;
+
+const G: GroupId = GroupId(7);
+const T: fn(u32) -> TerminalId = TerminalId;
+
+/// Endpoints of a loopback connection (kept alive by the caller) and its
+/// client side.
+async fn connection() -> (quinn::Endpoint, quinn::Endpoint, quinn::Connection) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    server_tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
+
+    let server_crypto = QuicServerConfig::try_from(server_tls).unwrap();
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(server_crypto)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let client_crypto = QuicClientConfig::try_from(client_tls).unwrap();
+    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(client_crypto)));
+    let connecting = client
+        .connect(server.local_addr().unwrap(), "localhost")
+        .unwrap();
+    let (conn, accepted) = tokio::join!(connecting, async { server.accept().await.unwrap().await });
+    accepted.unwrap();
+    (server, client, conn.unwrap())
+}
+
+/// A member whose outbox the test reads.
+fn member(conn: &quinn::Connection, session: u64) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
+    let (tx, rx) = mpsc::channel(64);
+    let link = Link {
+        session,
+        conn: conn.clone(),
+        outbox: Outbox {
+            tx,
+            conn: conn.clone(),
+        },
+    };
+    let member = Member {
+        talk: true,
+        priority: 80,
+        name: Arc::from("T"),
+        link,
+    };
+    (member, rx)
+}
+
+fn received(rx: &mut mpsc::Receiver<Box<ServerMsg>>) -> Vec<ServerMsg> {
+    std::iter::from_fn(|| rx.try_recv().ok().map(|m| *m)).collect()
+}
+
+/// Lets the group's timer task run at the current (paused) instant.
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn t2_revokes_through_the_shell_in_paused_time() {
+    let (_server, _client, conn) = connection().await;
+    tokio::time::pause();
+    let (audit, mut audited) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
+    let config = floor::Config {
+        talk_limit: Duration::from_secs(30),
+        queue_capacity: 16,
+    };
+    let group = Arc::new(Group::new(
+        G,
+        Arc::from("Unit"),
+        config,
+        metrics.clone(),
+        audit,
+    ));
+    let (a, mut a_rx) = member(&conn, 1);
+    let (b, mut b_rx) = member(&conn, 1);
+    group.attach(T(1), a, true);
+    group.attach(T(2), b, true);
+    assert_eq!(group.online(), 2);
+    assert_eq!(group.fanout().receivers.len(), 2);
+    received(&mut a_rx);
+    received(&mut b_rx);
+
+    group.request_floor(T(1), Class::Normal);
+    assert!(matches!(
+        received(&mut a_rx)[..],
+        [ServerMsg::FloorGranted {
+            burst: 1,
+            limit_ms: 30_000,
+            ..
+        }]
+    ));
+    assert!(matches!(
+        received(&mut b_rx)[..],
+        [ServerMsg::FloorTaken { burst: 1, .. }]
+    ));
+    assert_eq!(group.holder(), Some(T(1)));
+    assert_eq!(group.fanout().talker.map(|t| t.terminal), Some(T(1)));
+
+    settle().await;
+    advance(Duration::from_millis(29_999)).await;
+    settle().await;
+    assert!(received(&mut a_rx).is_empty(), "not before T2");
+    assert_eq!(group.holder(), Some(T(1)));
+
+    // The timer wheel rounds up to its next millisecond tick, which need not
+    // line up with the instant time was paused at.
+    advance(Duration::from_millis(2)).await;
+    settle().await;
+    assert_eq!(
+        received(&mut a_rx),
+        [
+            ServerMsg::FloorRevoked {
+                group: G,
+                burst: 1,
+                cause: RevokeCause::BurstTooLong,
+            },
+            ServerMsg::FloorIdle { group: G },
+        ]
+    );
+    assert_eq!(received(&mut b_rx), [ServerMsg::FloorIdle { group: G }]);
+    assert_eq!(group.holder(), None);
+    assert!(group.fanout().talker.is_none());
+    let m = metrics.snapshot();
+    assert_eq!((m.floor_granted, m.floor_revoked), (1, 1));
+    let record = audited.try_recv().expect("the burst was logged");
+    assert_eq!(record.ended_by, "burst_too_long");
+    let talked_ms = record.ended_ms - record.granted_ms;
+    assert!((30_000..=30_001).contains(&talked_ms), "{talked_ms} ms");
+    assert_eq!((record.terminal, record.burst), (T(1), 1));
+}
