@@ -183,9 +183,10 @@ impl Group {
     /// Runs `input` on the machine at the current time, then carries out
     /// what it asked for, after releasing the machine (see the module docs).
     fn step<R>(self: &Arc<Self>, input: impl FnOnce(&mut Machine, Instant) -> R) -> R {
-        // Tokio's clock, so tests with paused time step the machine too.
-        let now = tokio::time::Instant::now().into_std();
         let mut machine = self.lock();
+        // Read under the lock, so the machine never sees time go back. Tokio's
+        // clock, so tests with paused time step the machine too.
+        let now = tokio::time::Instant::now().into_std();
         let result = input(&mut machine, now);
         let outputs: Vec<Output> = std::iter::from_fn(|| machine.poll_output()).collect();
         // Built from the machine after the step: its one republish comes last.
