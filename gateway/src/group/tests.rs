@@ -56,7 +56,15 @@ async fn connection() -> (quinn::Endpoint, quinn::Endpoint, quinn::Connection) {
 
 /// A member whose outbox the test reads.
 fn member(conn: &quinn::Connection, session: u64) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
-    let (tx, rx) = mpsc::channel(64);
+    member_with(conn, session, 64)
+}
+
+fn member_with(
+    conn: &quinn::Connection,
+    session: u64,
+    outbox: usize,
+) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
+    let (tx, rx) = mpsc::channel(outbox);
     let link = Link {
         session,
         conn: conn.clone(),
@@ -158,4 +166,58 @@ async fn t2_revokes_through_the_shell_in_paused_time() {
     let talked_ms = record.ended_ms - record.granted_ms;
     assert!((30_000..=30_001).contains(&talked_ms), "{talked_ms} ms");
     assert_eq!((record.terminal, record.burst), (T(1), 1));
+}
+
+/// Steps race on two threads; a listener still sees them in the order they
+/// ran: bursts in increasing order, never two `FloorIdle`s in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_steps_are_delivered_in_the_order_they_ran() {
+    const ROUNDS: u16 = 2_000;
+    let (_server, _client, conn) = connection().await;
+    let (audit, _audited) = mpsc::unbounded_channel();
+    let group = Arc::new(Group::new(
+        G,
+        Arc::from("Unit"),
+        floor::Config::default(),
+        Arc::new(Metrics::default()),
+        audit,
+    ));
+    for t in 1..=2 {
+        let (m, _rx) = member(&conn, 1);
+        group.attach(T(t), m, false);
+    }
+    let (listener, mut heard) = member_with(&conn, 1, 4 * usize::from(ROUNDS) + 16);
+    group.attach(T(3), listener, false);
+    let talkers: Vec<_> = (1..=2)
+        .map(|t| {
+            let group = group.clone();
+            tokio::task::spawn_blocking(move || {
+                for _ in 0..ROUNDS {
+                    group.request_floor(T(t), Class::Normal);
+                    group.release_floor(T(t));
+                }
+            })
+        })
+        .collect();
+    for talker in talkers {
+        talker.await.unwrap();
+    }
+    let mut last_burst = 0;
+    let mut idle = false;
+    let mut bursts = 0;
+    for msg in received(&mut heard) {
+        match msg {
+            ServerMsg::FloorTaken { burst, .. } => {
+                assert!(burst > last_burst, "burst {burst} after {last_burst}");
+                (last_burst, idle) = (burst, false);
+                bursts += 1;
+            }
+            ServerMsg::FloorIdle { .. } => {
+                assert!(!idle, "two FloorIdle in a row after burst {last_burst}");
+                idle = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(bursts > 0 && idle);
 }
