@@ -4,55 +4,14 @@
 use std::time::Duration;
 
 use ptt_codec::RevokeCause;
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::pki_types::PrivateKeyDer;
 use tokio::sync::mpsc;
 use tokio::time::advance;
 
 use super::*;
+use crate::outbox::testing::connection;
 
 const G: GroupId = GroupId(7);
 const T: fn(u32) -> TerminalId = TerminalId;
-
-/// Endpoints of a loopback connection (kept alive by the caller) and its
-/// client side.
-async fn connection() -> (quinn::Endpoint, quinn::Endpoint, quinn::Connection) {
-    let rcgen::CertifiedKey { cert, key_pair } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .unwrap();
-    server_tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client_tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
-
-    let server_crypto = QuicServerConfig::try_from(server_tls).unwrap();
-    let server = quinn::Endpoint::server(
-        quinn::ServerConfig::with_crypto(Arc::new(server_crypto)),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let client_crypto = QuicClientConfig::try_from(client_tls).unwrap();
-    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(client_crypto)));
-    let connecting = client
-        .connect(server.local_addr().unwrap(), "localhost")
-        .unwrap();
-    let (conn, accepted) = tokio::join!(connecting, async { server.accept().await.unwrap().await });
-    accepted.unwrap();
-    (server, client, conn.unwrap())
-}
 
 /// A member whose outbox the test reads.
 fn member(conn: &quinn::Connection, session: u64) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
