@@ -10,8 +10,9 @@
 //!   attachments, drills), each handler taking the session's context.
 //! - `hub`: the state sessions share, as a handle with methods (registry of
 //!   live terminals, groups, alert desk, positions, SOS book).
-//! - `group`: a talk group at run time, the async shell around
-//!   [`floor::Machine`], publishing [`fanout::Snapshot`]s.
+//! - `group`: a talk group at run time, the async shell around the
+//!   sans-I/O `ptt_gateway_core::group::Machine` (membership and
+//!   [`floor::Machine`]), publishing [`fanout::Snapshot`]s.
 //! - `outbox`: the queue of control messages to one terminal.
 //!
 //! Dependencies point one way: session -> ops -> hub -> group -> outbox,

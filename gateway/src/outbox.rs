@@ -65,3 +65,109 @@ impl Outbox {
 pub(crate) fn close(conn: &Connection, code: CloseCode, reason: &str) {
     conn.close(quinn::VarInt::from_u32(code.code()), reason.as_bytes());
 }
+
+/// Test support: connection handles for outboxes and links.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    use rustls::pki_types::PrivateKeyDer;
+
+    /// Endpoints of a loopback connection (kept alive by the caller) and its
+    /// client side.
+    pub(crate) async fn connection() -> (quinn::Endpoint, quinn::Endpoint, quinn::Connection) {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        server_tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client_tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
+
+        let server_crypto = QuicServerConfig::try_from(server_tls).unwrap();
+        let server = quinn::Endpoint::server(
+            quinn::ServerConfig::with_crypto(Arc::new(server_crypto)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client_crypto = QuicClientConfig::try_from(client_tls).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(client_crypto)));
+        let connecting = client
+            .connect(server.local_addr().unwrap(), "localhost")
+            .unwrap();
+        let (conn, accepted) =
+            tokio::join!(connecting, async { server.accept().await.unwrap().await });
+        accepted.unwrap();
+        (server, client, conn.unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(conn: &Connection, capacity: usize) -> (Outbox, mpsc::Receiver<Box<ServerMsg>>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let conn = conn.clone();
+        (Outbox { tx, conn }, rx)
+    }
+
+    fn pong(nonce: u64) -> ServerMsg {
+        ServerMsg::Pong { nonce }
+    }
+
+    #[tokio::test]
+    async fn droppable_messages_stop_at_half_full() {
+        let (_server, _client, conn) = testing::connection().await;
+        let (outbox, mut rx) = outbox(&conn, 4);
+        assert!(outbox.send_droppable(pong(1)));
+        assert!(outbox.send_droppable(pong(2)));
+        assert!(
+            outbox.send_droppable(pong(3)),
+            "2 of 4 free: half, still queued"
+        );
+        assert!(!outbox.send_droppable(pong(4)));
+        // Floor messages still fit, and nothing was closed.
+        outbox.send(pong(5));
+        assert!(conn.close_reason().is_none());
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok().map(|m| *m)).collect();
+        assert_eq!(got, [pong(1), pong(2), pong(3), pong(5)]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_connection_as_too_slow() {
+        let (_server, _client, conn) = testing::connection().await;
+        let (outbox, _rx) = outbox(&conn, 1);
+        outbox.send(pong(1));
+        assert!(conn.close_reason().is_none());
+        outbox.send(pong(2));
+        match conn.close_reason() {
+            Some(quinn::ConnectionError::LocallyClosed) => {}
+            other => panic!("expected a local close, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_session_is_not_an_error() {
+        let (_server, _client, conn) = testing::connection().await;
+        let (outbox, rx) = outbox(&conn, 1);
+        drop(rx);
+        outbox.send(pong(1));
+        outbox.send(pong(2));
+        assert!(conn.close_reason().is_none());
+    }
+}

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ptt_codec::{Class, DenyCause, GroupId, RevokeCause, ServerMsg, TerminalId};
+use ptt_codec::{Class, DenyCause, GroupId, ServerMsg, TerminalId};
 
 use crate::floor;
 
@@ -46,42 +46,8 @@ pub struct Member<L> {
     pub link: L,
 }
 
-/// How a burst ended, for the floor audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndedBy {
-    /// The holder released the talk key (or the burst was handed over on a
-    /// release or timeout path).
-    Released,
-    /// The holder left the group or disconnected.
-    Left,
-    /// A request of higher class or priority took the floor.
-    Preempted,
-    /// The burst reached its talk-time limit (T2).
-    BurstTooLong,
-    /// Revoked for another reason.
-    Revoked,
-}
-
-impl EndedBy {
-    /// The audit log's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndedBy::Released => "released",
-            EndedBy::Left => "left",
-            EndedBy::Preempted => "preempted",
-            EndedBy::BurstTooLong => "burst_too_long",
-            EndedBy::Revoked => "revoked",
-        }
-    }
-
-    fn revoked(cause: RevokeCause) -> Self {
-        match cause {
-            RevokeCause::Preempted => EndedBy::Preempted,
-            RevokeCause::BurstTooLong => EndedBy::BurstTooLong,
-            _ => EndedBy::Revoked,
-        }
-    }
-}
+/// How a burst ended, for the floor audit log: the audit log's own type.
+pub use crate::audit::EndedBy;
 
 /// A burst that ended, for the floor audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,7 +301,7 @@ impl<L: Clone> Machine<L> {
                     burst,
                     cause,
                 } => {
-                    self.burst_ended(now, EndedBy::revoked(cause));
+                    self.burst_ended(now, EndedBy::from(cause));
                     let msg = ServerMsg::FloorRevoked {
                         group: self.id,
                         burst,

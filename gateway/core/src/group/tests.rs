@@ -3,6 +3,7 @@
 //! output shows which session it was addressed to.
 
 use super::*;
+use ptt_codec::RevokeCause;
 
 const G: GroupId = GroupId(7);
 const T: fn(u32) -> TerminalId = TerminalId;
@@ -471,5 +472,5 @@ fn ended_by_has_the_audit_spelling() {
     for (by, s) in all {
         assert_eq!(by.as_str(), s);
     }
-    assert_eq!(EndedBy::revoked(RevokeCause::Other), EndedBy::Revoked);
+    assert_eq!(EndedBy::from(RevokeCause::Other), EndedBy::Revoked);
 }
