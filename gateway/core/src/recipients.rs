@@ -235,3 +235,270 @@ pub fn describe(target: &Target) -> String {
         Target::Station => "station".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::Fix;
+    use ptt_codec::Location;
+
+    /// Police station 10 (console 9) with station 100 (console 19), units
+    /// 1001 (guard 11, volunteer 12) and 1002 (guard 21); police station 20
+    /// (station 200, unit 2001, guard 31) is outside station 100's command.
+    fn org() -> Org {
+        Org::from_toml(
+            r#"
+            [[node]]
+            id = 1
+            kind = "city"
+            name = "市"
+            [[node]]
+            id = 2
+            parent = 1
+            kind = "district"
+            name = "区"
+            [[node]]
+            id = 10
+            parent = 2
+            kind = "police_station"
+            name = "城南派出所"
+            [[node]]
+            id = 20
+            parent = 2
+            kind = "police_station"
+            name = "城北派出所"
+            [[node]]
+            id = 100
+            parent = 10
+            kind = "station"
+            name = "一站"
+            [[node]]
+            id = 200
+            parent = 20
+            kind = "station"
+            name = "二站"
+            [[node]]
+            id = 1001
+            parent = 100
+            kind = "unit"
+            name = "单元1"
+            [[node]]
+            id = 1002
+            parent = 100
+            kind = "unit"
+            name = "单元2"
+            [[node]]
+            id = 2001
+            parent = 200
+            kind = "unit"
+            name = "单元3"
+            [[terminal]]
+            id = 9
+            node = 10
+            role = "dispatcher"
+            kind = "console"
+            name = "指挥室"
+            [[terminal]]
+            id = 19
+            node = 100
+            role = "staff"
+            kind = "console"
+            name = "一站台"
+            [[terminal]]
+            id = 11
+            node = 1001
+            role = "security_guard"
+            kind = "handheld"
+            name = "a"
+            [[terminal]]
+            id = 12
+            node = 1001
+            role = "volunteer"
+            kind = "phone_app"
+            name = "b"
+            [[terminal]]
+            id = 21
+            node = 1002
+            role = "security_guard"
+            kind = "handheld"
+            name = "c"
+            [[terminal]]
+            id = 31
+            node = 2001
+            role = "security_guard"
+            kind = "handheld"
+            name = "d"
+            "#,
+            std::path::Path::new("."),
+        )
+        .unwrap()
+    }
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn body(kind: AlertKind) -> AlertBody {
+        AlertBody {
+            kind,
+            priority: 2,
+            ttl_s: 600,
+            title: "巡逻".into(),
+            text: String::new(),
+            location: None,
+            attachments: Vec::new(),
+        }
+    }
+
+    fn resolve_now(issuer: u32, body: &AlertBody, target: &Target) -> Result<Vec<u32>, Refusal> {
+        let positions = Positions::default();
+        resolve(
+            &org(),
+            &positions,
+            |_| true,
+            TerminalId(issuer),
+            body,
+            target,
+            NOW,
+        )
+        .map(|ids| ids.into_iter().map(|t| t.0).collect())
+    }
+
+    #[test]
+    fn consoles_reach_only_what_they_command() {
+        let dispatch = body(AlertKind::Dispatch);
+        assert_eq!(
+            resolve_now(19, &dispatch, &Target::Group(GroupId(1001))),
+            Ok(vec![11, 12])
+        );
+        // A subtree with a role filter: guards only (bit 4), sender excluded.
+        assert_eq!(
+            resolve_now(9, &dispatch, &Target::Subtree { node: 10, roles: 4 }),
+            Ok(vec![11, 21])
+        );
+        assert_eq!(
+            resolve_now(9, &dispatch, &Target::Subtree { node: 10, roles: 0 }),
+            Ok(vec![11, 12, 19, 21])
+        );
+        let outside = resolve_now(19, &dispatch, &Target::Group(GroupId(2001)));
+        assert_eq!(outside, Err(Refusal::GroupOutside(GroupId(2001))));
+        let refusal = outside.unwrap_err();
+        assert_eq!(refusal.to_code(), ErrorCode::TargetNotAllowed);
+        assert_eq!(refusal.to_string(), "group G2001 is outside your command");
+        assert_eq!(
+            resolve_now(19, &dispatch, &Target::Terminals(vec![TerminalId(31)])),
+            Err(Refusal::TerminalOutside(TerminalId(31)))
+        );
+        assert_eq!(
+            resolve_now(19, &dispatch, &Target::Group(GroupId(77)))
+                .unwrap_err()
+                .to_code(),
+            ErrorCode::UnknownGroup
+        );
+    }
+
+    #[test]
+    fn members_report_to_their_station_only() {
+        let report = body(AlertKind::Report);
+        assert_eq!(resolve_now(11, &report, &Target::Station), Ok(vec![19]));
+        assert_eq!(
+            resolve_now(
+                11,
+                &body(AlertKind::Dispatch),
+                &Target::Group(GroupId(1001))
+            ),
+            Err(Refusal::NotConsole)
+        );
+        assert_eq!(
+            resolve_now(11, &report, &Target::Group(GroupId(1001))),
+            Err(Refusal::UpwardNotToStation)
+        );
+        assert_eq!(
+            resolve_now(19, &body(AlertKind::Dispatch), &Target::Station)
+                .unwrap_err()
+                .to_code(),
+            ErrorCode::AlertInvalid
+        );
+        assert_eq!(station_consoles(&org(), TerminalId(19)), [TerminalId(9)]);
+    }
+
+    #[test]
+    fn the_body_is_checked_before_the_target() {
+        let mut b = body(AlertKind::Dispatch);
+        b.ttl_s = MAX_TTL_S + 1;
+        let ttl = resolve_now(9, &b, &Target::Group(GroupId(1001))).unwrap_err();
+        assert_eq!(ttl.to_string(), "time-to-live must be 1..=604800 s");
+        assert_eq!(ttl.to_code(), ErrorCode::AlertInvalid);
+        b.ttl_s = 60;
+        b.title = "  ".into();
+        assert_eq!(
+            resolve_now(9, &b, &Target::Group(GroupId(1001))),
+            Err(Refusal::EmptyTitle)
+        );
+        assert_eq!(
+            resolve_now(9, &body(AlertKind::Sos), &Target::Group(GroupId(1001))),
+            Err(Refusal::Sos)
+        );
+        assert_eq!(
+            resolve_now(1234, &body(AlertKind::Dispatch), &Target::Station),
+            Err(Refusal::UnknownSender)
+        );
+    }
+
+    #[test]
+    fn nearest_members_are_online_fresh_members_in_command() {
+        let positions = Positions::default();
+        let fix = |lat_e7, at_ms| Fix {
+            lat_e7,
+            lon_e7: 1_196_400_000,
+            accuracy_m: 5,
+            at_ms,
+        };
+        let incident = 290_800_000;
+        positions.update(TerminalId(11), fix(incident + 1_000, NOW - 1_000));
+        positions.update(TerminalId(12), fix(incident + 2_000, NOW - 1_000));
+        // Fresh but offline; fresh but a console; stale; outside command.
+        positions.update(TerminalId(21), fix(incident + 500, NOW - 1_000));
+        positions.update(TerminalId(19), fix(incident, NOW - 1_000));
+        positions.update(TerminalId(31), fix(incident + 100, NOW - 1_000));
+        let mut b = body(AlertKind::Dispatch);
+        let target = Target::Nearest {
+            k: 3,
+            radius_m: 5_000,
+        };
+        let run = |b: &AlertBody, now_ms| {
+            resolve(
+                &org(),
+                &positions,
+                |t| t != TerminalId(21),
+                TerminalId(19),
+                b,
+                &target,
+                now_ms,
+            )
+        };
+        assert_eq!(run(&b, NOW), Err(Refusal::NoLocation));
+        b.location = Some(Location {
+            lat_e7: incident,
+            lon_e7: 1_196_400_000,
+            address: String::new(),
+        });
+        assert_eq!(run(&b, NOW), Ok(vec![TerminalId(11), TerminalId(12)]));
+        // Ten minutes and a bit later every fix is too old.
+        assert_eq!(
+            run(&b, NOW + MAX_FIX_AGE_MS + 1),
+            Err(Refusal::NoRecipients)
+        );
+    }
+
+    #[test]
+    fn targets_are_described_for_the_store() {
+        assert_eq!(
+            describe(&Target::Terminals(vec![TerminalId(1), TerminalId(2)])),
+            "terminals 1,2"
+        );
+        assert_eq!(
+            describe(&Target::Subtree { node: 10, roles: 4 }),
+            "subtree 10 roles 0x04"
+        );
+        assert_eq!(describe(&Target::Station), "station");
+    }
+}
