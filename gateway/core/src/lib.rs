@@ -20,6 +20,7 @@
 //! - [`drill`]: drill report arithmetic and its CSV/JSON output.
 //! - [`session`]: the first frame, authentication, join rights and the
 //!   group limit.
+//! - [`sos`]: who an SOS reaches and what its alert says.
 
 pub mod admission;
 pub mod alert;
@@ -31,3 +32,4 @@ pub mod group;
 pub mod location;
 pub mod recipients;
 pub mod session;
+pub mod sos;

@@ -2,7 +2,8 @@
 //! unit's floor) and `SosCancel`.
 
 use ptt_codec::control::kind;
-use ptt_codec::{AlertBody, ErrorCode, GroupId, ServerMsg, TerminalId};
+use ptt_codec::{ErrorCode, ServerMsg, TerminalId};
+use ptt_gateway_core::sos;
 
 use super::{alerts, Caller};
 use crate::clock::now_ms;
@@ -14,35 +15,17 @@ use crate::hub::ActiveSos;
 /// Call once the session has joined the terminal to its unit's group.
 pub(crate) async fn sos(cx: Caller) {
     let (hub, terminal) = (&cx.hub, cx.terminal);
-    let org = hub.org();
-    let Some(t) = org.terminal(terminal) else {
+    let location = hub.watch().last(terminal).map(|f| ptt_codec::Location {
+        lat_e7: f.lat_e7,
+        lon_e7: f.lon_e7,
+        address: String::new(),
+    });
+    let Some(raised) = sos::raise(hub.org(), &hub.config().sos.rules(), terminal, location) else {
         return;
     };
-    let unit = t.node;
-    let station = org.ancestor_of_kind(unit, crate::org::NodeKind::PoliceStation);
-    let mut recipients: Vec<TerminalId> = org
-        .terminals()
-        .filter(|r| r.id != terminal)
-        .filter(|r| r.node == unit || (r.is_console() && Some(r.node) == station))
-        .map(|r| r.id)
-        .collect();
-    recipients.sort_unstable();
-    let unit_name = org.node(GroupId(unit)).map_or("", |n| n.name.as_str());
-    let body = AlertBody {
-        kind: ptt_codec::AlertKind::Sos,
-        priority: 3,
-        ttl_s: 3600,
-        title: format!("SOS 紧急求助: {}", t.name),
-        text: unit_name.to_owned(),
-        location: hub.watch().last(terminal).map(|f| ptt_codec::Location {
-            lat_e7: f.lat_e7,
-            lon_e7: f.lon_e7,
-            address: String::new(),
-        }),
-        attachments: Vec::new(),
-    };
+    let (unit, recipients) = (raised.unit, raised.recipients.clone());
     let created_ms = now_ms();
-    let (stored_body, stored_recipients) = (body.clone(), recipients.clone());
+    let (stored_body, stored_recipients) = (raised.body.clone(), recipients.clone());
     let stored = hub
         .desk()
         .blocking(move |s| {
@@ -73,7 +56,7 @@ pub(crate) async fn sos(cx: Caller) {
         terminal,
         ActiveSos {
             alert: id,
-            group: GroupId(unit),
+            group: unit,
             recipients: recipients.clone(),
         },
     );
@@ -83,7 +66,7 @@ pub(crate) async fn sos(cx: Caller) {
         recipients: recipients.len() as u32,
     });
     // Hot mic: the unit's floor, at emergency class.
-    if let Some(g) = hub.group(GroupId(unit)) {
+    if let Some(g) = hub.group(unit) {
         let hot_mic = std::time::Duration::from_secs(u64::from(hub.config().floor.sos_hot_mic_s));
         g.request_floor_for(terminal, ptt_codec::Class::Emergency, Some(hot_mic));
     }
@@ -91,8 +74,8 @@ pub(crate) async fn sos(cx: Caller) {
         alert: id,
         issuer: terminal,
         created_ms,
-        expires_ms: created_ms + 3_600_000,
-        body,
+        expires_ms: raised.expires_ms(created_ms),
+        body: raised.body,
     };
     alerts::deliver_all(hub, id, &recipients, msg).await;
 }
