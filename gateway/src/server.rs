@@ -102,16 +102,9 @@ impl Gateway {
     /// for sessions to end.
     pub async fn run(self, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) {
         let mut sessions = JoinSet::new();
-        let audit_rx = self.hub.take_audit();
         let receipt_writer = self.hub.desk().receipt_writer().map(tokio::spawn);
         let audit_stop = Arc::new(tokio::sync::Notify::new());
-        let audit = audit_rx.map(|rx| {
-            tokio::spawn(write_audit(
-                self.hub.desk().store().clone(),
-                rx,
-                audit_stop.clone(),
-            ))
-        });
+        let audit = self.hub.audit_writer(audit_stop.clone()).map(tokio::spawn);
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.hub.group_count(), "gateway listening");
         let transport = &self.hub.config().transport;
@@ -173,37 +166,5 @@ impl Gateway {
             serde_json::to_value(self.socket_latency()).unwrap_or_default();
         let counters = counters.to_string();
         tracing::info!(%counters, "gateway stopped");
-    }
-}
-
-/// Writes ended bursts to the floor audit log in batches, off the async
-/// threads.
-async fn write_audit(
-    store: Arc<Store>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<BurstRecord>,
-    stop: Arc<tokio::sync::Notify>,
-) {
-    let mut batch = Vec::new();
-    loop {
-        let last = tokio::select! {
-            n = rx.recv_many(&mut batch, 256) => n == 0,
-            () = stop.notified() => {
-                while let Ok(r) = rx.try_recv() {
-                    batch.push(r);
-                }
-                true
-            }
-        };
-        if !batch.is_empty() {
-            let records = std::mem::take(&mut batch);
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.record_bursts(&records)).await {
-                Ok(Ok(())) => {}
-                other => tracing::error!("writing the floor audit log failed: {other:?}"),
-            }
-        }
-        if last {
-            return;
-        }
     }
 }

@@ -166,18 +166,18 @@ async fn write_receipts(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Queue
             .map(|q| (q.receipt, q.reply))
             .unzip();
         let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || store.record_receipts(&receipts)).await;
-        match result {
-            Ok(Ok(outcomes)) => {
+        let written = tokio::task::spawn_blocking(move || store.record_receipts(&receipts))
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from));
+        match written {
+            Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
-            Ok(Err(e)) => {
-                tracing::error!("writing receipts failed: {e}");
-                // Dropping the replies tells each session the receipt was not stored.
-            }
-            Err(e) => tracing::error!("receipt writer task failed: {e}"),
+            // Dropping the replies tells each session the receipt was not stored.
+            Err(e) => tracing::error!("writing receipts failed: {e}"),
         }
     }
 }

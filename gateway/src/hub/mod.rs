@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ptt_codec::GroupId;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::alert::BurstRecord;
 use crate::config::Config;
@@ -55,7 +55,7 @@ pub(crate) struct Hub {
     socket_latency: Arc<RelayLatency>,
     /// Handshakes in progress at once (`transport.max_handshakes`).
     handshakes: Arc<Semaphore>,
-    /// Ended bursts waiting to be written; taken by [`Hub::take_audit`].
+    /// Ended bursts waiting to be written; taken by [`Hub::audit_writer`].
     audit: Mutex<Option<mpsc::UnboundedReceiver<BurstRecord>>>,
 }
 
@@ -179,9 +179,52 @@ impl Hub {
         &self.handshakes
     }
 
-    /// The queue of ended bursts for the audit writer, the first time it is
-    /// asked for.
-    pub(crate) fn take_audit(&self) -> Option<mpsc::UnboundedReceiver<BurstRecord>> {
-        self.audit.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The floor audit writer, the first time it is asked for: run it until
+    /// `stop` is notified, after which it writes what is queued and ends.
+    pub(crate) fn audit_writer(
+        &self,
+        stop: Arc<Notify>,
+    ) -> Option<impl std::future::Future<Output = ()>> {
+        let rx = self
+            .audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(write_audit(self.desk.store().clone(), rx, stop))
+    }
+}
+
+/// Writes ended bursts to the floor audit log in batches, off the async
+/// threads.
+async fn write_audit(
+    store: Arc<Store>,
+    mut rx: mpsc::UnboundedReceiver<BurstRecord>,
+    stop: Arc<Notify>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let last = tokio::select! {
+            n = rx.recv_many(&mut batch, 256) => n == 0,
+            () = stop.notified() => {
+                while let Ok(r) = rx.try_recv() {
+                    batch.push(r);
+                }
+                true
+            }
+        };
+        if !batch.is_empty() {
+            let records = std::mem::take(&mut batch);
+            let store = store.clone();
+            let written = tokio::task::spawn_blocking(move || store.record_bursts(&records))
+                .await
+                .map_err(Error::from)
+                .and_then(|r| r.map_err(Error::from));
+            if let Err(e) = written {
+                tracing::error!("writing the floor audit log failed: {e}");
+            }
+        }
+        if last {
+            return;
+        }
     }
 }
