@@ -144,3 +144,81 @@ impl Registry {
             .and_then(|e| e.session.as_ref().map(|l| l.conn.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::testing;
+
+    fn live(registry: &Registry, conn: &Connection) -> Live {
+        let (outbox, _rx) = Outbox::new(conn.clone(), 4);
+        Live {
+            id: registry.next_session(),
+            conn: conn.clone(),
+            outbox,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_newer_session_replaces_the_older_and_keeps_its_groups() {
+        let (_server, _client, conn) = testing::connection().await;
+        let registry = Registry::default();
+        let t = TerminalId(7);
+        let first = live(&registry, &conn);
+        let (groups, replaced) = registry.register(t, first.clone());
+        assert!(groups.is_empty() && replaced.is_none());
+        assert!(registry.is_online(t));
+        let any = |_: usize, _: bool| Ok(());
+        registry.remember(t, GroupId(5), true, any).unwrap();
+        registry.remember(t, GroupId(6), false, any).unwrap();
+
+        let second = live(&registry, &conn);
+        assert!(second.id > first.id, "session ids grow");
+        let (groups, replaced) = registry.register(t, second.clone());
+        assert!(
+            replaced.is_some(),
+            "the older connection is handed back to close"
+        );
+        assert_eq!(
+            groups.into_iter().collect::<Vec<_>>(),
+            [(GroupId(5), true), (GroupId(6), false)]
+        );
+        // The replaced session's late cleanup leaves the new one alone.
+        assert_eq!(registry.unregister(t, first.id), None);
+        assert!(registry.is_online(t));
+        assert_eq!(
+            registry.unregister(t, second.id),
+            Some(vec![GroupId(5), GroupId(6)])
+        );
+        assert!(!registry.is_online(t));
+        assert!(registry.outbox(t).is_none() && registry.conn(t).is_none());
+        // Groups are remembered while offline, until a logout forgets them.
+        assert!(registry.joined(t, GroupId(5)));
+        assert_eq!(registry.forget_all(t), [GroupId(5), GroupId(6)]);
+        assert!(!registry.joined(t, GroupId(5)));
+    }
+
+    #[tokio::test]
+    async fn remembering_applies_the_limit_under_the_entry() {
+        let (_server, _client, conn) = testing::connection().await;
+        let registry = Registry::default();
+        let t = TerminalId(7);
+        let limit = |count: usize, already: bool| {
+            ptt_gateway_core::session::within_limit(count, already, 1)
+        };
+        assert_eq!(
+            registry.remember(t, GroupId(5), true, limit),
+            Err(JoinRefusal::Unregistered)
+        );
+        registry.register(t, live(&registry, &conn));
+        assert_eq!(registry.remember(t, GroupId(5), true, limit), Ok(()));
+        assert_eq!(registry.remember(t, GroupId(5), false, limit), Ok(()));
+        assert_eq!(
+            registry.remember(t, GroupId(6), true, limit),
+            Err(JoinRefusal::TooManyGroups)
+        );
+        assert!(registry.forget(t, GroupId(5)));
+        assert!(!registry.forget(t, GroupId(5)));
+        assert_eq!(registry.remember(t, GroupId(6), true, limit), Ok(()));
+    }
+}

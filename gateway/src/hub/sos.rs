@@ -39,3 +39,23 @@ impl Book {
             .remove(&terminal)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_sos_is_taken_once() {
+        let book = Book::default();
+        let sos = |alert| Active {
+            alert,
+            group: GroupId(5),
+            recipients: vec![TerminalId(2)],
+        };
+        assert_eq!(book.take(TerminalId(1)), None);
+        book.raise(TerminalId(1), sos(10));
+        book.raise(TerminalId(1), sos(11));
+        assert_eq!(book.take(TerminalId(1)), Some(sos(11)), "the newer one");
+        assert_eq!(book.take(TerminalId(1)), None);
+    }
+}
