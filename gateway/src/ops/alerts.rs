@@ -9,10 +9,10 @@ use ptt_codec::control::kind;
 use ptt_codec::{AlertBody, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId};
 use quinn::Connection;
 
-use super::{attachments, Caller, StreamError};
+use super::{attachments, Caller, Error};
 use crate::alert::Service;
 use crate::clock::now_ms;
-use crate::hub::{Error, Hub};
+use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
 use crate::store;
 
@@ -43,7 +43,7 @@ async fn deliver(
         let mut stream = conn.open_uni().await?;
         stream.write_all(&buf).await?;
         stream.finish()?;
-        Ok::<_, StreamError>(())
+        Ok::<_, Error>(())
     }
     .await;
     if let Err(e) = result {
@@ -122,7 +122,7 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
         .await;
     let (id, body) = match stored {
         Ok(stored) => stored,
-        Err(Error::Store(store::Error::UnknownAttachment(a))) => {
+        Err(hub::Error::Store(store::Error::UnknownAttachment(a))) => {
             outbox.send(ServerMsg::AlertRefused {
                 request,
                 code: ErrorCode::UnknownAttachment,
@@ -250,7 +250,7 @@ fn answer_receipt(
     alert: u64,
     at_ms: u64,
     reason: String,
-    result: Result<store::Receipt, Error>,
+    result: Result<store::Receipt, hub::Error>,
 ) {
     let frame = kind::ALERT_RECEIPT;
     match result {

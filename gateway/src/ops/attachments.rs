@@ -16,7 +16,7 @@ use quinn::{Connection, RecvStream};
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
-use super::{Caller, StreamError};
+use super::{Caller, Error};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::org::TerminalKind;
@@ -200,7 +200,7 @@ pub(super) async fn send_stream(
     conn: &Connection,
     header: ServerMsg,
     content: &Bytes,
-) -> Result<(), StreamError> {
+) -> Result<(), Error> {
     let mut buf = BytesMut::new();
     header.encode(&mut buf);
     let mut stream = conn.open_uni().await?;

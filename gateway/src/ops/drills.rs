@@ -5,7 +5,7 @@ use ptt_codec::control::kind;
 use ptt_codec::{ErrorCode, ServerMsg};
 
 use super::attachments::send_stream;
-use super::Caller;
+use super::{Caller, Error};
 use crate::clock::now_ms;
 
 /// `DrillReportQuery`: the report, on a stream of its own.
@@ -25,7 +25,8 @@ pub(crate) async fn query(cx: Caller, alert: u64) {
             let marks = &hub.config().drill.marks_s;
             crate::drill::from_store(s, org, marks, alert, now_ms()).map(Some)
         })
-        .await;
+        .await
+        .map_err(Error::from);
     match made {
         Ok(Some(report)) => {
             let json = Bytes::from(report.to_json());

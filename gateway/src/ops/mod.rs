@@ -16,7 +16,7 @@ use std::sync::Arc;
 use ptt_codec::{ErrorCode, ServerMsg, TerminalId};
 use quinn::Connection;
 
-use crate::hub::Hub;
+use crate::hub::{self, Hub};
 use crate::outbox::Outbox;
 
 /// The session an operation runs for: who asks, and how to answer.
@@ -49,11 +49,15 @@ impl Caller {
     }
 }
 
-/// Why a stream to a terminal was not sent whole. The content stays in the
-/// store: alerts are sent again on reconnect, attachments and reports can
-/// be asked for again.
+/// Why an operation did not finish, for the log; [`Error::to_code`] is
+/// what the terminal is told when it is told. Content stays in the store:
+/// alerts are sent again on reconnect, attachments and reports can be asked
+/// for again.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StreamError {
+pub(crate) enum Error {
+    /// The store refused the request or failed.
+    #[error(transparent)]
+    Desk(#[from] hub::Error),
     /// The connection is gone.
     #[error(transparent)]
     Connection(#[from] quinn::ConnectionError),
@@ -63,4 +67,44 @@ pub(crate) enum StreamError {
     /// The stream was already finished or reset.
     #[error(transparent)]
     Closed(#[from] quinn::ClosedStream),
+}
+
+impl Error {
+    /// The stable wire code for the terminal: the store's refusals keep
+    /// their own; everything else is the gateway's side failing.
+    pub(crate) fn to_code(&self) -> ErrorCode {
+        match self {
+            Error::Desk(e) => e.to_code(),
+            Error::Connection(_) | Error::Write(_) | Error::Closed(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store;
+
+    #[test]
+    fn errors_map_to_stable_wire_codes() {
+        let refused = Error::from(hub::Error::Store(store::Error::UnknownAlert(1)));
+        assert_eq!(refused.to_code(), ErrorCode::UnknownAlert);
+        let drill = Error::from(hub::Error::Store(store::Error::NotADrill {
+            alert: 1,
+            kind: ptt_codec::AlertKind::Sos,
+        }));
+        assert_eq!(drill.to_code(), ErrorCode::NotADrill);
+        assert_eq!(
+            Error::from(hub::Error::ReceiptDropped).to_code(),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            Error::from(quinn::ConnectionError::LocallyClosed).to_code(),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            Error::from(quinn::ClosedStream::default()).to_code(),
+            ErrorCode::Internal
+        );
+    }
 }
