@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use ptt_codec::control::split_frame;
 use ptt_codec::{
-    ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
+    Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
 };
 use ptt_gateway_core::session::{self, JoinRefusal};
 use quinn::{Connection, RecvStream, SendStream};
@@ -195,7 +195,6 @@ impl Session {
     /// network.
     fn handle(&mut self, msg: ClientMsg) {
         let kind = msg.kind();
-        let terminal = self.cx.terminal;
         match msg {
             ClientMsg::Hello { .. } => self.error(
                 ErrorCode::UnexpectedFrame,
@@ -204,63 +203,30 @@ impl Session {
                 "already authenticated",
             ),
             ClientMsg::Join { group } => self.join(kind, group),
-            ClientMsg::Leave { group } => {
-                let removed = self.hub().registry().forget(terminal, group);
-                match (removed, self.hub().group(group)) {
-                    (true, Some(g)) => {
-                        g.detach(terminal, self.cx.session);
-                        self.cx.outbox.send(ServerMsg::Left { group });
-                    }
-                    _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
-                }
-            }
-            ClientMsg::FloorRequest { group, class } => {
-                if !self.joined(group) {
-                    Metrics::add(&self.hub().metrics().floor_denied, 1);
-                    self.cx.outbox.send(ServerMsg::FloorDenied {
-                        group,
-                        cause: DenyCause::NotJoined,
-                    });
-                } else if let Some(g) = self.hub().group(group) {
-                    g.request_floor(terminal, class);
-                }
-            }
-            ClientMsg::FloorRelease { group } => match self.hub().group(group) {
-                Some(g) if self.joined(group) => g.release_floor(terminal),
-                _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
-            },
+            ClientMsg::Leave { group } => self.leave(kind, group),
+            ClientMsg::FloorRequest { group, class } => self.request_floor(group, class),
+            ClientMsg::FloorRelease { group } => self.release_floor(kind, group),
             ClientMsg::Ping { nonce } => self.cx.outbox.send(ServerMsg::Pong { nonce }),
             ClientMsg::AlertSend {
                 request,
                 body,
                 target,
-            } => {
-                let task = ops::alerts::send(self.caller(), request, body, target);
-                tokio::spawn(task.in_current_span());
-            }
+            } => spawn(ops::alerts::send(self.caller(), request, body, target)),
             ClientMsg::AlertReceipt {
                 alert,
                 status,
                 reason,
-            } => {
-                let task = ops::alerts::receipt(self.caller(), alert, status, reason);
-                tokio::spawn(task.in_current_span());
-            }
+            } => spawn(ops::alerts::receipt(self.caller(), alert, status, reason)),
+            ClientMsg::AlertQuery { alert } => spawn(ops::alerts::query(self.caller(), alert)),
             ClientMsg::Position {
                 lat_e7,
                 lon_e7,
                 accuracy_m,
             } => ops::positions::position(&self.cx, lat_e7, lon_e7, accuracy_m),
             ClientMsg::WatchPositions { node } => ops::positions::watch(&self.cx, node),
-            ClientMsg::Sos => {
-                // Join the unit's group first if the terminal has not.
-                let unit = self.hub().org().terminal(terminal).map(|t| GroupId(t.node));
-                if let Some(unit) = unit {
-                    if !self.joined(unit) {
-                        self.join(kind, unit);
-                    }
-                }
-                tokio::spawn(ops::sos::sos(self.caller()).in_current_span());
+            ClientMsg::Sos => self.sos(kind),
+            ClientMsg::SosCancel { terminal } => {
+                spawn(ops::sos::sos_cancel(self.caller(), terminal))
             }
             ClientMsg::AttachmentPut { .. } => self.error(
                 ErrorCode::UnexpectedFrame,
@@ -269,31 +235,75 @@ impl Session {
                 "upload attachments on a unidirectional stream of their own",
             ),
             ClientMsg::AttachmentFetch { attachment } => {
-                let task = ops::attachments::fetch(self.caller(), attachment);
-                tokio::spawn(task.in_current_span());
+                spawn(ops::attachments::fetch(self.caller(), attachment))
             }
             ClientMsg::DrillReportQuery { alert } => {
-                let task = ops::drills::query(self.caller(), alert);
-                tokio::spawn(task.in_current_span());
+                spawn(ops::drills::query(self.caller(), alert))
             }
-            ClientMsg::SosCancel { terminal } => {
-                let task = ops::sos::sos_cancel(self.caller(), terminal);
-                tokio::spawn(task.in_current_span());
+            ClientMsg::Logout => self.logout(),
+        }
+    }
+
+    /// `Leave`: forget the group, go offline there, confirm.
+    fn leave(&self, kind: u8, group: GroupId) {
+        let terminal = self.cx.terminal;
+        let removed = self.hub().registry().forget(terminal, group);
+        match (removed, self.hub().group(group)) {
+            (true, Some(g)) => {
+                g.detach(terminal, self.cx.session);
+                self.cx.outbox.send(ServerMsg::Left { group });
             }
-            ClientMsg::AlertQuery { alert } => {
-                let task = ops::alerts::query(self.caller(), alert);
-                tokio::spawn(task.in_current_span());
-            }
-            ClientMsg::Logout => {
-                for group in self.hub().registry().forget_all(terminal) {
-                    if let Some(g) = self.hub().group(group) {
-                        g.detach(terminal, self.cx.session);
-                    }
-                }
-                self.logged_out = true;
-                close(&self.cx.conn, CloseCode::Normal, "logged out");
+            _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
+        }
+    }
+
+    /// `FloorRequest`: denied unless joined, else the group decides.
+    fn request_floor(&self, group: GroupId, class: Class) {
+        if !self.joined(group) {
+            Metrics::add(&self.hub().metrics().floor_denied, 1);
+            self.cx.outbox.send(ServerMsg::FloorDenied {
+                group,
+                cause: DenyCause::NotJoined,
+            });
+        } else if let Some(g) = self.hub().group(group) {
+            g.request_floor(self.cx.terminal, class);
+        }
+    }
+
+    /// `FloorRelease`: the group decides, if the terminal is in it.
+    fn release_floor(&self, kind: u8, group: GroupId) {
+        match self.hub().group(group) {
+            Some(g) if self.joined(group) => g.release_floor(self.cx.terminal),
+            _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
+        }
+    }
+
+    /// `Sos`: join the unit's group first if the terminal has not, then
+    /// raise it.
+    fn sos(&mut self, kind: u8) {
+        let unit = self
+            .hub()
+            .org()
+            .terminal(self.cx.terminal)
+            .map(|t| GroupId(t.node));
+        if let Some(unit) = unit {
+            if !self.joined(unit) {
+                self.join(kind, unit);
             }
         }
+        spawn(ops::sos::sos(self.caller()));
+    }
+
+    /// `Logout`: forget every group, go offline there, close normally.
+    fn logout(&mut self) {
+        let terminal = self.cx.terminal;
+        for group in self.hub().registry().forget_all(terminal) {
+            if let Some(g) = self.hub().group(group) {
+                g.detach(terminal, self.cx.session);
+            }
+        }
+        self.logged_out = true;
+        close(&self.cx.conn, CloseCode::Normal, "logged out");
     }
 
     fn joined(&self, group: GroupId) -> bool {
@@ -337,4 +347,10 @@ impl Session {
             }
         }
     }
+}
+
+/// Runs an operation that waits (for the store or the network) on a task of
+/// its own, in the session's span.
+fn spawn(op: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(op.in_current_span());
 }
