@@ -83,3 +83,143 @@ pub(crate) fn watch(cx: &Caller, node: u32) {
 pub(crate) fn unwatch(hub: &Hub, session: u64) {
     hub.watch().unwatch(session);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use ptt_codec::TerminalId;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::org::{auth::ProvisioningKey, Org};
+    use crate::outbox::{testing, Outbox};
+    use crate::store::Store;
+
+    const TREE: &str = r#"
+        [[node]]
+        id = 1
+        kind = "city"
+        name = "city"
+        [[node]]
+        id = 2
+        parent = 1
+        kind = "district"
+        name = "district"
+        [[node]]
+        id = 3
+        parent = 2
+        kind = "police_station"
+        name = "east"
+        [[node]]
+        id = 4
+        parent = 3
+        kind = "station"
+        name = "station"
+        [[node]]
+        id = 5
+        parent = 4
+        kind = "unit"
+        name = "unit"
+        [[terminal]]
+        id = 300
+        node = 3
+        role = "dispatcher"
+        kind = "console"
+        name = "console"
+        [[terminal]]
+        id = 501
+        node = 5
+        role = "security_guard"
+        kind = "handheld"
+        name = "guard"
+    "#;
+
+    fn hub() -> Arc<Hub> {
+        let org = Org::from_toml(TREE, Path::new(".")).expect("the test tree is valid");
+        Arc::new(Hub::new(
+            Config::default(),
+            org,
+            ProvisioningKey::from_bytes([1; 32]),
+            Store::in_memory().expect("in-memory store"),
+            crate::net::Thread::start("test-net").expect("a thread"),
+        ))
+    }
+
+    fn caller(
+        hub: &Arc<Hub>,
+        terminal: u32,
+        conn: &quinn::Connection,
+    ) -> (Caller, mpsc::Receiver<Box<ServerMsg>>) {
+        let (outbox, rx) = Outbox::new(conn.clone(), 8);
+        let cx = Caller {
+            hub: hub.clone(),
+            terminal: TerminalId(terminal),
+            session: hub.registry().next_session(),
+            conn: conn.clone(),
+            outbox,
+        };
+        (cx, rx)
+    }
+
+    #[tokio::test]
+    async fn a_console_watching_a_node_hears_positions_below_it() {
+        let (_server, _client, conn) = testing::connection().await;
+        let hub = hub();
+        let (guard, _) = caller(&hub, 501, &conn);
+        position(&guard, 10, 20, 5);
+        let (console, mut heard) = caller(&hub, 300, &conn);
+        watch(&console, 3);
+        // The position known when the watch started, then a live one.
+        position(&guard, 11, 21, 6);
+        let mut fixes = Vec::new();
+        while let Ok(msg) = heard.try_recv() {
+            match *msg {
+                ServerMsg::PositionUpdate {
+                    terminal, lat_e7, ..
+                } => fixes.push((terminal.0, lat_e7)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(fixes, [(501, 10), (501, 11)]);
+        // Watching node 0 stops it.
+        watch(&console, 0);
+        position(&guard, 12, 22, 7);
+        assert!(heard.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn only_a_console_commanding_the_node_may_watch() {
+        let (_server, _client, conn) = testing::connection().await;
+        let hub = hub();
+        let (guard, mut told) = caller(&hub, 501, &conn);
+        watch(&guard, 5);
+        let msg = told.try_recv().expect("an error");
+        assert!(
+            matches!(
+                &*msg,
+                ServerMsg::Error {
+                    code: ErrorCode::TargetNotAllowed,
+                    frame: kind::WATCH_POSITIONS,
+                    ..
+                }
+            ),
+            "{msg:?}"
+        );
+        let (console, mut told) = caller(&hub, 300, &conn);
+        watch(&console, 1);
+        let msg = told.try_recv().expect("an error");
+        assert!(
+            matches!(
+                &*msg,
+                ServerMsg::Error {
+                    code: ErrorCode::TargetNotAllowed,
+                    ..
+                }
+            ),
+            "{msg:?}"
+        );
+    }
+}
