@@ -108,3 +108,93 @@ mod tests {
         );
     }
 }
+
+/// Test support: a hub over a small org, and callers into it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use ptt_codec::{ServerMsg, TerminalId};
+    use tokio::sync::mpsc;
+
+    use super::Caller;
+    use crate::config::Config;
+    use crate::hub::Hub;
+    use crate::org::{auth::ProvisioningKey, Org};
+    use crate::outbox::Outbox;
+    use crate::store::Store;
+
+    /// Station 3 with console 300, unit 5 with guards 501 and 502.
+    const TREE: &str = r#"
+        [[node]]
+        id = 1
+        kind = "city"
+        name = "city"
+        [[node]]
+        id = 2
+        parent = 1
+        kind = "district"
+        name = "district"
+        [[node]]
+        id = 3
+        parent = 2
+        kind = "police_station"
+        name = "east"
+        [[node]]
+        id = 4
+        parent = 3
+        kind = "station"
+        name = "station"
+        [[node]]
+        id = 5
+        parent = 4
+        kind = "unit"
+        name = "unit"
+        [[terminal]]
+        id = 300
+        node = 3
+        role = "dispatcher"
+        kind = "console"
+        name = "console"
+        [[terminal]]
+        id = 502
+        node = 5
+        role = "volunteer"
+        kind = "phone_app"
+        name = "volunteer"
+        [[terminal]]
+        id = 501
+        node = 5
+        role = "security_guard"
+        kind = "handheld"
+        name = "guard"
+    "#;
+
+    pub(crate) fn hub() -> Arc<Hub> {
+        let org = Org::from_toml(TREE, Path::new(".")).expect("the test tree is valid");
+        Arc::new(Hub::new(
+            Config::default(),
+            org,
+            ProvisioningKey::from_bytes([1; 32]),
+            Store::in_memory().expect("in-memory store"),
+            crate::net::Thread::start("test-net").expect("a thread"),
+        ))
+    }
+
+    pub(crate) fn caller(
+        hub: &Arc<Hub>,
+        terminal: u32,
+        conn: &quinn::Connection,
+    ) -> (Caller, mpsc::Receiver<Box<ServerMsg>>) {
+        let (outbox, rx) = Outbox::new(conn.clone(), 8);
+        let cx = Caller {
+            hub: hub.clone(),
+            terminal: TerminalId(terminal),
+            session: hub.registry().next_session(),
+            conn: conn.clone(),
+            outbox,
+        };
+        (cx, rx)
+    }
+}

@@ -86,83 +86,9 @@ pub(crate) fn unwatch(hub: &Hub, session: u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use ptt_codec::TerminalId;
-    use tokio::sync::mpsc;
-
     use super::*;
-    use crate::config::Config;
-    use crate::org::{auth::ProvisioningKey, Org};
-    use crate::outbox::{testing, Outbox};
-    use crate::store::Store;
-
-    const TREE: &str = r#"
-        [[node]]
-        id = 1
-        kind = "city"
-        name = "city"
-        [[node]]
-        id = 2
-        parent = 1
-        kind = "district"
-        name = "district"
-        [[node]]
-        id = 3
-        parent = 2
-        kind = "police_station"
-        name = "east"
-        [[node]]
-        id = 4
-        parent = 3
-        kind = "station"
-        name = "station"
-        [[node]]
-        id = 5
-        parent = 4
-        kind = "unit"
-        name = "unit"
-        [[terminal]]
-        id = 300
-        node = 3
-        role = "dispatcher"
-        kind = "console"
-        name = "console"
-        [[terminal]]
-        id = 501
-        node = 5
-        role = "security_guard"
-        kind = "handheld"
-        name = "guard"
-    "#;
-
-    fn hub() -> Arc<Hub> {
-        let org = Org::from_toml(TREE, Path::new(".")).expect("the test tree is valid");
-        Arc::new(Hub::new(
-            Config::default(),
-            org,
-            ProvisioningKey::from_bytes([1; 32]),
-            Store::in_memory().expect("in-memory store"),
-            crate::net::Thread::start("test-net").expect("a thread"),
-        ))
-    }
-
-    fn caller(
-        hub: &Arc<Hub>,
-        terminal: u32,
-        conn: &quinn::Connection,
-    ) -> (Caller, mpsc::Receiver<Box<ServerMsg>>) {
-        let (outbox, rx) = Outbox::new(conn.clone(), 8);
-        let cx = Caller {
-            hub: hub.clone(),
-            terminal: TerminalId(terminal),
-            session: hub.registry().next_session(),
-            conn: conn.clone(),
-            outbox,
-        };
-        (cx, rx)
-    }
+    use crate::ops::testing::{caller, hub};
+    use crate::outbox::testing;
 
     #[tokio::test]
     async fn a_console_watching_a_node_hears_positions_below_it() {

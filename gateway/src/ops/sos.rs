@@ -123,3 +123,66 @@ pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
         cx.outbox.send(cancelled);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{caller, hub};
+    use crate::outbox::testing;
+
+    fn next(rx: &mut tokio::sync::mpsc::Receiver<Box<ServerMsg>>) -> ServerMsg {
+        *rx.try_recv().expect("a message")
+    }
+
+    #[tokio::test]
+    async fn an_sos_is_booked_and_cancelled_by_a_console_above_it() {
+        let (_server, _client, conn) = testing::connection().await;
+        let hub = hub();
+        let (guard, mut guard_rx) = caller(&hub, 501, &conn);
+        sos(guard.clone()).await;
+        let ServerMsg::AlertAccepted {
+            request: 0,
+            alert,
+            recipients,
+        } = next(&mut guard_rx)
+        else {
+            panic!("the SOS is accepted");
+        };
+        // The station's console and the unit's volunteer.
+        assert_eq!(recipients, 2);
+
+        // A terminal outside the guard's command may not cancel it.
+        let (volunteer, mut volunteer_rx) = caller(&hub, 502, &conn);
+        sos_cancel(volunteer, TerminalId(501)).await;
+        assert!(matches!(
+            next(&mut volunteer_rx),
+            ServerMsg::Error {
+                code: ErrorCode::TargetNotAllowed,
+                frame: kind::SOS_CANCEL,
+                ..
+            }
+        ));
+
+        let (console, mut console_rx) = caller(&hub, 300, &conn);
+        sos_cancel(console.clone(), TerminalId(501)).await;
+        // The console was alerted, so it hears the cancel as a recipient
+        // (through its live session, which this test has none of).
+        assert!(console_rx.try_recv().is_err());
+        let cancelled = hub
+            .desk()
+            .blocking(move |s| s.cancelled(alert))
+            .await
+            .expect("readable");
+        assert_eq!(cancelled.map(|(by, _)| by), Some(TerminalId(300)));
+
+        // Nothing left to cancel.
+        sos_cancel(console, TerminalId(501)).await;
+        assert!(matches!(
+            next(&mut console_rx),
+            ServerMsg::Error {
+                code: ErrorCode::UnknownAlert,
+                ..
+            }
+        ));
+    }
+}
