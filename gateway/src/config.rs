@@ -45,6 +45,39 @@ pub struct Config {
     pub session: Session,
     /// Drill reports.
     pub drill: Drill,
+    /// SOS alerts.
+    pub sos: Sos,
+}
+
+/// SOS settings (`[sos]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sos {
+    /// How long an SOS alert stays deliverable, seconds. Default 3600: long
+    /// enough for a terminal that lost coverage during the emergency to get
+    /// it on reconnect, short enough that the next shift does not.
+    pub ttl_s: u32,
+    /// The SOS alert's priority. Default 3, the highest.
+    pub priority: u8,
+}
+
+impl Default for Sos {
+    fn default() -> Self {
+        Self {
+            ttl_s: ptt_gateway_core::sos::DEFAULT_TTL_S,
+            priority: ptt_gateway_core::sos::DEFAULT_PRIORITY,
+        }
+    }
+}
+
+impl Sos {
+    /// The settings as the SOS rules take them.
+    pub fn rules(&self) -> ptt_gateway_core::sos::Config {
+        ptt_gateway_core::sos::Config {
+            ttl_s: self.ttl_s,
+            priority: self.priority,
+        }
+    }
 }
 
 /// Drill report settings.
@@ -79,6 +112,7 @@ impl Default for Config {
             transport: Transport::default(),
             session: Session::default(),
             drill: Drill::default(),
+            sos: Sos::default(),
         }
     }
 }

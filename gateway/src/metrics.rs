@@ -95,7 +95,7 @@ impl Metrics {
 }
 
 /// A histogram of how long the gateway takes to relay voice frames,
-/// microseconds. The gateway keeps two (see [`crate::session`]'s voice
+/// microseconds. The gateway keeps two (see the session's voice
 /// loop): to the frame queued in every receiver's connection, for every
 /// frame; and to every receiver's packet handed to the socket, for one
 /// frame in [`SOCKET_SAMPLE`].

@@ -604,7 +604,10 @@ async fn sos_alerts_the_unit_and_station_preempts_and_can_be_cancelled() {
         .await
         .unwrap();
     assert_eq!(
-        gw.gateway.alert_cancelled(alert).map(|(by, _)| by.0),
+        gw.gateway
+            .alert_cancelled(alert)
+            .unwrap()
+            .map(|(by, _)| by.0),
         Some(CONSOLE_PS),
         "who cancelled is recorded"
     );
@@ -623,7 +626,10 @@ async fn sos_alerts_the_unit_and_station_preempts_and_can_be_cancelled() {
     let again = guard.sos().await.unwrap();
     assert_eq!(guard.cancel_sos(TerminalId(GUARD_A1)).await.unwrap(), again);
     assert_eq!(
-        gw.gateway.alert_cancelled(again).map(|(by, _)| by.0),
+        gw.gateway
+            .alert_cancelled(again)
+            .unwrap()
+            .map(|(by, _)| by.0),
         Some(GUARD_A1)
     );
 }

@@ -188,7 +188,7 @@ async fn every_burst_lands_in_the_floor_audit_log() {
     t[0].close();
     // The audit log is written in batches off the session's task.
     let log = eventually("three bursts in the audit log", || {
-        let log = gw.gateway.bursts(UNIT_A, 0);
+        let log = gw.gateway.bursts(UNIT_A, 0).expect("audit log readable");
         if log.len() >= 3 {
             Ok(log)
         } else {

@@ -7,6 +7,8 @@
 //! that way. The `ptt-gateway` crate is the driver that does the I/O.
 //!
 //! - [`floor`]: floor control per talk group (3GPP TS 24.380).
+//! - [`group`]: a talk group's membership and floor, emitting addressed
+//!   control messages, snapshot republishes and ended bursts.
 //! - [`admission`]: which waiting connection attempt gets the next
 //!   handshake slot.
 //! - [`fanout`]: whether a voice frame is relayed, and the per-connection
@@ -16,6 +18,9 @@
 //! - [`location`]: last known positions and the nearest-member index.
 //! - [`audit`]: the floor audit log's rows.
 //! - [`drill`]: drill report arithmetic and its CSV/JSON output.
+//! - [`session`]: the first frame, authentication, join rights and the
+//!   group limit.
+//! - [`sos`]: who an SOS reaches and what its alert says.
 
 pub mod admission;
 pub mod alert;
@@ -23,5 +28,8 @@ pub mod audit;
 pub mod drill;
 pub mod fanout;
 pub mod floor;
+pub mod group;
 pub mod location;
 pub mod recipients;
+pub mod session;
+pub mod sos;

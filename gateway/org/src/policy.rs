@@ -161,3 +161,136 @@ impl Org {
         }
     }
 }
+
+/// Who commands whom: the rule behind watching positions, cancelling an
+/// SOS and reading a drill report.
+impl Org {
+    /// Whether `console` commands `node`: it is a console, and `node` is its
+    /// own node or below it.
+    pub fn commands_node(&self, console: TerminalId, node: u32) -> bool {
+        self.terminal(console)
+            .is_some_and(|c| c.is_console() && self.is_ancestor_or_self(c.node, node))
+    }
+
+    /// Whether `by` may act for `terminal` (cancel its SOS, read the drill
+    /// reports it issued): the terminal itself, or a console commanding its
+    /// node.
+    pub fn commands(&self, by: TerminalId, terminal: TerminalId) -> bool {
+        by == terminal
+            || self
+                .terminal(terminal)
+                .is_some_and(|t| self.commands_node(by, t.node))
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const TREE: &str = r#"
+[[node]]
+id = 1
+kind = "city"
+name = "city"
+
+[[node]]
+id = 2
+parent = 1
+kind = "district"
+name = "district"
+
+[[node]]
+id = 3
+parent = 2
+kind = "police_station"
+name = "east"
+
+[[node]]
+id = 4
+parent = 3
+kind = "station"
+name = "station"
+
+[[node]]
+id = 5
+parent = 4
+kind = "unit"
+name = "unit"
+
+[[node]]
+id = 9
+parent = 2
+kind = "police_station"
+name = "west"
+
+[[terminal]]
+id = 100
+name = "city console"
+role = "dispatcher"
+kind = "console"
+node = 1
+
+[[terminal]]
+id = 300
+name = "east console"
+role = "dispatcher"
+kind = "console"
+node = 3
+
+[[terminal]]
+id = 900
+name = "west console"
+role = "dispatcher"
+kind = "console"
+node = 9
+
+[[terminal]]
+id = 301
+name = "officer"
+role = "police"
+kind = "handheld"
+node = 3
+
+[[terminal]]
+id = 501
+name = "guard"
+role = "security_guard"
+kind = "handheld"
+node = 5
+"#;
+
+    fn org() -> Org {
+        Org::from_toml(TREE, Path::new(".")).expect("the test tree is valid")
+    }
+
+    #[test]
+    fn a_console_commands_its_node_and_below_only() {
+        let org = org();
+        let t = TerminalId;
+        assert!(org.commands_node(t(300), 3));
+        assert!(org.commands_node(t(300), 5));
+        assert!(org.commands_node(t(100), 9));
+        assert!(!org.commands_node(t(300), 9));
+        assert!(!org.commands_node(t(300), 1));
+        // Not a console, even on its own node; unknown terminals nothing.
+        assert!(!org.commands_node(t(301), 3));
+        assert!(!org.commands_node(t(4242), 3));
+    }
+
+    #[test]
+    fn a_terminal_is_commanded_by_itself_and_consoles_above_it() {
+        let org = org();
+        let t = TerminalId;
+        assert!(org.commands(t(501), t(501)));
+        assert!(org.commands(t(300), t(501)));
+        assert!(org.commands(t(100), t(501)));
+        assert!(!org.commands(t(900), t(501)));
+        assert!(!org.commands(t(301), t(501)));
+        // A console over an unknown terminal commands nothing; the terminal
+        // itself is still itself.
+        assert!(!org.commands(t(100), t(4242)));
+        assert!(org.commands(t(4242), t(4242)));
+    }
+}

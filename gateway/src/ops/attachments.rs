@@ -1,6 +1,6 @@
-//! What travels on unidirectional streams beside alerts: attachment
-//! uploads from terminals, attachments pushed to screens and consoles or
-//! fetched by handhelds, and drill reports.
+//! Attachments: uploads from terminals on unidirectional streams of their
+//! own, pushed to screens and consoles with an alert, fetched by handhelds
+//! (`AttachmentFetch`).
 //!
 //! Each transfer has a stream of its own at a lower priority than the
 //! control stream and alert streams, so a 4 MiB photo never holds up a
@@ -16,11 +16,11 @@ use quinn::{Connection, RecvStream};
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
-use crate::alert::{now_ms, store};
+use super::{Caller, Error};
+use crate::clock::now_ms;
+use crate::hub::Hub;
 use crate::org::TerminalKind;
-use crate::server::Shared;
-use crate::session::Outbox;
-use crate::session_alerts::{blocking, error};
+use crate::store;
 
 /// QUIC send priority of attachment and report streams: below the control
 /// stream and alert streams (priority 0).
@@ -31,33 +31,56 @@ const UPLOAD_REFUSED: u32 = 1;
 
 /// Accepts the terminal's upload streams until the connection ends. At most
 /// `transport.max_uni_streams` are open at once (QUIC flow control).
-pub(crate) async fn accept_uploads(
-    shared: Arc<Shared>,
-    conn: Connection,
-    terminal: TerminalId,
-    outbox: Outbox,
-) {
-    while let Ok(recv) = conn.accept_uni().await {
-        tokio::spawn(upload(shared.clone(), terminal, outbox.clone(), recv).in_current_span());
+pub(crate) async fn accept_uploads(cx: Caller) {
+    while let Ok(recv) = cx.conn.accept_uni().await {
+        tokio::spawn(upload(cx.clone(), recv).in_current_span());
     }
 }
 
 /// Why an upload was refused, for the uploader.
-struct Refused(Option<u32>, ErrorCode, String);
+struct Refused {
+    /// The upload's request id, once its header was read: the refusal is
+    /// then an `AlertRefused`, otherwise an `Error`.
+    request: Option<u32>,
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refused {
+    /// A refusal before the header was understood.
+    fn header(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            request: None,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A refusal of upload `request` as invalid.
+    fn invalid(request: u32, message: impl Into<String>) -> Self {
+        Self {
+            request: Some(request),
+            code: ErrorCode::AttachmentInvalid,
+            message: message.into(),
+        }
+    }
+}
 
 /// One upload: `AttachmentPut`, then exactly `size` bytes, then the end of
 /// the stream. Answered on the control stream; nothing is stored unless the
 /// whole content arrived.
-async fn upload(shared: Arc<Shared>, terminal: TerminalId, outbox: Outbox, mut recv: RecvStream) {
+async fn upload(cx: Caller, mut recv: RecvStream) {
+    let (terminal, outbox) = (cx.terminal, &cx.outbox);
     match receive(&mut recv).await {
         Ok((request, mime, data)) => {
             let size = data.len() as u32;
-            let stored = blocking(&shared, move |s| {
-                s.put_attachment(terminal, &mime, &data, now_ms())
-            })
-            .await;
+            let stored = cx
+                .hub
+                .desk()
+                .blocking(move |s| s.put_attachment(terminal, &mime, &data, now_ms()))
+                .await;
             match stored {
-                Some(Ok(attachment)) => {
+                Ok(attachment) => {
                     tracing::info!(attachment, size, "attachment stored");
                     outbox.send(ServerMsg::AttachmentStored {
                         request,
@@ -65,8 +88,8 @@ async fn upload(shared: Arc<Shared>, terminal: TerminalId, outbox: Outbox, mut r
                         size,
                     });
                 }
-                other => {
-                    tracing::error!("storing an attachment failed: {other:?}");
+                Err(e) => {
+                    tracing::error!("storing an attachment failed: {e}");
                     outbox.send(ServerMsg::AlertRefused {
                         request,
                         code: ErrorCode::Internal,
@@ -75,7 +98,11 @@ async fn upload(shared: Arc<Shared>, terminal: TerminalId, outbox: Outbox, mut r
                 }
             }
         }
-        Err(Refused(request, code, message)) => {
+        Err(Refused {
+            request,
+            code,
+            message,
+        }) => {
             tracing::info!(?code, "attachment upload refused: {message}");
             let _ = recv.stop(quinn::VarInt::from_u32(UPLOAD_REFUSED));
             match request {
@@ -84,7 +111,7 @@ async fn upload(shared: Arc<Shared>, terminal: TerminalId, outbox: Outbox, mut r
                     code,
                     message,
                 }),
-                None => error(&outbox, code, kind::ATTACHMENT_PUT, message),
+                None => cx.error(code, kind::ATTACHMENT_PUT, message),
             }
         }
     }
@@ -97,10 +124,9 @@ async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused>
         match split_frame(&buf) {
             Ok(frame) => break frame.len(),
             Err(FrameError::TooLong(_)) => {
-                return Err(Refused(
-                    None,
+                return Err(Refused::header(
                     ErrorCode::Malformed,
-                    "oversized upload header".into(),
+                    "oversized upload header",
                 ))
             }
             Err(FrameError::Incomplete) => {}
@@ -108,10 +134,9 @@ async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused>
         match recv.read_buf(&mut buf).await {
             Ok(n) if n > 0 => {}
             _ => {
-                return Err(Refused(
-                    None,
+                return Err(Refused::header(
                     ErrorCode::Malformed,
-                    "upload stream ended before its header".into(),
+                    "upload stream ended before its header",
                 ))
             }
         }
@@ -125,18 +150,16 @@ async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused>
             size,
         }) => (request, mime, size),
         Ok(_) => {
-            return Err(Refused(
-                None,
+            return Err(Refused::header(
                 ErrorCode::UnexpectedFrame,
-                "an upload stream starts with AttachmentPut".into(),
+                "an upload stream starts with AttachmentPut",
             ))
         }
-        Err(e) => return Err(Refused(None, ErrorCode::Malformed, e.to_string())),
+        Err(e) => return Err(Refused::header(ErrorCode::Malformed, e.to_string())),
     };
     if size > MAX_ATTACHMENT {
-        return Err(Refused(
-            Some(request),
-            ErrorCode::AttachmentInvalid,
+        return Err(Refused::invalid(
+            request,
             format!("attachment of {size} bytes is over the {MAX_ATTACHMENT}-byte limit"),
         ));
     }
@@ -151,9 +174,8 @@ async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused>
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
-                return Err(Refused(
-                    Some(request),
-                    ErrorCode::AttachmentInvalid,
+                return Err(Refused::invalid(
+                    request,
                     format!("upload stream failed: {e}"),
                 ))
             }
@@ -161,9 +183,8 @@ async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused>
     }
     if data.len() != size {
         let got = data.len();
-        return Err(Refused(
-            Some(request),
-            ErrorCode::AttachmentInvalid,
+        return Err(Refused::invalid(
+            request,
             if got > size {
                 format!("the stream carried more than the {size} bytes announced")
             } else {
@@ -175,11 +196,11 @@ async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused>
 }
 
 /// Sends `header` and `content` on a new low-priority unidirectional stream.
-async fn send_stream(
+pub(super) async fn send_stream(
     conn: &Connection,
     header: ServerMsg,
     content: &Bytes,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), Error> {
     let mut buf = BytesMut::new();
     header.encode(&mut buf);
     let mut stream = conn.open_uni().await?;
@@ -198,22 +219,24 @@ pub(crate) fn gets_attachments(kind: TerminalKind) -> bool {
 
 /// Loads the attachments of an alert for pushing.
 pub(crate) async fn load(
-    shared: &Arc<Shared>,
+    hub: &Hub,
     alert: u64,
     refs: &[ptt_codec::AttachmentRef],
     issuer: TerminalId,
 ) -> Vec<store::Attachment> {
     let ids: Vec<u64> = refs.iter().map(|a| a.id).collect();
-    let loaded = blocking(shared, move |s| {
-        ids.iter()
-            .map(|id| s.fetchable_attachment(issuer, *id))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await;
+    let loaded = hub
+        .desk()
+        .blocking(move |s| {
+            ids.iter()
+                .map(|id| s.fetchable_attachment(issuer, *id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
     match loaded {
-        Some(Ok(found)) => found.into_iter().flatten().map(|(_, a)| a).collect(),
-        other => {
-            tracing::error!(alert, "loading attachments failed: {other:?}");
+        Ok(found) => found.into_iter().flatten().map(|(_, a)| a).collect(),
+        Err(e) => {
+            tracing::error!(alert, "loading attachments failed: {e}");
             Vec::new()
         }
     }
@@ -236,101 +259,36 @@ pub(crate) async fn push(conn: Connection, alert: u64, attachments: Arc<Vec<stor
 }
 
 /// `AttachmentFetch`: the content, if the terminal may have it.
-pub(crate) async fn fetch(
-    shared: Arc<Shared>,
-    terminal: TerminalId,
-    conn: Connection,
-    outbox: Outbox,
-    attachment: u64,
-) {
-    match blocking(&shared, move |s| {
-        s.fetchable_attachment(terminal, attachment)
-    })
-    .await
+pub(crate) async fn fetch(cx: Caller, attachment: u64) {
+    let terminal = cx.terminal;
+    match cx
+        .hub
+        .desk()
+        .blocking(move |s| s.fetchable_attachment(terminal, attachment))
+        .await
     {
-        Some(Ok(Some((alert, a)))) => {
+        Ok(Some((alert, a))) => {
             let header = ServerMsg::Attachment {
                 attachment,
                 alert,
                 mime: a.mime,
                 size: a.data.len() as u32,
             };
-            if let Err(e) = send_stream(&conn, header, &a.data).await {
+            if let Err(e) = send_stream(&cx.conn, header, &a.data).await {
                 tracing::debug!(attachment, "attachment fetch failed: {e}");
             }
         }
-        Some(Ok(None)) => error(
-            &outbox,
+        Ok(None) => cx.error(
             ErrorCode::UnknownAttachment,
             kind::ATTACHMENT_FETCH,
             format!("no attachment {attachment} for you"),
         ),
-        other => {
-            tracing::error!("reading an attachment failed: {other:?}");
-            error(
-                &outbox,
+        Err(e) => {
+            tracing::error!("reading an attachment failed: {e}");
+            cx.error(
                 ErrorCode::Internal,
                 kind::ATTACHMENT_FETCH,
                 "attachment unavailable; retry",
-            );
-        }
-    }
-}
-
-/// `DrillReportQuery`: the report, on a stream of its own.
-pub(crate) async fn drill_query(
-    shared: Arc<Shared>,
-    terminal: TerminalId,
-    conn: Connection,
-    outbox: Outbox,
-    alert: u64,
-) {
-    let frame = kind::DRILL_REPORT_QUERY;
-    let shared2 = shared.clone();
-    let made = blocking(&shared, move |s| {
-        let org = &shared2.org;
-        // Only the issuer, or a console above the issuer, may see it.
-        let issuer = s.alert(alert)?.map(|a| a.issuer);
-        let allowed = issuer.is_some_and(|i| {
-            i == terminal
-                || match (org.terminal(terminal), org.terminal(i)) {
-                    (Some(me), Some(them)) => {
-                        me.is_console() && org.is_ancestor_or_self(me.node, them.node)
-                    }
-                    _ => false,
-                }
-        });
-        if !allowed {
-            return Ok(Err((
-                ErrorCode::UnknownAlert,
-                format!("no drill {alert} of yours"),
-            )));
-        }
-        match crate::drill::from_store(s, org, &shared2.config.drill.marks_s, alert, now_ms()) {
-            Err(e) if e.is_refusal() => Ok(Err((e.to_code(), e.to_string()))),
-            made => made.map(Ok),
-        }
-    })
-    .await;
-    match made {
-        Some(Ok(Ok(report))) => {
-            let json = Bytes::from(report.to_json());
-            let header = ServerMsg::DrillReport {
-                alert,
-                size: json.len() as u32,
-            };
-            if let Err(e) = send_stream(&conn, header, &json).await {
-                tracing::debug!(alert, "sending a drill report failed: {e}");
-            }
-        }
-        Some(Ok(Err((code, message)))) => error(&outbox, code, frame, message),
-        other => {
-            tracing::error!("making a drill report failed: {other:?}");
-            error(
-                &outbox,
-                ErrorCode::Internal,
-                frame,
-                "report unavailable; retry",
             );
         }
     }

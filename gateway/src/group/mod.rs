@@ -1,0 +1,281 @@
+//! One talk group at run time: its members online, its floor, and the
+//! fan-out snapshot the voice path reads.
+//!
+//! This is the thin async shell around the sans-I/O [`rules::Machine`]
+//! (`ptt_gateway_core::group`), which decides every message: each operation
+//! locks the machine, steps it with the current time, drains its outputs,
+//! and unlocks; only then are the messages queued to the terminals, ended
+//! bursts sent to the audit log and the fan-out snapshot stored. The per-frame voice path never takes a lock (it
+//! reads [`Group::fanout`]).
+//!
+//! Order: outputs of one step are carried out while holding a second lock,
+//! `delivery`, taken before the machine's lock is released. So steps deliver
+//! in the order they ran (a terminal never sees `FloorIdle` before the
+//! `FloorTaken` it ends), while the machine's lock is never held across a
+//! send or a connection close.
+//!
+//! Timers: one task per group ([`timer::Timer`]), started on its first timed
+//! burst, sleeping towards [`rules::Machine::poll_timeout`] and moved through
+//! a watch channel when the deadline changes. Not a task per burst, which
+//! churned a spawn per key press and left stale sleepers waking for nothing;
+//! not one task for all groups, which would need its own deadline heap and
+//! cancellation to do what the runtime's timer wheel already does per task.
+//! Groups are few (one per org node) next to connections, and an idle
+//! group's task is parked on its channel.
+
+mod timer;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use ptt_codec::{Class, GroupId, ServerMsg, TerminalId};
+use ptt_gateway_core::group as rules;
+
+use crate::alert::{now_ms, BurstRecord};
+use crate::fanout::{self, Receiver, Talker};
+use crate::floor;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+
+use timer::Timer;
+
+/// The fan-out snapshot of a group in the gateway.
+pub type Snapshot = fanout::Snapshot<quinn::Connection>;
+
+/// A terminal's live connection, as a group sees it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// Session id: a newer session of the same terminal has a larger one.
+    pub session: u64,
+    /// For voice datagrams.
+    pub conn: quinn::Connection,
+    /// For control messages.
+    pub outbox: Outbox,
+}
+
+/// A member online in a group.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// May request the floor.
+    pub talk: bool,
+    /// Floor priority (from role).
+    pub priority: u8,
+    /// Display name, for `FloorTaken`.
+    pub name: Arc<str>,
+    /// Where to reach it.
+    pub link: Link,
+}
+
+/// The group machine with the gateway's links (shared, so an output
+/// addressed to a member costs a reference count, not three).
+type Machine = rules::Machine<Arc<Link>>;
+type Output = rules::Output<Arc<Link>>;
+
+/// A talk group.
+#[derive(Debug)]
+pub struct Group {
+    /// The group's id (its node's id).
+    pub id: GroupId,
+    fanout: ArcSwap<Snapshot>,
+    /// Membership and floor; held only to step the machine and drain it.
+    machine: Mutex<Machine>,
+    /// Held while one step's outputs are carried out; see the module docs.
+    delivery: Mutex<()>,
+    /// Wakes the group at the machine's next deadline.
+    timer: Timer,
+    metrics: Arc<Metrics>,
+    audit: tokio::sync::mpsc::UnboundedSender<BurstRecord>,
+}
+
+impl Group {
+    /// A group with nobody online.
+    /// Ended bursts go to `audit`, to be written to the floor audit log.
+    pub fn new(
+        id: GroupId,
+        name: Arc<str>,
+        floor: floor::Config,
+        metrics: Arc<Metrics>,
+        audit: tokio::sync::mpsc::UnboundedSender<BurstRecord>,
+    ) -> Self {
+        Self {
+            id,
+            machine: Mutex::new(Machine::new(id, name, floor)),
+            fanout: ArcSwap::from_pointee(Snapshot::default()),
+            delivery: Mutex::new(()),
+            timer: Timer::new(),
+            metrics,
+            audit,
+        }
+    }
+
+    /// The current fan-out snapshot. Lock-free; valid until the next
+    /// membership or floor change, after which the next load sees the new one.
+    #[inline]
+    pub fn fanout(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.fanout.load()
+    }
+
+    /// Puts `terminal` online in the group, or replaces its link when it
+    /// reconnected. With `announce`, the terminal is sent `Joined`; either
+    /// way it is told who talks right now (late entry) and the others see it
+    /// come online.
+    pub fn attach(self: &Arc<Self>, terminal: TerminalId, member: Member, announce: bool) {
+        let member = rules::Member {
+            talk: member.talk,
+            priority: member.priority,
+            name: member.name,
+            session: member.link.session,
+            link: Arc::new(member.link),
+        };
+        self.step(|m, _| m.handle_attach(terminal, member, announce));
+    }
+
+    /// Takes `terminal` offline in the group if its link belongs to
+    /// `session` (a newer session's link is left alone). Ends its burst and
+    /// drops its queued request. Returns whether it was removed.
+    pub fn detach(self: &Arc<Self>, terminal: TerminalId, session: u64) -> bool {
+        self.step(|m, now| m.handle_detach(now, terminal, session))
+    }
+
+    /// A member pressed the talk key.
+    pub fn request_floor(self: &Arc<Self>, terminal: TerminalId, class: Class) {
+        self.request_floor_for(terminal, class, None);
+    }
+
+    /// A floor request with its own talk-time limit (an SOS hot-mic burst).
+    pub fn request_floor_for(
+        self: &Arc<Self>,
+        terminal: TerminalId,
+        class: Class,
+        limit: Option<Duration>,
+    ) {
+        self.step(|m, now| m.handle_request(now, terminal, class, limit));
+    }
+
+    /// A member released the talk key (or withdrew its queued request).
+    pub fn release_floor(self: &Arc<Self>, terminal: TerminalId) {
+        self.step(|m, now| m.handle_release(now, terminal));
+    }
+
+    /// Number of members online.
+    pub fn online(&self) -> usize {
+        self.lock().online()
+    }
+
+    /// The terminal holding the floor, if any.
+    pub fn holder(&self) -> Option<TerminalId> {
+        self.lock().holder().map(|b| b.terminal)
+    }
+
+    /// Called by the timer task once the machine's deadline has passed.
+    fn on_timeout(self: &Arc<Self>) {
+        self.step(|m, now| m.handle_timeout(now));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        // A panic while holding this lock is a bug in this module or the
+        // machine; the state is still consistent enough to keep serving
+        // other terminals.
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `input` on the machine at the current time, then carries out
+    /// what it asked for, after releasing the machine (see the module docs).
+    fn step<R>(self: &Arc<Self>, input: impl FnOnce(&mut Machine, Instant) -> R) -> R {
+        let mut machine = self.lock();
+        // Read under the lock, so the machine never sees time go back. Tokio's
+        // clock, so tests with paused time step the machine too.
+        let now = tokio::time::Instant::now().into_std();
+        let result = input(&mut machine, now);
+        let outputs: Vec<Output> = std::iter::from_fn(|| machine.poll_output()).collect();
+        // Built from the machine after the step: its one republish comes last.
+        let snapshot = outputs
+            .iter()
+            .any(|o| matches!(o, rules::Output::Publish))
+            .then(|| snapshot(&machine));
+        self.timer
+            .set(machine.poll_timeout(), self, Self::on_timeout);
+        // Taken before the machine is released, so deliveries keep the order
+        // of the steps; a panic while delivering poisons nothing we rely on.
+        let _delivery = self.delivery.lock().unwrap_or_else(|e| e.into_inner());
+        drop(machine);
+        self.deliver(outputs, snapshot.as_ref());
+        result
+    }
+
+    /// Carries out one step's outputs; `snapshot` is what a republish stores.
+    fn deliver(&self, outputs: Vec<Output>, snapshot: Option<&Arc<Snapshot>>) {
+        for output in outputs {
+            match output {
+                rules::Output::Send { to, link, msg } => {
+                    self.count(to, &msg);
+                    link.outbox.send(msg);
+                }
+                rules::Output::Publish => {
+                    if let Some(snapshot) = snapshot {
+                        self.fanout.store(Arc::clone(snapshot));
+                    }
+                }
+                rules::Output::BurstEnded(ended) => self.log(ended),
+            }
+        }
+    }
+
+    /// Floor metrics and events, from the messages that carry them.
+    fn count(&self, to: TerminalId, msg: &ServerMsg) {
+        match msg {
+            ServerMsg::FloorGranted {
+                burst, limit_ms, ..
+            } => {
+                Metrics::add(&self.metrics.floor_granted, 1);
+                tracing::debug!(group = %self.id, terminal = %to, burst, limit_ms, "floor granted");
+            }
+            ServerMsg::FloorDenied { .. } => Metrics::add(&self.metrics.floor_denied, 1),
+            ServerMsg::FloorRevoked { burst, cause, .. } => {
+                Metrics::add(&self.metrics.floor_revoked, 1);
+                tracing::debug!(group = %self.id, terminal = %to, burst, ?cause, "floor revoked");
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends an ended burst to the audit log. The machine times bursts with
+    /// the monotonic clock; the log wants Unix ms, so the end is stamped now
+    /// and the grant that long before it.
+    fn log(&self, ended: rules::Ended) {
+        let ended_ms = now_ms();
+        let talked = ended
+            .ended_at
+            .saturating_duration_since(ended.burst.granted_at);
+        let talked_ms = u64::try_from(talked.as_millis()).unwrap_or(u64::MAX);
+        let _ = self.audit.send(BurstRecord {
+            group: self.id.0,
+            terminal: ended.burst.terminal,
+            burst: ended.burst.id,
+            class: ended.burst.class.code(),
+            granted_ms: ended_ms.saturating_sub(talked_ms),
+            ended_ms,
+            ended_by: ended.by,
+        });
+    }
+}
+
+/// The fan-out snapshot of `machine` as it is now.
+fn snapshot(machine: &Machine) -> Arc<Snapshot> {
+    let receivers: Arc<[Receiver<quinn::Connection>]> = machine
+        .members()
+        .map(|(terminal, m)| Receiver {
+            terminal,
+            sink: m.link.conn.clone(),
+        })
+        .collect();
+    let talker = machine.holder().map(|b| Talker {
+        terminal: b.terminal,
+        burst: b.id,
+    });
+    Arc::new(Snapshot { talker, receivers })
+}
+
+#[cfg(test)]
+mod tests;

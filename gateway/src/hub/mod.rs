@@ -1,0 +1,230 @@
+//! State every session shares, as a handle with methods (as mini-redis's
+//! `Db`): configuration and org, the registry of live terminals, the talk
+//! groups, the alert desk, positions and their watchers, and the SOS book.
+//!
+//! Sessions and operations reach each part through a method named by its
+//! role; no field is public, so each part's invariants live in its own
+//! module.
+
+mod desk;
+mod registry;
+mod sos;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ptt_codec::GroupId;
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+use crate::alert::BurstRecord;
+use crate::config::Config;
+use crate::floor;
+use crate::group::Group;
+use crate::metrics::{Metrics, RelayLatency};
+use crate::net;
+use crate::org::{auth::ProvisioningKey, Org};
+use crate::store::Store;
+
+pub(crate) use desk::{Desk, Error};
+pub(crate) use registry::{Live, Registry};
+pub(crate) use sos::{Active as ActiveSos, Book as SosBook};
+pub(crate) use watch::{Watch, Watcher};
+
+/// State shared by every session.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    config: Config,
+    org: Org,
+    /// Verifies terminals' credentials.
+    key: ProvisioningKey,
+    /// Every talk group, one per org node. Fixed at start, so the voice path
+    /// looks groups up without a lock.
+    groups: HashMap<GroupId, Arc<Group>>,
+    registry: Registry,
+    desk: Desk,
+    watch: Watch,
+    sos: SosBook,
+    metrics: Arc<Metrics>,
+    /// Where voice loops run: beside the connection drivers they wake.
+    net: net::Thread,
+    /// Voice relay latency of every voice loop, to the frame queued in every
+    /// receiver's connection.
+    relay_latency: RelayLatency,
+    /// The same, to every receiver's packet handed to the socket (sampled).
+    socket_latency: Arc<RelayLatency>,
+    /// Handshakes in progress at once (`transport.max_handshakes`).
+    handshakes: Arc<Semaphore>,
+    /// Ended bursts waiting to be written; taken by [`Hub::audit_writer`].
+    audit: Mutex<Option<mpsc::UnboundedReceiver<BurstRecord>>>,
+}
+
+impl Hub {
+    /// Builds the run-time state: one talk group per org node, alerts in
+    /// `store`, voice loops on `net`.
+    pub(crate) fn new(
+        config: Config,
+        org: Org,
+        key: ProvisioningKey,
+        store: Store,
+        net: net::Thread,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let pending = store
+            .terminals_with_pending(crate::clock::now_ms())
+            .unwrap_or_else(|e| {
+                tracing::error!("reading pending alerts failed, forwarding to everyone: {e}");
+                org.terminals().map(|t| t.id).collect()
+            });
+        let (audit_tx, audit_rx) = mpsc::unbounded_channel();
+        let groups = org
+            .groups()
+            .map(|id| {
+                let name: Arc<str> = org.node(id).map_or("", |n| n.name.as_str()).into();
+                let floor = floor::Config {
+                    talk_limit: config.floor.talk_limit(id.0),
+                    queue_capacity: config.floor.queue,
+                };
+                let group = Group::new(id, name, floor, metrics.clone(), audit_tx.clone());
+                (id, Arc::new(group))
+            })
+            .collect();
+        let handshakes = Arc::new(Semaphore::new(config.transport.max_handshakes.max(1)));
+        Self {
+            config,
+            org,
+            key,
+            groups,
+            registry: Registry::default(),
+            desk: Desk::new(store, pending),
+            watch: Watch::default(),
+            sos: SosBook::default(),
+            metrics,
+            net,
+            relay_latency: Default::default(),
+            socket_latency: Default::default(),
+            handshakes,
+            audit: Mutex::new(Some(audit_rx)),
+        }
+    }
+
+    /// The configuration the gateway started with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The governance tree.
+    pub(crate) fn org(&self) -> &Org {
+        &self.org
+    }
+
+    /// The key terminals' credentials are derived from.
+    pub(crate) fn key(&self) -> &ProvisioningKey {
+        &self.key
+    }
+
+    /// The talk group `id`, if there is one.
+    pub(crate) fn group(&self, id: GroupId) -> Option<&Arc<Group>> {
+        self.groups.get(&id)
+    }
+
+    /// How many talk groups there are.
+    pub(crate) fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Live terminals and their remembered groups.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The alert desk: store, delivery window, pending set, receipt queue.
+    pub(crate) fn desk(&self) -> &Desk {
+        &self.desk
+    }
+
+    /// Positions and the consoles following them.
+    pub(crate) fn watch(&self) -> &Watch {
+        &self.watch
+    }
+
+    /// Active SOS per terminal.
+    pub(crate) fn sos(&self) -> &SosBook {
+        &self.sos
+    }
+
+    /// The gateway's counters.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The network thread every packet and voice loop runs on.
+    pub(crate) fn net(&self) -> &net::Thread {
+        &self.net
+    }
+
+    /// Voice relay latency to the frame queued in every receiver's
+    /// connection.
+    pub(crate) fn relay_latency(&self) -> &RelayLatency {
+        &self.relay_latency
+    }
+
+    /// Voice relay latency to every receiver's packet on the socket.
+    pub(crate) fn socket_latency(&self) -> &Arc<RelayLatency> {
+        &self.socket_latency
+    }
+
+    /// Handshake slots (`transport.max_handshakes`).
+    pub(crate) fn handshakes(&self) -> &Arc<Semaphore> {
+        &self.handshakes
+    }
+
+    /// The floor audit writer, the first time it is asked for: run it until
+    /// `stop` is notified, after which it writes what is queued and ends.
+    pub(crate) fn audit_writer(
+        &self,
+        stop: Arc<Notify>,
+    ) -> Option<impl std::future::Future<Output = ()>> {
+        let rx = self
+            .audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(write_audit(self.desk.store().clone(), rx, stop))
+    }
+}
+
+/// Writes ended bursts to the floor audit log in batches, off the async
+/// threads.
+async fn write_audit(
+    store: Arc<Store>,
+    mut rx: mpsc::UnboundedReceiver<BurstRecord>,
+    stop: Arc<Notify>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let last = tokio::select! {
+            n = rx.recv_many(&mut batch, 256) => n == 0,
+            () = stop.notified() => {
+                while let Ok(r) = rx.try_recv() {
+                    batch.push(r);
+                }
+                true
+            }
+        };
+        if !batch.is_empty() {
+            let records = std::mem::take(&mut batch);
+            let store = store.clone();
+            let written = tokio::task::spawn_blocking(move || store.record_bursts(&records))
+                .await
+                .map_err(Error::from)
+                .and_then(|r| r.map_err(Error::from));
+            if let Err(e) = written {
+                tracing::error!("writing the floor audit log failed: {e}");
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}

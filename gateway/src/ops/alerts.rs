@@ -1,0 +1,320 @@
+//! Alerts: `AlertSend` (check, store, confirm, deliver on unidirectional
+//! streams), store and forward on reconnect, `AlertReceipt` (record, confirm,
+//! tell the issuer) and `AlertQuery`.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ptt_codec::control::kind;
+use ptt_codec::{AlertBody, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId};
+use quinn::Connection;
+
+use super::{attachments, Caller, Error};
+use crate::alert::Service;
+use crate::clock::now_ms;
+use crate::hub::{self, Hub};
+use crate::metrics::Metrics;
+use crate::store;
+
+fn alert_msg(a: &store::StoredAlert) -> ServerMsg {
+    ServerMsg::Alert {
+        alert: a.id,
+        issuer: a.issuer,
+        created_ms: a.created_ms,
+        expires_ms: a.expires_ms,
+        body: a.body.clone(),
+    }
+}
+
+/// Sends one alert on a new unidirectional stream, then its attachments
+/// (screens and consoles only: `attachments` is empty for others).
+/// Failure is fine: the alert stays pending in the store and is sent again
+/// on reconnect; attachments can be fetched.
+async fn deliver(
+    hub: Arc<Hub>,
+    conn: Connection,
+    msg: ServerMsg,
+    attachments: Option<Arc<Vec<store::Attachment>>>,
+) {
+    let mut buf = BytesMut::new();
+    msg.encode(&mut buf);
+    let slot = hub.desk().delivery_slot().await;
+    let result = async {
+        let mut stream = conn.open_uni().await?;
+        stream.write_all(&buf).await?;
+        stream.finish()?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("alert delivery failed, kept for reconnect: {e}");
+        return;
+    }
+    drop(slot);
+    if let (Some(attachments), ServerMsg::Alert { alert, .. }) = (attachments, &msg) {
+        attachments::push(conn, *alert, attachments).await;
+    }
+}
+
+/// The attachments to push with an alert to terminals that get them.
+async fn pushed_attachments(hub: &Hub, msg: &ServerMsg) -> Option<Arc<Vec<store::Attachment>>> {
+    match msg {
+        ServerMsg::Alert {
+            alert,
+            issuer,
+            body,
+            ..
+        } if !body.attachments.is_empty() => Some(Arc::new(
+            attachments::load(hub, *alert, &body.attachments, *issuer).await,
+        )),
+        _ => None,
+    }
+}
+
+/// Whether `terminal` gets attachments pushed.
+fn gets_attachments(hub: &Hub, terminal: TerminalId) -> bool {
+    hub.org()
+        .terminal(terminal)
+        .is_some_and(|t| attachments::gets_attachments(t.kind))
+}
+
+/// `AlertSend`: check, store, confirm, deliver to everyone online.
+pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Target) {
+    let (hub, issuer, outbox) = (&cx.hub, cx.terminal, &cx.outbox);
+    let online = |t: TerminalId| hub.registry().is_online(t);
+    let recipients = match Service::recipients(
+        hub.org(),
+        hub.watch().positions(),
+        online,
+        issuer,
+        &body,
+        &target,
+    ) {
+        Ok(r) => r,
+        Err(refusal) => {
+            tracing::info!(code = ?refusal.code, "alert refused: {}", refusal.message);
+            outbox.send(ServerMsg::AlertRefused {
+                request,
+                code: refusal.code,
+                message: refusal.message,
+            });
+            return;
+        }
+    };
+    let created_ms = now_ms();
+    let described = Service::describe(&target);
+    let (mut stored_body, stored_recipients) = (body, recipients.clone());
+    let stored = hub
+        .desk()
+        .blocking(move |s| {
+            // The gateway, not the sender, says how large each attachment is.
+            let ids: Vec<u64> = stored_body.attachments.iter().map(|a| a.id).collect();
+            stored_body.attachments = s.attachment_refs(issuer, &ids)?;
+            let id = s.create_alert(
+                issuer,
+                &stored_body,
+                &described,
+                created_ms,
+                &stored_recipients,
+            )?;
+            Ok((id, stored_body))
+        })
+        .await;
+    let (id, body) = match stored {
+        Ok(stored) => stored,
+        Err(hub::Error::Store(store::Error::UnknownAttachment(a))) => {
+            outbox.send(ServerMsg::AlertRefused {
+                request,
+                code: ErrorCode::UnknownAttachment,
+                message: format!("attachment {a} is unknown or not yours; upload it first"),
+            });
+            return;
+        }
+        Err(e) => {
+            tracing::error!("storing an alert failed: {e}");
+            outbox.send(ServerMsg::AlertRefused {
+                request,
+                code: ErrorCode::Internal,
+                message: "the alert could not be stored; nothing was sent".into(),
+            });
+            return;
+        }
+    };
+    tracing::info!(alert = id, recipients = recipients.len(), "alert stored");
+    hub.desk().mark_pending(&recipients);
+    outbox.send(ServerMsg::AlertAccepted {
+        request,
+        alert: id,
+        recipients: recipients.len() as u32,
+    });
+    let msg = ServerMsg::Alert {
+        alert: id,
+        issuer,
+        created_ms,
+        expires_ms: created_ms.saturating_add(u64::from(body.ttl_s) * 1000),
+        body,
+    };
+    deliver_all(hub, id, &recipients, msg).await;
+}
+
+/// Hands `msg` to every recipient online (a bounded window at a time) and
+/// logs how long the whole fan-out took.
+pub(super) async fn deliver_all(
+    hub: &Arc<Hub>,
+    alert: u64,
+    recipients: &[TerminalId],
+    msg: ServerMsg,
+) {
+    let started = std::time::Instant::now();
+    let attachments = pushed_attachments(hub, &msg).await;
+    let mut deliveries = tokio::task::JoinSet::new();
+    for r in recipients {
+        if let Some(conn) = hub.registry().conn(*r) {
+            let push = attachments.clone().filter(|_| gets_attachments(hub, *r));
+            deliveries.spawn(deliver(hub.clone(), conn, msg.clone(), push));
+        }
+    }
+    let online = deliveries.len();
+    while deliveries.join_next().await.is_some() {}
+    tracing::info!(
+        alert,
+        online,
+        "alert handed to every recipient online in {:?}",
+        started.elapsed()
+    );
+}
+
+/// Delivers what a terminal missed while offline, oldest first. Call once
+/// its session is registered.
+pub(crate) async fn forward_undelivered(cx: Caller) {
+    let (hub, terminal) = (&cx.hub, cx.terminal);
+    let now = now_ms();
+    match hub
+        .desk()
+        .blocking(move |s| s.undelivered(terminal, now))
+        .await
+    {
+        Ok(alerts) => {
+            if alerts.is_empty() {
+                // An alert created meanwhile is delivered directly: the
+                // terminal is online.
+                hub.desk().clear_pending(terminal);
+            } else {
+                tracing::info!(
+                    alerts = alerts.len(),
+                    "forwarding alerts missed while offline"
+                );
+            }
+            let push = gets_attachments(hub, terminal);
+            for a in alerts {
+                let msg = alert_msg(&a);
+                let attachments = if push {
+                    pushed_attachments(hub, &msg).await
+                } else {
+                    None
+                };
+                deliver(hub.clone(), cx.conn.clone(), msg, attachments).await;
+            }
+        }
+        Err(e) => tracing::error!("reading undelivered alerts failed: {e}"),
+    }
+}
+
+/// `AlertReceipt`: store it, confirm it, tell the issuer.
+///
+/// The receipt is queued for the writer here, synchronously, so a
+/// terminal's receipts are stored in the order it sent them (accepted before
+/// arrived); the returned future waits for the write and answers.
+pub(crate) fn receipt(
+    cx: Caller,
+    alert: u64,
+    status: ReceiptStatus,
+    reason: String,
+) -> impl std::future::Future<Output = ()> + Send {
+    let at_ms = now_ms();
+    let pending = cx.hub.desk().queue_receipt(store::ReceiptIn {
+        alert,
+        terminal: cx.terminal,
+        status,
+        at_ms,
+        reason: reason.clone(),
+    });
+    async move {
+        let result = pending.stored().await;
+        answer_receipt(&cx, alert, at_ms, reason, result);
+    }
+}
+
+fn answer_receipt(
+    cx: &Caller,
+    alert: u64,
+    at_ms: u64,
+    reason: String,
+    result: Result<store::Receipt, hub::Error>,
+) {
+    let frame = kind::ALERT_RECEIPT;
+    match result {
+        Ok(store::Receipt::Advanced { issuer, status }) => {
+            cx.outbox.send(ServerMsg::ReceiptSaved { alert, status });
+            if let Some(issuer_outbox) = cx.hub.registry().outbox(issuer) {
+                let update = ServerMsg::ReceiptUpdate {
+                    alert,
+                    terminal: cx.terminal,
+                    status,
+                    at_ms,
+                    reason,
+                };
+                if !issuer_outbox.send_droppable(update) {
+                    Metrics::add(&cx.hub.metrics().receipt_updates_dropped, 1);
+                }
+            }
+        }
+        Ok(store::Receipt::Duplicate { status }) => {
+            cx.outbox.send(ServerMsg::ReceiptSaved { alert, status })
+        }
+        Ok(store::Receipt::UnknownAlert) => {
+            cx.error(ErrorCode::UnknownAlert, frame, format!("no alert {alert}"))
+        }
+        Ok(store::Receipt::NotRecipient) => cx.error(
+            ErrorCode::NotRecipient,
+            frame,
+            format!("alert {alert} was not sent to you"),
+        ),
+        Ok(store::Receipt::Invalid(e)) => cx.error(ErrorCode::InvalidReceipt, frame, e.to_string()),
+        Err(e) => {
+            tracing::error!("storing a receipt failed: {e}");
+            cx.error(
+                ErrorCode::Internal,
+                frame,
+                "receipt not stored; send it again",
+            );
+        }
+    }
+}
+
+/// `AlertQuery`: the issuer's summary of who got how far.
+pub(crate) async fn query(cx: Caller, alert: u64) {
+    let now = now_ms();
+    match cx.hub.desk().blocking(move |s| s.status(alert, now)).await {
+        Ok(Some((issuer, recipients, counts))) if issuer == cx.terminal => {
+            cx.outbox.send(ServerMsg::AlertStatus {
+                alert,
+                recipients,
+                counts,
+            });
+        }
+        Ok(_) => cx.error(
+            ErrorCode::UnknownAlert,
+            kind::ALERT_QUERY,
+            format!("no alert {alert} of yours"),
+        ),
+        Err(e) => {
+            tracing::error!("reading alert status failed: {e}");
+            cx.error(
+                ErrorCode::Internal,
+                kind::ALERT_QUERY,
+                "status unavailable; retry",
+            );
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Positions: `Position` (remember, tell the consoles watching) and
+//! `WatchPositions` (start or stop following a subtree).
+
+use ptt_codec::control::kind;
+use ptt_codec::{ErrorCode, ServerMsg};
+
+use super::Caller;
+use crate::clock::now_ms;
+use crate::hub::{Hub, Watcher};
+use crate::location::Fix;
+
+/// `Position`: remember it and tell the consoles watching.
+pub(crate) fn position(cx: &Caller, lat_e7: i32, lon_e7: i32, accuracy_m: u16) {
+    let (hub, terminal) = (&cx.hub, cx.terminal);
+    let at_ms = now_ms();
+    hub.watch().update(
+        terminal,
+        Fix {
+            lat_e7,
+            lon_e7,
+            accuracy_m,
+            at_ms,
+        },
+    );
+    let Some(node) = hub.org().terminal(terminal).map(|t| t.node) else {
+        return;
+    };
+    hub.watch().each_watcher(|w| {
+        if w.terminal != terminal && hub.org().is_ancestor_or_self(w.node, node) {
+            // Positions are refreshed every few seconds: skip one rather
+            // than fall behind.
+            w.outbox.send_droppable(ServerMsg::PositionUpdate {
+                terminal,
+                lat_e7,
+                lon_e7,
+                accuracy_m,
+                at_ms,
+            });
+        }
+    });
+}
+
+/// `WatchPositions`: start (with the positions known now) or stop (node 0).
+/// A new watch replaces the session's previous one.
+pub(crate) fn watch(cx: &Caller, node: u32) {
+    let (hub, terminal) = (&cx.hub, cx.terminal);
+    hub.watch().unwatch(cx.session);
+    if node == 0 {
+        return;
+    }
+    let org = hub.org();
+    if !org.commands_node(terminal, node) {
+        cx.error(
+            ErrorCode::TargetNotAllowed,
+            kind::WATCH_POSITIONS,
+            format!("node {node} is outside your command"),
+        );
+        return;
+    }
+    hub.watch().watch(Watcher {
+        terminal,
+        session: cx.session,
+        node,
+        outbox: cx.outbox.clone(),
+    });
+    for t in org
+        .terminals()
+        .filter(|t| org.is_ancestor_or_self(node, t.node))
+    {
+        if let Some(fix) = hub.watch().last(t.id) {
+            cx.outbox.send_droppable(ServerMsg::PositionUpdate {
+                terminal: t.id,
+                lat_e7: fix.lat_e7,
+                lon_e7: fix.lon_e7,
+                accuracy_m: fix.accuracy_m,
+                at_ms: fix.at_ms,
+            });
+        }
+    }
+}
+
+/// Forgets a session's position watch; call when the session ends.
+pub(crate) fn unwatch(hub: &Hub, session: u64) {
+    hub.watch().unwatch(session);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{caller, hub};
+    use crate::outbox::testing;
+
+    #[tokio::test]
+    async fn a_console_watching_a_node_hears_positions_below_it() {
+        let (_server, _client, conn) = testing::connection().await;
+        let hub = hub();
+        let (guard, _) = caller(&hub, 501, &conn);
+        position(&guard, 10, 20, 5);
+        let (console, mut heard) = caller(&hub, 300, &conn);
+        watch(&console, 3);
+        // The position known when the watch started, then a live one.
+        position(&guard, 11, 21, 6);
+        let mut fixes = Vec::new();
+        while let Ok(msg) = heard.try_recv() {
+            match *msg {
+                ServerMsg::PositionUpdate {
+                    terminal, lat_e7, ..
+                } => fixes.push((terminal.0, lat_e7)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(fixes, [(501, 10), (501, 11)]);
+        // Watching node 0 stops it.
+        watch(&console, 0);
+        position(&guard, 12, 22, 7);
+        assert!(heard.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn only_a_console_commanding_the_node_may_watch() {
+        let (_server, _client, conn) = testing::connection().await;
+        let hub = hub();
+        let (guard, mut told) = caller(&hub, 501, &conn);
+        watch(&guard, 5);
+        let msg = told.try_recv().expect("an error");
+        assert!(
+            matches!(
+                &*msg,
+                ServerMsg::Error {
+                    code: ErrorCode::TargetNotAllowed,
+                    frame: kind::WATCH_POSITIONS,
+                    ..
+                }
+            ),
+            "{msg:?}"
+        );
+        let (console, mut told) = caller(&hub, 300, &conn);
+        watch(&console, 1);
+        let msg = told.try_recv().expect("an error");
+        assert!(
+            matches!(
+                &*msg,
+                ServerMsg::Error {
+                    code: ErrorCode::TargetNotAllowed,
+                    ..
+                }
+            ),
+            "{msg:?}"
+        );
+    }
+}

@@ -1,0 +1,356 @@
+//! The control-stream loop and the dispatch of each control message.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ptt_codec::control::split_frame;
+use ptt_codec::{
+    Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
+};
+use ptt_gateway_core::session::{self, JoinRefusal};
+use quinn::{Connection, RecvStream, SendStream};
+use tracing::Instrument;
+
+use super::{read_frame, refuse, write_loop, Ended};
+use crate::group::{Link, Member};
+use crate::hub::{Hub, Live};
+use crate::metrics::Metrics;
+use crate::ops::{self, Caller};
+use crate::outbox::{close, Outbox};
+
+/// One authenticated session: the context every handler gets, and what
+/// the control loop keeps between frames.
+pub(super) struct Session {
+    cx: Caller,
+    /// Floor priority (from role).
+    priority: u8,
+    /// Display name, for `FloorTaken`.
+    name: Arc<str>,
+    /// Malformed control frames so far (`session.max_malformed`).
+    malformed: u32,
+    /// Set by `Logout`: the loop ends after this frame.
+    logged_out: bool,
+}
+
+impl Session {
+    /// Registers the session (replacing an older one), starts the writer,
+    /// sends `Welcome` and restores remembered groups.
+    pub(super) fn start(
+        hub: Arc<Hub>,
+        conn: Connection,
+        send: SendStream,
+        terminal: TerminalId,
+    ) -> Self {
+        let id = hub.registry().next_session();
+        let t = hub
+            .org()
+            .terminal(terminal)
+            .expect("authenticate() checked the terminal is in the org");
+        let priority = hub.config().policy.priority(t.role, t.kind);
+        let name: Arc<str> = Arc::from(t.name.as_str());
+        let (outbox, rx) = Outbox::new(conn.clone(), hub.config().session.outbox);
+        tokio::spawn(write_loop(send, rx).in_current_span());
+
+        let live = Live {
+            id,
+            conn: conn.clone(),
+            outbox: outbox.clone(),
+        };
+        let (groups, replaced) = hub.registry().register(terminal, live);
+        if let Some(old) = replaced {
+            Metrics::add(&hub.metrics().sessions_replaced, 1);
+            tracing::info!("replacing the older session of this terminal");
+            close(
+                &old,
+                CloseCode::SessionReplaced,
+                "replaced by a newer connection of this terminal",
+            );
+        }
+        Metrics::add(&hub.metrics().sessions_authenticated, 1);
+        let resumed = !groups.is_empty();
+        if resumed {
+            Metrics::add(&hub.metrics().sessions_resumed, 1);
+        }
+        outbox.send(ServerMsg::Welcome {
+            terminal,
+            name: name.to_string(),
+            resumed,
+            groups: groups
+                .iter()
+                .map(|(g, talk)| Membership {
+                    group: *g,
+                    talk: *talk,
+                })
+                .collect(),
+        });
+        let session = Self {
+            cx: Caller {
+                hub,
+                terminal,
+                session: id,
+                conn,
+                outbox,
+            },
+            priority,
+            name,
+            malformed: 0,
+            logged_out: false,
+        };
+        for (group, talk) in groups {
+            session.attach(group, talk, false);
+        }
+        // Store and forward: alerts that arrived while it was away.
+        tokio::spawn(ops::alerts::forward_undelivered(session.caller()).in_current_span());
+        tracing::info!(resumed, "session started");
+        session
+    }
+
+    /// The context operations run with, for a task of their own.
+    pub(super) fn caller(&self) -> Caller {
+        self.cx.clone()
+    }
+
+    fn hub(&self) -> &Hub {
+        &self.cx.hub
+    }
+
+    fn member(&self, talk: bool) -> Member {
+        Member {
+            talk,
+            priority: self.priority,
+            name: self.name.clone(),
+            link: Link {
+                session: self.cx.session,
+                conn: self.cx.conn.clone(),
+                outbox: self.cx.outbox.clone(),
+            },
+        }
+    }
+
+    fn attach(&self, group: GroupId, talk: bool, announce: bool) {
+        if let Some(g) = self.hub().group(group) {
+            g.attach(self.cx.terminal, self.member(talk), announce);
+        }
+    }
+
+    fn error(
+        &self,
+        code: ErrorCode,
+        frame: u8,
+        group: Option<GroupId>,
+        message: impl Into<String>,
+    ) {
+        self.cx.outbox.send(ServerMsg::Error {
+            code,
+            frame,
+            group,
+            message: message.into(),
+        });
+    }
+
+    /// Reads and handles control frames until the stream or connection
+    /// ends. `buf` holds bytes already read behind the `Hello`.
+    pub(super) async fn control_loop(
+        &mut self,
+        recv: &mut RecvStream,
+        mut buf: BytesMut,
+    ) -> Result<(), Ended> {
+        while let Some(len) = read_frame(recv, &mut buf).await.inspect_err(|e| {
+            if matches!(e, Ended::Framing(_)) {
+                close(
+                    &self.cx.conn,
+                    CloseCode::ProtocolViolation,
+                    "bad control framing",
+                );
+            }
+        })? {
+            let frame = buf.split_to(len);
+            Metrics::add(&self.hub().metrics().control_frames, 1);
+            let raw = split_frame(&frame).expect("read_frame returned a complete frame");
+            match ClientMsg::decode(raw) {
+                Ok(msg) => self.handle(msg),
+                Err(e) => {
+                    Metrics::add(&self.hub().metrics().control_malformed, 1);
+                    self.malformed += 1;
+                    tracing::debug!(kind = raw.kind, "malformed control frame: {e}");
+                    self.error(ErrorCode::Malformed, raw.kind, None, e.to_string());
+                    if self.malformed >= self.hub().config().session.max_malformed {
+                        return Err(refuse(
+                            &self.cx.conn,
+                            CloseCode::ProtocolViolation,
+                            "too many malformed frames",
+                        ));
+                    }
+                }
+            }
+            if self.logged_out {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one control message: session matters here, the rest by
+    /// [`ops`], on a task of its own when it waits for the store or the
+    /// network.
+    fn handle(&mut self, msg: ClientMsg) {
+        let kind = msg.kind();
+        match msg {
+            ClientMsg::Hello { .. } => self.error(
+                ErrorCode::UnexpectedFrame,
+                kind,
+                None,
+                "already authenticated",
+            ),
+            ClientMsg::Join { group } => self.join(kind, group),
+            ClientMsg::Leave { group } => self.leave(kind, group),
+            ClientMsg::FloorRequest { group, class } => self.request_floor(group, class),
+            ClientMsg::FloorRelease { group } => self.release_floor(kind, group),
+            ClientMsg::Ping { nonce } => self.cx.outbox.send(ServerMsg::Pong { nonce }),
+            ClientMsg::AlertSend {
+                request,
+                body,
+                target,
+            } => spawn(ops::alerts::send(self.caller(), request, body, target)),
+            ClientMsg::AlertReceipt {
+                alert,
+                status,
+                reason,
+            } => spawn(ops::alerts::receipt(self.caller(), alert, status, reason)),
+            ClientMsg::AlertQuery { alert } => spawn(ops::alerts::query(self.caller(), alert)),
+            ClientMsg::Position {
+                lat_e7,
+                lon_e7,
+                accuracy_m,
+            } => ops::positions::position(&self.cx, lat_e7, lon_e7, accuracy_m),
+            ClientMsg::WatchPositions { node } => ops::positions::watch(&self.cx, node),
+            ClientMsg::Sos => self.sos(kind),
+            ClientMsg::SosCancel { terminal } => {
+                spawn(ops::sos::sos_cancel(self.caller(), terminal))
+            }
+            ClientMsg::AttachmentPut { .. } => self.error(
+                ErrorCode::UnexpectedFrame,
+                kind,
+                None,
+                "upload attachments on a unidirectional stream of their own",
+            ),
+            ClientMsg::AttachmentFetch { attachment } => {
+                spawn(ops::attachments::fetch(self.caller(), attachment))
+            }
+            ClientMsg::DrillReportQuery { alert } => {
+                spawn(ops::drills::query(self.caller(), alert))
+            }
+            ClientMsg::Logout => self.logout(),
+        }
+    }
+
+    /// `Leave`: forget the group, go offline there, confirm.
+    fn leave(&self, kind: u8, group: GroupId) {
+        let terminal = self.cx.terminal;
+        let removed = self.hub().registry().forget(terminal, group);
+        match (removed, self.hub().group(group)) {
+            (true, Some(g)) => {
+                g.detach(terminal, self.cx.session);
+                self.cx.outbox.send(ServerMsg::Left { group });
+            }
+            _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
+        }
+    }
+
+    /// `FloorRequest`: denied unless joined, else the group decides.
+    fn request_floor(&self, group: GroupId, class: Class) {
+        if !self.joined(group) {
+            Metrics::add(&self.hub().metrics().floor_denied, 1);
+            self.cx.outbox.send(ServerMsg::FloorDenied {
+                group,
+                cause: DenyCause::NotJoined,
+            });
+        } else if let Some(g) = self.hub().group(group) {
+            g.request_floor(self.cx.terminal, class);
+        }
+    }
+
+    /// `FloorRelease`: the group decides, if the terminal is in it.
+    fn release_floor(&self, kind: u8, group: GroupId) {
+        match self.hub().group(group) {
+            Some(g) if self.joined(group) => g.release_floor(self.cx.terminal),
+            _ => self.error(ErrorCode::NotJoined, kind, Some(group), "not in this group"),
+        }
+    }
+
+    /// `Sos`: join the unit's group first if the terminal has not, then
+    /// raise it.
+    fn sos(&mut self, kind: u8) {
+        let unit = self
+            .hub()
+            .org()
+            .terminal(self.cx.terminal)
+            .map(|t| GroupId(t.node));
+        if let Some(unit) = unit {
+            if !self.joined(unit) {
+                self.join(kind, unit);
+            }
+        }
+        spawn(ops::sos::sos(self.caller()));
+    }
+
+    /// `Logout`: forget every group, go offline there, close normally.
+    fn logout(&mut self) {
+        let terminal = self.cx.terminal;
+        for group in self.hub().registry().forget_all(terminal) {
+            if let Some(g) = self.hub().group(group) {
+                g.detach(terminal, self.cx.session);
+            }
+        }
+        self.logged_out = true;
+        close(&self.cx.conn, CloseCode::Normal, "logged out");
+    }
+
+    fn joined(&self, group: GroupId) -> bool {
+        self.hub().registry().joined(self.cx.terminal, group)
+    }
+
+    fn join(&mut self, kind: u8, group: GroupId) {
+        let hub = self.cx.hub.clone();
+        let terminal = self.cx.terminal;
+        let joined = session::join_rights(hub.org(), &hub.config().policy, terminal, group)
+            .and_then(|rights| {
+                let max_groups = hub.config().session.max_groups;
+                hub.registry()
+                    .remember(terminal, group, rights.talk, |count, already| {
+                        session::within_limit(count, already, max_groups)
+                    })
+                    .map(|()| rights)
+            });
+        match joined {
+            Ok(rights) => self.attach(group, rights.talk, true),
+            Err(refusal) => {
+                if refusal == JoinRefusal::NotAllowed {
+                    tracing::debug!(%group, "join denied");
+                }
+                self.error(refusal.to_code(), kind, Some(group), refusal.message());
+            }
+        }
+    }
+
+    /// Takes the terminal offline in its groups, unless a newer session took
+    /// over. Groups stay remembered for a reconnect (unless logged out).
+    pub(super) fn finish(self) {
+        let (hub, terminal, session) = (&self.cx.hub, self.cx.terminal, self.cx.session);
+        ops::positions::unwatch(hub, session);
+        let Some(groups) = hub.registry().unregister(terminal, session) else {
+            return;
+        };
+        for group in groups {
+            if let Some(g) = hub.group(group) {
+                g.detach(terminal, session);
+            }
+        }
+    }
+}
+
+/// Runs an operation that waits (for the store or the network) on a task of
+/// its own, in the session's span.
+fn spawn(op: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(op.in_current_span());
+}

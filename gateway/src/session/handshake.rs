@@ -1,0 +1,46 @@
+//! The control stream's first frame: `Hello`, version and credential.
+
+use bytes::BytesMut;
+use ptt_codec::control::split_frame;
+use ptt_codec::{ClientMsg, CloseCode, TerminalId};
+use ptt_gateway_core::session::{self, Refusal};
+use quinn::{Connection, RecvStream, SendStream};
+
+use super::{read_frame, refuse, Ended};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbox::close;
+
+/// Accepts the control stream and checks `Hello`. On failure the connection
+/// is closed with the matching code. Returns the stream, the terminal and
+/// the bytes already read behind the `Hello`.
+pub(super) async fn authenticate(
+    hub: &Hub,
+    conn: &Connection,
+) -> Result<(SendStream, RecvStream, TerminalId, BytesMut), Ended> {
+    let (send, mut recv) = conn.accept_bi().await?;
+    let mut buf = BytesMut::with_capacity(256);
+    let refuse = |code: CloseCode, reason: &'static str| refuse(conn, code, reason);
+    let Some(len) = read_frame(&mut recv, &mut buf).await.inspect_err(|_| {
+        close(conn, CloseCode::ProtocolViolation, "bad hello");
+    })?
+    else {
+        return Err(refuse(CloseCode::ProtocolViolation, "no hello"));
+    };
+    let frame =
+        split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
+    let first = ClientMsg::decode(frame).ok();
+    let terminal = match session::authenticate(hub.org(), hub.key(), first) {
+        Ok(terminal) => terminal,
+        Err(refusal) => {
+            if let Refusal::AuthFailed { terminal } = refusal {
+                Metrics::add(&hub.metrics().auth_failures, 1);
+                tracing::warn!(%terminal, remote = %conn.remote_address(), "authentication failed");
+            }
+            return Err(refuse(refusal.to_code(), refusal.reason()));
+        }
+    };
+    // Frames sent right behind the Hello may already be buffered: keep them.
+    let _hello = buf.split_to(len);
+    Ok((send, recv, terminal, buf))
+}
