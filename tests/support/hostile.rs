@@ -299,7 +299,8 @@ const VOICE_GRACE: Duration = Duration::from_millis(500);
 const PROBE_GAP: Duration = Duration::from_millis(250);
 
 /// The real gateway binary serving [`ORG`] on a loopback port, with a data
-/// directory of its own; killed when dropped.
+/// directory of its own; killed when dropped. It logs at `info` (set
+/// `HOSTILE_GATEWAY_LOG` to another `RUST_LOG` filter to see more).
 #[derive(Debug)]
 pub struct GatewayProcess {
     /// Where it listens.
@@ -570,7 +571,11 @@ fn spawn(
         .arg(key)
         .arg("--data-dir")
         .arg(data)
-        .env("RUST_LOG", "info,quinn=warn,rustls=warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("HOSTILE_GATEWAY_LOG")
+                .unwrap_or_else(|_| "info,quinn=warn,rustls=warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -1436,14 +1441,30 @@ pub async fn without_hello(
     out
 }
 
-/// Fills what a connection without `Hello` may send: `bytes` on each of
-/// the bidirectional and unidirectional streams the gateway allows,
-/// without ever finishing them. Returns the bytes the gateway accepted
-/// (flow control stops the rest) within `within`.
+/// Fills what a connection without `Hello` may send: the control stream
+/// gets the start of a `Hello` that never ends (the gateway waits for the
+/// rest until its hello timeout), every other bidirectional and
+/// unidirectional stream the gateway allows gets `bytes`, never finished.
+/// Returns the bytes the gateway's flow control let in within `within`
+/// (quinn stops the rest).
 pub async fn fill_before_hello(conn: &quinn::Connection, bytes: usize, within: Duration) -> u64 {
     let chunk = Bytes::from(vec![0u8; bytes]);
     let written = Arc::new(AtomicU64::new(0));
+    let (mut control, _) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(_) => return 0,
+    };
+    // A Hello header announcing 200 bytes of body, and no body.
+    let header = [ptt_codec::control::kind::HELLO, 0, 200];
+    if control.write_all(&header).await.is_err() {
+        return 0;
+    }
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
+        // Held open with the connection.
+        let _control = control;
+        std::future::pending::<()>().await;
+    });
     for bidi in [true, false] {
         for _ in 0..4 {
             let conn = conn.clone();
@@ -1487,19 +1508,40 @@ pub async fn initials(gw: &GatewayProcess, n: usize) -> Vec<Vec<u8>> {
     let to = catcher.local_addr().expect("its address");
     let client = gw.endpoint();
     let mut out = Vec::with_capacity(n);
+    let mut seen = HashSet::new();
     let mut buf = vec![0u8; 2048];
     while out.len() < n {
         let connecting = client.connect(to, "localhost").expect("connecting");
-        let len = tokio::time::timeout(ANSWER_TIMEOUT, catcher.recv(&mut buf))
-            .await
-            .expect("an Initial within 10 s")
-            .expect("receiving it");
+        // The first packet of a connection id not seen before: an
+        // abandoned attempt's retransmissions and its CONNECTION_CLOSE
+        // carry its own id, and the close would abort the handshake.
+        loop {
+            let len = tokio::time::timeout(ANSWER_TIMEOUT, catcher.recv(&mut buf))
+                .await
+                .expect("an Initial within 10 s")
+                .expect("receiving it");
+            let packet = &buf[..len];
+            if let Some(id) = long_header_dcid(packet) {
+                if seen.insert(id.to_vec()) {
+                    out.push(packet.to_vec());
+                    break;
+                }
+            }
+        }
         drop(connecting);
-        out.push(buf[..len].to_vec());
-        // Drop what else the abandoned attempt sent.
-        while catcher.try_recv(&mut buf).is_ok() {}
     }
     out
+}
+
+/// The destination connection id of a QUIC long-header packet (RFC 9000
+/// 17.2: flags, version, id length, id).
+fn long_header_dcid(packet: &[u8]) -> Option<&[u8]> {
+    let first = *packet.first()?;
+    if first & 0x80 == 0 {
+        return None;
+    }
+    let len = usize::from(*packet.get(5)?);
+    packet.get(6..6 + len)
 }
 
 /// Sends `packets` to the gateway from one socket, `per_second` a second
