@@ -1573,19 +1573,20 @@ pub async fn send_initials(
     sent
 }
 
-/// Floods voice datagrams from `t`'s connection: `datagram` as fast as the
-/// connection sends them, for `duration`. Returns the datagrams queued.
-pub async fn voice_flood(t: &Terminal, datagram: Bytes, duration: Duration) -> u64 {
+/// Floods voice datagrams from `t`'s connection: `datagrams` in turn, as
+/// fast as the connection sends them (up to 100,000 a second), for
+/// `duration`. Returns the datagrams queued.
+pub async fn voice_flood(t: &Terminal, datagrams: &[Bytes], duration: Duration) -> u64 {
     let started = Instant::now();
     let mut sent = 0u64;
     while started.elapsed() < duration {
-        for _ in 0..100 {
-            if t.send_raw_datagram(datagram.clone()).is_ok() {
+        for d in datagrams.iter().cycle().take(100) {
+            if t.send_raw_datagram(d.clone()).is_ok() {
                 sent += 1;
             }
         }
         // Let the connection send what is queued (quinn drops the oldest
-        // queued datagrams past its send buffer): up to 100,000 a second.
+        // queued datagrams past its send buffer).
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     sent
