@@ -29,7 +29,7 @@ const BURST: Duration = Duration::from_secs(20);
 const VOICE_GRACE: Duration = Duration::from_millis(500);
 
 /// Time between two rounds of probes during an attack.
-const PROBE_GAP: Duration = Duration::from_millis(250);
+pub const PROBE_GAP: Duration = Duration::from_millis(250);
 
 /// Legit voice in one group: a talker sending 20 ms Opus-sized frames at
 /// 50 a second in bursts below the talk limit, listeners counting the

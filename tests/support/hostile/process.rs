@@ -15,12 +15,16 @@ use super::ORG;
 use crate::{bin, free_udp_port};
 
 /// Memory at which the [`Watch`] kills the gateway: an attack that passed
-/// [`RSS_BOUND`] this far has failed already, and on a shared machine an
+/// [`RSS_BOUND`](super::RSS_BOUND) this far has failed already, and on a shared machine an
 /// out-of-memory gateway would take other processes with it.
-const RSS_KILL: u64 = 1024 * 1024 * 1024;
+pub const RSS_KILL: u64 = 1024 * 1024 * 1024;
 
 /// Data directory size at which the [`Watch`] kills the gateway.
-const DISK_KILL: u64 = 512 * 1024 * 1024;
+pub const DISK_KILL: u64 = 512 * 1024 * 1024;
+
+/// Longest wait for the [`SuiteLock`]: every hostile test of the suite,
+/// failing ones included, run one after another.
+pub const LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// Time between two samples of the [`Watch`]: short next to an attack's
 /// seconds, long next to reading two small files.
@@ -251,15 +255,21 @@ pub struct SuiteLock {
 }
 
 impl SuiteLock {
-    /// Waits until no other process holds the lock, and takes it.
+    /// Waits until no other process holds the lock, and takes it; panics
+    /// after [`LOCK_WAIT`] (a test that hung holding it).
     pub async fn acquire() -> SuiteLock {
         use std::os::linux::net::SocketAddrExt;
         let name = std::os::unix::net::SocketAddr::from_abstract_name(b"ptt-tests-hostile-suite")
             .expect("an abstract socket name");
+        let deadline = Instant::now() + LOCK_WAIT;
         loop {
             match std::os::unix::net::UnixListener::bind_addr(&name) {
                 Ok(held) => return SuiteLock { _held: held },
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "another hostile test held the suite's lock for {LOCK_WAIT:?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
                 Err(e) => panic!("taking the hostile suite's lock: {e}"),
