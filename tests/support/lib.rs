@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 pub mod eventually;
 mod gateway;
+pub mod hostile;
 pub mod org;
 pub use eventually::{eventually, eventually_async};
 pub use gateway::TestGateway;
