@@ -15,58 +15,9 @@ use ptt_codec::{AlertBody, ReceiptStatus, TerminalId};
 /// archive entry, not an alert.
 pub const MAX_TTL_S: u32 = 7 * 24 * 3600;
 
-/// What a receipt does to a recipient's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The status moves forward to the receipt's.
-    Advance,
-    /// Already there or beyond: nothing changes, acknowledge again.
-    Duplicate,
-}
-
-/// A receipt that contradicts the recipient's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("cannot go from {from:?} to {to:?}")]
-pub struct InvalidReceipt {
-    /// Current status.
-    pub from: ReceiptStatus,
-    /// Receipt's status.
-    pub to: ReceiptStatus,
-}
-
-/// Position on the forward path; `None` for rejected.
-fn rank(s: ReceiptStatus) -> Option<u8> {
-    match s {
-        ReceiptStatus::Pending => Some(0),
-        ReceiptStatus::Delivered => Some(1),
-        ReceiptStatus::Read => Some(2),
-        ReceiptStatus::Accepted => Some(3),
-        ReceiptStatus::Arrived => Some(4),
-        ReceiptStatus::Resolved => Some(5),
-        ReceiptStatus::Rejected => None,
-    }
-}
-
-/// Applies a receipt `to` to a recipient at `from`. Call it before storing
-/// a receipt: `Advance` means store it, `Duplicate` means answer with the
-/// stored status.
-pub fn advance(from: ReceiptStatus, to: ReceiptStatus) -> Result<Step, InvalidReceipt> {
-    let invalid = InvalidReceipt { from, to };
-    match (rank(from), rank(to)) {
-        (None, None) => Ok(Step::Duplicate),
-        (None, Some(_)) => Err(invalid),
-        // Rejecting is possible until the task was accepted.
-        (Some(f), None) => {
-            if f < rank(ReceiptStatus::Accepted).unwrap_or(3) {
-                Ok(Step::Advance)
-            } else {
-                Err(invalid)
-            }
-        }
-        (Some(f), Some(t)) if t <= f => Ok(Step::Duplicate),
-        (Some(_), Some(_)) => Ok(Step::Advance),
-    }
-}
+/// The receipt rule is the codec's, so the gateway and every terminal apply
+/// the same one: [`advance`] before storing a receipt.
+pub use ptt_codec::receipt::{advance, InvalidReceipt, Step};
 
 /// A stored attachment (a photo uploaded by a terminal).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,33 +84,4 @@ pub enum Receipt {
     NotRecipient,
     /// Contradicts the recipient's history.
     Invalid(InvalidReceipt),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ReceiptStatus::*;
-
-    #[test]
-    fn receipts_only_move_forward() {
-        assert_eq!(advance(Pending, Delivered), Ok(Step::Advance));
-        assert_eq!(
-            advance(Delivered, Arrived),
-            Ok(Step::Advance),
-            "steps may be skipped"
-        );
-        assert_eq!(
-            advance(Arrived, Read),
-            Ok(Step::Duplicate),
-            "late receipts change nothing"
-        );
-        assert_eq!(advance(Accepted, Accepted), Ok(Step::Duplicate));
-        assert_eq!(advance(Read, Rejected), Ok(Step::Advance));
-        assert_eq!(advance(Pending, Rejected), Ok(Step::Advance));
-        assert_eq!(advance(Rejected, Rejected), Ok(Step::Duplicate));
-        assert!(advance(Rejected, Accepted).is_err());
-        assert!(advance(Rejected, Delivered).is_err());
-        assert!(advance(Accepted, Rejected).is_err());
-        assert!(advance(Resolved, Rejected).is_err());
-    }
 }
