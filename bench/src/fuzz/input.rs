@@ -75,7 +75,37 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, max_rounds: usize) {
     let rounds = 1 + rng.below(max_rounds);
     for _ in 0..rounds {
         let len = data.len();
-        match rng.below(9) {
+        match rng.below(12) {
+            9 => {
+                // Grow a length-prefixed field (a string, a body) by one
+                // byte, its prefix with it: how limits are probed.
+                let j = rng.below(len + 1);
+                if let Some(i) = covering_u16(data, j) {
+                    let v = u16::from_be_bytes([data[i], data[i + 1]]).saturating_add(1);
+                    data[i..i + 2].copy_from_slice(&v.to_be_bytes());
+                    data.insert(j, b"aZ0 \xff"[rng.below(5)]);
+                }
+            }
+            10 if len > 0 => {
+                // Shrink one: a byte out, its prefix down.
+                let j = rng.below(len);
+                if let Some(i) = covering_u16(data, j + 1) {
+                    let v = u16::from_be_bytes([data[i], data[i + 1]]);
+                    if v > 0 && j >= i + 2 {
+                        data[i..i + 2].copy_from_slice(&(v - 1).to_be_bytes());
+                        data.remove(j);
+                    }
+                }
+            }
+            11 if len > 0 => {
+                // A count or a code one up or down.
+                let i = rng.below(len);
+                data[i] = if rng.chance(1, 2) {
+                    data[i].wrapping_add(1)
+                } else {
+                    data[i].wrapping_sub(1)
+                };
+            }
             0 if len > 0 => {
                 let i = rng.below(len);
                 data[i] ^= 1 << rng.below(8);
@@ -128,6 +158,15 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, max_rounds: usize) {
             _ => data.push(rng.next_u64() as u8),
         }
     }
+}
+
+/// The innermost big-endian u16 before position `j` that, read as a
+/// length, covers `j`: the prefix of the length-prefixed field `j` is in.
+fn covering_u16(data: &[u8], j: usize) -> Option<usize> {
+    (0..j.saturating_sub(1)).rev().take(512).find(|&i| {
+        let v = usize::from(u16::from_be_bytes([data[i], data[i + 1]]));
+        i + 2 + v >= j && i + 2 + v <= data.len()
+    })
 }
 
 /// Reads values out of a byte string, like `arbitrary::Unstructured`: once

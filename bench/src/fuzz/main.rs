@@ -12,7 +12,7 @@
 //! ```text
 //! cargo build --release -p ptt-bench --bin ptt-fuzz
 //! nice -n 10 target/release/ptt-fuzz --target all --cases 1000000 --threads 2
-//! target/release/ptt-fuzz --target client --reproduce 0200040000000
+//! target/release/ptt-fuzz --target client --reproduce 02000400000005
 //! ```
 //!
 //! Not run in CI beyond `bench/tests/fuzz_smoke.rs` (a few thousand cases a
@@ -31,7 +31,8 @@ use clap::Parser;
 /// Fails the check with a message unless `cond` holds.
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
+        // Not `!cond`: with floats, "not at most" is not "more than".
+        if let false = $cond {
             return Err(format!($($fmt)+));
         }
     };
@@ -86,6 +87,12 @@ const TARGETS: &[Target] = &[
         about: "VoiceHeader::decode, the relay's speaker stamp and fanout::admit",
         generate: codec::gen_voice,
         check: codec::check_voice,
+    },
+    Target {
+        name: "limits",
+        about: "every bounded field laid out by hand at, under and over its bound",
+        generate: machines::gen_ops,
+        check: codec::check_limits,
     },
     Target {
         name: "receipt",
@@ -281,14 +288,26 @@ fn run(index: usize, seed: u64, cases: u64, threads: usize) -> (Tally, Option<Fa
     )
 }
 
-fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
-    let text = text.trim();
-    if text.len() % 2 != 0 {
-        bail!("odd number of hex digits");
+/// `text` cut to a readable length: a failing case's value can be 16 KiB.
+fn clip(text: &str) -> String {
+    const MAX: usize = 800;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}... ({} bytes in all)", &text[..i], text.len()),
+        None => text.to_owned(),
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).context("not hex"))
+}
+
+fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
+    text.trim()
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digits = std::str::from_utf8(pair).context("not hex")?;
+            if digits.len() != 2 {
+                bail!("odd number of hex digits");
+            }
+            u8::from_str_radix(digits, 16).context("not hex")
+        })
         .collect()
 }
 
@@ -335,7 +354,7 @@ fn main() -> anyhow::Result<ExitCode> {
             match run_check(t, &input) {
                 Ok(o) => println!("{}: passes ({o})", t.name),
                 Err(e) => {
-                    println!("{}: FAILS: {e}", t.name);
+                    println!("{}: FAILS: {}", t.name, clip(&e));
                     failed = true;
                 }
             }
@@ -371,7 +390,7 @@ fn main() -> anyhow::Result<ExitCode> {
             let small = minimise(t, &f.input);
             let why = run_check(t, &small).err().unwrap_or_default();
             println!("FAIL {}: seed {seed}, case {}", t.name, f.case);
-            println!("  {why}");
+            println!("  {}", clip(&why));
             println!(
                 "  input ({} bytes, shrunk from {}): {}",
                 small.len(),
@@ -386,7 +405,7 @@ fn main() -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         let mut outcomes = tally.outcomes;
-        outcomes.sort_by(|a, b| b.1.cmp(&a.1));
+        outcomes.sort_by_key(|o| std::cmp::Reverse(o.1));
         let detail: Vec<String> = outcomes
             .iter()
             .map(|(o, n)| format!("{o} {:.1}%", 100.0 * *n as f64 / tally.cases.max(1) as f64))
