@@ -106,6 +106,9 @@ const TARGETS: &[Target] = &[
         generate: machines::gen_ops,
         check: machines::check_floor,
     },
+    // PLACE FOR `group`: the talk-group machine (`ptt_gateway_core::group::
+    // Machine`) is not in this tree yet; its target goes here, its check in
+    // machines.rs (see the note at the end of that file).
     Target {
         name: "admission",
         about: "admission::Queue (handshake slots) against a model",
