@@ -49,12 +49,7 @@ fn every_target_passes_a_few_thousand_cases() {
 #[test]
 fn a_reproducer_replays_and_bad_arguments_fail() {
     // A Join of group 5, as a failure would print it.
-    let (ok, text) = fuzz(&[
-        "--target",
-        "client,frame",
-        "--reproduce",
-        "02000400000005",
-    ]);
+    let (ok, text) = fuzz(&["--target", "client,frame", "--reproduce", "02000400000005"]);
     assert!(ok, "{text}");
     assert!(text.contains("client: passes (decoded)"), "{text}");
     assert!(!fuzz(&["--target", "nope", "--cases", "1"]).0);

@@ -798,10 +798,14 @@ fn put_u32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_be_bytes());
 }
 
-/// A body of an `AlertSend` (`Terminals` target) with each bounded field
-/// at its given size; the rest valid.
+/// A body of an `AlertSend` with each bounded field at its given size or
+/// value; the rest valid.
 struct AlertSizes {
+    /// Terminals listed, or with `nearest`, k and the radius instead.
     targets: usize,
+    nearest: Option<(usize, usize)>,
+    priority: usize,
+    attachment_size: usize,
     title: usize,
     text: usize,
     address: usize,
@@ -812,13 +816,19 @@ struct AlertSizes {
 fn alert_send_body(s: &mut Source<'_>, z: &AlertSizes) -> Vec<u8> {
     let mut b = Vec::new();
     put_u32(&mut b, s.u32());
-    b.push(1);
-    b.extend_from_slice(&(z.targets as u16).to_be_bytes());
-    for _ in 0..z.targets {
-        put_u32(&mut b, s.id_u32());
+    if let Some((k, radius)) = z.nearest {
+        b.push(4);
+        b.extend_from_slice(&(k as u16).to_be_bytes());
+        put_u32(&mut b, radius as u32);
+    } else {
+        b.push(1);
+        b.extend_from_slice(&(z.targets as u16).to_be_bytes());
+        for _ in 0..z.targets {
+            put_u32(&mut b, s.id_u32());
+        }
     }
     b.push(s.pick(AlertKind::ALL).code());
-    b.push(s.u8() % 4);
+    b.push(z.priority as u8);
     put_u32(&mut b, s.u32());
     put_str(&mut b, &string_of(s, z.title));
     put_str(&mut b, &string_of(s, z.text));
@@ -830,7 +840,7 @@ fn alert_send_body(s: &mut Source<'_>, z: &AlertSizes) -> Vec<u8> {
     b.push(z.attachments as u8);
     for _ in 0..z.attachments {
         b.extend_from_slice(&s.any_u64().max(1).to_be_bytes());
-        put_u32(&mut b, s.range_u32(0, alert::MAX_ATTACHMENT));
+        put_u32(&mut b, z.attachment_size as u32);
         put_str(&mut b, &string_of(s, z.mime));
     }
     b
@@ -842,7 +852,7 @@ fn alert_send_body(s: &mut Source<'_>, z: &AlertSizes) -> Vec<u8> {
 /// the same bytes); over it, it is refused as malformed, never truncated.
 pub fn check_limits(input: &[u8]) -> Result<Outcome, String> {
     let mut s = Source::new(input);
-    let field = s.below(14);
+    let field = s.below(19);
     let (min, max) = match field {
         0 => (1, MAX_CREDENTIAL),
         1 | 11 => (0, MAX_MESSAGE),
@@ -855,7 +865,12 @@ pub fn check_limits(input: &[u8]) -> Result<Outcome, String> {
         8 => (0, alert::MAX_MIME),
         9 => (0, MAX_LIST_GROUPS),
         10 => (0, MAX_LIST_TERMINALS),
-        _ => (1, MAX_OPUS_PACKET),
+        13 => (1, MAX_OPUS_PACKET),
+        // Values rather than sizes.
+        14 | 15 => (0, alert::MAX_ATTACHMENT as usize),
+        16 => (1, usize::from(alert::MAX_NEAREST)),
+        17 => (1, alert::MAX_RADIUS_M as usize),
+        _ => (0, 3),
     };
     let n = match s.u8() % 6 {
         0 => min,
@@ -868,6 +883,9 @@ pub fn check_limits(input: &[u8]) -> Result<Outcome, String> {
     let mut b = Vec::new();
     let small = AlertSizes {
         targets: 1,
+        nearest: None,
+        priority: 2,
+        attachment_size: 100,
         title: 4,
         text: 4,
         address: 4,
@@ -894,8 +912,24 @@ pub fn check_limits(input: &[u8]) -> Result<Outcome, String> {
             put_u32(&mut b, s.u32().max(1));
             (kind::ATTACHMENT_PUT, true)
         }
-        3..=8 => {
+        3..=8 | 15..=18 => {
             let z = match field {
+                15 => AlertSizes {
+                    attachment_size: n,
+                    ..small
+                },
+                16 => AlertSizes {
+                    nearest: Some((n, 500)),
+                    ..small
+                },
+                17 => AlertSizes {
+                    nearest: Some((7, n)),
+                    ..small
+                },
+                18 => AlertSizes {
+                    priority: n,
+                    ..small
+                },
                 3 => AlertSizes {
                     targets: n,
                     ..small
@@ -950,6 +984,13 @@ pub fn check_limits(input: &[u8]) -> Result<Outcome, String> {
             b.push(s.pick(Class::ALL).code());
             put_str(&mut b, &string_of(&mut s, n));
             (kind::FLOOR_TAKEN, false)
+        }
+        14 => {
+            b.extend_from_slice(&s.u64().to_be_bytes());
+            b.extend_from_slice(&s.u64().to_be_bytes());
+            put_str(&mut b, b"image/jpeg");
+            put_u32(&mut b, n as u32);
+            (kind::ATTACHMENT, false)
         }
         _ => {
             // A voice datagram with an Opus packet of n bytes.
