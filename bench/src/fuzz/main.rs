@@ -40,7 +40,9 @@ macro_rules! ensure {
 
 mod codec;
 mod input;
+mod limits;
 mod machines;
+mod org;
 
 use input::Rng;
 
@@ -90,9 +92,9 @@ const TARGETS: &[Target] = &[
     },
     Target {
         name: "limits",
-        about: "every bounded field laid out by hand at, under and over its bound",
+        about: "every bounded field and value laid out by hand at, under and over its bound",
         generate: machines::gen_ops,
-        check: codec::check_limits,
+        check: limits::check_limits,
     },
     Target {
         name: "receipt",
@@ -125,19 +127,19 @@ const TARGETS: &[Target] = &[
         name: "recipients",
         about: "recipients::resolve with any sender, body, target and positions; join rights",
         generate: machines::gen_ops,
-        check: machines::check_recipients,
+        check: org::check_recipients,
     },
     Target {
         name: "credential",
         about: "ProvisioningKey::verify on any presented credential",
         generate: machines::gen_ops,
-        check: machines::check_credential,
+        check: org::check_credential,
     },
     Target {
         name: "drill",
         about: "drill::report arithmetic, its JSON and CSV, from any receipts and marks",
         generate: machines::gen_ops,
-        check: machines::check_drill,
+        check: org::check_drill,
     },
 ];
 
