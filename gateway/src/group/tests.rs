@@ -23,14 +23,11 @@ fn member_with(
     session: u64,
     outbox: usize,
 ) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
-    let (tx, rx) = mpsc::channel(outbox);
+    let (outbox, rx) = Outbox::new(conn.clone(), outbox);
     let link = Link {
         session,
         conn: conn.clone(),
-        outbox: Outbox {
-            tx,
-            conn: conn.clone(),
-        },
+        outbox,
     };
     let member = Member {
         talk: true,
@@ -66,6 +63,7 @@ async fn t2_revokes_through_the_shell_in_paused_time() {
         G,
         Arc::from("Unit"),
         config,
+        Duration::from_secs(1),
         metrics.clone(),
         audit,
     ));
@@ -138,6 +136,7 @@ async fn racing_steps_are_delivered_in_the_order_they_ran() {
         G,
         Arc::from("Unit"),
         floor::Config::default(),
+        Duration::from_secs(1),
         Arc::new(Metrics::default()),
         audit,
     ));
