@@ -92,7 +92,6 @@ async fn attack_3_unused_uploads() {
 /// Attack 4: a 42 KB burst of Join/Leave on the attacker's own unit,
 /// where legit voice runs and the district console listens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 4 (presence not coalesced, joins and leaves not rate-limited) not defended yet"]
 async fn attack_4_join_leave_burst_in_the_own_unit() {
     let gw = GatewayProcess::start("").await;
     let scene = Scene::start(&gw).await;
