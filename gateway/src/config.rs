@@ -291,10 +291,12 @@ pub struct Session {
     /// groups at once and leave them again.
     pub join_burst: u32,
     /// `Join`s and `Leave`s refused in a row (BUSY) after which the
-    /// connection is closed with RATE_LIMITED, at least 1. Default 1,000: a
-    /// terminal never refused that often in a row without sending nothing
-    /// else is looping or attacking; fewer would make a flooding handset
-    /// reconnect (a handshake and a session start each) more often.
+    /// connection is closed with RATE_LIMITED, at least 1. Default 256: a
+    /// terminal refused that often in a row, sending nothing it is allowed
+    /// in between, is looping or attacking; and a burst of `join_burst`
+    /// answers plus this many BUSY still fits in half of the default
+    /// `outbox`, so such a terminal is closed RATE_LIMITED (which says why)
+    /// before its own backlog of answers closes it TOO_SLOW.
     pub join_max_refused: u32,
 }
 
@@ -317,7 +319,7 @@ impl Default for Session {
             presence_interval_ms: 1_000,
             join_rate: 4,
             join_burst: 128,
-            join_max_refused: 1_000,
+            join_max_refused: 256,
         }
     }
 }
