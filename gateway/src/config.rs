@@ -276,6 +276,35 @@ pub struct Session {
     /// Voice datagrams one connection may send in a burst, at least 1.
     /// Default 50: one second of one group's frames.
     pub voice_burst: u32,
+    /// A member's presence changes are told to the others at most once per
+    /// this interval (the net change; see PROTOCOL.md), 0 tells every
+    /// change at once. Default 1,000: a member list on a handset does not
+    /// need sub-second updates, the first change after a quiet second is
+    /// still told at once, and a burst of joins and leaves costs each other
+    /// member one `Presence` a second instead of one per frame.
+    pub presence_interval_ms: u32,
+    /// `Join`s and `Leave`s per second one session may send, sustained, at
+    /// least 1. Default 4: a console operator scanning units by hand.
+    pub join_rate: u32,
+    /// `Join`s and `Leave`s one session may send in a burst, at least 1.
+    /// Default 128: twice `max_groups`, so a console can join all its
+    /// groups at once and leave them again.
+    pub join_burst: u32,
+    /// `Join`s and `Leave`s refused in a row (BUSY) after which the
+    /// connection is closed with RATE_LIMITED, at least 1. Default 256: a
+    /// terminal refused that often in a row, sending nothing it is allowed
+    /// in between, is looping or attacking; and a burst of `join_burst`
+    /// answers plus this many BUSY still fits in half of the default
+    /// `outbox`, so such a terminal is closed RATE_LIMITED (which says why)
+    /// before its own backlog of answers closes it TOO_SLOW.
+    pub join_max_refused: u32,
+}
+
+impl Session {
+    /// Presence coalescing interval (`presence_interval_ms`).
+    pub fn presence_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.presence_interval_ms))
+    }
 }
 
 impl Default for Session {
@@ -287,6 +316,10 @@ impl Default for Session {
             max_malformed: 8,
             voice_rate: 150,
             voice_burst: 50,
+            presence_interval_ms: 1_000,
+            join_rate: 4,
+            join_burst: 128,
+            join_max_refused: 256,
         }
     }
 }
@@ -475,6 +508,9 @@ impl Config {
         at_least_1("session.outbox", session.outbox)?;
         at_least_1("session.voice_rate", session.voice_rate)?;
         at_least_1("session.voice_burst", session.voice_burst)?;
+        at_least_1("session.join_rate", session.join_rate)?;
+        at_least_1("session.join_burst", session.join_burst)?;
+        at_least_1("session.join_max_refused", session.join_max_refused)?;
         Ok(())
     }
 }
@@ -576,6 +612,9 @@ mod tests {
             ("session", "outbox"),
             ("session", "voice_rate"),
             ("session", "voice_burst"),
+            ("session", "join_rate"),
+            ("session", "join_burst"),
+            ("session", "join_max_refused"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();
@@ -586,7 +625,7 @@ mod tests {
         // Zero where it means something: no queue, no uploads, no tolerance.
         let c: Config = toml::from_str(
             "[floor]\nqueue = 0\n[transport]\nmax_uni_streams = 0\nsocket_buffer = 0\n\
-             [session]\nmax_malformed = 0\n",
+             [session]\nmax_malformed = 0\npresence_interval_ms = 0\n",
         )
         .unwrap();
         assert_eq!(c.validate(), Ok(()));

@@ -81,6 +81,17 @@ counters! {
     floor_denied,
     /// Floor revocations (pre-emption or talk-time limit).
     floor_revoked,
+    /// `Presence` messages not queued to a member that fell behind
+    /// reading (its queue half full); `Joined.online` stays authoritative.
+    presence_dropped,
+    /// `Join`s and `Leave`s refused BUSY over `session.join_rate`.
+    joins_rate_limited,
+    /// Sessions closed RATE_LIMITED after `session.join_max_refused`
+    /// refused joins and leaves in a row.
+    joins_abuse_closed,
+    /// Sessions closed TOO_SLOW: their own queue of control messages
+    /// (`session.outbox`) overflowed.
+    too_slow_closed,
     /// Live receipt updates not sent to an issuer that fell behind (its
     /// `AlertStatus` query still has every receipt).
     receipt_updates_dropped,

@@ -4,15 +4,24 @@
 //! the terminal stops reading, and nothing of sessions or groups, so groups,
 //! alerts and sessions can all send through it without importing each other.
 
-use ptt_codec::{CloseCode, ServerMsg};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ptt_codec::{CloseCode, ServerMsg, TerminalId};
 use quinn::Connection;
 use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
 
 /// Control messages waiting to be written to one terminal.
 ///
 /// Sending never blocks the caller: when the queue is full the terminal is
 /// not reading and is disconnected, rather than letting its backlog grow or
-/// silently losing floor messages.
+/// silently losing floor messages. Messages it can do without (presence,
+/// live receipt updates; [`Outbox::send_droppable`]) stop at half the
+/// queue, so they are dropped long before the terminal is closed: only its
+/// own backlog of messages it needs can close it, whoever sends them. The
+/// close is logged once, naming the terminal and the cause.
 ///
 /// Messages are queued boxed: a channel allocates its slots in blocks of 32,
 /// and 32 unboxed `ServerMsg`s are 4.5 KB that every idle connection would
@@ -25,18 +34,48 @@ pub struct Outbox {
     pub(crate) tx: mpsc::Sender<Box<ServerMsg>>,
     /// Closed when the queue overflows.
     pub(crate) conn: Connection,
+    /// Who reads it and whether it was closed as too slow, for the log.
+    reader: Arc<Reader>,
+}
+
+/// The terminal an outbox is for, as its log line names it.
+#[derive(Debug)]
+struct Reader {
+    terminal: TerminalId,
+    metrics: Arc<Metrics>,
+    /// Set by the first overflow: closed once, logged once.
+    closed: AtomicBool,
 }
 
 impl Outbox {
-    /// An outbox of `capacity` messages for `conn`, and the receiver its
-    /// session's write loop drains.
-    pub(crate) fn new(conn: Connection, capacity: usize) -> (Self, mpsc::Receiver<Box<ServerMsg>>) {
+    /// An outbox of `capacity` messages for `terminal` on `conn`, and the
+    /// receiver its session's write loop drains. Closing it as too slow is
+    /// counted in `metrics`.
+    pub(crate) fn open(
+        conn: Connection,
+        terminal: TerminalId,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Self, mpsc::Receiver<Box<ServerMsg>>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, conn }, rx)
+        let reader = Arc::new(Reader {
+            terminal,
+            metrics,
+            closed: AtomicBool::new(false),
+        });
+        (Self { tx, conn, reader }, rx)
+    }
+
+    /// Test support: an outbox of `capacity` for terminal 0, counted
+    /// nowhere.
+    #[cfg(test)]
+    pub(crate) fn new(conn: Connection, capacity: usize) -> (Self, mpsc::Receiver<Box<ServerMsg>>) {
+        Self::open(conn, TerminalId(0), capacity, Arc::new(Metrics::default()))
     }
 
     /// Queues a message the terminal can do without when it falls behind
-    /// (a live receipt update: `AlertStatus` stays authoritative). Dropped
+    /// (a live receipt update: `AlertStatus` stays authoritative; presence:
+    /// `Joined.online` does). Dropped
     /// once the queue is half full, so a city-wide alert's 100,000 receipts
     /// never push out floor messages or disconnect the issuing console.
     /// Returns whether it was queued.
@@ -52,11 +91,27 @@ impl Outbox {
     pub fn send(&self, msg: ServerMsg) {
         match self.tx.try_send(Box::new(msg)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                close(&self.conn, CloseCode::TooSlow, "control stream not read");
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.too_slow(),
             // The session is ending; its cleanup tells the groups.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+impl Outbox {
+    /// The queue overflowed: the terminal does not read what it needs.
+    /// Closes it, and counts and logs that once (senders keep trying until
+    /// its session ends).
+    fn too_slow(&self) {
+        close(&self.conn, CloseCode::TooSlow, "control stream not read");
+        if !self.reader.closed.swap(true, Ordering::Relaxed) {
+            Metrics::add(&self.reader.metrics.too_slow_closed, 1);
+            tracing::warn!(
+                terminal = %self.reader.terminal,
+                cause = "its own control queue overflowed (session.outbox)",
+                queued = self.tx.max_capacity(),
+                "closing a terminal as too slow"
+            );
         }
     }
 }
@@ -121,9 +176,12 @@ mod tests {
     use super::*;
 
     fn outbox(conn: &Connection, capacity: usize) -> (Outbox, mpsc::Receiver<Box<ServerMsg>>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let conn = conn.clone();
-        (Outbox { tx, conn }, rx)
+        Outbox::open(
+            conn.clone(),
+            TerminalId(1),
+            capacity,
+            Arc::new(Metrics::default()),
+        )
     }
 
     fn pong(nonce: u64) -> ServerMsg {
@@ -155,10 +213,30 @@ mod tests {
         outbox.send(pong(1));
         assert!(conn.close_reason().is_none());
         outbox.send(pong(2));
+        outbox.send(pong(3));
         match conn.close_reason() {
             Some(quinn::ConnectionError::LocallyClosed) => {}
             other => panic!("expected a local close, got {other:?}"),
         }
+        assert_eq!(
+            outbox.reader.metrics.snapshot().too_slow_closed,
+            1,
+            "counted once"
+        );
+    }
+
+    #[tokio::test]
+    async fn droppable_messages_never_close_a_reader() {
+        let (_server, _client, conn) = testing::connection().await;
+        let (outbox, _rx) = outbox(&conn, 4);
+        let queued = (0..100).filter(|n| outbox.send_droppable(pong(*n))).count();
+        assert_eq!(queued, 3, "up to half the queue");
+        assert!(conn.close_reason().is_none());
+        // Its own messages still fit: one more closes it.
+        outbox.send(pong(200));
+        assert!(conn.close_reason().is_none());
+        outbox.send(pong(201));
+        assert!(conn.close_reason().is_some());
     }
 
     #[tokio::test]

@@ -89,18 +89,21 @@ pub struct Group {
 }
 
 impl Group {
-    /// A group with nobody online.
+    /// A group with nobody online, telling a member's presence changes at
+    /// most once per `presence` interval (coalesced, see
+    /// `ptt_gateway_core::group`).
     /// Ended bursts go to `audit`, to be written to the floor audit log.
     pub fn new(
         id: GroupId,
         name: Arc<str>,
         floor: floor::Config,
+        presence: Duration,
         metrics: Arc<Metrics>,
         audit: tokio::sync::mpsc::UnboundedSender<BurstRecord>,
     ) -> Self {
         Self {
             id,
-            machine: Mutex::new(Machine::new(id, name, floor)),
+            machine: Mutex::new(Machine::new(id, name, floor, presence)),
             fanout: ArcSwap::from_pointee(Snapshot::default()),
             delivery: Mutex::new(()),
             timer: Timer::new(),
@@ -128,7 +131,7 @@ impl Group {
             session: member.link.session,
             link: Arc::new(member.link),
         };
-        self.step(|m, _| m.handle_attach(terminal, member, announce));
+        self.step(|m, now| m.handle_attach(now, terminal, member, announce));
     }
 
     /// Takes `terminal` offline in the group if its link belongs to
@@ -210,7 +213,16 @@ impl Group {
             match output {
                 rules::Output::Send { to, link, msg } => {
                     self.count(to, &msg);
-                    link.outbox.send(msg);
+                    // Presence is the one message a member can do without
+                    // when it falls behind: dropped, never a reason to close
+                    // it (it learns who is online from its next `Joined`).
+                    if matches!(msg, ServerMsg::Presence { .. }) {
+                        if !link.outbox.send_droppable(msg) {
+                            Metrics::add(&self.metrics.presence_dropped, 1);
+                        }
+                    } else {
+                        link.outbox.send(msg);
+                    }
                 }
                 rules::Output::Publish => {
                     if let Some(snapshot) = snapshot {

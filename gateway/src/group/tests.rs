@@ -23,14 +23,11 @@ fn member_with(
     session: u64,
     outbox: usize,
 ) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
-    let (tx, rx) = mpsc::channel(outbox);
+    let (outbox, rx) = Outbox::new(conn.clone(), outbox);
     let link = Link {
         session,
         conn: conn.clone(),
-        outbox: Outbox {
-            tx,
-            conn: conn.clone(),
-        },
+        outbox,
     };
     let member = Member {
         talk: true,
@@ -66,6 +63,7 @@ async fn t2_revokes_through_the_shell_in_paused_time() {
         G,
         Arc::from("Unit"),
         config,
+        Duration::from_secs(1),
         metrics.clone(),
         audit,
     ));
@@ -138,6 +136,7 @@ async fn racing_steps_are_delivered_in_the_order_they_ran() {
         G,
         Arc::from("Unit"),
         floor::Config::default(),
+        Duration::from_secs(1),
         Arc::new(Metrics::default()),
         audit,
     ));
@@ -179,4 +178,80 @@ async fn racing_steps_are_delivered_in_the_order_they_ran() {
         }
     }
     assert!(bursts > 0 && idle);
+}
+
+/// A burst of leaves and joins through the shell reaches the other member
+/// as one `Presence` when the group's timer fires, in paused time.
+#[tokio::test]
+async fn a_burst_of_presence_is_coalesced_by_the_timer_task() {
+    let (_server, _client, conn) = connection().await;
+    tokio::time::pause();
+    let (audit, _audited) = mpsc::unbounded_channel();
+    let group = Arc::new(Group::new(
+        G,
+        Arc::from("Unit"),
+        floor::Config::default(),
+        Duration::from_secs(1),
+        Arc::new(Metrics::default()),
+        audit,
+    ));
+    let (a, mut a_rx) = member(&conn, 1);
+    group.attach(T(1), a, false);
+    let (b, _b_rx) = member(&conn, 1);
+    group.attach(T(2), b, false);
+    for _ in 0..500 {
+        assert!(group.detach(T(2), 1));
+        let (b, _b_rx) = member(&conn, 1);
+        group.attach(T(2), b, false);
+    }
+    assert!(group.detach(T(2), 1));
+    let online = |msgs: Vec<ServerMsg>| -> Vec<bool> {
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::Presence { online, .. } => Some(online),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        online(received(&mut a_rx)),
+        [true],
+        "the first join, at once"
+    );
+    settle().await;
+    advance(Duration::from_millis(1_001)).await;
+    settle().await;
+    assert_eq!(online(received(&mut a_rx)), [false], "the net change");
+}
+
+/// A member that stopped reading loses presence, is not closed for it, and
+/// still gets the floor messages it needs.
+#[tokio::test]
+async fn presence_to_a_member_behind_is_dropped_not_fatal() {
+    let (_server, _client, conn) = connection().await;
+    let (audit, _audited) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
+    let group = Arc::new(Group::new(
+        G,
+        Arc::from("Unit"),
+        floor::Config::default(),
+        Duration::ZERO,
+        metrics.clone(),
+        audit,
+    ));
+    let (slow, mut slow_rx) = member_with(&conn, 1, 8);
+    group.attach(T(1), slow, false);
+    let mut others = Vec::new();
+    for t in 2..=20 {
+        let (m, rx) = member(&conn, 1);
+        others.push(rx);
+        group.attach(T(t), m, false);
+    }
+    assert!(conn.close_reason().is_none(), "not closed for presence");
+    assert!(metrics.snapshot().presence_dropped > 0);
+    group.request_floor(T(2), Class::Normal);
+    let got = received(&mut slow_rx);
+    assert!(got.len() <= 8, "{got:?}");
+    assert!(matches!(got.last(), Some(ServerMsg::FloorTaken { .. })));
+    assert!(conn.close_reason().is_none());
 }

@@ -85,7 +85,9 @@ impl Hub {
                     talk_limit: config.floor.talk_limit(id.0),
                     queue_capacity: config.floor.queue,
                 };
-                let group = Group::new(id, name, floor, metrics.clone(), audit_tx.clone());
+                let presence = config.session.presence_interval();
+                let group =
+                    Group::new(id, name, floor, presence, metrics.clone(), audit_tx.clone());
                 (id, Arc::new(group))
             })
             .collect();

@@ -7,6 +7,7 @@ use ptt_codec::control::split_frame;
 use ptt_codec::{
     Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
 };
+use ptt_gateway_core::group::churn::{self, Churn, Verdict};
 use ptt_gateway_core::session::{self, JoinRefusal};
 use quinn::{Connection, RecvStream, SendStream};
 use tracing::Instrument;
@@ -30,6 +31,8 @@ pub(super) struct Session {
     malformed: u32,
     /// Set by `Logout`: the loop ends after this frame.
     logged_out: bool,
+    /// Joins and leaves so far (`session.join_rate`).
+    churn: Churn,
 }
 
 impl Session {
@@ -48,7 +51,12 @@ impl Session {
             .expect("authenticate() checked the terminal is in the org");
         let priority = hub.config().policy.priority(t.role, t.kind);
         let name: Arc<str> = Arc::from(t.name.as_str());
-        let (outbox, rx) = Outbox::new(conn.clone(), hub.config().session.outbox);
+        let (outbox, rx) = Outbox::open(
+            conn.clone(),
+            terminal,
+            hub.config().session.outbox,
+            hub.metrics().clone(),
+        );
         tokio::spawn(write_loop(send, rx).in_current_span());
 
         let live = Live {
@@ -83,6 +91,7 @@ impl Session {
                 })
                 .collect(),
         });
+        let churn = Churn::new(churn_limits(&hub.config().session));
         let session = Self {
             cx: Caller {
                 hub,
@@ -95,6 +104,7 @@ impl Session {
             name,
             malformed: 0,
             logged_out: false,
+            churn,
         };
         for (group, talk) in groups {
             session.attach(group, talk, false);
@@ -202,8 +212,11 @@ impl Session {
                 None,
                 "already authenticated",
             ),
-            ClientMsg::Join { group } => self.join(kind, group),
-            ClientMsg::Leave { group } => self.leave(kind, group),
+            ClientMsg::Join { group } if self.churn_allows(kind, group) => self.join(kind, group),
+            ClientMsg::Leave { group } if self.churn_allows(kind, group) => {
+                self.leave(kind, group);
+            }
+            ClientMsg::Join { .. } | ClientMsg::Leave { .. } => {}
             ClientMsg::FloorRequest { group, class } => self.request_floor(group, class),
             ClientMsg::FloorRelease { group } => self.release_floor(kind, group),
             ClientMsg::Ping { nonce } => self.cx.outbox.send(ServerMsg::Pong { nonce }),
@@ -242,6 +255,46 @@ impl Session {
             }
             ClientMsg::Logout => self.logout(),
         }
+    }
+
+    /// Takes a `Join` or `Leave` of `group` from the session's limit;
+    /// answers BUSY when over it (and closes RATE_LIMITED when refused
+    /// `session.join_max_refused` times in a row). Returns whether to carry
+    /// it out.
+    fn churn_allows(&mut self, kind: u8, group: GroupId) -> bool {
+        let now = tokio::time::Instant::now().into_std();
+        let verdict = self.churn.check(now);
+        if verdict == Verdict::Allow {
+            return true;
+        }
+        let metrics = self.hub().metrics().clone();
+        Metrics::add(&metrics.joins_rate_limited, 1);
+        if self.churn.refused() == 1 {
+            // Once per run of refusals, so the log is rate-limited too.
+            tracing::warn!(
+                cause = "joins and leaves over session.join_rate",
+                "refusing joins and leaves"
+            );
+        }
+        self.error(
+            ErrorCode::Busy,
+            kind,
+            Some(group),
+            "too many joins and leaves; retry later",
+        );
+        if verdict == Verdict::Close {
+            Metrics::add(&metrics.joins_abuse_closed, 1);
+            tracing::warn!(
+                cause = "joins and leaves refused session.join_max_refused times in a row",
+                "closing the connection"
+            );
+            close(
+                &self.cx.conn,
+                CloseCode::RateLimited,
+                "joins and leaves over the rate limit",
+            );
+        }
+        false
     }
 
     /// `Leave`: forget the group, go offline there, confirm.
@@ -346,6 +399,15 @@ impl Session {
                 g.detach(terminal, session);
             }
         }
+    }
+}
+
+/// The join and leave limits of `config`.
+fn churn_limits(config: &crate::config::Session) -> churn::Limits {
+    churn::Limits {
+        per_second: config.join_rate,
+        burst: config.join_burst,
+        max_refused: config.join_max_refused,
     }
 }
 

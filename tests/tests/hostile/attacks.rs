@@ -92,7 +92,6 @@ async fn attack_3_unused_uploads() {
 /// Attack 4: a 42 KB burst of Join/Leave on the attacker's own unit,
 /// where legit voice runs and the district console listens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 4 (presence not coalesced, joins and leaves not rate-limited) not defended yet"]
 async fn attack_4_join_leave_burst_in_the_own_unit() {
     let gw = GatewayProcess::start("").await;
     let scene = Scene::start(&gw).await;
@@ -104,20 +103,32 @@ async fn attack_4_join_leave_burst_in_the_own_unit() {
     let mut a = RawSession::connect(&gw, ATTACKER, Reading::All).await;
     let started = std::time::Instant::now();
     let mut bursts = 0;
+    // The attacker's sessions closed RATE_LIMITED (over session.join_rate
+    // for session.join_max_refused frames in a row).
+    let mut rate_limited = 0;
     while started.elapsed() < ATTACK {
         if !a.write(burst.clone()).await {
+            if let Some(quinn::ConnectionError::ApplicationClosed(c)) = a.conn.close_reason() {
+                if c.error_code.into_inner() == u64::from(CloseCode::RateLimited.code()) {
+                    rate_limited += 1;
+                }
+            }
             a = RawSession::connect(&gw, ATTACKER, Reading::All).await;
         }
         bursts += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let outcome = scene.finish().await;
-    eprintln!("{outcome}\nbursts: {bursts}");
+    eprintln!("{outcome}\nbursts: {bursts}, closed RATE_LIMITED: {rate_limited}");
     assert!(
         outcome.voice.listeners_lost.is_empty(),
         "nobody but the attacker is disconnected: {outcome}"
     );
     outcome.assert_unharmed();
+    assert!(
+        rate_limited > 0,
+        "a burst of joins and leaves is closed RATE_LIMITED"
+    );
 }
 
 /// Attack 5: one member floods SOS, his unit mate never accepts a

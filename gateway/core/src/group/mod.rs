@@ -13,6 +13,14 @@
 //! [`Machine::handle_timeout`] when it fires (early calls are harmless). The
 //! outputs are addressed control messages, "republish the fan-out snapshot",
 //! and ended bursts for the audit log, in the order they must happen.
+//!
+//! Presence is coalesced per member: the others are told of a member's
+//! change at once when they were told nothing of it for the presence
+//! interval, else once the interval since the last telling has passed, and
+//! then only the net change (join, leave, join within the interval is one
+//! "online", or nothing when they were last told "online"). So a burst of
+//! joins and leaves costs each other member at most one `Presence` per
+//! interval, however fast it comes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -22,11 +30,29 @@ use ptt_codec::{Class, DenyCause, GroupId, ServerMsg, TerminalId};
 
 use crate::floor;
 
+pub mod churn;
 #[cfg(test)]
 mod tests;
 
-/// The timers of a group: its floor's (one enum for the whole machine).
-pub use crate::floor::Timer;
+/// The timers of a group (one enum for the whole machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// T2: the floor holder's talk-time limit.
+    TalkLimit,
+    /// A member's coalesced presence change is due.
+    Presence,
+}
+
+/// What the other members were last told of one terminal's presence.
+#[derive(Debug, Clone, Copy)]
+struct Told {
+    /// Told online (else offline).
+    online: bool,
+    /// When.
+    at: Instant,
+    /// It changed since: tell the net change at `at + interval`.
+    pending: bool,
+}
 
 /// A member online in a group.
 #[derive(Debug, Clone)]
@@ -89,18 +115,30 @@ pub struct Machine<L> {
     /// The burst being talked, kept from its grant until it is logged as
     /// ended (the floor forgets it as soon as it ends).
     talking: Option<floor::Burst>,
+    /// Presence told per terminal, kept while it may still coalesce.
+    told: BTreeMap<TerminalId, Told>,
+    /// At most one `Presence` per member per this interval.
+    presence_interval: Duration,
     outputs: VecDeque<Output<L>>,
 }
 
 impl<L: Clone> Machine<L> {
-    /// A group with nobody online.
-    pub fn new(id: GroupId, name: Arc<str>, floor: floor::Config) -> Self {
+    /// A group with nobody online, telling each member's presence changes
+    /// at most once per `presence_interval`.
+    pub fn new(
+        id: GroupId,
+        name: Arc<str>,
+        floor: floor::Config,
+        presence_interval: Duration,
+    ) -> Self {
         Self {
             id,
             name,
             floor: floor::Machine::new(floor),
             members: BTreeMap::new(),
             talking: None,
+            told: BTreeMap::new(),
+            presence_interval,
             outputs: VecDeque::new(),
         }
     }
@@ -137,18 +175,20 @@ impl<L: Clone> Machine<L> {
     /// Puts `terminal` online, or replaces its member (a reconnect: the new
     /// session's link). With `announce`, the terminal is sent `Joined`;
     /// either way it is told who talks right now (late entry), and when it
-    /// was not online before the others see it come online.
-    pub fn handle_attach(&mut self, terminal: TerminalId, member: Member<L>, announce: bool) {
+    /// was not online before the others see it come online (coalesced, see
+    /// the module docs).
+    pub fn handle_attach(
+        &mut self,
+        now: Instant,
+        terminal: TerminalId,
+        member: Member<L>,
+        announce: bool,
+    ) {
         let link = member.link.clone();
         let talk = member.talk;
         let was_online = self.members.insert(terminal, member).is_some();
         if !was_online {
-            let presence = ServerMsg::Presence {
-                group: self.id,
-                terminal,
-                online: true,
-            };
-            self.send_to_all(Some(terminal), &presence);
+            self.presence_changed(now, terminal);
         }
         if announce {
             let msg = ServerMsg::Joined {
@@ -177,12 +217,7 @@ impl<L: Clone> Machine<L> {
             _ => return false,
         }
         self.members.remove(&terminal);
-        let presence = ServerMsg::Presence {
-            group: self.id,
-            terminal,
-            online: false,
-        };
-        self.send_to_all(None, &presence);
+        self.presence_changed(now, terminal);
         self.floor.handle_leave(now, terminal);
         self.after_floor(now, EndedBy::Left, true);
         true
@@ -228,6 +263,7 @@ impl<L: Clone> Machine<L> {
     /// Call when `now` has reached [`Machine::poll_timeout`]; earlier calls
     /// do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.flush_presence(now);
         self.floor.handle_timeout(now);
         self.after_floor(now, EndedBy::Released, false);
     }
@@ -242,15 +278,86 @@ impl<L: Clone> Machine<L> {
     /// When [`Machine::handle_timeout`] must be called next, if ever. Changes
     /// after every `handle_*` call.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.floor.poll_timeout()
+        self.poll_timer().map(|(_, at)| at)
     }
 
-    /// The timer that [`Machine::poll_timeout`] refers to.
+    /// The timer that [`Machine::poll_timeout`] refers to (the earliest).
     pub fn poll_timer(&self) -> Option<(Timer, Instant)> {
-        self.floor.poll_timer()
+        let floor = self.floor.poll_timeout().map(|at| (Timer::TalkLimit, at));
+        let presence = self
+            .told
+            .values()
+            .filter(|t| t.pending)
+            .map(|t| t.at + self.presence_interval)
+            .min()
+            .map(|at| (Timer::Presence, at));
+        match (floor, presence) {
+            (Some(f), Some(p)) => Some(if p.1 < f.1 { p } else { f }),
+            (f, p) => f.or(p),
+        }
     }
 
     // Internals.
+
+    /// `terminal` came online or went offline at `now`: tell the others at
+    /// once if they were told nothing of it for the interval, else mark it
+    /// for [`Machine::flush_presence`].
+    fn presence_changed(&mut self, now: Instant, terminal: TerminalId) {
+        match self.told.get_mut(&terminal) {
+            Some(told) if now.saturating_duration_since(told.at) < self.presence_interval => {
+                told.pending = true;
+            }
+            _ => self.tell_presence(now, terminal),
+        }
+    }
+
+    /// Tells the net presence changes that are due at `now`, and forgets
+    /// terminals told offline that can no longer coalesce.
+    fn flush_presence(&mut self, now: Instant) {
+        let interval = self.presence_interval;
+        let due: Vec<TerminalId> = self
+            .told
+            .iter()
+            .filter(|(_, t)| t.pending && now.saturating_duration_since(t.at) >= interval)
+            .map(|(id, _)| *id)
+            .collect();
+        for terminal in due {
+            self.tell_presence(now, terminal);
+        }
+        self.told
+            .retain(|_, t| t.online || t.pending || now.saturating_duration_since(t.at) < interval);
+    }
+
+    /// Tells every other member whether `terminal` is online now, unless
+    /// that is what they were last told.
+    fn tell_presence(&mut self, now: Instant, terminal: TerminalId) {
+        let online = self.members.contains_key(&terminal);
+        let unchanged = match self.told.get_mut(&terminal) {
+            Some(told) => {
+                told.pending = false;
+                told.online == online
+            }
+            // Never told: offline, as far as the others know.
+            None => !online,
+        };
+        if unchanged {
+            return;
+        }
+        self.told.insert(
+            terminal,
+            Told {
+                online,
+                at: now,
+                pending: false,
+            },
+        );
+        let presence = ServerMsg::Presence {
+            group: self.id,
+            terminal,
+            online,
+        };
+        self.send_to_all(Some(terminal), &presence);
+    }
 
     /// Turns floor events into messages and ended bursts. A burst that ends
     /// without a revoke ended the way `ended_by` says (the caller's

@@ -11,9 +11,22 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 type Link = u32;
 
+/// Presence told at once, every time (see `coalesced` for the interval).
 fn machine() -> Machine<Link> {
-    Machine::new(G, Arc::from("Unit A"), floor::Config::default())
+    Machine::new(
+        G,
+        Arc::from("Unit A"),
+        floor::Config::default(),
+        Duration::ZERO,
+    )
 }
+
+/// Presence coalesced per second.
+fn coalesced() -> Machine<Link> {
+    Machine::new(G, Arc::from("Unit A"), floor::Config::default(), SECOND)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
 
 fn member(t: u32, session: u64, talk: bool, priority: u8) -> Member<Link> {
     Member {
@@ -80,7 +93,7 @@ fn ended(m: &[Output<Link>]) -> Vec<(u32, u16, EndedBy)> {
 fn three() -> Machine<Link> {
     let mut m = machine();
     for t in 1..=3 {
-        m.handle_attach(T(t), member(t, 1, true, 80), true);
+        m.handle_attach(Instant::now(), T(t), member(t, 1, true, 80), true);
     }
     drain(&mut m);
     m
@@ -89,7 +102,7 @@ fn three() -> Machine<Link> {
 #[test]
 fn attach_announces_and_others_see_presence() {
     let mut m = machine();
-    m.handle_attach(T(2), member(2, 1, true, 80), true);
+    m.handle_attach(Instant::now(), T(2), member(2, 1, true, 80), true);
     assert_eq!(
         drain(&mut m),
         [
@@ -108,8 +121,8 @@ fn attach_announces_and_others_see_presence() {
     );
     // Without `announce` (a restored membership) no Joined; presence goes
     // to the others in terminal order.
-    m.handle_attach(T(3), member(3, 1, false, 80), false);
-    m.handle_attach(T(1), member(1, 1, true, 80), true);
+    m.handle_attach(Instant::now(), T(3), member(3, 1, false, 80), false);
+    m.handle_attach(Instant::now(), T(1), member(1, 1, true, 80), true);
     let out = drain(&mut m);
     assert_eq!(
         out,
@@ -140,7 +153,7 @@ fn late_entry_learns_who_talks() {
     let mut m = three();
     m.handle_request(t0, T(2), Class::Normal, None);
     drain(&mut m);
-    m.handle_attach(T(4), member(4, 1, true, 80), true);
+    m.handle_attach(Instant::now(), T(4), member(4, 1, true, 80), true);
     let out = drain(&mut m);
     assert_eq!(out.len(), 6, "{out:?}");
     assert_eq!(
@@ -152,7 +165,7 @@ fn late_entry_learns_who_talks() {
     );
     assert_eq!(out[5], Output::Publish);
     // The talker itself re-attaching (a reconnect) is not told it talks.
-    m.handle_attach(T(2), member(2, 2, true, 80), false);
+    m.handle_attach(Instant::now(), T(2), member(2, 2, true, 80), false);
     assert_eq!(drain(&mut m), [Output::Publish]);
 }
 
@@ -191,7 +204,7 @@ fn a_grant_tells_the_talker_and_everyone_else() {
 fn receive_only_and_strangers_are_not_granted() {
     let t0 = Instant::now();
     let mut m = three();
-    m.handle_attach(T(4), member(4, 1, false, 200), false);
+    m.handle_attach(Instant::now(), T(4), member(4, 1, false, 200), false);
     drain(&mut m);
     m.handle_request(t0, T(4), Class::Emergency, None);
     assert_eq!(
@@ -280,9 +293,10 @@ fn a_full_queue_denies() {
             talk_limit: LIMIT,
             queue_capacity: 1,
         },
+        Duration::ZERO,
     );
     for t in 1..=3 {
-        m.handle_attach(T(t), member(t, 1, true, 80), false);
+        m.handle_attach(Instant::now(), T(t), member(t, 1, true, 80), false);
     }
     m.handle_request(t0, T(1), Class::Normal, None);
     m.handle_request(t0, T(2), Class::Normal, None);
@@ -414,7 +428,7 @@ fn the_holder_leaving_ends_its_burst() {
 fn a_queued_member_leaving_moves_the_queue_up() {
     let t0 = Instant::now();
     let mut m = three();
-    m.handle_attach(T(4), member(4, 1, true, 80), false);
+    m.handle_attach(Instant::now(), T(4), member(4, 1, true, 80), false);
     m.handle_request(t0, T(1), Class::Normal, None);
     m.handle_request(t0, T(2), Class::Normal, None);
     m.handle_request(t0, T(4), Class::Normal, None);
@@ -444,7 +458,7 @@ fn a_reconnect_replaces_the_link_and_the_old_detach_is_ignored() {
     let t0 = Instant::now();
     let mut m = three();
     // Session 2 of terminal 2 attaches before session 1's cleanup ran.
-    m.handle_attach(T(2), member(2, 2, true, 80), false);
+    m.handle_attach(Instant::now(), T(2), member(2, 2, true, 80), false);
     assert_eq!(
         drain(&mut m),
         [Output::Publish],
@@ -473,4 +487,81 @@ fn ended_by_has_the_audit_spelling() {
         assert_eq!(by.as_str(), s);
     }
     assert_eq!(EndedBy::from(RevokeCause::Other), EndedBy::Revoked);
+}
+
+fn presences(out: &[Output<Link>]) -> Vec<(u32, u32, bool)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg:
+                    ServerMsg::Presence {
+                        terminal, online, ..
+                    },
+                ..
+            } => Some((to.0, terminal.0, *online)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_of_joins_and_leaves_is_one_presence_per_interval() {
+    let t0 = Instant::now();
+    let mut m = coalesced();
+    m.handle_attach(t0, T(1), member(1, 1, true, 80), false);
+    m.handle_attach(t0, T(2), member(2, 1, true, 80), false);
+    assert_eq!(presences(&drain(&mut m)), [(1, 2, true)], "told at once");
+    // 2 leaves and joins 1,000 times within the second.
+    for i in 0..1000 {
+        let now = t0 + Duration::from_micros(i);
+        m.handle_detach(now, T(2), 1);
+        m.handle_attach(now, T(2), member(2, 1, true, 80), false);
+    }
+    m.handle_detach(t0 + Duration::from_millis(2), T(2), 1);
+    assert!(presences(&drain(&mut m)).is_empty(), "coalesced");
+    assert_eq!(m.poll_timer(), Some((Timer::Presence, t0 + SECOND)));
+    m.handle_timeout(t0 + Duration::from_millis(999));
+    assert!(presences(&drain(&mut m)).is_empty(), "not due yet");
+    // The net change: offline.
+    m.handle_timeout(t0 + SECOND);
+    assert_eq!(presences(&drain(&mut m)), [(1, 2, false)]);
+    assert_eq!(m.poll_timer(), None);
+}
+
+#[test]
+fn no_net_change_tells_nothing() {
+    let t0 = Instant::now();
+    let mut m = coalesced();
+    m.handle_attach(t0, T(1), member(1, 1, true, 80), false);
+    m.handle_attach(t0, T(2), member(2, 1, true, 80), false);
+    drain(&mut m);
+    // Join, leave, join within the interval: they were told "online".
+    let t1 = t0 + Duration::from_millis(10);
+    m.handle_detach(t1, T(2), 1);
+    m.handle_attach(t1, T(2), member(2, 1, true, 80), false);
+    m.handle_timeout(t0 + SECOND);
+    assert!(presences(&drain(&mut m)).is_empty());
+    // Quiet for an interval: the next change is told at once again.
+    let t2 = t0 + 3 * SECOND;
+    m.handle_detach(t2, T(2), 1);
+    assert_eq!(presences(&drain(&mut m)), [(1, 2, false)]);
+    m.handle_attach(t2, T(2), member(2, 1, true, 80), false);
+    assert!(presences(&drain(&mut m)).is_empty());
+    m.handle_timeout(t2 + SECOND);
+    assert_eq!(presences(&drain(&mut m)), [(1, 2, true)]);
+}
+
+#[test]
+fn the_earlier_timer_is_polled() {
+    let t0 = Instant::now();
+    let mut m = coalesced();
+    m.handle_attach(t0, T(1), member(1, 1, true, 80), false);
+    m.handle_attach(t0, T(2), member(2, 1, true, 80), false);
+    m.handle_request(t0, T(1), Class::Normal, None);
+    assert_eq!(m.poll_timer(), Some((Timer::TalkLimit, t0 + LIMIT)));
+    m.handle_detach(t0, T(2), 1);
+    assert_eq!(m.poll_timer(), Some((Timer::Presence, t0 + SECOND)));
+    m.handle_timeout(t0 + SECOND);
+    assert_eq!(m.poll_timer(), Some((Timer::TalkLimit, t0 + LIMIT)));
 }
