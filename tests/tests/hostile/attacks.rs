@@ -9,7 +9,6 @@ use super::*;
 /// Attack 1: one 4 MiB photo uploaded once, then work reports naming
 /// it eight times each; the station console reads what it is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 1 (attachment references not deduplicated, photos held whole per push) not defended yet"]
 async fn attack_1_reports_naming_one_photo_eight_times() {
     let gw = GatewayProcess::start("").await;
     let console = RawSession::connect(&gw, EAST_CONSOLE, Reading::All).await;
@@ -43,7 +42,6 @@ async fn attack_1_reports_naming_one_photo_eight_times() {
 /// Attack 2: a member fetches his own photo 600 times on a connection
 /// that never grants the gateway stream credit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 2 (a photo held whole per fetch, however slow the reader) not defended yet"]
 async fn attack_2_fetches_of_a_photo_never_read() {
     let gw = GatewayProcess::start("").await;
     let id = {
@@ -70,7 +68,6 @@ async fn attack_2_fetches_of_a_photo_never_read() {
 /// Attack 3: 4 MiB uploads that no alert ever uses, two at a time, as
 /// fast as the gateway stores them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 3 (unused uploads stored without quota or expiry) not defended yet"]
 async fn attack_3_unused_uploads() {
     let gw = GatewayProcess::start("").await;
     let scene = Scene::start(&gw).await;
@@ -208,7 +205,6 @@ async fn attack_6_an_sos_can_be_cancelled_after_a_restart() {
 /// Attack 7: 2,000 refused fetches a second of someone else's 4 MiB
 /// photo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 7 (the blob read before the permission check, a task per frame) not defended yet"]
 async fn attack_7_refused_fetches_of_anothers_photo() {
     let gw = GatewayProcess::start("").await;
     let photo_id = {
