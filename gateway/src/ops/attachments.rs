@@ -134,6 +134,32 @@ fn quota(hub: &Hub) -> store::Quota {
     }
 }
 
+/// The data directory's free bytes if they are under
+/// `attachments.disk_reserve_bytes` (plus the largest upload), so that an
+/// upload now could eat into the reserve kept for SOS, alerts and
+/// receipts. `None` when there is room, no reserve, or free space cannot
+/// be read (logged; the upload is not refused for that).
+fn below_reserve(hub: &Hub) -> Option<u64> {
+    let reserve = hub.config().attachments.disk_reserve_bytes;
+    if reserve == 0 {
+        return None;
+    }
+    match free_bytes(&hub.config().data_dir) {
+        Ok(free) => (free < reserve.saturating_add(u64::from(MAX_ATTACHMENT))).then_some(free),
+        Err(e) => {
+            tracing::warn!("reading the data directory's free space failed: {e}");
+            None
+        }
+    }
+}
+
+/// Bytes an unprivileged process may still write in the file system of
+/// `dir`.
+fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Counts and logs an upload refused over the quota; the refusal for the
 /// uploader.
 fn over_quota(cx: &Caller, request: u32, e: &store::Error) -> ServerMsg {
@@ -199,6 +225,22 @@ async fn receive(cx: &Caller, recv: &mut RecvStream) -> Result<(u32, String, Byt
         ));
     }
     let (terminal, quota) = (cx.terminal, quota(&cx.hub));
+    if let Some(free) = below_reserve(&cx.hub) {
+        Metrics::add(&cx.hub.metrics().attachment_uploads_disk_reserve, 1);
+        if cx.hub.transfers().should_warn(terminal) {
+            tracing::warn!(
+                terminal = terminal.0,
+                free,
+                "upload refused: the data directory is down to its disk reserve \
+                 (attachments.disk_reserve_bytes); free space for SOS, alerts and receipts"
+            );
+        }
+        return Err(Refused {
+            request: Some(request),
+            code: ErrorCode::OverLimit,
+            message: "the gateway is short of disk space; uploads are refused for now".into(),
+        });
+    }
     let fits = cx
         .hub
         .desk()
@@ -473,5 +515,17 @@ pub(crate) async fn sweep(hub: Arc<Hub>) {
             }
             Err(e) => tracing::error!("deleting old attachments failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_of_the_data_directory_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(free_bytes(&dir.path().join("missing")).is_err());
     }
 }

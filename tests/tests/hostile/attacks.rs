@@ -84,6 +84,36 @@ async fn attack_3_unused_uploads() {
     let outcome = scene.finish().await;
     eprintln!("{outcome}\nuploads stored {stored}, refused {refused}");
     outcome.assert_unharmed();
+    // The quota (16 MiB of unused uploads by default) is refused with
+    // its own code.
+    assert!((1..=4).contains(&stored), "stored {stored} photos of 4 MiB");
+    let over = a.upload_attachment("image/jpeg", content).await;
+    assert_eq!(code("an upload over the quota", over), ErrorCode::OverLimit);
+}
+
+/// Attack 3 on a disk down to its reserve: uploads are refused, and SOS,
+/// dispatches and receipts are still stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_uploads_are_refused_at_the_disk_reserve() {
+    // A reserve larger than any disk: the disk is always at it.
+    let gw =
+        GatewayProcess::start("[attachments]\ndisk_reserve_bytes = 9223372036854775807\n").await;
+    let scene = Scene::start(&gw).await;
+    let mut a = gw.terminal(ATTACKER).await;
+    let content = photo(4 * 1024 * 1024);
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    while started.elapsed() < ATTACK {
+        let r = a.upload_attachment("image/jpeg", content.clone()).await;
+        assert_eq!(
+            code("an upload at the disk reserve", r),
+            ErrorCode::OverLimit
+        );
+        refused += 1;
+    }
+    let outcome = scene.finish().await;
+    eprintln!("{outcome}\nuploads refused {refused}");
+    outcome.assert_unharmed();
 }
 
 /// Attack 4: a 42 KB burst of Join/Leave on the attacker's own unit,
