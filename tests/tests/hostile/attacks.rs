@@ -65,6 +65,33 @@ async fn attack_2_fetches_of_a_photo_never_read() {
     outcome.assert_unharmed();
 }
 
+/// Attack 2, past the stall timeout: photo streams to a connection that
+/// never grants stream credit are reset and counted, and free their slots
+/// for the fetches waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_2_stalled_photo_streams_are_reset() {
+    let mut gw = GatewayProcess::start("[attachments]\nstall_timeout_ms = 200\n").await;
+    let id = {
+        let mut a = gw.terminal(ATTACKER).await;
+        let id = a
+            .upload_attachment("image/jpeg", photo(256 * 1024))
+            .await
+            .unwrap();
+        a.close();
+        id
+    };
+    let config = gw.client_config(stingy_transport(1024));
+    let mut stingy = RawSession::connect_with(&gw, ATTACKER, Reading::ControlOnly, config).await;
+    let fetch = ClientMsg::AttachmentFetch { attachment: id };
+    // Two streaming, four waiting: three rounds of stalls.
+    assert!(stingy.write(batch(&fetch, 6)).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counters = gw.stop().await;
+    let stalled = counters["attachment_streams_stalled"].as_u64();
+    assert_eq!(stalled, Some(6), "{counters}");
+    assert_eq!(counters["attachment_fetches_refused"].as_u64(), Some(0));
+}
+
 /// Attack 3: 4 MiB uploads that no alert ever uses, two at a time, as
 /// fast as the gateway stores them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
