@@ -118,6 +118,58 @@ async fn attack_3_unused_uploads() {
     assert_eq!(code("an upload over the quota", over), ErrorCode::OverLimit);
 }
 
+/// Attack 3's cleanup: an upload that no alert uses expires, and the
+/// quota it took is free again; one used by a report stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_unused_uploads_expire() {
+    let mut gw = GatewayProcess::start(
+        "[attachments]\nunused_expiry_s = 1\nsweep_interval_s = 1\nquota_uploads = 2\n",
+    )
+    .await;
+    let mut a = gw.terminal(ATTACKER).await;
+    let used = a
+        .upload_attachment("image/jpeg", photo(64 * 1024))
+        .await
+        .unwrap();
+    a.send_report(report("Patrol", &[used])).await.unwrap();
+    let unused = a
+        .upload_attachment("image/jpeg", photo(64 * 1024))
+        .await
+        .unwrap();
+    a.upload_attachment("image/jpeg", photo(64 * 1024))
+        .await
+        .unwrap();
+    let over = a.upload_attachment("image/jpeg", photo(64 * 1024)).await;
+    assert_eq!(code("a third unused upload", over), ErrorCode::OverLimit);
+    // Created over a second ago and swept (every second) since.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let gone = a.fetch_attachment(unused).await;
+    assert_eq!(
+        code("an expired upload", gone),
+        ErrorCode::UnknownAttachment
+    );
+    let ptt_terminal_sim::terminal::Download::Attachment { data, .. } =
+        a.fetch_attachment(used).await.unwrap()
+    else {
+        panic!("a download of the used photo");
+    };
+    assert_eq!(data.len(), 64 * 1024);
+    a.upload_attachment("image/jpeg", photo(64 * 1024))
+        .await
+        .unwrap();
+    let counters = gw.stop().await;
+    assert_eq!(
+        counters["attachments_expired"].as_u64(),
+        Some(2),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["attachment_uploads_over_quota"].as_u64(),
+        Some(1),
+        "{counters}"
+    );
+}
+
 /// Attack 3 on a disk down to its reserve: uploads are refused, and SOS,
 /// dispatches and receipts are still stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
