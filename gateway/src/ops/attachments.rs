@@ -138,13 +138,13 @@ fn quota(hub: &Hub) -> store::Quota {
 /// `attachments.disk_reserve_bytes` (plus the largest upload), so that an
 /// upload now could eat into the reserve kept for SOS, alerts and
 /// receipts. `None` when there is room, no reserve, or free space cannot
-/// be read (logged; the upload is not refused for that).
-fn below_reserve(hub: &Hub) -> Option<u64> {
-    let reserve = hub.config().attachments.disk_reserve_bytes;
+/// be read (logged; the upload is not refused for that). Blocks on the
+/// file system: call it off the async threads.
+fn below_reserve(dir: &std::path::Path, reserve: u64) -> Option<u64> {
     if reserve == 0 {
         return None;
     }
-    match free_bytes(&hub.config().data_dir) {
+    match free_bytes(dir) {
         Ok(free) => (free < reserve.saturating_add(u64::from(MAX_ATTACHMENT))).then_some(free),
         Err(e) => {
             tracing::warn!("reading the data directory's free space failed: {e}");
@@ -225,7 +225,18 @@ async fn receive(cx: &Caller, recv: &mut RecvStream) -> Result<(u32, String, Byt
         ));
     }
     let (terminal, quota) = (cx.terminal, quota(&cx.hub));
-    if let Some(free) = below_reserve(&cx.hub) {
+    let dir = cx.hub.config().data_dir.clone();
+    let reserve = cx.hub.config().attachments.disk_reserve_bytes;
+    let free = cx
+        .hub
+        .desk()
+        .blocking(move |_| Ok(below_reserve(&dir, reserve)))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("reading the data directory's free space failed: {e}");
+            None
+        });
+    if let Some(free) = free {
         Metrics::add(&cx.hub.metrics().attachment_uploads_disk_reserve, 1);
         if cx.hub.transfers().should_warn(terminal) {
             tracing::warn!(
