@@ -190,8 +190,8 @@ pub(super) async fn deliver_all(
     );
 }
 
-/// Delivers what a terminal missed while offline, oldest first. Call once
-/// its session is registered.
+/// Delivers what a terminal missed while offline, oldest first, then the
+/// photos of those alerts. Call once its session is registered.
 pub(crate) async fn forward_undelivered(cx: Caller) {
     let (hub, terminal) = (&cx.hub, cx.terminal);
     let now = now_ms();
@@ -211,11 +211,19 @@ pub(crate) async fn forward_undelivered(cx: Caller) {
                     "forwarding alerts missed while offline"
                 );
             }
+            // Every alert first, then the photos: an SOS never waits
+            // behind an earlier alert's photos.
             let push = gets_attachments(hub, terminal);
+            let mut photos = Vec::new();
             for a in alerts {
                 let msg = alert_msg(&a);
-                let attachments = if push { pushed_attachments(&msg) } else { None };
-                deliver(hub.clone(), cx.conn.clone(), terminal, msg, attachments).await;
+                if let Some(refs) = pushed_attachments(&msg).filter(|_| push) {
+                    photos.push((a.id, refs));
+                }
+                deliver(hub.clone(), cx.conn.clone(), terminal, msg, None).await;
+            }
+            for (alert, refs) in photos {
+                attachments::push(hub.clone(), cx.conn.clone(), terminal, alert, refs).await;
             }
         }
         Err(e) => tracing::error!("reading undelivered alerts failed: {e}"),
