@@ -128,6 +128,11 @@ wire_enum! {
         /// terminal refused too often is closed with
         /// [`CloseCode::RateLimited`].
         Busy = 28,
+        /// The terminal is over one of its bounds: its unused uploads are
+        /// over their quota, it has too many attachment fetches waiting,
+        /// or the gateway keeps its disk reserve for alerts. Nothing was
+        /// done; retry later (use or let expire the uploads first).
+        OverLimit = 29,
         /// The gateway failed internally; retry later.
         Internal = 500,
     }
@@ -173,7 +178,7 @@ mod tests {
         let error: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             error,
-            [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 500]
+            [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 500]
         );
         let close: Vec<_> = CloseCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7, 8]);

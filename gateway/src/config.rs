@@ -47,6 +47,72 @@ pub struct Config {
     pub drill: Drill,
     /// SOS alerts.
     pub sos: Sos,
+    /// Attachments (photos): quotas, expiry, retention, transfers.
+    pub attachments: Attachments,
+}
+
+/// Attachment settings (`[attachments]`): what one terminal may keep and
+/// have in flight, and how long photos are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Attachments {
+    /// Bytes one terminal may keep in uploads that no alert uses yet; an
+    /// upload over it is refused (OVER_LIMIT). Default 16 MiB: four photos
+    /// of the 4 MiB maximum, or a report's worth of ordinary ones, uploaded
+    /// before the report that uses them; 0 refuses every upload.
+    pub quota_bytes: u64,
+    /// Uploads one terminal may keep that no alert uses yet. Default 16:
+    /// two alerts' worth of the 8 attachments an alert may carry.
+    pub quota_uploads: u32,
+    /// An upload that no alert uses this long after it arrived is
+    /// deleted, seconds, at least 1. Default 3600: a guard sends the
+    /// report minutes after taking the photos.
+    pub unused_expiry_s: u32,
+    /// Attachments older than this are deleted, used or not (their alerts
+    /// stay, without the photos), days; 0 keeps them forever. Default 0:
+    /// how long evidence is kept is the operator's legal decision, not
+    /// the gateway's.
+    pub retention_days: u32,
+    /// How often expiry and retention run, seconds, at least 1. Default
+    /// 60.
+    pub sweep_interval_s: u32,
+    /// Photo streams (fetches and pushes) to one terminal at once, at
+    /// least 1. Default 2: they share the terminal's link, so more at once
+    /// does not finish sooner, and each holds a chunk of memory.
+    pub transfers_per_terminal: u32,
+    /// Fetches one terminal may have waiting for one of its transfers;
+    /// more are refused (OVER_LIMIT). Default 16: every photo of two
+    /// alerts fetched at once.
+    pub queued_fetches: u32,
+    /// Photo streams at once across the gateway, at least 1. Default 256:
+    /// each holds one 64 KiB chunk, so 16 MiB at most.
+    pub transfers: u32,
+    /// A photo stream whose reader takes no chunk (64 KiB) for this long is
+    /// reset, ms, at least 1. Default 10 s: 52 kbit/s, slower than any
+    /// link a terminal can use; the terminal may fetch it again.
+    pub stall_timeout_ms: u32,
+    /// Free bytes kept in the data directory's file system: uploads are
+    /// refused (OVER_LIMIT) below it, so SOS, alerts and receipts still
+    /// store. Default 256 MiB: millions of alerts and receipts; 0 keeps no
+    /// reserve.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for Attachments {
+    fn default() -> Self {
+        Self {
+            quota_bytes: 16 * 1024 * 1024,
+            quota_uploads: 16,
+            unused_expiry_s: 3600,
+            retention_days: 0,
+            sweep_interval_s: 60,
+            transfers_per_terminal: 2,
+            queued_fetches: 16,
+            transfers: 256,
+            stall_timeout_ms: 10_000,
+            disk_reserve_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// SOS settings (`[sos]`).
@@ -113,6 +179,7 @@ impl Default for Config {
             session: Session::default(),
             drill: Drill::default(),
             sos: Sos::default(),
+            attachments: Attachments::default(),
         }
     }
 }
@@ -474,6 +541,7 @@ impl Config {
             floor,
             transport,
             session,
+            attachments,
             ..
         } = self;
         at_least_1("floor.talk_limit_s", floor.talk_limit_s)?;
@@ -511,6 +579,14 @@ impl Config {
         at_least_1("session.join_rate", session.join_rate)?;
         at_least_1("session.join_burst", session.join_burst)?;
         at_least_1("session.join_max_refused", session.join_max_refused)?;
+        at_least_1("attachments.unused_expiry_s", attachments.unused_expiry_s)?;
+        at_least_1("attachments.sweep_interval_s", attachments.sweep_interval_s)?;
+        at_least_1(
+            "attachments.transfers_per_terminal",
+            attachments.transfers_per_terminal,
+        )?;
+        at_least_1("attachments.transfers", attachments.transfers)?;
+        at_least_1("attachments.stall_timeout_ms", attachments.stall_timeout_ms)?;
         Ok(())
     }
 }
@@ -615,6 +691,11 @@ mod tests {
             ("session", "join_rate"),
             ("session", "join_burst"),
             ("session", "join_max_refused"),
+            ("attachments", "unused_expiry_s"),
+            ("attachments", "sweep_interval_s"),
+            ("attachments", "transfers_per_terminal"),
+            ("attachments", "transfers"),
+            ("attachments", "stall_timeout_ms"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();
@@ -625,7 +706,8 @@ mod tests {
         // Zero where it means something: no queue, no uploads, no tolerance.
         let c: Config = toml::from_str(
             "[floor]\nqueue = 0\n[transport]\nmax_uni_streams = 0\nsocket_buffer = 0\n\
-             [session]\nmax_malformed = 0\npresence_interval_ms = 0\n",
+             [session]\nmax_malformed = 0\npresence_interval_ms = 0\n[attachments]\nquota_bytes = 0\nquota_uploads = 0\n\
+             retention_days = 0\nqueued_fetches = 0\ndisk_reserve_bytes = 0\n",
         )
         .unwrap();
         assert_eq!(c.validate(), Ok(()));
@@ -654,6 +736,7 @@ mod tests {
             "[transport]",
             "[session]",
             "[drill]",
+            "[attachments]",
         ] {
             let err = toml::from_str::<Config>(&format!("{section}\nbogus = 1\n")).unwrap_err();
             assert!(err.to_string().contains("bogus"), "{section}: {err}");
@@ -696,6 +779,13 @@ mod tests {
         assert_eq!(c.session.voice_rate, d.session.voice_rate);
         assert_eq!(c.policy.priority.police, d.policy.priority.police);
         assert_eq!(c.policy.police_scope, d.policy.police_scope);
+        assert_eq!(c.attachments.quota_bytes, d.attachments.quota_bytes);
+        assert_eq!(c.attachments.unused_expiry_s, d.attachments.unused_expiry_s);
+        assert_eq!(c.attachments.retention_days, d.attachments.retention_days);
+        assert_eq!(
+            c.attachments.disk_reserve_bytes,
+            d.attachments.disk_reserve_bytes
+        );
     }
 
     #[test]

@@ -95,6 +95,26 @@ counters! {
     /// Live receipt updates not sent to an issuer that fell behind (its
     /// `AlertStatus` query still has every receipt).
     receipt_updates_dropped,
+    /// Attachment references dropped because an alert named the same
+    /// attachment more than once.
+    attachment_refs_deduplicated,
+    /// Photo streams (fetches and pushes) that waited for a transfer slot
+    /// (`attachments.transfers_per_terminal`, `attachments.transfers`).
+    attachment_transfers_waited,
+    /// Fetches refused because the terminal had `attachments.queued_fetches`
+    /// waiting already.
+    attachment_fetches_refused,
+    /// Photo streams reset because the reader took nothing for
+    /// `attachments.stall_timeout_ms`.
+    attachment_streams_stalled,
+    /// Uploads refused over the terminal's quota of unused uploads.
+    attachment_uploads_over_quota,
+    /// Uploads refused to keep the data directory's disk reserve.
+    attachment_uploads_disk_reserve,
+    /// Unused uploads deleted after `attachments.unused_expiry_s`.
+    attachments_expired,
+    /// Attachments deleted after `attachments.retention_days`.
+    attachments_retired,
 }
 
 impl Metrics {

@@ -105,6 +105,7 @@ impl Gateway {
         let receipt_writer = self.hub.desk().receipt_writer().map(tokio::spawn);
         let audit_stop = Arc::new(tokio::sync::Notify::new());
         let audit = self.hub.audit_writer(audit_stop.clone()).map(tokio::spawn);
+        let sweep = tokio::spawn(crate::ops::attachments::sweep(self.hub.clone()));
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.hub.group_count(), "gateway listening");
         let transport = &self.hub.config().transport;
@@ -147,6 +148,7 @@ impl Gateway {
             tracing::warn!("sessions did not end in time");
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        sweep.abort();
         if let Some(w) = receipt_writer {
             // Sessions are gone; receipts already queued were answered or
             // are dropped unacknowledged, which terminals resend.

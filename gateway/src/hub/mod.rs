@@ -9,6 +9,7 @@
 mod desk;
 mod registry;
 mod sos;
+mod transfers;
 mod watch;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::store::Store;
 pub(crate) use desk::{Desk, Error};
 pub(crate) use registry::{Live, Registry};
 pub(crate) use sos::{Active as ActiveSos, Book as SosBook};
+pub(crate) use transfers::{Busy, Ticket, Transfers};
 pub(crate) use watch::{Watch, Watcher};
 
 /// State shared by every session.
@@ -45,6 +47,8 @@ pub(crate) struct Hub {
     desk: Desk,
     watch: Watch,
     sos: SosBook,
+    /// Photo stream slots (`[attachments]`).
+    transfers: Transfers,
     metrics: Arc<Metrics>,
     /// Where voice loops run: beside the connection drivers they wake.
     net: net::Thread,
@@ -92,6 +96,7 @@ impl Hub {
             })
             .collect();
         let handshakes = Arc::new(Semaphore::new(config.transport.max_handshakes.max(1)));
+        let transfers = Transfers::new(&config.attachments);
         Self {
             config,
             org,
@@ -101,6 +106,7 @@ impl Hub {
             desk: Desk::new(store, pending),
             watch: Watch::default(),
             sos: SosBook::default(),
+            transfers,
             metrics,
             net,
             relay_latency: Default::default(),
@@ -153,6 +159,11 @@ impl Hub {
     /// Active SOS per terminal.
     pub(crate) fn sos(&self) -> &SosBook {
         &self.sos
+    }
+
+    /// Photo stream slots per terminal and gateway-wide.
+    pub(crate) fn transfers(&self) -> &Transfers {
+        &self.transfers
     }
 
     /// The gateway's counters.

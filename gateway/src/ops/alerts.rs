@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use ptt_codec::control::kind;
-use ptt_codec::{AlertBody, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId};
+use ptt_codec::{
+    AlertBody, AttachmentRef, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId,
+};
 use quinn::Connection;
 
 use super::{attachments, Caller, Error};
@@ -33,8 +35,9 @@ fn alert_msg(a: &store::StoredAlert) -> ServerMsg {
 async fn deliver(
     hub: Arc<Hub>,
     conn: Connection,
+    terminal: TerminalId,
     msg: ServerMsg,
-    attachments: Option<Arc<Vec<store::Attachment>>>,
+    attachments: Option<Arc<Vec<AttachmentRef>>>,
 ) {
     let mut buf = BytesMut::new();
     msg.encode(&mut buf);
@@ -52,21 +55,18 @@ async fn deliver(
     }
     drop(slot);
     if let (Some(attachments), ServerMsg::Alert { alert, .. }) = (attachments, &msg) {
-        attachments::push(conn, *alert, attachments).await;
+        attachments::push(hub, conn, terminal, *alert, attachments).await;
     }
 }
 
-/// The attachments to push with an alert to terminals that get them.
-async fn pushed_attachments(hub: &Hub, msg: &ServerMsg) -> Option<Arc<Vec<store::Attachment>>> {
+/// The attachments to push with an alert to terminals that get them: the
+/// references the store gave it (each once, sized by the gateway); their
+/// content is streamed from the store when pushed.
+fn pushed_attachments(msg: &ServerMsg) -> Option<Arc<Vec<AttachmentRef>>> {
     match msg {
-        ServerMsg::Alert {
-            alert,
-            issuer,
-            body,
-            ..
-        } if !body.attachments.is_empty() => Some(Arc::new(
-            attachments::load(hub, *alert, &body.attachments, *issuer).await,
-        )),
+        ServerMsg::Alert { body, .. } if !body.attachments.is_empty() => {
+            Some(Arc::new(body.attachments.clone()))
+        }
         _ => None,
     }
 }
@@ -104,6 +104,7 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
     let created_ms = now_ms();
     let described = Service::describe(&target);
     let (mut stored_body, stored_recipients) = (body, recipients.clone());
+    let named = stored_body.attachments.len();
     let stored = hub
         .desk()
         .blocking(move |s| {
@@ -121,7 +122,12 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
         })
         .await;
     let (id, body) = match stored {
-        Ok(stored) => stored,
+        Ok(stored) => {
+            // A report naming one photo eight times carries it once.
+            let repeated = named - stored.1.attachments.len();
+            Metrics::add(&hub.metrics().attachment_refs_deduplicated, repeated as u64);
+            stored
+        }
         Err(hub::Error::Store(store::Error::UnknownAttachment(a))) => {
             outbox.send(ServerMsg::AlertRefused {
                 request,
@@ -166,12 +172,12 @@ pub(super) async fn deliver_all(
     msg: ServerMsg,
 ) {
     let started = std::time::Instant::now();
-    let attachments = pushed_attachments(hub, &msg).await;
+    let attachments = pushed_attachments(&msg);
     let mut deliveries = tokio::task::JoinSet::new();
     for r in recipients {
         if let Some(conn) = hub.registry().conn(*r) {
             let push = attachments.clone().filter(|_| gets_attachments(hub, *r));
-            deliveries.spawn(deliver(hub.clone(), conn, msg.clone(), push));
+            deliveries.spawn(deliver(hub.clone(), conn, *r, msg.clone(), push));
         }
     }
     let online = deliveries.len();
@@ -184,8 +190,8 @@ pub(super) async fn deliver_all(
     );
 }
 
-/// Delivers what a terminal missed while offline, oldest first. Call once
-/// its session is registered.
+/// Delivers what a terminal missed while offline, oldest first, then the
+/// photos of those alerts. Call once its session is registered.
 pub(crate) async fn forward_undelivered(cx: Caller) {
     let (hub, terminal) = (&cx.hub, cx.terminal);
     let now = now_ms();
@@ -205,15 +211,19 @@ pub(crate) async fn forward_undelivered(cx: Caller) {
                     "forwarding alerts missed while offline"
                 );
             }
+            // Every alert first, then the photos: an SOS never waits
+            // behind an earlier alert's photos.
             let push = gets_attachments(hub, terminal);
+            let mut photos = Vec::new();
             for a in alerts {
                 let msg = alert_msg(&a);
-                let attachments = if push {
-                    pushed_attachments(hub, &msg).await
-                } else {
-                    None
-                };
-                deliver(hub.clone(), cx.conn.clone(), msg, attachments).await;
+                if let Some(refs) = pushed_attachments(&msg).filter(|_| push) {
+                    photos.push((a.id, refs));
+                }
+                deliver(hub.clone(), cx.conn.clone(), terminal, msg, None).await;
+            }
+            for (alert, refs) in photos {
+                attachments::push(hub.clone(), cx.conn.clone(), terminal, alert, refs).await;
             }
         }
         Err(e) => tracing::error!("reading undelivered alerts failed: {e}"),

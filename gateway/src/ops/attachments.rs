@@ -7,18 +7,21 @@
 //! floor message or an alert.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ptt_codec::alert::MAX_ATTACHMENT;
 use ptt_codec::control::{kind, split_frame, FrameError};
-use ptt_codec::{ClientMsg, ErrorCode, ServerMsg, TerminalId};
+use ptt_codec::{AttachmentRef, ClientMsg, ErrorCode, ServerMsg, TerminalId};
 use quinn::{Connection, RecvStream};
 use tokio::io::AsyncReadExt;
+use tokio::time::timeout;
 use tracing::Instrument;
 
 use super::{Caller, Error};
 use crate::clock::now_ms;
-use crate::hub::Hub;
+use crate::hub::{self, Busy, Hub, Ticket};
+use crate::metrics::Metrics;
 use crate::org::TerminalKind;
 use crate::store;
 
@@ -71,15 +74,20 @@ impl Refused {
 /// whole content arrived.
 async fn upload(cx: Caller, mut recv: RecvStream) {
     let (terminal, outbox) = (cx.terminal, &cx.outbox);
-    match receive(&mut recv).await {
+    match receive(&cx, &mut recv).await {
         Ok((request, mime, data)) => {
             let size = data.len() as u32;
+            let quota = quota(&cx.hub);
             let stored = cx
                 .hub
                 .desk()
-                .blocking(move |s| s.put_attachment(terminal, &mime, &data, now_ms()))
+                .blocking(move |s| s.put_attachment_within(terminal, &mime, &data, now_ms(), quota))
                 .await;
             match stored {
+                Err(hub::Error::Store(e @ store::Error::OverQuota { .. })) => {
+                    let refused = over_quota(&cx, request, &e);
+                    outbox.send(refused);
+                }
                 Ok(attachment) => {
                     tracing::info!(attachment, size, "attachment stored");
                     outbox.send(ServerMsg::AttachmentStored {
@@ -117,8 +125,61 @@ async fn upload(cx: Caller, mut recv: RecvStream) {
     }
 }
 
-/// Reads an upload stream: its header, then its content.
-async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused> {
+/// The per-terminal quota of unused uploads (`[attachments]`).
+fn quota(hub: &Hub) -> store::Quota {
+    let c = &hub.config().attachments;
+    store::Quota {
+        bytes: c.quota_bytes,
+        uploads: c.quota_uploads,
+    }
+}
+
+/// The data directory's free bytes if they are under
+/// `attachments.disk_reserve_bytes` (plus the largest upload), so that an
+/// upload now could eat into the reserve kept for SOS, alerts and
+/// receipts. `None` when there is room, no reserve, or free space cannot
+/// be read (logged; the upload is not refused for that). Blocks on the
+/// file system: call it off the async threads.
+fn below_reserve(dir: &std::path::Path, reserve: u64) -> Option<u64> {
+    if reserve == 0 {
+        return None;
+    }
+    match free_bytes(dir) {
+        Ok(free) => (free < reserve.saturating_add(u64::from(MAX_ATTACHMENT))).then_some(free),
+        Err(e) => {
+            tracing::warn!("reading the data directory's free space failed: {e}");
+            None
+        }
+    }
+}
+
+/// Bytes an unprivileged process may still write in the file system of
+/// `dir`.
+fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Counts and logs an upload refused over the quota; the refusal for the
+/// uploader.
+fn over_quota(cx: &Caller, request: u32, e: &store::Error) -> ServerMsg {
+    Metrics::add(&cx.hub.metrics().attachment_uploads_over_quota, 1);
+    if cx.hub.transfers().should_warn(cx.terminal) {
+        tracing::warn!(
+            terminal = cx.terminal.0,
+            "upload refused over the quota: {e}"
+        );
+    }
+    ServerMsg::AlertRefused {
+        request,
+        code: ErrorCode::OverLimit,
+        message: format!("{e}; use them in an alert or wait for them to expire"),
+    }
+}
+
+/// Reads an upload stream: its header, then (if it fits the terminal's
+/// quota) its content.
+async fn receive(cx: &Caller, recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused> {
     let mut buf = BytesMut::with_capacity(256);
     let len = loop {
         match split_frame(&buf) {
@@ -162,6 +223,60 @@ async fn receive(recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused>
             request,
             format!("attachment of {size} bytes is over the {MAX_ATTACHMENT}-byte limit"),
         ));
+    }
+    let (terminal, quota) = (cx.terminal, quota(&cx.hub));
+    let dir = cx.hub.config().data_dir.clone();
+    let reserve = cx.hub.config().attachments.disk_reserve_bytes;
+    let free = cx
+        .hub
+        .desk()
+        .blocking(move |_| Ok(below_reserve(&dir, reserve)))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!("reading the data directory's free space failed: {e}");
+            None
+        });
+    if let Some(free) = free {
+        Metrics::add(&cx.hub.metrics().attachment_uploads_disk_reserve, 1);
+        if cx.hub.transfers().should_warn(terminal) {
+            tracing::warn!(
+                terminal = terminal.0,
+                free,
+                "upload refused: the data directory is down to its disk reserve \
+                 (attachments.disk_reserve_bytes); free space for SOS, alerts and receipts"
+            );
+        }
+        return Err(Refused {
+            request: Some(request),
+            code: ErrorCode::OverLimit,
+            message: "the gateway is short of disk space; uploads are refused for now".into(),
+        });
+    }
+    let fits = cx
+        .hub
+        .desk()
+        .blocking(move |s| s.upload_fits(terminal, u64::from(size), quota))
+        .await;
+    match fits {
+        Ok(()) => {}
+        Err(hub::Error::Store(e @ store::Error::OverQuota { .. })) => {
+            let ServerMsg::AlertRefused { code, message, .. } = over_quota(cx, request, &e) else {
+                unreachable!("over_quota is an AlertRefused")
+            };
+            return Err(Refused {
+                request: Some(request),
+                code,
+                message,
+            });
+        }
+        Err(e) => {
+            tracing::error!("checking an upload's quota failed: {e}");
+            return Err(Refused {
+                request: Some(request),
+                code: ErrorCode::Internal,
+                message: "the attachment could not be stored; upload it again".into(),
+            });
+        }
     }
     let size = size as usize;
     // Grown as content arrives: a header alone reserves little memory.
@@ -217,65 +332,147 @@ pub(crate) fn gets_attachments(kind: TerminalKind) -> bool {
     matches!(kind, TerminalKind::ScreenTerminal | TerminalKind::Console)
 }
 
-/// Loads the attachments of an alert for pushing.
-pub(crate) async fn load(
-    hub: &Hub,
-    alert: u64,
-    refs: &[ptt_codec::AttachmentRef],
-    issuer: TerminalId,
-) -> Vec<store::Attachment> {
-    let ids: Vec<u64> = refs.iter().map(|a| a.id).collect();
-    let loaded = hub
-        .desk()
-        .blocking(move |s| {
-            ids.iter()
-                .map(|id| s.fetchable_attachment(issuer, *id))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await;
-    match loaded {
-        Ok(found) => found.into_iter().flatten().map(|(_, a)| a).collect(),
-        Err(e) => {
-            tracing::error!(alert, "loading attachments failed: {e}");
-            Vec::new()
-        }
-    }
-}
+/// Bytes of an attachment read from the store and written to its stream
+/// at a time: all a photo stream holds in memory.
+const CHUNK: usize = 64 * 1024;
 
-/// Pushes an alert's attachments to one screen terminal or console.
-pub(crate) async fn push(conn: Connection, alert: u64, attachments: Arc<Vec<store::Attachment>>) {
-    for a in attachments.iter() {
-        let header = ServerMsg::Attachment {
+/// QUIC error code for resetting a photo stream whose reader stalled or
+/// whose content could not be read.
+const STREAM_ABANDONED: u32 = 2;
+
+/// Streams attachment `a` (fetched through `alert`) to `conn` on a new
+/// low-priority unidirectional stream, a chunk at a time from the store.
+/// Call it holding a [`Slot`](crate::hub::Transfers): it holds one chunk
+/// of memory. A reader that takes nothing for `attachments.stall_timeout_ms`
+/// has its stream reset.
+async fn stream(hub: &Hub, conn: &Connection, alert: u64, a: &AttachmentRef) -> Result<(), Error> {
+    let stall = Duration::from_millis(u64::from(hub.config().attachments.stall_timeout_ms));
+    let stalled = |_| {
+        Metrics::add(&hub.metrics().attachment_streams_stalled, 1);
+        Error::Stalled(stall)
+    };
+    let mut stream = timeout(stall, conn.open_uni()).await.map_err(stalled)??;
+    let result = async {
+        stream.set_priority(BULK_PRIORITY)?;
+        let mut header = BytesMut::new();
+        ServerMsg::Attachment {
             attachment: a.id,
             alert,
             mime: a.mime.clone(),
-            size: a.data.len() as u32,
-        };
-        if let Err(e) = send_stream(&conn, header, &a.data).await {
-            tracing::debug!(alert, "attachment push failed (fetchable later): {e}");
+            size: a.size,
+        }
+        .encode(&mut header);
+        timeout(stall, stream.write_all(&header))
+            .await
+            .map_err(stalled)??;
+        let (id, size) = (a.id, a.size as usize);
+        let mut offset = 0;
+        while offset < size {
+            let len = CHUNK.min(size - offset);
+            let chunk = hub
+                .desk()
+                .blocking(move |s| {
+                    let mut buf = vec![0; len];
+                    s.read_attachment(id, offset, &mut buf)?;
+                    Ok(buf)
+                })
+                .await?;
+            timeout(stall, stream.write_chunk(Bytes::from(chunk)))
+                .await
+                .map_err(stalled)??;
+            offset += len;
+        }
+        stream.finish()?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = stream.reset(quinn::VarInt::from_u32(STREAM_ABANDONED));
+    }
+    result
+}
+
+/// Pushes an alert's attachments to one screen terminal or console,
+/// streaming each from the store within the terminal's transfer slots.
+pub(crate) async fn push(
+    hub: Arc<Hub>,
+    conn: Connection,
+    terminal: TerminalId,
+    alert: u64,
+    attachments: Arc<Vec<AttachmentRef>>,
+) {
+    for a in attachments.iter() {
+        let (_slot, waited) = hub.transfers().push(terminal).await;
+        if waited {
+            Metrics::add(&hub.metrics().attachment_transfers_waited, 1);
+        }
+        if let Err(e) = stream(&hub, &conn, alert, a).await {
+            stream_failed(&hub, terminal, a.id, &e);
             return;
         }
     }
 }
 
-/// `AttachmentFetch`: the content, if the terminal may have it.
-pub(crate) async fn fetch(cx: Caller, attachment: u64) {
+/// Logs a photo stream that did not finish: a warning (rate-limited) when
+/// its reader stalled, else at debug level (the terminal went away).
+fn stream_failed(hub: &Hub, terminal: TerminalId, attachment: u64, e: &Error) {
+    match e {
+        Error::Stalled(_) if hub.transfers().should_warn(terminal) => tracing::warn!(
+            terminal = terminal.0,
+            attachment,
+            "photo stream reset, its reader stalled: {e}"
+        ),
+        Error::Desk(_) => tracing::error!(attachment, "reading an attachment failed: {e}"),
+        _ => tracing::debug!(attachment, "photo stream failed (fetchable later): {e}"),
+    }
+}
+
+/// `AttachmentFetch`: the content, if the terminal may have it. Call it on
+/// the control loop and spawn the future it returns: a terminal with too
+/// many fetches admitted is refused here (OVER_LIMIT) and gets none, so a
+/// flood of fetches costs no task. The future waits for one of the
+/// terminal's transfer slots, checks the right without reading any
+/// content, then streams it.
+pub(crate) fn fetch(
+    cx: Caller,
+    attachment: u64,
+) -> Option<impl std::future::Future<Output = ()> + Send> {
     let terminal = cx.terminal;
-    match cx
-        .hub
+    let ticket = match cx.hub.transfers().admit_fetch(terminal) {
+        Ok(ticket) => ticket,
+        Err(Busy) => {
+            Metrics::add(&cx.hub.metrics().attachment_fetches_refused, 1);
+            if cx.hub.transfers().should_warn(terminal) {
+                tracing::warn!(
+                    terminal = terminal.0,
+                    "attachment fetch refused: too many fetches waiting"
+                );
+            }
+            cx.error(
+                ErrorCode::OverLimit,
+                kind::ATTACHMENT_FETCH,
+                format!("too many fetches waiting; fetch {attachment} again once one has arrived"),
+            );
+            return None;
+        }
+    };
+    Some(fetch_admitted(cx, attachment, ticket))
+}
+
+async fn fetch_admitted(cx: Caller, attachment: u64, ticket: Ticket) {
+    let (hub, terminal) = (&cx.hub, cx.terminal);
+    let (_slot, waited) = hub.transfers().fetch(&ticket).await;
+    if waited {
+        Metrics::add(&hub.metrics().attachment_transfers_waited, 1);
+    }
+    match hub
         .desk()
         .blocking(move |s| s.fetchable_attachment(terminal, attachment))
         .await
     {
         Ok(Some((alert, a))) => {
-            let header = ServerMsg::Attachment {
-                attachment,
-                alert,
-                mime: a.mime,
-                size: a.data.len() as u32,
-            };
-            if let Err(e) = send_stream(&cx.conn, header, &a.data).await {
-                tracing::debug!(attachment, "attachment fetch failed: {e}");
+            if let Err(e) = stream(hub, &cx.conn, alert, &a).await {
+                stream_failed(hub, terminal, attachment, &e);
             }
         }
         Ok(None) => cx.error(
@@ -291,5 +488,55 @@ pub(crate) async fn fetch(cx: Caller, attachment: u64) {
                 "attachment unavailable; retry",
             );
         }
+    }
+}
+
+/// Deletes unused uploads after `attachments.unused_expiry_s` and, with
+/// `attachments.retention_days` set, every attachment older than that,
+/// every `attachments.sweep_interval_s`. Run it once, beside the
+/// listener, until the gateway stops.
+pub(crate) async fn sweep(hub: Arc<Hub>) {
+    let c = hub.config().attachments.clone();
+    let mut every = tokio::time::interval(Duration::from_secs(u64::from(c.sweep_interval_s)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = now_ms();
+        let unused_before = now.saturating_sub(u64::from(c.unused_expiry_s) * 1000);
+        let retired_before = (c.retention_days > 0)
+            .then(|| now.saturating_sub(u64::from(c.retention_days) * 86_400_000));
+        let swept = hub
+            .desk()
+            .blocking(move |s| {
+                let expired = s.expire_unused(unused_before)?;
+                let retired = match retired_before {
+                    Some(before) => s.retire_attachments(before)?,
+                    None => 0,
+                };
+                Ok((expired, retired))
+            })
+            .await;
+        match swept {
+            Ok((expired, retired)) => {
+                Metrics::add(&hub.metrics().attachments_expired, expired as u64);
+                Metrics::add(&hub.metrics().attachments_retired, retired as u64);
+                if expired + retired > 0 {
+                    tracing::info!(expired, retired, "attachments deleted");
+                }
+            }
+            Err(e) => tracing::error!("deleting old attachments failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_of_the_data_directory_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(free_bytes(&dir.path().join("missing")).is_err());
     }
 }

@@ -67,6 +67,10 @@ pub(crate) enum Error {
     /// The stream was already finished or reset.
     #[error(transparent)]
     Closed(#[from] quinn::ClosedStream),
+    /// The terminal took nothing on a stream for
+    /// `attachments.stall_timeout_ms`; the stream was reset.
+    #[error("the reader took nothing for {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 impl Error {
@@ -75,7 +79,9 @@ impl Error {
     pub(crate) fn to_code(&self) -> ErrorCode {
         match self {
             Error::Desk(e) => e.to_code(),
-            Error::Connection(_) | Error::Write(_) | Error::Closed(_) => ErrorCode::Internal,
+            Error::Connection(_) | Error::Write(_) | Error::Closed(_) | Error::Stalled(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 }

@@ -248,7 +248,9 @@ impl Session {
                 "upload attachments on a unidirectional stream of their own",
             ),
             ClientMsg::AttachmentFetch { attachment } => {
-                spawn(ops::attachments::fetch(self.caller(), attachment))
+                if let Some(fetch) = ops::attachments::fetch(self.caller(), attachment) {
+                    spawn(fetch)
+                }
             }
             ClientMsg::DrillReportQuery { alert } => {
                 spawn(ops::drills::query(self.caller(), alert))

@@ -19,6 +19,7 @@ use rusqlite::Connection;
 
 pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
 
+pub use attachments::Quota;
 pub use files::create_data_dir;
 use schema::MIGRATIONS;
 
@@ -61,6 +62,15 @@ pub enum Error {
     /// issuer did not upload. Nothing was stored.
     #[error("attachment {0} is unknown or not yours")]
     UnknownAttachment(u64),
+    /// An upload would take its terminal's unused uploads over their
+    /// quota. Nothing was stored.
+    #[error("{uploads} unused uploads of {bytes} bytes already: over the quota")]
+    OverQuota {
+        /// The terminal's unused uploads.
+        uploads: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
     /// No alert has this id.
     #[error("no alert {0}")]
     UnknownAlert(u64),
@@ -80,6 +90,7 @@ impl Error {
         match self {
             Error::UnknownAttachment(_) => ErrorCode::UnknownAttachment,
             Error::UnknownAlert(_) => ErrorCode::UnknownAlert,
+            Error::OverQuota { .. } => ErrorCode::OverLimit,
             Error::NotADrill { .. } => ErrorCode::NotADrill,
             Error::Sqlite(_) | Error::Io { .. } | Error::TooNew { .. } => ErrorCode::Internal,
         }

@@ -9,7 +9,6 @@ use super::*;
 /// Attack 1: one 4 MiB photo uploaded once, then work reports naming
 /// it eight times each; the station console reads what it is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 1 (attachment references not deduplicated, photos held whole per push) not defended yet"]
 async fn attack_1_reports_naming_one_photo_eight_times() {
     let gw = GatewayProcess::start("").await;
     let console = RawSession::connect(&gw, EAST_CONSOLE, Reading::All).await;
@@ -43,7 +42,6 @@ async fn attack_1_reports_naming_one_photo_eight_times() {
 /// Attack 2: a member fetches his own photo 600 times on a connection
 /// that never grants the gateway stream credit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 2 (a photo held whole per fetch, however slow the reader) not defended yet"]
 async fn attack_2_fetches_of_a_photo_never_read() {
     let gw = GatewayProcess::start("").await;
     let id = {
@@ -67,10 +65,36 @@ async fn attack_2_fetches_of_a_photo_never_read() {
     outcome.assert_unharmed();
 }
 
+/// Attack 2, past the stall timeout: photo streams to a connection that
+/// never grants stream credit are reset and counted, and free their slots
+/// for the fetches waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_2_stalled_photo_streams_are_reset() {
+    let mut gw = GatewayProcess::start("[attachments]\nstall_timeout_ms = 200\n").await;
+    let id = {
+        let mut a = gw.terminal(ATTACKER).await;
+        let id = a
+            .upload_attachment("image/jpeg", photo(256 * 1024))
+            .await
+            .unwrap();
+        a.close();
+        id
+    };
+    let config = gw.client_config(stingy_transport(1024));
+    let mut stingy = RawSession::connect_with(&gw, ATTACKER, Reading::ControlOnly, config).await;
+    let fetch = ClientMsg::AttachmentFetch { attachment: id };
+    // Two streaming, four waiting: three rounds of stalls.
+    assert!(stingy.write(batch(&fetch, 6)).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counters = gw.stop().await;
+    let stalled = counters["attachment_streams_stalled"].as_u64();
+    assert_eq!(stalled, Some(6), "{counters}");
+    assert_eq!(counters["attachment_fetches_refused"].as_u64(), Some(0));
+}
+
 /// Attack 3: 4 MiB uploads that no alert ever uses, two at a time, as
 /// fast as the gateway stores them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 3 (unused uploads stored without quota or expiry) not defended yet"]
 async fn attack_3_unused_uploads() {
     let gw = GatewayProcess::start("").await;
     let scene = Scene::start(&gw).await;
@@ -86,6 +110,88 @@ async fn attack_3_unused_uploads() {
     }
     let outcome = scene.finish().await;
     eprintln!("{outcome}\nuploads stored {stored}, refused {refused}");
+    outcome.assert_unharmed();
+    // The quota (16 MiB of unused uploads by default) is refused with
+    // its own code.
+    assert!((1..=4).contains(&stored), "stored {stored} photos of 4 MiB");
+    let over = a.upload_attachment("image/jpeg", content).await;
+    assert_eq!(code("an upload over the quota", over), ErrorCode::OverLimit);
+}
+
+/// Attack 3's cleanup: an upload that no alert uses expires, and the
+/// quota it took is free again; one used by a report stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_unused_uploads_expire() {
+    let mut gw = GatewayProcess::start(
+        "[attachments]\nunused_expiry_s = 1\nsweep_interval_s = 1\nquota_uploads = 2\n",
+    )
+    .await;
+    let mut a = gw.terminal(ATTACKER).await;
+    let used = a
+        .upload_attachment("image/jpeg", photo(64 * 1024))
+        .await
+        .unwrap();
+    a.send_report(report("Patrol", &[used])).await.unwrap();
+    let unused = a
+        .upload_attachment("image/jpeg", photo(64 * 1024))
+        .await
+        .unwrap();
+    a.upload_attachment("image/jpeg", photo(64 * 1024))
+        .await
+        .unwrap();
+    let over = a.upload_attachment("image/jpeg", photo(64 * 1024)).await;
+    assert_eq!(code("a third unused upload", over), ErrorCode::OverLimit);
+    // Created over a second ago and swept (every second) since.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let gone = a.fetch_attachment(unused).await;
+    assert_eq!(
+        code("an expired upload", gone),
+        ErrorCode::UnknownAttachment
+    );
+    let ptt_terminal_sim::terminal::Download::Attachment { data, .. } =
+        a.fetch_attachment(used).await.unwrap()
+    else {
+        panic!("a download of the used photo");
+    };
+    assert_eq!(data.len(), 64 * 1024);
+    a.upload_attachment("image/jpeg", photo(64 * 1024))
+        .await
+        .unwrap();
+    let counters = gw.stop().await;
+    assert_eq!(
+        counters["attachments_expired"].as_u64(),
+        Some(2),
+        "{counters}"
+    );
+    assert_eq!(
+        counters["attachment_uploads_over_quota"].as_u64(),
+        Some(1),
+        "{counters}"
+    );
+}
+
+/// Attack 3 on a disk down to its reserve: uploads are refused, and SOS,
+/// dispatches and receipts are still stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_uploads_are_refused_at_the_disk_reserve() {
+    // A reserve larger than any disk: the disk is always at it.
+    let gw =
+        GatewayProcess::start("[attachments]\ndisk_reserve_bytes = 9223372036854775807\n").await;
+    let scene = Scene::start(&gw).await;
+    let mut a = gw.terminal(ATTACKER).await;
+    let content = photo(4 * 1024 * 1024);
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    while started.elapsed() < ATTACK {
+        let r = a.upload_attachment("image/jpeg", content.clone()).await;
+        assert_eq!(
+            code("an upload at the disk reserve", r),
+            ErrorCode::OverLimit
+        );
+        refused += 1;
+    }
+    let outcome = scene.finish().await;
+    eprintln!("{outcome}\nuploads refused {refused}");
     outcome.assert_unharmed();
 }
 
@@ -219,7 +325,6 @@ async fn attack_6_an_sos_can_be_cancelled_after_a_restart() {
 /// Attack 7: 2,000 refused fetches a second of someone else's 4 MiB
 /// photo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 7 (the blob read before the permission check, a task per frame) not defended yet"]
 async fn attack_7_refused_fetches_of_anothers_photo() {
     let gw = GatewayProcess::start("").await;
     let photo_id = {

@@ -322,10 +322,8 @@ flood_test!(
     flood_of_sos,
     |_| ClientMsg::Sos
 );
-flood_test!(
-    #[ignore = "issue 11: attack 7 (a task and a blob read per refused fetch) not defended yet"]
-    flood_of_fetches_of_others_photo,
-    |o| ClientMsg::AttachmentFetch {
-        attachment: o.photo
+flood_test!(flood_of_fetches_of_others_photo, |o| {
+    ClientMsg::AttachmentFetch {
+        attachment: o.photo,
     }
-);
+});
