@@ -59,6 +59,15 @@ pub struct Sos {
     pub ttl_s: u32,
     /// The SOS alert's priority. Default 3, the highest.
     pub priority: u8,
+    /// A terminal has one active SOS: pressing again while its alert is
+    /// deliverable refreshes it (same alert, expiry pushed to now + `ttl_s`,
+    /// the hot mic again). Presses less than this many seconds after the
+    /// last stored refresh are only answered with the alert id, so a stuck
+    /// key or a flood of presses writes nothing and takes no floor. Default
+    /// 10, the length of the hot-mic burst (`floor.sos_hot_mic_s`): a guard
+    /// pressing again gets a new burst once the last one ended. 0 stores
+    /// every press.
+    pub refresh_interval_s: u32,
 }
 
 impl Default for Sos {
@@ -66,6 +75,7 @@ impl Default for Sos {
         Self {
             ttl_s: ptt_gateway_core::sos::DEFAULT_TTL_S,
             priority: ptt_gateway_core::sos::DEFAULT_PRIORITY,
+            refresh_interval_s: 10,
         }
     }
 }

@@ -76,6 +76,10 @@ impl Hub {
                 tracing::error!("reading pending alerts failed, forwarding to everyone: {e}");
                 org.terminals().map(|t| t.id).collect()
             });
+        let active_sos = store.active_sos().unwrap_or_else(|e| {
+            tracing::error!("reading active SOS failed, none can be cancelled: {e}");
+            Vec::new()
+        });
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let groups = org
             .groups()
@@ -98,7 +102,7 @@ impl Hub {
             registry: Registry::default(),
             desk: Desk::new(store, pending),
             watch: Watch::default(),
-            sos: SosBook::default(),
+            sos: SosBook::new(active_sos),
             metrics,
             net,
             relay_latency: Default::default(),
