@@ -47,6 +47,43 @@ pub struct Config {
     pub drill: Drill,
     /// SOS alerts.
     pub sos: Sos,
+    /// Alert delivery.
+    pub delivery: Delivery,
+}
+
+/// Alert delivery settings (`[delivery]`): how much of the shared delivery
+/// capacity one recipient may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Delivery {
+    /// Alert deliveries in flight to one terminal at once, at least 1.
+    /// Default 4: an alert is one small stream, so a terminal that reads
+    /// takes each in a round trip and never has more than a couple open;
+    /// more wait their turn (or the write timeout) without taking a shared
+    /// slot, so a terminal that never reads holds at most this many.
+    pub per_terminal: usize,
+    /// How long one delivery may wait for the recipient's stream credit and
+    /// write its alert, milliseconds, at least 1. Default 5000: a terminal
+    /// reading on a poor cellular link opens a stream in well under a
+    /// second; one that has not in 5 s is not reading, and its alert stays
+    /// in the store for its next connection (store and forward).
+    pub write_timeout_ms: u32,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            per_terminal: 4,
+            write_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Delivery {
+    /// [`Delivery::write_timeout_ms`] as a duration.
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.write_timeout_ms))
+    }
 }
 
 /// SOS settings (`[sos]`).
@@ -123,6 +160,7 @@ impl Default for Config {
             session: Session::default(),
             drill: Drill::default(),
             sos: Sos::default(),
+            delivery: Delivery::default(),
         }
     }
 }
@@ -451,8 +489,11 @@ impl Config {
             floor,
             transport,
             session,
+            delivery,
             ..
         } = self;
+        at_least_1("delivery.per_terminal", delivery.per_terminal)?;
+        at_least_1("delivery.write_timeout_ms", delivery.write_timeout_ms)?;
         at_least_1("floor.talk_limit_s", floor.talk_limit_s)?;
         at_least_1("floor.sos_hot_mic_s", floor.sos_hot_mic_s)?;
         for (i, g) in floor.group.iter().enumerate() {
@@ -586,6 +627,8 @@ mod tests {
             ("session", "outbox"),
             ("session", "voice_rate"),
             ("session", "voice_burst"),
+            ("delivery", "per_terminal"),
+            ("delivery", "write_timeout_ms"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();

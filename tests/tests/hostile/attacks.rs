@@ -123,7 +123,6 @@ async fn attack_4_join_leave_burst_in_the_own_unit() {
 /// Attack 5: one member floods SOS, his unit mate never accepts a
 /// stream; a console's dispatch elsewhere must still be delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 5 (shared delivery slots held by a reader that never reads) not defended yet"]
 async fn attack_5_sos_flood_to_a_reader_that_never_reads() {
     let gw = GatewayProcess::start("").await;
     let config = gw.client_config(stingy_transport(1024));
