@@ -93,6 +93,33 @@ pub(crate) async fn sos(cx: Caller) {
     alerts::deliver_all(hub, id, &recipients, msg).await;
 }
 
+/// Answers an SOS pressed again within `sos.refresh_interval_s` of its last
+/// stored refresh straight from the book: the same alert id, nothing stored,
+/// no floor, no task. Returns false when the press needs [`sos`] (no active
+/// SOS, or one due a refresh). Call on the session's control loop for every
+/// `Sos` frame before spawning [`sos`], so a flood of presses costs a lookup
+/// each.
+pub(crate) fn answer_repeat(cx: &Caller) -> bool {
+    let (hub, terminal) = (&cx.hub, cx.terminal);
+    let Some(active) = hub.sos().get(terminal) else {
+        return false;
+    };
+    let now = now_ms();
+    let config = &hub.config().sos;
+    let expires_ms = now.saturating_add(u64::from(config.ttl_s) * 1000);
+    let interval_ms = u64::from(config.refresh_interval_s) * 1000;
+    if !active.refreshes_at(now) || expires_ms >= active.expires_ms.saturating_add(interval_ms) {
+        return false;
+    }
+    Metrics::add(&hub.metrics().sos_refreshed, 1);
+    cx.outbox.send(ServerMsg::AlertAccepted {
+        request: 0,
+        alert: active.alert,
+        recipients: active.recipients.len() as u32,
+    });
+    true
+}
+
 /// Gives the caller `unit`'s floor with emergency class for the SOS hot-mic
 /// burst.
 fn hot_mic(cx: &Caller, unit: GroupId) {
@@ -265,12 +292,15 @@ mod tests {
                 break alert;
             }
         };
+        assert!(!answer_repeat(&guard), "no SOS to repeat yet");
         sos(guard.clone()).await;
         let first = accepted(&mut guard_rx);
         for _ in 0..3 {
             sos(guard.clone()).await;
             assert_eq!(accepted(&mut guard_rx), first, "the same alert");
         }
+        assert!(answer_repeat(&guard), "answered from the book");
+        assert_eq!(accepted(&mut guard_rx), first);
         let stored = hub
             .desk()
             .blocking(|s| s.active_sos())

@@ -291,7 +291,10 @@ impl Session {
                 self.join(kind, unit);
             }
         }
-        spawn(ops::sos::sos(self.caller()));
+        let caller = self.caller();
+        if !ops::sos::answer_repeat(&caller) {
+            spawn(ops::sos::sos(caller));
+        }
     }
 
     /// `Logout`: forget every group, go offline there, close normally.
