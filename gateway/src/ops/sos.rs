@@ -7,7 +7,7 @@ use ptt_gateway_core::sos;
 
 use super::{alerts, Caller};
 use crate::clock::now_ms;
-use crate::hub::ActiveSos;
+use crate::hub::{ActiveSos, Hub};
 use crate::metrics::Metrics;
 
 /// `Sos`: alert the terminal's unit and its police station's consoles with
@@ -118,6 +118,15 @@ pub(crate) fn answer_repeat(cx: &Caller) -> bool {
         recipients: active.recipients.len() as u32,
     });
     true
+}
+
+/// Whether `terminal` may request a floor at emergency class with its talk
+/// key (`policy.emergency_roles`); its SOS hot mic always has it. Call for
+/// every `FloorRequest` at emergency class before the group sees it.
+pub(crate) fn may_claim_emergency(hub: &Hub, terminal: TerminalId) -> bool {
+    hub.org()
+        .terminal(terminal)
+        .is_some_and(|t| hub.config().policy.may_claim_emergency(t.role, t.kind))
 }
 
 /// Gives the caller `unit`'s floor with emergency class for the SOS hot-mic
@@ -317,5 +326,14 @@ mod tests {
             .await
             .expect("readable");
         assert!(stored.is_empty());
+    }
+
+    #[test]
+    fn a_volunteer_may_not_claim_emergency_with_the_talk_key() {
+        let hub = hub();
+        assert!(may_claim_emergency(&hub, TerminalId(501)), "a guard");
+        assert!(may_claim_emergency(&hub, TerminalId(300)), "a console");
+        assert!(!may_claim_emergency(&hub, TerminalId(502)), "a volunteer");
+        assert!(!may_claim_emergency(&hub, TerminalId(9)), "unknown");
     }
 }

@@ -257,13 +257,23 @@ impl Session {
         }
     }
 
-    /// `FloorRequest`: denied unless joined, else the group decides.
+    /// `FloorRequest`: denied unless joined, and at emergency class unless
+    /// the policy lets the terminal's role claim it; else the group decides.
     fn request_floor(&self, group: GroupId, class: Class) {
         if !self.joined(group) {
             Metrics::add(&self.hub().metrics().floor_denied, 1);
             self.cx.outbox.send(ServerMsg::FloorDenied {
                 group,
                 cause: DenyCause::NotJoined,
+            });
+        } else if class == Class::Emergency
+            && !ops::sos::may_claim_emergency(&self.cx.hub, self.cx.terminal)
+        {
+            Metrics::add(&self.hub().metrics().floor_denied, 1);
+            Metrics::add(&self.hub().metrics().floor_emergency_refused, 1);
+            self.cx.outbox.send(ServerMsg::FloorDenied {
+                group,
+                cause: DenyCause::EmergencyNotAllowed,
             });
         } else if let Some(g) = self.hub().group(group) {
             g.request_floor(self.cx.terminal, class);
