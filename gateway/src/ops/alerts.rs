@@ -449,3 +449,51 @@ pub(crate) async fn query(cx: Caller, alert: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(id: u64, kind: AlertKind) -> store::StoredAlert {
+        store::StoredAlert {
+            id,
+            issuer: TerminalId(300),
+            body: AlertBody {
+                kind,
+                priority: 1,
+                ttl_s: 60,
+                title: String::new(),
+                text: String::new(),
+                location: None,
+                attachments: Vec::new(),
+            },
+            created_ms: id,
+            expires_ms: id + 60_000,
+        }
+    }
+
+    #[test]
+    fn a_backlog_goes_sos_first_then_dispatches_then_the_rest_oldest_first() {
+        let mut backlog = vec![
+            stored(1, AlertKind::Notice),
+            stored(2, AlertKind::Dispatch),
+            stored(3, AlertKind::Sos),
+            stored(4, AlertKind::Dispatch),
+            stored(5, AlertKind::Sos),
+        ];
+        backlog.sort_by_key(backlog_rank);
+        let order: Vec<u64> = backlog.iter().map(|a| a.id).collect();
+        assert_eq!(order, [3, 5, 2, 4, 1]);
+    }
+
+    #[test]
+    fn live_sos_and_dispatch_are_urgent() {
+        for (kind, urgent) in [
+            (AlertKind::Sos, Urgency::Urgent),
+            (AlertKind::Dispatch, Urgency::Urgent),
+            (AlertKind::Notice, Urgency::Routine),
+        ] {
+            assert_eq!(urgency(&alert_msg(&stored(1, kind))), urgent, "{kind:?}");
+        }
+    }
+}
