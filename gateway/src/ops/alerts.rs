@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn a_backlog_goes_sos_first_then_dispatches_then_the_rest_oldest_first() {
-        let mut backlog = vec![
+        let mut backlog = [
             stored(1, AlertKind::Notice),
             stored(2, AlertKind::Dispatch),
             stored(3, AlertKind::Sos),
