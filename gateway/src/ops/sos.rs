@@ -121,12 +121,31 @@ pub(crate) fn answer_repeat(cx: &Caller) -> bool {
 }
 
 /// Whether `terminal` may request a floor at emergency class with its talk
-/// key (`policy.emergency_roles`); its SOS hot mic always has it. Call for
-/// every `FloorRequest` at emergency class before the group sees it.
+/// key (`policy.emergency_roles`); its SOS hot mic always has it.
 pub(crate) fn may_claim_emergency(hub: &Hub, terminal: TerminalId) -> bool {
     hub.org()
         .terminal(terminal)
         .is_some_and(|t| hub.config().policy.may_claim_emergency(t.role, t.kind))
+}
+
+/// Whether `terminal`'s floor request at emergency class is refused (see
+/// [`may_claim_emergency`]); a refusal is counted and logged (one warning
+/// per 10 s). Call for every `FloorRequest` at emergency class before the
+/// group sees it, and answer a refusal with `EMERGENCY_NOT_ALLOWED`.
+pub(crate) fn emergency_refused(hub: &Hub, terminal: TerminalId) -> bool {
+    if may_claim_emergency(hub, terminal) {
+        return false;
+    }
+    Metrics::add(&hub.metrics().floor_denied, 1);
+    Metrics::add(&hub.metrics().floor_emergency_refused, 1);
+    if hub.sos().warn_due(now_ms()) {
+        tracing::warn!(
+            %terminal,
+            "floor request at emergency class refused: the role may not claim it \
+             (policy.emergency_roles; further cases counted, not logged, for 10 s)"
+        );
+    }
+    true
 }
 
 /// Gives the caller `unit`'s floor with emergency class for the SOS hot-mic
@@ -335,5 +354,13 @@ mod tests {
         assert!(may_claim_emergency(&hub, TerminalId(300)), "a console");
         assert!(!may_claim_emergency(&hub, TerminalId(502)), "a volunteer");
         assert!(!may_claim_emergency(&hub, TerminalId(9)), "unknown");
+        assert!(emergency_refused(&hub, TerminalId(502)));
+        assert!(!emergency_refused(&hub, TerminalId(501)));
+        assert_eq!(
+            hub.metrics()
+                .floor_emergency_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 }

@@ -267,10 +267,8 @@ impl Session {
                 cause: DenyCause::NotJoined,
             });
         } else if class == Class::Emergency
-            && !ops::sos::may_claim_emergency(&self.cx.hub, self.cx.terminal)
+            && ops::sos::emergency_refused(self.hub(), self.cx.terminal)
         {
-            Metrics::add(&self.hub().metrics().floor_denied, 1);
-            Metrics::add(&self.hub().metrics().floor_emergency_refused, 1);
             self.cx.outbox.send(ServerMsg::FloorDenied {
                 group,
                 cause: DenyCause::EmergencyNotAllowed,
