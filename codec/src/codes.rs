@@ -68,6 +68,9 @@ wire_enum! {
         NoResources = 6,
         /// The terminal has not joined the group.
         NotJoined = 100,
+        /// The terminal's role may not claim the emergency class on a floor
+        /// request (`policy.emergency_roles`); its SOS still does.
+        EmergencyNotAllowed = 101,
         /// Any other reason.
         Other = 255,
     }
@@ -172,7 +175,7 @@ mod tests {
         let class: Vec<_> = Class::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(class, [0, 1, 2]);
         let deny: Vec<_> = DenyCause::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(deny, [1, 2, 3, 5, 6, 100, 255]);
+        assert_eq!(deny, [1, 2, 3, 5, 6, 100, 101, 255]);
         let revoke: Vec<_> = RevokeCause::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(revoke, [2, 3, 4, 255]);
         let error: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();

@@ -49,6 +49,8 @@ pub struct Config {
     pub sos: Sos,
     /// Attachments (photos): quotas, expiry, retention, transfers.
     pub attachments: Attachments,
+    /// Alert delivery.
+    pub delivery: Delivery,
 }
 
 /// Attachment settings (`[attachments]`): what one terminal may keep and
@@ -115,6 +117,41 @@ impl Default for Attachments {
     }
 }
 
+/// Alert delivery settings (`[delivery]`): how much of the shared delivery
+/// capacity one recipient may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Delivery {
+    /// Alert deliveries in flight to one terminal at once, at least 1.
+    /// Default 4: an alert is one small stream, so a terminal that reads
+    /// takes each in a round trip and never has more than a couple open;
+    /// more wait their turn (or the write timeout) without taking a shared
+    /// slot, so a terminal that never reads holds at most this many.
+    pub per_terminal: usize,
+    /// How long one delivery may wait for the recipient's stream credit and
+    /// write its alert, milliseconds, at least 1. Default 5000: a terminal
+    /// reading on a poor cellular link opens a stream in well under a
+    /// second; one that has not in 5 s is not reading, and its alert stays
+    /// in the store for its next connection (store and forward).
+    pub write_timeout_ms: u32,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            per_terminal: 4,
+            write_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Delivery {
+    /// [`Delivery::write_timeout_ms`] as a duration.
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.write_timeout_ms))
+    }
+}
+
 /// SOS settings (`[sos]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -125,6 +162,15 @@ pub struct Sos {
     pub ttl_s: u32,
     /// The SOS alert's priority. Default 3, the highest.
     pub priority: u8,
+    /// A terminal has one active SOS: pressing again while its alert is
+    /// deliverable refreshes it (same alert, expiry pushed to now + `ttl_s`,
+    /// the hot mic again). Presses less than this many seconds after the
+    /// last stored refresh are only answered with the alert id, so a stuck
+    /// key or a flood of presses writes nothing and takes no floor. Default
+    /// 10, the length of the hot-mic burst (`floor.sos_hot_mic_s`): a guard
+    /// pressing again gets a new burst once the last one ended. 0 stores
+    /// every press.
+    pub refresh_interval_s: u32,
 }
 
 impl Default for Sos {
@@ -132,6 +178,7 @@ impl Default for Sos {
         Self {
             ttl_s: ptt_gateway_core::sos::DEFAULT_TTL_S,
             priority: ptt_gateway_core::sos::DEFAULT_PRIORITY,
+            refresh_interval_s: 10,
         }
     }
 }
@@ -180,6 +227,7 @@ impl Default for Config {
             drill: Drill::default(),
             sos: Sos::default(),
             attachments: Attachments::default(),
+            delivery: Delivery::default(),
         }
     }
 }
@@ -542,8 +590,11 @@ impl Config {
             transport,
             session,
             attachments,
+            delivery,
             ..
         } = self;
+        at_least_1("delivery.per_terminal", delivery.per_terminal)?;
+        at_least_1("delivery.write_timeout_ms", delivery.write_timeout_ms)?;
         at_least_1("floor.talk_limit_s", floor.talk_limit_s)?;
         at_least_1("floor.sos_hot_mic_s", floor.sos_hot_mic_s)?;
         for (i, g) in floor.group.iter().enumerate() {
@@ -696,6 +747,8 @@ mod tests {
             ("attachments", "transfers_per_terminal"),
             ("attachments", "transfers"),
             ("attachments", "stall_timeout_ms"),
+            ("delivery", "per_terminal"),
+            ("delivery", "write_timeout_ms"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();

@@ -92,6 +92,19 @@ counters! {
     /// Sessions closed TOO_SLOW: their own queue of control messages
     /// (`session.outbox`) overflowed.
     too_slow_closed,
+    /// SOS presses that refreshed the terminal's active SOS instead of
+    /// raising another (one active SOS per terminal).
+    sos_refreshed,
+    /// Floor requests at emergency class refused: the role may not claim
+    /// it (`policy.emergency_roles`).
+    floor_emergency_refused,
+    /// Alert deliveries abandoned because the recipient did not read them
+    /// within `delivery.write_timeout_ms` (kept for its reconnect).
+    alert_delivery_timed_out,
+    /// Alert deliveries not attempted because the recipient already had
+    /// `delivery.per_terminal` in flight for `delivery.write_timeout_ms`
+    /// (kept for its reconnect).
+    alert_delivery_recipient_busy,
     /// Live receipt updates not sent to an issuer that fell behind (its
     /// `AlertStatus` query still has every receipt).
     receipt_updates_dropped,

@@ -44,6 +44,29 @@ pub struct Raised {
     pub body: AlertBody,
 }
 
+/// An SOS raised and not yet cancelled: one per terminal, kept in the store
+/// so that it survives a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Active {
+    /// Its alert.
+    pub alert: u64,
+    /// The unit group whose floor it took for the hot mic.
+    pub group: GroupId,
+    /// Who was alerted, to be told of a cancel.
+    pub recipients: Vec<TerminalId>,
+    /// When its alert expires (Unix ms); pressing SOS again before then
+    /// refreshes this one instead of raising another.
+    pub expires_ms: u64,
+}
+
+impl Active {
+    /// Whether pressing SOS again at `now_ms` refreshes this SOS (its alert
+    /// is still deliverable) rather than raising a new one.
+    pub fn refreshes_at(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
+    }
+}
+
 impl Raised {
     /// When the alert created at `created_ms` (Unix ms) expires.
     pub fn expires_ms(&self, created_ms: u64) -> u64 {
@@ -202,6 +225,18 @@ mod tests {
         assert_eq!((raised.body.ttl_s, raised.body.priority), (60, 2));
         assert_eq!(raised.body.location, None);
         assert_eq!(raised.expires_ms(0), 60_000);
+    }
+
+    #[test]
+    fn pressing_again_refreshes_until_the_alert_expires() {
+        let active = Active {
+            alert: 7,
+            group: GroupId(5),
+            recipients: vec![TerminalId(300)],
+            expires_ms: 10_000,
+        };
+        assert!(active.refreshes_at(9_999));
+        assert!(!active.refreshes_at(10_000));
     }
 
     #[test]

@@ -26,6 +26,14 @@ pub struct Policy {
     pub console_talk: bool,
     /// Floor priority per role.
     pub priority: RolePriorities,
+    /// Roles that may request the floor at emergency class (consoles count
+    /// as dispatchers). Every terminal may raise an SOS, whose hot mic
+    /// always has it; this only gates the talk key's emergency class.
+    /// Default every role but `volunteer` (FIELD.md): guards radio the
+    /// emergency and staff respond to it, police and the command room
+    /// outrank everyone; volunteers use a phone app (thousands per city),
+    /// the least controlled handsets, and call for help with SOS.
+    pub emergency_roles: Vec<Role>,
 }
 
 impl Default for Policy {
@@ -35,6 +43,13 @@ impl Default for Policy {
             police_scope: NodeKind::PoliceStation,
             console_talk: true,
             priority: RolePriorities::default(),
+            emergency_roles: vec![
+                Role::Dispatcher,
+                Role::Police,
+                Role::AuxiliaryPolice,
+                Role::SecurityGuard,
+                Role::Staff,
+            ],
         }
     }
 }
@@ -87,6 +102,20 @@ impl Policy {
             Role::Staff => p.staff,
             Role::Volunteer => p.volunteer,
         }
+    }
+}
+
+impl Policy {
+    /// Whether a terminal may request the floor at emergency class
+    /// ([`Policy::emergency_roles`]); a console device counts as a
+    /// dispatcher whatever its user's role.
+    pub fn may_claim_emergency(&self, role: Role, kind: TerminalKind) -> bool {
+        let role = if kind == TerminalKind::Console {
+            Role::Dispatcher
+        } else {
+            role
+        };
+        self.emergency_roles.contains(&role)
     }
 }
 
@@ -292,5 +321,39 @@ node = 5
         // itself is still itself.
         assert!(!org.commands(t(100), t(4242)));
         assert!(org.commands(t(4242), t(4242)));
+    }
+}
+
+#[cfg(test)]
+mod emergency_tests {
+    use super::*;
+
+    #[test]
+    fn every_role_but_volunteers_may_claim_emergency_by_default() {
+        let p = Policy::default();
+        for role in [
+            Role::Dispatcher,
+            Role::Police,
+            Role::AuxiliaryPolice,
+            Role::SecurityGuard,
+            Role::Staff,
+        ] {
+            assert!(
+                p.may_claim_emergency(role, TerminalKind::Handheld),
+                "{role:?}"
+            );
+        }
+        assert!(!p.may_claim_emergency(Role::Volunteer, TerminalKind::PhoneApp));
+        // A console counts as a dispatcher.
+        assert!(p.may_claim_emergency(Role::Volunteer, TerminalKind::Console));
+    }
+
+    #[test]
+    fn the_config_lists_the_roles() {
+        let p: Policy = toml::from_str("emergency_roles = [\"police\"]").expect("valid");
+        assert!(p.may_claim_emergency(Role::Police, TerminalKind::Handheld));
+        assert!(!p.may_claim_emergency(Role::SecurityGuard, TerminalKind::Handheld));
+        let none: Policy = toml::from_str("emergency_roles = []").expect("valid");
+        assert!(!none.may_claim_emergency(Role::Dispatcher, TerminalKind::Console));
     }
 }

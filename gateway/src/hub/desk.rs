@@ -1,16 +1,25 @@
 //! The alert desk: the store, the window of deliveries in flight, the
 //! terminals that may have alerts waiting, and the receipt writer's queue.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dashmap::DashSet;
+use dashmap::{DashMap, DashSet};
 use ptt_codec::{ErrorCode, TerminalId};
-use tokio::sync::{mpsc, oneshot, Semaphore, SemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use crate::store::{self, Receipt, ReceiptIn, Store};
 
 /// Alert deliveries in flight at once (see [`Desk::delivery_slot`]).
 const MAX_DELIVERIES_IN_FLIGHT: usize = 512;
+
+/// Of those, the most that routine deliveries (store-and-forward backlog,
+/// notices, reports) may hold: a quarter of the window is always left for
+/// live SOS and dispatch.
+const MAX_ROUTINE_IN_FLIGHT: usize = MAX_DELIVERIES_IN_FLIGHT * 3 / 4;
+
+/// At most one delivery warning in this long (the counters have them all).
+const WARN_EVERY_MS: u64 = 10_000;
 
 /// Receipts written in one transaction at most.
 const RECEIPT_BATCH: usize = 4096;
@@ -64,6 +73,25 @@ impl Pending {
     }
 }
 
+/// Which share of the delivery window a delivery may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Urgency {
+    /// A live SOS or dispatch: the whole window.
+    Urgent,
+    /// Everything else (store-and-forward backlog, notices, reports): the
+    /// routine share, so it never holds the last places an SOS needs.
+    Routine,
+}
+
+/// A place in the window of alert deliveries in flight (see
+/// [`Desk::delivery_slot`]); given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot<'a> {
+    _shared: SemaphorePermit<'a>,
+    _routine: Option<SemaphorePermit<'a>>,
+    _own: OwnedSemaphorePermit,
+}
+
 /// Alerts and receipts on disk, and the queues in front of them.
 #[derive(Debug)]
 pub(crate) struct Desk {
@@ -74,6 +102,17 @@ pub(crate) struct Desk {
     /// networks, the operators' queues); a bounded window keeps the burst
     /// flowing without drops.
     deliveries: Semaphore,
+    /// The part of `deliveries` routine deliveries may hold (see
+    /// [`Urgency`]).
+    routine: Semaphore,
+    /// Deliveries in flight per recipient, `delivery.per_terminal` each: a
+    /// recipient that never reads holds its own places, never more of
+    /// `deliveries` than that.
+    per_terminal: DashMap<TerminalId, Arc<Semaphore>>,
+    /// `delivery.per_terminal`.
+    per_terminal_limit: usize,
+    /// When a delivery warning was last logged (Unix ms).
+    warned_ms: AtomicU64,
     /// Terminals that may have alerts waiting (a superset): only these are
     /// looked up in the database when they connect, so a reconnect storm of
     /// 30,000 terminals does not queue 30,000 queries ahead of new alerts.
@@ -86,12 +125,21 @@ pub(crate) struct Desk {
 
 impl Desk {
     /// The desk over `store`, with `pending` the terminals that may have
-    /// alerts waiting.
-    pub(crate) fn new(store: Store, pending: impl IntoIterator<Item = TerminalId>) -> Self {
+    /// alerts waiting and at most `per_terminal` deliveries in flight to
+    /// one terminal (`delivery.per_terminal`, at least 1).
+    pub(crate) fn new(
+        store: Store,
+        pending: impl IntoIterator<Item = TerminalId>,
+        per_terminal: usize,
+    ) -> Self {
         let (receipts, receipts_rx) = mpsc::unbounded_channel();
         Self {
             store: Arc::new(store),
             deliveries: Semaphore::new(MAX_DELIVERIES_IN_FLIGHT),
+            routine: Semaphore::new(MAX_ROUTINE_IN_FLIGHT),
+            per_terminal: DashMap::new(),
+            per_terminal_limit: per_terminal.max(1),
+            warned_ms: AtomicU64::new(0),
             pending: pending.into_iter().collect(),
             receipts,
             receipts_rx: Mutex::new(Some(receipts_rx)),
@@ -112,13 +160,58 @@ impl Desk {
         Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
     }
 
-    /// Waits for a place in the window of alert deliveries in flight; the
-    /// place is given back when the permit drops.
-    pub(crate) async fn delivery_slot(&self) -> SemaphorePermit<'_> {
-        self.deliveries
+    /// Waits for a place in the window of alert deliveries in flight to
+    /// `terminal`: first one of its own `delivery.per_terminal` places (for
+    /// `patience` at most: `None` if it still has that many in flight, as a
+    /// terminal that does not read does), then a shared one, routine
+    /// deliveries from their smaller share. The places are given back when
+    /// the slot drops. Call before opening the delivery's stream; hold the
+    /// slot until it is written or abandoned.
+    pub(crate) async fn delivery_slot(
+        &self,
+        terminal: TerminalId,
+        urgency: Urgency,
+        patience: std::time::Duration,
+    ) -> Option<Slot<'_>> {
+        let own = self
+            .per_terminal
+            .entry(terminal)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_terminal_limit)))
+            .clone();
+        let own = tokio::time::timeout(patience, own.acquire_owned())
+            .await
+            .ok()?
+            .expect("the per-terminal delivery semaphores are never closed");
+        let routine = match urgency {
+            Urgency::Urgent => None,
+            Urgency::Routine => Some(
+                self.routine
+                    .acquire()
+                    .await
+                    .expect("the routine delivery semaphore is never closed"),
+            ),
+        };
+        let shared = self
+            .deliveries
             .acquire()
             .await
-            .expect("the delivery semaphore is never closed")
+            .expect("the delivery semaphore is never closed");
+        Some(Slot {
+            _shared: shared,
+            _routine: routine,
+            _own: own,
+        })
+    }
+
+    /// Whether a delivery warning may be logged now (one per
+    /// [`WARN_EVERY_MS`]; the counters count every case).
+    pub(crate) fn warn_due(&self, now_ms: u64) -> bool {
+        let last = self.warned_ms.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= WARN_EVERY_MS
+            && self
+                .warned_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Notes that alerts wait for `recipients`.
@@ -201,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn blocking_carries_the_store_error_and_the_join_error() {
-        let desk = Desk::new(Store::in_memory().expect("in-memory store"), []);
+        let desk = Desk::new(Store::in_memory().expect("in-memory store"), [], 4);
         let refused = desk
             .blocking(|_| Err::<(), _>(store::Error::UnknownAlert(3)))
             .await;
@@ -211,5 +304,57 @@ mod tests {
         ));
         let panicked = desk.blocking(|_| -> Result<(), _> { panic!("bug") }).await;
         assert!(matches!(panicked, Err(Error::Task(_))));
+    }
+
+    #[tokio::test]
+    async fn a_terminal_holds_at_most_its_own_places() {
+        let desk = Desk::new(Store::in_memory().expect("in-memory store"), [], 2);
+        let patience = std::time::Duration::from_millis(20);
+        let stuck = TerminalId(1);
+        let a = desk.delivery_slot(stuck, Urgency::Urgent, patience).await;
+        let b = desk.delivery_slot(stuck, Urgency::Routine, patience).await;
+        assert!(a.is_some() && b.is_some());
+        assert!(
+            desk.delivery_slot(stuck, Urgency::Urgent, patience)
+                .await
+                .is_none(),
+            "a third waits its patience out"
+        );
+        // Others are not held up by it.
+        assert!(desk
+            .delivery_slot(TerminalId(2), Urgency::Urgent, patience)
+            .await
+            .is_some());
+        drop(a);
+        assert!(desk
+            .delivery_slot(stuck, Urgency::Urgent, patience)
+            .await
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn routine_deliveries_leave_places_for_urgent_ones() {
+        let desk = Desk::new(Store::in_memory().expect("in-memory store"), [], 1);
+        let patience = std::time::Duration::from_millis(20);
+        let mut held = Vec::new();
+        for t in 0..MAX_ROUTINE_IN_FLIGHT as u32 {
+            let slot = desk.delivery_slot(TerminalId(t), Urgency::Routine, patience);
+            held.push(slot.await.expect("a routine place"));
+        }
+        let more = desk.delivery_slot(TerminalId(100_000), Urgency::Routine, patience);
+        assert!(
+            tokio::time::timeout(patience, more).await.is_err(),
+            "the routine share is full"
+        );
+        let urgent = desk.delivery_slot(TerminalId(100_001), Urgency::Urgent, patience);
+        assert!(tokio::time::timeout(patience, urgent).await.is_ok());
+    }
+
+    #[test]
+    fn delivery_warnings_are_rate_limited() {
+        let desk = Desk::new(Store::in_memory().expect("in-memory store"), [], 1);
+        assert!(desk.warn_due(100_000));
+        assert!(!desk.warn_due(100_001));
+        assert!(desk.warn_due(100_000 + WARN_EVERY_MS));
     }
 }

@@ -27,7 +27,7 @@ use crate::net;
 use crate::org::{auth::ProvisioningKey, Org};
 use crate::store::Store;
 
-pub(crate) use desk::{Desk, Error};
+pub(crate) use desk::{Desk, Error, Urgency};
 pub(crate) use registry::{Live, Registry};
 pub(crate) use sos::{Active as ActiveSos, Book as SosBook};
 pub(crate) use transfers::{Busy, Ticket, Transfers};
@@ -80,6 +80,11 @@ impl Hub {
                 tracing::error!("reading pending alerts failed, forwarding to everyone: {e}");
                 org.terminals().map(|t| t.id).collect()
             });
+        let active_sos = store.active_sos().unwrap_or_else(|e| {
+            tracing::error!("reading active SOS failed, none can be cancelled: {e}");
+            Vec::new()
+        });
+        let per_terminal = config.delivery.per_terminal;
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let groups = org
             .groups()
@@ -103,10 +108,10 @@ impl Hub {
             key,
             groups,
             registry: Registry::default(),
-            desk: Desk::new(store, pending),
+            desk: Desk::new(store, pending, per_terminal),
             watch: Watch::default(),
-            sos: SosBook::default(),
             transfers,
+            sos: SosBook::new(active_sos),
             metrics,
             net,
             relay_latency: Default::default(),

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use ptt_codec::control::kind;
 use ptt_codec::{
-    AlertBody, AttachmentRef, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId,
+    AlertBody, AlertKind, AttachmentRef, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId,
 };
 use quinn::Connection;
 
 use super::{attachments, Caller, Error};
 use crate::alert::Service;
 use crate::clock::now_ms;
-use crate::hub::{self, Hub};
+use crate::hub::{self, Hub, Urgency};
 use crate::metrics::Metrics;
 use crate::store;
 
@@ -28,34 +28,141 @@ fn alert_msg(a: &store::StoredAlert) -> ServerMsg {
     }
 }
 
-/// Sends one alert on a new unidirectional stream, then its attachments
-/// (screens and consoles only: `attachments` is empty for others).
-/// Failure is fine: the alert stays pending in the store and is sent again
-/// on reconnect; attachments can be fetched.
+/// Sends one alert to `terminal` on a new unidirectional stream, then its
+/// attachments (screens and consoles only: `attachments` is empty for
+/// others). Returns whether the alert was handed over.
+///
+/// A terminal holds at most `delivery.per_terminal` deliveries in flight,
+/// and each has `delivery.write_timeout_ms` to get the terminal's stream
+/// credit and be written: a terminal that does not read holds its own
+/// places and a shared one for that long at most. Failure is fine: the
+/// alert stays pending in the store and is sent again on reconnect;
+/// attachments can be fetched.
 async fn deliver(
     hub: Arc<Hub>,
     conn: Connection,
     terminal: TerminalId,
     msg: ServerMsg,
+    urgency: Urgency,
     attachments: Option<Arc<Vec<AttachmentRef>>>,
-) {
+) -> bool {
     let mut buf = BytesMut::new();
     msg.encode(&mut buf);
-    let slot = hub.desk().delivery_slot().await;
+    let timeout = hub.config().delivery.write_timeout();
+    let Some(slot) = hub.desk().delivery_slot(terminal, urgency, timeout).await else {
+        Metrics::add(&hub.metrics().alert_delivery_recipient_busy, 1);
+        warn_undelivered(
+            &hub,
+            terminal,
+            &msg,
+            "its deliveries in flight are not read",
+        );
+        return false;
+    };
     let result = async {
-        let mut stream = conn.open_uni().await?;
-        stream.write_all(&buf).await?;
+        let mut stream = tokio::time::timeout(timeout, conn.open_uni())
+            .await
+            .map_err(|_| TimedOut)??;
+        match tokio::time::timeout(timeout, stream.write_all(&buf)).await {
+            Ok(written) => written?,
+            Err(_) => {
+                // Give back what quinn buffered for it.
+                let _ = stream.reset(quinn::VarInt::from_u32(0));
+                return Err(TimedOut.into());
+            }
+        }
         stream.finish()?;
-        Ok::<_, Error>(())
+        Ok::<_, DeliveryError>(())
     }
     .await;
-    if let Err(e) = result {
-        tracing::debug!("alert delivery failed, kept for reconnect: {e}");
-        return;
-    }
     drop(slot);
+    match result {
+        Ok(()) => {}
+        Err(DeliveryError::TimedOut(_)) => {
+            Metrics::add(&hub.metrics().alert_delivery_timed_out, 1);
+            warn_undelivered(&hub, terminal, &msg, "it did not read it in time");
+            return false;
+        }
+        Err(DeliveryError::Failed(e)) => {
+            tracing::debug!("alert delivery failed, kept for reconnect: {e}");
+            return false;
+        }
+    }
     if let (Some(attachments), ServerMsg::Alert { alert, .. }) = (attachments, &msg) {
         attachments::push(hub, conn, terminal, *alert, attachments).await;
+    }
+    true
+}
+
+/// A delivery took longer than `delivery.write_timeout_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("delivery timed out")]
+struct TimedOut;
+
+/// Why a delivery was not handed over.
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    /// The recipient did not take it in time.
+    #[error(transparent)]
+    TimedOut(#[from] TimedOut),
+    /// The connection or the stream failed.
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl From<quinn::ConnectionError> for DeliveryError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        DeliveryError::Failed(e.into())
+    }
+}
+
+impl From<quinn::WriteError> for DeliveryError {
+    fn from(e: quinn::WriteError) -> Self {
+        DeliveryError::Failed(e.into())
+    }
+}
+
+impl From<quinn::ClosedStream> for DeliveryError {
+    fn from(e: quinn::ClosedStream) -> Self {
+        DeliveryError::Failed(e.into())
+    }
+}
+
+/// Logs (rate-limited) that `msg` was not delivered to `terminal`, and why.
+fn warn_undelivered(hub: &Hub, terminal: TerminalId, msg: &ServerMsg, cause: &str) {
+    if hub.desk().warn_due(now_ms()) {
+        let alert = match msg {
+            ServerMsg::Alert { alert, .. } => *alert,
+            _ => 0,
+        };
+        tracing::warn!(
+            %terminal,
+            alert,
+            "alert not delivered, kept for its reconnect: {cause} (further cases counted, not logged, for 10 s)"
+        );
+    }
+}
+
+/// How urgent delivering `msg` live is: SOS and dispatch use the whole
+/// delivery window, everything else its routine share.
+fn urgency(msg: &ServerMsg) -> Urgency {
+    match msg {
+        ServerMsg::Alert { body, .. }
+            if matches!(body.kind, AlertKind::Sos | AlertKind::Dispatch) =>
+        {
+            Urgency::Urgent
+        }
+        _ => Urgency::Routine,
+    }
+}
+
+/// The order a terminal coming online gets its missed alerts in: SOS first,
+/// then dispatches, then the rest, each oldest first.
+fn backlog_rank(a: &store::StoredAlert) -> u8 {
+    match a.body.kind {
+        AlertKind::Sos => 0,
+        AlertKind::Dispatch => 1,
+        _ => 2,
     }
 }
 
@@ -174,10 +281,11 @@ pub(super) async fn deliver_all(
     let started = std::time::Instant::now();
     let attachments = pushed_attachments(&msg);
     let mut deliveries = tokio::task::JoinSet::new();
+    let urgency = urgency(&msg);
     for r in recipients {
         if let Some(conn) = hub.registry().conn(*r) {
             let push = attachments.clone().filter(|_| gets_attachments(hub, *r));
-            deliveries.spawn(deliver(hub.clone(), conn, *r, msg.clone(), push));
+            deliveries.spawn(deliver(hub.clone(), conn, *r, msg.clone(), urgency, push));
         }
     }
     let online = deliveries.len();
@@ -190,8 +298,11 @@ pub(super) async fn deliver_all(
     );
 }
 
-/// Delivers what a terminal missed while offline, oldest first, then the
-/// photos of those alerts. Call once its session is registered.
+/// Delivers what a terminal missed while offline: every alert first (SOS,
+/// then dispatches, then the rest, each oldest first), then the photos of
+/// those that carry them. Stops at the first alert the terminal does not
+/// take; the rest stay in the store for its next connection. Call once its
+/// session is registered.
 pub(crate) async fn forward_undelivered(cx: Caller) {
     let (hub, terminal) = (&cx.hub, cx.terminal);
     let now = now_ms();
@@ -200,7 +311,7 @@ pub(crate) async fn forward_undelivered(cx: Caller) {
         .blocking(move |s| s.undelivered(terminal, now))
         .await
     {
-        Ok(alerts) => {
+        Ok(mut alerts) => {
             if alerts.is_empty() {
                 // An alert created meanwhile is delivered directly: the
                 // terminal is online.
@@ -211,16 +322,27 @@ pub(crate) async fn forward_undelivered(cx: Caller) {
                     "forwarding alerts missed while offline"
                 );
             }
-            // Every alert first, then the photos: an SOS never waits
-            // behind an earlier alert's photos.
+            alerts.sort_by_key(backlog_rank);
             let push = gets_attachments(hub, terminal);
             let mut photos = Vec::new();
             for a in alerts {
                 let msg = alert_msg(&a);
-                if let Some(refs) = pushed_attachments(&msg).filter(|_| push) {
+                let refs = pushed_attachments(&msg).filter(|_| push);
+                if !deliver(
+                    hub.clone(),
+                    cx.conn.clone(),
+                    terminal,
+                    msg,
+                    Urgency::Routine,
+                    None,
+                )
+                .await
+                {
+                    return;
+                }
+                if let Some(refs) = refs {
                     photos.push((a.id, refs));
                 }
-                deliver(hub.clone(), cx.conn.clone(), terminal, msg, None).await;
             }
             for (alert, refs) in photos {
                 attachments::push(hub.clone(), cx.conn.clone(), terminal, alert, refs).await;
@@ -325,6 +447,54 @@ pub(crate) async fn query(cx: Caller, alert: u64) {
                 kind::ALERT_QUERY,
                 "status unavailable; retry",
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(id: u64, kind: AlertKind) -> store::StoredAlert {
+        store::StoredAlert {
+            id,
+            issuer: TerminalId(300),
+            body: AlertBody {
+                kind,
+                priority: 1,
+                ttl_s: 60,
+                title: String::new(),
+                text: String::new(),
+                location: None,
+                attachments: Vec::new(),
+            },
+            created_ms: id,
+            expires_ms: id + 60_000,
+        }
+    }
+
+    #[test]
+    fn a_backlog_goes_sos_first_then_dispatches_then_the_rest_oldest_first() {
+        let mut backlog = [
+            stored(1, AlertKind::Notice),
+            stored(2, AlertKind::Dispatch),
+            stored(3, AlertKind::Sos),
+            stored(4, AlertKind::Dispatch),
+            stored(5, AlertKind::Sos),
+        ];
+        backlog.sort_by_key(backlog_rank);
+        let order: Vec<u64> = backlog.iter().map(|a| a.id).collect();
+        assert_eq!(order, [3, 5, 2, 4, 1]);
+    }
+
+    #[test]
+    fn live_sos_and_dispatch_are_urgent() {
+        for (kind, urgent) in [
+            (AlertKind::Sos, Urgency::Urgent),
+            (AlertKind::Dispatch, Urgency::Urgent),
+            (AlertKind::Notice, Urgency::Routine),
+        ] {
+            assert_eq!(urgency(&alert_msg(&stored(1, kind))), urgent, "{kind:?}");
         }
     }
 }

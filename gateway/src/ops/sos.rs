@@ -2,16 +2,19 @@
 //! unit's floor) and `SosCancel`.
 
 use ptt_codec::control::kind;
-use ptt_codec::{ErrorCode, ServerMsg, TerminalId};
+use ptt_codec::{ErrorCode, GroupId, ServerMsg, TerminalId};
 use ptt_gateway_core::sos;
 
 use super::{alerts, Caller};
 use crate::clock::now_ms;
-use crate::hub::ActiveSos;
+use crate::hub::{ActiveSos, Hub};
+use crate::metrics::Metrics;
 
 /// `Sos`: alert the terminal's unit and its police station's consoles with
 /// its last position, and give it the unit's floor with emergency class for
-/// a hot-mic burst.
+/// a hot-mic burst. A terminal has one SOS at most: pressing again while its
+/// alert is deliverable refreshes it (same alert, later expiry) and answers
+/// with the same alert id.
 /// Call once the session has joined the terminal to its unit's group.
 pub(crate) async fn sos(cx: Caller) {
     let (hub, terminal) = (&cx.hub, cx.terminal);
@@ -23,23 +26,43 @@ pub(crate) async fn sos(cx: Caller) {
     let Some(raised) = sos::raise(hub.org(), &hub.config().sos.rules(), terminal, location) else {
         return;
     };
-    let (unit, recipients) = (raised.unit, raised.recipients.clone());
+    let _turn = hub.sos().turn(terminal).await;
     let created_ms = now_ms();
+    if let Some(active) = hub.sos().get(terminal) {
+        if active.refreshes_at(created_ms) {
+            refresh(&cx, active, raised.expires_ms(created_ms)).await;
+            return;
+        }
+    }
+    let (unit, recipients) = (raised.unit, raised.recipients.clone());
+    let expires_ms = raised.expires_ms(created_ms);
     let (stored_body, stored_recipients) = (raised.body.clone(), recipients.clone());
     let stored = hub
         .desk()
         .blocking(move |s| {
-            s.create_alert(
+            let alert = s.create_alert(
                 terminal,
                 &stored_body,
                 "sos",
                 created_ms,
                 &stored_recipients,
-            )
+            )?;
+            let active = ActiveSos {
+                alert,
+                group: unit,
+                recipients: stored_recipients,
+                expires_ms,
+            };
+            // The alert is stored: a failure here only costs cancelling it
+            // after a restart, so it is logged, not refused.
+            if let Err(e) = s.put_active_sos(terminal, &active) {
+                tracing::error!(alert, %terminal, "storing the active SOS failed: {e}");
+            }
+            Ok(active)
         })
         .await;
-    let id = match stored {
-        Ok(id) => id,
+    let active = match stored {
+        Ok(active) => active,
         Err(e) => {
             tracing::error!("storing an SOS failed: {e}");
             cx.error(
@@ -50,34 +73,126 @@ pub(crate) async fn sos(cx: Caller) {
             return;
         }
     };
+    let id = active.alert;
     tracing::warn!(alert = id, recipients = recipients.len(), "SOS raised");
     hub.desk().mark_pending(&recipients);
-    hub.sos().raise(
-        terminal,
-        ActiveSos {
-            alert: id,
-            group: unit,
-            recipients: recipients.clone(),
-        },
-    );
+    hub.sos().raise(terminal, active);
     cx.outbox.send(ServerMsg::AlertAccepted {
         request: 0,
         alert: id,
         recipients: recipients.len() as u32,
     });
-    // Hot mic: the unit's floor, at emergency class.
-    if let Some(g) = hub.group(unit) {
-        let hot_mic = std::time::Duration::from_secs(u64::from(hub.config().floor.sos_hot_mic_s));
-        g.request_floor_for(terminal, ptt_codec::Class::Emergency, Some(hot_mic));
-    }
+    hot_mic(&cx, unit);
     let msg = ServerMsg::Alert {
         alert: id,
         issuer: terminal,
         created_ms,
-        expires_ms: raised.expires_ms(created_ms),
+        expires_ms,
         body: raised.body,
     };
     alerts::deliver_all(hub, id, &recipients, msg).await;
+}
+
+/// Answers an SOS pressed again within `sos.refresh_interval_s` of its last
+/// stored refresh straight from the book: the same alert id, nothing stored,
+/// no floor, no task. Returns false when the press needs [`sos`] (no active
+/// SOS, or one due a refresh). Call on the session's control loop for every
+/// `Sos` frame before spawning [`sos`], so a flood of presses costs a lookup
+/// each.
+pub(crate) fn answer_repeat(cx: &Caller) -> bool {
+    let (hub, terminal) = (&cx.hub, cx.terminal);
+    let Some(active) = hub.sos().get(terminal) else {
+        return false;
+    };
+    let now = now_ms();
+    let config = &hub.config().sos;
+    let expires_ms = now.saturating_add(u64::from(config.ttl_s) * 1000);
+    let interval_ms = u64::from(config.refresh_interval_s) * 1000;
+    if !active.refreshes_at(now) || expires_ms >= active.expires_ms.saturating_add(interval_ms) {
+        return false;
+    }
+    Metrics::add(&hub.metrics().sos_refreshed, 1);
+    cx.outbox.send(ServerMsg::AlertAccepted {
+        request: 0,
+        alert: active.alert,
+        recipients: active.recipients.len() as u32,
+    });
+    true
+}
+
+/// Whether `terminal` may request a floor at emergency class with its talk
+/// key (`policy.emergency_roles`); its SOS hot mic always has it.
+pub(crate) fn may_claim_emergency(hub: &Hub, terminal: TerminalId) -> bool {
+    hub.org()
+        .terminal(terminal)
+        .is_some_and(|t| hub.config().policy.may_claim_emergency(t.role, t.kind))
+}
+
+/// Whether `terminal`'s floor request at emergency class is refused (see
+/// [`may_claim_emergency`]); a refusal is counted and logged (one warning
+/// per 10 s). Call for every `FloorRequest` at emergency class before the
+/// group sees it, and answer a refusal with `EMERGENCY_NOT_ALLOWED`.
+pub(crate) fn emergency_refused(hub: &Hub, terminal: TerminalId) -> bool {
+    if may_claim_emergency(hub, terminal) {
+        return false;
+    }
+    Metrics::add(&hub.metrics().floor_denied, 1);
+    Metrics::add(&hub.metrics().floor_emergency_refused, 1);
+    if hub.sos().warn_due(now_ms()) {
+        tracing::warn!(
+            %terminal,
+            "floor request at emergency class refused: the role may not claim it \
+             (policy.emergency_roles; further cases counted, not logged, for 10 s)"
+        );
+    }
+    true
+}
+
+/// Gives the caller `unit`'s floor with emergency class for the SOS hot-mic
+/// burst.
+fn hot_mic(cx: &Caller, unit: GroupId) {
+    let hub = &cx.hub;
+    if let Some(g) = hub.group(unit) {
+        let hot_mic = std::time::Duration::from_secs(u64::from(hub.config().floor.sos_hot_mic_s));
+        g.request_floor_for(cx.terminal, ptt_codec::Class::Emergency, Some(hot_mic));
+    }
+}
+
+/// SOS pressed again while `active` is deliverable: the same alert, now
+/// deliverable until `expires_ms`, and the hot mic again. Presses within
+/// `sos.refresh_interval_s` of the last stored refresh are only answered, so
+/// a stuck key or a flood of presses costs no disk write and no floor.
+async fn refresh(cx: &Caller, active: ActiveSos, expires_ms: u64) {
+    let (hub, terminal) = (&cx.hub, cx.terminal);
+    Metrics::add(&hub.metrics().sos_refreshed, 1);
+    let interval_ms = u64::from(hub.config().sos.refresh_interval_s) * 1000;
+    if expires_ms >= active.expires_ms.saturating_add(interval_ms) {
+        let alert = active.alert;
+        match hub
+            .desk()
+            .blocking(move |s| s.refresh_sos(terminal, alert, expires_ms))
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(alert, %terminal, "SOS pressed again, refreshed");
+                hub.sos().raise(
+                    terminal,
+                    ActiveSos {
+                        expires_ms,
+                        ..active.clone()
+                    },
+                );
+                hot_mic(cx, active.group);
+            }
+            // The SOS is stored and still deliverable: answer with it.
+            Err(e) => tracing::error!(alert, %terminal, "refreshing an SOS failed: {e}"),
+        }
+    }
+    cx.outbox.send(ServerMsg::AlertAccepted {
+        request: 0,
+        alert: active.alert,
+        recipients: active.recipients.len() as u32,
+    });
 }
 
 /// `SosCancel`: by the terminal itself or a console above it. Records who
@@ -92,10 +207,12 @@ pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
         );
         return;
     }
+    let _turn = hub.sos().turn(terminal).await;
     let Some(ActiveSos {
         alert,
         group,
         recipients,
+        ..
     }) = hub.sos().take(terminal)
     else {
         cx.error(
@@ -106,7 +223,14 @@ pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
         return;
     };
     let at = now_ms();
-    if let Err(e) = hub.desk().blocking(move |s| s.cancel(alert, by, at)).await {
+    let ended = hub
+        .desk()
+        .blocking(move |s| {
+            s.cancel(alert, by, at)?;
+            s.end_active_sos(terminal)
+        })
+        .await;
+    if let Err(e) = ended {
         tracing::error!("recording an SOS cancel failed: {e}");
     }
     tracing::warn!(alert, %terminal, cancelled_by = %by, "SOS cancelled");
@@ -184,5 +308,59 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn pressing_again_refreshes_the_one_active_sos() {
+        let (_server, _client, conn) = testing::connection().await;
+        let hub = hub();
+        let (guard, mut guard_rx) = caller(&hub, 501, &conn);
+        let accepted = |rx: &mut tokio::sync::mpsc::Receiver<Box<ServerMsg>>| loop {
+            if let ServerMsg::AlertAccepted { alert, .. } = next(rx) {
+                break alert;
+            }
+        };
+        assert!(!answer_repeat(&guard), "no SOS to repeat yet");
+        sos(guard.clone()).await;
+        let first = accepted(&mut guard_rx);
+        for _ in 0..3 {
+            sos(guard.clone()).await;
+            assert_eq!(accepted(&mut guard_rx), first, "the same alert");
+        }
+        assert!(answer_repeat(&guard), "answered from the book");
+        assert_eq!(accepted(&mut guard_rx), first);
+        let stored = hub
+            .desk()
+            .blocking(|s| s.active_sos())
+            .await
+            .expect("readable");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].1.alert, first);
+        // Cancelled once, it is gone from the book and the store.
+        sos_cancel(guard, TerminalId(501)).await;
+        assert!(hub.sos().get(TerminalId(501)).is_none());
+        let stored = hub
+            .desk()
+            .blocking(|s| s.active_sos())
+            .await
+            .expect("readable");
+        assert!(stored.is_empty());
+    }
+
+    #[test]
+    fn a_volunteer_may_not_claim_emergency_with_the_talk_key() {
+        let hub = hub();
+        assert!(may_claim_emergency(&hub, TerminalId(501)), "a guard");
+        assert!(may_claim_emergency(&hub, TerminalId(300)), "a console");
+        assert!(!may_claim_emergency(&hub, TerminalId(502)), "a volunteer");
+        assert!(!may_claim_emergency(&hub, TerminalId(9)), "unknown");
+        assert!(emergency_refused(&hub, TerminalId(502)));
+        assert!(!emergency_refused(&hub, TerminalId(501)));
+        assert_eq!(
+            hub.metrics()
+                .floor_emergency_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 }

@@ -312,13 +312,21 @@ impl Session {
         }
     }
 
-    /// `FloorRequest`: denied unless joined, else the group decides.
+    /// `FloorRequest`: denied unless joined, and at emergency class unless
+    /// the policy lets the terminal's role claim it; else the group decides.
     fn request_floor(&self, group: GroupId, class: Class) {
         if !self.joined(group) {
             Metrics::add(&self.hub().metrics().floor_denied, 1);
             self.cx.outbox.send(ServerMsg::FloorDenied {
                 group,
                 cause: DenyCause::NotJoined,
+            });
+        } else if class == Class::Emergency
+            && ops::sos::emergency_refused(self.hub(), self.cx.terminal)
+        {
+            self.cx.outbox.send(ServerMsg::FloorDenied {
+                group,
+                cause: DenyCause::EmergencyNotAllowed,
             });
         } else if let Some(g) = self.hub().group(group) {
             g.request_floor(self.cx.terminal, class);
@@ -346,7 +354,10 @@ impl Session {
                 self.join(kind, unit);
             }
         }
-        spawn(ops::sos::sos(self.caller()));
+        let caller = self.caller();
+        if !ops::sos::answer_repeat(&caller) {
+            spawn(ops::sos::sos(caller));
+        }
     }
 
     /// `Logout`: forget every group, go offline there, close normally.

@@ -8,7 +8,8 @@
 //! One file per group of tables, each adding methods to [`Store`] and
 //! returning the core's row types: `schema` (migrations), `alerts`
 //! (alerts, recipients, cancellation, status), `receipts`, `attachments`,
-//! `audit` (floor grants) and `drills` (progress and saved reports);
+//! `audit` (floor grants), `drills` (progress and saved reports) and `sos`
+//! (the active SOS of each terminal);
 //! `files` keeps the data directory and the database files private.
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ mod drills;
 mod files;
 mod receipts;
 mod schema;
+mod sos;
 
 /// Errors of the store. Database failures are the gateway's fault
 /// ([`ErrorCode::Internal`]); the other variants refuse a request and map to

@@ -71,4 +71,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         json TEXT NOT NULL
     );
     CREATE INDEX drill_report_by_alert ON drill_report(alert, generated_ms);",
+    // 5: the active SOS of each terminal (at most one), so that it can be
+    // refreshed and cancelled after a restart. `recipients` is the alerted
+    // terminal ids, space-separated.
+    "CREATE TABLE active_sos (
+        terminal INTEGER PRIMARY KEY,
+        alert INTEGER NOT NULL REFERENCES alert(id),
+        grp INTEGER NOT NULL,
+        recipients TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );",
 ];

@@ -240,7 +240,6 @@ async fn attack_4_join_leave_burst_in_the_own_unit() {
 /// Attack 5: one member floods SOS, his unit mate never accepts a
 /// stream; a console's dispatch elsewhere must still be delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 5 (shared delivery slots held by a reader that never reads) not defended yet"]
 async fn attack_5_sos_flood_to_a_reader_that_never_reads() {
     let gw = GatewayProcess::start("").await;
     let config = gw.client_config(stingy_transport(1024));
@@ -268,7 +267,6 @@ async fn attack_5_sos_flood_to_a_reader_that_never_reads() {
 /// Attack 6: 700 SOS from one member, then one cancel: every one of
 /// them must end (one active SOS per terminal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 6 (only the latest SOS of a terminal can be cancelled) not defended yet"]
 async fn attack_6_one_cancel_ends_every_sos_of_a_terminal() {
     let gw = GatewayProcess::start("").await;
     let scene = Scene::start(&gw).await;
@@ -309,7 +307,6 @@ async fn attack_6_one_cancel_ends_every_sos_of_a_terminal() {
 /// Attack 6, after a restart: an SOS raised before it can still be
 /// cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 6 (active SOS kept in memory only, lost on restart) not defended yet"]
 async fn attack_6_an_sos_can_be_cancelled_after_a_restart() {
     let mut gw = GatewayProcess::start("").await;
     let alert = gw.terminal(SECOND_ATTACKER).await.sos().await.unwrap();

@@ -318,10 +318,48 @@ flood_test!(
     |_| ClientMsg::Join { group: VOICE_GROUP }
 );
 flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of SOS (attacks 5 and 6) not defended yet"]
+    /// Every SOS takes its unit's floor for the hot mic (`floor.sos_hot_mic_s`,
+    /// emergency class outranks everyone, FIELD.md), and the attacker's unit
+    /// is the voice group: his first press pre-empts the legit talker, as
+    /// any honest SOS there would. The flood itself is answered from the
+    /// book, one alert and one hot mic per `sos.refresh_interval_s`
+    /// (`flood_of_sos_from_another_unit` holds every bound).
+    #[ignore = "by design: an SOS's hot mic pre-empts the talker of its own unit, the voice group here"]
     flood_of_sos,
     |_| ClientMsg::Sos
 );
+
+/// SOS as fast as flow control allows from a member of another unit: one
+/// alert, refreshed, answered from the book; voice, SOS and dispatch probes
+/// unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_of_sos_from_another_unit() {
+    let gw = GatewayProcess::start("").await;
+    let scene = Scene::start(&gw).await;
+    let f = flood(
+        &gw,
+        SECOND_ATTACKER,
+        Reading::All,
+        &batch(&ClientMsg::Sos, 64),
+        64,
+        ATTACK,
+        None,
+    )
+    .await;
+    let outcome = scene.finish().await;
+    eprintln!(
+        "{outcome}
+SOS flood: {f:?}"
+    );
+    outcome.assert_unharmed();
+    let alerts: std::collections::BTreeSet<u64> = f.replies.accepted.iter().copied().collect();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert for {} presses: {alerts:?}",
+        f.frames
+    );
+}
 flood_test!(flood_of_fetches_of_others_photo, |o| {
     ClientMsg::AttachmentFetch {
         attachment: o.photo,
