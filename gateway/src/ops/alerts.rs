@@ -12,11 +12,11 @@ use ptt_codec::{
 use quinn::Connection;
 
 use super::{attachments, Caller, Error};
-use crate::alert::Service;
 use crate::clock::now_ms;
 use crate::hub::{self, Hub, Urgency};
 use crate::metrics::Metrics;
 use crate::store;
+use ptt_gateway_core::recipients;
 
 fn alert_msg(a: &store::StoredAlert) -> ServerMsg {
     ServerMsg::Alert {
@@ -189,27 +189,28 @@ fn gets_attachments(hub: &Hub, terminal: TerminalId) -> bool {
 pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Target) {
     let (hub, issuer, outbox) = (&cx.hub, cx.terminal, &cx.outbox);
     let online = |t: TerminalId| hub.registry().is_online(t);
-    let recipients = match Service::recipients(
+    let recipients = match recipients::resolve(
         hub.org(),
         hub.watch().positions(),
         online,
         issuer,
         &body,
         &target,
+        now_ms(),
     ) {
         Ok(r) => r,
         Err(refusal) => {
-            tracing::info!(code = ?refusal.code, "alert refused: {}", refusal.message);
+            tracing::info!(code = ?refusal.to_code(), "alert refused: {refusal}");
             outbox.send(ServerMsg::AlertRefused {
                 request,
-                code: refusal.code,
-                message: refusal.message,
+                code: refusal.to_code(),
+                message: refusal.to_string(),
             });
             return;
         }
     };
     let created_ms = now_ms();
-    let described = Service::describe(&target);
+    let described = recipients::describe(&target);
     let (mut stored_body, stored_recipients) = (body, recipients.clone());
     let named = stored_body.attachments.len();
     let stored = hub
