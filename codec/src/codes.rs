@@ -123,6 +123,11 @@ wire_enum! {
         UnknownAttachment = 26,
         /// The alert is not a drill (drill report asked for another kind).
         NotADrill = 27,
+        /// Over the terminal's rate for this frame kind, or too much of its
+        /// work in flight; the frame was not handled. Retry later; a
+        /// terminal refused too often is closed with
+        /// [`CloseCode::RateLimited`].
+        Busy = 28,
         /// The gateway failed internally; retry later.
         Internal = 500,
     }
@@ -147,6 +152,9 @@ wire_enum! {
         UnsupportedVersion = 6,
         /// The terminal did not read its control stream fast enough.
         TooSlow = 7,
+        /// The terminal kept sending frames over its rate limits (too many
+        /// `BUSY` refusals within a window).
+        RateLimited = 8,
     }
 }
 
@@ -165,10 +173,10 @@ mod tests {
         let error: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             error,
-            [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 500]
+            [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 500]
         );
         let close: Vec<_> = CloseCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
     }
 
     #[test]

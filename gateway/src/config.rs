@@ -47,6 +47,57 @@ pub struct Config {
     pub drill: Drill,
     /// SOS alerts.
     pub sos: Sos,
+    /// Per-terminal bounds on control frames and work in flight.
+    pub limits: Limits,
+}
+
+/// Per-terminal bounds on control frames and the work they start
+/// (`[limits]`). A frame over a bound is refused with `BUSY` and counted;
+/// a terminal refused more than `strikes` times within
+/// `strike_window_ms` is closed with `RATE_LIMITED`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The rate of each frame kind, `[limits.rates]` with
+    /// `<kind> = { per_second = N, burst = M }`, each at least 1; the
+    /// defaults and their reasons are in
+    /// [`ptt_gateway_core::limits::Rates`].
+    pub rates: ptt_gateway_core::limits::Rates,
+    /// Operations of one terminal that wait for the store or the network
+    /// (alerts, queries, SOS cancels, fetches, receipts) in flight at
+    /// once, at least 1; a frame that would start one more is refused with
+    /// `BUSY` (a receipt waits instead: it must never be lost). Default 16:
+    /// a terminal waits for each answer before its next request but for
+    /// receipts, which the store writes in batches within milliseconds.
+    pub tasks: u32,
+    /// Refusals tolerated within `strike_window_ms` before the connection
+    /// is closed with `RATE_LIMITED`. Default 100: a conforming terminal is
+    /// never refused, a buggy one that retries at once is refused a few
+    /// times a second, and a flood reaches 100 within a second.
+    pub strikes: u32,
+    /// The window refusals are counted in, ms, at least 1. Default 10,000.
+    pub strike_window_ms: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rates: ptt_gateway_core::limits::Rates::default(),
+            tasks: 16,
+            strikes: 100,
+            strike_window_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// When a terminal over its limits is closed, as the limiter takes it.
+    pub fn abuse(&self) -> ptt_gateway_core::limits::Abuse {
+        ptt_gateway_core::limits::Abuse {
+            strikes: self.strikes,
+            window: Duration::from_millis(u64::from(self.strike_window_ms)),
+        }
+    }
 }
 
 /// SOS settings (`[sos]`).
@@ -113,6 +164,7 @@ impl Default for Config {
             session: Session::default(),
             drill: Drill::default(),
             sos: Sos::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -229,6 +281,19 @@ pub struct Transport {
     /// least 25 ms), so on a 20 ms voice stream the saving needs round trips
     /// longer than about two frames. Default 100.
     pub ack_max_delay_ms: u32,
+    /// Bytes a connection may send on all its streams together before its
+    /// `Hello` is accepted, at least 1 and at most 64 KiB; it may open only
+    /// the control stream until then. Default 16 KiB: a `Hello` is under
+    /// 300 bytes, and frames a terminal sends right behind it wait for the
+    /// window to open. An unauthenticated connection so costs at most this
+    /// (issue 11, item 7).
+    pub hello_receive_window: u32,
+    /// Bytes a terminal may have in flight on all its streams together once
+    /// authenticated, at least 1. Default 2 MiB: more than one stream's
+    /// window (quinn's 1.25 MB), so an upload runs at full speed, while a
+    /// terminal that opens streams and never finishes them parks at most
+    /// this much.
+    pub receive_window: u32,
 }
 
 impl Default for Transport {
@@ -245,6 +310,8 @@ impl Default for Transport {
             socket_buffer: 4 * 1024 * 1024,
             ack_every_packets: std::num::NonZeroU32::new(2).expect("2 is not 0"),
             ack_max_delay_ms: 100,
+            hello_receive_window: 16 * 1024,
+            receive_window: 2 * 1024 * 1024,
         }
     }
 }
@@ -253,10 +320,11 @@ impl Default for Transport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Session {
-    /// Time allowed between handshake and `Hello`, at least 1. Default 10 s:
-    /// a terminal sends `Hello` right after the handshake, so this covers a
-    /// congested cellular link, and a connection that says nothing is
-    /// dropped well before the 30 s idle timeout.
+    /// Time allowed between handshake and `Hello`, at least 1. Default 5 s:
+    /// a terminal sends `Hello` right after the handshake, one round trip,
+    /// so this covers a congested cellular link, and an unauthenticated
+    /// connection holds the gateway's memory at most this long (issue 11:
+    /// at most 5 s and 64 KiB).
     pub hello_timeout_ms: u32,
     /// Groups one terminal may be in, at least 1. Default 64: a console
     /// scanning a police station's units.
@@ -281,7 +349,7 @@ pub struct Session {
 impl Default for Session {
     fn default() -> Self {
         Self {
-            hello_timeout_ms: 10_000,
+            hello_timeout_ms: 5_000,
             max_groups: 64,
             outbox: 1024,
             max_malformed: 8,
@@ -475,6 +543,27 @@ impl Config {
         at_least_1("session.outbox", session.outbox)?;
         at_least_1("session.voice_rate", session.voice_rate)?;
         at_least_1("session.voice_burst", session.voice_burst)?;
+        at_least_1(
+            "transport.hello_receive_window",
+            transport.hello_receive_window,
+        )?;
+        if transport.hello_receive_window > 64 * 1024 {
+            return Err(OutOfBounds {
+                field: "transport.hello_receive_window",
+                reason: "must be at most 65536".into(),
+            });
+        }
+        at_least_1("transport.receive_window", transport.receive_window)?;
+        at_least_1("limits.tasks", self.limits.tasks)?;
+        at_least_1("limits.strike_window_ms", self.limits.strike_window_ms)?;
+        for (name, rate) in self.limits.rates.all() {
+            if rate.per_second < 1 || rate.burst < 1 {
+                return Err(OutOfBounds {
+                    field: "limits.rates",
+                    reason: format!("{name}: per_second and burst must be at least 1"),
+                });
+            }
+        }
         Ok(())
     }
 }

@@ -103,8 +103,9 @@ pub struct Rates {
     /// `AlertReceipt`. Default 50/s, bursts of 500: two receipts
     /// (delivered, then accepted or rejected) per alert received, and a
     /// console back online acknowledges its whole store-and-forward backlog
-    /// at once. Receipts over the rate are refused like any other frame, so
-    /// the margin is wide.
+    /// at once. A receipt must never be lost, so one over the rate is not
+    /// refused: the driver stops reading the terminal's control stream
+    /// until the bucket has a token ([`Limiter::try_take`]).
     pub receipt: Rate,
     /// `AlertQuery`. Default 5/s, bursts of 50: a console polls the status
     /// of the alerts on its screen, a few dozen at most.
@@ -176,6 +177,7 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Limiter {
     buckets: [RateLimit; Kind::COUNT],
+    rates: [u32; Kind::COUNT],
     abuse: Abuse,
     strikes: u32,
     window_start: Option<Instant>,
@@ -185,7 +187,10 @@ impl Limiter {
     /// Full buckets for a session that starts now.
     pub fn new(rates: &Rates, abuse: Abuse) -> Self {
         Self {
-            buckets: rates.all().map(|(_, r)| RateLimit::new(r.per_second, r.burst)),
+            buckets: rates
+                .all()
+                .map(|(_, r)| RateLimit::new(r.per_second, r.burst)),
+            rates: rates.all().map(|(_, r)| r.per_second),
             abuse,
             strikes: 0,
             window_start: None,
@@ -200,6 +205,18 @@ impl Limiter {
         } else {
             self.strike(now)
         }
+    }
+
+    /// Takes a token of `kind` at `now` if there is one, without counting
+    /// a refusal when there is none. Call for a frame that waits for its
+    /// token rather than being refused.
+    pub fn try_take(&mut self, kind: Kind, now: Instant) -> bool {
+        self.buckets[kind.index()].allow(now)
+    }
+
+    /// The sustained rate of `kind`, frames per second.
+    pub fn per_second(&self, kind: Kind) -> u32 {
+        self.rates[kind.index()]
     }
 
     /// Counts a refusal made elsewhere (e.g. too much work in flight) at
@@ -268,6 +285,17 @@ mod tests {
             assert_eq!(l.check(Kind::AlertQuery, t0), Verdict::Refuse);
         }
         assert_eq!(l.check(Kind::AlertQuery, t0), Verdict::Close);
+    }
+
+    #[test]
+    fn taking_without_a_token_is_no_strike() {
+        let t0 = Instant::now();
+        let mut l = limiter(0);
+        let taken = (0..1000).filter(|_| l.try_take(Kind::Receipt, t0)).count();
+        assert_eq!(taken, 500);
+        assert_eq!(l.per_second(Kind::Receipt), 50);
+        // No refusal was counted: the first one closes (strikes = 0).
+        assert_eq!(l.strike(t0), Verdict::Close);
     }
 
     #[test]

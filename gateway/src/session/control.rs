@@ -1,19 +1,21 @@
 //! The control-stream loop and the dispatch of each control message.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ptt_codec::control::split_frame;
 use ptt_codec::{
     Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
 };
+use ptt_gateway_core::limits::{Kind, Verdict};
 use ptt_gateway_core::session::{self, JoinRefusal};
 use quinn::{Connection, RecvStream, SendStream};
 use tracing::Instrument;
 
 use super::{read_frame, refuse, write_loop, Ended};
 use crate::group::{Link, Member};
-use crate::hub::{Hub, Live};
+use crate::hub::{Budget, Hub, Live};
 use crate::metrics::Metrics;
 use crate::ops::{self, Caller};
 use crate::outbox::{close, Outbox};
@@ -30,7 +32,15 @@ pub(super) struct Session {
     malformed: u32,
     /// Set by `Logout`: the loop ends after this frame.
     logged_out: bool,
+    /// The terminal's frame rates and work in flight (`[limits]`).
+    budget: Arc<Budget>,
+    /// BUSY refusals since the last warning, and when that was: one
+    /// warning per [`WARN_EVERY`] at most.
+    refusals: (u64, Option<Instant>),
 }
+
+/// How often a terminal over its limits is warned about in the log.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl Session {
     /// Registers the session (replacing an older one), starts the writer,
@@ -83,7 +93,10 @@ impl Session {
                 })
                 .collect(),
         });
+        let budget = hub.budgets().of(terminal, &hub.config().limits);
         let session = Self {
+            budget,
+            refusals: (0, None),
             cx: Caller {
                 hub,
                 terminal,
@@ -168,7 +181,7 @@ impl Session {
             Metrics::add(&self.hub().metrics().control_frames, 1);
             let raw = split_frame(&frame).expect("read_frame returned a complete frame");
             match ClientMsg::decode(raw) {
-                Ok(msg) => self.handle(msg),
+                Ok(msg) => self.admit(msg).await?,
                 Err(e) => {
                     Metrics::add(&self.hub().metrics().control_malformed, 1);
                     self.malformed += 1;
@@ -190,10 +203,129 @@ impl Session {
         Ok(())
     }
 
+    /// Checks `msg` against its terminal's rate for its kind, then handles
+    /// it. A frame over its rate is refused with BUSY, and the connection
+    /// closed with RATE_LIMITED after too many refusals; a receipt over its
+    /// rate is not refused (it must never be lost) but waited for.
+    async fn admit(&mut self, msg: ClientMsg) -> Result<(), Ended> {
+        let Some(kind) = Kind::of(&msg) else {
+            return self.handle(msg).await;
+        };
+        if kind == Kind::Receipt {
+            let mut throttled = false;
+            loop {
+                let taken = self.limiter().try_take(Kind::Receipt, Instant::now());
+                if taken {
+                    break;
+                }
+                throttled = true;
+                let per_second = self.limiter().per_second(Kind::Receipt).max(1);
+                tokio::time::sleep(Duration::from_secs(1) / per_second).await;
+            }
+            if throttled {
+                Metrics::add(&self.hub().metrics().receipts_throttled, 1);
+            }
+            return self.handle(msg).await;
+        }
+        let verdict = self.limiter().check(kind, Instant::now());
+        if verdict == Verdict::Allow {
+            return self.handle(msg).await;
+        }
+        let m = self.hub().metrics();
+        let counter = match kind {
+            Kind::Position => &m.rate_limited_positions,
+            Kind::Alert => &m.rate_limited_alerts,
+            Kind::AlertQuery => &m.rate_limited_alert_queries,
+            Kind::DrillQuery => &m.rate_limited_drill_queries,
+            Kind::SosCancel => &m.rate_limited_sos_cancels,
+            Kind::Watch => &m.rate_limited_watches,
+            Kind::Receipt => &m.receipts_throttled,
+        };
+        Metrics::add(counter, 1);
+        self.refused(
+            verdict,
+            msg.kind(),
+            kind.name(),
+            "over the rate of this frame kind",
+        )
+    }
+
+    /// The terminal's rate limiter.
+    fn limiter(&self) -> std::sync::MutexGuard<'_, ptt_gateway_core::limits::Limiter> {
+        self.budget
+            .limiter
+            .lock()
+            .expect("no code panics while holding a limiter")
+    }
+
+    /// Answers a frame refused with `verdict` (not [`Verdict::Allow`]):
+    /// BUSY, or the connection closed with RATE_LIMITED. Warns at most once
+    /// per [`WARN_EVERY`], naming the cause (the terminal is in the span).
+    fn refused(
+        &mut self,
+        verdict: Verdict,
+        frame: u8,
+        what: &'static str,
+        cause: &'static str,
+    ) -> Result<(), Ended> {
+        let now = Instant::now();
+        self.refusals.0 += 1;
+        if verdict == Verdict::Close {
+            Metrics::add(&self.hub().metrics().sessions_rate_limited, 1);
+            tracing::warn!(
+                refused = self.refusals.0,
+                "closing: {what} {cause}, refused too often"
+            );
+            return Err(refuse(
+                &self.cx.conn,
+                CloseCode::RateLimited,
+                "too many frames over the rate limits",
+            ));
+        }
+        if self
+            .refusals
+            .1
+            .is_none_or(|last| now.saturating_duration_since(last) >= WARN_EVERY)
+        {
+            tracing::warn!(refused = self.refusals.0, "refusing frames: {what} {cause}");
+            self.refusals = (0, Some(now));
+        }
+        self.error(ErrorCode::Busy, frame, None, format!("{what}: {cause}"));
+        Ok(())
+    }
+
+    /// Runs an operation that waits (for the store or the network) on a
+    /// task of its own, in the session's span, holding one of the
+    /// terminal's `limits.tasks` permits; with none left the frame is
+    /// refused with BUSY.
+    fn spawn(
+        &mut self,
+        frame: u8,
+        op: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Ended> {
+        match self.budget.tasks.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(
+                    async move {
+                        op.await;
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+                Ok(())
+            }
+            Err(_) => {
+                Metrics::add(&self.hub().metrics().tasks_busy, 1);
+                let verdict = self.limiter().strike(Instant::now());
+                self.refused(verdict, frame, "work", "too many operations in flight")
+            }
+        }
+    }
+
     /// Handles one control message: session matters here, the rest by
     /// [`ops`], on a task of its own when it waits for the store or the
     /// network.
-    fn handle(&mut self, msg: ClientMsg) {
+    async fn handle(&mut self, msg: ClientMsg) -> Result<(), Ended> {
         let kind = msg.kind();
         match msg {
             ClientMsg::Hello { .. } => self.error(
@@ -211,13 +343,40 @@ impl Session {
                 request,
                 body,
                 target,
-            } => spawn(ops::alerts::send(self.caller(), request, body, target)),
+            } => {
+                return self.spawn(
+                    kind,
+                    ops::alerts::send(self.caller(), request, body, target),
+                )
+            }
             ClientMsg::AlertReceipt {
                 alert,
                 status,
                 reason,
-            } => spawn(ops::alerts::receipt(self.caller(), alert, status, reason)),
-            ClientMsg::AlertQuery { alert } => spawn(ops::alerts::query(self.caller(), alert)),
+            } => {
+                // A receipt must never be lost: wait for a permit.
+                let tasks = self.budget.tasks.clone();
+                let permit = match tasks.try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        Metrics::add(&self.hub().metrics().receipts_throttled, 1);
+                        self.budget
+                            .tasks
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("the tasks semaphore is never closed")
+                    }
+                };
+                let op = ops::alerts::receipt(self.caller(), alert, status, reason);
+                spawn(async move {
+                    op.await;
+                    drop(permit);
+                });
+            }
+            ClientMsg::AlertQuery { alert } => {
+                return self.spawn(kind, ops::alerts::query(self.caller(), alert))
+            }
             ClientMsg::Position {
                 lat_e7,
                 lon_e7,
@@ -226,7 +385,7 @@ impl Session {
             ClientMsg::WatchPositions { node } => ops::positions::watch(&self.cx, node),
             ClientMsg::Sos => self.sos(kind),
             ClientMsg::SosCancel { terminal } => {
-                spawn(ops::sos::sos_cancel(self.caller(), terminal))
+                return self.spawn(kind, ops::sos::sos_cancel(self.caller(), terminal))
             }
             ClientMsg::AttachmentPut { .. } => self.error(
                 ErrorCode::UnexpectedFrame,
@@ -235,13 +394,14 @@ impl Session {
                 "upload attachments on a unidirectional stream of their own",
             ),
             ClientMsg::AttachmentFetch { attachment } => {
-                spawn(ops::attachments::fetch(self.caller(), attachment))
+                return self.spawn(kind, ops::attachments::fetch(self.caller(), attachment))
             }
             ClientMsg::DrillReportQuery { alert } => {
-                spawn(ops::drills::query(self.caller(), alert))
+                return self.spawn(kind, ops::drills::query(self.caller(), alert))
             }
             ClientMsg::Logout => self.logout(),
         }
+        Ok(())
     }
 
     /// `Leave`: forget the group, go offline there, confirm.
@@ -291,6 +451,8 @@ impl Session {
                 self.join(kind, unit);
             }
         }
+        // Never refused for work in flight: an SOS goes through whatever
+        // else the terminal has started.
         spawn(ops::sos::sos(self.caller()));
     }
 
@@ -350,7 +512,8 @@ impl Session {
 }
 
 /// Runs an operation that waits (for the store or the network) on a task of
-/// its own, in the session's span.
+/// its own, in the session's span, without a `limits.tasks` permit: for
+/// an SOS and a receipt that already holds one.
 fn spawn(op: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(op.in_current_span());
 }
