@@ -95,10 +95,11 @@ pub struct Rates {
     /// reports at most once a second; a terminal back in coverage may send
     /// the few dozen fixes it kept while away at once.
     pub position: Rate,
-    /// `AlertSend`. Default 5/s, bursts of 50: a console operator sends a
-    /// dispatch every few seconds at most; a console script dispatching to
-    /// every unit of a station sends a few dozen at once (the alert tests
-    /// send 20 back to back).
+    /// `AlertSend`. Default 10/s, bursts of 50: a console operator sends a
+    /// dispatch every few seconds at most, a console script dispatching to
+    /// every unit of a station a few dozen at once (the alert tests send 20
+    /// back to back), and the hostile suite's dispatch probe 4 a second
+    /// for the whole attack.
     pub alert: Rate,
     /// `AlertReceipt`. Default 50/s, bursts of 500: two receipts
     /// (delivered, then accepted or rejected) per alert received, and a
@@ -114,8 +115,10 @@ pub struct Rates {
     /// and stores a whole report, and a supervisor asks for one drill at a
     /// time.
     pub drill_query: Rate,
-    /// `SosCancel`. Default 1/s, bursts of 10: a supervisor cancels the
-    /// SOS of a few guards of a unit at once.
+    /// `SosCancel`. Default 10/s, bursts of 20: a supervisor cancels the
+    /// SOS of a few guards of a unit at once, and a guard cancels each SOS
+    /// he raised, a press each (the hostile suite's SOS probe raises and
+    /// cancels 4 a second for the whole attack).
     pub sos_cancel: Rate,
     /// `WatchPositions`. Default 2/s, bursts of 20: a console switching
     /// between the nodes on its map.
@@ -126,11 +129,11 @@ impl Default for Rates {
     fn default() -> Self {
         Self {
             position: Rate::new(5, 50),
-            alert: Rate::new(5, 50),
+            alert: Rate::new(10, 50),
             receipt: Rate::new(50, 500),
             alert_query: Rate::new(5, 50),
             drill_query: Rate::new(1, 10),
-            sos_cancel: Rate::new(1, 10),
+            sos_cancel: Rate::new(10, 20),
             watch: Rate::new(2, 20),
         }
     }

@@ -263,53 +263,37 @@ async fn flood_of_positions_with_a_console_watching() {
     );
 }
 
-// Floods that every frame spawns a task for, with no bound on tasks in
-// flight per session (issue 11, "also found by reading"): memory grows
-// with the attacker's bandwidth, and the store's work delays an SOS.
-flood_test!(
-    #[ignore = "issue 11: no bound on tasks in flight per session (a task per AlertSend, refused or not) not defended yet"]
-    flood_of_refused_dispatches,
-    |_| ClientMsg::AlertSend {
-        request: 1,
-        body: dispatch("Fake"),
-        target: Target::Group(VOICE_GROUP)
-    }
-);
-flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of reports (each stored and delivered) not defended yet"]
-    flood_of_reports,
-    |_| ClientMsg::AlertSend {
-        request: 1,
-        body: report("Report", &[]),
-        target: Target::Station
-    }
-);
-flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of receipts, unbounded receipt queue, not defended yet"]
-    flood_of_receipts_for_others_alerts,
-    |o| ClientMsg::AlertReceipt {
+// Floods that every frame once spawned a task for, with no bound on tasks
+// in flight (issue 11, "also found by reading"): now each kind has a rate
+// per terminal (`[limits.rates]`, BUSY over it, RATE_LIMITED after
+// `limits.strikes` refusals) and a terminal at most `limits.tasks`
+// operations in flight.
+flood_test!(flood_of_refused_dispatches, |_| ClientMsg::AlertSend {
+    request: 1,
+    body: dispatch("Fake"),
+    target: Target::Group(VOICE_GROUP)
+});
+flood_test!(flood_of_reports, |_| ClientMsg::AlertSend {
+    request: 1,
+    body: report("Report", &[]),
+    target: Target::Station
+});
+flood_test!(flood_of_receipts_for_others_alerts, |o| {
+    ClientMsg::AlertReceipt {
         alert: o.alert,
         status: ptt_codec::ReceiptStatus::Accepted,
-        reason: String::new()
+        reason: String::new(),
     }
-);
-flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of status queries (a task and a database read each) not defended yet"]
-    flood_of_alert_queries,
-    |o| ClientMsg::AlertQuery { alert: o.alert }
-);
-flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of drill-report queries (a task and a database read each) not defended yet"]
-    flood_of_drill_report_queries,
-    |o| ClientMsg::DrillReportQuery { alert: o.drill }
-);
-flood_test!(
-    #[ignore = "issue 11: no bound on tasks in flight per session (a task per SosCancel) not defended yet"]
-    flood_of_sos_cancels,
-    |_| ClientMsg::SosCancel {
-        terminal: TerminalId(SOS_PROBE)
-    }
-);
+});
+flood_test!(flood_of_alert_queries, |o| ClientMsg::AlertQuery {
+    alert: o.alert
+});
+flood_test!(flood_of_drill_report_queries, |o| {
+    ClientMsg::DrillReportQuery { alert: o.drill }
+});
+flood_test!(flood_of_sos_cancels, |_| ClientMsg::SosCancel {
+    terminal: TerminalId(SOS_PROBE)
+});
 flood_test!(
     /// Joins of the attacker's own unit as fast as flow control allows:
     /// no presence for a member already online, but the gateway spends a
