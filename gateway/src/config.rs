@@ -70,6 +70,13 @@ pub struct Limits {
     /// a terminal waits for each answer before its next request but for
     /// receipts, which the store writes in batches within milliseconds.
     pub tasks: u32,
+    /// How long a frame waits for one of the `tasks` permits before it is
+    /// refused with `BUSY`, ms. Default 200: a burst of queries waits the
+    /// milliseconds the store takes for those ahead of it rather than being
+    /// refused, while operations stuck longer (deliveries to a slow
+    /// reader) get `BUSY` rather than stalling the terminal's other frames
+    /// (floor requests wait behind the frame being admitted).
+    pub task_wait_ms: u32,
     /// Refusals tolerated within `strike_window_ms` before the connection
     /// is closed with `RATE_LIMITED`. Default 100: a conforming terminal is
     /// never refused, a buggy one that retries at once is refused a few
@@ -84,6 +91,7 @@ impl Default for Limits {
         Self {
             rates: ptt_gateway_core::limits::Rates::default(),
             tasks: 16,
+            task_wait_ms: 200,
             strikes: 100,
             strike_window_ms: 10_000,
         }

@@ -296,14 +296,22 @@ impl Session {
 
     /// Runs an operation that waits (for the store or the network) on a
     /// task of its own, in the session's span, holding one of the
-    /// terminal's `limits.tasks` permits; with none left the frame is
-    /// refused with BUSY.
-    fn spawn(
+    /// terminal's `limits.tasks` permits; with none left within
+    /// `limits.task_wait_ms` the frame is refused with BUSY.
+    async fn spawn(
         &mut self,
         frame: u8,
         op: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Ended> {
-        match self.budget.tasks.clone().try_acquire_owned() {
+        let tasks = self.budget.tasks.clone();
+        let wait = Duration::from_millis(u64::from(self.hub().config().limits.task_wait_ms));
+        let permit = match tasks.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(_) => tokio::time::timeout(wait, tasks.acquire_owned())
+                .await
+                .map(|p| p.expect("the tasks semaphore is never closed")),
+        };
+        match permit {
             Ok(permit) => {
                 tokio::spawn(
                     async move {
@@ -344,10 +352,12 @@ impl Session {
                 body,
                 target,
             } => {
-                return self.spawn(
-                    kind,
-                    ops::alerts::send(self.caller(), request, body, target),
-                )
+                return self
+                    .spawn(
+                        kind,
+                        ops::alerts::send(self.caller(), request, body, target),
+                    )
+                    .await
             }
             ClientMsg::AlertReceipt {
                 alert,
@@ -375,7 +385,9 @@ impl Session {
                 });
             }
             ClientMsg::AlertQuery { alert } => {
-                return self.spawn(kind, ops::alerts::query(self.caller(), alert))
+                return self
+                    .spawn(kind, ops::alerts::query(self.caller(), alert))
+                    .await
             }
             ClientMsg::Position {
                 lat_e7,
@@ -385,7 +397,9 @@ impl Session {
             ClientMsg::WatchPositions { node } => ops::positions::watch(&self.cx, node),
             ClientMsg::Sos => self.sos(kind),
             ClientMsg::SosCancel { terminal } => {
-                return self.spawn(kind, ops::sos::sos_cancel(self.caller(), terminal))
+                return self
+                    .spawn(kind, ops::sos::sos_cancel(self.caller(), terminal))
+                    .await
             }
             ClientMsg::AttachmentPut { .. } => self.error(
                 ErrorCode::UnexpectedFrame,
@@ -394,10 +408,14 @@ impl Session {
                 "upload attachments on a unidirectional stream of their own",
             ),
             ClientMsg::AttachmentFetch { attachment } => {
-                return self.spawn(kind, ops::attachments::fetch(self.caller(), attachment))
+                return self
+                    .spawn(kind, ops::attachments::fetch(self.caller(), attachment))
+                    .await
             }
             ClientMsg::DrillReportQuery { alert } => {
-                return self.spawn(kind, ops::drills::query(self.caller(), alert))
+                return self
+                    .spawn(kind, ops::drills::query(self.caller(), alert))
+                    .await
             }
             ClientMsg::Logout => self.logout(),
         }

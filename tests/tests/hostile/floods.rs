@@ -315,3 +315,56 @@ flood_test!(
         attachment: o.photo
     }
 );
+
+/// Alert queries over their rate (5 a second, bursts of 50) are refused
+/// with BUSY, the attacker is closed with RATE_LIMITED after
+/// `limits.strikes` refusals, and reconnecting does not refill its budget.
+/// (The flood cannot count its answers: the gateway closes each connection
+/// with the answers still unread, so the gateway's counters tell.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_over_their_rate_are_refused_busy_then_the_terminal_is_closed() {
+    let mut gw = GatewayProcess::start("").await;
+    let others = Others::make(&gw).await;
+    let msg = ClientMsg::AlertQuery {
+        alert: others.alert,
+    };
+    let scene = Scene::start(&gw).await;
+    let f = flood(
+        &gw,
+        ATTACKER,
+        Reading::All,
+        &batch(&msg, 64),
+        64,
+        ATTACK,
+        None,
+    )
+    .await;
+    let outcome = scene.finish().await;
+    eprintln!("{outcome}\nflood: {f:?}");
+    outcome.assert_unharmed();
+    let limited = u64::from(CloseCode::RateLimited.code());
+    assert!(
+        f.closed.get(&limited).copied().unwrap_or(0) + 1 >= f.connections,
+        "every connection closed as RATE_LIMITED: {f:?}"
+    );
+    let counters = gw.stop().await;
+    let count = |name: &str| counters[name].as_u64().unwrap();
+    assert!(count("rate_limited_alert_queries") > 100, "{counters}");
+    assert!(count("sessions_rate_limited") >= 1, "{counters}");
+}
+
+/// Receipts are never refused: over their rate (50 a second, bursts of
+/// 500) the gateway reads the control stream only as fast as the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_over_their_rate_wait_and_are_never_refused() {
+    let (outcome, f) = flood_of("", |o| ClientMsg::AlertReceipt {
+        alert: o.alert,
+        status: ptt_codec::ReceiptStatus::Accepted,
+        reason: String::new(),
+    })
+    .await;
+    outcome.assert_unharmed();
+    assert_eq!(f.replies.errors(ErrorCode::Busy), 0, "{f:?}");
+    assert!(f.closed.is_empty(), "{f:?}");
+    assert_eq!(f.connections, 1, "{f:?}");
+}
