@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ptt_codec::TerminalId;
 use ptt_gateway_core::limits::Limiter;
@@ -19,6 +20,9 @@ pub(crate) struct Budget {
     /// Its operations in flight (`limits.tasks`); a permit is held by each
     /// task until it ends.
     pub(crate) tasks: Arc<Semaphore>,
+    /// Refusals since the last warning about them, and when that was: the
+    /// session warns at most once in a while per terminal.
+    pub(crate) warned: Mutex<(u64, Option<Instant>)>,
 }
 
 /// Every authenticated terminal's budget: at most one entry per terminal
@@ -41,6 +45,7 @@ impl Budgets {
                 Arc::new(Budget {
                     limiter: Mutex::new(Limiter::new(&limits.rates, limits.abuse())),
                     tasks: Arc::new(Semaphore::new(limits.tasks as usize)),
+                    warned: Mutex::new((0, None)),
                 })
             })
             .clone()

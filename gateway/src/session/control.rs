@@ -34,12 +34,10 @@ pub(super) struct Session {
     logged_out: bool,
     /// The terminal's frame rates and work in flight (`[limits]`).
     budget: Arc<Budget>,
-    /// BUSY refusals since the last warning, and when that was: one
-    /// warning per [`WARN_EVERY`] at most.
-    refusals: (u64, Option<Instant>),
 }
 
-/// How often a terminal over its limits is warned about in the log.
+/// How often a terminal over its limits is warned about in the log, at
+/// most.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl Session {
@@ -96,7 +94,6 @@ impl Session {
         let budget = hub.budgets().of(terminal, &hub.config().limits);
         let session = Self {
             budget,
-            refusals: (0, None),
             cx: Caller {
                 hub,
                 terminal,
@@ -260,7 +257,9 @@ impl Session {
 
     /// Answers a frame refused with `verdict` (not [`Verdict::Allow`]):
     /// BUSY, or the connection closed with RATE_LIMITED. Warns at most once
-    /// per [`WARN_EVERY`], naming the cause (the terminal is in the span).
+    /// per [`WARN_EVERY`] per terminal (across its reconnects), naming the
+    /// cause and the refusals since the last warning (the terminal is in the
+    /// span).
     fn refused(
         &mut self,
         verdict: Verdict,
@@ -269,26 +268,38 @@ impl Session {
         cause: &'static str,
     ) -> Result<(), Ended> {
         let now = Instant::now();
-        self.refusals.0 += 1;
-        if verdict == Verdict::Close {
+        let closing = verdict == Verdict::Close;
+        if closing {
             Metrics::add(&self.hub().metrics().sessions_rate_limited, 1);
-            tracing::warn!(
-                refused = self.refusals.0,
-                "closing: {what} {cause}, refused too often"
-            );
+        }
+        let warn = {
+            let mut w = self
+                .budget
+                .warned
+                .lock()
+                .expect("no code panics while holding a warning state");
+            w.0 += 1;
+            let due =
+                w.1.is_none_or(|last| now.saturating_duration_since(last) >= WARN_EVERY);
+            let refused = w.0;
+            if due {
+                *w = (0, Some(now));
+            }
+            due.then_some(refused)
+        };
+        if let Some(refused) = warn {
+            if closing {
+                tracing::warn!(refused, "closing: {what} {cause}, refused too often");
+            } else {
+                tracing::warn!(refused, "refusing frames: {what} {cause}");
+            }
+        }
+        if closing {
             return Err(refuse(
                 &self.cx.conn,
                 CloseCode::RateLimited,
                 "too many frames over the rate limits",
             ));
-        }
-        if self
-            .refusals
-            .1
-            .is_none_or(|last| now.saturating_duration_since(last) >= WARN_EVERY)
-        {
-            tracing::warn!(refused = self.refusals.0, "refusing frames: {what} {cause}");
-            self.refusals = (0, Some(now));
         }
         self.error(ErrorCode::Busy, frame, None, format!("{what}: {cause}"));
         Ok(())
