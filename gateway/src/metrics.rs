@@ -86,7 +86,8 @@ counters! {
     receipt_updates_dropped,
     /// `Position` frames refused with BUSY: over `limits.rates.position`.
     rate_limited_positions,
-    /// `AlertSend` frames refused with BUSY: over `limits.rates.alert`.
+    /// `AlertSend` frames over `limits.rates.alert`: not refused, the
+    /// control stream was read on only once the alert could be handled.
     rate_limited_alerts,
     /// `AlertQuery` frames refused with BUSY: over `limits.rates.alert_query`.
     rate_limited_alert_queries,

@@ -99,7 +99,8 @@ pub struct Rates {
     /// dispatch every few seconds at most, a console script dispatching to
     /// every unit of a station a few dozen at once (the alert tests send 20
     /// back to back), and the hostile suite's dispatch probe 4 a second
-    /// for the whole attack.
+    /// for the whole attack. An alert must never be lost, so like a
+    /// receipt one over the rate is waited for, not refused.
     pub alert: Rate,
     /// `AlertReceipt`. Default 50/s, bursts of 500: two receipts
     /// (delivered, then accepted or rejected) per alert received, and a

@@ -202,25 +202,33 @@ impl Session {
 
     /// Checks `msg` against its terminal's rate for its kind, then handles
     /// it. A frame over its rate is refused with BUSY, and the connection
-    /// closed with RATE_LIMITED after too many refusals; a receipt over its
-    /// rate is not refused (it must never be lost) but waited for.
+    /// closed with RATE_LIMITED after too many refusals; a receipt or an
+    /// alert over its rate is not refused (it must never be lost): the
+    /// control stream is read on only once its token is there.
     async fn admit(&mut self, msg: ClientMsg) -> Result<(), Ended> {
         let Some(kind) = Kind::of(&msg) else {
             return self.handle(msg).await;
         };
-        if kind == Kind::Receipt {
+        // Receipts and alerts must never be lost: over their rate they wait.
+        if matches!(kind, Kind::Receipt | Kind::Alert) {
             let mut throttled = false;
             loop {
-                let taken = self.limiter().try_take(Kind::Receipt, Instant::now());
+                let taken = self.limiter().try_take(kind, Instant::now());
                 if taken {
                     break;
                 }
                 throttled = true;
-                let per_second = self.limiter().per_second(Kind::Receipt).max(1);
+                let per_second = self.limiter().per_second(kind).max(1);
                 tokio::time::sleep(Duration::from_secs(1) / per_second).await;
             }
             if throttled {
-                Metrics::add(&self.hub().metrics().receipts_throttled, 1);
+                let m = self.hub().metrics();
+                let counter = if kind == Kind::Alert {
+                    &m.rate_limited_alerts
+                } else {
+                    &m.receipts_throttled
+                };
+                Metrics::add(counter, 1);
             }
             return self.handle(msg).await;
         }
