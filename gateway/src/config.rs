@@ -51,6 +51,8 @@ pub struct Config {
     pub attachments: Attachments,
     /// Alert delivery.
     pub delivery: Delivery,
+    /// Per-terminal bounds on control frames and work in flight.
+    pub limits: Limits,
 }
 
 /// Attachment settings (`[attachments]`): what one terminal may keep and
@@ -117,6 +119,53 @@ impl Default for Attachments {
     }
 }
 
+/// Per-terminal bounds on control frames and the work they start
+/// (`[limits]`). A frame over a bound is refused with `BUSY` and counted;
+/// a terminal refused more than `strikes` times within
+/// `strike_window_ms` is closed with `RATE_LIMITED`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The rate of each frame kind, `[limits.rates]` with
+    /// `<kind> = { per_second = N, burst = M }`, each at least 1; the
+    /// defaults and their reasons are in
+    /// [`ptt_gateway_core::limits::Rates`].
+    pub rates: ptt_gateway_core::limits::Rates,
+    /// Operations of one terminal that wait for the store or the network
+    /// (alerts, queries, SOS cancels, fetches, receipts) in flight at
+    /// once, at least 1; a frame that would start one more is refused with
+    /// `BUSY` (a receipt waits instead: it must never be lost). Default 16:
+    /// a terminal waits for each answer before its next request but for
+    /// receipts, which the store writes in batches within milliseconds.
+    pub tasks: u32,
+    /// How long a frame waits for one of the `tasks` permits before it is
+    /// refused with `BUSY`, ms. Default 200: a burst of queries waits the
+    /// milliseconds the store takes for those ahead of it rather than being
+    /// refused, while operations stuck longer (deliveries to a slow
+    /// reader) get `BUSY` rather than stalling the terminal's other frames
+    /// (floor requests wait behind the frame being admitted).
+    pub task_wait_ms: u32,
+    /// Refusals tolerated within `strike_window_ms` before the connection
+    /// is closed with `RATE_LIMITED`. Default 100: a conforming terminal is
+    /// never refused, a buggy one that retries at once is refused a few
+    /// times a second, and a flood reaches 100 within a second.
+    pub strikes: u32,
+    /// The window refusals are counted in, ms, at least 1. Default 10,000.
+    pub strike_window_ms: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rates: ptt_gateway_core::limits::Rates::default(),
+            tasks: 16,
+            task_wait_ms: 200,
+            strikes: 100,
+            strike_window_ms: 10_000,
+        }
+    }
+}
+
 /// Alert delivery settings (`[delivery]`): how much of the shared delivery
 /// capacity one recipient may hold.
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +198,16 @@ impl Delivery {
     /// [`Delivery::write_timeout_ms`] as a duration.
     pub fn write_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(u64::from(self.write_timeout_ms))
+    }
+}
+
+impl Limits {
+    /// When a terminal over its limits is closed, as the limiter takes it.
+    pub fn abuse(&self) -> ptt_gateway_core::limits::Abuse {
+        ptt_gateway_core::limits::Abuse {
+            strikes: self.strikes,
+            window: Duration::from_millis(u64::from(self.strike_window_ms)),
+        }
     }
 }
 
@@ -228,6 +287,7 @@ impl Default for Config {
             sos: Sos::default(),
             attachments: Attachments::default(),
             delivery: Delivery::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -344,6 +404,19 @@ pub struct Transport {
     /// least 25 ms), so on a 20 ms voice stream the saving needs round trips
     /// longer than about two frames. Default 100.
     pub ack_max_delay_ms: u32,
+    /// Bytes a connection may send on all its streams together before its
+    /// `Hello` is accepted, at least 1 and at most 64 KiB; it may open only
+    /// the control stream until then. Default 16 KiB: a `Hello` is under
+    /// 300 bytes, and frames a terminal sends right behind it wait for the
+    /// window to open. An unauthenticated connection so costs at most this
+    /// (issue 11, item 7).
+    pub hello_receive_window: u32,
+    /// Bytes a terminal may have in flight on all its streams together once
+    /// authenticated, at least 1. Default 2 MiB: more than one stream's
+    /// window (quinn's 1.25 MB), so an upload runs at full speed, while a
+    /// terminal that opens streams and never finishes them parks at most
+    /// this much.
+    pub receive_window: u32,
 }
 
 impl Default for Transport {
@@ -360,6 +433,8 @@ impl Default for Transport {
             socket_buffer: 4 * 1024 * 1024,
             ack_every_packets: std::num::NonZeroU32::new(2).expect("2 is not 0"),
             ack_max_delay_ms: 100,
+            hello_receive_window: 16 * 1024,
+            receive_window: 2 * 1024 * 1024,
         }
     }
 }
@@ -368,10 +443,11 @@ impl Default for Transport {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Session {
-    /// Time allowed between handshake and `Hello`, at least 1. Default 10 s:
-    /// a terminal sends `Hello` right after the handshake, so this covers a
-    /// congested cellular link, and a connection that says nothing is
-    /// dropped well before the 30 s idle timeout.
+    /// Time allowed between handshake and `Hello`, at least 1. Default 5 s:
+    /// a terminal sends `Hello` right after the handshake, one round trip,
+    /// so this covers a congested cellular link, and an unauthenticated
+    /// connection holds the gateway's memory at most this long (issue 11:
+    /// at most 5 s and 64 KiB).
     pub hello_timeout_ms: u32,
     /// Groups one terminal may be in, at least 1. Default 64: a console
     /// scanning a police station's units.
@@ -425,7 +501,7 @@ impl Session {
 impl Default for Session {
     fn default() -> Self {
         Self {
-            hello_timeout_ms: 10_000,
+            hello_timeout_ms: 5_000,
             max_groups: 64,
             outbox: 1024,
             max_malformed: 8,
@@ -638,6 +714,27 @@ impl Config {
         )?;
         at_least_1("attachments.transfers", attachments.transfers)?;
         at_least_1("attachments.stall_timeout_ms", attachments.stall_timeout_ms)?;
+        at_least_1(
+            "transport.hello_receive_window",
+            transport.hello_receive_window,
+        )?;
+        if transport.hello_receive_window > 64 * 1024 {
+            return Err(OutOfBounds {
+                field: "transport.hello_receive_window",
+                reason: "must be at most 65536".into(),
+            });
+        }
+        at_least_1("transport.receive_window", transport.receive_window)?;
+        at_least_1("limits.tasks", self.limits.tasks)?;
+        at_least_1("limits.strike_window_ms", self.limits.strike_window_ms)?;
+        for (name, rate) in self.limits.rates.all() {
+            if rate.per_second < 1 || rate.burst < 1 {
+                return Err(OutOfBounds {
+                    field: "limits.rates",
+                    reason: format!("{name}: per_second and burst must be at least 1"),
+                });
+            }
+        }
         Ok(())
     }
 }

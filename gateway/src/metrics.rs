@@ -128,6 +128,30 @@ counters! {
     attachments_expired,
     /// Attachments deleted after `attachments.retention_days`.
     attachments_retired,
+    /// `Position` frames refused with BUSY: over `limits.rates.position`.
+    rate_limited_positions,
+    /// `AlertSend` frames over `limits.rates.alert`: not refused, the
+    /// control stream was read on only once the alert could be handled.
+    rate_limited_alerts,
+    /// `AlertQuery` frames refused with BUSY: over `limits.rates.alert_query`.
+    rate_limited_alert_queries,
+    /// `DrillReportQuery` frames refused with BUSY: over
+    /// `limits.rates.drill_query`.
+    rate_limited_drill_queries,
+    /// `SosCancel` frames refused with BUSY: over `limits.rates.sos_cancel`.
+    rate_limited_sos_cancels,
+    /// `WatchPositions` frames refused with BUSY: over `limits.rates.watch`.
+    rate_limited_watches,
+    /// `AlertReceipt` frames over `limits.rates.receipt`, or with
+    /// `limits.tasks` in flight: not refused, the control stream was read
+    /// only once the receipt could be handled.
+    receipts_throttled,
+    /// Frames refused with BUSY because their terminal had `limits.tasks`
+    /// operations in flight.
+    tasks_busy,
+    /// Sessions closed with RATE_LIMITED: more than `limits.strikes` BUSY
+    /// refusals within `limits.strike_window_ms`.
+    sessions_rate_limited,
 }
 
 impl Metrics {

@@ -204,7 +204,11 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<Identity, Error> {
     })
 }
 
-/// The QUIC transport parameters of a gateway connection.
+/// The QUIC transport parameters of a gateway connection, as they are
+/// before its `Hello`: one stream (the control stream) and
+/// `hello_receive_window` bytes on it, so that an unauthenticated
+/// connection costs at most that much. Call [`open_after_hello`] once the
+/// terminal has authenticated.
 pub fn transport_config(t: &Transport) -> quinn::TransportConfig {
     let mut tc = quinn::TransportConfig::default();
     tc.max_idle_timeout(Some(
@@ -219,9 +223,19 @@ pub fn transport_config(t: &Transport) -> quinn::TransportConfig {
             .max_ack_delay(Some(Duration::from_millis(u64::from(t.ack_max_delay_ms))));
         tc.ack_frequency_config(Some(ack));
     }
-    tc.max_concurrent_bidi_streams(quinn::VarInt::from_u32(t.max_bidi_streams));
-    tc.max_concurrent_uni_streams(quinn::VarInt::from_u32(t.max_uni_streams));
+    tc.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
+    tc.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    tc.receive_window(quinn::VarInt::from_u32(t.hello_receive_window));
     tc
+}
+
+/// Raises `conn`'s stream counts and receive window from their values
+/// before `Hello` ([`transport_config`]) to the configured ones. Call once
+/// its terminal has authenticated.
+pub(crate) fn open_after_hello(conn: &quinn::Connection, t: &Transport) {
+    conn.set_receive_window(quinn::VarInt::from_u32(t.receive_window));
+    conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(t.max_bidi_streams));
+    conn.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(t.max_uni_streams));
 }
 
 /// Builds the quinn server configuration: TLS 1.3 only, our ALPN; resumed

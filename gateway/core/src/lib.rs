@@ -15,6 +15,8 @@
 //!   rate limit.
 //! - [`alert`]: the receipt lifecycle and alert limits; [`recipients`]: who
 //!   an alert reaches and whether its sender may send it.
+//! - [`limits`]: per-terminal rates of control frames by kind, and when
+//!   a terminal over them is closed.
 //! - [`location`]: last known positions and the nearest-member index.
 //! - [`audit`]: the floor audit log's rows.
 //! - [`drill`]: drill report arithmetic and its CSV/JSON output.
@@ -29,6 +31,7 @@ pub mod drill;
 pub mod fanout;
 pub mod floor;
 pub mod group;
+pub mod limits;
 pub mod location;
 pub mod recipients;
 pub mod session;

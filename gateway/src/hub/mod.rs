@@ -6,6 +6,7 @@
 //! role; no field is public, so each part's invariants live in its own
 //! module.
 
+mod budget;
 mod desk;
 mod registry;
 mod sos;
@@ -27,6 +28,7 @@ use crate::net;
 use crate::org::{auth::ProvisioningKey, Org};
 use crate::store::Store;
 
+pub(crate) use budget::{Budget, Budgets};
 pub(crate) use desk::{Desk, Error, Urgency};
 pub(crate) use registry::{Live, Registry};
 pub(crate) use sos::{Active as ActiveSos, Book as SosBook};
@@ -59,6 +61,8 @@ pub(crate) struct Hub {
     socket_latency: Arc<RelayLatency>,
     /// Handshakes in progress at once (`transport.max_handshakes`).
     handshakes: Arc<Semaphore>,
+    /// Each terminal's frame rates and work in flight (`[limits]`).
+    budgets: Budgets,
     /// Ended bursts waiting to be written; taken by [`Hub::audit_writer`].
     audit: Mutex<Option<mpsc::UnboundedReceiver<BurstRecord>>>,
 }
@@ -117,6 +121,7 @@ impl Hub {
             relay_latency: Default::default(),
             socket_latency: Default::default(),
             handshakes,
+            budgets: Budgets::default(),
             audit: Mutex::new(Some(audit_rx)),
         }
     }
@@ -144,6 +149,11 @@ impl Hub {
     /// How many talk groups there are.
     pub(crate) fn group_count(&self) -> usize {
         self.groups.len()
+    }
+
+    /// Each terminal's budget of frames and work in flight.
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// Live terminals and their remembered groups.

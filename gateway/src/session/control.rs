@@ -1,20 +1,22 @@
 //! The control-stream loop and the dispatch of each control message.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ptt_codec::control::split_frame;
 use ptt_codec::{
     Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
 };
-use ptt_gateway_core::group::churn::{self, Churn, Verdict};
+use ptt_gateway_core::group::churn::{self, Churn};
+use ptt_gateway_core::limits::{Kind, Verdict};
 use ptt_gateway_core::session::{self, JoinRefusal};
 use quinn::{Connection, RecvStream, SendStream};
 use tracing::Instrument;
 
 use super::{read_frame, refuse, write_loop, Ended};
 use crate::group::{Link, Member};
-use crate::hub::{Hub, Live};
+use crate::hub::{Budget, Hub, Live};
 use crate::metrics::Metrics;
 use crate::ops::{self, Caller};
 use crate::outbox::{close, Outbox};
@@ -33,7 +35,13 @@ pub(super) struct Session {
     logged_out: bool,
     /// Joins and leaves so far (`session.join_rate`).
     churn: Churn,
+    /// The terminal's frame rates and work in flight (`[limits]`).
+    budget: Arc<Budget>,
 }
+
+/// How often a terminal over its limits is warned about in the log, at
+/// most.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl Session {
     /// Registers the session (replacing an older one), starts the writer,
@@ -92,7 +100,9 @@ impl Session {
                 .collect(),
         });
         let churn = Churn::new(churn_limits(&hub.config().session));
+        let budget = hub.budgets().of(terminal, &hub.config().limits);
         let session = Self {
+            budget,
             cx: Caller {
                 hub,
                 terminal,
@@ -178,7 +188,7 @@ impl Session {
             Metrics::add(&self.hub().metrics().control_frames, 1);
             let raw = split_frame(&frame).expect("read_frame returned a complete frame");
             match ClientMsg::decode(raw) {
-                Ok(msg) => self.handle(msg),
+                Ok(msg) => self.admit(msg).await?,
                 Err(e) => {
                     Metrics::add(&self.hub().metrics().control_malformed, 1);
                     self.malformed += 1;
@@ -200,10 +210,159 @@ impl Session {
         Ok(())
     }
 
+    /// Checks `msg` against its terminal's rate for its kind, then handles
+    /// it. A frame over its rate is refused with BUSY, and the connection
+    /// closed with RATE_LIMITED after too many refusals; a receipt or an
+    /// alert over its rate is not refused (it must never be lost): the
+    /// control stream is read on only once its token is there.
+    async fn admit(&mut self, msg: ClientMsg) -> Result<(), Ended> {
+        let Some(kind) = Kind::of(&msg) else {
+            return self.handle(msg).await;
+        };
+        // Receipts and alerts must never be lost: over their rate they wait.
+        if matches!(kind, Kind::Receipt | Kind::Alert) {
+            let mut throttled = false;
+            loop {
+                let taken = self.limiter().try_take(kind, Instant::now());
+                if taken {
+                    break;
+                }
+                throttled = true;
+                let per_second = self.limiter().per_second(kind).max(1);
+                tokio::time::sleep(Duration::from_secs(1) / per_second).await;
+            }
+            if throttled {
+                let m = self.hub().metrics();
+                let counter = if kind == Kind::Alert {
+                    &m.rate_limited_alerts
+                } else {
+                    &m.receipts_throttled
+                };
+                Metrics::add(counter, 1);
+            }
+            return self.handle(msg).await;
+        }
+        let verdict = self.limiter().check(kind, Instant::now());
+        if verdict == Verdict::Allow {
+            return self.handle(msg).await;
+        }
+        let m = self.hub().metrics();
+        let counter = match kind {
+            Kind::Position => &m.rate_limited_positions,
+            Kind::Alert => &m.rate_limited_alerts,
+            Kind::AlertQuery => &m.rate_limited_alert_queries,
+            Kind::DrillQuery => &m.rate_limited_drill_queries,
+            Kind::SosCancel => &m.rate_limited_sos_cancels,
+            Kind::Watch => &m.rate_limited_watches,
+            Kind::Receipt => &m.receipts_throttled,
+        };
+        Metrics::add(counter, 1);
+        self.refused(
+            verdict,
+            msg.kind(),
+            kind.name(),
+            "over the rate of this frame kind",
+        )
+    }
+
+    /// The terminal's rate limiter.
+    fn limiter(&self) -> std::sync::MutexGuard<'_, ptt_gateway_core::limits::Limiter> {
+        self.budget
+            .limiter
+            .lock()
+            .expect("no code panics while holding a limiter")
+    }
+
+    /// Answers a frame refused with `verdict` (not [`Verdict::Allow`]):
+    /// BUSY, or the connection closed with RATE_LIMITED. Warns at most once
+    /// per [`WARN_EVERY`] per terminal (across its reconnects), naming the
+    /// cause and the refusals since the last warning (the terminal is in the
+    /// span).
+    fn refused(
+        &mut self,
+        verdict: Verdict,
+        frame: u8,
+        what: &'static str,
+        cause: &'static str,
+    ) -> Result<(), Ended> {
+        let now = Instant::now();
+        let closing = verdict == Verdict::Close;
+        if closing {
+            Metrics::add(&self.hub().metrics().sessions_rate_limited, 1);
+        }
+        let warn = {
+            let mut w = self
+                .budget
+                .warned
+                .lock()
+                .expect("no code panics while holding a warning state");
+            w.0 += 1;
+            let due =
+                w.1.is_none_or(|last| now.saturating_duration_since(last) >= WARN_EVERY);
+            let refused = w.0;
+            if due {
+                *w = (0, Some(now));
+            }
+            due.then_some(refused)
+        };
+        if let Some(refused) = warn {
+            if closing {
+                tracing::warn!(refused, "closing: {what} {cause}, refused too often");
+            } else {
+                tracing::warn!(refused, "refusing frames: {what} {cause}");
+            }
+        }
+        if closing {
+            return Err(refuse(
+                &self.cx.conn,
+                CloseCode::RateLimited,
+                "too many frames over the rate limits",
+            ));
+        }
+        self.error(ErrorCode::Busy, frame, None, format!("{what}: {cause}"));
+        Ok(())
+    }
+
+    /// Runs an operation that waits (for the store or the network) on a
+    /// task of its own, in the session's span, holding one of the
+    /// terminal's `limits.tasks` permits; with none left within
+    /// `limits.task_wait_ms` the frame is refused with BUSY.
+    async fn spawn(
+        &mut self,
+        frame: u8,
+        op: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Ended> {
+        let tasks = self.budget.tasks.clone();
+        let wait = Duration::from_millis(u64::from(self.hub().config().limits.task_wait_ms));
+        let permit = match tasks.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(_) => tokio::time::timeout(wait, tasks.acquire_owned())
+                .await
+                .map(|p| p.expect("the tasks semaphore is never closed")),
+        };
+        match permit {
+            Ok(permit) => {
+                tokio::spawn(
+                    async move {
+                        op.await;
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+                Ok(())
+            }
+            Err(_) => {
+                Metrics::add(&self.hub().metrics().tasks_busy, 1);
+                let verdict = self.limiter().strike(Instant::now());
+                self.refused(verdict, frame, "work", "too many operations in flight")
+            }
+        }
+    }
+
     /// Handles one control message: session matters here, the rest by
     /// [`ops`], on a task of its own when it waits for the store or the
     /// network.
-    fn handle(&mut self, msg: ClientMsg) {
+    async fn handle(&mut self, msg: ClientMsg) -> Result<(), Ended> {
         let kind = msg.kind();
         match msg {
             ClientMsg::Hello { .. } => self.error(
@@ -224,13 +383,44 @@ impl Session {
                 request,
                 body,
                 target,
-            } => spawn(ops::alerts::send(self.caller(), request, body, target)),
+            } => {
+                return self
+                    .spawn(
+                        kind,
+                        ops::alerts::send(self.caller(), request, body, target),
+                    )
+                    .await
+            }
             ClientMsg::AlertReceipt {
                 alert,
                 status,
                 reason,
-            } => spawn(ops::alerts::receipt(self.caller(), alert, status, reason)),
-            ClientMsg::AlertQuery { alert } => spawn(ops::alerts::query(self.caller(), alert)),
+            } => {
+                // A receipt must never be lost: wait for a permit.
+                let tasks = self.budget.tasks.clone();
+                let permit = match tasks.try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        Metrics::add(&self.hub().metrics().receipts_throttled, 1);
+                        self.budget
+                            .tasks
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("the tasks semaphore is never closed")
+                    }
+                };
+                let op = ops::alerts::receipt(self.caller(), alert, status, reason);
+                spawn(async move {
+                    op.await;
+                    drop(permit);
+                });
+            }
+            ClientMsg::AlertQuery { alert } => {
+                return self
+                    .spawn(kind, ops::alerts::query(self.caller(), alert))
+                    .await
+            }
             ClientMsg::Position {
                 lat_e7,
                 lon_e7,
@@ -239,7 +429,9 @@ impl Session {
             ClientMsg::WatchPositions { node } => ops::positions::watch(&self.cx, node),
             ClientMsg::Sos => self.sos(kind),
             ClientMsg::SosCancel { terminal } => {
-                spawn(ops::sos::sos_cancel(self.caller(), terminal))
+                return self
+                    .spawn(kind, ops::sos::sos_cancel(self.caller(), terminal))
+                    .await
             }
             ClientMsg::AttachmentPut { .. } => self.error(
                 ErrorCode::UnexpectedFrame,
@@ -248,15 +440,21 @@ impl Session {
                 "upload attachments on a unidirectional stream of their own",
             ),
             ClientMsg::AttachmentFetch { attachment } => {
-                if let Some(fetch) = ops::attachments::fetch(self.caller(), attachment) {
-                    spawn(fetch)
-                }
+                // Admitted on the control loop (the right and the
+                // terminal's transfer bound) before any task is spawned.
+                let Some(fetch) = ops::attachments::fetch(self.caller(), attachment) else {
+                    return Ok(());
+                };
+                return self.spawn(kind, fetch).await;
             }
             ClientMsg::DrillReportQuery { alert } => {
-                spawn(ops::drills::query(self.caller(), alert))
+                return self
+                    .spawn(kind, ops::drills::query(self.caller(), alert))
+                    .await
             }
             ClientMsg::Logout => self.logout(),
         }
+        Ok(())
     }
 
     /// Takes a `Join` or `Leave` of `group` from the session's limit;
@@ -266,7 +464,7 @@ impl Session {
     fn churn_allows(&mut self, kind: u8, group: GroupId) -> bool {
         let now = tokio::time::Instant::now().into_std();
         let verdict = self.churn.check(now);
-        if verdict == Verdict::Allow {
+        if verdict == churn::Verdict::Allow {
             return true;
         }
         let metrics = self.hub().metrics().clone();
@@ -284,7 +482,7 @@ impl Session {
             Some(group),
             "too many joins and leaves; retry later",
         );
-        if verdict == Verdict::Close {
+        if verdict == churn::Verdict::Close {
             Metrics::add(&metrics.joins_abuse_closed, 1);
             tracing::warn!(
                 cause = "joins and leaves refused session.join_max_refused times in a row",
@@ -354,6 +552,9 @@ impl Session {
                 self.join(kind, unit);
             }
         }
+        // Never refused for work in flight: an SOS goes through whatever
+        // else the terminal has started; a repeat press inside the refresh
+        // interval is answered from the book without a task.
         let caller = self.caller();
         if !ops::sos::answer_repeat(&caller) {
             spawn(ops::sos::sos(caller));
@@ -425,7 +626,8 @@ fn churn_limits(config: &crate::config::Session) -> churn::Limits {
 }
 
 /// Runs an operation that waits (for the store or the network) on a task of
-/// its own, in the session's span.
+/// its own, in the session's span, without a `limits.tasks` permit: for
+/// an SOS and a receipt that already holds one.
 fn spawn(op: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(op.in_current_span());
 }

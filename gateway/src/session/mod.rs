@@ -101,6 +101,7 @@ pub(crate) async fn run(
                 return;
             }
         };
+    crate::tls::open_after_hello(&conn, &hub.config().transport);
     let span = tracing::info_span!("session", terminal = %terminal, %remote);
     async move {
         let mut session = control::Session::start(hub.clone(), conn.clone(), send, terminal);

@@ -300,8 +300,8 @@ pub async fn without_hello(
 }
 
 /// Fills what a connection without `Hello` may send: the control stream
-/// gets the start of a `Hello` that never ends (the gateway waits for the
-/// rest until its hello timeout), every other bidirectional and
+/// gets all but the last byte of the longest `Hello` a frame may carry
+/// (the gateway waits for the rest until its hello timeout), every other bidirectional and
 /// unidirectional stream the gateway allows gets `bytes`, never finished.
 /// Returns the bytes the gateway's flow control let in within `within`
 /// (quinn stops the rest).
@@ -312,15 +312,28 @@ pub async fn fill_before_hello(conn: &quinn::Connection, bytes: usize, within: D
         Ok(s) => s,
         Err(_) => return 0,
     };
-    // A Hello header announcing 200 bytes of body, and no body.
-    let header = [ptt_codec::control::kind::HELLO, 0, 200];
-    if control.write_all(&header).await.is_err() {
-        return 0;
-    }
+    // A Hello header announcing the longest body a frame may have, and all
+    // of that body but its last byte: the gateway holds it, waiting for
+    // the rest.
+    let body = ptt_codec::control::MAX_BODY;
+    let len = u16::try_from(body).expect("MAX_BODY fits the u16 length field");
+    let mut hello = vec![ptt_codec::control::kind::HELLO];
+    hello.extend_from_slice(&len.to_be_bytes());
+    hello.resize(3 + body - 1, 0);
     let mut tasks = tokio::task::JoinSet::new();
+    let counted = written.clone();
     tasks.spawn(async move {
+        let mut rest = Bytes::from(hello);
+        while !rest.is_empty() {
+            match control.write(&rest).await {
+                Ok(n) => {
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
+                    let _ = rest.split_to(n);
+                }
+                Err(_) => return,
+            }
+        }
         // Held open with the connection.
-        let _control = control;
         std::future::pending::<()>().await;
     });
     for bidi in [true, false] {

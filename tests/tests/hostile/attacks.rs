@@ -399,7 +399,6 @@ async fn attack_8_initial_flood_from_one_socket() {
 /// Attack 9: connections that never send `Hello` but fill every
 /// stream the gateway allows them; each may cost at most 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 9 (default stream windows before Hello) not defended yet"]
 async fn attack_9_connections_without_hello_filling_their_windows() {
     let gw = GatewayProcess::start("").await;
     let scene = Scene::start(&gw).await;

@@ -263,53 +263,37 @@ async fn flood_of_positions_with_a_console_watching() {
     );
 }
 
-// Floods that every frame spawns a task for, with no bound on tasks in
-// flight per session (issue 11, "also found by reading"): memory grows
-// with the attacker's bandwidth, and the store's work delays an SOS.
-flood_test!(
-    #[ignore = "issue 11: no bound on tasks in flight per session (a task per AlertSend, refused or not) not defended yet"]
-    flood_of_refused_dispatches,
-    |_| ClientMsg::AlertSend {
-        request: 1,
-        body: dispatch("Fake"),
-        target: Target::Group(VOICE_GROUP)
-    }
-);
-flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of reports (each stored and delivered) not defended yet"]
-    flood_of_reports,
-    |_| ClientMsg::AlertSend {
-        request: 1,
-        body: report("Report", &[]),
-        target: Target::Station
-    }
-);
-flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of receipts, unbounded receipt queue, not defended yet"]
-    flood_of_receipts_for_others_alerts,
-    |o| ClientMsg::AlertReceipt {
+// Floods that every frame once spawned a task for, with no bound on tasks
+// in flight (issue 11, "also found by reading"): now each kind has a rate
+// per terminal (`[limits.rates]`, BUSY over it, RATE_LIMITED after
+// `limits.strikes` refusals) and a terminal at most `limits.tasks`
+// operations in flight.
+flood_test!(flood_of_refused_dispatches, |_| ClientMsg::AlertSend {
+    request: 1,
+    body: dispatch("Fake"),
+    target: Target::Group(VOICE_GROUP)
+});
+flood_test!(flood_of_reports, |_| ClientMsg::AlertSend {
+    request: 1,
+    body: report("Report", &[]),
+    target: Target::Station
+});
+flood_test!(flood_of_receipts_for_others_alerts, |o| {
+    ClientMsg::AlertReceipt {
         alert: o.alert,
         status: ptt_codec::ReceiptStatus::Accepted,
-        reason: String::new()
+        reason: String::new(),
     }
-);
-flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of status queries (a task and a database read each) not defended yet"]
-    flood_of_alert_queries,
-    |o| ClientMsg::AlertQuery { alert: o.alert }
-);
-flood_test!(
-    #[ignore = "issue 11: no per-terminal rate of drill-report queries (a task and a database read each) not defended yet"]
-    flood_of_drill_report_queries,
-    |o| ClientMsg::DrillReportQuery { alert: o.drill }
-);
-flood_test!(
-    #[ignore = "issue 11: no bound on tasks in flight per session (a task per SosCancel) not defended yet"]
-    flood_of_sos_cancels,
-    |_| ClientMsg::SosCancel {
-        terminal: TerminalId(SOS_PROBE)
-    }
-);
+});
+flood_test!(flood_of_alert_queries, |o| ClientMsg::AlertQuery {
+    alert: o.alert
+});
+flood_test!(flood_of_drill_report_queries, |o| {
+    ClientMsg::DrillReportQuery { alert: o.drill }
+});
+flood_test!(flood_of_sos_cancels, |_| ClientMsg::SosCancel {
+    terminal: TerminalId(SOS_PROBE)
+});
 flood_test!(
     /// Joins of the attacker's own unit as fast as flow control allows:
     /// over `session.join_rate` each is answered BUSY without touching the
@@ -365,3 +349,56 @@ flood_test!(flood_of_fetches_of_others_photo, |o| {
         attachment: o.photo,
     }
 });
+
+/// Alert queries over their rate (5 a second, bursts of 50) are refused
+/// with BUSY, the attacker is closed with RATE_LIMITED after
+/// `limits.strikes` refusals, and reconnecting does not refill its budget.
+/// (The flood cannot count its answers: the gateway closes each connection
+/// with the answers still unread, so the gateway's counters tell.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_over_their_rate_are_refused_busy_then_the_terminal_is_closed() {
+    let mut gw = GatewayProcess::start("").await;
+    let others = Others::make(&gw).await;
+    let msg = ClientMsg::AlertQuery {
+        alert: others.alert,
+    };
+    let scene = Scene::start(&gw).await;
+    let f = flood(
+        &gw,
+        ATTACKER,
+        Reading::All,
+        &batch(&msg, 64),
+        64,
+        ATTACK,
+        None,
+    )
+    .await;
+    let outcome = scene.finish().await;
+    eprintln!("{outcome}\nflood: {f:?}");
+    outcome.assert_unharmed();
+    let limited = u64::from(CloseCode::RateLimited.code());
+    assert!(
+        f.closed.get(&limited).copied().unwrap_or(0) + 1 >= f.connections,
+        "every connection closed as RATE_LIMITED: {f:?}"
+    );
+    let counters = gw.stop().await;
+    let count = |name: &str| counters[name].as_u64().unwrap();
+    assert!(count("rate_limited_alert_queries") > 100, "{counters}");
+    assert!(count("sessions_rate_limited") >= 1, "{counters}");
+}
+
+/// Receipts are never refused: over their rate (50 a second, bursts of
+/// 500) the gateway reads the control stream only as fast as the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_over_their_rate_wait_and_are_never_refused() {
+    let (outcome, f) = flood_of("", |o| ClientMsg::AlertReceipt {
+        alert: o.alert,
+        status: ptt_codec::ReceiptStatus::Accepted,
+        reason: String::new(),
+    })
+    .await;
+    outcome.assert_unharmed();
+    assert_eq!(f.replies.errors(ErrorCode::Busy), 0, "{f:?}");
+    assert!(f.closed.is_empty(), "{f:?}");
+    assert_eq!(f.connections, 1, "{f:?}");
+}

@@ -1,0 +1,331 @@
+//! Per-terminal rate limits on control frames, by frame kind: a token
+//! bucket each, and a strike count that says when a terminal that keeps
+//! sending over its limits is closed.
+//!
+//! The driver keeps one [`Limiter`] per session and calls
+//! [`Limiter::check`] with the frame's [`Kind`] (from [`Kind::of`]) before
+//! it does any work for the frame.
+
+use std::time::{Duration, Instant};
+
+use ptt_codec::ClientMsg;
+use serde::Deserialize;
+
+use crate::fanout::RateLimit;
+
+/// The frame kinds with a rate of their own. Frames not listed (`Ping`,
+/// floor requests, `Leave`, ...) are answered at once without a task or a
+/// database read, or are bounded elsewhere (joins, fetches, SOS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `Position`.
+    Position,
+    /// `AlertSend`: dispatches, alerts and work reports.
+    Alert,
+    /// `AlertReceipt`.
+    Receipt,
+    /// `AlertQuery`.
+    AlertQuery,
+    /// `DrillReportQuery`.
+    DrillQuery,
+    /// `SosCancel`.
+    SosCancel,
+    /// `WatchPositions`.
+    Watch,
+}
+
+impl Kind {
+    const COUNT: usize = 7;
+
+    /// The rate-limited kind of `msg`, `None` for a frame without a rate of
+    /// its own.
+    pub fn of(msg: &ClientMsg) -> Option<Self> {
+        Some(match msg {
+            ClientMsg::Position { .. } => Kind::Position,
+            ClientMsg::AlertSend { .. } => Kind::Alert,
+            ClientMsg::AlertReceipt { .. } => Kind::Receipt,
+            ClientMsg::AlertQuery { .. } => Kind::AlertQuery,
+            ClientMsg::DrillReportQuery { .. } => Kind::DrillQuery,
+            ClientMsg::SosCancel { .. } => Kind::SosCancel,
+            ClientMsg::WatchPositions { .. } => Kind::Watch,
+            _ => return None,
+        })
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind's name, for logs and the documentation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Position => "position",
+            Kind::Alert => "alert",
+            Kind::Receipt => "receipt",
+            Kind::AlertQuery => "alert query",
+            Kind::DrillQuery => "drill report query",
+            Kind::SosCancel => "SOS cancel",
+            Kind::Watch => "watch positions",
+        }
+    }
+}
+
+/// A sustained rate and a burst, in frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Frames per second sustained, at least 1.
+    pub per_second: u32,
+    /// Frames at once after a pause, at least 1.
+    pub burst: u32,
+}
+
+impl Rate {
+    const fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+}
+
+/// The rate of each frame kind, per terminal (`[limits.rates]`). Each
+/// default is a real terminal's worst legitimate rate times a margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rates {
+    /// `Position`. Default 5/s, bursts of 50: a terminal in a vehicle
+    /// reports at most once a second; a terminal back in coverage may send
+    /// the few dozen fixes it kept while away at once.
+    pub position: Rate,
+    /// `AlertSend`. Default 10/s, bursts of 50: a console operator sends a
+    /// dispatch every few seconds at most, a console script dispatching to
+    /// every unit of a station a few dozen at once (the alert tests send 20
+    /// back to back), and the hostile suite's dispatch probe 4 a second
+    /// for the whole attack. An alert must never be lost, so like a
+    /// receipt one over the rate is waited for, not refused.
+    pub alert: Rate,
+    /// `AlertReceipt`. Default 50/s, bursts of 500: two receipts
+    /// (delivered, then accepted or rejected) per alert received, and a
+    /// console back online acknowledges its whole store-and-forward backlog
+    /// at once. A receipt must never be lost, so one over the rate is not
+    /// refused: the driver stops reading the terminal's control stream
+    /// until the bucket has a token ([`Limiter::try_take`]).
+    pub receipt: Rate,
+    /// `AlertQuery`. Default 5/s, bursts of 50: a console polls the status
+    /// of the alerts on its screen, a few dozen at most.
+    pub alert_query: Rate,
+    /// `DrillReportQuery`. Default 1/s, bursts of 10: each query computes
+    /// and stores a whole report, and a supervisor asks for one drill at a
+    /// time.
+    pub drill_query: Rate,
+    /// `SosCancel`. Default 10/s, bursts of 20: a supervisor cancels the
+    /// SOS of a few guards of a unit at once, and a guard cancels each SOS
+    /// he raised, a press each (the hostile suite's SOS probe raises and
+    /// cancels 4 a second for the whole attack).
+    pub sos_cancel: Rate,
+    /// `WatchPositions`. Default 2/s, bursts of 20: a console switching
+    /// between the nodes on its map.
+    pub watch: Rate,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Self {
+            position: Rate::new(5, 50),
+            alert: Rate::new(10, 50),
+            receipt: Rate::new(50, 500),
+            alert_query: Rate::new(5, 50),
+            drill_query: Rate::new(1, 10),
+            sos_cancel: Rate::new(10, 20),
+            watch: Rate::new(2, 20),
+        }
+    }
+}
+
+impl Rates {
+    /// Every rate with its field name, for validation.
+    pub fn all(&self) -> [(&'static str, Rate); Kind::COUNT] {
+        [
+            ("position", self.position),
+            ("alert", self.alert),
+            ("receipt", self.receipt),
+            ("alert_query", self.alert_query),
+            ("drill_query", self.drill_query),
+            ("sos_cancel", self.sos_cancel),
+            ("watch", self.watch),
+        ]
+    }
+}
+
+/// When a terminal over its limits is closed: after `strikes` refusals
+/// (rate or busy) within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abuse {
+    /// Refusals tolerated within `window`; the next closes the connection.
+    pub strikes: u32,
+    /// The window refusals are counted in.
+    pub window: Duration,
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within its rate: handle it.
+    Allow,
+    /// Over its rate: refuse it with an error and count it.
+    Refuse,
+    /// Over its rate, and the terminal has been refused too often: close
+    /// the connection.
+    Close,
+}
+
+/// One terminal's buckets and strikes.
+#[derive(Debug)]
+pub struct Limiter {
+    buckets: [RateLimit; Kind::COUNT],
+    rates: [u32; Kind::COUNT],
+    abuse: Abuse,
+    strikes: u32,
+    window_start: Option<Instant>,
+}
+
+impl Limiter {
+    /// Full buckets for a session that starts now.
+    pub fn new(rates: &Rates, abuse: Abuse) -> Self {
+        Self {
+            buckets: rates
+                .all()
+                .map(|(_, r)| RateLimit::new(r.per_second, r.burst)),
+            rates: rates.all().map(|(_, r)| r.per_second),
+            abuse,
+            strikes: 0,
+            window_start: None,
+        }
+    }
+
+    /// Takes a token of `kind` at `now`. Call for every frame with a
+    /// [`Kind`] before doing any work for it.
+    pub fn check(&mut self, kind: Kind, now: Instant) -> Verdict {
+        if self.buckets[kind.index()].allow(now) {
+            Verdict::Allow
+        } else {
+            self.strike(now)
+        }
+    }
+
+    /// Takes a token of `kind` at `now` if there is one, without counting
+    /// a refusal when there is none. Call for a frame that waits for its
+    /// token rather than being refused.
+    pub fn try_take(&mut self, kind: Kind, now: Instant) -> bool {
+        self.buckets[kind.index()].allow(now)
+    }
+
+    /// The sustained rate of `kind`, frames per second.
+    pub fn per_second(&self, kind: Kind) -> u32 {
+        self.rates[kind.index()]
+    }
+
+    /// Counts a refusal made elsewhere (e.g. too much work in flight) at
+    /// `now`; says whether the terminal is now to be closed.
+    pub fn strike(&mut self, now: Instant) -> Verdict {
+        match self.window_start {
+            Some(start) if now.saturating_duration_since(start) < self.abuse.window => {}
+            _ => {
+                self.window_start = Some(now);
+                self.strikes = 0;
+            }
+        }
+        self.strikes += 1;
+        if self.strikes > self.abuse.strikes {
+            Verdict::Close
+        } else {
+            Verdict::Refuse
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(strikes: u32) -> Limiter {
+        let rates = Rates {
+            alert_query: Rate::new(10, 5),
+            ..Rates::default()
+        };
+        Limiter::new(
+            &rates,
+            Abuse {
+                strikes,
+                window: Duration::from_secs(10),
+            },
+        )
+    }
+
+    #[test]
+    fn a_burst_passes_then_the_rate_refills_it() {
+        let t0 = Instant::now();
+        let mut l = limiter(1000);
+        let allowed = (0..20)
+            .filter(|_| l.check(Kind::AlertQuery, t0) == Verdict::Allow)
+            .count();
+        assert_eq!(allowed, 5);
+        // Other kinds have buckets of their own.
+        assert_eq!(l.check(Kind::Position, t0), Verdict::Allow);
+        // 10/s: one more every 100 ms.
+        let t1 = t0 + Duration::from_millis(300);
+        let allowed = (0..20)
+            .filter(|_| l.check(Kind::AlertQuery, t1) == Verdict::Allow)
+            .count();
+        assert_eq!(allowed, 3);
+    }
+
+    #[test]
+    fn too_many_refusals_within_the_window_close() {
+        let t0 = Instant::now();
+        let mut l = limiter(3);
+        for _ in 0..5 {
+            assert_eq!(l.check(Kind::AlertQuery, t0), Verdict::Allow);
+        }
+        for _ in 0..3 {
+            assert_eq!(l.check(Kind::AlertQuery, t0), Verdict::Refuse);
+        }
+        assert_eq!(l.check(Kind::AlertQuery, t0), Verdict::Close);
+    }
+
+    #[test]
+    fn taking_without_a_token_is_no_strike() {
+        let t0 = Instant::now();
+        let mut l = limiter(0);
+        let taken = (0..1000).filter(|_| l.try_take(Kind::Receipt, t0)).count();
+        assert_eq!(taken, 500);
+        assert_eq!(l.per_second(Kind::Receipt), 50);
+        // No refusal was counted: the first one closes (strikes = 0).
+        assert_eq!(l.strike(t0), Verdict::Close);
+    }
+
+    #[test]
+    fn refusals_spread_over_windows_never_close() {
+        let t0 = Instant::now();
+        let mut l = limiter(3);
+        for w in 0..10u32 {
+            let t = t0 + Duration::from_secs(11) * w;
+            // Each window: a full burst (refilled), then three refusals.
+            for _ in 0..5 {
+                assert_eq!(l.check(Kind::AlertQuery, t), Verdict::Allow);
+            }
+            for _ in 0..3 {
+                assert_eq!(l.check(Kind::AlertQuery, t), Verdict::Refuse);
+            }
+        }
+        assert_eq!(l.strike(t0 + Duration::from_secs(110)), Verdict::Refuse);
+    }
+
+    #[test]
+    fn kinds_map_from_frames() {
+        assert_eq!(
+            Kind::of(&ClientMsg::AlertQuery { alert: 1 }),
+            Some(Kind::AlertQuery)
+        );
+        assert_eq!(Kind::of(&ClientMsg::Ping { nonce: 1 }), None);
+        assert_eq!(Kind::of(&ClientMsg::Sos), None);
+    }
+}
