@@ -28,6 +28,10 @@ impl Gateway {
     /// Builds the run-time state: one talk group per org node, alerts in
     /// `store` (open it at `<data_dir>/gateway.db`), every packet carried
     /// by `net` (see [`crate::net`]).
+    ///
+    /// `config` must have passed [`Config::validate`] (as [`Config::load`]
+    /// and [`Config::layered`] do): bounds are checked once, there, not
+    /// clamped where they are used.
     pub fn new(
         config: Config,
         org: Org,
@@ -35,6 +39,11 @@ impl Gateway {
         store: Store,
         net: crate::net::Thread,
     ) -> Self {
+        debug_assert_eq!(
+            config.validate(),
+            Ok(()),
+            "Gateway::new takes a validated config"
+        );
         Self {
             hub: Arc::new(Hub::new(config, org, key, store, net)),
         }

@@ -104,7 +104,8 @@ impl Hub {
                 (id, Arc::new(group))
             })
             .collect();
-        let handshakes = Arc::new(Semaphore::new(config.transport.max_handshakes.max(1)));
+        // At least 1: `Config::validate`.
+        let handshakes = Arc::new(Semaphore::new(config.transport.max_handshakes));
         let transfers = Transfers::new(&config.attachments);
         Self {
             config,
