@@ -5,11 +5,14 @@
 //! built from what it said.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use ptt_codec::{receipt, Class, DenyCause, ReceiptStatus, RevokeCause, TerminalId};
+use ptt_codec::{
+    receipt, Class, DenyCause, GroupId, ReceiptStatus, RevokeCause, ServerMsg, TerminalId,
+};
 use ptt_gateway_core::alert::{self, Step};
+use ptt_gateway_core::group::{self, churn};
 use ptt_gateway_core::{admission, fanout, floor};
 
 use crate::input::{Rng, Source};
@@ -52,9 +55,11 @@ fn rank(s: ReceiptStatus) -> Option<u8> {
     }
 }
 
-/// Check of the `receipt` target: a recipient's status under any sequence
-/// of receipts, through `ptt_codec::receipt::advance` (the terminal's copy)
-/// and `ptt_gateway_core::alert::advance` (the gateway's), which must agree.
+/// Check of the `receipt` target: the one receipt rule,
+/// `ptt_codec::receipt::advance`, under any sequence of receipts. The
+/// gateway's `ptt_gateway_core::alert::advance` is a re-export of it; both
+/// paths are still compared, which costs nothing and catches a copy coming
+/// back.
 pub fn check_receipt(input: &[u8]) -> Result<Outcome, String> {
     let mut s = Source::new(input);
     let mut status = ReceiptStatus::Pending;
@@ -588,10 +593,303 @@ pub fn check_ratelimit(input: &[u8]) -> Result<Outcome, String> {
     })
 }
 
-// The talk-group machine (`ptt_gateway_core::group::Machine`: membership,
-// presence and floor of one group) lands on main from another branch. When
-// it is in this tree, add a `group` target here: attach/detach/request/
-// release/timeout from any terminal and session in any order; invariants:
-// a member is attached once per session, a detach of a stale session does
-// nothing, the floor's invariants above hold through it, and every burst
-// it reports started ends exactly once.
+// ---- talk group -------------------------------------------------------------
+
+/// The model of one talk group, built from the machine's outputs and the
+/// driver's own calls.
+#[derive(Debug, Default)]
+struct GroupModel {
+    /// Terminal -> session of the member online.
+    online: BTreeMap<TerminalId, u64>,
+    /// The burst granted and not yet ended: (talker, burst id).
+    open: Option<(TerminalId, u16)>,
+    granted: u64,
+    ended: u64,
+    /// What the others were last seen told of a terminal. A telling with
+    /// nobody else online sends nothing, so the model sees a subset of the
+    /// machine's tellings: it checks their spacing and their value, not
+    /// that each differs from the one before.
+    told: BTreeMap<TerminalId, bool>,
+    /// Terminals told of in the step being drained (one telling goes to
+    /// every other member).
+    told_now: Vec<TerminalId>,
+    /// When a terminal's presence was last seen told.
+    told_at: BTreeMap<TerminalId, Instant>,
+    /// When a terminal last came online or went offline.
+    changed_at: BTreeMap<TerminalId, Instant>,
+    /// A handle_timeout ran a presence interval or more after the last
+    /// change: nothing of this terminal may be told until it changes again.
+    settled: BTreeMap<TerminalId, bool>,
+}
+
+impl GroupModel {
+    fn output(
+        &mut self,
+        out: group::Output<u64>,
+        now: Instant,
+        interval: Duration,
+    ) -> Result<(), String> {
+        match out {
+            group::Output::Send { to, link, msg } => {
+                ensure!(
+                    self.online.get(&to) == Some(&link),
+                    "{msg:?} sent to {to} over session {link}, online: {:?}",
+                    self.online.get(&to)
+                );
+                match msg {
+                    ServerMsg::FloorGranted { burst, .. } => {
+                        ensure!(
+                            self.open.is_none(),
+                            "{to}/{burst} granted over {:?}",
+                            self.open
+                        );
+                        self.open = Some((to, burst));
+                        self.granted += 1;
+                    }
+                    ServerMsg::Presence {
+                        terminal, online, ..
+                    } => {
+                        ensure!(terminal != to, "{to} told of its own presence");
+                        let first = !self.told_now.contains(&terminal);
+                        if first {
+                            self.told_now.push(terminal);
+                            ensure!(
+                                !self.settled.get(&terminal).copied().unwrap_or(false),
+                                "presence of {terminal} after it settled"
+                            );
+                            ensure!(
+                                online == self.online.contains_key(&terminal),
+                                "{terminal} told online={online}, it is not"
+                            );
+                            if let Some(at) = self.told_at.get(&terminal) {
+                                ensure!(
+                                    now.saturating_duration_since(*at) >= interval,
+                                    "{terminal} told twice within {interval:?}"
+                                );
+                            }
+                            self.told.insert(terminal, online);
+                            self.told_at.insert(terminal, now);
+                        } else {
+                            ensure!(
+                                self.told.get(&terminal) == Some(&online),
+                                "{terminal} told both ways at once"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            group::Output::BurstEnded(e) => {
+                let key = (e.burst.terminal, e.burst.id);
+                ensure!(
+                    self.open == Some(key),
+                    "ended {key:?}, granted {:?}",
+                    self.open
+                );
+                ensure!(e.ended_at == now, "ended at another time");
+                self.open = None;
+                self.ended += 1;
+            }
+            group::Output::Publish => {}
+        }
+        Ok(())
+    }
+
+    /// `who` came online or went offline at `now`.
+    fn changed(&mut self, who: TerminalId, now: Instant) {
+        self.changed_at.insert(who, now);
+        self.settled.insert(who, false);
+    }
+}
+
+/// Check of the `group` target: `group::Machine` under any attaches (new
+/// sessions, replaced sessions), detaches (current and stale sessions),
+/// requests, releases and timeouts, with `churn::Churn` in front of
+/// attaches and detaches as the gateway has it.
+pub fn check_group(input: &[u8]) -> Result<Outcome, String> {
+    let mut s = Source::new(input);
+    let talk_limit = Duration::from_millis(u64::from(s.u16()));
+    let interval = Duration::from_millis(u64::from(s.u16() % 5_000));
+    let capacity = s.below(6);
+    let limits = churn::Limits {
+        per_second: u32::from(s.u8() % 8),
+        burst: 1 + u32::from(s.u8() % 8),
+        max_refused: u32::from(s.u8() % 4),
+    };
+    let members = 1 + u32::from(s.u8() % 6);
+    let mut m: group::Machine<u64> = group::Machine::new(
+        GroupId(7),
+        Arc::from("g"),
+        floor::Config {
+            talk_limit,
+            queue_capacity: capacity,
+        },
+        interval,
+    );
+    let mut model = GroupModel::default();
+    let mut churns: BTreeMap<TerminalId, (churn::Churn, u32)> = BTreeMap::new();
+    let mut next_session = 1u64;
+    let mut now = epoch();
+    let mut steps = 0;
+    let mut replaced = 0;
+    while !s.is_empty() && steps < 512 {
+        steps += 1;
+        now += tick(&mut s);
+        let who = TerminalId(1 + u32::from(s.u8()) % members);
+        let op = s.u8() % 8;
+        let mut timed_out = false;
+        if op <= 2 && !s.bool() {
+            // Attach or detach, through the churn limit (a refused one is
+            // not carried out; `Close` only after `max_refused` in a row).
+            let (c, in_row) = churns
+                .entry(who)
+                .or_insert_with(|| (churn::Churn::new(limits), 0));
+            match c.check(now) {
+                churn::Verdict::Allow => *in_row = 0,
+                v => {
+                    *in_row += 1;
+                    ensure!(
+                        c.refused() == *in_row,
+                        "refused {} not {in_row}",
+                        c.refused()
+                    );
+                    ensure!(
+                        (v == churn::Verdict::Close) == (*in_row > limits.max_refused),
+                        "{v:?} after {in_row} refusals, max {}",
+                        limits.max_refused
+                    );
+                    if v == churn::Verdict::Close {
+                        churns.remove(&who);
+                    }
+                    continue;
+                }
+            }
+        }
+        match op {
+            0 | 1 => {
+                let session = next_session;
+                next_session += 1;
+                let was = model.online.insert(who, session);
+                if was.is_some() {
+                    replaced += 1;
+                } else {
+                    model.changed(who, now);
+                }
+                let member = group::Member {
+                    talk: !s.u8().is_multiple_of(4),
+                    priority: s.u8(),
+                    name: Arc::from("t"),
+                    session,
+                    link: session,
+                };
+                m.handle_attach(now, who, member, s.bool());
+            }
+            2 => {
+                let current = model.online.get(&who).copied();
+                let session = match (s.u8() % 3, current) {
+                    (0 | 1, Some(c)) => c,
+                    (2, Some(c)) if c > 1 => c - 1 - u64::from(s.u8()) % (c - 1),
+                    _ => next_session.saturating_sub(1 + u64::from(s.u8())),
+                };
+                let before = (
+                    m.members()
+                        .map(|(t, mm)| (t, mm.session))
+                        .collect::<Vec<_>>(),
+                    m.holder().copied(),
+                    m.poll_timeout(),
+                );
+                let removed = m.handle_detach(now, who, session);
+                ensure!(
+                    removed == (current == Some(session)),
+                    "detach of {who}/{session} (online {current:?}) removed: {removed}"
+                );
+                if removed {
+                    model.online.remove(&who);
+                    model.changed(who, now);
+                } else {
+                    ensure!(m.poll_output().is_none(), "a stale detach did something");
+                    let after = (
+                        m.members()
+                            .map(|(t, mm)| (t, mm.session))
+                            .collect::<Vec<_>>(),
+                        m.holder().copied(),
+                        m.poll_timeout(),
+                    );
+                    ensure!(before == after, "a stale detach changed the group");
+                }
+            }
+            3 | 4 => {
+                let class = class(&mut s);
+                let limit = s.bool().then(|| Duration::from_millis(u64::from(s.u16())));
+                m.handle_request(now, who, class, limit);
+            }
+            5 => m.handle_release(now, who),
+            _ => {
+                if let (true, Some(at)) = (s.bool(), m.poll_timeout()) {
+                    now = now.max(at);
+                }
+                let due = m.poll_timeout().is_some_and(|at| now >= at);
+                m.handle_timeout(now);
+                if !due {
+                    ensure!(m.poll_output().is_none(), "an early timeout did something");
+                }
+                timed_out = true;
+            }
+        }
+        model.told_now.clear();
+        while let Some(out) = m.poll_output() {
+            model.output(out, now, interval)?;
+        }
+        if timed_out {
+            ensure!(
+                m.poll_timeout().is_none_or(|at| at >= now),
+                "timer in the past after handle_timeout"
+            );
+            for (t, at) in &model.changed_at {
+                if now.saturating_duration_since(*at) >= interval {
+                    model.settled.insert(*t, true);
+                }
+            }
+        }
+        group_invariants(&m, &model)?;
+    }
+    // Everybody leaves: every burst granted has ended exactly once.
+    while let Some((who, session)) = model.online.pop_first() {
+        ensure!(m.handle_detach(now, who, session), "{who} not detached");
+        model.changed(who, now);
+        model.told_now.clear();
+        while let Some(out) = m.poll_output() {
+            model.output(out, now, interval)?;
+        }
+        group_invariants(&m, &model)?;
+    }
+    ensure!(m.holder().is_none(), "a holder after everybody left");
+    ensure!(
+        model.granted == model.ended,
+        "{} bursts granted, {} ended",
+        model.granted,
+        model.ended
+    );
+    Ok(match (model.granted, replaced) {
+        (0, _) => "no burst",
+        (_, 0) => "bursts",
+        _ => "bursts and reconnects",
+    })
+}
+
+fn group_invariants(m: &group::Machine<u64>, model: &GroupModel) -> Result<(), String> {
+    let online: Vec<(TerminalId, u64)> = m.members().map(|(t, mm)| (t, mm.session)).collect();
+    let want: Vec<(TerminalId, u64)> = model.online.iter().map(|(t, s)| (*t, *s)).collect();
+    ensure!(online == want, "members {online:?}, calls say {want:?}");
+    ensure!(m.online() == want.len(), "online count");
+    let holder = m.holder().map(|b| (b.terminal, b.id));
+    ensure!(
+        holder == model.open,
+        "holder {holder:?}, outputs say {:?}",
+        model.open
+    );
+    if let Some((t, _)) = holder {
+        ensure!(m.member(t).is_some(), "holder {t} is not online");
+    }
+    Ok(())
+}
