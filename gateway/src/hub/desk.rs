@@ -1,13 +1,13 @@
 //! The alert desk: the store, the window of deliveries in flight, the
 //! terminals that may have alerts waiting, and the receipt writer's queue.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::{DashMap, DashSet};
 use ptt_codec::{ErrorCode, TerminalId};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
+use super::warn;
 use crate::store::{self, Receipt, ReceiptIn, Store};
 
 /// Alert deliveries in flight at once (see [`Desk::delivery_slot`]).
@@ -17,9 +17,6 @@ const MAX_DELIVERIES_IN_FLIGHT: usize = 512;
 /// notices, reports) may hold: a quarter of the window is always left for
 /// live SOS and dispatch.
 const MAX_ROUTINE_IN_FLIGHT: usize = MAX_DELIVERIES_IN_FLIGHT * 3 / 4;
-
-/// At most one delivery warning in this long (the counters have them all).
-const WARN_EVERY_MS: u64 = 10_000;
 
 /// Receipts written in one transaction at most.
 const RECEIPT_BATCH: usize = 4096;
@@ -111,8 +108,8 @@ pub(crate) struct Desk {
     per_terminal: DashMap<TerminalId, Arc<Semaphore>>,
     /// `delivery.per_terminal`.
     per_terminal_limit: usize,
-    /// When a delivery warning was last logged (Unix ms).
-    warned_ms: AtomicU64,
+    /// Delivery warnings (Unix ms clock).
+    warned: warn::Gate,
     /// Terminals that may have alerts waiting (a superset): only these are
     /// looked up in the database when they connect, so a reconnect storm of
     /// 30,000 terminals does not queue 30,000 queries ahead of new alerts.
@@ -139,7 +136,7 @@ impl Desk {
             routine: Semaphore::new(MAX_ROUTINE_IN_FLIGHT),
             per_terminal: DashMap::new(),
             per_terminal_limit: per_terminal.max(1),
-            warned_ms: AtomicU64::new(0),
+            warned: warn::Gate::default(),
             pending: pending.into_iter().collect(),
             receipts,
             receipts_rx: Mutex::new(Some(receipts_rx)),
@@ -204,14 +201,9 @@ impl Desk {
     }
 
     /// Whether a delivery warning may be logged now (one per
-    /// [`WARN_EVERY_MS`]; the counters count every case).
+    /// [`warn::EVERY_MS`]; the counters count every case).
     pub(crate) fn warn_due(&self, now_ms: u64) -> bool {
-        let last = self.warned_ms.load(Ordering::Relaxed);
-        now_ms.saturating_sub(last) >= WARN_EVERY_MS
-            && self
-                .warned_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        self.warned.due(now_ms)
     }
 
     /// Notes that alerts wait for `recipients`.
@@ -355,6 +347,6 @@ mod tests {
         let desk = Desk::new(Store::in_memory().expect("in-memory store"), [], 1);
         assert!(desk.warn_due(100_000));
         assert!(!desk.warn_due(100_001));
-        assert!(desk.warn_due(100_000 + WARN_EVERY_MS));
+        assert!(desk.warn_due(100_000 + warn::EVERY_MS));
     }
 }

@@ -11,6 +11,7 @@ mod desk;
 mod registry;
 mod sos;
 mod transfers;
+mod warn;
 mod watch;
 
 use std::collections::HashMap;

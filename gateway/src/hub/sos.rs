@@ -2,10 +2,11 @@
 //! a copy of the store's `active_sos` table loaded when the gateway starts.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ptt_codec::TerminalId;
+
+use super::warn;
 pub(crate) use ptt_gateway_core::sos::Active;
 
 /// Active SOS per terminal (at most one each).
@@ -16,13 +17,9 @@ pub(crate) struct Book {
     /// refreshed or cancelled, so that presses arriving together make one
     /// alert. Only terminals of the org get one.
     turns: Mutex<HashMap<TerminalId, Arc<tokio::sync::Mutex<()>>>>,
-    /// When an emergency-class refusal was last logged (Unix ms).
-    warned_ms: AtomicU64,
+    /// Emergency-class refusal warnings (Unix ms clock).
+    warned: warn::Gate,
 }
-
-/// At most one emergency-class refusal warning in this long (the counter
-/// has them all).
-const WARN_EVERY_MS: u64 = 10_000;
 
 impl Book {
     /// The book holding `active`, the store's active SOS: call once at start.
@@ -30,19 +27,14 @@ impl Book {
         Self {
             active: Mutex::new(active.into_iter().collect()),
             turns: Mutex::default(),
-            warned_ms: AtomicU64::new(0),
+            warned: warn::Gate::default(),
         }
     }
 
     /// Whether an emergency-class refusal may be logged now (one per
-    /// [`WARN_EVERY_MS`]).
+    /// [`warn::EVERY_MS`]).
     pub(crate) fn warn_due(&self, now_ms: u64) -> bool {
-        let last = self.warned_ms.load(Ordering::Relaxed);
-        now_ms.saturating_sub(last) >= WARN_EVERY_MS
-            && self
-                .warned_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        self.warned.due(now_ms)
     }
 
     /// Waits until no other press or cancel of `terminal`'s SOS is under

@@ -3,17 +3,15 @@
 //! that asks for many photos, or never reads them, holds a bounded amount
 //! of memory and database work.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use ptt_codec::TerminalId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::warn;
 use crate::config;
-
-/// Per-terminal warnings about the same cause at most this often, ms.
-const WARN_EVERY_MS: u64 = 10_000;
 
 /// The slots of one terminal.
 #[derive(Debug)]
@@ -22,8 +20,8 @@ struct Terminal {
     slots: Arc<Semaphore>,
     /// Its fetches admitted and not finished (streaming or waiting).
     fetches: Arc<AtomicU32>,
-    /// When it was last warned about, ms since the gateway started.
-    warned_ms: AtomicU64,
+    /// Warnings about it (clock: ms since the gateway started).
+    warned: warn::Gate,
 }
 
 /// A photo stream's place: held while it streams, given back on drop.
@@ -80,7 +78,7 @@ impl Transfers {
                 Arc::new(Terminal {
                     slots: Arc::new(Semaphore::new(self.per_terminal as usize)),
                     fetches: Arc::new(AtomicU32::new(0)),
-                    warned_ms: AtomicU64::new(0),
+                    warned: warn::Gate::default(),
                 })
             })
             .clone()
@@ -154,12 +152,9 @@ impl Transfers {
     /// 10 s per terminal, so an attack does not flood the log.
     pub(crate) fn should_warn(&self, terminal: TerminalId) -> bool {
         let t = self.terminal(terminal);
-        let now = self.started.elapsed().as_millis() as u64 + WARN_EVERY_MS;
-        let last = t.warned_ms.load(Ordering::Relaxed);
-        now >= last + WARN_EVERY_MS
-            && t.warned_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        // Offset by one period, so the first warning goes through at start.
+        let now = self.started.elapsed().as_millis() as u64 + warn::EVERY_MS;
+        t.warned.due(now)
     }
 }
 
