@@ -53,6 +53,46 @@ pub struct Config {
     pub delivery: Delivery,
     /// Per-terminal bounds on control frames and work in flight.
     pub limits: Limits,
+    /// The operations surface over HTTP: metrics, health, admin API.
+    pub http: Http,
+}
+
+/// The operations surface (`[http]`): Prometheus metrics, health probes and
+/// the admin API (docs/OPERATIONS.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Serve it at all. Default true: an operator must see a running node's
+    /// health without a restart to turn it on.
+    pub enabled: bool,
+    /// TCP address. Default `127.0.0.1:9090`: loopback, so a fresh install
+    /// exposes nothing; bound beyond loopback it is HTTPS with the
+    /// gateway's certificate (plain HTTP only on loopback).
+    pub listen: SocketAddr,
+    /// File holding the operator token that `/metrics` and `/api/v1` ask
+    /// for (`Authorization: Bearer <token>`). Default
+    /// `<data_dir>/operator.token`, generated (random, mode 0600) on first
+    /// start; the health probes need no token.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_file: None,
+        }
+    }
+}
+
+impl Http {
+    /// The operator token's file under the data directory `data_dir`.
+    pub fn token_path(&self, data_dir: &Path) -> PathBuf {
+        self.token_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("operator.token"))
+    }
 }
 
 /// Attachment settings (`[attachments]`): what one terminal may keep and
@@ -288,6 +328,7 @@ impl Default for Config {
             attachments: Attachments::default(),
             delivery: Delivery::default(),
             limits: Limits::default(),
+            http: Http::default(),
         }
     }
 }
@@ -577,6 +618,9 @@ pub struct Overrides {
     pub provisioning_key: Option<PathBuf>,
     /// `--marks`: [`Drill::marks_s`].
     pub drill_marks_s: Option<Vec<u32>>,
+    /// `--http ADDR` (`Some(Some(addr))`) or `--no-http` (`Some(None)`):
+    /// [`Http::listen`] and [`Http::enabled`].
+    pub http: Option<Option<SocketAddr>>,
 }
 
 impl Config {
@@ -623,6 +667,7 @@ impl Config {
             key,
             provisioning_key,
             drill_marks_s,
+            http,
         } = flags;
         if let Some(listen) = listen {
             self.listen = listen;
@@ -642,6 +687,14 @@ impl Config {
         }
         if let Some(marks) = drill_marks_s {
             self.drill.marks_s = marks;
+        }
+        match http {
+            Some(Some(addr)) => {
+                self.http.enabled = true;
+                self.http.listen = addr;
+            }
+            Some(None) => self.http.enabled = false,
+            None => {}
         }
     }
 
@@ -787,6 +840,7 @@ mod tests {
             key: Some("k".into()),
             provisioning_key: Some("p".into()),
             drill_marks_s: Some(vec![1]),
+            http: Some(Some("127.0.0.1:2".parse().unwrap())),
         };
         let c = Config::layered(None, flags.clone()).unwrap();
         let seen = Overrides {
@@ -797,6 +851,7 @@ mod tests {
             key: c.key,
             provisioning_key: c.provisioning_key,
             drill_marks_s: Some(c.drill.marks_s),
+            http: Some(c.http.enabled.then_some(c.http.listen)),
         };
         assert_eq!(seen, flags);
     }

@@ -33,6 +33,7 @@ pub mod config;
 pub mod drill;
 pub mod fanout;
 mod group;
+pub mod http;
 mod hub;
 pub mod location;
 pub mod metrics;
@@ -56,7 +57,7 @@ mod layering {
 
     /// The driver's layers, top first: a module may import only layers
     /// after its own.
-    const LAYERS: &[&str] = &["server", "session", "ops", "hub", "group", "outbox"];
+    const LAYERS: &[&str] = &["server", "http", "session", "ops", "hub", "group", "outbox"];
 
     /// Every `.rs` file of module `name` (a file or a folder).
     fn sources(name: &str) -> Vec<(String, String)> {

@@ -150,6 +150,13 @@ struct ServeArgs {
     /// Provisioning key file, overriding the org file's key_file.
     #[arg(long)]
     provisioning_key: Option<PathBuf>,
+    /// TCP address of the operations surface (metrics, health, admin API)
+    /// [default: 127.0.0.1:9090; HTTPS when beyond loopback].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    http: Option<SocketAddr>,
+    /// Serve no operations surface.
+    #[arg(long)]
+    no_http: bool,
 }
 
 impl ServeArgs {
@@ -163,6 +170,11 @@ impl ServeArgs {
             key: self.key.clone(),
             provisioning_key: self.provisioning_key.clone(),
             drill_marks_s: None,
+            http: if self.no_http {
+                Some(None)
+            } else {
+                self.http.map(Some)
+            },
         }
     }
 
@@ -238,10 +250,32 @@ fn main() -> anyhow::Result<()> {
                 let store =
                     Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
                 let listen = config.listen;
+                let (config_http, data_dir) = (config.http.clone(), config.data_dir.clone());
                 let terminals = org.terminals().count();
                 let net = net::Thread::start("ptt-net")?;
                 let gateway = Gateway::new(config, org, key, store, net);
                 let endpoint = gateway.bind(listen, &id)?;
+                // The operations surface is for watching the node: if it
+                // cannot start, say so loudly and serve voice anyway.
+                let http = if config_http.enabled {
+                    match ptt_gateway::http::Listener::bind(&config_http, &data_dir, &id).await {
+                        Ok(listener) => {
+                            tracing::info!(
+                                addr = %listener.local_addr()?,
+                                https = listener.is_https(),
+                                token_file = %config_http.token_path(&data_dir).display(),
+                                "operations surface: /metrics /healthz /readyz /api/v1"
+                            );
+                            Some(tokio::spawn(gateway.serve_http(listener)))
+                        }
+                        Err(e) => {
+                            tracing::error!("operations surface not started: {e}");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
                 tracing::info!(
                     listen = %endpoint.local_addr()?,
                     cert = %id.cert_path.display(),
@@ -249,6 +283,9 @@ fn main() -> anyhow::Result<()> {
                     "starting"
                 );
                 gateway.run(endpoint, shutdown_signal()).await;
+                if let Some(http) = http {
+                    http.abort();
+                }
                 Ok(())
             })
         }
@@ -308,6 +345,7 @@ mod tests {
                 key: Some("k".into()),
                 provisioning_key: Some("p".into()),
                 drill_marks_s: None,
+                http: None,
             }
         );
         let flags = drill(&["--data-dir", "d", "--org", "o", "--marks", "30,90"]).overrides();

@@ -6,24 +6,33 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident, )+) => {
+    ($( $(#[doc = $doc:literal])* $name:ident, )+) => {
         /// Gateway-wide counters. Increment with [`Metrics::add`]; read a
         /// consistent-enough copy with [`Metrics::snapshot`].
         #[derive(Debug, Default)]
         pub struct Metrics {
-            $( $(#[$doc])* pub $name: AtomicU64, )+
+            $( $(#[doc = $doc])* pub $name: AtomicU64, )+
         }
 
         /// A copy of [`Metrics`] at one moment.
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
         pub struct Snapshot {
-            $( $(#[$doc])* pub $name: u64, )+
+            $( $(#[doc = $doc])* pub $name: u64, )+
         }
 
         impl Metrics {
             /// Reads every counter.
             pub fn snapshot(&self) -> Snapshot {
                 Snapshot { $( $name: self.$name.load(Ordering::Relaxed), )+ }
+            }
+        }
+
+        impl Snapshot {
+            /// Calls `f` with every counter's name, its documentation (the
+            /// doc comment above, as one line) and its value, in declaration
+            /// order: what the Prometheus exposition is made from.
+            pub fn each(&self, mut f: impl FnMut(&'static str, &'static str, u64)) {
+                $( f(stringify!($name), concat!($($doc),*), self.$name); )+
             }
         }
     };
@@ -213,6 +222,19 @@ impl RelayLatency {
     pub fn record(&self, d: std::time::Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         self.lock().saturating_record(us);
+    }
+
+    /// What has been recorded so far as a cumulative histogram: the sum of
+    /// all values (microseconds, from the histogram's mean, so within its
+    /// 3 significant digits), the count, and for each of `bounds_us` the
+    /// number of values at or under it.
+    pub fn cumulative(&self, bounds_us: &[u64]) -> (f64, u64, Vec<u64>) {
+        let h = self.lock();
+        let counts = bounds_us
+            .iter()
+            .map(|&b| h.count_between(0, b.max(1)))
+            .collect();
+        (h.mean() * h.len() as f64, h.len(), counts)
     }
 
     /// What has been recorded so far.

@@ -106,6 +106,13 @@ impl Gateway {
         self.hub.group(group).and_then(|g| g.holder())
     }
 
+    /// Serves the operations surface (metrics, health, admin API) on
+    /// `listener` until the returned future is dropped. Spawn it beside
+    /// [`Gateway::run`].
+    pub fn serve_http(&self, listener: crate::http::Listener) -> impl Future<Output = ()> {
+        crate::http::serve(self.hub.clone(), listener)
+    }
+
     /// Serves `endpoint` until `shutdown` completes, then closes every
     /// connection with [`CloseCode::ServerShutdown`] and waits (up to 5 s)
     /// for sessions to end.
@@ -117,6 +124,8 @@ impl Gateway {
         let sweep = tokio::spawn(crate::ops::attachments::sweep(self.hub.clone()));
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.hub.group_count(), "gateway listening");
+        let accepting = &self.hub.status().accepting;
+        accepting.store(true, std::sync::atomic::Ordering::Relaxed);
         let transport = &self.hub.config().transport;
         let mut waiting = crate::admission::Queue::new(Duration::from_millis(u64::from(
             transport.handshake_queue_ms,
@@ -144,6 +153,7 @@ impl Gateway {
             }
         }
         tracing::info!(sessions = sessions.len(), "shutting down");
+        accepting.store(false, std::sync::atomic::Ordering::Relaxed);
         endpoint.set_server_config(None);
         endpoint.close(
             quinn::VarInt::from_u32(CloseCode::ServerShutdown.code()),

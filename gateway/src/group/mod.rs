@@ -171,6 +171,13 @@ impl Group {
         self.lock().holder().map(|b| b.terminal)
     }
 
+    /// The current burst, if any, and the terminals waiting for the floor,
+    /// next first (for operators' views).
+    pub fn floor_view(&self) -> (Option<floor::Burst>, Vec<TerminalId>) {
+        let machine = self.lock();
+        (machine.holder().copied(), machine.queued().collect())
+    }
+
     /// Called by the timer task once the machine's deadline has passed.
     fn on_timeout(self: &Arc<Self>) {
         self.step(|m, now| m.handle_timeout(now));

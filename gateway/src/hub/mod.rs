@@ -66,6 +66,18 @@ pub(crate) struct Hub {
     budgets: Budgets,
     /// Ended bursts waiting to be written; taken by [`Hub::audit_writer`].
     audit: Mutex<Option<mpsc::UnboundedReceiver<BurstRecord>>>,
+    /// When the gateway started, and whether its endpoint accepts
+    /// connections now (the operations surface's status and readiness).
+    status: Status,
+}
+
+/// The gateway's run state, for the operations surface.
+#[derive(Debug)]
+pub(crate) struct Status {
+    /// When the hub was built.
+    pub(crate) started: std::time::Instant,
+    /// Set while [`crate::server::Gateway::run`] accepts connections.
+    pub(crate) accepting: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -125,6 +137,10 @@ impl Hub {
             handshakes,
             budgets: Budgets::default(),
             audit: Mutex::new(Some(audit_rx)),
+            status: Status {
+                started: std::time::Instant::now(),
+                accepting: std::sync::atomic::AtomicBool::new(false),
+            },
         }
     }
 
@@ -202,6 +218,11 @@ impl Hub {
     /// Voice relay latency to every receiver's packet on the socket.
     pub(crate) fn socket_latency(&self) -> &Arc<RelayLatency> {
         &self.socket_latency
+    }
+
+    /// Start time and whether the endpoint accepts connections.
+    pub(crate) fn status(&self) -> &Status {
+        &self.status
     }
 
     /// Handshake slots (`transport.max_handshakes`).

@@ -143,6 +143,22 @@ impl Registry {
             .get(&terminal)
             .and_then(|e| e.session.as_ref().map(|l| l.conn.clone()))
     }
+
+    /// Every terminal online now, with its connection and the groups it is
+    /// in, for operators' views. Walks every entry: never on the voice path.
+    pub(crate) fn online(&self) -> Vec<(TerminalId, Connection, Vec<GroupId>)> {
+        self.terminals
+            .iter()
+            .filter_map(|e| {
+                let live = e.session.as_ref()?;
+                Some((
+                    *e.key(),
+                    live.conn.clone(),
+                    e.groups.keys().copied().collect(),
+                ))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use ptt_codec::control::kind;
 use ptt_codec::{ErrorCode, GroupId, ServerMsg, TerminalId};
 use ptt_gateway_core::sos;
 
+use std::sync::Arc;
+
 use super::{alerts, Caller};
 use crate::clock::now_ms;
 use crate::hub::{ActiveSos, Hub};
@@ -207,14 +209,7 @@ pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
         );
         return;
     }
-    let _turn = hub.sos().turn(terminal).await;
-    let Some(ActiveSos {
-        alert,
-        group,
-        recipients,
-        ..
-    }) = hub.sos().take(terminal)
-    else {
+    let Some((alert, recipients)) = end_sos(hub, terminal, by).await else {
         cx.error(
             ErrorCode::UnknownAlert,
             kind::SOS_CANCEL,
@@ -222,6 +217,28 @@ pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
         );
         return;
     };
+    if by != terminal && !recipients.contains(&by) {
+        cx.outbox.send(ServerMsg::AlertCancelled { alert, by });
+    }
+}
+
+/// Ends `terminal`'s active SOS, cancelled by `by` (a terminal, or
+/// [`OPERATOR`] for an operator through the admin API): records who
+/// cancelled, ends the hot-mic burst, tells the recipients and the
+/// terminal. Returns the alert and its recipients, or `None` when the
+/// terminal has no active SOS. The caller checked that `by` may.
+pub(crate) async fn end_sos(
+    hub: &Arc<Hub>,
+    terminal: TerminalId,
+    by: TerminalId,
+) -> Option<(u64, Vec<TerminalId>)> {
+    let _turn = hub.sos().turn(terminal).await;
+    let ActiveSos {
+        alert,
+        group,
+        recipients,
+        ..
+    } = hub.sos().take(terminal)?;
     let at = now_ms();
     let ended = hub
         .desk()
@@ -243,10 +260,13 @@ pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
             o.send(cancelled.clone());
         }
     }
-    if by != terminal && !recipients.contains(&by) {
-        cx.outbox.send(cancelled);
-    }
+    Some((alert, recipients))
 }
+
+/// Who cancelled an SOS when an operator did it through the admin API (the
+/// operator's name is in the admin audit table): terminal id 0, which no
+/// org file may give a terminal.
+pub(crate) const OPERATOR: TerminalId = TerminalId(0);
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,7 @@ pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
 
 pub use attachments::Quota;
 pub use files::create_data_dir;
+pub use operations::{AdminAction, AlertSummary};
 use schema::MIGRATIONS;
 
 mod alerts;
@@ -29,6 +30,7 @@ mod attachments;
 mod audit;
 mod drills;
 mod files;
+mod operations;
 mod receipts;
 mod schema;
 mod sos;

@@ -81,4 +81,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         recipients TEXT NOT NULL,
         expires_ms INTEGER NOT NULL
     );",
+    // (ops) what operators did through the admin API, and who.
+    "CREATE TABLE admin_action (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        operator TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );",
 ];

@@ -175,6 +175,12 @@ impl Machine {
         self.queue.len()
     }
 
+    /// The terminals waiting for the floor, next first (for operators'
+    /// views; the machine reports positions to terminals itself).
+    pub fn queued(&self) -> impl ExactSizeIterator<Item = TerminalId> + '_ {
+        self.queue.iter().map(|w| w.request.terminal)
+    }
+
     /// A terminal pressed the talk key.
     ///
     /// A request from the current holder is ignored (it already talks). A

@@ -170,6 +170,11 @@ impl<L: Clone> Machine<L> {
         self.floor.holder()
     }
 
+    /// The terminals waiting for the floor, next first.
+    pub fn queued(&self) -> impl ExactSizeIterator<Item = TerminalId> + '_ {
+        self.floor.queued()
+    }
+
     // Inputs.
 
     /// Puts `terminal` online, or replaces its member (a reconnect: the new
