@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::{exposition::role_name, Operator, Ops};
 use crate::clock::now_ms;
 use crate::hub::Hub;
-use crate::ops::sos::{end_sos, OPERATOR};
+use crate::ops::sos::end_sos;
 use crate::store::{self, AdminAction, Store};
 
 /// Most rows a list answers with, whatever `limit` asks.
@@ -403,13 +403,14 @@ pub(super) async fn disconnect(
 
 /// `POST /api/v1/terminals/{id}/sos/cancel`: ends the terminal's active
 /// SOS as its console would (floor released, recipients told); the alert
-/// records terminal 0 as who cancelled, the audit table the operator.
+/// records terminal 0 as who cancelled, the audit table the operator (see
+/// [`end_sos`]).
 pub(super) async fn cancel_sos(
     State(ops): State<Arc<Ops>>,
     Extension(Operator(operator)): Extension<Operator>,
     Path(id): Path<u32>,
 ) -> Response {
-    let ended = end_sos(&ops.hub, TerminalId(id), OPERATOR).await;
+    let ended = end_sos(&ops.hub, TerminalId(id), None).await;
     let outcome = match &ended {
         Some((alert, _)) => format!("cancelled alert {alert}"),
         None => "no active SOS".to_owned(),

@@ -209,7 +209,7 @@ pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
         );
         return;
     }
-    let Some((alert, recipients)) = end_sos(hub, terminal, by).await else {
+    let Some((alert, recipients)) = end_sos(hub, terminal, Some(by)).await else {
         cx.error(
             ErrorCode::UnknownAlert,
             kind::SOS_CANCEL,
@@ -222,16 +222,23 @@ pub(crate) async fn sos_cancel(cx: Caller, terminal: TerminalId) {
     }
 }
 
-/// Ends `terminal`'s active SOS, cancelled by `by` (a terminal, or
-/// [`OPERATOR`] for an operator through the admin API): records who
-/// cancelled, ends the hot-mic burst, tells the recipients and the
-/// terminal. Returns the alert and its recipients, or `None` when the
-/// terminal has no active SOS. The caller checked that `by` may.
+/// Ends `terminal`'s active SOS, cancelled by terminal `by`, or by an
+/// operator through the admin API (`None`): records who cancelled, ends the
+/// hot-mic burst, tells the recipients and the terminal. Returns the alert
+/// and its recipients, or `None` when the terminal has no active SOS. The
+/// caller checked that `by` may.
+///
+/// An operator's cancel is stored as by [`OPERATOR`] (the admin audit table
+/// has the operator's name) and told on the wire as by the terminal itself:
+/// the protocol's terminal ids are never 0, and "your SOS has ended" is what
+/// the terminal and the recipients need to know.
 pub(crate) async fn end_sos(
     hub: &Arc<Hub>,
     terminal: TerminalId,
-    by: TerminalId,
+    by: Option<TerminalId>,
 ) -> Option<(u64, Vec<TerminalId>)> {
+    let told = by.unwrap_or(terminal);
+    let by = by.unwrap_or(OPERATOR);
     let _turn = hub.sos().turn(terminal).await;
     let ActiveSos {
         alert,
@@ -254,7 +261,7 @@ pub(crate) async fn end_sos(
     if let Some(g) = hub.group(group) {
         g.release_floor(terminal);
     }
-    let cancelled = ServerMsg::AlertCancelled { alert, by };
+    let cancelled = ServerMsg::AlertCancelled { alert, by: told };
     for r in recipients.iter().chain([&terminal]) {
         if let Some(o) = hub.registry().outbox(*r) {
             o.send(cancelled.clone());
@@ -263,9 +270,9 @@ pub(crate) async fn end_sos(
     Some((alert, recipients))
 }
 
-/// Who cancelled an SOS when an operator did it through the admin API (the
-/// operator's name is in the admin audit table): terminal id 0, which no
-/// org file may give a terminal.
+/// Who cancelled an SOS, in the store, when an operator did it through the
+/// admin API (the operator's name is in the admin audit table): terminal id
+/// 0, which no org file may give a terminal.
 pub(crate) const OPERATOR: TerminalId = TerminalId(0);
 
 #[cfg(test)]

@@ -309,6 +309,14 @@ fn spawn(
         .arg(key)
         .arg("--data-dir")
         .arg(data)
+        // No operations surface on the fixed default port unless the
+        // test's config asks for one on its own port.
+        .args(
+            (!std::fs::read_to_string(config)
+                .unwrap_or_default()
+                .contains("[http]"))
+            .then_some("--no-http"),
+        )
         .env(
             "RUST_LOG",
             std::env::var("HOSTILE_GATEWAY_LOG")
