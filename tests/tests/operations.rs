@@ -371,3 +371,53 @@ async fn beyond_loopback_the_surface_is_https_with_the_gateway_certificate() {
     );
     drop(gw);
 }
+
+/// `--log-format json`: one JSON object per line, and one line per session
+/// start and end naming the terminal, its address, and (at the end) how long
+/// it lasted and why it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_a_line_per_session_start_and_end() {
+    let gw = GatewayProcess::start_with_args("", &["--log-format", "json"]).await;
+    let t = gw.terminal(TALKER).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    t.logout().expect("logout");
+    drop(t);
+    eventually("the session's end in the log", || {
+        if gw.log_text().contains("session ended") {
+            Ok(())
+        } else {
+            Err(())
+        }
+    })
+    .await;
+    let lines: Vec<Value> = gw
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}")))
+        .collect();
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+            })
+            .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"))
+            .clone()
+    };
+    let started = find("session started");
+    assert_eq!(started["span"]["terminal"], format!("T{TALKER}"));
+    assert!(started["span"]["remote"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("127.0.0.1:")));
+    let ended = find("session ended");
+    assert_eq!(ended["span"]["terminal"], format!("T{TALKER}"));
+    assert!(
+        ended["fields"]["duration_ms"]
+            .as_u64()
+            .is_some_and(|d| d >= 200),
+        "{ended}"
+    );
+    assert!(ended["fields"]["cause"].is_string(), "{ended}");
+}

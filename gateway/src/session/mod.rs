@@ -103,6 +103,7 @@ pub(crate) async fn run(
         };
     crate::tls::open_after_hello(&conn, &hub.config().transport);
     let span = tracing::info_span!("session", terminal = %terminal, %remote);
+    let started = std::time::Instant::now();
     async move {
         let mut session = control::Session::start(hub.clone(), conn.clone(), send, terminal);
         let voice = hub
@@ -120,9 +121,18 @@ pub(crate) async fn run(
         session.finish();
         match result {
             Ok(()) | Err(Ended::Connection(quinn::ConnectionError::LocallyClosed)) => {
-                tracing::info!("session ended")
+                tracing::info!(
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    cause = "closed",
+                    "session ended"
+                )
             }
-            Err(e) => tracing::info!(code = ?e.to_code(), "session ended: {e}"),
+            Err(e) => tracing::info!(
+                duration_ms = started.elapsed().as_millis() as u64,
+                code = ?e.to_code(),
+                cause = %e,
+                "session ended: {e}"
+            ),
         }
     }
     .instrument(span)

@@ -48,6 +48,8 @@ pub struct GatewayProcess {
     org: PathBuf,
     key_file: PathBuf,
     log: PathBuf,
+    /// More `serve` flags, given again on a restart.
+    args: Vec<String>,
     dir: tempfile::TempDir,
     _alone: SuiteLock,
 }
@@ -60,6 +62,11 @@ impl GatewayProcess {
     /// Waits first until no other hostile test's gateway runs on this
     /// machine ([`SuiteLock`]).
     pub async fn start(config: &str) -> GatewayProcess {
+        Self::start_with_args(config, &[]).await
+    }
+
+    /// As [`GatewayProcess::start`], with more `serve` flags.
+    pub async fn start_with_args(config: &str, args: &[&str]) -> GatewayProcess {
         crate::init_tracing();
         let alone = SuiteLock::acquire().await;
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -75,7 +82,8 @@ impl GatewayProcess {
             .expect("a loopback address");
         let data = dir.path().join("data");
         let log = dir.path().join("gateway.log");
-        let child = spawn(addr, &config_file, &org, &key_file, &data, &log);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(addr, &config_file, &org, &key_file, &data, &log, &args);
         let mut gw = GatewayProcess {
             addr,
             data,
@@ -86,6 +94,7 @@ impl GatewayProcess {
             org,
             key_file,
             log,
+            args,
             dir,
             _alone: alone,
         };
@@ -224,6 +233,7 @@ impl GatewayProcess {
             &self.key_file,
             &self.data,
             &self.log,
+            &self.args,
         );
         self.wait_listening().await;
     }
@@ -292,6 +302,7 @@ fn spawn(
     key: &Path,
     data: &Path,
     log: &Path,
+    args: &[String],
 ) -> Child {
     // Appending: a restart keeps the first run's log.
     let log = std::fs::OpenOptions::new()
@@ -317,6 +328,7 @@ fn spawn(
                 .contains("[http]"))
             .then_some("--no-http"),
         )
+        .args(args)
         .env(
             "RUST_LOG",
             std::env::var("HOSTILE_GATEWAY_LOG")
