@@ -11,6 +11,7 @@ units=${DEMO_UNITS:-300}
 groups=${DEMO_GROUPS:-40}
 seconds=${DEMO_SECONDS:-15}
 port=${DEMO_PORT:-47433}
+http=${DEMO_HTTP:-127.0.0.1:47090}
 dir=demo-data
 
 echo "== building (release) =="
@@ -25,7 +26,7 @@ echo "== generating a demo city of $units co-governance units =="
 echo "== starting the gateway on 127.0.0.1:$port =="
 RUST_LOG=${RUST_LOG:-info,quinn=warn} "$bin/ptt-gateway" serve \
   --listen "127.0.0.1:$port" --data-dir "$dir/gateway" --org "$dir/city.toml" \
-  >"$dir/gateway.log" 2>&1 &
+  --http "$http" >"$dir/gateway.log" 2>&1 &
 gw=$!
 trap 'kill -TERM $gw 2>/dev/null || true; wait $gw 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -54,6 +55,28 @@ drill=$("$bin/ptt-gateway" drill-report --data-dir "$dir/gateway" --list | awk '
 "$bin/ptt-gateway" drill-report --data-dir "$dir/gateway" --org "$dir/city.toml" \
   --alert "$drill" --format csv --out "$dir/drill-$drill.csv"
 echo "drill $drill exported to $dir/drill-$drill.csv"
+
+echo
+echo "== operations surface: http://$http (token in $dir/gateway/operator.token; docs/OPERATIONS.md) =="
+python3 - "$http" "$dir/gateway/operator.token" <<'PY'
+import json, sys, urllib.request
+base, token_file = "http://" + sys.argv[1], sys.argv[2]
+token = next(l.split()[1] for l in open(token_file) if l.startswith("admin "))
+def get(path):
+    req = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + token})
+    return urllib.request.urlopen(req, timeout=10).read().decode()
+print("GET /readyz ->", get("/readyz"))
+s = json.loads(get("/api/v1/status"))
+c = s["counters"]
+print(f"GET /api/v1/status -> uptime {s['uptime_s']} s, {s['sessions']} sessions, "
+      f"voice in {c['voice_in']}, relayed {c['voice_delivered']}, floor grants {c['floor_granted']}, "
+      f"relay p99 {s['relay_latency_us']['p99_us']} us")
+metrics = get("/metrics").splitlines()
+print("GET /metrics ->", len(metrics), "lines, e.g.:")
+for line in metrics:
+    if line.startswith(("ptt_voice_delivered_total", "ptt_floor_granted_total", "ptt_relay_latency_seconds_count")):
+        print("  " + line)
+PY
 
 echo
 echo "== stopping the gateway (SIGTERM) =="
