@@ -53,6 +53,37 @@ pub struct Config {
     pub delivery: Delivery,
     /// Per-terminal bounds on control frames and work in flight.
     pub limits: Limits,
+    /// Authentication: credential revocation.
+    pub auth: Auth,
+}
+
+/// Authentication settings (`[auth]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// How often the running gateway reads the revocation list from the
+    /// store (`ptt-gateway revoke` writes it), milliseconds, at least 100.
+    /// A revoked terminal's session is closed and its `Hello` refused
+    /// within this long; SIGHUP reads the list at once. Default 2000: a
+    /// stolen handset must be cut off within seconds, and each read is one
+    /// small primary-key scan of a table of a few rows (well under a
+    /// millisecond), 0.5 a second.
+    pub revocation_poll_ms: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            revocation_poll_ms: 2000,
+        }
+    }
+}
+
+impl Auth {
+    /// [`Auth::revocation_poll_ms`] as a duration.
+    pub fn revocation_poll(&self) -> Duration {
+        Duration::from_millis(u64::from(self.revocation_poll_ms))
+    }
 }
 
 /// Attachment settings (`[attachments]`): what one terminal may keep and
@@ -288,6 +319,7 @@ impl Default for Config {
             attachments: Attachments::default(),
             delivery: Delivery::default(),
             limits: Limits::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -735,6 +767,12 @@ impl Config {
                 });
             }
         }
+        if self.auth.revocation_poll_ms < 100 {
+            return Err(OutOfBounds {
+                field: "auth.revocation_poll_ms",
+                reason: "must be at least 100".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -936,6 +974,16 @@ mod tests {
             c.attachments.disk_reserve_bytes,
             d.attachments.disk_reserve_bytes
         );
+        assert_eq!(c.auth.revocation_poll_ms, d.auth.revocation_poll_ms);
+    }
+
+    #[test]
+    fn a_revocation_poll_under_100_ms_is_refused() {
+        let c: Config = toml::from_str("[auth]\nrevocation_poll_ms = 99\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "auth.revocation_poll_ms");
+        let c: Config = toml::from_str("[auth]\nrevocation_poll_ms = 100\n").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert!(toml::from_str::<Config>("[auth]\nbogus = 1\n").is_err());
     }
 
     #[test]

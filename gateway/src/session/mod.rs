@@ -105,6 +105,13 @@ pub(crate) async fn run(
     let span = tracing::info_span!("session", terminal = %terminal, %remote);
     async move {
         let mut session = control::Session::start(hub.clone(), conn.clone(), send, terminal);
+        if hub.revoked().contains(terminal) {
+            // Revoked between its Hello and its registration: the refresh
+            // that revoked it may have missed this session, so close it
+            // here (the control loop then ends at once).
+            Metrics::add(&metrics.sessions_revoked, 1);
+            close(&conn, CloseCode::Revoked, "credential revoked");
+        }
         let voice = hub
             .net()
             .spawn(voice::run(hub.clone(), conn.clone(), terminal).in_current_span());

@@ -22,6 +22,7 @@ pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
 
 pub use attachments::Quota;
 pub use files::create_data_dir;
+pub use revocations::Revocation;
 use schema::MIGRATIONS;
 
 mod alerts;
@@ -32,6 +33,7 @@ mod files;
 mod receipts;
 mod schema;
 mod sos;
+mod revocations;
 
 /// Errors of the store. Database failures are the gateway's fault
 /// ([`ErrorCode::Internal`]); the other variants refuse a request and map to
