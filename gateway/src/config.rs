@@ -79,6 +79,18 @@ impl Default for Auth {
     }
 }
 
+impl Session {
+    /// The join and leave limits of one terminal (kept across its
+    /// reconnects), as the core takes them.
+    pub fn join_limits(&self) -> ptt_gateway_core::group::churn::Limits {
+        ptt_gateway_core::group::churn::Limits {
+            per_second: self.join_rate,
+            burst: self.join_burst,
+            max_refused: self.join_max_refused,
+        }
+    }
+}
+
 impl Auth {
     /// [`Auth::revocation_poll_ms`] as a duration.
     pub fn revocation_poll(&self) -> Duration {
@@ -506,10 +518,13 @@ pub struct Session {
     /// still told at once, and a burst of joins and leaves costs each other
     /// member one `Presence` a second instead of one per frame.
     pub presence_interval_ms: u32,
-    /// `Join`s and `Leave`s per second one session may send, sustained, at
-    /// least 1. Default 4: a console operator scanning units by hand.
+    /// `Join`s and `Leave`s per second one terminal may send, sustained,
+    /// at least 1; the bucket is the terminal's, kept across its
+    /// reconnects (a reconnect refills nothing). Default 4: a console
+    /// operator scanning units by hand. The join an SOS makes to its
+    /// unit's group is never limited.
     pub join_rate: u32,
-    /// `Join`s and `Leave`s one session may send in a burst, at least 1.
+    /// `Join`s and `Leave`s one terminal may send in a burst, at least 1.
     /// Default 128: twice `max_groups`, so a console can join all its
     /// groups at once and leave them again.
     pub join_burst: u32,

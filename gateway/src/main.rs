@@ -115,7 +115,10 @@ fn revoke(args: RevokeArgs, lift: bool) -> anyhow::Result<()> {
         let org =
             Org::load(path).with_context(|| format!("loading org file {}", path.display()))?;
         if !lift && org.terminal(terminal).is_none() {
-            bail!("terminal {terminal} is not in the org file {}", path.display());
+            bail!(
+                "terminal {terminal} is not in the org file {}",
+                path.display()
+            );
         }
     }
     let store = existing_store(&config)?;
@@ -128,7 +131,10 @@ fn revoke(args: RevokeArgs, lift: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let by = args.by.unwrap_or_else(|| {
-        format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "?".into()))
+        format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "?".into())
+        )
     });
     let now = ptt_gateway::alert::now_ms();
     match store.revoke(terminal, &args.reason, &by, now)? {
@@ -324,9 +330,9 @@ fn load_org(
 
 /// Reads the revocation list at once on every SIGHUP, for the gateway's
 /// life.
-async fn reload_on_sighup(gateway: Gateway) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+/// Install `hup` before the gateway listens, so that a SIGHUP never finds
+/// the default action (which ends the process).
+async fn reload_on_sighup(gateway: Gateway, mut hup: tokio::signal::unix::Signal) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reading revoked credentials");
         gateway.refresh_revocations().await;
@@ -392,7 +398,9 @@ fn main() -> anyhow::Result<()> {
                     terminals,
                     "starting"
                 );
-                let reload = tokio::spawn(reload_on_sighup(gateway.clone()));
+                let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .context("installing a SIGHUP handler")?;
+                let reload = tokio::spawn(reload_on_sighup(gateway.clone(), hup));
                 gateway.run(endpoint, shutdown_signal()).await;
                 reload.abort();
                 Ok(())

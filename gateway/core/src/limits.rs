@@ -2,9 +2,11 @@
 //! bucket each, and a strike count that says when a terminal that keeps
 //! sending over its limits is closed.
 //!
-//! The driver keeps one [`Limiter`] per session and calls
-//! [`Limiter::check`] with the frame's [`Kind`] (from [`Kind::of`]) before
-//! it does any work for the frame.
+//! The driver keeps one [`Limiter`] per terminal (across its reconnects,
+//! so that reconnecting refills nothing) and calls [`Limiter::check`] with
+//! the frame's [`Kind`] (from [`Kind::of`]) before it does any work for the
+//! frame, and [`Limiter::join`] for each `Join` and `Leave` (the join
+//! bucket of [`crate::group::churn`], held here with the others).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use ptt_codec::ClientMsg;
 use serde::Deserialize;
 
 use crate::fanout::RateLimit;
+use crate::group::churn::{self, Churn};
 
 /// The frame kinds with a rate of their own. Frames not listed (`Ping`,
 /// floor requests, `Leave`, ...) are answered at once without a task or a
@@ -177,7 +180,7 @@ pub enum Verdict {
     Close,
 }
 
-/// One terminal's buckets and strikes.
+/// One terminal's buckets and strikes, and its joins and leaves.
 #[derive(Debug)]
 pub struct Limiter {
     buckets: [RateLimit; Kind::COUNT],
@@ -185,11 +188,15 @@ pub struct Limiter {
     abuse: Abuse,
     strikes: u32,
     window_start: Option<Instant>,
+    /// Joins and leaves: a bucket of their own with its own closing rule
+    /// (refusals in a row, [`churn::Limits::max_refused`]).
+    joins: Churn,
 }
 
 impl Limiter {
-    /// Full buckets for a session that starts now.
-    pub fn new(rates: &Rates, abuse: Abuse) -> Self {
+    /// Full buckets for a terminal first seen now; `joins` bounds its
+    /// joins and leaves.
+    pub fn new(rates: &Rates, abuse: Abuse, joins: churn::Limits) -> Self {
         Self {
             buckets: rates
                 .all()
@@ -198,7 +205,23 @@ impl Limiter {
             abuse,
             strikes: 0,
             window_start: None,
+            joins: Churn::new(joins),
         }
+    }
+
+    /// Takes one `Join` or `Leave` at `now`. Call for each before carrying
+    /// it out, except the join an SOS makes to its unit's group (never
+    /// limited). Kept across the terminal's reconnects: a new session does
+    /// not start with a full bucket, and a terminal closed for refused
+    /// joins is closed again at its next refused join.
+    pub fn join(&mut self, now: Instant) -> churn::Verdict {
+        self.joins.check(now)
+    }
+
+    /// Joins and leaves refused since the last allowed one (1 on the first
+    /// of a run: log then).
+    pub fn joins_refused(&self) -> u32 {
+        self.joins.refused()
     }
 
     /// Takes a token of `kind` at `now`. Call for every frame with a
@@ -246,6 +269,12 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    const JOINS: churn::Limits = churn::Limits {
+        per_second: 2,
+        burst: 4,
+        max_refused: 3,
+    };
+
     fn limiter(strikes: u32) -> Limiter {
         let rates = Rates {
             alert_query: Rate::new(10, 5),
@@ -257,7 +286,44 @@ mod tests {
                 strikes,
                 window: Duration::from_secs(10),
             },
+            JOINS,
         )
+    }
+
+    #[test]
+    fn joins_have_their_own_bucket_and_rule() {
+        let t0 = Instant::now();
+        let mut l = limiter(0);
+        let verdicts: Vec<_> = (0..8).map(|_| l.join(t0)).collect();
+        assert_eq!(verdicts[..4], [churn::Verdict::Allow; 4]);
+        assert_eq!(
+            verdicts[4..],
+            [
+                churn::Verdict::Refuse,
+                churn::Verdict::Refuse,
+                churn::Verdict::Refuse,
+                churn::Verdict::Close
+            ]
+        );
+        assert_eq!(l.joins_refused(), 4);
+        // Refused joins are no strikes of the other kinds (strikes = 0
+        // would close at the first), and the other kinds' buckets are full.
+        assert_eq!(l.check(Kind::AlertQuery, t0), Verdict::Allow);
+        // The same limiter (the terminal reconnected): no full bucket, the
+        // next refusal closes again; a token later, it is forgiven.
+        assert_eq!(l.join(t0), churn::Verdict::Close);
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(l.join(t1), churn::Verdict::Allow);
+        assert_eq!(l.joins_refused(), 0);
+    }
+
+    #[test]
+    fn a_limiter_is_small() {
+        // Kept per terminal for the gateway's life: one per terminal of
+        // the org that ever connected (issue 11, memory per connection).
+        let size = std::mem::size_of::<Limiter>();
+        eprintln!("Limiter: {size} bytes");
+        assert!(size <= 512, "{size}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ptt_codec::control::split_frame;
 use ptt_codec::{
     Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
 };
-use ptt_gateway_core::group::churn::{self, Churn};
+use ptt_gateway_core::group::churn;
 use ptt_gateway_core::limits::{Kind, Verdict};
 use ptt_gateway_core::session::{self, JoinRefusal};
 use quinn::{Connection, RecvStream, SendStream};
@@ -33,8 +33,6 @@ pub(super) struct Session {
     malformed: u32,
     /// Set by `Logout`: the loop ends after this frame.
     logged_out: bool,
-    /// Joins and leaves so far (`session.join_rate`).
-    churn: Churn,
     /// The terminal's frame rates and work in flight (`[limits]`).
     budget: Arc<Budget>,
 }
@@ -99,8 +97,7 @@ impl Session {
                 })
                 .collect(),
         });
-        let churn = Churn::new(churn_limits(&hub.config().session));
-        let budget = hub.budgets().of(terminal, &hub.config().limits);
+        let budget = hub.budgets().of(terminal, hub.config());
         let session = Self {
             budget,
             cx: Caller {
@@ -114,7 +111,6 @@ impl Session {
             name,
             malformed: 0,
             logged_out: false,
-            churn,
         };
         for (group, talk) in groups {
             session.attach(group, talk, false);
@@ -457,19 +453,23 @@ impl Session {
         Ok(())
     }
 
-    /// Takes a `Join` or `Leave` of `group` from the session's limit;
+    /// Takes a `Join` or `Leave` of `group` from the terminal's limit (kept
+    /// across its reconnects);
     /// answers BUSY when over it (and closes RATE_LIMITED when refused
     /// `session.join_max_refused` times in a row). Returns whether to carry
     /// it out.
     fn churn_allows(&mut self, kind: u8, group: GroupId) -> bool {
         let now = tokio::time::Instant::now().into_std();
-        let verdict = self.churn.check(now);
+        let (verdict, refused) = {
+            let mut limiter = self.limiter();
+            (limiter.join(now), limiter.joins_refused())
+        };
         if verdict == churn::Verdict::Allow {
             return true;
         }
         let metrics = self.hub().metrics().clone();
         Metrics::add(&metrics.joins_rate_limited, 1);
-        if self.churn.refused() == 1 {
+        if refused == 1 {
             // Once per run of refusals, so the log is rate-limited too.
             tracing::warn!(
                 cause = "joins and leaves over session.join_rate",
@@ -613,15 +613,6 @@ impl Session {
                 g.detach(terminal, session);
             }
         }
-    }
-}
-
-/// The join and leave limits of `config`.
-fn churn_limits(config: &crate::config::Session) -> churn::Limits {
-    churn::Limits {
-        per_second: config.join_rate,
-        burst: config.join_burst,
-        max_refused: config.join_max_refused,
     }
 }
 

@@ -31,9 +31,9 @@ mod audit;
 mod drills;
 mod files;
 mod receipts;
+mod revocations;
 mod schema;
 mod sos;
-mod revocations;
 
 /// Errors of the store. Database failures are the gateway's fault
 /// ([`ErrorCode::Internal`]); the other variants refuse a request and map to
