@@ -144,6 +144,11 @@ impl Default for Rates {
 }
 
 impl Rates {
+    /// The rate of `kind`.
+    pub fn of(&self, kind: Kind) -> Rate {
+        self.all()[kind.index()].1
+    }
+
     /// Every rate with its field name, for validation.
     pub fn all(&self) -> [(&'static str, Rate); Kind::COUNT] {
         [
@@ -183,8 +188,12 @@ pub enum Verdict {
 /// One terminal's buckets and strikes, and its joins and leaves.
 #[derive(Debug)]
 pub struct Limiter {
-    buckets: [RateLimit; Kind::COUNT],
-    rates: [u32; Kind::COUNT],
+    /// The buckets of the kinds this terminal has sent, each created full
+    /// at its first frame (the same state as a bucket full since the start
+    /// and never used): a terminal that only talks carries none. At most
+    /// [`Kind::COUNT`], grown one at a time.
+    buckets: Vec<(Kind, RateLimit)>,
+    rates: Rates,
     abuse: Abuse,
     strikes: u32,
     window_start: Option<Instant>,
@@ -198,10 +207,8 @@ impl Limiter {
     /// joins and leaves.
     pub fn new(rates: &Rates, abuse: Abuse, joins: churn::Limits) -> Self {
         Self {
-            buckets: rates
-                .all()
-                .map(|(_, r)| RateLimit::new(r.per_second, r.burst)),
-            rates: rates.all().map(|(_, r)| r.per_second),
+            buckets: Vec::new(),
+            rates: *rates,
             abuse,
             strikes: 0,
             window_start: None,
@@ -224,10 +231,25 @@ impl Limiter {
         self.joins.refused()
     }
 
+    /// The bucket of `kind`, created full at its first use.
+    fn bucket(&mut self, kind: Kind) -> &mut RateLimit {
+        let at = match self.buckets.iter().position(|(k, _)| *k == kind) {
+            Some(at) => at,
+            None => {
+                let rate = self.rates.of(kind);
+                self.buckets.reserve_exact(1);
+                self.buckets
+                    .push((kind, RateLimit::new(rate.per_second, rate.burst)));
+                self.buckets.len() - 1
+            }
+        };
+        &mut self.buckets[at].1
+    }
+
     /// Takes a token of `kind` at `now`. Call for every frame with a
     /// [`Kind`] before doing any work for it.
     pub fn check(&mut self, kind: Kind, now: Instant) -> Verdict {
-        if self.buckets[kind.index()].allow(now) {
+        if self.bucket(kind).allow(now) {
             Verdict::Allow
         } else {
             self.strike(now)
@@ -238,12 +260,12 @@ impl Limiter {
     /// a refusal when there is none. Call for a frame that waits for its
     /// token rather than being refused.
     pub fn try_take(&mut self, kind: Kind, now: Instant) -> bool {
-        self.buckets[kind.index()].allow(now)
+        self.bucket(kind).allow(now)
     }
 
     /// The sustained rate of `kind`, frames per second.
     pub fn per_second(&self, kind: Kind) -> u32 {
-        self.rates[kind.index()]
+        self.rates.of(kind).per_second
     }
 
     /// Counts a refusal made elsewhere (e.g. too much work in flight) at
@@ -318,12 +340,24 @@ mod tests {
     }
 
     #[test]
-    fn a_limiter_is_small() {
+    fn a_limiter_is_small_and_grows_by_the_kinds_used() {
         // Kept per terminal for the gateway's life: one per terminal of
         // the org that ever connected (issue 11, memory per connection).
         let size = std::mem::size_of::<Limiter>();
-        eprintln!("Limiter: {size} bytes");
-        assert!(size <= 512, "{size}");
+        let bucket = std::mem::size_of::<(Kind, RateLimit)>();
+        eprintln!("Limiter: {size} bytes, and {bucket} per kind used");
+        assert!(size <= 256, "{size}");
+        let t0 = Instant::now();
+        let mut l = limiter(1000);
+        assert_eq!(l.buckets.len(), 0, "a terminal that only talks has none");
+        l.join(t0);
+        assert_eq!(l.buckets.len(), 0, "joins have their own bucket");
+        l.check(Kind::Position, t0);
+        l.check(Kind::Position, t0);
+        assert!(l.try_take(Kind::Receipt, t0));
+        assert_eq!(l.buckets.len(), 2);
+        assert_eq!(l.buckets.capacity(), 2, "grown one at a time");
+        assert_eq!(l.per_second(Kind::Watch), Rates::default().watch.per_second);
     }
 
     #[test]

@@ -50,30 +50,38 @@ impl Store {
         now_ms: u64,
     ) -> Result<Option<Revocation>, Error> {
         let conn = self.lock();
-        let tx = conn.unchecked_transaction()?;
-        let existing = tx
-            .query_row(
-                "SELECT revoked_ms, reason, revoked_by FROM revocation WHERE terminal = ?1",
-                [terminal.0],
-                |r| {
-                    Ok(Revocation {
-                        terminal,
-                        revoked_ms: r.get::<_, i64>(0)? as u64,
-                        reason: r.get(1)?,
-                        revoked_by: r.get(2)?,
-                    })
-                },
-            )
-            .optional()?;
-        if existing.is_none() {
-            tx.execute(
+        // One autocommit statement each, no read-then-write transaction: a
+        // deferred transaction that read before the running gateway wrote
+        // could not be upgraded and would fail at once with SQLITE_BUSY
+        // instead of waiting out the busy timeout.
+        loop {
+            let inserted = conn.execute(
                 "INSERT INTO revocation (terminal, revoked_ms, reason, revoked_by)
-                 VALUES (?1, ?2, ?3, ?4)",
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (terminal) DO NOTHING",
                 params![terminal.0, now_ms as i64, reason, revoked_by],
             )?;
+            if inserted == 1 {
+                return Ok(None);
+            }
+            let existing = conn
+                .query_row(
+                    "SELECT revoked_ms, reason, revoked_by FROM revocation WHERE terminal = ?1",
+                    [terminal.0],
+                    |r| {
+                        Ok(Revocation {
+                            terminal,
+                            revoked_ms: r.get::<_, i64>(0)? as u64,
+                            reason: r.get(1)?,
+                            revoked_by: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()?;
+            // None: lifted in between by another connection; try again.
+            if existing.is_some() {
+                return Ok(existing);
+            }
         }
-        tx.commit()?;
-        Ok(existing)
     }
 
     /// Lifts `terminal`'s revocation; returns whether it was revoked. The
