@@ -430,6 +430,37 @@ mod tests {
     }
 
     #[test]
+    fn revocation_commands_parse() {
+        let cli = Cli::parse_from([
+            "ptt-gateway",
+            "revoke",
+            "--data-dir",
+            "d",
+            "--terminal",
+            "501",
+            "--reason",
+            "stolen",
+        ]);
+        let Command::Revoke(args) = cli.command else {
+            unreachable!("parsed a revoke command line")
+        };
+        assert_eq!((args.terminal, args.reason.as_str()), (501, "stolen"));
+        assert_eq!(args.data_dir, Some(PathBuf::from("d")));
+        assert!(args.by.is_none());
+        let cli = Cli::parse_from(["ptt-gateway", "unrevoke", "--terminal", "501"]);
+        assert!(matches!(cli.command, Command::Unrevoke(a) if a.terminal == 501));
+        let cli = Cli::parse_from(["ptt-gateway", "revoked", "--format", "json"]);
+        assert!(matches!(
+            cli.command,
+            Command::Revoked(RevokedArgs {
+                format: ListFormat::Json,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["ptt-gateway", "revoke", "--data-dir", "d"]).is_err());
+    }
+
+    #[test]
     fn config_flags_not_given_are_none() {
         assert_eq!(serve(&[]).overrides(), Overrides::default());
         assert_eq!(drill(&[]).overrides(), Overrides::default());

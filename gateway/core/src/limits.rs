@@ -345,7 +345,12 @@ mod tests {
         // the org that ever connected (issue 11, memory per connection).
         let size = std::mem::size_of::<Limiter>();
         let bucket = std::mem::size_of::<(Kind, RateLimit)>();
-        eprintln!("Limiter: {size} bytes, and {bucket} per kind used");
+        // Before, every terminal carried every kind's bucket and rate.
+        let eager = std::mem::size_of::<[RateLimit; Kind::COUNT]>()
+            + std::mem::size_of::<[u32; Kind::COUNT]>();
+        eprintln!(
+            "Limiter: {size} bytes, and {bucket} per kind used (eager buckets and rates were {eager})"
+        );
         assert!(size <= 256, "{size}");
         let t0 = Instant::now();
         let mut l = limiter(1000);
