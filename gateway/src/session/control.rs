@@ -323,10 +323,25 @@ impl Session {
     /// task of its own, in the session's span, holding one of the
     /// terminal's `limits.tasks` permits; with none left within
     /// `limits.task_wait_ms` the frame is refused with BUSY.
-    async fn spawn(
+    ///
+    /// The operation is boxed before the wait for a permit, so the control
+    /// loop's future (allocated once per connection, at the size of its
+    /// largest state) does not hold the largest operation's whole state
+    /// machine: 3,448 bytes per connection otherwise (debug build,
+    /// `session::tests::the_size_of_a_session`).
+    fn spawn(
         &mut self,
         frame: u8,
         op: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<(), Ended>> + '_ {
+        self.spawn_boxed(frame, Box::pin(op))
+    }
+
+    /// [`Session::spawn`] of a boxed operation.
+    async fn spawn_boxed(
+        &mut self,
+        frame: u8,
+        op: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>,
     ) -> Result<(), Ended> {
         let tasks = self.budget.tasks.clone();
         let wait = Duration::from_millis(u64::from(self.hub().config().limits.task_wait_ms));
