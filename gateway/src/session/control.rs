@@ -225,7 +225,9 @@ impl Session {
                 }
                 throttled = true;
                 let per_second = self.limiter().per_second(kind).max(1);
-                tokio::time::sleep(Duration::from_secs(1) / per_second).await;
+                // Boxed: a rare wait, kept out of the control loop's
+                // future (one per connection).
+                Box::pin(tokio::time::sleep(Duration::from_secs(1) / per_second)).await;
             }
             if throttled {
                 let m = self.hub().metrics();
@@ -347,7 +349,8 @@ impl Session {
         let wait = Duration::from_millis(u64::from(self.hub().config().limits.task_wait_ms));
         let permit = match tasks.clone().try_acquire_owned() {
             Ok(permit) => Ok(permit),
-            Err(_) => tokio::time::timeout(wait, tasks.acquire_owned())
+            // Boxed: a rare wait, kept out of the control loop's future.
+            Err(_) => Box::pin(tokio::time::timeout(wait, tasks.acquire_owned()))
                 .await
                 .map(|p| p.expect("the tasks semaphore is never closed")),
         };
@@ -413,10 +416,9 @@ impl Session {
                     Ok(permit) => permit,
                     Err(_) => {
                         Metrics::add(&self.hub().metrics().receipts_throttled, 1);
-                        self.budget
-                            .tasks
-                            .clone()
-                            .acquire_owned()
+                        // Boxed: a rare wait, kept out of the control
+                        // loop's future.
+                        Box::pin(self.budget.tasks.clone().acquire_owned())
                             .await
                             .expect("the tasks semaphore is never closed")
                     }
