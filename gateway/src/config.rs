@@ -53,8 +53,32 @@ pub struct Config {
     pub delivery: Delivery,
     /// Per-terminal bounds on control frames and work in flight.
     pub limits: Limits,
+    /// Authentication: credential revocation.
+    pub auth: Auth,
     /// The operations surface over HTTP: metrics, health, admin API.
     pub http: Http,
+}
+
+/// Authentication settings (`[auth]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// How often the running gateway reads the revocation list from the
+    /// store (`ptt-gateway revoke` writes it), milliseconds, at least 100.
+    /// A revoked terminal's session is closed and its `Hello` refused
+    /// within this long; SIGHUP reads the list at once. Default 2000: a
+    /// stolen handset must be cut off within seconds, and each read is one
+    /// small primary-key scan of a table of a few rows (well under a
+    /// millisecond), 0.5 a second.
+    pub revocation_poll_ms: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            revocation_poll_ms: 2000,
+        }
+    }
 }
 
 /// The operations surface (`[http]`): Prometheus metrics, health probes and
@@ -83,6 +107,25 @@ impl Default for Http {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_file: None,
         }
+    }
+}
+
+impl Session {
+    /// The join and leave limits of one terminal (kept across its
+    /// reconnects), as the core takes them.
+    pub fn join_limits(&self) -> ptt_gateway_core::group::churn::Limits {
+        ptt_gateway_core::group::churn::Limits {
+            per_second: self.join_rate,
+            burst: self.join_burst,
+            max_refused: self.join_max_refused,
+        }
+    }
+}
+
+impl Auth {
+    /// [`Auth::revocation_poll_ms`] as a duration.
+    pub fn revocation_poll(&self) -> Duration {
+        Duration::from_millis(u64::from(self.revocation_poll_ms))
     }
 }
 
@@ -329,6 +372,7 @@ impl Default for Config {
             delivery: Delivery::default(),
             limits: Limits::default(),
             http: Http::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -515,10 +559,13 @@ pub struct Session {
     /// still told at once, and a burst of joins and leaves costs each other
     /// member one `Presence` a second instead of one per frame.
     pub presence_interval_ms: u32,
-    /// `Join`s and `Leave`s per second one session may send, sustained, at
-    /// least 1. Default 4: a console operator scanning units by hand.
+    /// `Join`s and `Leave`s per second one terminal may send, sustained,
+    /// at least 1; the bucket is the terminal's, kept across its
+    /// reconnects (a reconnect refills nothing). Default 4: a console
+    /// operator scanning units by hand. The join an SOS makes to its
+    /// unit's group is never limited.
     pub join_rate: u32,
-    /// `Join`s and `Leave`s one session may send in a burst, at least 1.
+    /// `Join`s and `Leave`s one terminal may send in a burst, at least 1.
     /// Default 128: twice `max_groups`, so a console can join all its
     /// groups at once and leave them again.
     pub join_burst: u32,
@@ -788,6 +835,12 @@ impl Config {
                 });
             }
         }
+        if self.auth.revocation_poll_ms < 100 {
+            return Err(OutOfBounds {
+                field: "auth.revocation_poll_ms",
+                reason: "must be at least 100".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -991,6 +1044,16 @@ mod tests {
             c.attachments.disk_reserve_bytes,
             d.attachments.disk_reserve_bytes
         );
+        assert_eq!(c.auth.revocation_poll_ms, d.auth.revocation_poll_ms);
+    }
+
+    #[test]
+    fn a_revocation_poll_under_100_ms_is_refused() {
+        let c: Config = toml::from_str("[auth]\nrevocation_poll_ms = 99\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "auth.revocation_poll_ms");
+        let c: Config = toml::from_str("[auth]\nrevocation_poll_ms = 100\n").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert!(toml::from_str::<Config>("[auth]\nbogus = 1\n").is_err());
     }
 
     #[test]

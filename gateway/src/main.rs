@@ -47,6 +47,142 @@ enum Command {
     /// Export a drill's report (JSON or CSV) from the gateway's database,
     /// or list the drills with --list. Safe while the gateway runs.
     DrillReport(DrillArgs),
+    /// Revoke one terminal's credential (a stolen or lost handset). A
+    /// running gateway closes its session and refuses its Hello with
+    /// REVOKED within auth.revocation_poll_ms (at once on SIGHUP).
+    Revoke(RevokeArgs),
+    /// Lift a terminal's revocation: it may connect again.
+    Unrevoke(RevokeArgs),
+    /// List the revoked terminals.
+    Revoked(RevokedArgs),
+}
+
+/// Which database, and which terminal.
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    /// TOML config file (for data_dir and org).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory holding gateway.db [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Org file: when given (or in the config), the terminal must be in it.
+    #[arg(long)]
+    org: Option<PathBuf>,
+    /// The terminal.
+    #[arg(long)]
+    terminal: u32,
+    /// Why (revoke only), e.g. "handset stolen, report 2026-118".
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Who revokes it (revoke only) [default: cli:$USER].
+    #[arg(long)]
+    by: Option<String>,
+}
+
+/// Which database, and how to print.
+#[derive(Debug, Args)]
+struct RevokedArgs {
+    /// TOML config file (for data_dir).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory holding gateway.db [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ListFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+/// The gateway's database under `config`'s data directory, which must
+/// exist already (the gateway created it).
+fn existing_store(config: &Config) -> anyhow::Result<Store> {
+    let db = config.data_dir.join("gateway.db");
+    if !db.is_file() {
+        bail!(
+            "no database at {}: pass --data-dir (the gateway's data directory)",
+            db.display()
+        );
+    }
+    Store::open(&db).with_context(|| format!("opening {}", db.display()))
+}
+
+fn revoke(args: RevokeArgs, lift: bool) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        org: args.org.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::layered(args.config.as_deref(), overrides)?;
+    let terminal = TerminalId(args.terminal);
+    if let Some(path) = &config.org {
+        let org =
+            Org::load(path).with_context(|| format!("loading org file {}", path.display()))?;
+        if !lift && org.terminal(terminal).is_none() {
+            bail!(
+                "terminal {terminal} is not in the org file {}",
+                path.display()
+            );
+        }
+    }
+    let store = existing_store(&config)?;
+    if lift {
+        if store.unrevoke(terminal)? {
+            println!("terminal {terminal}: revocation lifted; it may connect again");
+        } else {
+            println!("terminal {terminal} was not revoked");
+        }
+        return Ok(());
+    }
+    let by = args.by.unwrap_or_else(|| {
+        format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "?".into())
+        )
+    });
+    let now = ptt_gateway::alert::now_ms();
+    match store.revoke(terminal, &args.reason, &by, now)? {
+        None => println!(
+            "terminal {terminal} revoked; a running gateway closes its session within \
+             auth.revocation_poll_ms (at once on SIGHUP)"
+        ),
+        Some(r) => println!(
+            "terminal {terminal} was already revoked at {} ms by {} ({})",
+            r.revoked_ms, r.revoked_by, r.reason
+        ),
+    }
+    Ok(())
+}
+
+fn list_revoked(args: RevokedArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::layered(args.config.as_deref(), overrides)?;
+    let list = existing_store(&config)?.revocations()?;
+    match args.format {
+        ListFormat::Json => {
+            let rows: Vec<_> = list.iter().map(|r| r.to_json()).collect();
+            println!("{}", serde_json::Value::Array(rows));
+        }
+        ListFormat::Table => {
+            println!("terminal\trevoked_ms\trevoked_by\treason");
+            for r in &list {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    r.terminal.0, r.revoked_ms, r.revoked_by, r.reason
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the database and org are, and which drill.
@@ -214,6 +350,17 @@ fn load_org(
     Ok((org, key))
 }
 
+/// Reads the revocation list at once on every SIGHUP, for the gateway's
+/// life.
+/// Install `hup` before the gateway listens, so that a SIGHUP never finds
+/// the default action (which ends the process).
+async fn reload_on_sighup(gateway: Gateway, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reading revoked credentials");
+        gateway.refresh_revocations().await;
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
@@ -252,6 +399,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DrillReport(args) => drill_report(args),
+        Command::Revoke(args) => revoke(args, false),
+        Command::Unrevoke(args) => revoke(args, true),
+        Command::Revoked(args) => list_revoked(args),
         Command::Serve(args) => {
             let config = args.config()?;
             let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;
@@ -297,10 +447,14 @@ fn main() -> anyhow::Result<()> {
                     terminals,
                     "starting"
                 );
+                let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .context("installing a SIGHUP handler")?;
+                let reload = tokio::spawn(reload_on_sighup(gateway.clone(), hup));
                 gateway.run(endpoint, shutdown_signal()).await;
                 if let Some(http) = http {
                     http.abort();
                 }
+                reload.abort();
                 Ok(())
             })
         }
@@ -325,6 +479,37 @@ mod tests {
             unreachable!("parsed a drill-report command line")
         };
         args
+    }
+
+    #[test]
+    fn revocation_commands_parse() {
+        let cli = Cli::parse_from([
+            "ptt-gateway",
+            "revoke",
+            "--data-dir",
+            "d",
+            "--terminal",
+            "501",
+            "--reason",
+            "stolen",
+        ]);
+        let Command::Revoke(args) = cli.command else {
+            unreachable!("parsed a revoke command line")
+        };
+        assert_eq!((args.terminal, args.reason.as_str()), (501, "stolen"));
+        assert_eq!(args.data_dir, Some(PathBuf::from("d")));
+        assert!(args.by.is_none());
+        let cli = Cli::parse_from(["ptt-gateway", "unrevoke", "--terminal", "501"]);
+        assert!(matches!(cli.command, Command::Unrevoke(a) if a.terminal == 501));
+        let cli = Cli::parse_from(["ptt-gateway", "revoked", "--format", "json"]);
+        assert!(matches!(
+            cli.command,
+            Command::Revoked(RevokedArgs {
+                format: ListFormat::Json,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["ptt-gateway", "revoke", "--data-dir", "d"]).is_err());
     }
 
     #[test]

@@ -161,6 +161,11 @@ counters! {
     /// Sessions closed with RATE_LIMITED: more than `limits.strikes` BUSY
     /// refusals within `limits.strike_window_ms`.
     sessions_rate_limited,
+    /// `Hello`s with a valid credential refused REVOKED: the terminal's
+    /// credential is revoked (`ptt-gateway revoke`).
+    hello_revoked,
+    /// Live sessions closed REVOKED when their terminal was revoked.
+    sessions_revoked,
 }
 
 impl Metrics {

@@ -106,6 +106,13 @@ impl Gateway {
         self.hub.group(group).and_then(|g| g.holder())
     }
 
+    /// Reads the revocation list from the store now and closes the
+    /// sessions of terminals newly revoked (`REVOKED`). The gateway does
+    /// this every `auth.revocation_poll_ms` by itself; call it on SIGHUP.
+    pub async fn refresh_revocations(&self) {
+        self.hub.refresh_revocations().await;
+    }
+
     /// Serves the operations surface (metrics, health, admin API) on
     /// `listener` until the returned future is dropped. Spawn it beside
     /// [`Gateway::run`].
@@ -122,6 +129,7 @@ impl Gateway {
         let audit_stop = Arc::new(tokio::sync::Notify::new());
         let audit = self.hub.audit_writer(audit_stop.clone()).map(tokio::spawn);
         let sweep = tokio::spawn(crate::ops::attachments::sweep(self.hub.clone()));
+        let revocations = tokio::spawn(crate::hub::poll_revocations(self.hub.clone()));
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.hub.group_count(), "gateway listening");
         let accepting = &self.hub.status().accepting;
@@ -168,6 +176,7 @@ impl Gateway {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         sweep.abort();
+        revocations.abort();
         if let Some(w) = receipt_writer {
             // Sessions are gone; receipts already queued were answered or
             // are dropped unacknowledged, which terminals resend.

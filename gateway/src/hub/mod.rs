@@ -9,6 +9,7 @@
 mod budget;
 mod desk;
 mod registry;
+mod revoked;
 mod sos;
 mod transfers;
 mod warn;
@@ -17,7 +18,7 @@ mod watch;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ptt_codec::GroupId;
+use ptt_codec::{CloseCode, GroupId};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::alert::BurstRecord;
@@ -32,6 +33,7 @@ use crate::store::Store;
 pub(crate) use budget::{Budget, Budgets};
 pub(crate) use desk::{Desk, Error, Urgency};
 pub(crate) use registry::{Live, Registry};
+pub(crate) use revoked::Revoked;
 pub(crate) use sos::{Active as ActiveSos, Book as SosBook};
 pub(crate) use transfers::{Busy, Ticket, Transfers};
 pub(crate) use watch::{Watch, Watcher};
@@ -66,6 +68,8 @@ pub(crate) struct Hub {
     budgets: Budgets,
     /// Ended bursts waiting to be written; taken by [`Hub::audit_writer`].
     audit: Mutex<Option<mpsc::UnboundedReceiver<BurstRecord>>>,
+    /// Terminals whose credential is revoked (the store's list, polled).
+    revoked: Revoked,
     /// When the gateway started, and whether its endpoint accepts
     /// connections now (the operations surface's status and readiness).
     status: Status,
@@ -101,6 +105,14 @@ impl Hub {
             tracing::error!("reading active SOS failed, none can be cancelled: {e}");
             Vec::new()
         });
+        let revoked = Revoked::default();
+        match store.revoked_terminals() {
+            Ok(list) => {
+                revoked.replace(list);
+            }
+            // The first poll retries; until then nobody is refused.
+            Err(e) => tracing::error!("reading revoked credentials failed: {e}"),
+        }
         let per_terminal = config.delivery.per_terminal;
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let groups = org
@@ -141,6 +153,48 @@ impl Hub {
                 started: std::time::Instant::now(),
                 accepting: std::sync::atomic::AtomicBool::new(false),
             },
+            revoked,
+        }
+    }
+
+    /// Terminals whose credential is revoked.
+    pub(crate) fn revoked(&self) -> &Revoked {
+        &self.revoked
+    }
+
+    /// Reads the revocation list from the store and closes the live
+    /// session of every terminal newly on it with `REVOKED`. Call every
+    /// `auth.revocation_poll_ms` ([`poll_revocations`]), on SIGHUP, and
+    /// after revoking through the gateway's own store (admin API).
+    pub(crate) async fn refresh_revocations(&self) {
+        let store = self.desk.store().clone();
+        let list = tokio::task::spawn_blocking(move || store.revoked_terminals())
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from));
+        let list = match list {
+            Ok(list) => list,
+            Err(e) => {
+                // Keep the set as it was: a failed read lifts nothing.
+                tracing::error!("reading revoked credentials failed: {e}");
+                return;
+            }
+        };
+        let (added, lifted) = self.revoked.replace(list);
+        if lifted > 0 {
+            tracing::info!(lifted, revoked = self.revoked.len(), "revocations lifted");
+        }
+        for terminal in added {
+            // The set is updated first and a starting session checks it
+            // after registering, so a session never slips between the two.
+            let closed = self.registry.conn(terminal).is_some_and(|conn| {
+                crate::outbox::close(&conn, CloseCode::Revoked, "credential revoked");
+                true
+            });
+            if closed {
+                Metrics::add(&self.metrics.sessions_revoked, 1);
+            }
+            tracing::warn!(%terminal, closed, "credential revoked: session closed, Hello refused");
         }
     }
 
@@ -242,6 +296,17 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
             .take()?;
         Some(write_audit(self.desk.store().clone(), rx, stop))
+    }
+}
+
+/// Reads the revocation list every `auth.revocation_poll_ms`, until
+/// aborted. Run it for the gateway's life.
+pub(crate) async fn poll_revocations(hub: Arc<Hub>) {
+    let mut every = tokio::time::interval(hub.config().auth.revocation_poll());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        hub.refresh_revocations().await;
     }
 }
 

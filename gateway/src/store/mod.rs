@@ -23,6 +23,7 @@ pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
 pub use attachments::Quota;
 pub use files::create_data_dir;
 pub use operations::{AdminAction, AlertSummary};
+pub use revocations::Revocation;
 use schema::MIGRATIONS;
 
 mod alerts;
@@ -32,6 +33,7 @@ mod drills;
 mod files;
 mod operations;
 mod receipts;
+mod revocations;
 mod schema;
 mod sos;
 

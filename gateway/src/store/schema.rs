@@ -81,6 +81,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         recipients TEXT NOT NULL,
         expires_ms INTEGER NOT NULL
     );",
+    // 6: revoked terminal credentials (a stolen or lost handset), at most
+    // one row per terminal; the gateway refuses their `Hello` and closes
+    // their sessions. `revoked_by` names who revoked it (operator, tool).
+    "CREATE TABLE revocation (
+        terminal INTEGER PRIMARY KEY,
+        revoked_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        revoked_by TEXT NOT NULL
+    );",
     // (ops) what operators did through the admin API, and who.
     "CREATE TABLE admin_action (
         id INTEGER PRIMARY KEY,
