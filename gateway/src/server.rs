@@ -115,6 +115,8 @@ impl Gateway {
         let audit_stop = Arc::new(tokio::sync::Notify::new());
         let audit = self.hub.audit_writer(audit_stop.clone()).map(tokio::spawn);
         let sweep = tokio::spawn(crate::ops::attachments::sweep(self.hub.clone()));
+        let retention = tokio::spawn(crate::ops::upkeep::retention(self.hub.clone()));
+        let disk_watch = tokio::spawn(crate::ops::upkeep::watch_disk(self.hub.clone()));
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.hub.group_count(), "gateway listening");
         let transport = &self.hub.config().transport;
@@ -158,6 +160,8 @@ impl Gateway {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         sweep.abort();
+        retention.abort();
+        disk_watch.abort();
         if let Some(w) = receipt_writer {
             // Sessions are gone; receipts already queued were answered or
             // are dropped unacknowledged, which terminals resend.

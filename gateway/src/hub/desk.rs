@@ -262,7 +262,15 @@ async fn write_receipts(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Queue
                 }
             }
             // Dropping the replies tells each session the receipt was not stored.
-            Err(e) => tracing::error!("writing receipts failed: {e}"),
+            Err(e) => {
+                tracing::error!("writing receipts failed: {e}");
+                if matches!(&e, Error::Store(s) if s.is_full()) {
+                    // Each session answers STORAGE_FULL rather than INTERNAL.
+                    for reply in replies {
+                        let _ = reply.send(Err(store::Error::full()));
+                    }
+                }
+            }
         }
     }
 }

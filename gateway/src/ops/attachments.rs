@@ -144,20 +144,13 @@ fn below_reserve(dir: &std::path::Path, reserve: u64) -> Option<u64> {
     if reserve == 0 {
         return None;
     }
-    match free_bytes(dir) {
+    match super::upkeep::free_bytes(dir) {
         Ok(free) => (free < reserve.saturating_add(u64::from(MAX_ATTACHMENT))).then_some(free),
         Err(e) => {
             tracing::warn!("reading the data directory's free space failed: {e}");
             None
         }
     }
-}
-
-/// Bytes an unprivileged process may still write in the file system of
-/// `dir`.
-fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
-    let st = rustix::fs::statvfs(dir)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Counts and logs an upload refused over the quota; the refusal for the
@@ -526,17 +519,5 @@ pub(crate) async fn sweep(hub: Arc<Hub>) {
             }
             Err(e) => tracing::error!("deleting old attachments failed: {e}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_space_of_the_data_directory_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(free_bytes(dir.path()).unwrap() > 0);
-        assert!(free_bytes(&dir.path().join("missing")).is_err());
     }
 }

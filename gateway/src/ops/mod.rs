@@ -10,6 +10,7 @@ pub(crate) mod attachments;
 pub(crate) mod drills;
 pub(crate) mod positions;
 pub(crate) mod sos;
+pub(crate) mod upkeep;
 
 use std::sync::Arc;
 
@@ -84,6 +85,18 @@ impl Error {
             }
         }
     }
+}
+
+/// Whether a store call failed because the disk is full (SQLite's
+/// `SQLITE_FULL`: nothing was stored); counts it in `store_full`. Call it
+/// on a failed write before answering the terminal, which then gets
+/// `STORAGE_FULL` rather than `INTERNAL`.
+pub(crate) fn count_full(hub: &Hub, e: &hub::Error) -> bool {
+    let full = matches!(e, hub::Error::Store(s) if s.is_full());
+    if full {
+        crate::metrics::Metrics::add(&hub.metrics().store_full, 1);
+    }
+    full
 }
 
 #[cfg(test)]
