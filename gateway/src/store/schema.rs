@@ -81,9 +81,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         recipients TEXT NOT NULL,
         expires_ms INTEGER NOT NULL
     );",
-    // 8 (issue 11, retention; the lead renumbers it after 6 and 7 at the
-    // merge): alerts and floor grants by age, so that the retention sweep
-    // reads only the rows it deletes.
+    // 8 (issue 11, retention and streamed uploads; the lead renumbers it
+    // after 6 and 7 at the merge): alerts and floor grants by age, so that
+    // the retention sweep reads only the rows it deletes; `pending` marks
+    // an upload whose content is still being streamed into its blob (no
+    // alert may use it, nobody may fetch it).
     "CREATE INDEX alert_by_created ON alert(created_ms);
-    CREATE INDEX floor_grant_by_granted ON floor_grant(granted_ms);",
+    CREATE INDEX floor_grant_by_granted ON floor_grant(granted_ms);
+    ALTER TABLE attachment ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
 ];
