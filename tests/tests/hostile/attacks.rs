@@ -328,6 +328,64 @@ async fn attack_3_lying_upload_streams_leave_nothing() {
     );
 }
 
+/// Attack 3 against memory: uploads announced at 4 MiB whose content all
+/// arrives but for its last byte, then held open, two per connection from
+/// two terminals. The content is in the store as it arrives: each held
+/// upload costs the gateway one chunk of memory, not 4 MiB. Once stalled
+/// (`stall_timeout_ms`) each is refused and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_uploads_held_open_hold_a_chunk_each() {
+    let mut gw = GatewayProcess::start("[attachments]\nstall_timeout_ms = 4000\n").await;
+    let scene = Scene::start(&gw).await;
+    let size = 4 * 1024 * 1024;
+    let (mut held, mut attackers) = (Vec::new(), Vec::new());
+    for who in [ATTACKER, SECOND_ATTACKER] {
+        let a = gw.terminal(who).await;
+        for request in 0..2 {
+            let mut buf = bytes::BytesMut::new();
+            ClientMsg::AttachmentPut {
+                request,
+                mime: "image/jpeg".into(),
+                size,
+            }
+            .encode(&mut buf);
+            buf.extend_from_slice(&photo(size as usize - 1));
+            let mut s = a.connection().open_uni().await.unwrap();
+            s.write_all(&buf).await.unwrap();
+            held.push(s);
+        }
+        attackers.push(a);
+    }
+    tokio::time::sleep(ATTACK).await;
+    let outcome = scene.finish().await;
+    eprintln!("{outcome}\n{} uploads of 4 MiB held open", held.len());
+    outcome.assert_unharmed();
+    for a in &mut attackers {
+        for request in 0..2 {
+            let refused = tokio::time::timeout(
+                Duration::from_secs(30),
+                a.wait_for(|m| match m {
+                    ServerMsg::AlertRefused {
+                        request: r, code, ..
+                    } if *r == request => Some(Ok(*code)),
+                    _ => None,
+                }),
+            )
+            .await
+            .expect("a held upload is refused once stalled")
+            .unwrap();
+            assert_eq!(refused, ErrorCode::AttachmentInvalid);
+        }
+    }
+    drop(held);
+    let counters = gw.stop().await;
+    assert_eq!(
+        counters["attachment_uploads_abandoned"].as_u64(),
+        Some(4),
+        "{counters}"
+    );
+}
+
 /// Attack 4: a 42 KB burst of Join/Leave on the attacker's own unit,
 /// where legit voice runs and the district console listens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
