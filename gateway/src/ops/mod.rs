@@ -201,6 +201,18 @@ pub(crate) mod testing {
         ))
     }
 
+    /// [`hub`] with `config` rather than the defaults.
+    pub(crate) fn hub_with(config: Config) -> Arc<Hub> {
+        let org = Org::from_toml(TREE, Path::new(".")).expect("the test tree is valid");
+        Arc::new(Hub::new(
+            config,
+            org,
+            ProvisioningKey::from_bytes([1; 32]),
+            Store::in_memory().expect("in-memory store"),
+            crate::net::Thread::start("test-net").expect("a thread"),
+        ))
+    }
+
     pub(crate) fn caller(
         hub: &Arc<Hub>,
         terminal: u32,

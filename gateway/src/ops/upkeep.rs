@@ -251,6 +251,70 @@ mod tests {
         assert_eq!(before(DAY_MS, 3), Some(0), "no underflow");
     }
 
+    #[tokio::test]
+    async fn the_sweep_retires_old_alerts_and_audit_rows_in_batches() {
+        use ptt_codec::{AlertBody, AlertKind, TerminalId};
+        use ptt_gateway_core::audit::{BurstRecord, EndedBy};
+        use std::sync::atomic::Ordering::Relaxed;
+
+        let mut config = crate::config::Config::default();
+        config.retention.interval_s = 1;
+        config.retention.batch_rows = 3;
+        config.retention.batch_pause_ms = 1;
+        let hub = crate::ops::testing::hub_with(config);
+        let store = hub.desk().store().clone();
+        let body = AlertBody {
+            kind: AlertKind::Dispatch,
+            priority: 1,
+            ttl_s: 60,
+            title: "t".into(),
+            text: String::new(),
+            location: None,
+            attachments: Vec::new(),
+        };
+        // In 1970: long past every retention. One alert made now stays.
+        for i in 0..4 {
+            store
+                .create_alert(
+                    TerminalId(300),
+                    &body,
+                    "t",
+                    i,
+                    &[TerminalId(501), TerminalId(502)],
+                )
+                .unwrap();
+        }
+        let young = store
+            .create_alert(TerminalId(300), &body, "t", now_ms(), &[TerminalId(501)])
+            .unwrap();
+        let bursts: Vec<_> = (0..7)
+            .map(|i| BurstRecord {
+                group: 5,
+                terminal: TerminalId(501),
+                burst: i,
+                class: 0,
+                granted_ms: u64::from(i),
+                ended_ms: u64::from(i) + 1,
+                ended_by: EndedBy::Released,
+            })
+            .collect();
+        store.record_bursts(&bursts).unwrap();
+        let sweep = tokio::spawn(retention(hub.clone()));
+        let m = hub.metrics();
+        for _ in 0..200 {
+            if m.audit_rows_retired.load(Relaxed) == 7 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sweep.abort();
+        assert_eq!(m.alerts_retired.load(Relaxed), 4);
+        assert_eq!(m.receipts_retired.load(Relaxed), 8);
+        assert_eq!(m.audit_rows_retired.load(Relaxed), 7);
+        assert!(store.alert(young).unwrap().is_some());
+        assert!(store.bursts(5, 0).unwrap().is_empty());
+    }
+
     #[test]
     fn free_space_of_the_data_directory_is_read() {
         let dir = tempfile::tempdir().unwrap();
