@@ -251,6 +251,7 @@ async fn receive(cx: &Caller, recv: &mut RecvStream) -> Result<(u32, u64, u32), 
                     message: "the upload expired before it ended; upload it again".into(),
                 })
             }),
+        Err(Short::Store(e)) => Err(store_refused(cx, request, e)),
         Err(e) => Err(e.refusal(request, size)),
     };
     if let Err(refused) = finished {
@@ -332,11 +333,10 @@ impl Short {
                 "the upload stalled: less than a {CHUNK}-byte chunk in {d:?}"
             )),
             Short::Store(e) => {
-                let code = e.to_code();
                 tracing::error!("writing an upload failed: {e}");
                 Refused {
                     request: Some(request),
-                    code,
+                    code: e.to_code(),
                     message: "the attachment could not be stored; upload it again".into(),
                 }
             }
