@@ -175,7 +175,7 @@ async fn attack_3_unused_uploads_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_3_uploads_are_refused_at_the_disk_reserve() {
     // A reserve larger than any disk: the disk is always at it.
-    let gw =
+    let mut gw =
         GatewayProcess::start("[attachments]\ndisk_reserve_bytes = 9223372036854775807\n").await;
     let scene = Scene::start(&gw).await;
     let mut a = gw.terminal(ATTACKER).await;
@@ -193,6 +193,15 @@ async fn attack_3_uploads_are_refused_at_the_disk_reserve() {
     let outcome = scene.finish().await;
     eprintln!("{outcome}\nuploads refused {refused}");
     outcome.assert_unharmed();
+    // The disk watch raised its alarm once (it stays on) and reads the
+    // free space.
+    let counters = gw.stop().await;
+    assert_eq!(counters["disk_low_alarms"].as_u64(), Some(1), "{counters}");
+    assert!(
+        counters["disk_free_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{counters}"
+    );
+    assert_eq!(counters["store_full"].as_u64(), Some(0), "{counters}");
 }
 
 /// Attack 3 with lying streams: uploads whose stream ends short of its
