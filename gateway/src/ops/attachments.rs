@@ -590,10 +590,11 @@ async fn fetch_admitted(cx: Caller, attachment: u64, ticket: Ticket) {
     }
 }
 
-/// Deletes unused uploads after `attachments.unused_expiry_s` and, with
-/// `attachments.retention_days` set, every attachment older than that,
-/// every `attachments.sweep_interval_s`. Run it once, beside the
-/// listener, until the gateway stops.
+/// Deletes unused uploads after `attachments.unused_expiry_s` (pending
+/// ones, left by a crash mid-upload, once no upload can still be
+/// streaming into them) and, with `attachments.retention_days` set, every
+/// attachment older than that, every `attachments.sweep_interval_s`. Run
+/// it once, beside the listener, until the gateway stops.
 pub(crate) async fn sweep(hub: Arc<Hub>) {
     let c = hub.config().attachments.clone();
     let mut every = tokio::time::interval(Duration::from_secs(u64::from(c.sweep_interval_s)));
@@ -602,12 +603,18 @@ pub(crate) async fn sweep(hub: Arc<Hub>) {
         every.tick().await;
         let now = now_ms();
         let unused_before = now.saturating_sub(u64::from(c.unused_expiry_s) * 1000);
+        // An upload in progress gets a chunk per stall timeout at the
+        // slowest: never deleted before the longest it can take.
+        let longest_upload_ms = u64::from(MAX_ATTACHMENT).div_ceil(CHUNK as u64)
+            * u64::from(c.stall_timeout_ms)
+            + 60_000;
+        let pending_before = unused_before.min(now.saturating_sub(longest_upload_ms));
         let retired_before = (c.retention_days > 0)
             .then(|| now.saturating_sub(u64::from(c.retention_days) * 86_400_000));
         let swept = hub
             .desk()
             .blocking(move |s| {
-                let expired = s.expire_unused(unused_before)?;
+                let expired = s.expire_unused(unused_before, pending_before)?;
                 let retired = match retired_before {
                     Some(before) => s.retire_attachments(before)?,
                     None => 0,

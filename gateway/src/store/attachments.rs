@@ -160,13 +160,17 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes attachments created before `before_ms` that no alert uses;
-    /// returns how many. Call it from the background sweep.
-    pub fn expire_unused(&self, before_ms: u64) -> Result<usize, Error> {
+    /// Deletes attachments created before `before_ms` that no alert uses,
+    /// and pending uploads (still streaming, or left by a crash) created
+    /// before `pending_before_ms`; returns how many. Call it from the
+    /// background sweep with `pending_before_ms` no later than the longest
+    /// an upload can take, so that none is deleted mid-stream.
+    pub fn expire_unused(&self, before_ms: u64, pending_before_ms: u64) -> Result<usize, Error> {
         Ok(self.lock().execute(
-            "DELETE FROM attachment WHERE created_ms < ?1
+            "DELETE FROM attachment
+             WHERE created_ms < CASE WHEN pending = 1 THEN ?2 ELSE ?1 END
                AND NOT EXISTS (SELECT 1 FROM alert_attachment aa WHERE aa.attachment = attachment.id)",
-            [before_ms as i64],
+            params![before_ms as i64, pending_before_ms as i64],
         )?)
     }
 
@@ -406,7 +410,22 @@ mod tests {
         // A used upload no longer counts against the quota.
         assert_eq!(s.unused_uploads(member).unwrap(), (1, 5));
         // Only unused uploads expire.
-        assert_eq!(s.expire_unused(10).unwrap(), 1);
+        // A pending upload expires by its own (later) cut-off.
+        let streaming = s
+            .begin_upload(
+                member,
+                "image/png",
+                5,
+                5,
+                Quota {
+                    bytes: 100,
+                    uploads: 9,
+                },
+            )
+            .unwrap();
+        assert_eq!(s.expire_unused(10, 5).unwrap(), 1);
+        assert_eq!(s.expire_unused(10, 6).unwrap(), 1, "then the pending one");
+        assert!(!s.finish_upload(streaming).unwrap());
         assert!(s.fetchable_attachment(member, b).unwrap().is_none());
         assert!(s.fetchable_attachment(station, a).unwrap().is_some());
         // Retention deletes used ones too, and the alerts' references.
