@@ -57,6 +57,10 @@ pub struct Config {
     pub auth: Auth,
     /// The operations surface over HTTP: metrics, health, admin API.
     pub http: Http,
+    /// How long alerts, receipts and the floor audit are kept.
+    pub retention: Retention,
+    /// The watch on the data directory's free space.
+    pub disk: Disk,
 }
 
 /// Authentication settings (`[auth]`).
@@ -77,6 +81,59 @@ impl Default for Auth {
     fn default() -> Self {
         Self {
             revocation_poll_ms: 2000,
+        }
+    }
+}
+
+/// Retention of alerts, receipts and the floor audit (`[retention]`; photos
+/// have `attachments.retention_days`). Everything said and sent is
+/// evidence (FIELD.md): the defaults keep a year, SOS three, and 0 keeps
+/// forever. Deleted by a background sweep, a bounded batch per transaction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Alerts other than SOS (dispatches, notices, reports, drills) older
+    /// than this are deleted with their receipts, drill reports and the
+    /// photos no younger alert carries, days; 0 keeps them forever. An
+    /// alert still deliverable (not expired) is never deleted. Default
+    /// 365: a year of dispatches and who accepted and arrived, enough for
+    /// the annual review of a unit's drills and for complaints, which come
+    /// within months.
+    pub alert_days: u32,
+    /// SOS alerts older than this are deleted, with their receipts, days;
+    /// 0 keeps them forever. A terminal's active SOS is never deleted.
+    /// Default 1095: three years, the general limitation period for civil
+    /// claims (PRC Civil Code art. 188) that an incident may lead to; an
+    /// SOS is the record of a guard in danger and who came.
+    pub sos_days: u32,
+    /// Floor audit rows (who talked in which group, when) older than this
+    /// are deleted, days; 0 keeps them forever. Default 365, as alerts:
+    /// the audit says who was on the air when an alert was handled.
+    pub audit_days: u32,
+    /// How often the sweep runs, seconds, at least 1. Default 300: rows
+    /// are due by the day; a sweep finds few.
+    pub interval_s: u32,
+    /// Rows (alerts, recipients, audit rows) deleted in one transaction at
+    /// most, at least 1. Default 500: a few milliseconds of the store's
+    /// lock, so an SOS waiting for it is not held up noticeably; a
+    /// city-wide alert's 30,000 recipients take 60 batches.
+    pub batch_rows: u32,
+    /// Pause between two batches, ms. Default 50: other store calls (an
+    /// SOS, receipts) take the lock in between; a backlog of a million
+    /// rows (the first sweep after retention is configured) takes under
+    /// two minutes.
+    pub batch_pause_ms: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            alert_days: 365,
+            sos_days: 1095,
+            audit_days: 365,
+            interval_s: 300,
+            batch_rows: 500,
+            batch_pause_ms: 50,
         }
     }
 }
@@ -135,6 +192,31 @@ impl Http {
         self.token_file
             .clone()
             .unwrap_or_else(|| data_dir.join("operator.token"))
+    }
+}
+
+/// The disk watch (`[disk]`): the data directory's free space, read in the
+/// background, and an alarm when it falls under the reserve
+/// (`attachments.disk_reserve_bytes` plus one 4 MiB upload, where uploads
+/// are refused).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Disk {
+    /// How often free space is read, seconds, at least 1. Default 10: a
+    /// statvfs call, and uploads fill at most tens of MB in 10 s.
+    pub watch_interval_s: u32,
+    /// While the alarm is on, the error is logged again this often,
+    /// seconds, at least 1. Default 600: the log says it is still low
+    /// without flooding.
+    pub reminder_interval_s: u32,
+}
+
+impl Default for Disk {
+    fn default() -> Self {
+        Self {
+            watch_interval_s: 10,
+            reminder_interval_s: 600,
+        }
     }
 }
 
@@ -373,6 +455,8 @@ impl Default for Config {
             limits: Limits::default(),
             http: Http::default(),
             auth: Auth::default(),
+            retention: Retention::default(),
+            disk: Disk::default(),
         }
     }
 }
@@ -841,6 +925,10 @@ impl Config {
                 reason: "must be at least 100".into(),
             });
         }
+        at_least_1("retention.interval_s", self.retention.interval_s)?;
+        at_least_1("retention.batch_rows", self.retention.batch_rows)?;
+        at_least_1("disk.watch_interval_s", self.disk.watch_interval_s)?;
+        at_least_1("disk.reminder_interval_s", self.disk.reminder_interval_s)?;
         Ok(())
     }
 }
@@ -954,6 +1042,10 @@ mod tests {
             ("attachments", "stall_timeout_ms"),
             ("delivery", "per_terminal"),
             ("delivery", "write_timeout_ms"),
+            ("retention", "interval_s"),
+            ("retention", "batch_rows"),
+            ("disk", "watch_interval_s"),
+            ("disk", "reminder_interval_s"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();
@@ -969,6 +1061,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn zero_retention_keeps_forever_and_is_valid() {
+        let c: Config = toml::from_str(
+            "[retention]\nalert_days = 0\nsos_days = 0\naudit_days = 0\nbatch_pause_ms = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            (c.retention.alert_days, c.retention.sos_days),
+            (0, 0),
+            "0 means keep forever"
+        );
     }
 
     #[test]
@@ -995,6 +1101,8 @@ mod tests {
             "[session]",
             "[drill]",
             "[attachments]",
+            "[retention]",
+            "[disk]",
         ] {
             let err = toml::from_str::<Config>(&format!("{section}\nbogus = 1\n")).unwrap_err();
             assert!(err.to_string().contains("bogus"), "{section}: {err}");
@@ -1043,6 +1151,21 @@ mod tests {
         assert_eq!(
             c.attachments.disk_reserve_bytes,
             d.attachments.disk_reserve_bytes
+        );
+        let (r, dr) = (&c.retention, &d.retention);
+        assert_eq!(
+            (r.alert_days, r.sos_days, r.audit_days),
+            (dr.alert_days, dr.sos_days, dr.audit_days)
+        );
+        assert_eq!(
+            (r.interval_s, r.batch_rows, r.batch_pause_ms),
+            (dr.interval_s, dr.batch_rows, dr.batch_pause_ms)
+        );
+        assert_eq!(c.disk.watch_interval_s, d.disk.watch_interval_s);
+        assert_eq!(c.disk.reminder_interval_s, d.disk.reminder_interval_s);
+        assert_eq!(
+            (c.http.enabled, c.http.listen, &c.http.token_file),
+            (d.http.enabled, d.http.listen, &d.http.token_file)
         );
         assert_eq!(c.auth.revocation_poll_ms, d.auth.revocation_poll_ms);
     }

@@ -166,6 +166,27 @@ counters! {
     hello_revoked,
     /// Live sessions closed REVOKED when their terminal was revoked.
     sessions_revoked,
+    /// Alerts deleted after `retention.alert_days` or `retention.sos_days`.
+    alerts_retired,
+    /// Recipient rows (receipts) deleted with their alerts.
+    receipts_retired,
+    /// Floor audit rows deleted after `retention.audit_days`.
+    audit_rows_retired,
+    /// Times the data directory's free space fell under the reserve
+    /// (`attachments.disk_reserve_bytes` plus one upload): the disk alarm
+    /// went on.
+    disk_low_alarms,
+    /// A gauge, not a counter: the data directory's free bytes at the
+    /// disk watch's last reading (`disk.watch_interval_s`).
+    disk_free_bytes,
+    /// Writes of alerts, SOS, receipts or uploads that SQLite refused
+    /// because the disk (or the database's page limit) was full; each was
+    /// answered `STORAGE_FULL`.
+    store_full,
+    /// Uploads abandoned mid-stream (ended short, carried more than they
+    /// announced, reset, or stalled for `attachments.stall_timeout_ms`):
+    /// their row and bytes were deleted.
+    attachment_uploads_abandoned,
 }
 
 impl Metrics {
@@ -173,6 +194,12 @@ impl Metrics {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge (`disk_free_bytes`) to `value`.
+    #[inline]
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
     }
 }
 

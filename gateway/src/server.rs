@@ -130,6 +130,8 @@ impl Gateway {
         let audit = self.hub.audit_writer(audit_stop.clone()).map(tokio::spawn);
         let sweep = tokio::spawn(crate::ops::attachments::sweep(self.hub.clone()));
         let revocations = tokio::spawn(crate::hub::poll_revocations(self.hub.clone()));
+        let retention = tokio::spawn(crate::ops::upkeep::retention(self.hub.clone()));
+        let disk_watch = tokio::spawn(crate::ops::upkeep::watch_disk(self.hub.clone()));
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.hub.group_count(), "gateway listening");
         let accepting = &self.hub.status().accepting;
@@ -177,6 +179,8 @@ impl Gateway {
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         sweep.abort();
         revocations.abort();
+        retention.abort();
+        disk_watch.abort();
         if let Some(w) = receipt_writer {
             // Sessions are gone; receipts already queued were answered or
             // are dropped unacknowledged, which terminals resend.

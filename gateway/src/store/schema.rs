@@ -90,7 +90,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         revoked_by TEXT NOT NULL
     );",
-    // (ops) what operators did through the admin API, and who.
+    // 7: what operators did through the admin API, and who.
     "CREATE TABLE admin_action (
         id INTEGER PRIMARY KEY,
         at_ms INTEGER NOT NULL,
@@ -99,4 +99,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         outcome TEXT NOT NULL
     );",
+    // 8: alerts and floor grants by age, so that
+    // the retention sweep reads only the rows it deletes; `pending` marks
+    // an upload whose content is still being streamed into its blob (no
+    // alert may use it, nobody may fetch it).
+    "CREATE INDEX alert_by_created ON alert(created_ms);
+    CREATE INDEX floor_grant_by_granted ON floor_grant(granted_ms);
+    ALTER TABLE attachment ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
 ];
