@@ -53,6 +53,79 @@ pub struct Config {
     pub delivery: Delivery,
     /// Per-terminal bounds on control frames and work in flight.
     pub limits: Limits,
+    /// Recording of every talk burst (`[recording]`).
+    pub recording: Recording,
+}
+
+/// Recording settings (`[recording]`): every talk burst written as it was
+/// relayed to an Ogg Opus file and indexed in the store, off the voice path
+/// (see `crate::recorder`).
+///
+/// Durability: a burst's file and index row are fsynced within
+/// `sync_interval_ms` + 250 ms (the recorder's wait for frames still in
+/// flight) of the burst's end, plus the time the fsyncs take; a crash
+/// before then loses at most those bursts, never an indexed one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Recording {
+    /// Record at all. Default true: what was said on a police net is
+    /// evidence.
+    pub enabled: bool,
+    /// Frames waiting for the recorder thread, at least 1; a frame that
+    /// finds the queue full is dropped from the recording (never from the
+    /// voice path), counted in `recorder_frames_dropped` and in its
+    /// recording's index row. Default 16384: 1.6 s of 500 bursts at once
+    /// (20 ms frames), about 2.5 MB of queued datagrams at most.
+    pub queue: usize,
+    /// Where the files go, in dated folders (`YYYY/MM/DD/`). Default:
+    /// `<data_dir>/recordings`.
+    pub dir: Option<PathBuf>,
+    /// Recordings older than this are deleted, days; 0 keeps them (until
+    /// the disk budget). Default 0: how long evidence is kept is the
+    /// operator's legal decision, not the gateway's.
+    pub retention_days: u32,
+    /// The same for emergency (SOS) bursts, days; 0 keeps them. When
+    /// `retention_days` is set, this must be 0 or at least as long: SOS
+    /// bursts are kept longer. Default 0.
+    pub sos_retention_days: u32,
+    /// Bytes the recordings may take; over it the oldest are deleted,
+    /// normal bursts before SOS ones; 0 sets no budget. Default 32 GiB:
+    /// about 4,000 hours of talk at 16 kbit/s (7.5 MB per hour with the
+    /// Ogg overhead), so a full disk never stops the store.
+    pub disk_budget_bytes: u64,
+    /// How often retention and the budget are enforced, seconds, at least
+    /// 1. Default 60.
+    pub sweep_interval_s: u32,
+    /// Ended bursts are made durable (file, folder and index row fsynced,
+    /// one transaction) at most this long after they end, ms, at least 1.
+    /// Default 1000: one fsync batch a second at most, whatever the number
+    /// of bursts.
+    pub sync_interval_ms: u32,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue: 16_384,
+            dir: None,
+            retention_days: 0,
+            sos_retention_days: 0,
+            disk_budget_bytes: 32 * 1024 * 1024 * 1024,
+            sweep_interval_s: 60,
+            sync_interval_ms: 1_000,
+        }
+    }
+}
+
+impl Recording {
+    /// The recordings directory of a gateway whose data directory is
+    /// `data_dir`.
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("recordings"))
+    }
 }
 
 /// Attachment settings (`[attachments]`): what one terminal may keep and
@@ -288,6 +361,7 @@ impl Default for Config {
             attachments: Attachments::default(),
             delivery: Delivery::default(),
             limits: Limits::default(),
+            recording: Recording::default(),
         }
     }
 }
@@ -735,6 +809,19 @@ impl Config {
                 });
             }
         }
+        let recording = &self.recording;
+        at_least_1("recording.queue", recording.queue)?;
+        at_least_1("recording.sweep_interval_s", recording.sweep_interval_s)?;
+        at_least_1("recording.sync_interval_ms", recording.sync_interval_ms)?;
+        if recording.retention_days > 0
+            && recording.sos_retention_days != 0
+            && recording.sos_retention_days < recording.retention_days
+        {
+            return Err(OutOfBounds {
+                field: "recording.sos_retention_days",
+                reason: "must be 0 (keep) or at least retention_days".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -935,6 +1022,31 @@ mod tests {
         assert_eq!(
             c.attachments.disk_reserve_bytes,
             d.attachments.disk_reserve_bytes
+        );
+        assert_eq!(c.recording, d.recording);
+    }
+
+    #[test]
+    fn sos_recordings_are_kept_at_least_as_long() {
+        let c: Config =
+            toml::from_str("[recording]\nretention_days = 30\nsos_retention_days = 7").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "recording.sos_retention_days"
+        );
+        for ok in [
+            "retention_days = 30\nsos_retention_days = 0",
+            "retention_days = 30\nsos_retention_days = 365",
+            "retention_days = 0\nsos_retention_days = 7",
+        ] {
+            let c: Config = toml::from_str(&format!("[recording]\n{ok}")).unwrap();
+            assert_eq!(c.validate(), Ok(()), "{ok}");
+        }
+        let c: Config = toml::from_str("[recording]\nqueue = 0").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "recording.queue");
+        assert_eq!(
+            Recording::default().dir(Path::new("/d")),
+            Path::new("/d/recordings")
         );
     }
 

@@ -403,7 +403,12 @@ mod tests {
         let p = pkt(SILK_WB_20, 40);
         let out = push_all(
             &mut f,
-            &[(0, p.clone()), (2, p.clone()), (1, p.clone()), (2, p.clone())],
+            &[
+                (0, p.clone()),
+                (2, p.clone()),
+                (1, p.clone()),
+                (2, p.clone()),
+            ],
         );
         // 0, filler for 1, 2; the late 1 and the duplicate 2 are dropped.
         assert_eq!(out.len(), 3);

@@ -27,6 +27,7 @@ use crate::group::Group;
 use crate::metrics::{Metrics, RelayLatency};
 use crate::net;
 use crate::org::{auth::ProvisioningKey, Org};
+use crate::recorder::Recorder;
 use crate::store::Store;
 
 pub(crate) use budget::{Budget, Budgets};
@@ -66,6 +67,8 @@ pub(crate) struct Hub {
     budgets: Budgets,
     /// Ended bursts waiting to be written; taken by [`Hub::audit_writer`].
     audit: Mutex<Option<mpsc::UnboundedReceiver<BurstRecord>>>,
+    /// Records every burst (`[recording]`), when enabled and started.
+    recorder: Option<Recorder>,
 }
 
 impl Hub {
@@ -90,6 +93,22 @@ impl Hub {
             Vec::new()
         });
         let per_terminal = config.delivery.per_terminal;
+        let desk = Desk::new(store, pending, per_terminal);
+        let recorder = config
+            .recording
+            .enabled
+            .then(|| {
+                Recorder::start(
+                    &config.recording,
+                    &config.data_dir,
+                    desk.store().clone(),
+                    metrics.clone(),
+                )
+            })
+            .and_then(|r| {
+                r.inspect_err(|e| tracing::error!("the recorder did not start, not recording: {e}"))
+                    .ok()
+            });
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let groups = org
             .groups()
@@ -102,6 +121,10 @@ impl Hub {
                 let presence = config.session.presence_interval();
                 let group =
                     Group::new(id, name, floor, presence, metrics.clone(), audit_tx.clone());
+                let group = match &recorder {
+                    Some(r) => group.recording_to(r.tap()),
+                    None => group,
+                };
                 (id, Arc::new(group))
             })
             .collect();
@@ -114,7 +137,7 @@ impl Hub {
             key,
             groups,
             registry: Registry::default(),
-            desk: Desk::new(store, pending, per_terminal),
+            desk,
             watch: Watch::default(),
             transfers,
             sos: SosBook::new(active_sos),
@@ -125,7 +148,13 @@ impl Hub {
             handshakes,
             budgets: Budgets::default(),
             audit: Mutex::new(Some(audit_rx)),
+            recorder,
         }
+    }
+
+    /// The recorder, when recording.
+    pub(crate) fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
     }
 
     /// The configuration the gateway started with.
