@@ -53,6 +53,63 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Days from 1970-01-01 to `y-m-d` (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `ms` (Unix) as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn utc(ms: u64) -> String {
+    let (y, m, d) = civil_from_days((ms / 86_400_000) as i64);
+    let in_day = ms % 86_400_000;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
+/// A time given on the command line: Unix ms, or a UTC date
+/// `YYYY-MM-DD` with an optional `THH:MM[:SS]` and `Z`.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|e| format!("{text}: {e}"));
+    }
+    let bad = || format!("{text}: expected Unix ms or YYYY-MM-DD[THH:MM[:SS]][Z] (UTC)");
+    let t = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = t.split_once(['T', ' ']).unwrap_or((t, ""));
+    let num = |s: &str| s.parse::<u32>().map_err(|_| bad());
+    let mut ymd = date.splitn(3, '-');
+    let (y, m, d) = match (ymd.next(), ymd.next(), ymd.next()) {
+        (Some(y), Some(m), Some(d)) => (num(y)?, num(m)?, num(d)?),
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return Err(bad());
+    }
+    let mut hms = [0u32; 3];
+    if !time.is_empty() {
+        for (i, part) in time.split(':').enumerate() {
+            *hms.get_mut(i).ok_or_else(bad)? = num(part)?;
+        }
+        if hms[0] > 23 || hms[1] > 59 || hms[2] > 60 {
+            return Err(bad());
+        }
+    }
+    let days = days_from_civil(i64::from(y), m, d) as u64;
+    let secs =
+        days * 86_400 + u64::from(hms[0]) * 3600 + u64::from(hms[1]) * 60 + u64::from(hms[2]);
+    Ok(secs * 1000)
+}
+
 /// A burst's file being written.
 pub(super) struct BurstFile {
     writer: PacketWriter<'static, BufWriter<File>>,
@@ -195,6 +252,29 @@ mod tests {
         // 2024-02-29, a leap day; 2026-11-29.
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(20_786), (2026, 11, 29));
+        for days in [0, 59, 19_782, 20_786, 40_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(
+            utc(20_786 * 86_400_000 + 3_723_004),
+            "2026-11-29T01:02:03.004Z"
+        );
+        let day = 20_786 * 86_400_000;
+        assert_eq!(parse_time("2026-11-29"), Ok(day));
+        assert_eq!(parse_time("2026-11-29T01:02:03Z"), Ok(day + 3_723_000));
+        assert_eq!(parse_time("2026-11-29T01:02"), Ok(day + 3_720_000));
+        assert_eq!(parse_time("1764000000000"), Ok(1_764_000_000_000));
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-11",
+            "2026-11-29T25:00",
+            "2026-11-29T1:2:3:4",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
         let start = Start {
             group: ptt_codec::GroupId(7),
             terminal: ptt_codec::TerminalId(501),

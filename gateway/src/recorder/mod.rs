@@ -24,6 +24,8 @@
 //!
 //! A second thread ([`sweep`]) enforces retention and the disk budget.
 
+#[cfg(feature = "wav-export")]
+pub mod export;
 mod file;
 mod sweep;
 mod writer;
@@ -42,7 +44,7 @@ use crate::config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-pub use file::{date_path, read_packets, ReadPacket};
+pub use file::{date_path, parse_time, read_packets, utc, ReadPacket};
 
 /// A burst the floor granted: its recording begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
