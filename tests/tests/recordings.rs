@@ -180,6 +180,9 @@ fn talk_bursts_are_recorded_as_standard_ogg_opus_that_sounds_like_the_talker() {
         );
         // opusinfo: a valid Ogg Opus stream, no warnings.
         let info = run(Command::new("opusinfo").arg(&path));
+        if std::ptr::eq(*r, spoken[0]) {
+            eprintln!("opusinfo {}:\n{info}", path.display());
+        }
         assert!(info.contains("Opus stream 1"), "{info}");
         assert!(info.contains("Pre-skip: 312"), "{info}");
         assert!(
