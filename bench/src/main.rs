@@ -591,7 +591,7 @@ fn recording_figures(dir: &Path, counters: &serde_json::Value) -> serde_json::Va
         "frames_dropped": counters["recorder_frames_dropped"],
         "frames_late": counters["recorder_frames_late"],
         "errors": counters["recorder_errors"],
-        "bytes_per_talk_hour": (talk_hours > 0.0).then(|| bytes as f64 / talk_hours),
+        "bytes_per_talk_hour": (talk_hours > 0.0 && files > 0).then(|| bytes as f64 / talk_hours),
     })
 }
 
