@@ -441,6 +441,50 @@ mod tests {
     }
 
     #[test]
+    fn hostile_sequences_and_packets_still_make_a_valid_stream() {
+        // Any sequence numbers and bytes a talker sends: every packet out
+        // has a valid duration, granules grow by exactly it, and fillers
+        // stay bounded per frame in.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200 {
+            let mut f = Framer::new();
+            let mut out = Vec::new();
+            let mut seq = (next() % 4) as u16;
+            let frames_in = 50;
+            for _ in 0..frames_in {
+                seq = match next() % 6 {
+                    0 => next() as u16,       // a jump anywhere
+                    1 => seq.wrapping_sub(1), // late
+                    2 => seq,                 // duplicate
+                    _ => seq.wrapping_add(1), // in order
+                };
+                let len = 1 + (next() % 8) as usize;
+                let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                f.push(seq, Bytes::from(bytes), &mut out);
+            }
+            let mut granule = 0;
+            for p in &out {
+                let d = packet_samples(&p.data).expect("only valid packets out");
+                assert!(d > 0);
+                granule += u64::from(d);
+                assert_eq!(p.granule, granule);
+            }
+            assert_eq!(f.granule(), granule);
+            let s = f.stats();
+            // At most one capped hole and one invalid slot (up to 48 frames)
+            // per frame in.
+            assert!(s.filled <= (u64::from(MAX_FILL) + 48) * frames_in);
+            assert_eq!(s.frames, out.iter().filter(|p| !p.filler).count() as u64);
+        }
+    }
+
+    #[test]
     fn a_huge_jump_is_filled_only_so_far() {
         let mut f = Framer::new();
         let p = pkt(SILK_WB_20, 40);
