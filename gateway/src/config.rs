@@ -101,6 +101,12 @@ pub struct Recording {
     /// Default 1000: one fsync batch a second at most, whatever the number
     /// of bursts.
     pub sync_interval_ms: u32,
+    /// Free bytes kept in the recordings' file system: a burst that starts
+    /// below it is not recorded (indexed without a file, counted in
+    /// `recordings_refused_disk_reserve`), so SOS, alerts and receipts
+    /// still store. Default 256 MiB, as `attachments.disk_reserve_bytes`;
+    /// 0 keeps no reserve.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for Recording {
@@ -114,6 +120,7 @@ impl Default for Recording {
             disk_budget_bytes: 32 * 1024 * 1024 * 1024,
             sweep_interval_s: 60,
             sync_interval_ms: 1_000,
+            disk_reserve_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -167,6 +167,9 @@ counters! {
     /// Recordings deleted by `recording.retention_days`,
     /// `recording.sos_retention_days` or `recording.disk_budget_bytes`.
     recordings_deleted,
+    /// Bursts not recorded because the recordings' file system had less
+    /// than `recording.disk_reserve_bytes` free when they started.
+    recordings_refused_disk_reserve,
 }
 
 impl Metrics {

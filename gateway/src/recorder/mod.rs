@@ -171,6 +171,7 @@ impl Recorder {
             store.clone(),
             metrics.clone(),
             std::time::Duration::from_millis(u64::from(config.sync_interval_ms)),
+            config.disk_reserve_bytes,
         );
         let (sweep_stop_tx, sweep_stop_rx) = mpsc::channel::<()>();
         let writer = std::thread::Builder::new()

@@ -155,6 +155,35 @@ fn bursts_become_indexed_ogg_opus_files_with_their_gaps_filled() {
 }
 
 #[test]
+fn a_burst_starting_below_the_disk_reserve_is_indexed_without_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::in_memory().unwrap());
+    let metrics = Arc::new(Metrics::default());
+    let mut c = config(64);
+    // More than any disk has free.
+    c.disk_reserve_bytes = u64::MAX;
+    let recorder = Recorder::start(&c, dir.path(), store.clone(), metrics.clone()).unwrap();
+    let tap = recorder.tap();
+    tap.start(start(5, 501, 1, Class::Normal));
+    for seq in 0..3 {
+        let h = header(5, 1, seq);
+        tap.frame(&h, &datagram(&h));
+    }
+    tap.end(GroupId(5), 1, 1_764_000_001_000, EndedBy::Released);
+    recorder.stop();
+    let rows = store.recordings(&RecordingQuery::default()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].path.as_deref(), rows[0].frames, rows[0].bytes),
+        (None, 0, 0)
+    );
+    assert!(!dir.path().join("recordings").exists());
+    let m = metrics.snapshot();
+    assert_eq!(m.recordings_refused_disk_reserve, 1);
+    assert_eq!(m.recorder_errors, 0);
+}
+
+#[test]
 fn retention_and_the_budget_delete_files_and_rows_oldest_first_sos_last() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::in_memory().unwrap());

@@ -21,6 +21,26 @@ use crate::store::{Recording, Store};
 /// relayed under the old fan-out snapshot and still in the queue.
 pub(super) const LINGER: Duration = Duration::from_millis(250);
 
+/// At most one warning this often for bursts refused for the disk reserve.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether the file system of `dir` (or of its nearest existing ancestor:
+/// the dated folders are made on demand) has less than `reserve` bytes
+/// free. Unknown free space does not refuse (the write would fail and be
+/// counted instead).
+fn below_reserve(dir: &std::path::Path, reserve: u64) -> bool {
+    if reserve == 0 {
+        return false;
+    }
+    let Some(existing) = dir.ancestors().find(|d| d.exists()) else {
+        return false;
+    };
+    match rustix::fs::statvfs(existing) {
+        Ok(st) => st.f_bavail.saturating_mul(st.f_frsize) < reserve,
+        Err(_) => false,
+    }
+}
+
 /// The longest the thread sleeps without looking at the clock.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -52,6 +72,10 @@ pub(super) struct Writer {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     sync_interval: Duration,
+    /// Free bytes to keep (`recording.disk_reserve_bytes`).
+    reserve: u64,
+    /// When a burst refused for the reserve was last logged.
+    warned: Option<Instant>,
     open: HashMap<(GroupId, u16), Open>,
     closed: Vec<Closed>,
     /// When the oldest of `closed` closed.
@@ -68,12 +92,15 @@ impl Writer {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         sync_interval: Duration,
+        reserve: u64,
     ) -> Self {
         Self {
             dir,
             store,
             metrics,
             sync_interval,
+            reserve,
+            warned: None,
             open: HashMap::new(),
             closed: Vec::new(),
             closed_since: None,
@@ -181,6 +208,16 @@ impl Writer {
             return;
         };
         if open.failed {
+            return;
+        }
+        if open.file.is_none() && below_reserve(&self.dir, self.reserve) {
+            open.failed = true;
+            Metrics::add(&self.metrics.recordings_refused_disk_reserve, 1);
+            if self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                self.warned = Some(Instant::now());
+                tracing::warn!(group = %open.start.group, terminal = %open.start.terminal,
+                    "not recording: less than recording.disk_reserve_bytes free for {}", self.dir.display());
+            }
             return;
         }
         // Admitted frames decoded, so the header is there.
