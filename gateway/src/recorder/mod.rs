@@ -225,5 +225,39 @@ impl Recorder {
     }
 }
 
+/// A tap whose recorder is the test: what the group sent it, as text
+/// (`start <terminal> <burst> <class>`, `frame <burst> <seq>`,
+/// `end <burst> <ended_by> dropped=<n>`), in the order each channel got it
+/// (starts and ends first).
+#[cfg(test)]
+pub(crate) fn test_tap(metrics: Arc<Metrics>) -> (Tap, impl Fn() -> Vec<String>) {
+    let (frames, frames_rx) = mpsc::sync_channel(16);
+    let (control, control_rx) = mpsc::channel();
+    let tap = Tap {
+        frames,
+        control,
+        dropped: AtomicU64::new(0),
+        metrics,
+    };
+    let events = move || {
+        let mut out: Vec<String> = control_rx
+            .try_iter()
+            .map(|c| match c {
+                Control::Start(s) => format!("start {} {} {:?}", s.terminal.0, s.burst, s.class),
+                Control::End {
+                    burst, by, dropped, ..
+                } => format!("end {burst} {by} dropped={dropped}"),
+            })
+            .collect();
+        out.extend(
+            frames_rx
+                .try_iter()
+                .map(|f| format!("frame {} {}", f.burst, f.seq)),
+        );
+        out
+    };
+    (tap, events)
+}
+
 #[cfg(test)]
 mod tests;
