@@ -61,6 +61,8 @@ pub struct Config {
     pub retention: Retention,
     /// The watch on the data directory's free space.
     pub disk: Disk,
+    /// Recording of every talk burst (`[recording]`).
+    pub recording: Recording,
 }
 
 /// Authentication settings (`[auth]`).
@@ -167,6 +169,74 @@ impl Default for Http {
     }
 }
 
+/// Recording settings (`[recording]`): every talk burst written as it was
+/// relayed to an Ogg Opus file and indexed in the store, off the voice path
+/// (see `crate::recorder`).
+///
+/// Durability: a burst's file and index row are fsynced within
+/// `sync_interval_ms` + 250 ms (the recorder's wait for frames still in
+/// flight) of the burst's end, plus the time the fsyncs take; a crash
+/// before then loses at most those bursts, never an indexed one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Recording {
+    /// Record at all. Default true: what was said on a police net is
+    /// evidence.
+    pub enabled: bool,
+    /// Frames waiting for the recorder thread, at least 1; a frame that
+    /// finds the queue full is dropped from the recording (never from the
+    /// voice path), counted in `recorder_frames_dropped` and in its
+    /// recording's index row. Default 16384: 1.6 s of 500 bursts at once
+    /// (20 ms frames), about 2.5 MB of queued datagrams at most.
+    pub queue: usize,
+    /// Where the files go, in dated folders (`YYYY/MM/DD/`). Default:
+    /// `<data_dir>/recordings`.
+    pub dir: Option<PathBuf>,
+    /// Recordings older than this are deleted, days; 0 keeps them (until
+    /// the disk budget). Default 0: how long evidence is kept is the
+    /// operator's legal decision, not the gateway's.
+    pub retention_days: u32,
+    /// The same for emergency (SOS) bursts, days; 0 keeps them. When
+    /// `retention_days` is set, this must be 0 or at least as long: SOS
+    /// bursts are kept longer. Default 0.
+    pub sos_retention_days: u32,
+    /// Bytes the recordings may take; over it the oldest are deleted,
+    /// normal bursts before SOS ones; 0 sets no budget. Default 32 GiB:
+    /// about 4,000 hours of talk at 16 kbit/s (7.5 MB per hour with the
+    /// Ogg overhead), so a full disk never stops the store.
+    pub disk_budget_bytes: u64,
+    /// How often retention and the budget are enforced, seconds, at least
+    /// 1. Default 60.
+    pub sweep_interval_s: u32,
+    /// Ended bursts are made durable (file, folder and index row fsynced,
+    /// one transaction) at most this long after they end, ms, at least 1.
+    /// Default 1000: one fsync batch a second at most, whatever the number
+    /// of bursts.
+    pub sync_interval_ms: u32,
+    /// Free bytes kept in the recordings' file system: a burst that starts
+    /// below it is not recorded (indexed without a file, counted in
+    /// `recordings_refused_disk_reserve`), so SOS, alerts and receipts
+    /// still store. Default 256 MiB, as `attachments.disk_reserve_bytes`;
+    /// 0 keeps no reserve.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue: 16_384,
+            dir: None,
+            retention_days: 0,
+            sos_retention_days: 0,
+            disk_budget_bytes: 32 * 1024 * 1024 * 1024,
+            sweep_interval_s: 60,
+            sync_interval_ms: 1_000,
+            disk_reserve_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
 impl Session {
     /// The join and leave limits of one terminal (kept across its
     /// reconnects), as the core takes them.
@@ -217,6 +287,16 @@ impl Default for Disk {
             watch_interval_s: 10,
             reminder_interval_s: 600,
         }
+    }
+}
+
+impl Recording {
+    /// The recordings directory of a gateway whose data directory is
+    /// `data_dir`.
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("recordings"))
     }
 }
 
@@ -457,6 +537,7 @@ impl Default for Config {
             auth: Auth::default(),
             retention: Retention::default(),
             disk: Disk::default(),
+            recording: Recording::default(),
         }
     }
 }
@@ -929,6 +1010,19 @@ impl Config {
         at_least_1("retention.batch_rows", self.retention.batch_rows)?;
         at_least_1("disk.watch_interval_s", self.disk.watch_interval_s)?;
         at_least_1("disk.reminder_interval_s", self.disk.reminder_interval_s)?;
+        let recording = &self.recording;
+        at_least_1("recording.queue", recording.queue)?;
+        at_least_1("recording.sweep_interval_s", recording.sweep_interval_s)?;
+        at_least_1("recording.sync_interval_ms", recording.sync_interval_ms)?;
+        if recording.retention_days > 0
+            && recording.sos_retention_days != 0
+            && recording.sos_retention_days < recording.retention_days
+        {
+            return Err(OutOfBounds {
+                field: "recording.sos_retention_days",
+                reason: "must be 0 (keep) or at least retention_days".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -1168,6 +1262,7 @@ mod tests {
             (d.http.enabled, d.http.listen, &d.http.token_file)
         );
         assert_eq!(c.auth.revocation_poll_ms, d.auth.revocation_poll_ms);
+        assert_eq!(c.recording, d.recording);
     }
 
     #[test]
@@ -1177,6 +1272,30 @@ mod tests {
         let c: Config = toml::from_str("[auth]\nrevocation_poll_ms = 100\n").unwrap();
         assert_eq!(c.validate(), Ok(()));
         assert!(toml::from_str::<Config>("[auth]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn sos_recordings_are_kept_at_least_as_long() {
+        let c: Config =
+            toml::from_str("[recording]\nretention_days = 30\nsos_retention_days = 7").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "recording.sos_retention_days"
+        );
+        for ok in [
+            "retention_days = 30\nsos_retention_days = 0",
+            "retention_days = 30\nsos_retention_days = 365",
+            "retention_days = 0\nsos_retention_days = 7",
+        ] {
+            let c: Config = toml::from_str(&format!("[recording]\n{ok}")).unwrap();
+            assert_eq!(c.validate(), Ok(()), "{ok}");
+        }
+        let c: Config = toml::from_str("[recording]\nqueue = 0").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "recording.queue");
+        assert_eq!(
+            Recording::default().dir(Path::new("/d")),
+            Path::new("/d/recordings")
+        );
     }
 
     #[test]

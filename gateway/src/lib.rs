@@ -21,6 +21,7 @@
 //! - [`store`]: the SQLite store, one file per group of tables.
 //! - [`net`]: the network thread that carries every packet.
 //! - [`config`], [`tls`]: configuration and certificates.
+//! - [`recorder`]: every talk burst to an Ogg Opus file, off the voice path.
 //!
 //! Dependencies point one way: `server` -> `session` -> `ops` -> `hub` ->
 //! `group` -> `outbox`, with the leaves (`store`, `alert`, `drill`,
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod net;
 mod ops;
 mod outbox;
+pub mod recorder;
 pub mod server;
 mod session;
 pub mod store;

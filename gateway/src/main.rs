@@ -55,6 +55,9 @@ enum Command {
     Unrevoke(RevokeArgs),
     /// List the revoked terminals.
     Revoked(RevokedArgs),
+    /// List recorded talk bursts, or export one (`recordings export`).
+    /// Safe while the gateway runs.
+    Recordings(RecordingsArgs),
 }
 
 /// Which database, and which terminal.
@@ -92,6 +95,60 @@ struct RevokedArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: ListFormat,
+}
+
+/// Which recordings to list, or what to export.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RecordingsArgs {
+    #[command(subcommand)]
+    export: Option<RecordingsCommand>,
+    #[command(flatten)]
+    at: RecordingsAt,
+    /// Only this group.
+    #[arg(long)]
+    group: Option<u32>,
+    /// Only this talker (terminal id).
+    #[arg(long)]
+    speaker: Option<u32>,
+    /// Granted at or after: Unix ms or a UTC date YYYY-MM-DD[THH:MM[:SS]].
+    #[arg(long, value_parser = ptt_gateway::recorder::parse_time)]
+    since: Option<u64>,
+    /// Granted at or before, as --since.
+    #[arg(long, value_parser = ptt_gateway::recorder::parse_time)]
+    until: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ListFormat,
+}
+
+/// Where the gateway keeps its database and recordings.
+#[derive(Debug, Args)]
+struct RecordingsAt {
+    /// TOML config file (for data_dir and recording.dir).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory holding gateway.db [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RecordingsCommand {
+    /// Copy one recording out as Ogg Opus, or decode it to WAV.
+    Export {
+        #[command(flatten)]
+        at: RecordingsAt,
+        /// The recording's id (the `id` column of the list).
+        #[arg(long)]
+        burst: u64,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Decode to a 16 kHz mono WAV file instead of copying the Opus.
+        #[arg(long)]
+        wav: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -178,6 +235,118 @@ fn list_revoked(args: RevokedArgs) -> anyhow::Result<()> {
                 println!(
                     "{}\t{}\t{}\t{}",
                     r.terminal.0, r.revoked_ms, r.revoked_by, r.reason
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RecordingsAt {
+    /// The store and the recordings directory.
+    fn open(&self) -> anyhow::Result<(Store, PathBuf)> {
+        let flags = Overrides {
+            data_dir: self.data_dir.clone(),
+            ..Overrides::default()
+        };
+        let config = Config::layered(self.config.as_deref(), flags)?;
+        let db = config.data_dir.join("gateway.db");
+        if !db.is_file() {
+            bail!(
+                "no database at {}: pass --data-dir (the gateway's data directory)",
+                db.display()
+            );
+        }
+        let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+        Ok((store, config.recording.dir(&config.data_dir)))
+    }
+}
+
+fn recordings(args: RecordingsArgs) -> anyhow::Result<()> {
+    use ptt_gateway::recorder::utc;
+    if let Some(RecordingsCommand::Export {
+        at,
+        burst,
+        out,
+        wav,
+    }) = args.export
+    {
+        let (store, dir) = at.open()?;
+        let Some(r) = store.recording(burst)? else {
+            bail!("no recording {burst}: see `ptt-gateway recordings` for the ids");
+        };
+        let Some(rel) = r.path else {
+            bail!("recording {burst} has no audio: nobody spoke in the burst");
+        };
+        let file = dir.join(rel);
+        if wav {
+            #[cfg(feature = "wav-export")]
+            {
+                let n = ptt_gateway::recorder::export::to_wav(&file, &out)
+                    .with_context(|| format!("decoding {}", file.display()))?;
+                eprintln!("{}: {n} samples at 16 kHz", out.display());
+            }
+            #[cfg(not(feature = "wav-export"))]
+            bail!("this gateway was built without the wav-export feature");
+        } else {
+            std::fs::copy(&file, &out)
+                .with_context(|| format!("copying {} to {}", file.display(), out.display()))?;
+        }
+        return Ok(());
+    }
+    let (store, _) = args.at.open()?;
+    let query = ptt_gateway::store::RecordingQuery {
+        group: args.group,
+        terminal: args.speaker.map(TerminalId),
+        since_ms: args.since,
+        until_ms: args.until,
+    };
+    let rows = store.recordings(&query)?;
+    match args.format {
+        ListFormat::Json => {
+            for r in rows {
+                let line = serde_json::json!({
+                    "id": r.id,
+                    "group": r.group,
+                    "speaker": r.terminal.0,
+                    "burst": r.burst,
+                    "class": r.class,
+                    "started_ms": r.started_ms,
+                    "ended_ms": r.ended_ms,
+                    "started": utc(r.started_ms),
+                    "ended_by": r.ended_by.as_str(),
+                    "path": r.path,
+                    "frames": r.frames,
+                    "filled": r.filled,
+                    "dropped": r.dropped,
+                    "bytes": r.bytes,
+                });
+                println!("{line}");
+            }
+        }
+        ListFormat::Table => {
+            println!(
+                "{:>6}  {:<24}  {:>6}  {:>7}  {:>5}  {:>5}  {:>7}  {:<14}  {:>6}  {:>6}  {:>7}  {:>8}  path",
+                "id", "started (UTC)", "group", "speaker", "burst", "class", "secs", "ended_by",
+                "frames", "filled", "dropped", "bytes"
+            );
+            for r in rows {
+                let secs = r.ended_ms.saturating_sub(r.started_ms) as f64 / 1000.0;
+                println!(
+                    "{:>6}  {:<24}  {:>6}  {:>7}  {:>5}  {:>5}  {:>7.1}  {:<14}  {:>6}  {:>6}  {:>7}  {:>8}  {}",
+                    r.id,
+                    utc(r.started_ms),
+                    r.group,
+                    r.terminal.0,
+                    r.burst,
+                    r.class,
+                    secs,
+                    r.ended_by.as_str(),
+                    r.frames,
+                    r.filled,
+                    r.dropped,
+                    r.bytes,
+                    r.path.as_deref().unwrap_or("-")
                 );
             }
         }
@@ -402,6 +571,7 @@ fn main() -> anyhow::Result<()> {
         Command::Revoke(args) => revoke(args, false),
         Command::Unrevoke(args) => revoke(args, true),
         Command::Revoked(args) => list_revoked(args),
+        Command::Recordings(args) => recordings(args),
         Command::Serve(args) => {
             let config = args.config()?;
             let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;
@@ -558,6 +728,65 @@ mod tests {
                 ..Overrides::default()
             }
         );
+    }
+
+    #[test]
+    fn recordings_lists_with_filters_and_exports_by_id() {
+        let cli = Cli::parse_from([
+            "ptt-gateway",
+            "recordings",
+            "--data-dir",
+            "d",
+            "--group",
+            "7",
+            "--speaker",
+            "501",
+            "--since",
+            "2026-11-29",
+            "--until",
+            "1764460800001",
+            "--format",
+            "json",
+        ]);
+        let Command::Recordings(args) = cli.command else {
+            unreachable!("parsed a recordings command line")
+        };
+        assert!(args.export.is_none());
+        assert_eq!(args.at.data_dir, Some(PathBuf::from("d")));
+        assert_eq!((args.group, args.speaker), (Some(7), Some(501)));
+        assert_eq!(args.since, Some(1_795_910_400_000));
+        assert_eq!(args.until, Some(1_764_460_800_001));
+        assert!(matches!(args.format, ListFormat::Json));
+        let cli = Cli::parse_from([
+            "ptt-gateway",
+            "recordings",
+            "export",
+            "--data-dir",
+            "d",
+            "--burst",
+            "3",
+            "--out",
+            "x.wav",
+            "--wav",
+        ]);
+        let Command::Recordings(RecordingsArgs {
+            export:
+                Some(RecordingsCommand::Export {
+                    at,
+                    burst,
+                    out,
+                    wav,
+                }),
+            ..
+        }) = cli.command
+        else {
+            unreachable!("parsed a recordings export command line")
+        };
+        assert_eq!(
+            (at.data_dir, burst, out, wav),
+            (Some("d".into()), 3, "x.wav".into(), true)
+        );
+        assert!(Cli::try_parse_from(["ptt-gateway", "recordings", "--since", "soon"]).is_err());
     }
 
     #[test]

@@ -187,6 +187,24 @@ counters! {
     /// announced, reset, or stalled for `attachments.stall_timeout_ms`):
     /// their row and bytes were deleted.
     attachment_uploads_abandoned,
+    /// Relayed frames left out of their recording because the recorder's
+    /// queue (`recording.queue`) was full: the recorder fell behind. The
+    /// voice path never waits for it; the frames were relayed.
+    recorder_frames_dropped,
+    /// Relayed frames the recorder left out because they came after a
+    /// later frame of their burst, or after their burst's file was closed.
+    recorder_frames_late,
+    /// Bursts recorded and indexed.
+    recordings_written,
+    /// Recording files or index rows that could not be written (disk
+    /// full, permissions): each is logged.
+    recorder_errors,
+    /// Recordings deleted by `recording.retention_days`,
+    /// `recording.sos_retention_days` or `recording.disk_budget_bytes`.
+    recordings_deleted,
+    /// Bursts not recorded because the recordings' file system had less
+    /// than `recording.disk_reserve_bytes` free when they started.
+    recordings_refused_disk_reserve,
 }
 
 impl Metrics {

@@ -191,6 +191,9 @@ impl Gateway {
             audit_stop.notify_one();
             let _ = audit.await;
         }
+        // Every burst recorded so far made durable before the line below.
+        let hub = self.hub.clone();
+        let _ = tokio::task::spawn_blocking(move || hub.recorder().map(|r| r.stop())).await;
         // One JSON object the benchmark reads: counters, and the relay
         // latency histograms' percentiles.
         let mut counters = serde_json::to_value(self.metrics()).unwrap_or_default();

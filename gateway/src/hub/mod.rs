@@ -28,6 +28,7 @@ use crate::group::Group;
 use crate::metrics::{Metrics, RelayLatency};
 use crate::net;
 use crate::org::{auth::ProvisioningKey, Org};
+use crate::recorder::Recorder;
 use crate::store::Store;
 
 pub(crate) use budget::{Budget, Budgets};
@@ -70,6 +71,8 @@ pub(crate) struct Hub {
     audit: Mutex<Option<mpsc::UnboundedReceiver<BurstRecord>>>,
     /// Terminals whose credential is revoked (the store's list, polled).
     revoked: Revoked,
+    /// Records every burst (`[recording]`), when enabled and started.
+    recorder: Option<Recorder>,
     /// When the gateway started, and whether its endpoint accepts
     /// connections now (the operations surface's status and readiness).
     status: Status,
@@ -114,6 +117,22 @@ impl Hub {
             Err(e) => tracing::error!("reading revoked credentials failed: {e}"),
         }
         let per_terminal = config.delivery.per_terminal;
+        let desk = Desk::new(store, pending, per_terminal);
+        let recorder = config
+            .recording
+            .enabled
+            .then(|| {
+                Recorder::start(
+                    &config.recording,
+                    &config.data_dir,
+                    desk.store().clone(),
+                    metrics.clone(),
+                )
+            })
+            .and_then(|r| {
+                r.inspect_err(|e| tracing::error!("the recorder did not start, not recording: {e}"))
+                    .ok()
+            });
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let groups = org
             .groups()
@@ -126,6 +145,10 @@ impl Hub {
                 let presence = config.session.presence_interval();
                 let group =
                     Group::new(id, name, floor, presence, metrics.clone(), audit_tx.clone());
+                let group = match &recorder {
+                    Some(r) => group.recording_to(r.tap()),
+                    None => group,
+                };
                 (id, Arc::new(group))
             })
             .collect();
@@ -138,7 +161,7 @@ impl Hub {
             key,
             groups,
             registry: Registry::default(),
-            desk: Desk::new(store, pending, per_terminal),
+            desk,
             watch: Watch::default(),
             transfers,
             sos: SosBook::new(active_sos),
@@ -154,6 +177,7 @@ impl Hub {
                 accepting: std::sync::atomic::AtomicBool::new(false),
             },
             revoked,
+            recorder,
         }
     }
 
@@ -196,6 +220,11 @@ impl Hub {
             }
             tracing::warn!(%terminal, closed, "credential revoked: session closed, Hello refused");
         }
+    }
+
+    /// The recorder, when recording.
+    pub(crate) fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
     }
 
     /// The configuration the gateway started with.

@@ -9,7 +9,8 @@
 //! returning the core's row types: `schema` (migrations), `alerts`
 //! (alerts, recipients, cancellation, status), `receipts`, `attachments`,
 //! `audit` (floor grants), `drills` (progress and saved reports) and `sos`
-//! (the active SOS of each terminal);
+//! (the active SOS of each terminal), `recordings` (the index of recorded
+//! talk bursts);
 //! `files` keeps the data directory and the database files private.
 
 use std::path::{Path, PathBuf};
@@ -34,10 +35,13 @@ mod drills;
 mod files;
 mod operations;
 mod receipts;
+mod recordings;
 mod retention;
 mod revocations;
 mod schema;
 mod sos;
+
+pub use recordings::{Recording, RecordingQuery};
 
 /// Errors of the store. Database failures are the gateway's fault
 /// ([`ErrorCode::Internal`]); the other variants refuse a request and map to

@@ -106,4 +106,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "CREATE INDEX alert_by_created ON alert(created_ms);
     CREATE INDEX floor_grant_by_granted ON floor_grant(granted_ms);
     ALTER TABLE attachment ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
+    // 9: one row per recorded talk burst. `path` is relative to
+    // the recordings directory, NULL when no frame of the burst was
+    // recorded. `frames` relayed packets written, `filled` packets written
+    // for lost or dropped frames, `dropped` frames the recorder's queue was
+    // too full to take, `bytes` the file's size.
+    "CREATE TABLE recording (
+        id INTEGER PRIMARY KEY,
+        grp INTEGER NOT NULL,
+        terminal INTEGER NOT NULL,
+        burst INTEGER NOT NULL,
+        class INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        ended_ms INTEGER NOT NULL,
+        ended_by TEXT NOT NULL,
+        path TEXT,
+        frames INTEGER NOT NULL,
+        filled INTEGER NOT NULL,
+        dropped INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    CREATE INDEX recording_by_group ON recording(grp, started_ms);
+    CREATE INDEX recording_by_terminal ON recording(terminal, started_ms);
+    CREATE INDEX recording_by_start ON recording(started_ms);",
 ];
