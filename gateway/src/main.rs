@@ -300,6 +300,7 @@ fn recordings(args: RecordingsArgs) -> anyhow::Result<()> {
         terminal: args.speaker.map(TerminalId),
         since_ms: args.since,
         until_ms: args.until,
+        limit: None,
     };
     let rows = store.recordings(&query)?;
     match args.format {

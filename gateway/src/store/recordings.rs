@@ -63,6 +63,9 @@ pub struct RecordingQuery {
     pub since_ms: Option<u64>,
     /// Granted at or before, Unix ms.
     pub until_ms: Option<u64>,
+    /// At most this many, the newest of those matching (still listed
+    /// oldest first); `None`: all.
+    pub limit: Option<u32>,
 }
 
 const COLUMNS: &str = "id, grp, terminal, burst, class, started_ms, ended_ms, ended_by, path, \
@@ -127,9 +130,10 @@ impl Store {
     pub fn recordings(&self, query: &RecordingQuery) -> Result<Vec<Recording>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM recording
+            "SELECT * FROM (SELECT {COLUMNS} FROM recording
              WHERE (?1 IS NULL OR grp = ?1) AND (?2 IS NULL OR terminal = ?2)
                AND (?3 IS NULL OR started_ms >= ?3) AND (?4 IS NULL OR started_ms <= ?4)
+             ORDER BY started_ms DESC, id DESC LIMIT coalesce(?5, -1))
              ORDER BY started_ms, id"
         ))?;
         let rows = stmt.query_map(
@@ -138,6 +142,7 @@ impl Store {
                 query.terminal.map(|t| t.0),
                 query.since_ms.map(|v| v as i64),
                 query.until_ms.map(|v| v as i64),
+                query.limit,
             ],
             row,
         )?;
@@ -283,8 +288,14 @@ pub(crate) mod tests {
             terminal: Some(TerminalId(502)),
             since_ms: Some(1_500),
             until_ms: Some(2_500),
+            limit: None,
         };
         assert_eq!(q(all_of_them), [2_000]);
+        let newest_two = RecordingQuery {
+            limit: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(q(newest_two), [3_000, 4_000]);
         // Every field reads back.
         let one = s.recording(ids[2]).unwrap().unwrap();
         assert_eq!(
