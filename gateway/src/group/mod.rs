@@ -252,37 +252,36 @@ impl Group {
         snapshot: Option<&Arc<Snapshot>>,
         talking: Option<(TerminalId, u16, Class)>,
     ) {
-        for output in &outputs {
-            if let rules::Output::Send {
-                to,
-                msg: ServerMsg::FloorGranted { burst, .. },
-                ..
-            } = output
-            {
-                self.record_start(*to, *burst, talking);
+        // Bursts' starts and ends, in the step's order, for the audit log
+        // and the recorder.
+        let mut sends = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            match output {
+                rules::Output::Send { to, link, msg } => {
+                    if let ServerMsg::FloorGranted { burst, .. } = msg {
+                        self.record_start(to, burst, talking);
+                    }
+                    sends.push((to, link, msg));
+                }
+                rules::Output::BurstEnded(ended) => self.log(ended),
+                // Stored next, before the messages.
+                rules::Output::Publish => {}
             }
         }
         if let Some(snapshot) = snapshot {
             self.fanout.store(Arc::clone(snapshot));
         }
-        for output in outputs {
-            match output {
-                rules::Output::Send { to, link, msg } => {
-                    self.count(to, &msg);
-                    // Presence is the one message a member can do without
-                    // when it falls behind: dropped, never a reason to close
-                    // it (it learns who is online from its next `Joined`).
-                    if matches!(msg, ServerMsg::Presence { .. }) {
-                        if !link.outbox.send_droppable(msg) {
-                            Metrics::add(&self.metrics.presence_dropped, 1);
-                        }
-                    } else {
-                        link.outbox.send(msg);
-                    }
+        for (to, link, msg) in sends {
+            self.count(to, &msg);
+            // Presence is the one message a member can do without when it
+            // falls behind: dropped, never a reason to close it (it learns
+            // who is online from its next `Joined`).
+            if matches!(msg, ServerMsg::Presence { .. }) {
+                if !link.outbox.send_droppable(msg) {
+                    Metrics::add(&self.metrics.presence_dropped, 1);
                 }
-                // Stored above, before the messages.
-                rules::Output::Publish => {}
-                rules::Output::BurstEnded(ended) => self.log(ended),
+            } else {
+                link.outbox.send(msg);
             }
         }
     }
