@@ -417,6 +417,25 @@ pub struct Transport {
     /// terminal that opens streams and never finishes them parks at most
     /// this much.
     pub receive_window: u32,
+    /// Connection attempts in handshake or waiting for a slot from which an
+    /// attempt whose address is not proven is answered with a QUIC Retry
+    /// (a token it must come back with, one round trip); 0 retries every
+    /// such attempt ([`crate::admission`]). Default 128, half of
+    /// `max_handshakes`: Initials forged with addresses that never answer
+    /// (which need no credential and no round trip) then hold at most half
+    /// the slots, real terminals have the other half, and under ordinary
+    /// load (no storm) nobody pays the extra round trip.
+    pub retry_from: usize,
+    /// Connection attempts one source address (IP and port) may have in
+    /// handshake or waiting, at least 1, counted apart for attempts that
+    /// proved their address (with a Retry token) and attempts that did
+    /// not. Over it, an unproven attempt gets a Retry and a proven one is
+    /// dropped unanswered. Default 8: a handset has one attempt at a time
+    /// (two while an abandoned one is timed out); handsets behind one
+    /// carrier-grade NAT address each have a port of their own, so this
+    /// does not lock out a station that shares an address; one socket
+    /// flooding Initials holds at most 8 of the `max_handshakes` slots.
+    pub handshakes_per_address: usize,
 }
 
 impl Default for Transport {
@@ -435,6 +454,8 @@ impl Default for Transport {
             ack_max_delay_ms: 100,
             hello_receive_window: 16 * 1024,
             receive_window: 2 * 1024 * 1024,
+            retry_from: 128,
+            handshakes_per_address: 8,
         }
     }
 }
@@ -725,6 +746,10 @@ impl Config {
             });
         }
         at_least_1("transport.receive_window", transport.receive_window)?;
+        at_least_1(
+            "transport.handshakes_per_address",
+            transport.handshakes_per_address,
+        )?;
         at_least_1("limits.tasks", self.limits.tasks)?;
         at_least_1("limits.strike_window_ms", self.limits.strike_window_ms)?;
         for (name, rate) in self.limits.rates.all() {
@@ -846,6 +871,7 @@ mod tests {
             ("attachments", "stall_timeout_ms"),
             ("delivery", "per_terminal"),
             ("delivery", "write_timeout_ms"),
+            ("transport", "handshakes_per_address"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();
