@@ -426,16 +426,25 @@ pub struct Transport {
     /// the slots, real terminals have the other half, and under ordinary
     /// load (no storm) nobody pays the extra round trip.
     pub retry_from: usize,
-    /// Connection attempts one source address (IP and port) may have in
-    /// handshake or waiting, at least 1, counted apart for attempts that
-    /// proved their address (with a Retry token) and attempts that did
-    /// not. Over it, an unproven attempt gets a Retry and a proven one is
-    /// dropped unanswered. Default 8: a handset has one attempt at a time
-    /// (two while an abandoned one is timed out); handsets behind one
-    /// carrier-grade NAT address each have a port of their own, so this
-    /// does not lock out a station that shares an address; one socket
-    /// flooding Initials holds at most 8 of the `max_handshakes` slots.
+    /// Connection attempts without a valid Retry token (unproven address)
+    /// one source address (IP and port) may have in handshake or waiting,
+    /// at least 1; over it, an attempt gets a Retry. Default 8: a handset
+    /// has one attempt at a time (two while an abandoned one is timed
+    /// out); handsets behind one carrier-grade NAT address each have a
+    /// port of their own, so this does not lock out a station that shares
+    /// an address; one socket replaying Initials holds at most 8 of the
+    /// `max_handshakes` slots.
     pub handshakes_per_address: usize,
+    /// Connection attempts with a valid Retry token (proven address) one
+    /// source address (IP and port) may have in handshake or waiting, at
+    /// least 1, counted apart from the unproven ones (so that Initials
+    /// forged with a terminal's address cannot use up its allowance); over
+    /// it, an attempt is dropped unanswered. Default 64, a quarter of
+    /// `max_handshakes`: each proven attempt costs its sender a round trip
+    /// from an address that answers, and a gateway (or test harness)
+    /// client that runs many terminals on one socket still gets through a
+    /// reconnect storm.
+    pub handshakes_per_proven_address: usize,
 }
 
 impl Default for Transport {
@@ -456,6 +465,7 @@ impl Default for Transport {
             receive_window: 2 * 1024 * 1024,
             retry_from: 128,
             handshakes_per_address: 8,
+            handshakes_per_proven_address: 64,
         }
     }
 }
@@ -750,6 +760,10 @@ impl Config {
             "transport.handshakes_per_address",
             transport.handshakes_per_address,
         )?;
+        at_least_1(
+            "transport.handshakes_per_proven_address",
+            transport.handshakes_per_proven_address,
+        )?;
         at_least_1("limits.tasks", self.limits.tasks)?;
         at_least_1("limits.strike_window_ms", self.limits.strike_window_ms)?;
         for (name, rate) in self.limits.rates.all() {
@@ -872,6 +886,7 @@ mod tests {
             ("delivery", "per_terminal"),
             ("delivery", "write_timeout_ms"),
             ("transport", "handshakes_per_address"),
+            ("transport", "handshakes_per_proven_address"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();

@@ -162,8 +162,8 @@ counters! {
     handshakes_retried_address,
     /// Connection attempts with a valid Retry token (proven addresses)
     /// dropped unanswered: their address had
-    /// `transport.handshakes_per_address` proven attempts in handshake or
-    /// waiting.
+    /// `transport.handshakes_per_proven_address` proven attempts in
+    /// handshake or waiting.
     handshakes_address_full,
     /// Connection attempts with a valid Retry token, out of those admitted:
     /// terminals that came back after a Retry.

@@ -127,9 +127,9 @@ impl Gateway {
                     *warned = Some(now);
                     tracing::warn!(
                         %from,
-                        limit = self.hub.config().transport.handshakes_per_address,
+                        limit = self.hub.config().transport.handshakes_per_proven_address,
                         dropped = metrics.handshakes_address_full.load(std::sync::atomic::Ordering::Relaxed),
-                        "connection attempts dropped: too many handshakes from one address (transport.handshakes_per_address)"
+                        "connection attempts dropped: too many handshakes from one address (transport.handshakes_per_proven_address)"
                     );
                 }
             }
@@ -192,6 +192,7 @@ impl Gateway {
             max_wait: Duration::from_millis(u64::from(transport.handshake_queue_ms)),
             retry_from: transport.retry_from,
             per_address: transport.handshakes_per_address,
+            per_proven_address: transport.handshakes_per_proven_address,
         });
         // Handshake slots given back, so that admission counts what is in
         // handshake per address. Never closed: `done` lives as long.

@@ -218,6 +218,7 @@ async fn the_gateway_loses_no_retried_terminal() {
         c.transport.retry_from = 0;
         // 4 sockets carry 1,000 clients here; a handset has its own.
         c.transport.handshakes_per_address = 1_000;
+        c.transport.handshakes_per_proven_address = 1_000;
     })
     .await;
     let (open, lost) = connect_all(gw.addr, &gw.roots, 1_000, 4).await;

@@ -456,7 +456,7 @@ fn floor_invariants(m: &floor::Machine, model: &FloorModel, capacity: usize) -> 
 /// (newest served first, the expired handed back oldest first, a Retry for
 /// unproven attempts once `retry_from` are in handshake or waiting or
 /// their address has `per_address` unproven ones, proven attempts over
-/// `per_address` dropped) and its bound in time: after `expired(now)`,
+/// `per_proven_address` dropped) and its bound in time: after `expired(now)`,
 /// nothing older than `max_wait` waits. Per address it is bounded in
 /// count; in total, the driver's handshake slots and quinn's incoming
 /// buffer bound what reaches it.
@@ -466,6 +466,7 @@ pub fn check_admission(input: &[u8]) -> Result<Outcome, String> {
         max_wait: Duration::from_millis(u64::from(s.u16() % 20_000)),
         retry_from: s.below(12),
         per_address: 1 + s.below(4),
+        per_proven_address: 1 + s.below(4),
     };
     let max_wait = limits.max_wait;
     let mut q = admission::Admission::new(limits);
@@ -495,7 +496,7 @@ pub fn check_admission(input: &[u8]) -> Result<Outcome, String> {
                     admission::Verdict::Retry(next, admission::RetryCause::Busy)
                 } else if !proven && same >= limits.per_address {
                     admission::Verdict::Retry(next, admission::RetryCause::Address)
-                } else if proven && same >= limits.per_address {
+                } else if proven && same >= limits.per_proven_address {
                     admission::Verdict::AddressFull(next)
                 } else {
                     model.push_back((now, from, proven, next));

@@ -30,10 +30,12 @@
 //!   token one round trip later, as a proven attempt; a forged address
 //!   never does.
 //! - **A bound per source address** (IP and port): at most `per_address`
-//!   attempts in handshake or waiting, counted apart for proven and
-//!   unproven attempts. An unproven attempt over it gets a Retry; a proven
-//!   one is dropped unanswered. Counted apart, so that Initials forged with
-//!   a terminal's address cannot use up that terminal's allowance. Per IP
+//!   unproven attempts in handshake or waiting, and `per_proven_address`
+//!   proven ones, counted apart. An unproven attempt over its bound gets a
+//!   Retry; a proven one is dropped unanswered. Counted apart, so that
+//!   Initials forged with a terminal's address cannot use up that
+//!   terminal's allowance; proven attempts may have more, since they cost
+//!   a round trip and come from an address that answers. Per IP
 //!   and port, not per IP: the handsets of a station behind one carrier-
 //!   grade NAT address each have a port of their own, and a per-IP bound
 //!   would let one of them (or anyone sharing the NAT) lock out the rest.
@@ -56,9 +58,12 @@ pub struct Limits {
     /// Attempts in handshake or waiting from which unproven addresses get a
     /// Retry (`transport.retry_from`); 0 retries every unproven attempt.
     pub retry_from: usize,
-    /// Attempts in handshake or waiting per source address, proven and
-    /// unproven counted apart (`transport.handshakes_per_address`).
+    /// Unproven attempts in handshake or waiting per source address
+    /// (`transport.handshakes_per_address`).
     pub per_address: usize,
+    /// Proven attempts in handshake or waiting per source address
+    /// (`transport.handshakes_per_proven_address`).
+    pub per_proven_address: usize,
 }
 
 /// What to do with an attempt that just arrived ([`Admission::arrive`]).
@@ -68,8 +73,8 @@ pub enum Verdict<T> {
     Queued,
     /// Answer it with a QUIC Retry.
     Retry(T, RetryCause),
-    /// Drop it unanswered: its proven address has `per_address` attempts
-    /// in handshake or waiting already.
+    /// Drop it unanswered: its proven address has `per_proven_address`
+    /// attempts in handshake or waiting already.
     AddressFull(T),
 }
 
@@ -157,7 +162,7 @@ impl<T> Admission<T> {
             if count.unproven >= self.limits.per_address {
                 return Verdict::Retry(attempt, RetryCause::Address);
             }
-        } else if count.proven >= self.limits.per_address {
+        } else if count.proven >= self.limits.per_proven_address {
             return Verdict::AddressFull(attempt);
         }
         *self.per_address.entry(from).or_default().of(proven) += 1;
@@ -247,6 +252,7 @@ mod tests {
             max_wait: WAIT,
             retry_from,
             per_address,
+            per_proven_address: per_address,
         }
     }
 
@@ -362,6 +368,24 @@ mod tests {
         assert_eq!((ticket.from(), n), (addr(1), 4));
         q.finished(ticket);
         queued(q.arrive(t0, addr(1), true, 8));
+    }
+
+    #[test]
+    fn proven_attempts_have_a_bound_of_their_own() {
+        let t0 = Instant::now();
+        let mut q = Admission::new(Limits {
+            per_proven_address: 3,
+            ..limits(usize::MAX, 1)
+        });
+        queued(q.arrive(t0, addr(1), false, 0));
+        assert_eq!(
+            q.arrive(t0, addr(1), false, 1),
+            Verdict::Retry(1, RetryCause::Address)
+        );
+        for n in 1..=3 {
+            queued(q.arrive(t0, addr(1), true, n));
+        }
+        assert_eq!(q.arrive(t0, addr(1), true, 4), Verdict::AddressFull(4));
     }
 
     /// A forged flood in virtual time: 500 Initials a second from a new
