@@ -420,30 +420,30 @@ pub struct Transport {
     /// Connection attempts in handshake or waiting for a slot from which an
     /// attempt whose address is not proven is answered with a QUIC Retry
     /// (a token it must come back with, one round trip); 0 retries every
-    /// such attempt ([`crate::admission`]). Default 128, half of
-    /// `max_handshakes`: Initials forged with addresses that never answer
-    /// (which need no credential and no round trip) then hold at most half
-    /// the slots, real terminals have the other half, and under ordinary
-    /// load (no storm) nobody pays the extra round trip.
+    /// such attempt ([`crate::admission`]). 128 (half of `max_handshakes`)
+    /// keeps Initials forged with addresses that never answer to half the
+    /// slots (attack 8). Default 1,000,000: off (quinn never holds that
+    /// many attempts), because with 128 a whole-city reconnect storm from
+    /// the load harness (30,865 terminals, 256 per socket) collapsed:
+    /// 2.5 million Retries, 2,781 terminals back after 300 s (BENCHMARKS.md).
     pub retry_from: usize,
     /// Connection attempts without a valid Retry token (unproven address)
     /// one source address (IP and port) may have in handshake or waiting,
-    /// at least 1; over it, an attempt gets a Retry. Default 8: a handset
-    /// has one attempt at a time (two while an abandoned one is timed
-    /// out); handsets behind one carrier-grade NAT address each have a
-    /// port of their own, so this does not lock out a station that shares
-    /// an address; one socket replaying Initials holds at most 8 of the
-    /// `max_handshakes` slots.
+    /// at least 1; over it, an attempt gets a Retry. 8 suits handsets (one
+    /// attempt at a time, two while an abandoned one times out; handsets
+    /// behind one carrier-grade NAT address each have a port of their own)
+    /// and holds one socket replaying Initials to 8 slots. Default
+    /// 1,000,000 (off) until the storm interaction of Retry is fixed (see
+    /// `retry_from`).
     pub handshakes_per_address: usize,
     /// Connection attempts with a valid Retry token (proven address) one
     /// source address (IP and port) may have in handshake or waiting, at
     /// least 1, counted apart from the unproven ones (so that Initials
     /// forged with a terminal's address cannot use up its allowance); over
-    /// it, an attempt is dropped unanswered. Default 64, a quarter of
-    /// `max_handshakes`: each proven attempt costs its sender a round trip
-    /// from an address that answers, and a gateway (or test harness)
-    /// client that runs many terminals on one socket still gets through a
-    /// reconnect storm.
+    /// it, an attempt is dropped unanswered. 64 (a quarter of the slots)
+    /// suits handsets; the load harness runs 256 terminals on one socket
+    /// and loses attempts to it in a storm. Default 1,000,000 (off), with
+    /// `retry_from`.
     pub handshakes_per_proven_address: usize,
 }
 
@@ -463,9 +463,9 @@ impl Default for Transport {
             ack_max_delay_ms: 100,
             hello_receive_window: 16 * 1024,
             receive_window: 2 * 1024 * 1024,
-            retry_from: 128,
-            handshakes_per_address: 8,
-            handshakes_per_proven_address: 64,
+            retry_from: 1_000_000,
+            handshakes_per_address: 1_000_000,
+            handshakes_per_proven_address: 1_000_000,
         }
     }
 }
