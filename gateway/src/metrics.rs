@@ -210,6 +210,22 @@ counters! {
     /// Bursts not recorded because the recordings' file system had less
     /// than `recording.disk_reserve_bytes` free when they started.
     recordings_refused_disk_reserve,
+    /// Connection attempts from unproven addresses answered with a QUIC
+    /// Retry because `transport.retry_from` attempts were in handshake or
+    /// waiting.
+    handshakes_retried,
+    /// Connection attempts from unproven addresses answered with a QUIC
+    /// Retry because their address had `transport.handshakes_per_address`
+    /// unproven attempts in handshake or waiting.
+    handshakes_retried_address,
+    /// Connection attempts with a valid Retry token (proven addresses)
+    /// dropped unanswered: their address had
+    /// `transport.handshakes_per_proven_address` proven attempts in
+    /// handshake or waiting.
+    handshakes_address_full,
+    /// Connection attempts with a valid Retry token, out of those admitted:
+    /// terminals that came back after a Retry.
+    handshakes_proven,
 }
 
 impl Metrics {
