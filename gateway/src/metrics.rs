@@ -191,6 +191,22 @@ counters! {
     /// queue (`recording.queue`) was full: the recorder fell behind. The
     /// voice path never waits for it; the frames were relayed.
     recorder_frames_dropped,
+    /// Alerts stored (dispatches, notices, reports, drills, SOS).
+    alerts_created,
+    /// Alert deliveries handed over: one per recipient that got it.
+    alerts_delivered,
+    /// Receipts that moved a recipient on, by status: it has the alert.
+    receipts_delivered,
+    /// Receipts: a person opened the alert.
+    receipts_read,
+    /// Receipts: the recipient accepted the task.
+    receipts_accepted,
+    /// Receipts: the recipient declined the task.
+    receipts_rejected,
+    /// Receipts: the recipient is on the scene.
+    receipts_arrived,
+    /// Receipts: the task is done.
+    receipts_resolved,
     /// Relayed frames handed to the recorder's queue; minus
     /// `recorder_frames_taken`, the queue's depth now.
     recorder_frames_queued,
