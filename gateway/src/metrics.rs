@@ -12,6 +12,9 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[doc = $doc])* pub $name: AtomicU64, )+
+            /// Talk key pressed to `FloorGranted` sent, every grant: near
+            /// zero when the floor was free, the queue's wait when not.
+            pub floor_grant_latency: RelayLatency,
         }
 
         /// A copy of [`Metrics`] at one moment.

@@ -204,6 +204,7 @@ async fn metrics_health_views_and_operator_actions_over_http() {
         "# TYPE ptt_relay_latency_seconds histogram".to_owned(),
         "# UNIT ptt_relay_latency_seconds seconds".to_owned(),
         "# TYPE ptt_store_call_latency_seconds histogram".to_owned(),
+        "ptt_floor_grant_latency_seconds_count 1".to_owned(),
         "# TYPE ptt_recorder_queue_depth gauge".to_owned(),
         "# TYPE ptt_disk_free_bytes gauge".to_owned(),
     ] {

@@ -86,6 +86,9 @@ pub struct Group {
     /// Wakes the group at the machine's next deadline.
     timer: Timer,
     metrics: Arc<Metrics>,
+    /// When each member waiting for a grant pressed its talk key, for
+    /// `floor_grant_latency`; at most one entry per member.
+    requested: Mutex<std::collections::HashMap<TerminalId, Instant>>,
     audit: tokio::sync::mpsc::UnboundedSender<BurstRecord>,
     /// Where bursts and their relayed frames are recorded, if recording.
     recorder: Option<recorder::Tap>,
@@ -111,6 +114,7 @@ impl Group {
             delivery: Mutex::new(()),
             timer: Timer::new(),
             metrics,
+            requested: Mutex::new(Default::default()),
             audit,
             recorder: None,
         }
@@ -158,6 +162,7 @@ impl Group {
     /// `session` (a newer session's link is left alone). Ends its burst and
     /// drops its queued request. Returns whether it was removed.
     pub fn detach(self: &Arc<Self>, terminal: TerminalId, session: u64) -> bool {
+        self.requests().remove(&terminal);
         self.step(|m, now| m.handle_detach(now, terminal, session))
     }
 
@@ -173,12 +178,22 @@ impl Group {
         class: Class,
         limit: Option<Duration>,
     ) {
+        self.requests()
+            .entry(terminal)
+            .or_insert_with(std::time::Instant::now);
         self.step(|m, now| m.handle_request(now, terminal, class, limit));
     }
 
     /// A member released the talk key (or withdrew its queued request).
     pub fn release_floor(self: &Arc<Self>, terminal: TerminalId) {
+        self.requests().remove(&terminal);
         self.step(|m, now| m.handle_release(now, terminal));
+    }
+
+    /// Members waiting for a grant, and since when.
+    fn requests(&self) -> MutexGuard<'_, std::collections::HashMap<TerminalId, Instant>> {
+        // Plain insert/remove: a panic cannot leave it half-changed.
+        self.requested.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Number of members online.
@@ -260,6 +275,11 @@ impl Group {
                 rules::Output::Send { to, link, msg } => {
                     if let ServerMsg::FloorGranted { burst, .. } = msg {
                         self.record_start(to, burst, talking);
+                        if let Some(pressed) = self.requests().remove(&to) {
+                            self.metrics.floor_grant_latency.record(pressed.elapsed());
+                        }
+                    } else if matches!(msg, ServerMsg::FloorDenied { .. }) {
+                        self.requests().remove(&to);
                     }
                     sends.push((to, link, msg));
                 }

@@ -137,6 +137,12 @@ impl Collector for HubCollector {
         )?;
         histogram(
             &mut encoder,
+            "floor_grant_latency",
+            "Talk key pressed to FloorGranted sent: near zero on a free floor, the queue's wait otherwise.",
+            &hub.metrics().floor_grant_latency,
+        )?;
+        histogram(
+            &mut encoder,
             "store_call_latency",
             "A store call from asked to answered: waiting for a blocking thread and the database's lock included.",
             hub.desk().latency(),
