@@ -21,6 +21,8 @@
 //! - [`store`]: the SQLite store, one file per group of tables.
 //! - [`net`]: the network thread that carries every packet.
 //! - [`config`], [`tls`]: configuration and certificates.
+//! - [`reload`]: org reload's outcome and the files `ptt-gateway reload`
+//!   talks to the running gateway through.
 //!
 //! Dependencies point one way: `server` -> `session` -> `ops` -> `hub` ->
 //! `group` -> `outbox`, with the leaves (`store`, `alert`, `drill`,
@@ -40,6 +42,7 @@ pub mod metrics;
 pub mod net;
 mod ops;
 mod outbox;
+pub mod reload;
 pub mod server;
 mod session;
 pub mod store;

@@ -47,6 +47,81 @@ enum Command {
     /// Export a drill's report (JSON or CSV) from the gateway's database,
     /// or list the drills with --list. Safe while the gateway runs.
     DrillReport(DrillArgs),
+    /// Make the running gateway reload its org file (SIGHUP to the pid in
+    /// <data_dir>/gateway.pid) and print the result; exits non-zero when
+    /// the new org is refused (the old one keeps serving).
+    Reload(ReloadArgs),
+}
+
+/// Where the running gateway's data directory is.
+#[derive(Debug, Args)]
+struct ReloadArgs {
+    /// TOML config file (for data_dir).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The gateway's data directory [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds to wait for the gateway's answer.
+    #[arg(long, default_value_t = 10)]
+    wait_s: u64,
+}
+
+/// Signals the gateway and prints the outcome of the reload.
+fn reload(args: ReloadArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::layered(args.config.as_deref(), overrides)?;
+    let wait = std::time::Duration::from_secs(args.wait_s);
+    let status = ptt_gateway::reload::signal(&config.data_dir, wait)?;
+    if status.ok {
+        println!("reloaded: {}", status.message);
+        Ok(())
+    } else {
+        bail!(
+            "reload refused, org generation {} keeps serving: {}",
+            status.generation,
+            status.message
+        )
+    }
+}
+
+/// Reloads the org file on every SIGHUP, for the gateway's life, and
+/// writes each result to `<data_dir>/reload.status` for `ptt-gateway
+/// reload`. Install `hup` before the pid file is written, so a SIGHUP never
+/// finds the default action (which ends the process).
+async fn reload_org_on_sighup(
+    gateway: Gateway,
+    mut hup: tokio::signal::unix::Signal,
+    data_dir: PathBuf,
+) {
+    let mut attempt = 0;
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the org file");
+        attempt += 1;
+        // Reads one small file: not worth a blocking thread.
+        let status = match gateway.reload_org() {
+            Ok(outcome) => ptt_gateway::reload::Status {
+                pid: std::process::id(),
+                attempt,
+                generation: outcome.generation,
+                ok: true,
+                message: outcome.summary(),
+            },
+            Err(e) => ptt_gateway::reload::Status {
+                pid: std::process::id(),
+                attempt,
+                generation: gateway.org_generation(),
+                ok: false,
+                message: e.to_string(),
+            },
+        };
+        if let Err(e) = ptt_gateway::reload::write_status(&data_dir, &status) {
+            tracing::error!("writing the reload status failed: {e}");
+        }
+    }
 }
 
 /// Where the database and org are, and which drill.
@@ -252,6 +327,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DrillReport(args) => drill_report(args),
+        Command::Reload(args) => reload(args),
         Command::Serve(args) => {
             let config = args.config()?;
             let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;
@@ -297,7 +373,18 @@ fn main() -> anyhow::Result<()> {
                     terminals,
                     "starting"
                 );
+                let org_hup =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                        .context("installing a SIGHUP handler")?;
+                let org_reload = tokio::spawn(reload_org_on_sighup(
+                    gateway.clone(),
+                    org_hup,
+                    data_dir.clone(),
+                ));
+                ptt_gateway::reload::write_pid(&data_dir).context("writing the pid file")?;
                 gateway.run(endpoint, shutdown_signal()).await;
+                org_reload.abort();
+                ptt_gateway::reload::remove_pid(&data_dir);
                 if let Some(http) = http {
                     http.abort();
                 }

@@ -161,6 +161,14 @@ counters! {
     /// Sessions closed with RATE_LIMITED: more than `limits.strikes` BUSY
     /// refusals within `limits.strike_window_ms`.
     sessions_rate_limited,
+    /// Org reloads that swapped a new org in (`ptt-gateway reload`, SIGHUP).
+    org_reloads,
+    /// Org reloads refused (file unreadable or invalid, key changed); the
+    /// running org kept serving.
+    org_reload_failures,
+    /// Sessions closed with ORG_REMOVED: their terminal left the org in a
+    /// reload.
+    sessions_removed_by_reload,
 }
 
 impl Metrics {
