@@ -182,6 +182,7 @@ async fn an_org_reload_takes_effect_without_dropping_unaffected_calls() {
 
     // The unit that talked through three reloads heard its talker.
     let tally = voice.finish().await;
+    eprintln!("voice through the reloads: {tally:?}");
     assert!(tally.talker_failed.is_none(), "{tally:?}");
     assert!(tally.listeners_lost.is_empty(), "{tally:?}");
     assert!(tally.sent > 0, "{tally:?}");

@@ -156,3 +156,16 @@ fn same_key(a: &ProvisioningKey, b: &ProvisioningKey) -> bool {
     let probe = TerminalId(u32::MAX);
     a.verify(probe, &b.credential(probe))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_same_key_is_the_same_key() {
+        let key = ProvisioningKey::generate();
+        let copy = ProvisioningKey::from_hex(&key.to_hex()).expect("its own hex");
+        assert!(same_key(&key, &copy));
+        assert!(!same_key(&key, &ProvisioningKey::generate()));
+    }
+}
