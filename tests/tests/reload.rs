@@ -56,6 +56,10 @@ fn close_code(what: &str, e: &Error) -> Option<CloseCode> {
     }
 }
 
+/// How long the unit talks before and after each reload: a few dozen
+/// frames each time.
+const TALK_BETWEEN: Duration = Duration::from_secs(1);
+
 /// Reads `t`'s messages until its connection ends; the error it ended
 /// with (a timeout after 10 s without a message).
 async fn closed(t: &mut Terminal) -> Error {
@@ -68,8 +72,11 @@ async fn closed(t: &mut Terminal) -> Error {
 
 /// Runs `ptt-gateway reload` and returns whether it succeeded and what it
 /// printed.
-fn reload(gw: &GatewayProcess) -> (bool, String) {
-    let out = gw.reload();
+async fn reload(gw: &GatewayProcess) -> (bool, String) {
+    // Talk goes on meanwhile: the voice tasks move to the other worker
+    // while this one waits for the command.
+    tokio::time::sleep(TALK_BETWEEN).await;
+    let out = tokio::task::block_in_place(|| gw.reload());
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -102,7 +109,7 @@ async fn an_org_reload_takes_effect_without_dropping_unaffected_calls() {
     );
 
     gw.rewrite_org(&new_org());
-    let (ok, text) = reload(&gw);
+    let (ok, text) = reload(&gw).await;
     assert!(ok, "reload: {text}\n{}", gw.log_text());
     assert!(
         text.contains("org generation 1: terminals +1 -1, nodes +1 -0, 1 sessions closed"),
@@ -151,7 +158,7 @@ async fn an_org_reload_takes_effect_without_dropping_unaffected_calls() {
 
     // A broken org file is refused: non-zero exit, the old org serving.
     gw.rewrite_org(&(new_org() + "\n[[terminal]]\nid = 1201\nname = \"twice\"\nrole = \"staff\"\nkind = \"handheld\"\nnode = 12\n"));
-    let (ok, text) = reload(&gw);
+    let (ok, text) = reload(&gw).await;
     assert!(!ok, "a broken org file must be refused: {text}");
     assert!(
         text.contains("generation 1 keeps serving")
@@ -166,6 +173,7 @@ async fn an_org_reload_takes_effect_without_dropping_unaffected_calls() {
 
     // SIGHUP from an operator's `kill -HUP` does the same: 601 is back.
     gw.rewrite_org(ORG);
+    tokio::time::sleep(TALK_BETWEEN).await;
     gw.sighup();
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -181,6 +189,7 @@ async fn an_org_reload_takes_effect_without_dropping_unaffected_calls() {
     assert_eq!(close_code("1201 removed", &e), Some(CloseCode::OrgRemoved));
 
     // The unit that talked through three reloads heard its talker.
+    tokio::time::sleep(TALK_BETWEEN).await;
     let tally = voice.finish().await;
     eprintln!("voice through the reloads: {tally:?}");
     assert!(tally.talker_failed.is_none(), "{tally:?}");
