@@ -12,6 +12,9 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if ! pkg-config --exists opus 2>/dev/null; then need+=(libopus-dev); fi
 # The font terminal-sim's PNG plots label their axes with.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# The recording tests check the gateway's Ogg Opus files with the standard tools.
+command -v opusinfo >/dev/null 2>&1 || need+=(opus-tools)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -23,7 +26,7 @@ if command -v apt-get >/dev/null 2>&1; then
   $sudo apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 else
-  echo "setup: no apt-get here; install ${need[*]} (pkg-config, libopus dev files, DejaVu fonts) with your package manager" >&2
+  echo "setup: no apt-get here; install ${need[*]} (pkg-config, libopus dev files, DejaVu fonts, opus-tools, ffmpeg) with your package manager" >&2
   exit 1
 fi
 pkg-config --exists opus || { echo "setup: libopus still not found by pkg-config" >&2; exit 1; }

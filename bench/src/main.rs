@@ -67,6 +67,13 @@ struct Args {
     /// --threads`).
     #[arg(long, default_value_t = 1)]
     harness_threads: u16,
+    /// Run the gateway twice, recording off then on (`[recording]
+    /// enabled`), and report what recording costs: CPU per delivered
+    /// frame, internal latency, recorder drops, disk bytes per hour of
+    /// talk. Without it the gateway runs with its configuration (recording
+    /// on by default).
+    #[arg(long)]
+    record: bool,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -246,9 +253,15 @@ fn gateway(
     args: &Args,
     w: &Workload,
     org: &Path,
+    config: Option<&Path>,
 ) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
     let port = free_port()?;
     let data = args.workdir.join("gateway");
+    // A fresh gateway every run: alerts stored by an earlier run would be
+    // forwarded to this run's terminals and skew its figures.
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
+    }
     let log = args.workdir.join("gateway.log");
     let mut command = Command::new(bin("ptt-gateway")?);
     if let Ok(n) = std::env::var("BENCH_GATEWAY_WORKERS") {
@@ -259,7 +272,7 @@ fn gateway(
         .arg(org)
         .arg("--data-dir")
         .arg(&data);
-    if let Some(config) = &args.gateway_config {
+    if let Some(config) = config.or(args.gateway_config.as_deref()) {
         command.arg("--config").arg(config);
     }
     let child = command
@@ -362,6 +375,7 @@ fn gateway(
             "accepted": counters["connections_accepted"],
             "resumed": counters["tls_tickets_accepted"],
         },
+        "recording": recording_figures(&data.join("recordings"), &counters),
     });
     Ok((report, summary))
 }
@@ -369,11 +383,6 @@ fn gateway(
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let w = Workload::resolve(&args);
-    // A fresh gateway every run: alerts stored by an earlier run would be
-    // forwarded to this run's terminals and skew its figures.
-    if args.workdir.join("gateway").exists() {
-        std::fs::remove_dir_all(args.workdir.join("gateway"))?;
-    }
     std::fs::create_dir_all(&args.workdir)?;
     let org = args.workdir.join("city.toml");
     let status = Command::new(bin("terminal-sim")?)
@@ -405,8 +414,32 @@ fn main() -> anyhow::Result<()> {
             b["delivered_ratio"].as_f64().unwrap_or(0.0)
         );
     }
-    eprintln!("gateway: {} groups, {} s", w.groups, w.duration_s);
-    let (sim, gw) = gateway(&args, &w, &org)?;
+    // With --record: recording off, then on; the second is the report's
+    // gateway run.
+    let mut recording_off = None;
+    let (sim, gw) = if args.record {
+        if args.gateway_config.is_some() {
+            bail!("--record writes its own gateway configurations: drop --gateway-config");
+        }
+        let mut runs = Vec::new();
+        for enabled in [false, true] {
+            let config = args.workdir.join(format!("recording-{enabled}.toml"));
+            std::fs::write(&config, format!("[recording]\nenabled = {enabled}\n"))?;
+            eprintln!(
+                "gateway, recording {}: {} groups, {} s",
+                if enabled { "on" } else { "off" },
+                w.groups,
+                w.duration_s
+            );
+            runs.push(gateway(&args, &w, &org, Some(&config))?);
+        }
+        let on = runs.pop().expect("two runs");
+        recording_off = runs.pop().map(|(_, gw)| gw);
+        on
+    } else {
+        eprintln!("gateway: {} groups, {} s", w.groups, w.duration_s);
+        gateway(&args, &w, &org, None)?
+    };
     let ratio = baseline.as_ref().and_then(|b| {
         let base = b["cpu_us_per_frame"].as_f64()?;
         let g = gw["cpu_us_per_frame"].as_f64()?;
@@ -422,6 +455,7 @@ fn main() -> anyhow::Result<()> {
         "baseline": baseline,
         "gateway": gw,
         "ratio": ratio,
+        "recording_off": recording_off,
         "terminal_sim": sim,
     });
     std::fs::write(&args.report, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -499,8 +533,66 @@ fn main() -> anyhow::Result<()> {
             l["missing"], l["dropped_by_gateway"], l["kernel_udp_receive_errors"], l["in_harness"]
         );
     }
+    if let Some(off) = &report["recording_off"].as_object() {
+        let on = &report["gateway"];
+        println!(
+            "recording off: {} us CPU per delivered frame, internal p99 {} ms; on: {} us, {} ms",
+            f(&off["cpu_us_per_frame"]),
+            f(&off["internal_latency_ms"]["p99"]),
+            f(&on["cpu_us_per_frame"]),
+            f(&on["internal_latency_ms"]["p99"]),
+        );
+        let r = &on["recording"];
+        println!(
+            "recorder: {} bursts, {} frames dropped, {} bytes on disk, {} bytes per hour of talk",
+            r["bursts_written"],
+            r["frames_dropped"],
+            r["bytes"],
+            f(&r["bytes_per_talk_hour"])
+        );
+    }
     println!("report: {}", args.report.display());
     Ok(())
+}
+
+/// What the recorder did in a gateway run: bursts written, frames it
+/// dropped (target 0), bytes on disk and per hour of recorded talk.
+fn recording_figures(dir: &Path, counters: &serde_json::Value) -> serde_json::Value {
+    fn walk(dir: &Path, bytes: &mut u64, files: &mut u64) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, bytes, files);
+            } else if path.extension().is_some_and(|e| e == "opus") {
+                *bytes += entry.metadata().map_or(0, |m| m.len());
+                *files += 1;
+            }
+        }
+    }
+    let (mut bytes, mut files) = (0, 0);
+    walk(dir, &mut bytes, &mut files);
+    // Talk relayed, so recorded: frames in less every refusal, 20 ms each
+    // (terminal-sim's frames).
+    let count = |k: &str| counters[k].as_u64().unwrap_or(0);
+    let refused: u64 = [
+        "voice_not_holder",
+        "voice_malformed",
+        "voice_unknown_group",
+        "voice_rate_limited",
+    ]
+    .iter()
+    .map(|k| count(k))
+    .sum();
+    let talk_hours = count("voice_in").saturating_sub(refused) as f64 * 0.020 / 3600.0;
+    serde_json::json!({
+        "files": files,
+        "bytes": bytes,
+        "bursts_written": counters["recordings_written"],
+        "frames_dropped": counters["recorder_frames_dropped"],
+        "frames_late": counters["recorder_frames_late"],
+        "errors": counters["recorder_errors"],
+        "bytes_per_talk_hour": (talk_hours > 0.0 && files > 0).then(|| bytes as f64 / talk_hours),
+    })
 }
 
 /// CPU model and count, for the record.

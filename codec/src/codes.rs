@@ -138,6 +138,10 @@ wire_enum! {
         OverLimit = 29,
         /// The gateway failed internally; retry later.
         Internal = 500,
+        /// The gateway's disk is full: the alert, SOS, receipt or upload
+        /// was not stored. Retrying will not help until an operator frees
+        /// space; tell the user to use another way (radio, telephone).
+        StorageFull = 507,
     }
 }
 
@@ -163,6 +167,11 @@ wire_enum! {
         /// The terminal kept sending frames over its rate limits (too many
         /// `BUSY` refusals within a window).
         RateLimited = 8,
+        /// The terminal's credential is valid but has been revoked by an
+        /// operator (a stolen or lost handset): its session is closed and
+        /// its `Hello` refused with this code until the revocation is
+        /// lifted. Do not reconnect; tell the user.
+        Revoked = 9,
         /// An operator disconnected this terminal through the admin API;
         /// it may reconnect (with backoff, as after any close).
         OperatorDisconnect = 10,
@@ -188,10 +197,10 @@ mod tests {
         let error: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             error,
-            [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 500]
+            [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 500, 507]
         );
         let close: Vec<_> = CloseCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11]);
+        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     }
 
     #[test]

@@ -53,8 +53,91 @@ pub struct Config {
     pub delivery: Delivery,
     /// Per-terminal bounds on control frames and work in flight.
     pub limits: Limits,
+    /// Authentication: credential revocation.
+    pub auth: Auth,
     /// The operations surface over HTTP: metrics, health, admin API.
     pub http: Http,
+    /// How long alerts, receipts and the floor audit are kept.
+    pub retention: Retention,
+    /// The watch on the data directory's free space.
+    pub disk: Disk,
+    /// Recording of every talk burst (`[recording]`).
+    pub recording: Recording,
+}
+
+/// Authentication settings (`[auth]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// How often the running gateway reads the revocation list from the
+    /// store (`ptt-gateway revoke` writes it), milliseconds, at least 100.
+    /// A revoked terminal's session is closed and its `Hello` refused
+    /// within this long; SIGHUP reads the list at once. Default 2000: a
+    /// stolen handset must be cut off within seconds, and each read is one
+    /// small primary-key scan of a table of a few rows (well under a
+    /// millisecond), 0.5 a second.
+    pub revocation_poll_ms: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            revocation_poll_ms: 2000,
+        }
+    }
+}
+
+/// Retention of alerts, receipts and the floor audit (`[retention]`; photos
+/// have `attachments.retention_days`). Everything said and sent is
+/// evidence (FIELD.md): the defaults keep a year, SOS three, and 0 keeps
+/// forever. Deleted by a background sweep, a bounded batch per transaction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Alerts other than SOS (dispatches, notices, reports, drills) older
+    /// than this are deleted with their receipts, drill reports and the
+    /// photos no younger alert carries, days; 0 keeps them forever. An
+    /// alert still deliverable (not expired) is never deleted. Default
+    /// 365: a year of dispatches and who accepted and arrived, enough for
+    /// the annual review of a unit's drills and for complaints, which come
+    /// within months.
+    pub alert_days: u32,
+    /// SOS alerts older than this are deleted, with their receipts, days;
+    /// 0 keeps them forever. A terminal's active SOS is never deleted.
+    /// Default 1095: three years, the general limitation period for civil
+    /// claims (PRC Civil Code art. 188) that an incident may lead to; an
+    /// SOS is the record of a guard in danger and who came.
+    pub sos_days: u32,
+    /// Floor audit rows (who talked in which group, when) older than this
+    /// are deleted, days; 0 keeps them forever. Default 365, as alerts:
+    /// the audit says who was on the air when an alert was handled.
+    pub audit_days: u32,
+    /// How often the sweep runs, seconds, at least 1. Default 300: rows
+    /// are due by the day; a sweep finds few.
+    pub interval_s: u32,
+    /// Rows (alerts, recipients, audit rows) deleted in one transaction at
+    /// most, at least 1. Default 500: a few milliseconds of the store's
+    /// lock, so an SOS waiting for it is not held up noticeably; a
+    /// city-wide alert's 30,000 recipients take 60 batches.
+    pub batch_rows: u32,
+    /// Pause between two batches, ms. Default 50: other store calls (an
+    /// SOS, receipts) take the lock in between; a backlog of a million
+    /// rows (the first sweep after retention is configured) takes under
+    /// two minutes.
+    pub batch_pause_ms: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            alert_days: 365,
+            sos_days: 1095,
+            audit_days: 365,
+            interval_s: 300,
+            batch_rows: 500,
+            batch_pause_ms: 50,
+        }
+    }
 }
 
 /// The operations surface (`[http]`): Prometheus metrics, health probes and
@@ -86,12 +169,134 @@ impl Default for Http {
     }
 }
 
+/// Recording settings (`[recording]`): every talk burst written as it was
+/// relayed to an Ogg Opus file and indexed in the store, off the voice path
+/// (see `crate::recorder`).
+///
+/// Durability: a burst's file and index row are fsynced within
+/// `sync_interval_ms` + 250 ms (the recorder's wait for frames still in
+/// flight) of the burst's end, plus the time the fsyncs take; a crash
+/// before then loses at most those bursts, never an indexed one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Recording {
+    /// Record at all. Default true: what was said on a police net is
+    /// evidence.
+    pub enabled: bool,
+    /// Frames waiting for the recorder thread, at least 1; a frame that
+    /// finds the queue full is dropped from the recording (never from the
+    /// voice path), counted in `recorder_frames_dropped` and in its
+    /// recording's index row. Default 16384: 1.6 s of 500 bursts at once
+    /// (20 ms frames), about 2.5 MB of queued datagrams at most.
+    pub queue: usize,
+    /// Where the files go, in dated folders (`YYYY/MM/DD/`). Default:
+    /// `<data_dir>/recordings`.
+    pub dir: Option<PathBuf>,
+    /// Recordings older than this are deleted, days; 0 keeps them (until
+    /// the disk budget). Default 0: how long evidence is kept is the
+    /// operator's legal decision, not the gateway's.
+    pub retention_days: u32,
+    /// The same for emergency (SOS) bursts, days; 0 keeps them. When
+    /// `retention_days` is set, this must be 0 or at least as long: SOS
+    /// bursts are kept longer. Default 0.
+    pub sos_retention_days: u32,
+    /// Bytes the recordings may take; over it the oldest are deleted,
+    /// normal bursts before SOS ones; 0 sets no budget. Default 32 GiB:
+    /// about 4,000 hours of talk at 16 kbit/s (7.5 MB per hour with the
+    /// Ogg overhead), so a full disk never stops the store.
+    pub disk_budget_bytes: u64,
+    /// How often retention and the budget are enforced, seconds, at least
+    /// 1. Default 60.
+    pub sweep_interval_s: u32,
+    /// Ended bursts are made durable (file, folder and index row fsynced,
+    /// one transaction) at most this long after they end, ms, at least 1.
+    /// Default 1000: one fsync batch a second at most, whatever the number
+    /// of bursts.
+    pub sync_interval_ms: u32,
+    /// Free bytes kept in the recordings' file system: a burst that starts
+    /// below it is not recorded (indexed without a file, counted in
+    /// `recordings_refused_disk_reserve`), so SOS, alerts and receipts
+    /// still store. Default 256 MiB, as `attachments.disk_reserve_bytes`;
+    /// 0 keeps no reserve.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue: 16_384,
+            dir: None,
+            retention_days: 0,
+            sos_retention_days: 0,
+            disk_budget_bytes: 32 * 1024 * 1024 * 1024,
+            sweep_interval_s: 60,
+            sync_interval_ms: 1_000,
+            disk_reserve_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl Session {
+    /// The join and leave limits of one terminal (kept across its
+    /// reconnects), as the core takes them.
+    pub fn join_limits(&self) -> ptt_gateway_core::group::churn::Limits {
+        ptt_gateway_core::group::churn::Limits {
+            per_second: self.join_rate,
+            burst: self.join_burst,
+            max_refused: self.join_max_refused,
+        }
+    }
+}
+
+impl Auth {
+    /// [`Auth::revocation_poll_ms`] as a duration.
+    pub fn revocation_poll(&self) -> Duration {
+        Duration::from_millis(u64::from(self.revocation_poll_ms))
+    }
+}
+
 impl Http {
     /// The operator token's file under the data directory `data_dir`.
     pub fn token_path(&self, data_dir: &Path) -> PathBuf {
         self.token_file
             .clone()
             .unwrap_or_else(|| data_dir.join("operator.token"))
+    }
+}
+
+/// The disk watch (`[disk]`): the data directory's free space, read in the
+/// background, and an alarm when it falls under the reserve
+/// (`attachments.disk_reserve_bytes` plus one 4 MiB upload, where uploads
+/// are refused).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Disk {
+    /// How often free space is read, seconds, at least 1. Default 10: a
+    /// statvfs call, and uploads fill at most tens of MB in 10 s.
+    pub watch_interval_s: u32,
+    /// While the alarm is on, the error is logged again this often,
+    /// seconds, at least 1. Default 600: the log says it is still low
+    /// without flooding.
+    pub reminder_interval_s: u32,
+}
+
+impl Default for Disk {
+    fn default() -> Self {
+        Self {
+            watch_interval_s: 10,
+            reminder_interval_s: 600,
+        }
+    }
+}
+
+impl Recording {
+    /// The recordings directory of a gateway whose data directory is
+    /// `data_dir`.
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("recordings"))
     }
 }
 
@@ -329,6 +534,10 @@ impl Default for Config {
             delivery: Delivery::default(),
             limits: Limits::default(),
             http: Http::default(),
+            auth: Auth::default(),
+            retention: Retention::default(),
+            disk: Disk::default(),
+            recording: Recording::default(),
         }
     }
 }
@@ -515,10 +724,13 @@ pub struct Session {
     /// still told at once, and a burst of joins and leaves costs each other
     /// member one `Presence` a second instead of one per frame.
     pub presence_interval_ms: u32,
-    /// `Join`s and `Leave`s per second one session may send, sustained, at
-    /// least 1. Default 4: a console operator scanning units by hand.
+    /// `Join`s and `Leave`s per second one terminal may send, sustained,
+    /// at least 1; the bucket is the terminal's, kept across its
+    /// reconnects (a reconnect refills nothing). Default 4: a console
+    /// operator scanning units by hand. The join an SOS makes to its
+    /// unit's group is never limited.
     pub join_rate: u32,
-    /// `Join`s and `Leave`s one session may send in a burst, at least 1.
+    /// `Join`s and `Leave`s one terminal may send in a burst, at least 1.
     /// Default 128: twice `max_groups`, so a console can join all its
     /// groups at once and leave them again.
     pub join_burst: u32,
@@ -788,6 +1000,29 @@ impl Config {
                 });
             }
         }
+        if self.auth.revocation_poll_ms < 100 {
+            return Err(OutOfBounds {
+                field: "auth.revocation_poll_ms",
+                reason: "must be at least 100".into(),
+            });
+        }
+        at_least_1("retention.interval_s", self.retention.interval_s)?;
+        at_least_1("retention.batch_rows", self.retention.batch_rows)?;
+        at_least_1("disk.watch_interval_s", self.disk.watch_interval_s)?;
+        at_least_1("disk.reminder_interval_s", self.disk.reminder_interval_s)?;
+        let recording = &self.recording;
+        at_least_1("recording.queue", recording.queue)?;
+        at_least_1("recording.sweep_interval_s", recording.sweep_interval_s)?;
+        at_least_1("recording.sync_interval_ms", recording.sync_interval_ms)?;
+        if recording.retention_days > 0
+            && recording.sos_retention_days != 0
+            && recording.sos_retention_days < recording.retention_days
+        {
+            return Err(OutOfBounds {
+                field: "recording.sos_retention_days",
+                reason: "must be 0 (keep) or at least retention_days".into(),
+            });
+        }
         Ok(())
     }
 }
@@ -901,6 +1136,10 @@ mod tests {
             ("attachments", "stall_timeout_ms"),
             ("delivery", "per_terminal"),
             ("delivery", "write_timeout_ms"),
+            ("retention", "interval_s"),
+            ("retention", "batch_rows"),
+            ("disk", "watch_interval_s"),
+            ("disk", "reminder_interval_s"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();
@@ -916,6 +1155,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn zero_retention_keeps_forever_and_is_valid() {
+        let c: Config = toml::from_str(
+            "[retention]\nalert_days = 0\nsos_days = 0\naudit_days = 0\nbatch_pause_ms = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            (c.retention.alert_days, c.retention.sos_days),
+            (0, 0),
+            "0 means keep forever"
+        );
     }
 
     #[test]
@@ -942,6 +1195,8 @@ mod tests {
             "[session]",
             "[drill]",
             "[attachments]",
+            "[retention]",
+            "[disk]",
         ] {
             let err = toml::from_str::<Config>(&format!("{section}\nbogus = 1\n")).unwrap_err();
             assert!(err.to_string().contains("bogus"), "{section}: {err}");
@@ -990,6 +1245,56 @@ mod tests {
         assert_eq!(
             c.attachments.disk_reserve_bytes,
             d.attachments.disk_reserve_bytes
+        );
+        let (r, dr) = (&c.retention, &d.retention);
+        assert_eq!(
+            (r.alert_days, r.sos_days, r.audit_days),
+            (dr.alert_days, dr.sos_days, dr.audit_days)
+        );
+        assert_eq!(
+            (r.interval_s, r.batch_rows, r.batch_pause_ms),
+            (dr.interval_s, dr.batch_rows, dr.batch_pause_ms)
+        );
+        assert_eq!(c.disk.watch_interval_s, d.disk.watch_interval_s);
+        assert_eq!(c.disk.reminder_interval_s, d.disk.reminder_interval_s);
+        assert_eq!(
+            (c.http.enabled, c.http.listen, &c.http.token_file),
+            (d.http.enabled, d.http.listen, &d.http.token_file)
+        );
+        assert_eq!(c.auth.revocation_poll_ms, d.auth.revocation_poll_ms);
+        assert_eq!(c.recording, d.recording);
+    }
+
+    #[test]
+    fn a_revocation_poll_under_100_ms_is_refused() {
+        let c: Config = toml::from_str("[auth]\nrevocation_poll_ms = 99\n").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "auth.revocation_poll_ms");
+        let c: Config = toml::from_str("[auth]\nrevocation_poll_ms = 100\n").unwrap();
+        assert_eq!(c.validate(), Ok(()));
+        assert!(toml::from_str::<Config>("[auth]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn sos_recordings_are_kept_at_least_as_long() {
+        let c: Config =
+            toml::from_str("[recording]\nretention_days = 30\nsos_retention_days = 7").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "recording.sos_retention_days"
+        );
+        for ok in [
+            "retention_days = 30\nsos_retention_days = 0",
+            "retention_days = 30\nsos_retention_days = 365",
+            "retention_days = 0\nsos_retention_days = 7",
+        ] {
+            let c: Config = toml::from_str(&format!("[recording]\n{ok}")).unwrap();
+            assert_eq!(c.validate(), Ok(()), "{ok}");
+        }
+        let c: Config = toml::from_str("[recording]\nqueue = 0").unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "recording.queue");
+        assert_eq!(
+            Recording::default().dir(Path::new("/d")),
+            Path::new("/d/recordings")
         );
     }
 

@@ -21,6 +21,7 @@
 //! - [`store`]: the SQLite store, one file per group of tables.
 //! - [`net`]: the network thread that carries every packet.
 //! - [`config`], [`tls`]: configuration and certificates.
+//! - [`recorder`]: every talk burst to an Ogg Opus file, off the voice path.
 //! - [`reload`]: org reload's outcome and the files `ptt-gateway reload`
 //!   talks to the running gateway through.
 //!
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod net;
 mod ops;
 mod outbox;
+pub mod recorder;
 pub mod reload;
 pub mod server;
 mod session;

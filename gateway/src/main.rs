@@ -47,9 +47,21 @@ enum Command {
     /// Export a drill's report (JSON or CSV) from the gateway's database,
     /// or list the drills with --list. Safe while the gateway runs.
     DrillReport(DrillArgs),
-    /// Make the running gateway reload its org file (SIGHUP to the pid in
-    /// <data_dir>/gateway.pid) and print the result; exits non-zero when
-    /// the new org is refused (the old one keeps serving).
+    /// Revoke one terminal's credential (a stolen or lost handset). A
+    /// running gateway closes its session and refuses its Hello with
+    /// REVOKED within auth.revocation_poll_ms (at once on SIGHUP).
+    Revoke(RevokeArgs),
+    /// Lift a terminal's revocation: it may connect again.
+    Unrevoke(RevokeArgs),
+    /// List the revoked terminals.
+    Revoked(RevokedArgs),
+    /// List recorded talk bursts, or export one (`recordings export`).
+    /// Safe while the gateway runs.
+    Recordings(RecordingsArgs),
+    /// Make the running gateway reload its org file and revocation list
+    /// (SIGHUP to the pid in <data_dir>/gateway.pid) and print the org
+    /// reload's result; exits non-zero when the new org is refused (the
+    /// old one keeps serving).
     Reload(ReloadArgs),
 }
 
@@ -88,40 +100,299 @@ fn reload(args: ReloadArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Reloads the org file on every SIGHUP, for the gateway's life, and
-/// writes each result to `<data_dir>/reload.status` for `ptt-gateway
-/// reload`. Install `hup` before the pid file is written, so a SIGHUP never
-/// finds the default action (which ends the process).
-async fn reload_org_on_sighup(
-    gateway: Gateway,
-    mut hup: tokio::signal::unix::Signal,
-    data_dir: PathBuf,
-) {
-    let mut attempt = 0;
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reloading the org file");
-        attempt += 1;
-        // Reads one small file: not worth a blocking thread.
-        let status = match gateway.reload_org() {
-            Ok(outcome) => ptt_gateway::reload::Status {
-                pid: std::process::id(),
-                attempt,
-                generation: outcome.generation,
-                ok: true,
-                message: outcome.summary(),
-            },
-            Err(e) => ptt_gateway::reload::Status {
-                pid: std::process::id(),
-                attempt,
-                generation: gateway.org_generation(),
-                ok: false,
-                message: e.to_string(),
-            },
-        };
-        if let Err(e) = ptt_gateway::reload::write_status(&data_dir, &status) {
-            tracing::error!("writing the reload status failed: {e}");
+/// Which database, and which terminal.
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    /// TOML config file (for data_dir and org).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory holding gateway.db [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Org file: when given (or in the config), the terminal must be in it.
+    #[arg(long)]
+    org: Option<PathBuf>,
+    /// The terminal.
+    #[arg(long)]
+    terminal: u32,
+    /// Why (revoke only), e.g. "handset stolen, report 2026-118".
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Who revokes it (revoke only) [default: cli:$USER].
+    #[arg(long)]
+    by: Option<String>,
+}
+
+/// Which database, and how to print.
+#[derive(Debug, Args)]
+struct RevokedArgs {
+    /// TOML config file (for data_dir).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory holding gateway.db [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ListFormat,
+}
+
+/// Which recordings to list, or what to export.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct RecordingsArgs {
+    #[command(subcommand)]
+    export: Option<RecordingsCommand>,
+    #[command(flatten)]
+    at: RecordingsAt,
+    /// Only this group.
+    #[arg(long)]
+    group: Option<u32>,
+    /// Only this talker (terminal id).
+    #[arg(long)]
+    speaker: Option<u32>,
+    /// Granted at or after: Unix ms or a UTC date YYYY-MM-DD[THH:MM[:SS]].
+    #[arg(long, value_parser = ptt_gateway::recorder::parse_time)]
+    since: Option<u64>,
+    /// Granted at or before, as --since.
+    #[arg(long, value_parser = ptt_gateway::recorder::parse_time)]
+    until: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ListFormat,
+}
+
+/// Where the gateway keeps its database and recordings.
+#[derive(Debug, Args)]
+struct RecordingsAt {
+    /// TOML config file (for data_dir and recording.dir).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory holding gateway.db [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RecordingsCommand {
+    /// Copy one recording out as Ogg Opus, or decode it to WAV.
+    Export {
+        #[command(flatten)]
+        at: RecordingsAt,
+        /// The recording's id (the `id` column of the list).
+        #[arg(long)]
+        burst: u64,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Decode to a 16 kHz mono WAV file instead of copying the Opus.
+        #[arg(long)]
+        wav: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+/// The gateway's database under `config`'s data directory, which must
+/// exist already (the gateway created it).
+fn existing_store(config: &Config) -> anyhow::Result<Store> {
+    let db = config.data_dir.join("gateway.db");
+    if !db.is_file() {
+        bail!(
+            "no database at {}: pass --data-dir (the gateway's data directory)",
+            db.display()
+        );
+    }
+    Store::open(&db).with_context(|| format!("opening {}", db.display()))
+}
+
+fn revoke(args: RevokeArgs, lift: bool) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        org: args.org.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::layered(args.config.as_deref(), overrides)?;
+    let terminal = TerminalId(args.terminal);
+    if let Some(path) = &config.org {
+        let org =
+            Org::load(path).with_context(|| format!("loading org file {}", path.display()))?;
+        if !lift && org.terminal(terminal).is_none() {
+            bail!(
+                "terminal {terminal} is not in the org file {}",
+                path.display()
+            );
         }
     }
+    let store = existing_store(&config)?;
+    if lift {
+        if store.unrevoke(terminal)? {
+            println!("terminal {terminal}: revocation lifted; it may connect again");
+        } else {
+            println!("terminal {terminal} was not revoked");
+        }
+        return Ok(());
+    }
+    let by = args.by.unwrap_or_else(|| {
+        format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "?".into())
+        )
+    });
+    let now = ptt_gateway::alert::now_ms();
+    match store.revoke(terminal, &args.reason, &by, now)? {
+        None => println!(
+            "terminal {terminal} revoked; a running gateway closes its session within \
+             auth.revocation_poll_ms (at once on SIGHUP)"
+        ),
+        Some(r) => println!(
+            "terminal {terminal} was already revoked at {} ms by {} ({})",
+            r.revoked_ms, r.revoked_by, r.reason
+        ),
+    }
+    Ok(())
+}
+
+fn list_revoked(args: RevokedArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::layered(args.config.as_deref(), overrides)?;
+    let list = existing_store(&config)?.revocations()?;
+    match args.format {
+        ListFormat::Json => {
+            let rows: Vec<_> = list.iter().map(|r| r.to_json()).collect();
+            println!("{}", serde_json::Value::Array(rows));
+        }
+        ListFormat::Table => {
+            println!("terminal\trevoked_ms\trevoked_by\treason");
+            for r in &list {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    r.terminal.0, r.revoked_ms, r.revoked_by, r.reason
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RecordingsAt {
+    /// The store and the recordings directory.
+    fn open(&self) -> anyhow::Result<(Store, PathBuf)> {
+        let flags = Overrides {
+            data_dir: self.data_dir.clone(),
+            ..Overrides::default()
+        };
+        let config = Config::layered(self.config.as_deref(), flags)?;
+        let db = config.data_dir.join("gateway.db");
+        if !db.is_file() {
+            bail!(
+                "no database at {}: pass --data-dir (the gateway's data directory)",
+                db.display()
+            );
+        }
+        let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+        Ok((store, config.recording.dir(&config.data_dir)))
+    }
+}
+
+fn recordings(args: RecordingsArgs) -> anyhow::Result<()> {
+    use ptt_gateway::recorder::utc;
+    if let Some(RecordingsCommand::Export {
+        at,
+        burst,
+        out,
+        wav,
+    }) = args.export
+    {
+        let (store, dir) = at.open()?;
+        let Some(r) = store.recording(burst)? else {
+            bail!("no recording {burst}: see `ptt-gateway recordings` for the ids");
+        };
+        let Some(rel) = r.path else {
+            bail!("recording {burst} has no audio: nobody spoke in the burst");
+        };
+        let file = dir.join(rel);
+        if wav {
+            #[cfg(feature = "wav-export")]
+            {
+                let n = ptt_gateway::recorder::export::to_wav(&file, &out)
+                    .with_context(|| format!("decoding {}", file.display()))?;
+                eprintln!("{}: {n} samples at 16 kHz", out.display());
+            }
+            #[cfg(not(feature = "wav-export"))]
+            bail!("this gateway was built without the wav-export feature");
+        } else {
+            std::fs::copy(&file, &out)
+                .with_context(|| format!("copying {} to {}", file.display(), out.display()))?;
+        }
+        return Ok(());
+    }
+    let (store, _) = args.at.open()?;
+    let query = ptt_gateway::store::RecordingQuery {
+        group: args.group,
+        terminal: args.speaker.map(TerminalId),
+        since_ms: args.since,
+        until_ms: args.until,
+        limit: None,
+    };
+    let rows = store.recordings(&query)?;
+    match args.format {
+        ListFormat::Json => {
+            for r in rows {
+                let line = serde_json::json!({
+                    "id": r.id,
+                    "group": r.group,
+                    "speaker": r.terminal.0,
+                    "burst": r.burst,
+                    "class": r.class,
+                    "started_ms": r.started_ms,
+                    "ended_ms": r.ended_ms,
+                    "started": utc(r.started_ms),
+                    "ended_by": r.ended_by.as_str(),
+                    "path": r.path,
+                    "frames": r.frames,
+                    "filled": r.filled,
+                    "dropped": r.dropped,
+                    "bytes": r.bytes,
+                });
+                println!("{line}");
+            }
+        }
+        ListFormat::Table => {
+            println!(
+                "{:>6}  {:<24}  {:>6}  {:>7}  {:>5}  {:>5}  {:>7}  {:<14}  {:>6}  {:>6}  {:>7}  {:>8}  path",
+                "id", "started (UTC)", "group", "speaker", "burst", "class", "secs", "ended_by",
+                "frames", "filled", "dropped", "bytes"
+            );
+            for r in rows {
+                let secs = r.ended_ms.saturating_sub(r.started_ms) as f64 / 1000.0;
+                println!(
+                    "{:>6}  {:<24}  {:>6}  {:>7}  {:>5}  {:>5}  {:>7.1}  {:<14}  {:>6}  {:>6}  {:>7}  {:>8}  {}",
+                    r.id,
+                    utc(r.started_ms),
+                    r.group,
+                    r.terminal.0,
+                    r.burst,
+                    r.class,
+                    secs,
+                    r.ended_by.as_str(),
+                    r.frames,
+                    r.filled,
+                    r.dropped,
+                    r.bytes,
+                    r.path.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the database and org are, and which drill.
@@ -289,6 +560,45 @@ fn load_org(
     Ok((org, key))
 }
 
+/// On every SIGHUP, for the gateway's life: reads the revocation list at
+/// once, then reloads the org file and writes the result to
+/// `<data_dir>/reload.status` for `ptt-gateway reload`.
+/// Install `hup` before the gateway listens and before the pid file is
+/// written, so that a SIGHUP never finds the default action (which ends
+/// the process).
+async fn reload_on_sighup(
+    gateway: Gateway,
+    mut hup: tokio::signal::unix::Signal,
+    data_dir: PathBuf,
+) {
+    let mut attempt = 0;
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reading revoked credentials, reloading the org file");
+        gateway.refresh_revocations().await;
+        attempt += 1;
+        // Reads one small file: not worth a blocking thread.
+        let status = match gateway.reload_org() {
+            Ok(outcome) => ptt_gateway::reload::Status {
+                pid: std::process::id(),
+                attempt,
+                generation: outcome.generation,
+                ok: true,
+                message: outcome.summary(),
+            },
+            Err(e) => ptt_gateway::reload::Status {
+                pid: std::process::id(),
+                attempt,
+                generation: gateway.org_generation(),
+                ok: false,
+                message: e.to_string(),
+            },
+        };
+        if let Err(e) = ptt_gateway::reload::write_status(&data_dir, &status) {
+            tracing::error!("writing the reload status failed: {e}");
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
@@ -327,6 +637,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DrillReport(args) => drill_report(args),
+        Command::Revoke(args) => revoke(args, false),
+        Command::Unrevoke(args) => revoke(args, true),
+        Command::Revoked(args) => list_revoked(args),
+        Command::Recordings(args) => recordings(args),
         Command::Reload(args) => reload(args),
         Command::Serve(args) => {
             let config = args.config()?;
@@ -373,21 +687,16 @@ fn main() -> anyhow::Result<()> {
                     terminals,
                     "starting"
                 );
-                let org_hup =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                        .context("installing a SIGHUP handler")?;
-                let org_reload = tokio::spawn(reload_org_on_sighup(
-                    gateway.clone(),
-                    org_hup,
-                    data_dir.clone(),
-                ));
+                let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .context("installing a SIGHUP handler")?;
+                let reload = tokio::spawn(reload_on_sighup(gateway.clone(), hup, data_dir.clone()));
                 ptt_gateway::reload::write_pid(&data_dir).context("writing the pid file")?;
                 gateway.run(endpoint, shutdown_signal()).await;
-                org_reload.abort();
-                ptt_gateway::reload::remove_pid(&data_dir);
                 if let Some(http) = http {
                     http.abort();
                 }
+                reload.abort();
+                ptt_gateway::reload::remove_pid(&data_dir);
                 Ok(())
             })
         }
@@ -412,6 +721,37 @@ mod tests {
             unreachable!("parsed a drill-report command line")
         };
         args
+    }
+
+    #[test]
+    fn revocation_commands_parse() {
+        let cli = Cli::parse_from([
+            "ptt-gateway",
+            "revoke",
+            "--data-dir",
+            "d",
+            "--terminal",
+            "501",
+            "--reason",
+            "stolen",
+        ]);
+        let Command::Revoke(args) = cli.command else {
+            unreachable!("parsed a revoke command line")
+        };
+        assert_eq!((args.terminal, args.reason.as_str()), (501, "stolen"));
+        assert_eq!(args.data_dir, Some(PathBuf::from("d")));
+        assert!(args.by.is_none());
+        let cli = Cli::parse_from(["ptt-gateway", "unrevoke", "--terminal", "501"]);
+        assert!(matches!(cli.command, Command::Unrevoke(a) if a.terminal == 501));
+        let cli = Cli::parse_from(["ptt-gateway", "revoked", "--format", "json"]);
+        assert!(matches!(
+            cli.command,
+            Command::Revoked(RevokedArgs {
+                format: ListFormat::Json,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["ptt-gateway", "revoke", "--data-dir", "d"]).is_err());
     }
 
     #[test]
@@ -460,6 +800,65 @@ mod tests {
                 ..Overrides::default()
             }
         );
+    }
+
+    #[test]
+    fn recordings_lists_with_filters_and_exports_by_id() {
+        let cli = Cli::parse_from([
+            "ptt-gateway",
+            "recordings",
+            "--data-dir",
+            "d",
+            "--group",
+            "7",
+            "--speaker",
+            "501",
+            "--since",
+            "2026-11-29",
+            "--until",
+            "1764460800001",
+            "--format",
+            "json",
+        ]);
+        let Command::Recordings(args) = cli.command else {
+            unreachable!("parsed a recordings command line")
+        };
+        assert!(args.export.is_none());
+        assert_eq!(args.at.data_dir, Some(PathBuf::from("d")));
+        assert_eq!((args.group, args.speaker), (Some(7), Some(501)));
+        assert_eq!(args.since, Some(1_795_910_400_000));
+        assert_eq!(args.until, Some(1_764_460_800_001));
+        assert!(matches!(args.format, ListFormat::Json));
+        let cli = Cli::parse_from([
+            "ptt-gateway",
+            "recordings",
+            "export",
+            "--data-dir",
+            "d",
+            "--burst",
+            "3",
+            "--out",
+            "x.wav",
+            "--wav",
+        ]);
+        let Command::Recordings(RecordingsArgs {
+            export:
+                Some(RecordingsCommand::Export {
+                    at,
+                    burst,
+                    out,
+                    wav,
+                }),
+            ..
+        }) = cli.command
+        else {
+            unreachable!("parsed a recordings export command line")
+        };
+        assert_eq!(
+            (at.data_dir, burst, out, wav),
+            (Some("d".into()), 3, "x.wav".into(), true)
+        );
+        assert!(Cli::try_parse_from(["ptt-gateway", "recordings", "--since", "soon"]).is_err());
     }
 
     #[test]

@@ -161,6 +161,50 @@ counters! {
     /// Sessions closed with RATE_LIMITED: more than `limits.strikes` BUSY
     /// refusals within `limits.strike_window_ms`.
     sessions_rate_limited,
+    /// `Hello`s with a valid credential refused REVOKED: the terminal's
+    /// credential is revoked (`ptt-gateway revoke`).
+    hello_revoked,
+    /// Live sessions closed REVOKED when their terminal was revoked.
+    sessions_revoked,
+    /// Alerts deleted after `retention.alert_days` or `retention.sos_days`.
+    alerts_retired,
+    /// Recipient rows (receipts) deleted with their alerts.
+    receipts_retired,
+    /// Floor audit rows deleted after `retention.audit_days`.
+    audit_rows_retired,
+    /// Times the data directory's free space fell under the reserve
+    /// (`attachments.disk_reserve_bytes` plus one upload): the disk alarm
+    /// went on.
+    disk_low_alarms,
+    /// A gauge, not a counter: the data directory's free bytes at the
+    /// disk watch's last reading (`disk.watch_interval_s`).
+    disk_free_bytes,
+    /// Writes of alerts, SOS, receipts or uploads that SQLite refused
+    /// because the disk (or the database's page limit) was full; each was
+    /// answered `STORAGE_FULL`.
+    store_full,
+    /// Uploads abandoned mid-stream (ended short, carried more than they
+    /// announced, reset, or stalled for `attachments.stall_timeout_ms`):
+    /// their row and bytes were deleted.
+    attachment_uploads_abandoned,
+    /// Relayed frames left out of their recording because the recorder's
+    /// queue (`recording.queue`) was full: the recorder fell behind. The
+    /// voice path never waits for it; the frames were relayed.
+    recorder_frames_dropped,
+    /// Relayed frames the recorder left out because they came after a
+    /// later frame of their burst, or after their burst's file was closed.
+    recorder_frames_late,
+    /// Bursts recorded and indexed.
+    recordings_written,
+    /// Recording files or index rows that could not be written (disk
+    /// full, permissions): each is logged.
+    recorder_errors,
+    /// Recordings deleted by `recording.retention_days`,
+    /// `recording.sos_retention_days` or `recording.disk_budget_bytes`.
+    recordings_deleted,
+    /// Bursts not recorded because the recordings' file system had less
+    /// than `recording.disk_reserve_bytes` free when they started.
+    recordings_refused_disk_reserve,
     /// Org reloads that swapped a new org in (`ptt-gateway reload`, SIGHUP).
     org_reloads,
     /// Org reloads refused (file unreadable or invalid, key changed); the
@@ -176,6 +220,12 @@ impl Metrics {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge (`disk_free_bytes`) to `value`.
+    #[inline]
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
     }
 }
 

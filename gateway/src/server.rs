@@ -106,6 +106,13 @@ impl Gateway {
         self.hub.group(group).and_then(|g| g.holder())
     }
 
+    /// Reads the revocation list from the store now and closes the
+    /// sessions of terminals newly revoked (`REVOKED`). The gateway does
+    /// this every `auth.revocation_poll_ms` by itself; call it on SIGHUP.
+    pub async fn refresh_revocations(&self) {
+        self.hub.refresh_revocations().await;
+    }
+
     /// Reads the org file again and swaps it in if it loads whole with the
     /// same provisioning key (see [`crate::reload`]); any error leaves the
     /// running org serving. Call on SIGHUP. Blocks while it reads the file.
@@ -134,6 +141,9 @@ impl Gateway {
         let audit_stop = Arc::new(tokio::sync::Notify::new());
         let audit = self.hub.audit_writer(audit_stop.clone()).map(tokio::spawn);
         let sweep = tokio::spawn(crate::ops::attachments::sweep(self.hub.clone()));
+        let revocations = tokio::spawn(crate::hub::poll_revocations(self.hub.clone()));
+        let retention = tokio::spawn(crate::ops::upkeep::retention(self.hub.clone()));
+        let disk_watch = tokio::spawn(crate::ops::upkeep::watch_disk(self.hub.clone()));
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.hub.group_count(), "gateway listening");
         let accepting = &self.hub.status().accepting;
@@ -180,6 +190,9 @@ impl Gateway {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         sweep.abort();
+        revocations.abort();
+        retention.abort();
+        disk_watch.abort();
         if let Some(w) = receipt_writer {
             // Sessions are gone; receipts already queued were answered or
             // are dropped unacknowledged, which terminals resend.
@@ -190,6 +203,9 @@ impl Gateway {
             audit_stop.notify_one();
             let _ = audit.await;
         }
+        // Every burst recorded so far made durable before the line below.
+        let hub = self.hub.clone();
+        let _ = tokio::task::spawn_blocking(move || hub.recorder().map(|r| r.stop())).await;
         // One JSON object the benchmark reads: counters, and the relay
         // latency histograms' percentiles.
         let mut counters = serde_json::to_value(self.metrics()).unwrap_or_default();

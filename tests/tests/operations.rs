@@ -73,6 +73,26 @@ impl Client {
         (status, body)
     }
 
+    /// GET with one more header; the status, the named response header
+    /// and the body's bytes.
+    fn get_bytes(&self, path: &str, extra: (&str, &str), want: &str) -> (u16, String, Vec<u8>) {
+        let url = format!("{}{path}", self.base);
+        let mut r = self.agent.get(&url).header(extra.0, extra.1);
+        if let Some(t) = &self.token {
+            r = r.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut response = r.call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let header = response
+            .headers()
+            .get(want)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = response.body_mut().read_to_vec().expect("a body");
+        (status, header, body)
+    }
+
     fn json(&self, method: &str, path: &str) -> (u16, Value) {
         let (status, body) = self.call(method, path);
         let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
@@ -280,6 +300,69 @@ async fn metrics_health_views_and_operator_actions_over_http() {
     assert_eq!(sos["kind"], "sos");
     assert_eq!(sos["cancelled"]["by"], 0);
 
+    // The burst's recording: listed, downloaded whole and by range.
+    let recording = eventually("the burst's recording indexed", || {
+        let (_, r) = ops.json(
+            "GET",
+            &format!("/api/v1/recordings?group={}&since=0", UNIT.0),
+        );
+        match r["recordings"].as_array() {
+            Some(list) if !list.is_empty() => Ok(list[0].clone()),
+            _ => Err(r),
+        }
+    })
+    .await;
+    assert_eq!(recording["speaker"], TALKER);
+    let audio = recording["audio"]
+        .as_str()
+        .expect("an audio link")
+        .to_owned();
+    let (status, kind, whole) = ops.get_bytes(&audio, ("Accept", "*/*"), "content-type");
+    assert_eq!((status, kind.as_str()), (200, "audio/ogg"));
+    assert!(whole.starts_with(b"OggS"), "an Ogg stream");
+    assert_eq!(
+        whole.len() as u64,
+        recording["bytes"].as_u64().expect("bytes")
+    );
+    let (status, range, part) = ops.get_bytes(&audio, ("Range", "bytes=4-9"), "content-range");
+    assert_eq!(status, 206);
+    assert_eq!(range, format!("bytes 4-9/{}", whole.len()));
+    assert_eq!(part, whole[4..10]);
+    assert_eq!(ops.call("GET", "/api/v1/recordings/999999/audio").0, 404);
+
+    // Revoke: the talker is closed REVOKED at once; unrevoke lets it back.
+    let (status, body) = ops.json(
+        "POST",
+        &format!("/api/v1/terminals/{TALKER}/revoke?reason=stolen"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let closed = loop {
+        match talker.next_event_within(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(closed, Error::CredentialRevoked { .. }),
+        "{closed:?}"
+    );
+    assert!(
+        gw.try_terminal(TALKER).await.is_err(),
+        "refused while revoked"
+    );
+    assert_eq!(
+        ops.json("POST", &format!("/api/v1/terminals/{TALKER}/unrevoke"))
+            .0,
+        200
+    );
+    gw.terminal(TALKER).await;
+    assert_eq!(
+        ops.json("POST", &format!("/api/v1/terminals/{TALKER}/unrevoke"))
+            .0,
+        404
+    );
+    assert_eq!(ops.json("POST", "/api/v1/terminals/4242/revoke").0, 404);
+
     // Every action, with its operator.
     let (_, actions) = ops.json("GET", "/api/v1/actions");
     let got: Vec<(String, String, String)> = actions["actions"]
@@ -299,6 +382,17 @@ async fn metrics_health_views_and_operator_actions_over_http() {
     assert_eq!(
         got,
         [
+            expect(
+                "unrevoke",
+                format!("terminal {TALKER}"),
+                "was not revoked".into()
+            ),
+            expect("unrevoke", format!("terminal {TALKER}"), "lifted".into()),
+            expect(
+                "revoke",
+                format!("terminal {TALKER}: stolen"),
+                "revoked".into()
+            ),
             expect(
                 "cancel-sos",
                 format!("terminal {SOS_PROBE}"),

@@ -23,6 +23,7 @@
 //! - [`session`]: the first frame, authentication, join rights and the
 //!   group limit.
 //! - [`sos`]: who an SOS reaches and what its alert says.
+//! - [`recording`]: a relayed burst as Ogg Opus packets (granules, gaps).
 //! - [`reload`]: what an org reload adds, removes and takes away.
 
 pub mod admission;
@@ -35,6 +36,7 @@ pub mod group;
 pub mod limits;
 pub mod location;
 pub mod recipients;
+pub mod recording;
 pub mod reload;
 pub mod session;
 pub mod sos;

@@ -2,9 +2,11 @@
 //! bucket each, and a strike count that says when a terminal that keeps
 //! sending over its limits is closed.
 //!
-//! The driver keeps one [`Limiter`] per session and calls
-//! [`Limiter::check`] with the frame's [`Kind`] (from [`Kind::of`]) before
-//! it does any work for the frame.
+//! The driver keeps one [`Limiter`] per terminal (across its reconnects,
+//! so that reconnecting refills nothing) and calls [`Limiter::check`] with
+//! the frame's [`Kind`] (from [`Kind::of`]) before it does any work for the
+//! frame, and [`Limiter::join`] for each `Join` and `Leave` (the join
+//! bucket of [`crate::group::churn`], held here with the others).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use ptt_codec::ClientMsg;
 use serde::Deserialize;
 
 use crate::fanout::RateLimit;
+use crate::group::churn::{self, Churn};
 
 /// The frame kinds with a rate of their own. Frames not listed (`Ping`,
 /// floor requests, `Leave`, ...) are answered at once without a task or a
@@ -141,6 +144,11 @@ impl Default for Rates {
 }
 
 impl Rates {
+    /// The rate of `kind`.
+    pub fn of(&self, kind: Kind) -> Rate {
+        self.all()[kind.index()].1
+    }
+
     /// Every rate with its field name, for validation.
     pub fn all(&self) -> [(&'static str, Rate); Kind::COUNT] {
         [
@@ -177,34 +185,71 @@ pub enum Verdict {
     Close,
 }
 
-/// One terminal's buckets and strikes.
+/// One terminal's buckets and strikes, and its joins and leaves.
 #[derive(Debug)]
 pub struct Limiter {
-    buckets: [RateLimit; Kind::COUNT],
-    rates: [u32; Kind::COUNT],
+    /// The buckets of the kinds this terminal has sent, each created full
+    /// at its first frame (the same state as a bucket full since the start
+    /// and never used): a terminal that only talks carries none. At most
+    /// [`Kind::COUNT`], grown one at a time.
+    buckets: Vec<(Kind, RateLimit)>,
+    rates: Rates,
     abuse: Abuse,
     strikes: u32,
     window_start: Option<Instant>,
+    /// Joins and leaves: a bucket of their own with its own closing rule
+    /// (refusals in a row, [`churn::Limits::max_refused`]).
+    joins: Churn,
 }
 
 impl Limiter {
-    /// Full buckets for a session that starts now.
-    pub fn new(rates: &Rates, abuse: Abuse) -> Self {
+    /// Full buckets for a terminal first seen now; `joins` bounds its
+    /// joins and leaves.
+    pub fn new(rates: &Rates, abuse: Abuse, joins: churn::Limits) -> Self {
         Self {
-            buckets: rates
-                .all()
-                .map(|(_, r)| RateLimit::new(r.per_second, r.burst)),
-            rates: rates.all().map(|(_, r)| r.per_second),
+            buckets: Vec::new(),
+            rates: *rates,
             abuse,
             strikes: 0,
             window_start: None,
+            joins: Churn::new(joins),
         }
+    }
+
+    /// Takes one `Join` or `Leave` at `now`. Call for each before carrying
+    /// it out, except the join an SOS makes to its unit's group (never
+    /// limited). Kept across the terminal's reconnects: a new session does
+    /// not start with a full bucket, and a terminal closed for refused
+    /// joins is closed again at its next refused join.
+    pub fn join(&mut self, now: Instant) -> churn::Verdict {
+        self.joins.check(now)
+    }
+
+    /// Joins and leaves refused since the last allowed one (1 on the first
+    /// of a run: log then).
+    pub fn joins_refused(&self) -> u32 {
+        self.joins.refused()
+    }
+
+    /// The bucket of `kind`, created full at its first use.
+    fn bucket(&mut self, kind: Kind) -> &mut RateLimit {
+        let at = match self.buckets.iter().position(|(k, _)| *k == kind) {
+            Some(at) => at,
+            None => {
+                let rate = self.rates.of(kind);
+                self.buckets.reserve_exact(1);
+                self.buckets
+                    .push((kind, RateLimit::new(rate.per_second, rate.burst)));
+                self.buckets.len() - 1
+            }
+        };
+        &mut self.buckets[at].1
     }
 
     /// Takes a token of `kind` at `now`. Call for every frame with a
     /// [`Kind`] before doing any work for it.
     pub fn check(&mut self, kind: Kind, now: Instant) -> Verdict {
-        if self.buckets[kind.index()].allow(now) {
+        if self.bucket(kind).allow(now) {
             Verdict::Allow
         } else {
             self.strike(now)
@@ -215,12 +260,12 @@ impl Limiter {
     /// a refusal when there is none. Call for a frame that waits for its
     /// token rather than being refused.
     pub fn try_take(&mut self, kind: Kind, now: Instant) -> bool {
-        self.buckets[kind.index()].allow(now)
+        self.bucket(kind).allow(now)
     }
 
     /// The sustained rate of `kind`, frames per second.
     pub fn per_second(&self, kind: Kind) -> u32 {
-        self.rates[kind.index()]
+        self.rates.of(kind).per_second
     }
 
     /// Counts a refusal made elsewhere (e.g. too much work in flight) at
@@ -246,6 +291,12 @@ impl Limiter {
 mod tests {
     use super::*;
 
+    const JOINS: churn::Limits = churn::Limits {
+        per_second: 2,
+        burst: 4,
+        max_refused: 3,
+    };
+
     fn limiter(strikes: u32) -> Limiter {
         let rates = Rates {
             alert_query: Rate::new(10, 5),
@@ -257,7 +308,61 @@ mod tests {
                 strikes,
                 window: Duration::from_secs(10),
             },
+            JOINS,
         )
+    }
+
+    #[test]
+    fn joins_have_their_own_bucket_and_rule() {
+        let t0 = Instant::now();
+        let mut l = limiter(0);
+        let verdicts: Vec<_> = (0..8).map(|_| l.join(t0)).collect();
+        assert_eq!(verdicts[..4], [churn::Verdict::Allow; 4]);
+        assert_eq!(
+            verdicts[4..],
+            [
+                churn::Verdict::Refuse,
+                churn::Verdict::Refuse,
+                churn::Verdict::Refuse,
+                churn::Verdict::Close
+            ]
+        );
+        assert_eq!(l.joins_refused(), 4);
+        // Refused joins are no strikes of the other kinds (strikes = 0
+        // would close at the first), and the other kinds' buckets are full.
+        assert_eq!(l.check(Kind::AlertQuery, t0), Verdict::Allow);
+        // The same limiter (the terminal reconnected): no full bucket, the
+        // next refusal closes again; a token later, it is forgiven.
+        assert_eq!(l.join(t0), churn::Verdict::Close);
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(l.join(t1), churn::Verdict::Allow);
+        assert_eq!(l.joins_refused(), 0);
+    }
+
+    #[test]
+    fn a_limiter_is_small_and_grows_by_the_kinds_used() {
+        // Kept per terminal for the gateway's life: one per terminal of
+        // the org that ever connected (issue 11, memory per connection).
+        let size = std::mem::size_of::<Limiter>();
+        let bucket = std::mem::size_of::<(Kind, RateLimit)>();
+        // Before, every terminal carried every kind's bucket and rate.
+        let eager = std::mem::size_of::<[RateLimit; Kind::COUNT]>()
+            + std::mem::size_of::<[u32; Kind::COUNT]>();
+        eprintln!(
+            "Limiter: {size} bytes, and {bucket} per kind used (eager buckets and rates were {eager})"
+        );
+        assert!(size <= 256, "{size}");
+        let t0 = Instant::now();
+        let mut l = limiter(1000);
+        assert_eq!(l.buckets.len(), 0, "a terminal that only talks has none");
+        l.join(t0);
+        assert_eq!(l.buckets.len(), 0, "joins have their own bucket");
+        l.check(Kind::Position, t0);
+        l.check(Kind::Position, t0);
+        assert!(l.try_take(Kind::Receipt, t0));
+        assert_eq!(l.buckets.len(), 2);
+        assert_eq!(l.buckets.capacity(), 2, "grown one at a time");
+        assert_eq!(l.per_second(Kind::Watch), Rates::default().watch.per_second);
     }
 
     #[test]

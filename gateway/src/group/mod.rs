@@ -37,6 +37,7 @@ use crate::fanout::{self, Receiver, Talker};
 use crate::floor;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::recorder;
 
 use timer::Timer;
 
@@ -86,6 +87,8 @@ pub struct Group {
     timer: Timer,
     metrics: Arc<Metrics>,
     audit: tokio::sync::mpsc::UnboundedSender<BurstRecord>,
+    /// Where bursts and their relayed frames are recorded, if recording.
+    recorder: Option<recorder::Tap>,
 }
 
 impl Group {
@@ -109,6 +112,23 @@ impl Group {
             timer: Timer::new(),
             metrics,
             audit,
+            recorder: None,
+        }
+    }
+
+    /// The group, recording its bursts through `tap`. Call once, before
+    /// anyone joins.
+    pub fn recording_to(mut self, tap: recorder::Tap) -> Self {
+        self.recorder = Some(tap);
+        self
+    }
+
+    /// Hands a frame the voice path admitted and relayed to the recorder;
+    /// never waits (see [`recorder::Tap::frame`]). Call after relaying it.
+    #[inline]
+    pub fn record(&self, header: &ptt_codec::VoiceHeader, datagram: &bytes::Bytes) {
+        if let Some(tap) = &self.recorder {
+            tap.frame(header, datagram);
         }
     }
 
@@ -204,22 +224,34 @@ impl Group {
             .iter()
             .any(|o| matches!(o, rules::Output::Publish))
             .then(|| snapshot(&machine));
+        let talking = machine.holder().map(|b| (b.terminal, b.id, b.class));
         self.timer
             .set(machine.poll_timeout(), self, Self::on_timeout);
         // Taken before the machine is released, so deliveries keep the order
         // of the steps; a panic while delivering poisons nothing we rely on.
         let _delivery = self.delivery.lock().unwrap_or_else(|e| e.into_inner());
         drop(machine);
-        self.deliver(outputs, snapshot.as_ref());
+        self.deliver(outputs, snapshot.as_ref(), talking);
         result
     }
 
-    /// Carries out one step's outputs; `snapshot` is what a republish stores.
-    fn deliver(&self, outputs: Vec<Output>, snapshot: Option<&Arc<Snapshot>>) {
+    /// Carries out one step's outputs; `snapshot` is what a republish
+    /// stores, `talking` the burst holding the floor after the step.
+    fn deliver(
+        &self,
+        outputs: Vec<Output>,
+        snapshot: Option<&Arc<Snapshot>>,
+        talking: Option<(TerminalId, u16, Class)>,
+    ) {
         for output in outputs {
             match output {
                 rules::Output::Send { to, link, msg } => {
                     self.count(to, &msg);
+                    if let ServerMsg::FloorGranted { burst, .. } = msg {
+                        // Before the republish (the step's last output)
+                        // admits the burst's frames.
+                        self.record_start(to, burst, talking);
+                    }
                     // Presence is the one message a member can do without
                     // when it falls behind: dropped, never a reason to close
                     // it (it learns who is online from its next `Joined`).
@@ -259,6 +291,27 @@ impl Group {
         }
     }
 
+    /// Tells the recorder that `terminal` was granted `burst`.
+    fn record_start(
+        &self,
+        terminal: TerminalId,
+        burst: u16,
+        talking: Option<(TerminalId, u16, Class)>,
+    ) {
+        let Some(tap) = &self.recorder else { return };
+        let class = match talking {
+            Some((t, id, class)) if t == terminal && id == burst => class,
+            _ => Class::Normal,
+        };
+        tap.start(recorder::Start {
+            group: self.id,
+            terminal,
+            burst,
+            class,
+            started_ms: now_ms(),
+        });
+    }
+
     /// Sends an ended burst to the audit log. The machine times bursts with
     /// the monotonic clock; the log wants Unix ms, so the end is stamped now
     /// and the grant that long before it.
@@ -268,6 +321,9 @@ impl Group {
             .ended_at
             .saturating_duration_since(ended.burst.granted_at);
         let talked_ms = u64::try_from(talked.as_millis()).unwrap_or(u64::MAX);
+        if let Some(tap) = &self.recorder {
+            tap.end(self.id, ended.burst.id, ended_ms, ended.by);
+        }
         let _ = self.audit.send(BurstRecord {
             group: self.id.0,
             terminal: ended.burst.terminal,

@@ -255,3 +255,56 @@ async fn presence_to_a_member_behind_is_dropped_not_fatal() {
     assert!(matches!(got.last(), Some(ServerMsg::FloorTaken { .. })));
     assert!(conn.close_reason().is_none());
 }
+
+#[tokio::test]
+async fn bursts_are_told_to_the_recorder_with_their_class_and_end() {
+    let (_server, _client, conn) = connection().await;
+    let (audit, _audited) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
+    let (tap, events) = crate::recorder::test_tap(metrics.clone());
+    let config = floor::Config {
+        talk_limit: Duration::from_secs(30),
+        queue_capacity: 16,
+    };
+    let group = Arc::new(
+        Group::new(
+            G,
+            Arc::from("Unit"),
+            config,
+            Duration::from_secs(1),
+            metrics,
+            audit,
+        )
+        .recording_to(tap),
+    );
+    let (a, _a_rx) = member(&conn, 1);
+    let (b, _b_rx) = member(&conn, 1);
+    group.attach(T(1), a, true);
+    group.attach(T(2), b, true);
+    assert!(events().is_empty(), "joining records nothing");
+
+    group.request_floor(T(1), Class::Normal);
+    let burst = group.fanout().talker.expect("granted").burst;
+    let h = ptt_codec::VoiceHeader {
+        group: G,
+        speaker: 0,
+        burst,
+        seq: 0,
+        flags: 0,
+    };
+    group.record(&h, &h.to_datagram(&[9 << 3, 1, 2]));
+    // An emergency request pre-empts it: its end, then the new burst.
+    group.request_floor(T(2), Class::Emergency);
+    let sos = group.fanout().talker.expect("granted").burst;
+    group.release_floor(T(2));
+    assert_eq!(
+        events(),
+        [
+            format!("start 1 {burst} Normal"),
+            format!("end {burst} preempted dropped=0"),
+            format!("start 2 {sos} Emergency"),
+            format!("end {sos} released dropped=0"),
+            format!("frame {burst} 0"),
+        ]
+    );
+}

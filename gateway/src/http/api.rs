@@ -464,3 +464,172 @@ fn internal(e: impl std::fmt::Display) -> Response {
     )
         .into_response()
 }
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RecordingsQuery {
+    /// Only this group.
+    group: Option<u32>,
+    /// Only this talker.
+    speaker: Option<u32>,
+    /// Started at or after, Unix ms; default: the last 24 hours.
+    since: Option<u64>,
+    /// Started at or before, Unix ms.
+    until: Option<u64>,
+    /// The newest this many (default 100, at most 1,000).
+    limit: Option<u32>,
+}
+
+/// `/api/v1/recordings[?group=G&speaker=T&since=MS&until=MS&limit=N]`: the
+/// recorded bursts, oldest first, each with where its audio is.
+pub(super) async fn recordings(
+    State(ops): State<Arc<Ops>>,
+    Query(q): Query<RecordingsQuery>,
+) -> Response {
+    let query = store::RecordingQuery {
+        group: q.group,
+        terminal: q.speaker.map(TerminalId),
+        since_ms: Some(
+            q.since
+                .unwrap_or_else(|| now_ms().saturating_sub(24 * 3600 * 1000)),
+        ),
+        until_ms: q.until,
+        limit: Some(q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT)),
+    };
+    match ops.hub.desk().blocking(move |s| s.recordings(&query)).await {
+        Ok(rows) => {
+            let list: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "id": r.id,
+                        "group": r.group,
+                        "speaker": r.terminal.0,
+                        "burst": r.burst,
+                        "class": r.class,
+                        "started_ms": r.started_ms,
+                        "ended_ms": r.ended_ms,
+                        "ended_by": r.ended_by.as_str(),
+                        "frames": r.frames,
+                        "filled": r.filled,
+                        "dropped": r.dropped,
+                        "bytes": r.bytes,
+                        "audio": r.path.as_ref().map(|_| format!("/api/v1/recordings/{}/audio", r.id)),
+                    })
+                })
+                .collect();
+            Json(json!({ "recordings": list })).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// `/api/v1/recordings/{id}/audio`: the burst's Ogg Opus file
+/// (`audio/ogg`), with HTTP range requests (`Range`, `206`) and
+/// conditional requests, served by `tower-http`'s `ServeFile`.
+pub(super) async fn recording_audio(
+    State(ops): State<Arc<Ops>>,
+    Path(id): Path<u64>,
+    request: axum::extract::Request,
+) -> Response {
+    let Some(recorder) = ops.hub.recorder() else {
+        return not_found("recording is off on this gateway".into());
+    };
+    let dir = recorder.dir().to_owned();
+    let row = match ops.hub.desk().blocking(move |s| s.recording(id)).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return not_found(format!("no recording {id}")),
+        Err(e) => return internal(e),
+    };
+    let Some(path) = row.path else {
+        return not_found(format!("recording {id} has no audio: nobody spoke"));
+    };
+    // The path comes from the gateway's own index; still, never leave the
+    // recordings directory.
+    let relative = std::path::Path::new(&path);
+    if !relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return internal(format!("recording {id} has a bad path {path:?}"));
+    }
+    let mut file = tower_http::services::ServeFile::new_with_mime(
+        dir.join(relative),
+        &"audio/ogg".parse().expect("a valid MIME type"),
+    );
+    match file.try_call(request).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Reason {
+    /// Why, e.g. "handset stolen, report 2026-118".
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/v1/terminals/{id}/revoke[?reason=...]`: revokes the
+/// terminal's credential (as `ptt-gateway revoke`): its live session is
+/// closed REVOKED (9) at once and its `Hello` refused until unrevoked.
+pub(super) async fn revoke(
+    State(ops): State<Arc<Ops>>,
+    Extension(Operator(operator)): Extension<Operator>,
+    Path(id): Path<u32>,
+    Query(Reason { reason }): Query<Reason>,
+) -> Response {
+    let terminal = TerminalId(id);
+    if ops.hub.org().terminal(terminal).is_none() {
+        return not_found(format!("terminal {id} is not in the org"));
+    }
+    let (by, why, now) = (format!("api:{operator}"), reason.clone(), now_ms());
+    let revoked = ops
+        .hub
+        .desk()
+        .blocking(move |s| s.revoke(terminal, &why, &by, now))
+        .await;
+    let outcome = match &revoked {
+        Ok(None) => "revoked".to_owned(),
+        Ok(Some(r)) => format!("already revoked by {}", r.revoked_by),
+        Err(e) => return internal(e),
+    };
+    ops.hub.refresh_revocations().await;
+    record(
+        &ops,
+        operator,
+        "revoke",
+        format!("terminal {id}: {reason}"),
+        &outcome,
+    )
+    .await;
+    Json(json!({ "terminal": id, "revoked": true, "outcome": outcome })).into_response()
+}
+
+/// `POST /api/v1/terminals/{id}/unrevoke`: lifts a revocation; the
+/// terminal may connect again.
+pub(super) async fn unrevoke(
+    State(ops): State<Arc<Ops>>,
+    Extension(Operator(operator)): Extension<Operator>,
+    Path(id): Path<u32>,
+) -> Response {
+    let terminal = TerminalId(id);
+    let lifted = match ops.hub.desk().blocking(move |s| s.unrevoke(terminal)).await {
+        Ok(lifted) => lifted,
+        Err(e) => return internal(e),
+    };
+    ops.hub.refresh_revocations().await;
+    let outcome = if lifted { "lifted" } else { "was not revoked" };
+    record(
+        &ops,
+        operator,
+        "unrevoke",
+        format!("terminal {id}"),
+        outcome,
+    )
+    .await;
+    if lifted {
+        Json(json!({ "terminal": id, "revoked": false })).into_response()
+    } else {
+        not_found(format!("terminal {id} was not revoked"))
+    }
+}

@@ -27,6 +27,10 @@ const LATENCY_BOUNDS_US: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000,
 ];
 
+/// The values among [`crate::metrics::Metrics`] that are gauges (set to a
+/// reading), not counters.
+const GAUGES: &[&str] = &["disk_free_bytes"];
+
 /// The registry `/metrics` encodes: one collector over the hub.
 pub(super) fn registry(hub: Arc<Hub>) -> Registry {
     let mut registry = Registry::with_prefix("ptt");
@@ -51,7 +55,11 @@ impl Collector for HubCollector {
         let mut result = Ok(());
         hub.metrics().snapshot().each(|name, help, value| {
             if result.is_ok() {
-                result = counter(&mut encoder, name, help.trim(), value);
+                result = if GAUGES.contains(&name) {
+                    gauge(&mut encoder, name, help.trim(), value as i64)
+                } else {
+                    counter(&mut encoder, name, help.trim(), value)
+                };
             }
         });
         result?;
@@ -191,5 +199,25 @@ pub(super) fn role_name(role: crate::org::Role) -> &'static str {
         Role::Staff => "staff",
         Role::Volunteer => "volunteer",
         Role::Dispatcher => "dispatcher",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_gauge_is_named_as_one_and_every_counter_is_not() {
+        let mut seen = Vec::new();
+        crate::metrics::Metrics::default()
+            .snapshot()
+            .each(|name, help, _| {
+                let says_gauge = help.trim().starts_with("A gauge");
+                assert_eq!(GAUGES.contains(&name), says_gauge, "{name}: {help}");
+                seen.push(name);
+            });
+        for g in GAUGES {
+            assert!(seen.contains(g), "{g} is not a metric");
+        }
     }
 }

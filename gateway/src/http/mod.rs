@@ -195,6 +195,10 @@ fn router(ops: Arc<Ops>) -> Router {
         .route("/api/v1/actions", get(api::actions))
         .route("/api/v1/terminals/{id}/disconnect", post(api::disconnect))
         .route("/api/v1/terminals/{id}/sos/cancel", post(api::cancel_sos))
+        .route("/api/v1/terminals/{id}/revoke", post(api::revoke))
+        .route("/api/v1/terminals/{id}/unrevoke", post(api::unrevoke))
+        .route("/api/v1/recordings", get(api::recordings))
+        .route("/api/v1/recordings/{id}/audio", get(api::recording_audio))
         .route_layer(middleware::from_fn_with_state(ops.clone(), authorize));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -262,7 +262,15 @@ async fn write_receipts(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Queue
                 }
             }
             // Dropping the replies tells each session the receipt was not stored.
-            Err(e) => tracing::error!("writing receipts failed: {e}"),
+            Err(e) => {
+                tracing::error!("writing receipts failed: {e}");
+                if matches!(&e, Error::Store(s) if s.is_full()) {
+                    // Each session answers STORAGE_FULL rather than INTERNAL.
+                    for reply in replies {
+                        let _ = reply.send(Err(store::Error::full()));
+                    }
+                }
+            }
         }
     }
 }
@@ -340,6 +348,50 @@ mod tests {
         );
         let urgent = desk.delivery_slot(TerminalId(100_001), Urgency::Urgent, patience);
         assert!(tokio::time::timeout(patience, urgent).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn receipts_a_full_disk_refuses_are_told_storage_full() {
+        let store = Store::in_memory().expect("in-memory store");
+        let recipients: Vec<TerminalId> = (1..=2000).map(TerminalId).collect();
+        let body = ptt_codec::AlertBody {
+            kind: ptt_codec::AlertKind::Dispatch,
+            priority: 1,
+            ttl_s: 600,
+            title: "t".into(),
+            text: String::new(),
+            location: None,
+            attachments: Vec::new(),
+        };
+        let alert = store
+            .create_alert(TerminalId(9), &body, "t", 1, &recipients)
+            .expect("stored");
+        store.fill_up();
+        let desk = Desk::new(store, [], 4);
+        let writer = tokio::spawn(desk.receipt_writer().expect("the first ask"));
+        // Every recipient's refusal and its reason grow its row: more
+        // than the capped pages hold.
+        let pending: Vec<Pending> = recipients
+            .iter()
+            .map(|r| {
+                desk.queue_receipt(ReceiptIn {
+                    alert,
+                    terminal: *r,
+                    status: ptt_codec::ReceiptStatus::Rejected,
+                    at_ms: 2,
+                    reason: "不在现场".repeat(20),
+                })
+            })
+            .collect();
+        let mut full = 0;
+        for p in pending {
+            if let Err(e) = p.stored().await {
+                assert_eq!(e.to_code(), ErrorCode::StorageFull, "{e}");
+                full += 1;
+            }
+        }
+        writer.abort();
+        assert!(full > 0, "a capped database refuses some receipts");
     }
 
     #[test]

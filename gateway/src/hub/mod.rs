@@ -10,6 +10,7 @@ mod budget;
 mod desk;
 mod registry;
 mod reload;
+mod revoked;
 mod sos;
 mod transfers;
 mod warn;
@@ -19,8 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-
-use ptt_codec::GroupId;
+use ptt_codec::{CloseCode, GroupId};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::alert::BurstRecord;
@@ -30,11 +30,13 @@ use crate::group::Group;
 use crate::metrics::{Metrics, RelayLatency};
 use crate::net;
 use crate::org::{auth::ProvisioningKey, Org};
+use crate::recorder::Recorder;
 use crate::store::Store;
 
 pub(crate) use budget::{Budget, Budgets};
 pub(crate) use desk::{Desk, Error, Urgency};
 pub(crate) use registry::{Live, Registry};
+pub(crate) use revoked::Revoked;
 pub(crate) use sos::{Active as ActiveSos, Book as SosBook};
 pub(crate) use transfers::{Busy, Ticket, Transfers};
 pub(crate) use watch::{Watch, Watcher};
@@ -75,6 +77,10 @@ pub(crate) struct Hub {
     budgets: Budgets,
     /// Ended bursts waiting to be written; taken by [`Hub::audit_writer`].
     audit: Mutex<Option<mpsc::UnboundedReceiver<BurstRecord>>>,
+    /// Terminals whose credential is revoked (the store's list, polled).
+    revoked: Revoked,
+    /// Records every burst (`[recording]`), when enabled and started.
+    recorder: Option<Recorder>,
     /// When the gateway started, and whether its endpoint accepts
     /// connections now (the operations surface's status and readiness).
     status: Status,
@@ -110,11 +116,38 @@ impl Hub {
             tracing::error!("reading active SOS failed, none can be cancelled: {e}");
             Vec::new()
         });
+        let revoked = Revoked::default();
+        match store.revoked_terminals() {
+            Ok(list) => {
+                revoked.replace(list);
+            }
+            // The first poll retries; until then nobody is refused.
+            Err(e) => tracing::error!("reading revoked credentials failed: {e}"),
+        }
         let per_terminal = config.delivery.per_terminal;
+        let desk = Desk::new(store, pending, per_terminal);
+        let recorder = config
+            .recording
+            .enabled
+            .then(|| {
+                Recorder::start(
+                    &config.recording,
+                    &config.data_dir,
+                    desk.store().clone(),
+                    metrics.clone(),
+                )
+            })
+            .and_then(|r| {
+                r.inspect_err(|e| tracing::error!("the recorder did not start, not recording: {e}"))
+                    .ok()
+            });
         let (audit_tx, audit_rx) = mpsc::unbounded_channel();
         let groups = org
             .groups()
-            .map(|id| (id, new_group(&config, &org, id, &metrics, &audit_tx)))
+            .map(|id| {
+                let group = new_group(&config, &org, id, &metrics, &audit_tx, recorder.as_ref());
+                (id, group)
+            })
             .collect();
         // At least 1: `Config::validate`.
         let handshakes = Arc::new(Semaphore::new(config.transport.max_handshakes));
@@ -127,7 +160,7 @@ impl Hub {
             audit_tx,
             reloads: Mutex::new(0),
             registry: Registry::default(),
-            desk: Desk::new(store, pending, per_terminal),
+            desk,
             watch: Watch::default(),
             transfers,
             sos: SosBook::new(active_sos),
@@ -142,7 +175,55 @@ impl Hub {
                 started: std::time::Instant::now(),
                 accepting: std::sync::atomic::AtomicBool::new(false),
             },
+            revoked,
+            recorder,
         }
+    }
+
+    /// Terminals whose credential is revoked.
+    pub(crate) fn revoked(&self) -> &Revoked {
+        &self.revoked
+    }
+
+    /// Reads the revocation list from the store and closes the live
+    /// session of every terminal newly on it with `REVOKED`. Call every
+    /// `auth.revocation_poll_ms` ([`poll_revocations`]), on SIGHUP, and
+    /// after revoking through the gateway's own store (admin API).
+    pub(crate) async fn refresh_revocations(&self) {
+        let store = self.desk.store().clone();
+        let list = tokio::task::spawn_blocking(move || store.revoked_terminals())
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from));
+        let list = match list {
+            Ok(list) => list,
+            Err(e) => {
+                // Keep the set as it was: a failed read lifts nothing.
+                tracing::error!("reading revoked credentials failed: {e}");
+                return;
+            }
+        };
+        let (added, lifted) = self.revoked.replace(list);
+        if lifted > 0 {
+            tracing::info!(lifted, revoked = self.revoked.len(), "revocations lifted");
+        }
+        for terminal in added {
+            // The set is updated first and a starting session checks it
+            // after registering, so a session never slips between the two.
+            let closed = self.registry.conn(terminal).is_some_and(|conn| {
+                crate::outbox::close(&conn, CloseCode::Revoked, "credential revoked");
+                true
+            });
+            if closed {
+                Metrics::add(&self.metrics.sessions_revoked, 1);
+            }
+            tracing::warn!(%terminal, closed, "credential revoked: session closed, Hello refused");
+        }
+    }
+
+    /// The recorder, when recording.
+    pub(crate) fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
     }
 
     /// The configuration the gateway started with.
@@ -255,6 +336,7 @@ fn new_group(
     id: GroupId,
     metrics: &Arc<Metrics>,
     audit: &mpsc::UnboundedSender<BurstRecord>,
+    recorder: Option<&Recorder>,
 ) -> Arc<Group> {
     let name: Arc<str> = org.node(id).map_or("", |n| n.name.as_str()).into();
     let floor = floor::Config {
@@ -262,14 +344,22 @@ fn new_group(
         queue_capacity: config.floor.queue,
     };
     let presence = config.session.presence_interval();
-    Arc::new(Group::new(
-        id,
-        name,
-        floor,
-        presence,
-        metrics.clone(),
-        audit.clone(),
-    ))
+    let group = Group::new(id, name, floor, presence, metrics.clone(), audit.clone());
+    Arc::new(match recorder {
+        Some(r) => group.recording_to(r.tap()),
+        None => group,
+    })
+}
+
+/// Reads the revocation list every `auth.revocation_poll_ms`, until
+/// aborted. Run it for the gateway's life.
+pub(crate) async fn poll_revocations(hub: Arc<Hub>) {
+    let mut every = tokio::time::interval(hub.config().auth.revocation_poll());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        hub.refresh_revocations().await;
+    }
 }
 
 /// Writes ended bursts to the floor audit log in batches, off the async

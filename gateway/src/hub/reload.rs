@@ -91,7 +91,14 @@ impl Hub {
         let current = self.groups.load_full();
         let mut widened: HashMap<_, _> = (*current).clone();
         for id in &diff.added_nodes {
-            let group = new_group(&self.config, &new, *id, &self.metrics, &self.audit_tx);
+            let group = new_group(
+                &self.config,
+                &new,
+                *id,
+                &self.metrics,
+                &self.audit_tx,
+                self.recorder.as_ref(),
+            );
             widened.insert(*id, group);
         }
         self.groups.store(Arc::new(widened));

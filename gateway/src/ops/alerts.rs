@@ -244,6 +244,17 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
             });
             return;
         }
+        Err(e) if super::count_full(hub, &e) => {
+            tracing::error!("alert not stored, the disk is full: {e}");
+            outbox.send(ServerMsg::AlertRefused {
+                request,
+                code: ErrorCode::StorageFull,
+                message: "the gateway's disk is full: the alert was NOT stored or sent; \
+                          use the radio or telephone"
+                    .into(),
+            });
+            return;
+        }
         Err(e) => {
             tracing::error!("storing an alert failed: {e}");
             outbox.send(ServerMsg::AlertRefused {
@@ -414,6 +425,14 @@ fn answer_receipt(
             format!("alert {alert} was not sent to you"),
         ),
         Ok(store::Receipt::Invalid(e)) => cx.error(ErrorCode::InvalidReceipt, frame, e.to_string()),
+        Err(e) if super::count_full(&cx.hub, &e) => {
+            tracing::error!("receipt not stored, the disk is full: {e}");
+            cx.error(
+                ErrorCode::StorageFull,
+                frame,
+                "the gateway's disk is full: receipt NOT stored; send it again later",
+            );
+        }
         Err(e) => {
             tracing::error!("storing a receipt failed: {e}");
             cx.error(

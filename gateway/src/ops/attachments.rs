@@ -70,41 +70,18 @@ impl Refused {
 }
 
 /// One upload: `AttachmentPut`, then exactly `size` bytes, then the end of
-/// the stream. Answered on the control stream; nothing is stored unless the
+/// the stream. Answered on the control stream; nothing is kept unless the
 /// whole content arrived.
 async fn upload(cx: Caller, mut recv: RecvStream) {
-    let (terminal, outbox) = (cx.terminal, &cx.outbox);
+    let outbox = &cx.outbox;
     match receive(&cx, &mut recv).await {
-        Ok((request, mime, data)) => {
-            let size = data.len() as u32;
-            let quota = quota(&cx.hub);
-            let stored = cx
-                .hub
-                .desk()
-                .blocking(move |s| s.put_attachment_within(terminal, &mime, &data, now_ms(), quota))
-                .await;
-            match stored {
-                Err(hub::Error::Store(e @ store::Error::OverQuota { .. })) => {
-                    let refused = over_quota(&cx, request, &e);
-                    outbox.send(refused);
-                }
-                Ok(attachment) => {
-                    tracing::info!(attachment, size, "attachment stored");
-                    outbox.send(ServerMsg::AttachmentStored {
-                        request,
-                        attachment,
-                        size,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!("storing an attachment failed: {e}");
-                    outbox.send(ServerMsg::AlertRefused {
-                        request,
-                        code: ErrorCode::Internal,
-                        message: "the attachment could not be stored; upload it again".into(),
-                    });
-                }
-            }
+        Ok((request, attachment, size)) => {
+            tracing::info!(attachment, size, "attachment stored");
+            outbox.send(ServerMsg::AttachmentStored {
+                request,
+                attachment,
+                size,
+            });
         }
         Err(Refused {
             request,
@@ -144,20 +121,13 @@ fn below_reserve(dir: &std::path::Path, reserve: u64) -> Option<u64> {
     if reserve == 0 {
         return None;
     }
-    match free_bytes(dir) {
+    match super::upkeep::free_bytes(dir) {
         Ok(free) => (free < reserve.saturating_add(u64::from(MAX_ATTACHMENT))).then_some(free),
         Err(e) => {
             tracing::warn!("reading the data directory's free space failed: {e}");
             None
         }
     }
-}
-
-/// Bytes an unprivileged process may still write in the file system of
-/// `dir`.
-fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
-    let st = rustix::fs::statvfs(dir)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Counts and logs an upload refused over the quota; the refusal for the
@@ -177,9 +147,12 @@ fn over_quota(cx: &Caller, request: u32, e: &store::Error) -> ServerMsg {
     }
 }
 
-/// Reads an upload stream: its header, then (if it fits the terminal's
-/// quota) its content.
-async fn receive(cx: &Caller, recv: &mut RecvStream) -> Result<(u32, String, Bytes), Refused> {
+/// Reads an upload stream: its header; then, if it fits the terminal's
+/// quota and the disk reserve, its content, streamed a chunk at a time
+/// into a zero-filled blob ([`Store::begin_upload`](store::Store)).
+/// Returns the request, the attachment and its size once the content is
+/// complete and committed; a stream that fails leaves no row.
+async fn receive(cx: &Caller, recv: &mut RecvStream) -> Result<(u32, u64, u32), Refused> {
     let mut buf = BytesMut::with_capacity(256);
     let len = loop {
         match split_frame(&buf) {
@@ -252,62 +225,188 @@ async fn receive(cx: &Caller, recv: &mut RecvStream) -> Result<(u32, String, Byt
             message: "the gateway is short of disk space; uploads are refused for now".into(),
         });
     }
-    let fits = cx
+    // The quota is checked here, before any content is read, and the
+    // pending row counts against it until the upload ends.
+    let begun = cx
         .hub
         .desk()
-        .blocking(move |s| s.upload_fits(terminal, u64::from(size), quota))
+        .blocking(move |s| s.begin_upload(terminal, &mime, u64::from(size), now_ms(), quota))
         .await;
-    match fits {
-        Ok(()) => {}
-        Err(hub::Error::Store(e @ store::Error::OverQuota { .. })) => {
+    let attachment = match begun {
+        Ok(attachment) => attachment,
+        Err(e) => return Err(store_refused(cx, request, e)),
+    };
+    let received = receive_content(cx, recv, attachment, size as usize, buf.freeze()).await;
+    let finished = match received {
+        Ok(()) => cx
+            .hub
+            .desk()
+            .blocking(move |s| s.finish_upload(attachment))
+            .await
+            .map_err(|e| store_refused(cx, request, e))
+            .and_then(|done| {
+                done.then_some(()).ok_or_else(|| Refused {
+                    request: Some(request),
+                    code: ErrorCode::Internal,
+                    message: "the upload expired before it ended; upload it again".into(),
+                })
+            }),
+        Err(Short::Store(e)) => Err(store_refused(cx, request, e)),
+        Err(e) => Err(e.refusal(request, size)),
+    };
+    if let Err(refused) = finished {
+        Metrics::add(&cx.hub.metrics().attachment_uploads_abandoned, 1);
+        let abandoned = cx
+            .hub
+            .desk()
+            .blocking(move |s| s.abandon_upload(attachment))
+            .await;
+        if let Err(e) = abandoned {
+            // Left pending: nobody can use it, and the expiry sweep
+            // deletes it after `attachments.unused_expiry_s`.
+            tracing::error!(attachment, "deleting an abandoned upload failed: {e}");
+        }
+        return Err(refused);
+    }
+    Ok((request, attachment, size))
+}
+
+/// The refusal of upload `request` for a failed store call: over the
+/// quota (counted, warned), the disk full (counted), or the gateway's
+/// fault.
+fn store_refused(cx: &Caller, request: u32, e: hub::Error) -> Refused {
+    match e {
+        hub::Error::Store(e @ store::Error::OverQuota { .. }) => {
             let ServerMsg::AlertRefused { code, message, .. } = over_quota(cx, request, &e) else {
                 unreachable!("over_quota is an AlertRefused")
             };
-            return Err(Refused {
+            Refused {
                 request: Some(request),
                 code,
                 message,
-            });
+            }
         }
-        Err(e) => {
-            tracing::error!("checking an upload's quota failed: {e}");
-            return Err(Refused {
+        e if super::count_full(&cx.hub, &e) => {
+            tracing::error!("an upload was refused, the disk is full: {e}");
+            Refused {
+                request: Some(request),
+                code: ErrorCode::StorageFull,
+                message: "the gateway's disk is full: the attachment was NOT stored".into(),
+            }
+        }
+        e => {
+            tracing::error!("storing an attachment failed: {e}");
+            Refused {
                 request: Some(request),
                 code: ErrorCode::Internal,
                 message: "the attachment could not be stored; upload it again".into(),
-            });
-        }
-    }
-    let size = size as usize;
-    // Grown as content arrives: a header alone reserves little memory.
-    let mut data = BytesMut::with_capacity(size.min(64 * 1024));
-    data.extend_from_slice(&buf);
-    // Read one byte past the announced size to notice a stream that
-    // carries more than it said.
-    while data.len() <= size {
-        match recv.read_buf(&mut data).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                return Err(Refused::invalid(
-                    request,
-                    format!("upload stream failed: {e}"),
-                ))
             }
         }
     }
-    if data.len() != size {
-        let got = data.len();
-        return Err(Refused::invalid(
-            request,
-            if got > size {
-                format!("the stream carried more than the {size} bytes announced")
-            } else {
-                format!("the stream ended after {got} of {size} bytes")
-            },
-        ));
+}
+
+/// Why an upload's content did not arrive whole.
+#[derive(Debug)]
+enum Short {
+    /// The stream ended after this many bytes.
+    Ended(usize),
+    /// The stream carried more than it announced.
+    Long,
+    /// The stream failed (reset by the terminal, connection lost).
+    Failed(quinn::ReadError),
+    /// No chunk (or the rest) arrived within `attachments.stall_timeout_ms`.
+    Stalled(Duration),
+    /// Writing a chunk into the store failed.
+    Store(hub::Error),
+}
+
+impl Short {
+    fn refusal(self, request: u32, size: u32) -> Refused {
+        let size_lie = |m: String| Refused::invalid(request, m);
+        match self {
+            Short::Ended(got) => size_lie(format!("the stream ended after {got} of {size} bytes")),
+            Short::Long => size_lie(format!(
+                "the stream carried more than the {size} bytes announced"
+            )),
+            Short::Failed(e) => size_lie(format!("upload stream failed: {e}")),
+            Short::Stalled(d) => size_lie(format!(
+                "the upload stalled: less than a {CHUNK}-byte chunk in {d:?}"
+            )),
+            Short::Store(e) => {
+                tracing::error!("writing an upload failed: {e}");
+                Refused {
+                    request: Some(request),
+                    code: e.to_code(),
+                    message: "the attachment could not be stored; upload it again".into(),
+                }
+            }
+        }
     }
-    Ok((request, mime, data.freeze()))
+}
+
+/// Reads `buf.len()` bytes from `recv` into `buf`; how many arrived
+/// before the stream ended.
+async fn fill(recv: &mut RecvStream, buf: &mut [u8]) -> Result<usize, quinn::ReadError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match recv.read(&mut buf[filled..]).await? {
+            Some(n) => filled += n,
+            None => break,
+        }
+    }
+    Ok(filled)
+}
+
+/// Streams an upload's `size` bytes of content (`early`, read with the
+/// header, then the rest of `recv`) into pending attachment `attachment`,
+/// a [`CHUNK`] at a time: all an upload holds in memory is one chunk. Each
+/// chunk (or the rest) must arrive within `attachments.stall_timeout_ms`,
+/// so a slow trickle is cut off like silence. The stream must end right
+/// after the content.
+async fn receive_content(
+    cx: &Caller,
+    recv: &mut RecvStream,
+    attachment: u64,
+    size: usize,
+    mut early: Bytes,
+) -> Result<(), Short> {
+    let stall = Duration::from_millis(u64::from(cx.hub.config().attachments.stall_timeout_ms));
+    let mut chunk = vec![0u8; CHUNK.min(size)];
+    let mut offset = 0;
+    while offset < size {
+        let want = CHUNK.min(size - offset);
+        let early_part = early.len().min(want);
+        chunk[..early_part].copy_from_slice(&early.split_to(early_part));
+        let filled = timeout(stall, fill(recv, &mut chunk[early_part..want]))
+            .await
+            .map_err(|_| Short::Stalled(stall))?
+            .map_err(Short::Failed)?;
+        if early_part + filled < want {
+            return Err(Short::Ended(offset + early_part + filled));
+        }
+        chunk = cx
+            .hub
+            .desk()
+            .blocking(move |s| {
+                s.write_upload(attachment, offset, &chunk[..want])?;
+                Ok(chunk)
+            })
+            .await
+            .map_err(Short::Store)?;
+        offset += want;
+    }
+    if !early.is_empty() {
+        return Err(Short::Long);
+    }
+    // One byte past the size tells a stream that carries more from one
+    // that ends.
+    let mut past = [0u8; 1];
+    match timeout(stall, fill(recv, &mut past)).await {
+        Err(_) => Err(Short::Stalled(stall)),
+        Ok(Err(e)) => Err(Short::Failed(e)),
+        Ok(Ok(0)) => Ok(()),
+        Ok(Ok(_)) => Err(Short::Long),
+    }
 }
 
 /// Sends `header` and `content` on a new low-priority unidirectional stream.
@@ -491,10 +590,11 @@ async fn fetch_admitted(cx: Caller, attachment: u64, ticket: Ticket) {
     }
 }
 
-/// Deletes unused uploads after `attachments.unused_expiry_s` and, with
-/// `attachments.retention_days` set, every attachment older than that,
-/// every `attachments.sweep_interval_s`. Run it once, beside the
-/// listener, until the gateway stops.
+/// Deletes unused uploads after `attachments.unused_expiry_s` (pending
+/// ones, left by a crash mid-upload, once no upload can still be
+/// streaming into them) and, with `attachments.retention_days` set, every
+/// attachment older than that, every `attachments.sweep_interval_s`. Run
+/// it once, beside the listener, until the gateway stops.
 pub(crate) async fn sweep(hub: Arc<Hub>) {
     let c = hub.config().attachments.clone();
     let mut every = tokio::time::interval(Duration::from_secs(u64::from(c.sweep_interval_s)));
@@ -503,12 +603,18 @@ pub(crate) async fn sweep(hub: Arc<Hub>) {
         every.tick().await;
         let now = now_ms();
         let unused_before = now.saturating_sub(u64::from(c.unused_expiry_s) * 1000);
+        // An upload in progress gets a chunk per stall timeout at the
+        // slowest: never deleted before the longest it can take.
+        let longest_upload_ms = u64::from(MAX_ATTACHMENT).div_ceil(CHUNK as u64)
+            * u64::from(c.stall_timeout_ms)
+            + 60_000;
+        let pending_before = unused_before.min(now.saturating_sub(longest_upload_ms));
         let retired_before = (c.retention_days > 0)
             .then(|| now.saturating_sub(u64::from(c.retention_days) * 86_400_000));
         let swept = hub
             .desk()
             .blocking(move |s| {
-                let expired = s.expire_unused(unused_before)?;
+                let expired = s.expire_unused(unused_before, pending_before)?;
                 let retired = match retired_before {
                     Some(before) => s.retire_attachments(before)?,
                     None => 0,
@@ -526,17 +632,5 @@ pub(crate) async fn sweep(hub: Arc<Hub>) {
             }
             Err(e) => tracing::error!("deleting old attachments failed: {e}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_space_of_the_data_directory_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(free_bytes(dir.path()).unwrap() > 0);
-        assert!(free_bytes(&dir.path().join("missing")).is_err());
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod attachments;
 pub(crate) mod drills;
 pub(crate) mod positions;
 pub(crate) mod sos;
+pub(crate) mod upkeep;
 
 use std::sync::Arc;
 
@@ -84,6 +85,18 @@ impl Error {
             }
         }
     }
+}
+
+/// Whether a store call failed because the disk is full (SQLite's
+/// `SQLITE_FULL`: nothing was stored); counts it in `store_full`. Call it
+/// on a failed write before answering the terminal, which then gets
+/// `STORAGE_FULL` rather than `INTERNAL`.
+pub(crate) fn count_full(hub: &Hub, e: &hub::Error) -> bool {
+    let full = matches!(e, hub::Error::Store(s) if s.is_full());
+    if full {
+        crate::metrics::Metrics::add(&hub.metrics().store_full, 1);
+    }
+    full
 }
 
 #[cfg(test)]
@@ -181,6 +194,18 @@ pub(crate) mod testing {
         let org = Org::from_toml(TREE, Path::new(".")).expect("the test tree is valid");
         Arc::new(Hub::new(
             Config::default(),
+            org,
+            ProvisioningKey::from_bytes([1; 32]),
+            Store::in_memory().expect("in-memory store"),
+            crate::net::Thread::start("test-net").expect("a thread"),
+        ))
+    }
+
+    /// [`hub`] with `config` rather than the defaults.
+    pub(crate) fn hub_with(config: Config) -> Arc<Hub> {
+        let org = Org::from_toml(TREE, Path::new(".")).expect("the test tree is valid");
+        Arc::new(Hub::new(
+            config,
             org,
             ProvisioningKey::from_bytes([1; 32]),
             Store::in_memory().expect("in-memory store"),

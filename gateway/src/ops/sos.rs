@@ -65,6 +65,15 @@ pub(crate) async fn sos(cx: Caller) {
         .await;
     let active = match stored {
         Ok(active) => active,
+        Err(e) if super::count_full(hub, &e) => {
+            tracing::error!(%terminal, "SOS not stored, the disk is full: {e}");
+            cx.error(
+                ErrorCode::StorageFull,
+                kind::SOS,
+                "SOS NOT stored: the gateway's disk is full; call for help by radio or telephone",
+            );
+            return;
+        }
         Err(e) => {
             tracing::error!("storing an SOS failed: {e}");
             cx.error(
@@ -372,6 +381,34 @@ mod tests {
             .await
             .expect("readable");
         assert!(stored.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_sos_on_a_full_disk_is_answered_storage_full_and_counted() {
+        let (_server, _client, conn) = testing::connection().await;
+        let hub = hub();
+        hub.desk().store().fill_up();
+        let (guard, mut guard_rx) = caller(&hub, 501, &conn);
+        sos(guard).await;
+        let answer = next(&mut guard_rx);
+        assert!(
+            matches!(
+                &answer,
+                ServerMsg::Error {
+                    code: ErrorCode::StorageFull,
+                    frame: kind::SOS,
+                    message,
+                    ..
+                } if message.contains("NOT stored")
+            ),
+            "{answer:?}"
+        );
+        assert!(hub.sos().get(TerminalId(501)).is_none(), "no SOS raised");
+        let full = hub
+            .metrics()
+            .store_full
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(full, 1);
     }
 
     #[test]

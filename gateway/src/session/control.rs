@@ -8,7 +8,7 @@ use ptt_codec::control::split_frame;
 use ptt_codec::{
     Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
 };
-use ptt_gateway_core::group::churn::{self, Churn};
+use ptt_gateway_core::group::churn;
 use ptt_gateway_core::limits::{Kind, Verdict};
 use ptt_gateway_core::session::{self, JoinRefusal};
 use quinn::{Connection, RecvStream, SendStream};
@@ -33,8 +33,6 @@ pub(super) struct Session {
     malformed: u32,
     /// Set by `Logout`: the loop ends after this frame.
     logged_out: bool,
-    /// Joins and leaves so far (`session.join_rate`).
-    churn: Churn,
     /// The terminal's frame rates and work in flight (`[limits]`).
     budget: Arc<Budget>,
 }
@@ -110,8 +108,7 @@ impl Session {
                 })
                 .collect(),
         });
-        let churn = Churn::new(churn_limits(&hub.config().session));
-        let budget = hub.budgets().of(terminal, &hub.config().limits);
+        let budget = hub.budgets().of(terminal, hub.config());
         let session = Self {
             budget,
             cx: Caller {
@@ -125,7 +122,6 @@ impl Session {
             name,
             malformed: 0,
             logged_out: false,
-            churn,
         };
         for (group, talk) in groups {
             session.attach(group, talk, false);
@@ -240,7 +236,9 @@ impl Session {
                 }
                 throttled = true;
                 let per_second = self.limiter().per_second(kind).max(1);
-                tokio::time::sleep(Duration::from_secs(1) / per_second).await;
+                // Boxed: a rare wait, kept out of the control loop's
+                // future (one per connection).
+                Box::pin(tokio::time::sleep(Duration::from_secs(1) / per_second)).await;
             }
             if throttled {
                 let m = self.hub().metrics();
@@ -338,16 +336,32 @@ impl Session {
     /// task of its own, in the session's span, holding one of the
     /// terminal's `limits.tasks` permits; with none left within
     /// `limits.task_wait_ms` the frame is refused with BUSY.
-    async fn spawn(
+    ///
+    /// The operation is boxed before the wait for a permit, so the control
+    /// loop's future (allocated once per connection, at the size of its
+    /// largest state) does not hold the largest operation's whole state
+    /// machine: 3,448 bytes per connection otherwise (debug build,
+    /// `session::tests::the_size_of_a_session`).
+    fn spawn(
         &mut self,
         frame: u8,
         op: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<(), Ended>> + '_ {
+        self.spawn_boxed(frame, Box::pin(op))
+    }
+
+    /// [`Session::spawn`] of a boxed operation.
+    async fn spawn_boxed(
+        &mut self,
+        frame: u8,
+        op: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>,
     ) -> Result<(), Ended> {
         let tasks = self.budget.tasks.clone();
         let wait = Duration::from_millis(u64::from(self.hub().config().limits.task_wait_ms));
         let permit = match tasks.clone().try_acquire_owned() {
             Ok(permit) => Ok(permit),
-            Err(_) => tokio::time::timeout(wait, tasks.acquire_owned())
+            // Boxed: a rare wait, kept out of the control loop's future.
+            Err(_) => Box::pin(tokio::time::timeout(wait, tasks.acquire_owned()))
                 .await
                 .map(|p| p.expect("the tasks semaphore is never closed")),
         };
@@ -413,10 +427,9 @@ impl Session {
                     Ok(permit) => permit,
                     Err(_) => {
                         Metrics::add(&self.hub().metrics().receipts_throttled, 1);
-                        self.budget
-                            .tasks
-                            .clone()
-                            .acquire_owned()
+                        // Boxed: a rare wait, kept out of the control
+                        // loop's future.
+                        Box::pin(self.budget.tasks.clone().acquire_owned())
                             .await
                             .expect("the tasks semaphore is never closed")
                     }
@@ -468,19 +481,23 @@ impl Session {
         Ok(())
     }
 
-    /// Takes a `Join` or `Leave` of `group` from the session's limit;
+    /// Takes a `Join` or `Leave` of `group` from the terminal's limit (kept
+    /// across its reconnects);
     /// answers BUSY when over it (and closes RATE_LIMITED when refused
     /// `session.join_max_refused` times in a row). Returns whether to carry
     /// it out.
     fn churn_allows(&mut self, kind: u8, group: GroupId) -> bool {
         let now = tokio::time::Instant::now().into_std();
-        let verdict = self.churn.check(now);
+        let (verdict, refused) = {
+            let mut limiter = self.limiter();
+            (limiter.join(now), limiter.joins_refused())
+        };
         if verdict == churn::Verdict::Allow {
             return true;
         }
         let metrics = self.hub().metrics().clone();
         Metrics::add(&metrics.joins_rate_limited, 1);
-        if self.churn.refused() == 1 {
+        if refused == 1 {
             // Once per run of refusals, so the log is rate-limited too.
             tracing::warn!(
                 cause = "joins and leaves over session.join_rate",
@@ -624,15 +641,6 @@ impl Session {
                 g.detach(terminal, session);
             }
         }
-    }
-}
-
-/// The join and leave limits of `config`.
-fn churn_limits(config: &crate::config::Session) -> churn::Limits {
-    churn::Limits {
-        per_second: config.join_rate,
-        burst: config.join_burst,
-        max_refused: config.join_max_refused,
     }
 }
 

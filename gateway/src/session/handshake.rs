@@ -40,6 +40,15 @@ pub(super) async fn authenticate(
             return Err(refuse(refusal.to_code(), refusal.reason()));
         }
     };
+    if hub.revoked().contains(terminal) {
+        // A valid credential, revoked: say so, so that the terminal stops
+        // retrying and tells its user. Its alerts stay in the store.
+        Metrics::add(&hub.metrics().hello_revoked, 1);
+        if hub.revoked().warn_due(crate::clock::now_ms()) {
+            tracing::warn!(%terminal, remote = %conn.remote_address(), cause = "credential revoked", "Hello refused");
+        }
+        return Err(refuse(CloseCode::Revoked, "credential revoked"));
+    }
     // Frames sent right behind the Hello may already be buffered: keep them.
     let _hello = buf.split_to(len);
     Ok((send, recv, terminal, buf))

@@ -42,7 +42,7 @@ impl Store {
         for (position, a) in body.attachments.iter().enumerate() {
             let owner: Option<u32> = tx
                 .query_row(
-                    "SELECT owner FROM attachment WHERE id = ?1",
+                    "SELECT owner FROM attachment WHERE id = ?1 AND pending = 0",
                     [a.id as i64],
                     |r| r.get(0),
                 )

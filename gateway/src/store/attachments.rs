@@ -56,9 +56,75 @@ impl Store {
         Ok(id)
     }
 
-    /// Whether an upload of `size` bytes by `owner` fits its quota. Call
-    /// it when the upload's header arrives, before its content is read;
-    /// [`Store::put_attachment_within`] checks again when storing.
+    /// Starts an upload of `size` bytes by `owner` if its unused uploads
+    /// stay within `quota` with it: a row whose content is `size` zero
+    /// bytes, pending (no alert may use it, nobody may fetch it) until
+    /// [`Store::finish_upload`]; returns its id. Call it when the upload's
+    /// header arrives, before any content is read, then write the content
+    /// a chunk at a time with [`Store::write_upload`]; on any failure call
+    /// [`Store::abandon_upload`]. A pending upload counts against the
+    /// quota, so uploads in progress at once cannot pass it together.
+    /// Fails with [`Error::OverQuota`], storing nothing.
+    pub fn begin_upload(
+        &self,
+        owner: TerminalId,
+        mime: &str,
+        size: u64,
+        created_ms: u64,
+        quota: Quota,
+    ) -> Result<u64, Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        Self::check_quota(&tx, owner, size, quota)?;
+        tx.execute(
+            "INSERT INTO attachment (owner, mime, size, data, created_ms, pending)
+             VALUES (?1, ?2, ?3, zeroblob(?3), ?4, 1)",
+            params![owner.0, mime, size as i64, created_ms as i64],
+        )?;
+        let id = tx.last_insert_rowid() as u64;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Writes `data` into pending upload `id`'s content at `offset`
+    /// through incremental blob I/O: only that much is written. Not synced
+    /// to disk on its own: [`Store::finish_upload`]'s commit syncs it
+    /// (WAL), and the upload is acknowledged only after that. Fails if the
+    /// upload is gone or `data` runs past its size.
+    pub fn write_upload(&self, id: u64, offset: usize, data: &[u8]) -> Result<(), Error> {
+        let conn = self.lock();
+        // A chunk's write is its own transaction: without a sync of its
+        // own, a 4 MiB upload costs one fsync (at the finish), not 64.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let written = conn
+            .blob_open(DatabaseName::Main, "attachment", "data", id as i64, false)
+            .and_then(|mut blob| blob.write_at(data, offset));
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(written?)
+    }
+
+    /// Marks pending upload `id` complete (usable, fetchable), in a
+    /// synced commit. False if it is gone (expired, or abandoned).
+    pub fn finish_upload(&self, id: u64) -> Result<bool, Error> {
+        let n = self.lock().execute(
+            "UPDATE attachment SET pending = 0 WHERE id = ?1 AND pending = 1",
+            [id as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Deletes pending upload `id` (its stream failed): no row and no
+    /// bytes are left. False if it was already gone.
+    pub fn abandon_upload(&self, id: u64) -> Result<bool, Error> {
+        let n = self.lock().execute(
+            "DELETE FROM attachment WHERE id = ?1 AND pending = 1",
+            [id as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Whether an upload of `size` bytes by `owner` fits its quota.
+    /// [`Store::begin_upload`] checks it too, when the upload starts.
     pub fn upload_fits(&self, owner: TerminalId, size: u64, quota: Quota) -> Result<(), Error> {
         Self::check_quota(&self.lock(), owner, size, quota)
     }
@@ -94,13 +160,17 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes attachments created before `before_ms` that no alert uses;
-    /// returns how many. Call it from the background sweep.
-    pub fn expire_unused(&self, before_ms: u64) -> Result<usize, Error> {
+    /// Deletes attachments created before `before_ms` that no alert uses,
+    /// and pending uploads (still streaming, or left by a crash) created
+    /// before `pending_before_ms`; returns how many. Call it from the
+    /// background sweep with `pending_before_ms` no later than the longest
+    /// an upload can take, so that none is deleted mid-stream.
+    pub fn expire_unused(&self, before_ms: u64, pending_before_ms: u64) -> Result<usize, Error> {
         Ok(self.lock().execute(
-            "DELETE FROM attachment WHERE created_ms < ?1
+            "DELETE FROM attachment
+             WHERE created_ms < CASE WHEN pending = 1 THEN ?2 ELSE ?1 END
                AND NOT EXISTS (SELECT 1 FROM alert_attachment aa WHERE aa.attachment = attachment.id)",
-            [before_ms as i64],
+            params![before_ms as i64, pending_before_ms as i64],
         )?)
     }
 
@@ -142,7 +212,7 @@ impl Store {
             }
             let row = conn
                 .query_row(
-                    "SELECT size, mime FROM attachment WHERE id = ?1 AND owner = ?2",
+                    "SELECT size, mime FROM attachment WHERE id = ?1 AND owner = ?2 AND pending = 0",
                     params![*id as i64, owner.0],
                     |r| {
                         Ok(AttachmentRef {
@@ -175,7 +245,7 @@ impl Store {
         // Only the row's first columns: the content stays on disk.
         let Some((owner, attachment)) = conn
             .query_row(
-                "SELECT owner, mime, size FROM attachment WHERE id = ?1",
+                "SELECT owner, mime, size FROM attachment WHERE id = ?1 AND pending = 0",
                 [id as i64],
                 |r| {
                     Ok((
@@ -340,12 +410,93 @@ mod tests {
         // A used upload no longer counts against the quota.
         assert_eq!(s.unused_uploads(member).unwrap(), (1, 5));
         // Only unused uploads expire.
-        assert_eq!(s.expire_unused(10).unwrap(), 1);
+        // A pending upload expires by its own (later) cut-off.
+        let streaming = s
+            .begin_upload(
+                member,
+                "image/png",
+                5,
+                5,
+                Quota {
+                    bytes: 100,
+                    uploads: 9,
+                },
+            )
+            .unwrap();
+        assert_eq!(s.expire_unused(10, 5).unwrap(), 1);
+        assert_eq!(s.expire_unused(10, 6).unwrap(), 1, "then the pending one");
+        assert!(!s.finish_upload(streaming).unwrap());
         assert!(s.fetchable_attachment(member, b).unwrap().is_none());
         assert!(s.fetchable_attachment(station, a).unwrap().is_some());
         // Retention deletes used ones too, and the alerts' references.
         assert_eq!(s.retire_attachments(2).unwrap(), 1);
         assert!(s.fetchable_attachment(station, a).unwrap().is_none());
         assert_eq!(s.unused_uploads(member).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn an_upload_is_streamed_into_its_blob_and_usable_only_once_finished() {
+        let s = Store::in_memory().unwrap();
+        let (member, station) = (TerminalId(2), TerminalId(1));
+        let quota = Quota {
+            bytes: 300_000,
+            uploads: 4,
+        };
+        let photo: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let id = s
+            .begin_upload(member, "image/jpeg", photo.len() as u64, 1, quota)
+            .unwrap();
+        // Pending: counted against the quota, but nobody may use or fetch it.
+        assert_eq!(s.unused_uploads(member).unwrap(), (1, 200_000));
+        assert!(matches!(
+            s.begin_upload(member, "image/jpeg", 100_001, 2, quota),
+            Err(Error::OverQuota { .. })
+        ));
+        assert!(s.fetchable_attachment(member, id).unwrap().is_none());
+        assert!(matches!(
+            s.attachment_refs(member, &[id]),
+            Err(Error::UnknownAttachment(x)) if x == id
+        ));
+        let mut early = body(600);
+        early.attachments = vec![AttachmentRef {
+            id,
+            size: 200_000,
+            mime: "image/jpeg".into(),
+        }];
+        assert!(matches!(
+            s.create_alert(member, &early, "t", 2, &[station]),
+            Err(Error::UnknownAttachment(_))
+        ));
+        for (i, chunk) in photo.chunks(65_536).enumerate() {
+            s.write_upload(id, i * 65_536, chunk).unwrap();
+        }
+        assert!(s.write_upload(id, 199_999, b"xy").is_err(), "past its size");
+        assert!(s.finish_upload(id).unwrap());
+        let mut back = vec![0; photo.len()];
+        s.read_attachment(id, 0, &mut back).unwrap();
+        assert_eq!(back, photo);
+        assert_eq!(s.fetchable_attachment(member, id).unwrap().unwrap().0, 0);
+        assert!(!s.abandon_upload(id).unwrap(), "a finished upload stays");
+
+        // An abandoned upload leaves no row and no bytes.
+        let gone = s
+            .begin_upload(member, "image/png", 50_000, 3, quota)
+            .unwrap();
+        s.write_upload(gone, 0, &[7; 1000]).unwrap();
+        assert!(s.abandon_upload(gone).unwrap());
+        assert!(!s.finish_upload(gone).unwrap());
+        assert!(s.write_upload(gone, 1000, &[7; 10]).is_err());
+        assert_eq!(s.unused_uploads(member).unwrap(), (1, 200_000));
+        let rows: i64 = s
+            .lock()
+            .query_row("SELECT count(*) FROM attachment", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        // Writes keep the connection's full sync for everything else.
+        let sync: i64 = s
+            .lock()
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
     }
 }

@@ -9,7 +9,8 @@
 //! returning the core's row types: `schema` (migrations), `alerts`
 //! (alerts, recipients, cancellation, status), `receipts`, `attachments`,
 //! `audit` (floor grants), `drills` (progress and saved reports) and `sos`
-//! (the active SOS of each terminal);
+//! (the active SOS of each terminal), `recordings` (the index of recorded
+//! talk bursts);
 //! `files` keeps the data directory and the database files private.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
 pub use attachments::Quota;
 pub use files::create_data_dir;
 pub use operations::{AdminAction, AlertSummary};
+pub use retention::{Cutoffs, Retired};
+pub use revocations::Revocation;
 use schema::MIGRATIONS;
 
 mod alerts;
@@ -32,8 +35,13 @@ mod drills;
 mod files;
 mod operations;
 mod receipts;
+mod recordings;
+mod retention;
+mod revocations;
 mod schema;
 mod sos;
+
+pub use recordings::{Recording, RecordingQuery};
 
 /// Errors of the store. Database failures are the gateway's fault
 /// ([`ErrorCode::Internal`]); the other variants refuse a request and map to
@@ -96,6 +104,7 @@ impl Error {
             Error::UnknownAlert(_) => ErrorCode::UnknownAlert,
             Error::OverQuota { .. } => ErrorCode::OverLimit,
             Error::NotADrill { .. } => ErrorCode::NotADrill,
+            _ if self.is_full() => ErrorCode::StorageFull,
             Error::Sqlite(_) | Error::Io { .. } | Error::TooNew { .. } => ErrorCode::Internal,
         }
     }
@@ -103,7 +112,29 @@ impl Error {
     /// Whether the request was refused (the requester's mistake, worth
     /// telling them) rather than the database failing (worth logging).
     pub fn is_refusal(&self) -> bool {
-        self.to_code() != ErrorCode::Internal
+        !matches!(self.to_code(), ErrorCode::Internal | ErrorCode::StorageFull)
+    }
+
+    /// The error SQLite gives when the disk is full, for answering
+    /// several requests that one failed write refused (a batch of
+    /// receipts): the error itself is not `Clone`.
+    pub fn full() -> Self {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ))
+    }
+
+    /// Whether SQLite refused the write because the disk (or the
+    /// database's page limit) is full: nothing was stored. The disk watch
+    /// has the alarm; the caller answers `STORAGE_FULL` and counts it
+    /// (`store_full`).
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
     }
 }
 
@@ -154,6 +185,32 @@ impl Store {
         })
     }
 
+    /// Test hook: caps the database at the pages it has now
+    /// (`PRAGMA max_page_count`) and fills the alert table's last page
+    /// with empty alerts of issuer 0, so that the next alert fails with
+    /// `SQLITE_FULL` as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn fill_up(&self) {
+        let conn = self.lock();
+        let pages: i64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .expect("page_count is readable");
+        conn.pragma_update(None, "max_page_count", pages)
+            .expect("max_page_count is settable");
+        loop {
+            let padded = conn.execute(
+                "INSERT INTO alert (issuer, kind, priority, ttl_s, title, text, target, created_ms, expires_ms)
+                 VALUES (0, 0, 0, 0, '', '', '', 0, 0)",
+                [],
+            );
+            match padded.map_err(Error::from) {
+                Ok(_) => {}
+                Err(e) if e.is_full() => break,
+                Err(e) => panic!("padding the test database failed: {e}"),
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic mid-statement leaves SQLite consistent (the transaction
         // rolls back), so a poisoned lock is still usable.
@@ -183,6 +240,28 @@ mod tests {
         let db = Error::from(rusqlite::Error::InvalidQuery);
         assert_eq!(db.to_code(), ErrorCode::Internal);
         assert!(!db.is_refusal());
+    }
+
+    #[test]
+    fn a_full_disk_is_a_clear_error_and_stores_nothing() {
+        let s = Store::in_memory().unwrap();
+        s.create_alert(TerminalId(1), &body(600), "t", 0, &[TerminalId(2)])
+            .unwrap();
+        s.fill_up();
+        let recipients: Vec<TerminalId> = (0..2000).map(TerminalId).collect();
+        let err = s
+            .create_alert(TerminalId(1), &body(600), "t", 1, &recipients)
+            .unwrap_err();
+        assert!(err.is_full(), "{err}");
+        assert_eq!(err.to_code(), ErrorCode::StorageFull);
+        assert!(!err.is_refusal(), "a full disk is the gateway's, logged");
+        assert!(Error::full().is_full());
+        assert!(!Error::UnknownAlert(1).is_full());
+        assert!(!Error::from(rusqlite::Error::InvalidQuery).is_full());
+        // The refused alert left nothing: no alert row, no recipients.
+        let count = |sql: &str| -> i64 { s.lock().query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT count(*) FROM alert WHERE issuer = 1"), 1);
+        assert_eq!(count("SELECT count(*) FROM recipient"), 1);
     }
 
     /// A dispatch alert with a location and `ttl_s`, for the store's tests.

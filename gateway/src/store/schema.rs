@@ -81,7 +81,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         recipients TEXT NOT NULL,
         expires_ms INTEGER NOT NULL
     );",
-    // (ops) what operators did through the admin API, and who.
+    // 6: revoked terminal credentials (a stolen or lost handset), at most
+    // one row per terminal; the gateway refuses their `Hello` and closes
+    // their sessions. `revoked_by` names who revoked it (operator, tool).
+    "CREATE TABLE revocation (
+        terminal INTEGER PRIMARY KEY,
+        revoked_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        revoked_by TEXT NOT NULL
+    );",
+    // 7: what operators did through the admin API, and who.
     "CREATE TABLE admin_action (
         id INTEGER PRIMARY KEY,
         at_ms INTEGER NOT NULL,
@@ -90,4 +99,34 @@ pub(super) const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         outcome TEXT NOT NULL
     );",
+    // 8: alerts and floor grants by age, so that
+    // the retention sweep reads only the rows it deletes; `pending` marks
+    // an upload whose content is still being streamed into its blob (no
+    // alert may use it, nobody may fetch it).
+    "CREATE INDEX alert_by_created ON alert(created_ms);
+    CREATE INDEX floor_grant_by_granted ON floor_grant(granted_ms);
+    ALTER TABLE attachment ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
+    // 9: one row per recorded talk burst. `path` is relative to
+    // the recordings directory, NULL when no frame of the burst was
+    // recorded. `frames` relayed packets written, `filled` packets written
+    // for lost or dropped frames, `dropped` frames the recorder's queue was
+    // too full to take, `bytes` the file's size.
+    "CREATE TABLE recording (
+        id INTEGER PRIMARY KEY,
+        grp INTEGER NOT NULL,
+        terminal INTEGER NOT NULL,
+        burst INTEGER NOT NULL,
+        class INTEGER NOT NULL,
+        started_ms INTEGER NOT NULL,
+        ended_ms INTEGER NOT NULL,
+        ended_by TEXT NOT NULL,
+        path TEXT,
+        frames INTEGER NOT NULL,
+        filled INTEGER NOT NULL,
+        dropped INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    CREATE INDEX recording_by_group ON recording(grp, started_ms);
+    CREATE INDEX recording_by_terminal ON recording(terminal, started_ms);
+    CREATE INDEX recording_by_start ON recording(started_ms);",
 ];

@@ -54,17 +54,55 @@ pub enum Error {
     /// The voice datagram could not be sent (too large, or datagrams off).
     #[error("sending voice: {0}")]
     SendDatagram(#[from] quinn::SendDatagramError),
+    /// The gateway closed the connection, or refused `Hello`, with
+    /// `CloseCode::Revoked`: this terminal's credential was revoked by an
+    /// operator (a handset reported stolen or lost). Reconnecting cannot
+    /// help until the revocation is lifted: stop retrying and tell the
+    /// user to contact the control room.
+    #[error("credential revoked by the gateway ({reason}): do not reconnect")]
+    CredentialRevoked {
+        /// The gateway's reason text.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Whether connecting again with the same credential cannot succeed:
+    /// the credential was revoked ([`Error::CredentialRevoked`]) or refused
+    /// (`CloseCode::AuthFailed`), the terminal was removed from the org
+    /// (`CloseCode::OrgRemoved`), or the protocol version is not spoken
+    /// (`CloseCode::UnsupportedVersion`). A reconnect loop stops on these
+    /// and tells the user; on any other error it retries with backoff.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Error::CredentialRevoked { .. }
+                | Error::Closed {
+                    code: Some(
+                        CloseCode::AuthFailed
+                            | CloseCode::UnsupportedVersion
+                            | CloseCode::OrgRemoved
+                    ),
+                    ..
+                }
+        )
+    }
 }
 
 impl From<quinn::ConnectionError> for Error {
     fn from(e: quinn::ConnectionError) -> Self {
         match e {
-            quinn::ConnectionError::ApplicationClosed(c) => Error::Closed {
-                code: u32::try_from(c.error_code.into_inner())
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                let code = u32::try_from(c.error_code.into_inner())
                     .ok()
-                    .and_then(CloseCode::from_code),
-                reason: String::from_utf8_lossy(&c.reason).into_owned(),
-            },
+                    .and_then(CloseCode::from_code);
+                let reason = String::from_utf8_lossy(&c.reason).into_owned();
+                if code == Some(CloseCode::Revoked) {
+                    Error::CredentialRevoked { reason }
+                } else {
+                    Error::Closed { code, reason }
+                }
+            }
             other => Error::Connection(other),
         }
     }
@@ -76,5 +114,37 @@ pub(crate) fn write_error(e: quinn::WriteError) -> Error {
     match e {
         quinn::WriteError::ConnectionLost(c) => c.into(),
         _ => Error::StreamClosed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(code: u32) -> Error {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(code),
+            reason: b"why".to_vec().into(),
+        })
+        .into()
+    }
+
+    #[test]
+    fn a_revoked_credential_is_its_own_final_error() {
+        let e = closed(CloseCode::Revoked.code());
+        assert!(
+            matches!(&e, Error::CredentialRevoked { reason } if reason == "why"),
+            "{e:?}"
+        );
+        assert!(e.is_final());
+        assert!(closed(CloseCode::AuthFailed.code()).is_final());
+        assert!(closed(CloseCode::UnsupportedVersion.code()).is_final());
+        assert!(closed(CloseCode::OrgRemoved.code()).is_final());
+        // Worth retrying: replaced, shutting down, too slow, rate limited,
+        // unknown codes.
+        for code in [3, 4, 7, 8, 99] {
+            let e = closed(code);
+            assert!(matches!(e, Error::Closed { .. }) && !e.is_final(), "{code}");
+        }
     }
 }

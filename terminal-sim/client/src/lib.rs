@@ -80,7 +80,11 @@
 //! of the same terminal replaced it, the gateway shut down);
 //! [`Error::Refused`] an `Error` frame's stable code answering a request;
 //! [`Error::Denied`] a floor denial; [`Error::Timeout`] a missing answer.
-//! Once the connection is gone every call fails: connect again.
+//! Once the connection is gone every call fails: connect again, unless
+//! [`Error::is_final`] says it cannot help: [`Error::CredentialRevoked`]
+//! (an operator revoked this terminal's credential, e.g. the handset was
+//! reported stolen: stop reconnecting and tell the user), a refused
+//! credential or an unsupported version.
 //!
 //! # Example
 //!

@@ -175,7 +175,7 @@ async fn attack_3_unused_uploads_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_3_uploads_are_refused_at_the_disk_reserve() {
     // A reserve larger than any disk: the disk is always at it.
-    let gw =
+    let mut gw =
         GatewayProcess::start("[attachments]\ndisk_reserve_bytes = 9223372036854775807\n").await;
     let scene = Scene::start(&gw).await;
     let mut a = gw.terminal(ATTACKER).await;
@@ -193,6 +193,206 @@ async fn attack_3_uploads_are_refused_at_the_disk_reserve() {
     let outcome = scene.finish().await;
     eprintln!("{outcome}\nuploads refused {refused}");
     outcome.assert_unharmed();
+    // The disk watch raised its alarm once (it stays on) and reads the
+    // free space.
+    let counters = gw.stop().await;
+    assert_eq!(counters["disk_low_alarms"].as_u64(), Some(1), "{counters}");
+    assert!(
+        counters["disk_free_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{counters}"
+    );
+    assert_eq!(counters["store_full"].as_u64(), Some(0), "{counters}");
+}
+
+/// Attack 3 with lying streams: uploads whose stream ends short of its
+/// size, carries more, is reset, trickles a byte at a time (slowloris) or
+/// goes silent, while the scene runs. Each is refused ATTACHMENT_INVALID,
+/// leaves no row and no bytes (the whole quota is free afterwards) and is
+/// counted; the content is streamed into the store a chunk at a time, so
+/// none is held whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_lying_upload_streams_leave_nothing() {
+    let mut gw = GatewayProcess::start(
+        "[attachments]\nquota_uploads = 2\nquota_bytes = 400000\nstall_timeout_ms = 500\n",
+    )
+    .await;
+    let scene = Scene::start(&gw).await;
+    let mut a = gw.terminal(ATTACKER).await;
+    let header = |request: u32, size: u32| {
+        let mut buf = bytes::BytesMut::new();
+        ClientMsg::AttachmentPut {
+            request,
+            mime: "image/jpeg".into(),
+            size,
+        }
+        .encode(&mut buf);
+        buf
+    };
+    // (request, announced size, bytes sent, how the stream ends)
+    #[derive(Clone, Copy, Debug)]
+    enum End {
+        Finish,
+        Reset,
+        Trickle,
+        Silent,
+    }
+    let lies = [
+        (1, 200_000, 100_000, End::Finish),
+        (2, 100, 150_000, End::Finish),
+        (3, 200_000, 150_000, End::Reset),
+        (4, 200_000, 0, End::Trickle),
+        (5, 200_000, 70_000, End::Silent),
+    ];
+    let conn = a.connection().clone();
+    let mut open = Vec::new();
+    for (request, size, sent, end) in lies {
+        let mut buf = header(request, size);
+        buf.extend_from_slice(&photo(sent));
+        let mut s = conn.open_uni().await.unwrap();
+        s.write_all(&buf).await.unwrap();
+        match end {
+            End::Finish => s.finish().unwrap(),
+            End::Reset => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                s.reset(quinn::VarInt::from_u32(9)).unwrap();
+            }
+            End::Trickle => {
+                // A byte every 50 ms: far less than a chunk per stall
+                // timeout, though never silent for long.
+                open.push(tokio::spawn(async move {
+                    for _ in 0..100 {
+                        if s.write_all(&[0]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }));
+                continue;
+            }
+            End::Silent => {
+                open.push(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    drop(s);
+                }));
+                continue;
+            }
+        }
+        // One upload stream at a time per terminal (max_uni_streams 2):
+        // wait for the answer before the next.
+        let refused = a
+            .wait_for(|m| match m {
+                ServerMsg::AlertRefused {
+                    request: r, code, ..
+                } if *r == request => Some(Ok(*code)),
+                ServerMsg::AttachmentStored { request: r, .. } if *r == request => {
+                    Some(Ok(ErrorCode::Internal))
+                }
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused, ErrorCode::AttachmentInvalid, "{end:?}");
+    }
+    for request in [4, 5] {
+        let refused = a
+            .wait_for(|m| match m {
+                ServerMsg::AlertRefused {
+                    request: r, code, ..
+                } if *r == request => Some(Ok(*code)),
+                ServerMsg::AttachmentStored { request: r, .. } if *r == request => {
+                    Some(Ok(ErrorCode::Internal))
+                }
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused, ErrorCode::AttachmentInvalid, "request {request}");
+    }
+    for t in open {
+        t.abort();
+    }
+    // Nothing was left: the whole quota (two uploads, 400,000 bytes) is
+    // free, and what is stored is whole.
+    let first = a
+        .upload_attachment("image/jpeg", photo(200_000))
+        .await
+        .unwrap();
+    a.upload_attachment("image/jpeg", photo(200_000))
+        .await
+        .unwrap();
+    let ptt_terminal_sim::terminal::Download::Attachment { data, .. } =
+        a.fetch_attachment(first).await.unwrap()
+    else {
+        panic!("a download of the stored photo");
+    };
+    assert_eq!(&data[..], &photo(200_000)[..]);
+    let outcome = scene.finish().await;
+    eprintln!("{outcome}");
+    outcome.assert_unharmed();
+    let counters = gw.stop().await;
+    assert_eq!(
+        counters["attachment_uploads_abandoned"].as_u64(),
+        Some(5),
+        "{counters}"
+    );
+}
+
+/// Attack 3 against memory: uploads announced at 4 MiB whose content all
+/// arrives but for its last byte, then held open, two per connection from
+/// two terminals. The content is in the store as it arrives: each held
+/// upload costs the gateway one chunk of memory, not 4 MiB. Once stalled
+/// (`stall_timeout_ms`) each is refused and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_3_uploads_held_open_hold_a_chunk_each() {
+    let mut gw = GatewayProcess::start("[attachments]\nstall_timeout_ms = 4000\n").await;
+    let scene = Scene::start(&gw).await;
+    let size = 4 * 1024 * 1024;
+    let (mut held, mut attackers) = (Vec::new(), Vec::new());
+    for who in [ATTACKER, SECOND_ATTACKER] {
+        let a = gw.terminal(who).await;
+        for request in 0..2 {
+            let mut buf = bytes::BytesMut::new();
+            ClientMsg::AttachmentPut {
+                request,
+                mime: "image/jpeg".into(),
+                size,
+            }
+            .encode(&mut buf);
+            buf.extend_from_slice(&photo(size as usize - 1));
+            let mut s = a.connection().open_uni().await.unwrap();
+            s.write_all(&buf).await.unwrap();
+            held.push(s);
+        }
+        attackers.push(a);
+    }
+    tokio::time::sleep(ATTACK).await;
+    let outcome = scene.finish().await;
+    eprintln!("{outcome}\n{} uploads of 4 MiB held open", held.len());
+    outcome.assert_unharmed();
+    for a in &mut attackers {
+        for request in 0..2 {
+            let refused = tokio::time::timeout(
+                Duration::from_secs(30),
+                a.wait_for(|m| match m {
+                    ServerMsg::AlertRefused {
+                        request: r, code, ..
+                    } if *r == request => Some(Ok(*code)),
+                    _ => None,
+                }),
+            )
+            .await
+            .expect("a held upload is refused once stalled")
+            .unwrap();
+            assert_eq!(refused, ErrorCode::AttachmentInvalid);
+        }
+    }
+    drop(held);
+    let counters = gw.stop().await;
+    assert_eq!(
+        counters["attachment_uploads_abandoned"].as_u64(),
+        Some(4),
+        "{counters}"
+    );
 }
 
 /// Attack 4: a 42 KB burst of Join/Leave on the attacker's own unit,

@@ -3,8 +3,10 @@
 //! A join or a leave is cheap for the terminal that sends it and costs the
 //! gateway a membership change, a fan-out republish and (coalesced, see the
 //! module docs of [`super`]) presence for the other members. [`Churn`]
-//! bounds them per session with a token bucket and tells the caller when a
-//! terminal keeps going over it, so that it can be closed.
+//! bounds them with a token bucket and tells the caller when a terminal
+//! keeps going over it, so that it can be closed. The driver keeps one per
+//! terminal, across its reconnects, inside the terminal's
+//! [`crate::limits::Limiter`].
 
 use std::time::Instant;
 
@@ -34,7 +36,7 @@ pub enum Verdict {
     Close,
 }
 
-/// Joins and leaves of one session. Call [`Churn::check`] with the time of
+/// Joins and leaves of one terminal. Call [`Churn::check`] with the time of
 /// each `Join` and `Leave` before carrying it out.
 #[derive(Debug, Clone)]
 pub struct Churn {
@@ -45,7 +47,7 @@ pub struct Churn {
 }
 
 impl Churn {
-    /// A session that has joined and left nothing yet.
+    /// A terminal that has joined and left nothing yet.
     pub fn new(limits: Limits) -> Self {
         Self {
             bucket: RateLimit::new(limits.per_second, limits.burst),

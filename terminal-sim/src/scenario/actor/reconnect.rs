@@ -69,7 +69,7 @@ async fn connect_once(
     seen: SeenAlerts,
     handshake_timeout: Duration,
     cx: &mut Context<'_>,
-) -> Result<Terminal, String> {
+) -> Result<Terminal, Failed> {
     let connect = Terminal::connect_with_config(
         &link.endpoint,
         link.client.clone(),
@@ -81,8 +81,13 @@ async fn connect_once(
     );
     let mut t = match tokio::time::timeout(handshake_timeout, connect).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no session within {handshake_timeout:?}")),
+        Ok(Err(e)) if e.is_final() => return Err(Failed::Final(e.to_string())),
+        Ok(Err(e)) => return Err(Failed::Retry(e.to_string())),
+        Err(_) => {
+            return Err(Failed::Retry(format!(
+                "no session within {handshake_timeout:?}"
+            )))
+        }
     };
     let joins = async {
         for g in &link.groups {
@@ -92,15 +97,27 @@ async fn connect_once(
     };
     let error = match tokio::time::timeout(JOIN_TIMEOUT, joins).await {
         Ok(Ok(())) => return Ok(t),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("joins took over {JOIN_TIMEOUT:?}"),
+        Ok(Err(e)) if e.is_final() => Failed::Final(e.to_string()),
+        Ok(Err(e)) => Failed::Retry(e.to_string()),
+        Err(_) => Failed::Retry(format!("joins took over {JOIN_TIMEOUT:?}")),
     };
     // The gateway may already have forwarded alerts to this session.
     cx.drain(&mut t).await;
     Err(error)
 }
 
-/// Reconnects with backoff until it works or the run stops (`None`).
+/// Why a connection attempt failed.
+enum Failed {
+    /// Worth another attempt after the backoff.
+    Retry(String),
+    /// Retrying cannot help (the credential was revoked or refused): the
+    /// terminal stays offline for the rest of the run.
+    Final(String),
+}
+
+/// Reconnects with backoff until it works or the run stops (`None`); also
+/// `None` when retrying cannot help ([`terminal::Error::is_final`]: a
+/// revoked or refused credential).
 pub(super) async fn reconnect(
     link: &Link,
     seen: &SeenAlerts,
@@ -130,9 +147,16 @@ pub(super) async fn reconnect(
                 let _ = link.connections.send(t.connection().clone());
                 return Some(t);
             }
-            Err(e) => {
+            Err(Failed::Retry(e)) => {
                 cx.stats.failed_attempts += 1;
                 tracing::debug!(target: LOG, terminal = %cx.me, "reconnect attempt failed: {e}");
+            }
+            Err(Failed::Final(e)) => {
+                // A revoked (or refused) credential: retrying forever would
+                // only load the gateway. Stop as if the run had.
+                cx.stats.failed_attempts += 1;
+                tracing::warn!(target: LOG, terminal = %cx.me, "not reconnecting: {e}");
+                return None;
             }
         }
     }
