@@ -153,6 +153,15 @@ pub enum SignalError {
         /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The pid file names a process that is not a `ptt-gateway serve` (a
+    /// stale pid file after a crash, its number reused): not signalled.
+    #[error("process {pid} of {path} is not a ptt-gateway (stale pid file?): not signalled")]
+    NotGateway {
+        /// The process.
+        pid: u32,
+        /// The pid file.
+        path: PathBuf,
+    },
     /// SIGHUP could not be sent.
     #[error("cannot signal gateway process {pid}: {source}")]
     Kill {
@@ -178,6 +187,12 @@ pub fn signal(data_dir: &Path, wait: Duration) -> Result<Status, SignalError> {
         path: pid_path(data_dir),
         source,
     })?;
+    if !is_gateway(pid) {
+        return Err(SignalError::NotGateway {
+            pid,
+            path: pid_path(data_dir),
+        });
+    }
     let before = read_status(data_dir)
         .filter(|s| s.pid == pid)
         .map_or(0, |s| s.attempt);
@@ -203,6 +218,23 @@ pub fn signal(data_dir: &Path, wait: Duration) -> Result<Status, SignalError> {
             return Err(SignalError::Timeout { pid, waited: wait });
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether process `pid` runs `ptt-gateway serve`, by its command line in
+/// /proc; true where there is no /proc to ask.
+fn is_gateway(pid: u32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let mut args = cmdline.split(|b| *b == 0);
+            let program = args.next().unwrap_or_default();
+            let name = program.rsplit(|b| *b == b'/').next().unwrap_or_default();
+            name.starts_with(b"ptt-gateway") && args.any(|a| a == b"serve")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && Path::new("/proc/self").exists() => {
+            false
+        }
+        Err(_) => true,
     }
 }
 
@@ -233,6 +265,16 @@ mod tests {
         std::fs::write(pid_path(dir.path()), "1\n").unwrap();
         remove_pid(dir.path());
         assert_eq!(read_pid(dir.path()).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_pid_file_naming_another_program_is_not_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        // This test binary: alive, but no ptt-gateway.
+        std::fs::write(pid_path(dir.path()), format!("{}\n", std::process::id())).unwrap();
+        let e = signal(dir.path(), Duration::from_millis(10)).unwrap_err();
+        assert!(matches!(e, SignalError::NotGateway { .. }), "{e}");
+        assert!(!is_gateway(u32::MAX), "no such process");
     }
 
     #[test]
