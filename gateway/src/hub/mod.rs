@@ -55,7 +55,8 @@ pub(crate) struct Hub {
     groups: ArcSwap<HashMap<GroupId, Arc<Group>>>,
     /// What a new group needs: the floor audit log's sender.
     audit_tx: mpsc::UnboundedSender<BurstRecord>,
-    /// Reloads so far, ok or not; serialises reloads.
+    /// The org generation serving (successful reloads so far); its lock
+    /// serialises reloads.
     reloads: Mutex<u64>,
     registry: Registry,
     desk: Desk,
