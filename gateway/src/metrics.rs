@@ -191,6 +191,11 @@ counters! {
     /// queue (`recording.queue`) was full: the recorder fell behind. The
     /// voice path never waits for it; the frames were relayed.
     recorder_frames_dropped,
+    /// Relayed frames handed to the recorder's queue; minus
+    /// `recorder_frames_taken`, the queue's depth now.
+    recorder_frames_queued,
+    /// Frames the recorder took from its queue.
+    recorder_frames_taken,
     /// Relayed frames the recorder left out because they came after a
     /// later frame of their burst, or after their burst's file was closed.
     recorder_frames_late,

@@ -203,6 +203,9 @@ async fn metrics_health_views_and_operator_actions_over_http() {
         format!("ptt_relay_latency_seconds_bucket{{le=\"+Inf\"}} {FRAMES}"),
         "# TYPE ptt_relay_latency_seconds histogram".to_owned(),
         "# UNIT ptt_relay_latency_seconds seconds".to_owned(),
+        "# TYPE ptt_store_call_latency_seconds histogram".to_owned(),
+        "# TYPE ptt_recorder_queue_depth gauge".to_owned(),
+        "# TYPE ptt_disk_free_bytes gauge".to_owned(),
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
     }

@@ -219,7 +219,8 @@ impl Group {
         let now = tokio::time::Instant::now().into_std();
         let result = input(&mut machine, now);
         let outputs: Vec<Output> = std::iter::from_fn(|| machine.poll_output()).collect();
-        // Built from the machine after the step: its one republish comes last.
+        // Built from the machine after the step (stored before its messages
+        // are sent: see `deliver`).
         let snapshot = outputs
             .iter()
             .any(|o| matches!(o, rules::Output::Publish))
@@ -237,38 +238,50 @@ impl Group {
 
     /// Carries out one step's outputs; `snapshot` is what a republish
     /// stores, `talking` the burst holding the floor after the step.
+    ///
+    /// The republish goes first, before any message: a talker that sends
+    /// its first frame the moment `FloorGranted` arrives finds the snapshot
+    /// that admits it already stored (sent first, the grant raced the
+    /// store and could lose that frame as `voice_not_holder`), and a
+    /// revoked holder's frames stop being relayed before it is told. A
+    /// granted burst's recording starts before the republish admits its
+    /// frames.
     fn deliver(
         &self,
         outputs: Vec<Output>,
         snapshot: Option<&Arc<Snapshot>>,
         talking: Option<(TerminalId, u16, Class)>,
     ) {
+        // Bursts' starts and ends, in the step's order, for the audit log
+        // and the recorder.
+        let mut sends = Vec::with_capacity(outputs.len());
         for output in outputs {
             match output {
                 rules::Output::Send { to, link, msg } => {
-                    self.count(to, &msg);
                     if let ServerMsg::FloorGranted { burst, .. } = msg {
-                        // Before the republish (the step's last output)
-                        // admits the burst's frames.
                         self.record_start(to, burst, talking);
                     }
-                    // Presence is the one message a member can do without
-                    // when it falls behind: dropped, never a reason to close
-                    // it (it learns who is online from its next `Joined`).
-                    if matches!(msg, ServerMsg::Presence { .. }) {
-                        if !link.outbox.send_droppable(msg) {
-                            Metrics::add(&self.metrics.presence_dropped, 1);
-                        }
-                    } else {
-                        link.outbox.send(msg);
-                    }
-                }
-                rules::Output::Publish => {
-                    if let Some(snapshot) = snapshot {
-                        self.fanout.store(Arc::clone(snapshot));
-                    }
+                    sends.push((to, link, msg));
                 }
                 rules::Output::BurstEnded(ended) => self.log(ended),
+                // Stored next, before the messages.
+                rules::Output::Publish => {}
+            }
+        }
+        if let Some(snapshot) = snapshot {
+            self.fanout.store(Arc::clone(snapshot));
+        }
+        for (to, link, msg) in sends {
+            self.count(to, &msg);
+            // Presence is the one message a member can do without when it
+            // falls behind: dropped, never a reason to close it (it learns
+            // who is online from its next `Joined`).
+            if matches!(msg, ServerMsg::Presence { .. }) {
+                if !link.outbox.send_droppable(msg) {
+                    Metrics::add(&self.metrics.presence_dropped, 1);
+                }
+            } else {
+                link.outbox.send(msg);
             }
         }
     }

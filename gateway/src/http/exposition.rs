@@ -21,10 +21,12 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::hub::Hub;
 use crate::metrics::RelayLatency;
 
-/// Histogram bucket bounds for relay latencies, microseconds: 50 us to 1 s,
-/// around the 0.2-1 ms a healthy gateway shows at the city's peak.
-const LATENCY_BOUNDS_US: [u64; 12] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000,
+/// Histogram bucket bounds, microseconds: 50 us to 10 s, fine around the
+/// 0.2-1 ms a healthy relay shows at the city's peak, coarse up to the
+/// seconds a store call under attack once took.
+const LATENCY_BOUNDS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000, 2_500_000,
+    10_000_000,
 ];
 
 /// The values among [`crate::metrics::Metrics`] that are gauges (set to a
@@ -132,6 +134,21 @@ impl Collector for HubCollector {
             "relay_latency",
             "Voice frame read to queued in every receiver's connection.",
             hub.relay_latency(),
+        )?;
+        histogram(
+            &mut encoder,
+            "store_call_latency",
+            "A store call from asked to answered: waiting for a blocking thread and the database's lock included.",
+            hub.desk().latency(),
+        )?;
+        let snapshot = hub.metrics().snapshot();
+        gauge(
+            &mut encoder,
+            "recorder_queue_depth",
+            "Frames waiting in the recorder's queue (recording.queue).",
+            snapshot
+                .recorder_frames_queued
+                .saturating_sub(snapshot.recorder_frames_taken) as i64,
         )?;
         histogram(
             &mut encoder,

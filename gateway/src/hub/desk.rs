@@ -118,6 +118,9 @@ pub(crate) struct Desk {
     receipts: mpsc::UnboundedSender<QueuedReceipt>,
     /// The writer's end of `receipts`; taken by [`Desk::receipt_writer`].
     receipts_rx: Mutex<Option<mpsc::UnboundedReceiver<QueuedReceipt>>>,
+    /// How long each [`Desk::blocking`] call took, queueing for a blocking
+    /// thread and the store's lock included: what an SOS waits.
+    latency: crate::metrics::RelayLatency,
 }
 
 impl Desk {
@@ -140,6 +143,7 @@ impl Desk {
             pending: pending.into_iter().collect(),
             receipts,
             receipts_rx: Mutex::new(Some(receipts_rx)),
+            latency: Default::default(),
         }
     }
 
@@ -154,7 +158,15 @@ impl Desk {
         f: impl FnOnce(&Store) -> Result<T, store::Error> + Send + 'static,
     ) -> Result<T, Error> {
         let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+        let started = std::time::Instant::now();
+        let done = tokio::task::spawn_blocking(move || f(&store)).await;
+        self.latency.record(started.elapsed());
+        Ok(done??)
+    }
+
+    /// How long store calls took ([`Desk::blocking`]), for the metrics.
+    pub(crate) fn latency(&self) -> &crate::metrics::RelayLatency {
+        &self.latency
     }
 
     /// Waits for a place in the window of alert deliveries in flight to

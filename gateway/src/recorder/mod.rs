@@ -109,7 +109,7 @@ impl Tap {
             datagram: datagram.clone(),
         };
         match self.frames.try_send(frame) {
-            Ok(()) => {}
+            Ok(()) => Metrics::add(&self.metrics.recorder_frames_queued, 1),
             // A recorder gone (it failed to start or panicked) drops
             // frames the same way: counted, the voice path unaffected.
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {

@@ -203,6 +203,7 @@ impl Writer {
     }
 
     fn frame(&mut self, frame: Frame) {
+        Metrics::add(&self.metrics.recorder_frames_taken, 1);
         let Some(open) = self.open.get_mut(&(frame.group, frame.burst)) else {
             Metrics::add(&self.metrics.recorder_frames_late, 1);
             return;
