@@ -667,6 +667,34 @@ pub struct Transport {
     /// terminal that opens streams and never finishes them parks at most
     /// this much.
     pub receive_window: u32,
+    /// Connection attempts in handshake or waiting for a slot from which an
+    /// attempt whose address is not proven is answered with a QUIC Retry
+    /// (a token it must come back with, one round trip); 0 retries every
+    /// such attempt ([`crate::admission`]). 128 (half of `max_handshakes`)
+    /// keeps Initials forged with addresses that never answer to half the
+    /// slots (attack 8). Default 1,000,000: off (quinn never holds that
+    /// many attempts), because with 128 a whole-city reconnect storm from
+    /// the load harness (30,865 terminals, 256 per socket) collapsed:
+    /// 2.5 million Retries, 2,781 terminals back after 300 s (BENCHMARKS.md).
+    pub retry_from: usize,
+    /// Connection attempts without a valid Retry token (unproven address)
+    /// one source address (IP and port) may have in handshake or waiting,
+    /// at least 1; over it, an attempt gets a Retry. 8 suits handsets (one
+    /// attempt at a time, two while an abandoned one times out; handsets
+    /// behind one carrier-grade NAT address each have a port of their own)
+    /// and holds one socket replaying Initials to 8 slots. Default
+    /// 1,000,000 (off) until the storm interaction of Retry is fixed (see
+    /// `retry_from`).
+    pub handshakes_per_address: usize,
+    /// Connection attempts with a valid Retry token (proven address) one
+    /// source address (IP and port) may have in handshake or waiting, at
+    /// least 1, counted apart from the unproven ones (so that Initials
+    /// forged with a terminal's address cannot use up its allowance); over
+    /// it, an attempt is dropped unanswered. 64 (a quarter of the slots)
+    /// suits handsets; the load harness runs 256 terminals on one socket
+    /// and loses attempts to it in a storm. Default 1,000,000 (off), with
+    /// `retry_from`.
+    pub handshakes_per_proven_address: usize,
 }
 
 impl Default for Transport {
@@ -685,6 +713,9 @@ impl Default for Transport {
             ack_max_delay_ms: 100,
             hello_receive_window: 16 * 1024,
             receive_window: 2 * 1024 * 1024,
+            retry_from: 1_000_000,
+            handshakes_per_address: 1_000_000,
+            handshakes_per_proven_address: 1_000_000,
         }
     }
 }
@@ -990,6 +1021,14 @@ impl Config {
             });
         }
         at_least_1("transport.receive_window", transport.receive_window)?;
+        at_least_1(
+            "transport.handshakes_per_address",
+            transport.handshakes_per_address,
+        )?;
+        at_least_1(
+            "transport.handshakes_per_proven_address",
+            transport.handshakes_per_proven_address,
+        )?;
         at_least_1("limits.tasks", self.limits.tasks)?;
         at_least_1("limits.strike_window_ms", self.limits.strike_window_ms)?;
         for (name, rate) in self.limits.rates.all() {
@@ -1140,6 +1179,8 @@ mod tests {
             ("retention", "batch_rows"),
             ("disk", "watch_interval_s"),
             ("disk", "reminder_interval_s"),
+            ("transport", "handshakes_per_address"),
+            ("transport", "handshakes_per_proven_address"),
         ] {
             let c: Config = toml::from_str(&format!("[{section}]\n{field} = 0\n")).unwrap();
             let err = c.validate().unwrap_err();

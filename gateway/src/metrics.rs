@@ -191,6 +191,22 @@ counters! {
     /// queue (`recording.queue`) was full: the recorder fell behind. The
     /// voice path never waits for it; the frames were relayed.
     recorder_frames_dropped,
+    /// Alerts stored (dispatches, notices, reports, drills, SOS).
+    alerts_created,
+    /// Alert deliveries handed over: one per recipient that got it.
+    alerts_delivered,
+    /// Receipts that moved a recipient on, by status: it has the alert.
+    receipts_delivered,
+    /// Receipts: a person opened the alert.
+    receipts_read,
+    /// Receipts: the recipient accepted the task.
+    receipts_accepted,
+    /// Receipts: the recipient declined the task.
+    receipts_rejected,
+    /// Receipts: the recipient is on the scene.
+    receipts_arrived,
+    /// Receipts: the task is done.
+    receipts_resolved,
     /// Relayed frames handed to the recorder's queue; minus
     /// `recorder_frames_taken`, the queue's depth now.
     recorder_frames_queued,
@@ -210,6 +226,22 @@ counters! {
     /// Bursts not recorded because the recordings' file system had less
     /// than `recording.disk_reserve_bytes` free when they started.
     recordings_refused_disk_reserve,
+    /// Connection attempts from unproven addresses answered with a QUIC
+    /// Retry because `transport.retry_from` attempts were in handshake or
+    /// waiting.
+    handshakes_retried,
+    /// Connection attempts from unproven addresses answered with a QUIC
+    /// Retry because their address had `transport.handshakes_per_address`
+    /// unproven attempts in handshake or waiting.
+    handshakes_retried_address,
+    /// Connection attempts with a valid Retry token (proven addresses)
+    /// dropped unanswered: their address had
+    /// `transport.handshakes_per_proven_address` proven attempts in
+    /// handshake or waiting.
+    handshakes_address_full,
+    /// Connection attempts with a valid Retry token, out of those admitted:
+    /// terminals that came back after a Retry.
+    handshakes_proven,
     /// Org reloads that swapped a new org in (`ptt-gateway reload`, SIGHUP).
     org_reloads,
     /// Org reloads refused (file unreadable or invalid, key changed); the

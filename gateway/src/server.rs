@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ptt_codec::{CloseCode, GroupId, TerminalId};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::admission::{self, Admission, Limits, RetryCause, Verdict};
 use crate::alert::BurstRecord;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -15,6 +17,28 @@ use crate::metrics::{self, Metrics};
 use crate::org::{auth::ProvisioningKey, Org};
 use crate::session;
 use crate::store::{self, Store};
+
+/// A started handshake's slot: the semaphore permit, and its
+/// [`admission::Ticket`] sent back to the accept loop when dropped (the
+/// handshake is over: done, failed or abandoned).
+#[derive(Debug)]
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    ticket: admission::Ticket,
+    done: mpsc::UnboundedSender<admission::Ticket>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The accept loop is gone only at shutdown, when nothing is
+        // admitted any more.
+        let _ = self.done.send(self.ticket);
+    }
+}
+
+/// Warnings about refused attempts are logged at most this often; the
+/// counters count every one.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A gateway ready to serve: configuration, org and groups, no sockets.
 ///
@@ -64,6 +88,52 @@ impl Gateway {
             self.hub.net(),
             self.hub.metrics(),
         )
+    }
+
+    /// Decides what becomes of `incoming`, which just arrived: a place in
+    /// the queue, a Retry, or nothing ([`admission`]).
+    fn arrived(
+        &self,
+        admission: &mut Admission<quinn::Incoming>,
+        incoming: quinn::Incoming,
+        warned: &mut Option<std::time::Instant>,
+    ) {
+        let metrics = self.hub.metrics();
+        let from = incoming.remote_address();
+        let proven = incoming.remote_address_validated();
+        let now = std::time::Instant::now();
+        match admission.arrive(now, from, proven, incoming) {
+            Verdict::Queued => {
+                if proven {
+                    Metrics::add(&metrics.handshakes_proven, 1);
+                }
+            }
+            Verdict::Retry(incoming, cause) => {
+                let counter = match cause {
+                    RetryCause::Busy => &metrics.handshakes_retried,
+                    RetryCause::Address => &metrics.handshakes_retried_address,
+                };
+                Metrics::add(counter, 1);
+                // Admission retries only unproven attempts, which quinn may
+                // always retry; should it refuse, the attempt is dropped.
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
+                }
+            }
+            Verdict::AddressFull(incoming) => {
+                Metrics::add(&metrics.handshakes_address_full, 1);
+                incoming.ignore();
+                if warned.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
+                    *warned = Some(now);
+                    tracing::warn!(
+                        %from,
+                        limit = self.hub.config().transport.handshakes_per_proven_address,
+                        dropped = metrics.handshakes_address_full.load(std::sync::atomic::Ordering::Relaxed),
+                        "connection attempts dropped: too many handshakes from one address (transport.handshakes_per_proven_address)"
+                    );
+                }
+            }
+        }
     }
 
     /// The gateway's counters, live.
@@ -149,27 +219,36 @@ impl Gateway {
         let accepting = &self.hub.status().accepting;
         accepting.store(true, std::sync::atomic::Ordering::Relaxed);
         let transport = &self.hub.config().transport;
-        let mut waiting = crate::admission::Queue::new(Duration::from_millis(u64::from(
-            transport.handshake_queue_ms,
-        )));
+        let mut admission = Admission::new(Limits {
+            max_wait: Duration::from_millis(u64::from(transport.handshake_queue_ms)),
+            retry_from: transport.retry_from,
+            per_address: transport.handshakes_per_address,
+            per_proven_address: transport.handshakes_per_proven_address,
+        });
+        // Handshake slots given back, so that admission counts what is in
+        // handshake per address. Never closed: `done` lives as long.
+        let (done, mut finished) = mpsc::unbounded_channel();
+        let mut warned: Option<std::time::Instant> = None;
         loop {
-            let expiry = waiting.next_expiry().map(tokio::time::Instant::from_std);
+            let expiry = admission.next_expiry().map(tokio::time::Instant::from_std);
             tokio::select! {
                 incoming = endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    waiting.push(std::time::Instant::now(), incoming);
+                    self.arrived(&mut admission, incoming, &mut warned);
                 }
                 // The semaphore is never closed.
-                Ok(slot) = self.hub.handshakes().clone().acquire_owned(), if !waiting.is_empty() => {
-                    if let Some(incoming) = waiting.pop() {
+                Ok(permit) = self.hub.handshakes().clone().acquire_owned(), if !admission.is_empty() => {
+                    if let Some((ticket, incoming)) = admission.start() {
+                        let slot = Slot { _permit: permit, ticket, done: done.clone() };
                         sessions.spawn(session::run(self.hub.clone(), incoming, slot));
                     }
                 }
+                Some(ticket) = finished.recv() => admission.finished(ticket),
                 () = tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now)), if expiry.is_some() => {}
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 () = &mut shutdown => break,
             }
-            for stale in waiting.expired(std::time::Instant::now()) {
+            for stale in admission.expired(std::time::Instant::now()) {
                 Metrics::add(&self.hub.metrics().handshakes_expired, 1);
                 stale.ignore();
             }

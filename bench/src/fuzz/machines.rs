@@ -5,6 +5,7 @@
 //! built from what it said.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -451,33 +452,79 @@ fn floor_invariants(m: &floor::Machine, model: &FloorModel, capacity: usize) -> 
 
 // ---- admission --------------------------------------------------------------
 
-/// Check of the `admission` target: the handshake queue against a model
-/// (newest served first, the expired handed back oldest first) and its
-/// bound in time: after `expired(now)`, nothing older than `max_wait` waits.
-/// It has no bound in count; the driver's handshake slots and quinn's
-/// incoming buffer bound what reaches it.
+/// Check of the `admission` target: handshake admission against a model
+/// (newest served first, the expired handed back oldest first, a Retry for
+/// unproven attempts once `retry_from` are in handshake or waiting or
+/// their address has `per_address` unproven ones, proven attempts over
+/// `per_proven_address` dropped) and its bound in time: after `expired(now)`,
+/// nothing older than `max_wait` waits. Per address it is bounded in
+/// count; in total, the driver's handshake slots and quinn's incoming
+/// buffer bound what reaches it.
 pub fn check_admission(input: &[u8]) -> Result<Outcome, String> {
     let mut s = Source::new(input);
-    let max_wait = Duration::from_millis(u64::from(s.u16() % 20_000));
-    let mut q = admission::Queue::new(max_wait);
-    let mut model: VecDeque<(Instant, u64)> = VecDeque::new();
+    let limits = admission::Limits {
+        max_wait: Duration::from_millis(u64::from(s.u16() % 20_000)),
+        retry_from: s.below(12),
+        per_address: 1 + s.below(4),
+        per_proven_address: 1 + s.below(4),
+    };
+    let max_wait = limits.max_wait;
+    let mut q = admission::Admission::new(limits);
+    // Waiting: (arrived, from, proven, id); started: (ticket, from, proven).
+    let mut model: VecDeque<(Instant, SocketAddr, bool, u64)> = VecDeque::new();
+    let mut started: Vec<(admission::Ticket, SocketAddr, bool)> = Vec::new();
     let mut now = epoch();
     let mut next = 0u64;
-    let mut dropped = 0;
+    let (mut dropped, mut refused) = (0, 0);
     while !s.is_empty() {
         now += tick(&mut s);
-        match s.u8() % 4 {
+        match s.u8() % 5 {
             0 | 1 => {
-                q.push(now, next);
-                model.push_back((now, next));
+                let from = SocketAddr::from(([127, 0, 0, 1], 1 + s.below(4) as u16));
+                let proven = s.bool();
+                let same = model
+                    .iter()
+                    .filter(|(_, f, p, _)| *f == from && *p == proven)
+                    .count()
+                    + started
+                        .iter()
+                        .filter(|(_, f, p)| *f == from && *p == proven)
+                        .count();
+                let busy = model.len() + started.len() >= limits.retry_from;
+                let got = q.arrive(now, from, proven, next);
+                let want = if !proven && busy {
+                    admission::Verdict::Retry(next, admission::RetryCause::Busy)
+                } else if !proven && same >= limits.per_address {
+                    admission::Verdict::Retry(next, admission::RetryCause::Address)
+                } else if proven && same >= limits.per_proven_address {
+                    admission::Verdict::AddressFull(next)
+                } else {
+                    model.push_back((now, from, proven, next));
+                    admission::Verdict::Queued
+                };
+                if want != admission::Verdict::Queued {
+                    refused += 1;
+                }
+                ensure!(got == want, "arrival gave {got:?}, not {want:?}");
                 next += 1;
             }
             2 => {
-                let got = q.pop();
+                let got = q.start();
+                let want = model.pop_back();
                 ensure!(
-                    got == model.pop_back().map(|(_, a)| a),
-                    "pop gave {got:?}, not the newest"
+                    got.as_ref().map(|(_, a)| *a) == want.map(|(_, _, _, a)| a),
+                    "start gave {got:?}, not the newest"
                 );
+                if let (Some((ticket, _)), Some((_, from, proven, _))) = (got, want) {
+                    ensure!(ticket.from() == from, "the ticket's address");
+                    started.push((ticket, from, proven));
+                }
+            }
+            3 => {
+                if !started.is_empty() {
+                    let (ticket, _, _) = started.swap_remove(s.below(started.len()));
+                    q.finished(ticket);
+                }
             }
             _ => {
                 let take = if s.bool() { usize::MAX } else { s.below(4) };
@@ -485,7 +532,7 @@ pub fn check_admission(input: &[u8]) -> Result<Outcome, String> {
                 let mut want = Vec::new();
                 while want.len() < take {
                     match model.front() {
-                        Some((t, a)) if now.saturating_duration_since(*t) > max_wait => {
+                        Some((t, _, _, a)) if now.saturating_duration_since(*t) > max_wait => {
                             want.push(*a);
                             model.pop_front();
                         }
@@ -498,25 +545,33 @@ pub fn check_admission(input: &[u8]) -> Result<Outcome, String> {
                     ensure!(
                         model
                             .iter()
-                            .all(|(t, _)| now.saturating_duration_since(*t) <= max_wait),
+                            .all(|(t, _, _, _)| now.saturating_duration_since(*t) <= max_wait),
                         "an attempt older than {max_wait:?} still waits"
                     );
                 }
             }
         }
         ensure!(
-            q.len() == model.len() && q.is_empty() == model.is_empty(),
-            "length"
+            q.waiting() == model.len() && q.is_empty() == model.is_empty(),
+            "waiting"
         );
+        ensure!(q.in_progress() == started.len(), "in progress");
+        let addresses: std::collections::HashSet<SocketAddr> = model
+            .iter()
+            .map(|(_, f, _, _)| *f)
+            .chain(started.iter().map(|(_, f, _)| *f))
+            .collect();
+        ensure!(q.addresses() == addresses.len(), "addresses");
         ensure!(
-            q.next_expiry() == model.front().map(|(t, _)| *t + max_wait),
+            q.next_expiry() == model.front().map(|(t, _, _, _)| *t + max_wait),
             "next expiry"
         );
     }
-    Ok(if dropped > 0 {
-        "expired some"
-    } else {
-        "none expired"
+    Ok(match (dropped > 0, refused > 0) {
+        (true, true) => "expired and refused some",
+        (true, false) => "expired some",
+        (false, true) => "refused some",
+        (false, false) => "none expired or refused",
     })
 }
 

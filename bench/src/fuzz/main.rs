@@ -116,7 +116,7 @@ const TARGETS: &[Target] = &[
     },
     Target {
         name: "admission",
-        about: "admission::Queue (handshake slots) against a model",
+        about: "admission::Admission (handshake slots, Retry, per-address bound) against a model",
         generate: machines::gen_ops,
         check: machines::check_admission,
     },

@@ -88,6 +88,7 @@ async fn deliver(
             return false;
         }
     }
+    Metrics::add(&hub.metrics().alerts_delivered, 1);
     if let (Some(attachments), ServerMsg::Alert { alert, .. }) = (attachments, &msg) {
         attachments::push(hub, conn, terminal, *alert, attachments).await;
     }
@@ -231,6 +232,7 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
         .await;
     let (id, body) = match stored {
         Ok(stored) => {
+            Metrics::add(&hub.metrics().alerts_created, 1);
             // A report naming one photo eight times carries it once.
             let repeated = named - stored.1.attachments.len();
             Metrics::add(&hub.metrics().attachment_refs_deduplicated, repeated as u64);
@@ -399,6 +401,20 @@ fn answer_receipt(
     let frame = kind::ALERT_RECEIPT;
     match result {
         Ok(store::Receipt::Advanced { issuer, status }) => {
+            let m = cx.hub.metrics();
+            let counter = match status {
+                ReceiptStatus::Delivered => Some(&m.receipts_delivered),
+                ReceiptStatus::Read => Some(&m.receipts_read),
+                ReceiptStatus::Accepted => Some(&m.receipts_accepted),
+                ReceiptStatus::Rejected => Some(&m.receipts_rejected),
+                ReceiptStatus::Arrived => Some(&m.receipts_arrived),
+                ReceiptStatus::Resolved => Some(&m.receipts_resolved),
+                // Never sent by terminals (refused before it is stored).
+                ReceiptStatus::Pending => None,
+            };
+            if let Some(counter) = counter {
+                Metrics::add(counter, 1);
+            }
             cx.outbox.send(ServerMsg::ReceiptSaved { alert, status });
             if let Some(issuer_outbox) = cx.hub.registry().outbox(issuer) {
                 let update = ServerMsg::ReceiptUpdate {

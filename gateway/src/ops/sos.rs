@@ -64,7 +64,10 @@ pub(crate) async fn sos(cx: Caller) {
         })
         .await;
     let active = match stored {
-        Ok(active) => active,
+        Ok(active) => {
+            Metrics::add(&hub.metrics().alerts_created, 1);
+            active
+        }
         Err(e) if super::count_full(hub, &e) => {
             tracing::error!(%terminal, "SOS not stored, the disk is full: {e}");
             cx.error(

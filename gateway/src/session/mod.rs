@@ -64,12 +64,9 @@ fn refuse(conn: &quinn::Connection, code: CloseCode, reason: &'static str) -> En
 }
 
 /// Drives one incoming connection until it ends. `slot` is its handshake
-/// slot ([`crate::admission`]), given back once the handshake is over.
-pub(crate) async fn run(
-    hub: Arc<Hub>,
-    incoming: quinn::Incoming,
-    slot: tokio::sync::OwnedSemaphorePermit,
-) {
+/// slot ([`crate::admission`]), dropped (given back) once the handshake is
+/// over.
+pub(crate) async fn run(hub: Arc<Hub>, incoming: quinn::Incoming, slot: impl Send) {
     let remote = incoming.remote_address();
     let metrics = hub.metrics().clone();
     let deadline = Duration::from_millis(u64::from(hub.config().transport.handshake_timeout_ms));

@@ -556,12 +556,17 @@ async fn attack_7_refused_fetches_of_anothers_photo() {
     outcome.assert_unharmed();
 }
 
+/// The handshake bounds attack 8 needs, which are off by default: a
+/// Retry once 128 attempts are in, 8 unproven and 64 proven attempts per
+/// source address (see `transport.retry_from` for why they are off).
+const DEFENDED_HANDSHAKES: &str =
+    "[transport]\nretry_from = 128\nhandshakes_per_address = 8\nhandshakes_per_proven_address = 64\n";
+
 /// Attack 8: 500 never-completed Initials a second from one socket;
 /// five terminals connecting meanwhile must get their sessions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 11: attack 8 (no per-address handshake limit, no Retry) not defended yet"]
 async fn attack_8_initial_flood_from_one_socket() {
-    let gw = GatewayProcess::start("").await;
+    let gw = GatewayProcess::start(DEFENDED_HANDSHAKES).await;
     let packets = initials(&gw, 1500).await;
     let scene = Scene::start(&gw).await;
     let gw = std::sync::Arc::new(gw);
@@ -594,6 +599,95 @@ async fn attack_8_initial_flood_from_one_socket() {
         reconnects.iter().all(|(_, ok, _)| *ok),
         "every terminal got its session within {DISPATCH_DELIVERED_WITHIN:?}: {reconnects:?}"
     );
+    // The socket's attempts beyond `transport.handshakes_per_address` (8)
+    // were answered with a Retry, which it never takes up.
+    let mut gw = std::sync::Arc::into_inner(gw).expect("the attack's tasks are over");
+    let counters = gw.stop().await;
+    let count = |name: &str| counters[name].as_u64().unwrap();
+    assert!(count("handshakes_retried_address") > sent / 2, "{counters}");
+}
+
+/// Attack 8, forged: the same Initials from 250 addresses of 127.0.0.0/8
+/// (an attacker forging source addresses; loopback only), 500 a second.
+/// Each address stays under the per-address bound, so only the Retry
+/// under pressure (`transport.retry_from`) keeps real terminals in: the
+/// forged attempts hold at most `retry_from` slots and never come back
+/// with a token. Without the Retry, the same flood holds every slot for
+/// the 5 s handshake timeout and the terminals below wait behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_8_initial_flood_from_forged_addresses() {
+    let gw = GatewayProcess::start(DEFENDED_HANDSHAKES).await;
+    let packets = initials(&gw, 1500).await;
+    let scene = Scene::start(&gw).await;
+    let gw = std::sync::Arc::new(gw);
+    let attack = {
+        let addr = gw.addr;
+        tokio::spawn(async move { forged_initials(addr, &packets, 250, 500, ATTACK).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut reconnects = tokio::task::JoinSet::new();
+    for id in [
+        CITY_CONSOLE,
+        EAST_CONSOLE,
+        ATTACKER,
+        SECOND_ATTACKER,
+        ACCOMPLICE,
+    ] {
+        let gw = gw.clone();
+        reconnects.spawn(async move {
+            let started = std::time::Instant::now();
+            let t = tokio::time::timeout(DISPATCH_DELIVERED_WITHIN, gw.try_terminal(id)).await;
+            (id, matches!(t, Ok(Ok(_))), started.elapsed())
+        });
+    }
+    let reconnects = reconnects.join_all().await;
+    let sent = attack.await.unwrap();
+    let outcome = scene.finish().await;
+    eprintln!("{outcome}\nforged Initials sent: {sent}\nreconnects: {reconnects:?}");
+    outcome.assert_unharmed();
+    assert!(
+        reconnects.iter().all(|(_, ok, _)| *ok),
+        "every terminal got its session within {DISPATCH_DELIVERED_WITHIN:?}: {reconnects:?}"
+    );
+    let mut gw = std::sync::Arc::into_inner(gw).expect("the attack's tasks are over");
+    let counters = gw.stop().await;
+    let count = |name: &str| counters[name].as_u64().unwrap();
+    assert!(count("handshakes_retried") > sent / 2, "{counters}");
+    assert_eq!(count("handshakes_retried_address"), 0, "{counters}");
+}
+
+/// Sends `packets` to `to` from `sources` sockets on distinct addresses of
+/// 127.0.0.0/8 (127.10.x.y; loopback only), `per_second` a second in turn,
+/// for `duration`; never reads what comes back. Returns the packets sent.
+async fn forged_initials(
+    to: std::net::SocketAddr,
+    packets: &[Vec<u8>],
+    sources: u16,
+    per_second: u64,
+    duration: Duration,
+) -> u64 {
+    let mut sockets = Vec::new();
+    for n in 0..sources {
+        let ip = std::net::Ipv4Addr::new(127, 10, (n >> 8) as u8, (n & 0xff) as u8 + 1);
+        let socket = tokio::net::UdpSocket::bind((ip, 0))
+            .await
+            .unwrap_or_else(|e| panic!("binding {ip} on loopback: {e}"));
+        sockets.push(socket);
+    }
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < duration {
+        let due = Duration::from_secs_f64(sent as f64 / per_second as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let socket = &sockets[sent as usize % sockets.len()];
+        let packet = &packets[sent as usize % packets.len()];
+        if socket.send_to(packet, to).await.is_ok() {
+            sent += 1;
+        }
+    }
+    sent
 }
 
 /// Attack 9: connections that never send `Hello` but fill every
