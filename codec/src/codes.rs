@@ -175,6 +175,10 @@ wire_enum! {
         /// An operator disconnected this terminal through the admin API;
         /// it may reconnect (with backoff, as after any close).
         OperatorDisconnect = 10,
+        /// The terminal was removed from the org file and the gateway
+        /// reloaded it: its credential is refused from now on, so it must
+        /// not reconnect (reprovision it, or put it back in the org).
+        OrgRemoved = 11,
     }
 }
 
@@ -196,7 +200,7 @@ mod tests {
             [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 500, 507]
         );
         let close: Vec<_> = CloseCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     }
 
     #[test]

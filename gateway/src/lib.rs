@@ -22,6 +22,8 @@
 //! - [`net`]: the network thread that carries every packet.
 //! - [`config`], [`tls`]: configuration and certificates.
 //! - [`recorder`]: every talk burst to an Ogg Opus file, off the voice path.
+//! - [`reload`]: org reload's outcome and the files `ptt-gateway reload`
+//!   talks to the running gateway through.
 //!
 //! Dependencies point one way: `server` -> `session` -> `ops` -> `hub` ->
 //! `group` -> `outbox`, with the leaves (`store`, `alert`, `drill`,
@@ -42,6 +44,7 @@ pub mod net;
 mod ops;
 mod outbox;
 pub mod recorder;
+pub mod reload;
 pub mod server;
 mod session;
 pub mod store;

@@ -58,6 +58,46 @@ enum Command {
     /// List recorded talk bursts, or export one (`recordings export`).
     /// Safe while the gateway runs.
     Recordings(RecordingsArgs),
+    /// Make the running gateway reload its org file and revocation list
+    /// (SIGHUP to the pid in <data_dir>/gateway.pid) and print the org
+    /// reload's result; exits non-zero when the new org is refused (the
+    /// old one keeps serving).
+    Reload(ReloadArgs),
+}
+
+/// Where the running gateway's data directory is.
+#[derive(Debug, Args)]
+struct ReloadArgs {
+    /// TOML config file (for data_dir).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The gateway's data directory [default: data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds to wait for the gateway's answer.
+    #[arg(long, default_value_t = 10)]
+    wait_s: u64,
+}
+
+/// Signals the gateway and prints the outcome of the reload.
+fn reload(args: ReloadArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::layered(args.config.as_deref(), overrides)?;
+    let wait = std::time::Duration::from_secs(args.wait_s);
+    let status = ptt_gateway::reload::signal(&config.data_dir, wait)?;
+    if status.ok {
+        println!("reloaded: {}", status.message);
+        Ok(())
+    } else {
+        bail!(
+            "reload refused, org generation {} keeps serving: {}",
+            status.generation,
+            status.message
+        )
+    }
 }
 
 /// Which database, and which terminal.
@@ -520,14 +560,42 @@ fn load_org(
     Ok((org, key))
 }
 
-/// Reads the revocation list at once on every SIGHUP, for the gateway's
-/// life.
-/// Install `hup` before the gateway listens, so that a SIGHUP never finds
-/// the default action (which ends the process).
-async fn reload_on_sighup(gateway: Gateway, mut hup: tokio::signal::unix::Signal) {
+/// On every SIGHUP, for the gateway's life: reads the revocation list at
+/// once, then reloads the org file and writes the result to
+/// `<data_dir>/reload.status` for `ptt-gateway reload`.
+/// Install `hup` before the gateway listens and before the pid file is
+/// written, so that a SIGHUP never finds the default action (which ends
+/// the process).
+async fn reload_on_sighup(
+    gateway: Gateway,
+    mut hup: tokio::signal::unix::Signal,
+    data_dir: PathBuf,
+) {
+    let mut attempt = 0;
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP received: reading revoked credentials");
+        tracing::info!("SIGHUP received: reading revoked credentials, reloading the org file");
         gateway.refresh_revocations().await;
+        attempt += 1;
+        // Reads one small file: not worth a blocking thread.
+        let status = match gateway.reload_org() {
+            Ok(outcome) => ptt_gateway::reload::Status {
+                pid: std::process::id(),
+                attempt,
+                generation: outcome.generation,
+                ok: true,
+                message: outcome.summary(),
+            },
+            Err(e) => ptt_gateway::reload::Status {
+                pid: std::process::id(),
+                attempt,
+                generation: gateway.org_generation(),
+                ok: false,
+                message: e.to_string(),
+            },
+        };
+        if let Err(e) = ptt_gateway::reload::write_status(&data_dir, &status) {
+            tracing::error!("writing the reload status failed: {e}");
+        }
     }
 }
 
@@ -573,6 +641,7 @@ fn main() -> anyhow::Result<()> {
         Command::Unrevoke(args) => revoke(args, true),
         Command::Revoked(args) => list_revoked(args),
         Command::Recordings(args) => recordings(args),
+        Command::Reload(args) => reload(args),
         Command::Serve(args) => {
             let config = args.config()?;
             let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;
@@ -620,12 +689,14 @@ fn main() -> anyhow::Result<()> {
                 );
                 let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                     .context("installing a SIGHUP handler")?;
-                let reload = tokio::spawn(reload_on_sighup(gateway.clone(), hup));
+                let reload = tokio::spawn(reload_on_sighup(gateway.clone(), hup, data_dir.clone()));
+                ptt_gateway::reload::write_pid(&data_dir).context("writing the pid file")?;
                 gateway.run(endpoint, shutdown_signal()).await;
                 if let Some(http) = http {
                     http.abort();
                 }
                 reload.abort();
+                ptt_gateway::reload::remove_pid(&data_dir);
                 Ok(())
             })
         }

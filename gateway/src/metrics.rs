@@ -245,6 +245,14 @@ counters! {
     /// Connection attempts with a valid Retry token, out of those admitted:
     /// terminals that came back after a Retry.
     handshakes_proven,
+    /// Org reloads that swapped a new org in (`ptt-gateway reload`, SIGHUP).
+    org_reloads,
+    /// Org reloads refused (file unreadable or invalid, key changed); the
+    /// running org kept serving.
+    org_reload_failures,
+    /// Sessions closed with ORG_REMOVED: their terminal left the org in a
+    /// reload.
+    sessions_removed_by_reload,
 }
 
 impl Metrics {

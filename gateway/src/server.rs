@@ -183,6 +183,18 @@ impl Gateway {
         self.hub.refresh_revocations().await;
     }
 
+    /// Reads the org file again and swaps it in if it loads whole with the
+    /// same provisioning key (see [`crate::reload`]); any error leaves the
+    /// running org serving. Call on SIGHUP. Blocks while it reads the file.
+    pub fn reload_org(&self) -> Result<crate::reload::Outcome, crate::reload::Error> {
+        self.hub.reload_org()
+    }
+
+    /// The org generation serving: 0 at start, one more per reload.
+    pub fn org_generation(&self) -> u64 {
+        self.hub.org_generation()
+    }
+
     /// Serves the operations surface (metrics, health, admin API) on
     /// `listener` until the returned future is dropped. Spawn it beside
     /// [`Gateway::run`].

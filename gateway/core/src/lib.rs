@@ -24,6 +24,7 @@
 //!   group limit.
 //! - [`sos`]: who an SOS reaches and what its alert says.
 //! - [`recording`]: a relayed burst as Ogg Opus packets (granules, gaps).
+//! - [`reload`]: what an org reload adds, removes and takes away.
 
 pub mod admission;
 pub mod alert;
@@ -36,5 +37,6 @@ pub mod limits;
 pub mod location;
 pub mod recipients;
 pub mod recording;
+pub mod reload;
 pub mod session;
 pub mod sos;

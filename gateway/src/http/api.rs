@@ -131,7 +131,8 @@ pub(super) async fn terminals(State(ops): State<Arc<Ops>>) -> Json<Value> {
     let list: Vec<Value> = online
         .into_iter()
         .map(|(id, conn, groups)| {
-            let t = hub.org().terminal(id);
+            let org = hub.org();
+            let t = org.terminal(id);
             let fix = hub.watch().last(id);
             json!({
                 "id": id.0,
@@ -312,7 +313,7 @@ pub(super) async fn drill_report(State(ops): State<Arc<Ops>>, Path(alert): Path<
     let made = tokio::task::spawn_blocking(move || {
         crate::drill::from_store(
             hub.desk().store(),
-            hub.org(),
+            &hub.org(),
             &hub.config().drill.marks_s,
             alert,
             now_ms(),

@@ -9,6 +9,7 @@
 mod budget;
 mod desk;
 mod registry;
+mod reload;
 mod revoked;
 mod sos;
 mod transfers;
@@ -18,6 +19,7 @@ mod watch;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use ptt_codec::{CloseCode, GroupId};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
@@ -43,12 +45,19 @@ pub(crate) use watch::{Watch, Watcher};
 #[derive(Debug)]
 pub(crate) struct Hub {
     config: Config,
-    org: Org,
+    /// The governance tree; replaced whole by a reload ([`Hub::reload_org`]).
+    org: ArcSwap<Org>,
     /// Verifies terminals' credentials.
     key: ProvisioningKey,
-    /// Every talk group, one per org node. Fixed at start, so the voice path
-    /// looks groups up without a lock.
-    groups: HashMap<GroupId, Arc<Group>>,
+    /// Every talk group, one per org node. Read without a lock (the voice
+    /// path looks a group up per frame); a reload stores a new map that
+    /// keeps every surviving group's `Arc`.
+    groups: ArcSwap<HashMap<GroupId, Arc<Group>>>,
+    /// What a new group needs: the floor audit log's sender.
+    audit_tx: mpsc::UnboundedSender<BurstRecord>,
+    /// The org generation serving (successful reloads so far); its lock
+    /// serialises reloads.
+    reloads: Mutex<u64>,
     registry: Registry,
     desk: Desk,
     watch: Watch,
@@ -137,19 +146,8 @@ impl Hub {
         let groups = org
             .groups()
             .map(|id| {
-                let name: Arc<str> = org.node(id).map_or("", |n| n.name.as_str()).into();
-                let floor = floor::Config {
-                    talk_limit: config.floor.talk_limit(id.0),
-                    queue_capacity: config.floor.queue,
-                };
-                let presence = config.session.presence_interval();
-                let group =
-                    Group::new(id, name, floor, presence, metrics.clone(), audit_tx.clone());
-                let group = match &recorder {
-                    Some(r) => group.recording_to(r.tap()),
-                    None => group,
-                };
-                (id, Arc::new(group))
+                let group = new_group(&config, &org, id, &metrics, &audit_tx, recorder.as_ref());
+                (id, group)
             })
             .collect();
         // At least 1: `Config::validate`.
@@ -157,9 +155,11 @@ impl Hub {
         let transfers = Transfers::new(&config.attachments);
         Self {
             config,
-            org,
+            org: ArcSwap::from_pointee(org),
             key,
-            groups,
+            groups: ArcSwap::from_pointee(groups),
+            audit_tx,
+            reloads: Mutex::new(0),
             registry: Registry::default(),
             desk,
             watch: Watch::default(),
@@ -232,9 +232,10 @@ impl Hub {
         &self.config
     }
 
-    /// The governance tree.
-    pub(crate) fn org(&self) -> &Org {
-        &self.org
+    /// The governance tree now. Hold it for one decision: a reload may
+    /// replace it right after.
+    pub(crate) fn org(&self) -> Arc<Org> {
+        self.org.load_full()
     }
 
     /// The key terminals' credentials are derived from.
@@ -242,14 +243,15 @@ impl Hub {
         &self.key
     }
 
-    /// The talk group `id`, if there is one.
-    pub(crate) fn group(&self, id: GroupId) -> Option<&Arc<Group>> {
-        self.groups.get(&id)
+    /// The talk group `id`, if there is one. Lock-free.
+    #[inline]
+    pub(crate) fn group(&self, id: GroupId) -> Option<Arc<Group>> {
+        self.groups.load().get(&id).cloned()
     }
 
     /// How many talk groups there are.
     pub(crate) fn group_count(&self) -> usize {
-        self.groups.len()
+        self.groups.load().len()
     }
 
     /// Each terminal's budget of frames and work in flight.
@@ -326,6 +328,28 @@ impl Hub {
             .take()?;
         Some(write_audit(self.desk.store().clone(), rx, stop))
     }
+}
+
+/// The talk group of node `id` of `org`, with nobody online.
+fn new_group(
+    config: &Config,
+    org: &Org,
+    id: GroupId,
+    metrics: &Arc<Metrics>,
+    audit: &mpsc::UnboundedSender<BurstRecord>,
+    recorder: Option<&Recorder>,
+) -> Arc<Group> {
+    let name: Arc<str> = org.node(id).map_or("", |n| n.name.as_str()).into();
+    let floor = floor::Config {
+        talk_limit: config.floor.talk_limit(id.0),
+        queue_capacity: config.floor.queue,
+    };
+    let presence = config.session.presence_interval();
+    let group = Group::new(id, name, floor, presence, metrics.clone(), audit.clone());
+    Arc::new(match recorder {
+        Some(r) => group.recording_to(r.tap()),
+        None => group,
+    })
 }
 
 /// Reads the revocation list every `auth.revocation_poll_ms`, until

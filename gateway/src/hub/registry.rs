@@ -32,6 +32,10 @@ struct Remembered {
     groups: BTreeMap<GroupId, bool>,
 }
 
+/// A remembered terminal: its id, its live session if any, and its groups
+/// with their talk right.
+pub(crate) type Membership = (TerminalId, Option<Live>, Vec<(GroupId, bool)>);
+
 /// Every terminal seen since start, with its live session and groups.
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -156,6 +160,19 @@ impl Registry {
                     live.conn.clone(),
                     e.groups.keys().copied().collect(),
                 ))
+            })
+            .collect()
+    }
+
+    /// Every terminal remembered, online or not, with its live session and
+    /// its groups with their talk right: what an org reload re-checks.
+    /// Walks every entry: never on the voice path.
+    pub(crate) fn remembered(&self) -> Vec<Membership> {
+        self.terminals
+            .iter()
+            .map(|e| {
+                let groups = e.groups.iter().map(|(g, t)| (*g, *t)).collect();
+                (*e.key(), e.session.clone(), groups)
             })
             .collect()
     }

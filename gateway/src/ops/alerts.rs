@@ -191,7 +191,7 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
     let (hub, issuer, outbox) = (&cx.hub, cx.terminal, &cx.outbox);
     let online = |t: TerminalId| hub.registry().is_online(t);
     let recipients = match recipients::resolve(
-        hub.org(),
+        &hub.org(),
         hub.watch().positions(),
         online,
         issuer,

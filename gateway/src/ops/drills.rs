@@ -23,7 +23,7 @@ pub(crate) async fn query(cx: Caller, alert: u64) {
                 return Ok(None);
             }
             let marks = &hub.config().drill.marks_s;
-            crate::drill::from_store(s, org, marks, alert, now_ms()).map(Some)
+            crate::drill::from_store(s, &org, marks, alert, now_ms()).map(Some)
         })
         .await
         .map_err(Error::from);

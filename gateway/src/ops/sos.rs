@@ -25,7 +25,7 @@ pub(crate) async fn sos(cx: Caller) {
         lon_e7: f.lon_e7,
         address: String::new(),
     });
-    let Some(raised) = sos::raise(hub.org(), &hub.config().sos.rules(), terminal, location) else {
+    let Some(raised) = sos::raise(&hub.org(), &hub.config().sos.rules(), terminal, location) else {
         return;
     };
     let _turn = hub.sos().turn(terminal).await;

@@ -51,12 +51,17 @@ impl Session {
         terminal: TerminalId,
     ) -> Self {
         let id = hub.registry().next_session();
-        let t = hub
-            .org()
-            .terminal(terminal)
-            .expect("authenticate() checked the terminal is in the org");
-        let priority = hub.config().policy.priority(t.role, t.kind);
-        let name: Arc<str> = Arc::from(t.name.as_str());
+        // `authenticate()` checked the terminal is in the org, but an org
+        // reload may have removed it since: closed below, once registered.
+        let org = hub.org();
+        let (priority, name): (u8, Arc<str>) = match org.terminal(terminal) {
+            Some(t) => (
+                hub.config().policy.priority(t.role, t.kind),
+                Arc::from(t.name.as_str()),
+            ),
+            None => (0, Arc::from("")),
+        };
+        drop(org);
         let (outbox, rx) = Outbox::open(
             conn.clone(),
             terminal,
@@ -79,6 +84,12 @@ impl Session {
                 CloseCode::SessionReplaced,
                 "replaced by a newer connection of this terminal",
             );
+        }
+        if hub.org().terminal(terminal).is_none() {
+            // Registered before this check: a reload that removed the
+            // terminal either saw this session (and closed it) or swapped
+            // its org in before the check.
+            close(&conn, CloseCode::OrgRemoved, "removed from the org");
         }
         Metrics::add(&hub.metrics().sessions_authenticated, 1);
         let resumed = !groups.is_empty();
@@ -597,7 +608,7 @@ impl Session {
     fn join(&mut self, kind: u8, group: GroupId) {
         let hub = self.cx.hub.clone();
         let terminal = self.cx.terminal;
-        let joined = session::join_rights(hub.org(), &hub.config().policy, terminal, group)
+        let joined = session::join_rights(&hub.org(), &hub.config().policy, terminal, group)
             .and_then(|rights| {
                 let max_groups = hub.config().session.max_groups;
                 hub.registry()

@@ -30,7 +30,7 @@ pub(super) async fn authenticate(
     let frame =
         split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
     let first = ClientMsg::decode(frame).ok();
-    let terminal = match session::authenticate(hub.org(), hub.key(), first) {
+    let terminal = match session::authenticate(&hub.org(), hub.key(), first) {
         Ok(terminal) => terminal,
         Err(refusal) => {
             if let Refusal::AuthFailed { terminal } = refusal {

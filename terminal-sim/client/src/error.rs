@@ -69,7 +69,8 @@ pub enum Error {
 impl Error {
     /// Whether connecting again with the same credential cannot succeed:
     /// the credential was revoked ([`Error::CredentialRevoked`]) or refused
-    /// (`CloseCode::AuthFailed`), or the protocol version is not spoken
+    /// (`CloseCode::AuthFailed`), the terminal was removed from the org
+    /// (`CloseCode::OrgRemoved`), or the protocol version is not spoken
     /// (`CloseCode::UnsupportedVersion`). A reconnect loop stops on these
     /// and tells the user; on any other error it retries with backoff.
     pub fn is_final(&self) -> bool {
@@ -77,7 +78,11 @@ impl Error {
             self,
             Error::CredentialRevoked { .. }
                 | Error::Closed {
-                    code: Some(CloseCode::AuthFailed | CloseCode::UnsupportedVersion),
+                    code: Some(
+                        CloseCode::AuthFailed
+                            | CloseCode::UnsupportedVersion
+                            | CloseCode::OrgRemoved
+                    ),
                     ..
                 }
         )
@@ -134,6 +139,7 @@ mod tests {
         assert!(e.is_final());
         assert!(closed(CloseCode::AuthFailed.code()).is_final());
         assert!(closed(CloseCode::UnsupportedVersion.code()).is_final());
+        assert!(closed(CloseCode::OrgRemoved.code()).is_final());
         // Worth retrying: replaced, shutting down, too slow, rate limited,
         // unknown codes.
         for code in [3, 4, 7, 8, 99] {

@@ -238,6 +238,34 @@ impl GatewayProcess {
         self.wait_listening().await;
     }
 
+    /// Replaces the org file the gateway serves with `text` (write then
+    /// rename, as an operator's deployment tool would), for a reload.
+    pub fn rewrite_org(&self, text: &str) {
+        let tmp = self.org.with_extension("new");
+        std::fs::write(&tmp, text).expect("writing the new org file");
+        std::fs::rename(&tmp, &self.org).expect("replacing the org file");
+    }
+
+    /// Runs `ptt-gateway reload --data-dir <data>`: it signals the gateway
+    /// and waits for the reload's outcome.
+    pub fn reload(&self) -> std::process::Output {
+        Command::new(bin("ptt-gateway"))
+            .arg("reload")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .output()
+            .expect("running ptt-gateway reload")
+    }
+
+    /// Sends the gateway SIGHUP, as `kill -HUP` from an operator does.
+    pub fn sighup(&self) {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "SIGHUP to the gateway");
+    }
+
     /// The temporary directory everything lives in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
