@@ -670,12 +670,16 @@ pub struct Transport {
     /// Connection attempts in handshake or waiting for a slot from which an
     /// attempt whose address is not proven is answered with a QUIC Retry
     /// (a token it must come back with, one round trip); 0 retries every
-    /// such attempt ([`crate::admission`]). 128 (half of `max_handshakes`)
-    /// keeps Initials forged with addresses that never answer to half the
-    /// slots (attack 8). Default 1,000,000: off (quinn never holds that
-    /// many attempts), because with 128 a whole-city reconnect storm from
-    /// the load harness (30,865 terminals, 256 per socket) collapsed:
-    /// 2.5 million Retries, 2,781 terminals back after 300 s (BENCHMARKS.md).
+    /// such attempt, 1,000,000 never does ([`crate::admission`]). Default
+    /// 256, `max_handshakes`' default: Retry only once every slot is taken,
+    /// so a flood of Initials from forged addresses (attack 8) holds the
+    /// slots for one handshake timeout at most and real terminals, whose
+    /// attempts come back with the token, get the slots as they free; in
+    /// ordinary load nobody pays the extra round trip. Measured: the
+    /// whole-city reconnect storm (30,865 terminals) all back in 63.6 s with
+    /// it (65.4 s without, an earlier run); 128 with the per-address bounds
+    /// collapsed the load harness's storm (256 terminals per socket: 2,781
+    /// back after 300 s; BENCHMARKS.md).
     pub retry_from: usize,
     /// Connection attempts without a valid Retry token (unproven address)
     /// one source address (IP and port) may have in handshake or waiting,
@@ -713,7 +717,7 @@ impl Default for Transport {
             ack_max_delay_ms: 100,
             hello_receive_window: 16 * 1024,
             receive_window: 2 * 1024 * 1024,
-            retry_from: 1_000_000,
+            retry_from: 256,
             handshakes_per_address: 1_000_000,
             handshakes_per_proven_address: 1_000_000,
         }

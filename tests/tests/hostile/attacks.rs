@@ -609,14 +609,15 @@ async fn attack_8_initial_flood_from_one_socket() {
 
 /// Attack 8, forged: the same Initials from 250 addresses of 127.0.0.0/8
 /// (an attacker forging source addresses; loopback only), 500 a second.
-/// Each address stays under the per-address bound, so only the Retry
-/// under pressure (`transport.retry_from`) keeps real terminals in: the
-/// forged attempts hold at most `retry_from` slots and never come back
-/// with a token. Without the Retry, the same flood holds every slot for
+/// With the default configuration (no per-address bounds), only the Retry
+/// under pressure (`transport.retry_from`, every slot taken) keeps real
+/// terminals in: the forged attempts hold at most `retry_from` slots, for
+/// one handshake timeout, and never come back with a token. Without the Retry, the same flood holds every slot for
 /// the 5 s handshake timeout and the terminals below wait behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_8_initial_flood_from_forged_addresses() {
-    let gw = GatewayProcess::start(DEFENDED_HANDSHAKES).await;
+    // The defaults: Retry once every handshake slot is taken.
+    let gw = GatewayProcess::start("").await;
     let packets = initials(&gw, 1500).await;
     let scene = Scene::start(&gw).await;
     let gw = std::sync::Arc::new(gw);
