@@ -86,7 +86,6 @@ async fn reload(gw: &GatewayProcess) -> (bool, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "end-to-end: needs the built binaries (cargo build --workspace --bins)"]
 async fn an_org_reload_takes_effect_without_dropping_unaffected_calls() {
     let mut gw = GatewayProcess::start("").await;
     assert!(
