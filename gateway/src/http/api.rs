@@ -453,7 +453,7 @@ fn not_found(message: String) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "error": message }))).into_response()
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!("operations surface: {e}");
     (
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -98,18 +98,19 @@ impl Consoles {
         sessions.remove(token_hash)
     }
 
-    /// Removes every session of `operator` (a new password, a removed
-    /// account) and returns them.
-    pub(crate) fn remove_operator(&self, operator: &str) -> Vec<ConsoleSession> {
+    /// Makes the sessions those of `stored` (the store's, read again:
+    /// `ptt-gateway operator` may have removed an operator or changed a
+    /// password, ending sessions) and returns the sessions that ended.
+    pub(crate) fn sync(&self, stored: Vec<ConsoleSession>) -> Vec<ConsoleSession> {
+        let stored: HashMap<[u8; 32], ConsoleSession> =
+            stored.into_iter().map(|s| (s.token_hash, s)).collect();
         let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        let ended: Vec<_> = sessions
+        let ended = sessions
             .values()
-            .filter(|s| s.operator == operator)
+            .filter(|s| !stored.contains_key(&s.token_hash))
             .cloned()
             .collect();
-        for s in &ended {
-            sessions.remove(&s.token_hash);
-        }
+        *sessions = stored;
         ended
     }
 
@@ -200,6 +201,15 @@ mod tests {
         assert!(!consoles.verify(TerminalId(300), b"secret", 1_000), "expired");
         assert_eq!(consoles.expire(1_000).len(), 1);
         assert!(consoles.expire(1_000).is_empty());
+    }
+
+    #[test]
+    fn a_sync_ends_the_sessions_the_store_no_longer_has() {
+        let consoles = Consoles::new(vec![session(b"a", 300, 9), session(b"b", 301, 9)], 1, 5);
+        let ended = consoles.sync(vec![session(b"b", 301, 9), session(b"c", 302, 9)]);
+        assert_eq!(ended, vec![session(b"a", 300, 9)]);
+        assert!(consoles.verify(TerminalId(302), b"c", 0));
+        assert!(!consoles.verify(TerminalId(300), b"a", 0));
     }
 
     #[test]

@@ -407,10 +407,22 @@ pub(crate) async fn console_upkeep(hub: Arc<Hub>) {
     let mut ticks = 0u64;
     loop {
         tick.tick().await;
-        let expired = hub.consoles.expire(crate::clock::now_ms());
+        let now = crate::clock::now_ms();
+        let expired = hub.consoles.expire(now);
         if !expired.is_empty() {
             tracing::info!(sessions = expired.len(), "console sessions expired");
             hub.end_consoles(&expired);
+        }
+        // Operators removed or given a new password by the CLI meanwhile.
+        let store = hub.desk.store().clone();
+        if let Ok(Ok(stored)) =
+            tokio::task::spawn_blocking(move || store.console_sessions(now)).await
+        {
+            let ended = hub.consoles.sync(stored);
+            if !ended.is_empty() {
+                tracing::info!(sessions = ended.len(), "console sessions ended by an operator change");
+                hub.end_consoles(&ended);
+            }
         }
         if ticks % 120 == 0 {
             if let crate::tls::Web::OwnCerts(certs) = &hub.web {
