@@ -177,6 +177,7 @@ async function start(session) {
   const left = session.expires_ms - Date.now();
   if (left > 0 && left < 2 ** 31) S.expiryTimer = setTimeout(() => signedOut(t('signin.expired')), left);
   S.voice = S.voice ?? new Voice(hooks.stats, onEncoded);
+  try { S.voice.ensureContext(); } catch { /* no Web Audio */ }
   S.map = S.map ?? new MapView($('map'), { onPick, tiles: session.map?.tiles ?? null, labels: { noPositions: t('map.none') } });
   await pollTree();
   clearInterval(S.treeTimer);
@@ -630,15 +631,34 @@ function floorText(g, fs, now) {
 
 const rowCache = new Map();
 
+/** The groups shown: all of a small tree; for a big one the monitored, own, its children, the selected and filter matches. */
+function visibleGroups() {
+  const all = [...S.groups.keys()];
+  const q = ($('group-filter').value || '').trim();
+  if (!q && all.length <= 300) return all;
+  const own = S.session?.node;
+  const near = new Set([own, ...(S.tree?.children.get(own) ?? [])]);
+  const out = [];
+  let matches = 0;
+  for (const id of all) {
+    const g = S.groups.get(id);
+    const hit = q && (g.name.includes(q) || String(id) === q);
+    if (hit && matches < 200) { matches++; out.push(id); continue; }
+    if (!q || all.length > 300) {
+      if (g.monitored || g.emergency || id === S.selected || (!q && near.has(id))) out.push(id);
+    }
+  }
+  return out;
+}
+
 function renderGroups() {
   const list = $('group-list');
   const now = performance.now();
-  const ids = [...S.groups.keys()];
+  const ids = visibleGroups();
   const depth = new Map((S.tree?.ordered() ?? []).map((n) => [n.id, n.depth]));
-  let monitored = 0;
+  const monitored = [...S.groups.values()].filter((g) => g.monitored).length;
   for (const id of ids) {
     const g = S.groups.get(id);
-    if (g.monitored) monitored++;
     let r = rowCache.get(id);
     if (!r) {
       r = buildGroupRow(g);
@@ -665,11 +685,10 @@ function renderGroups() {
     r.prio.textContent = String(g.priority);
     r.err.textContent = g.error;
     r.duck.textContent = ch?.ducked ? t('groups.ducked') : '';
-    if (r.el.parentNode !== list) list.append(r.el);
   }
   // Order by the tree.
   const want = ids.map((id) => rowCache.get(id).el);
-  if ([...list.children].some((c, i) => c !== want[i])) list.replaceChildren(...want);
+  if (list.children.length !== want.length || [...list.children].some((c, i) => c !== want[i])) list.replaceChildren(...want);
   $('groups-count').textContent = `${monitored}/${MAX_GROUPS}`;
 }
 
@@ -728,6 +747,7 @@ function renderPtt() {
   btn.disabled = !g.joined || hooks.state !== 'online';
   btn.classList.toggle('granted', fs.state === 'granted');
   $('mic-level').value = hooks.stats.captureRms;
+  $('audio-enable').hidden = !S.voice?.ctx || S.voice.ctx.state === 'running';
 }
 
 // ------------------------------------------------------------------ tree + map UI
@@ -740,14 +760,26 @@ function renderTree() {
   const now = Date.now();
   const rows = [];
   let online = 0; let total = 0;
+  if (!S.expanded) {
+    // Small trees open fully; a city's (30,000 members) opens at the operator's own node.
+    S.expanded = new Set(S.tree.terminals.size <= 400 ? S.tree.nodes.keys() : [S.tree.root]);
+  }
+  const hiddenUnder = new Set();
   for (const { id, depth } of S.tree.ordered()) {
     const n = S.tree.node(id);
     const members = S.tree.byNode.get(id) ?? [];
+    for (const m of members) { total++; if (m.online) online++; }
+    if (n.parent != null && (hiddenUnder.has(n.parent) || (!S.expanded.has(n.parent) && S.tree.nodes.has(n.parent)))) { hiddenUnder.add(id); continue; }
+    const open = S.expanded.has(id);
+    const hasKids = members.length > 0 || (S.tree.children.get(id) ?? []).length > 0;
     rows.push(h('tr', { class: `node ${n.kind}`, testid: `node-${id}` },
-      h('td', { colspan: '7', style: `padding-left:${6 + depth * 16}px` }, h('b', {}, n.name), ' ', h('small', {}, t(`nodeKind.${n.kind}`)),
+      h('td', { colspan: '7', style: `padding-left:${6 + depth * 16}px` },
+        hasKids ? h('button', { type: 'button', class: 'small toggle', testid: `node-toggle-${id}`, 'aria-expanded': open ? 'true' : 'false',
+          onclick: () => { if (open) S.expanded.delete(id); else S.expanded.add(id); renderTree(); } }, open ? '▾' : '▸') : null, ' ',
+        h('b', {}, n.name), ' ', h('small', {}, t(`nodeKind.${n.kind}`)),
         ' ', h('small', { class: 'muted' }, `${members.filter((m) => m.online).length}/${members.length}`))));
+    if (!open) continue;
     for (const m of members) {
-      total++; if (m.online) online++;
       const pos = S.positions.get(m.id);
       const lq = linkQuality(m.link);
       const sos = [...S.sos.values()].some((x) => x.terminal === m.id && x.cancelled_by == null);
@@ -964,7 +996,11 @@ function renderBoards() {
       `${t(`rc.${s}`)} ${tally.by_status[s]}`)),
     tally.expired ? h('span', { class: 'cnt expired' }, `${t('rc.expired')} ${tally.expired}`) : null,
     h('span', { class: 'cnt total' }, `${t('boards.total')} ${tally.recipients}`));
-    const units = b.view(S.tree).map((u) => h('div', { class: 'unit' },
+    const view = b.view(S.tree);
+    // A city-wide alert has thousands of recipients: the first 100 units in detail, the rest counted.
+    const shown = view.slice(0, 100);
+    const rest = view.length - shown.length;
+    const units = shown.map((u) => h('div', { class: 'unit' },
       h('div', { class: 'uname' }, u.name, ' ', h('small', { class: 'muted' }, `${u.rows.filter((r) => r.status >= 1 && r.status !== 4).length}/${u.rows.length}`)),
       h('ul', {}, ...u.rows.map((r) => h('li', { class: `rc s${r.status}${r.stored ? ' stored' : ''}`, testid: `receipt-${k}-${r.terminal}` },
         h('span', { class: 'who' }, r.name), ' ',
@@ -973,7 +1009,7 @@ function renderBoards() {
         r.at_ms ? h('small', { class: 'muted' }, ` ${fmtTime(r.at_ms)}`) : null)))));
     return h('article', { class: 'board', testid: `board-${k}` },
       h('header', {}, h('b', {}, `${t(`kind.${b.meta.kind}`)} · ${b.meta.title}`), ' ', h('small', { class: 'muted' }, `#${k} · ${fmtTime(b.meta.sentAt)} · ${targetText(b.meta.target)}`)),
-      counts, ...units);
+      counts, ...units, rest > 0 ? h('p', { class: 'muted' }, `+ ${rest} ${t('boards.moreUnits')}`) : null);
   }));
 }
 
@@ -1215,6 +1251,20 @@ function renderLog() {
   $('log').replaceChildren(...S.log.slice(-300).reverse().map((l) => h('li', {}, l)));
 }
 
+/** Runs `fn` at most every `minMs`, with a trailing run so the last change always shows. */
+const throttles = new Map();
+function throttled(name, fn, minMs) {
+  const now = Date.now();
+  const th = throttles.get(name) ?? { last: 0, timer: null };
+  throttles.set(name, th);
+  if (now - th.last >= minMs) {
+    th.last = now;
+    fn();
+  } else if (!th.timer) {
+    th.timer = setTimeout(() => { th.timer = null; th.last = Date.now(); if (S.session) fn(); }, minMs - (now - th.last));
+  }
+}
+
 let renderQueued = false;
 function render() {
   if (renderQueued) return;
@@ -1226,10 +1276,10 @@ function render() {
     renderGroups();
     renderPtt();
     renderSos();
-    renderTree();
-    renderMap();
-    if (S.tab === 'receipts') renderBoards();
-    renderInbox();
+    throttled('tree', renderTree, 500);
+    throttled('map', renderMap, 250);
+    if (S.tab === 'receipts') throttled('boards', renderBoards, 500);
+    throttled('inbox', renderInbox, 250);
     if (S.tab === 'drills') renderDrills();
     if (S.tab === 'log') renderLog();
   });
@@ -1276,7 +1326,7 @@ function wire() {
   document.addEventListener('keyup', onKeyUp);
   window.addEventListener('blur', () => { if (S.talk && !S.talk.released) pttUp(); });
   $('group-list').addEventListener('keydown', (e) => {
-    const ids = [...S.groups.keys()];
+    const ids = visibleGroups();
     const i = ids.indexOf(S.selected);
     if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
       e.preventDefault();
@@ -1288,6 +1338,7 @@ function wire() {
     }
   });
   document.querySelectorAll('.tabs [data-tab]').forEach((b) => b.addEventListener('click', () => selectTab(b.dataset.tab)));
+  $('group-filter').addEventListener('input', renderGroups);
   $('dispatch-form').addEventListener('submit', onDispatch);
   $('dispatch-target-type').addEventListener('change', updateTargetFields);
   $('dispatch-radius').addEventListener('input', renderMap);
@@ -1302,6 +1353,11 @@ function wire() {
   $('drill-target-type').addEventListener('change', updateTargetFields);
   $('history-load').addEventListener('click', loadHistory);
   document.addEventListener('visibilitychange', render);
+  // Browsers start audio only after a user gesture: any click or key resumes it.
+  const resume = () => { if (S.voice?.ctx && S.voice.ctx.state !== 'running') S.voice.ctx.resume().then(render, () => {}); };
+  document.addEventListener('pointerdown', resume, true);
+  document.addEventListener('keydown', resume, true);
+  $('audio-enable').addEventListener('click', resume);
   updateTargetFields();
   selectTab('dispatch');
 }

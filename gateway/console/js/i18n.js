@@ -3,7 +3,7 @@
 // localStorage. `data-i18n="key"` elements are relabelled by applyI18n.
 
 const ZH = {
-  'app.title': '指挥台', 'lang.other': 'English',
+  'app.title': '指挥台', 'lang.other': 'English', 'audio.enable': '点击启用声音',
   'signin.name': '账号', 'signin.password': '密码', 'signin.submit': '登录', 'signout': '退出',
   'signin.wrong': '账号或密码错误', 'signin.throttled': '尝试过多，请稍后再试', 'signin.failed': '登录失败',
   'signin.expired': '会话已过期，请重新登录',
@@ -46,7 +46,7 @@ const ZH = {
   'd.tooBig': '超过 4 MiB', 'd.uploading': '上传照片', 'd.sending': '发送中…', 'd.sent': '已送达网关', 'd.recipients': '名接收人',
   'target.group': '单元/节点（本级成员）', 'target.subtree': '节点及其下属全部', 'target.terminals': '指定成员', 'target.nearest': '地图地点附近最近的 K 人',
   'target.groupShort': '发往', 'target.subtreeShort': '发往全部', 'target.membersShort': '名成员', 'target.nearestShort': '就近',
-  'boards.none': '尚未发送', 'boards.total': '共',
+  'boards.none': '尚未发送', 'boards.moreUnits': '个单元未展开', 'groups.filter': '查找通话组（名称或编号）', 'boards.total': '共',
   'rc.0': '待送达', 'rc.1': '已送达', 'rc.2': '已读', 'rc.3': '已接单', 'rc.4': '已拒绝', 'rc.5': '已到场', 'rc.6': '已处置',
   'rc.expired': '已过期', 'rc.stored': '已存储，上线后送达',
   'inbox.none': '暂无上报', 'inbox.accept': '接收', 'inbox.resolve': '已处理', 'inbox.answer': '回复', 'inbox.answerHint': '回复内容',
@@ -64,7 +64,7 @@ const ZH = {
 };
 
 const EN = {
-  'app.title': 'Command console', 'lang.other': '中文',
+  'app.title': 'Command console', 'lang.other': '中文', 'audio.enable': 'Click to enable sound',
   'signin.name': 'Name', 'signin.password': 'Password', 'signin.submit': 'Sign in', 'signout': 'Sign out',
   'signin.wrong': 'Wrong name or password', 'signin.throttled': 'Too many attempts, try again later', 'signin.failed': 'Sign-in failed',
   'signin.expired': 'Session expired, please sign in again',
@@ -107,7 +107,7 @@ const EN = {
   'd.tooBig': 'over 4 MiB', 'd.uploading': 'uploading photo', 'd.sending': 'sending…', 'd.sent': 'stored by the gateway', 'd.recipients': 'recipients',
   'target.group': 'A unit / node (its own members)', 'target.subtree': 'A node and everything under it', 'target.terminals': 'Listed members', 'target.nearest': 'K nearest to the map point',
   'target.groupShort': 'to', 'target.subtreeShort': 'to all under', 'target.membersShort': 'members', 'target.nearestShort': 'nearest',
-  'boards.none': 'nothing sent yet', 'boards.total': 'total',
+  'boards.none': 'nothing sent yet', 'boards.moreUnits': 'more units not shown', 'groups.filter': 'Find a group (name or id)', 'boards.total': 'total',
   'rc.0': 'pending', 'rc.1': 'delivered', 'rc.2': 'read', 'rc.3': 'accepted', 'rc.4': 'rejected', 'rc.5': 'arrived', 'rc.6': 'resolved',
   'rc.expired': 'expired', 'rc.stored': 'stored, delivered when online',
   'inbox.none': 'no reports', 'inbox.accept': 'Accept', 'inbox.resolve': 'Resolved', 'inbox.answer': 'Answer', 'inbox.answerHint': 'answer',
@@ -148,5 +148,6 @@ export function t(key) {
 /** Relabels every `data-i18n` element under `root`. */
 export function applyI18n(root) {
   for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
   if (root.documentElement) root.documentElement.lang = current === 'zh' ? 'zh-CN' : 'en';
 }
