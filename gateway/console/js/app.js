@@ -101,7 +101,11 @@ const S = {
   expiryTimer: null,
   map: null,
   log: [],
+  v: { inbox: 1, tree: 1 }, // bumped when what the section shows changed
 };
+
+/** Marks a section as changed (it is rebuilt on the next render). */
+function bump(...names) { for (const n of names) S.v[n]++; }
 
 function nextRequest() {
   S.request = (S.request % 0xfffffffe) + 1;
@@ -255,6 +259,7 @@ async function pollTree() {
       }
     }
     syncGroups();
+    bump('tree', 'inbox');
     render();
   } catch (e) {
     if (e.status === 401) signedOut(t('signin.expired'));
@@ -347,7 +352,7 @@ function onFrame(msg) {
     case 'Error': onError(msg); break;
     case 'AlertAccepted': {
       const p = S.sends.get(msg.request);
-      if (p) { S.sends.delete(msg.request); p.resolve(msg); }
+      if (p) { S.sends.delete(msg.request); if (p.board) adoptBoard(p.board, msg); p.resolve(msg); }
       break;
     }
     case 'AlertRefused': {
@@ -372,6 +377,7 @@ function onFrame(msg) {
       break;
     }
     case 'ReceiptSaved': {
+      bump('inbox');
       const it = S.inbox.get(key(msg.alert));
       if (it && msg.status > it.status) it.status = msg.status;
       const ha = hooks.alerts[key(msg.alert)];
@@ -380,6 +386,7 @@ function onFrame(msg) {
     }
     case 'AlertCancelled': onSosCancelled(msg); break;
     case 'PositionUpdate':
+      bump('tree');
       S.positions.set(msg.terminal, { lat: msg.lat_e7 / 1e7, lon: msg.lon_e7 / 1e7, at_ms: msg.at_ms, accuracy_m: msg.accuracy_m });
       break;
     default: break;
@@ -397,6 +404,7 @@ function addUnknownGroup(id, name) {
 function onFloorFrame(msg, now) {
   S.floor.apply(msg, now, S.session?.terminal ?? null);
   hooks.floor = S.floor.snapshot();
+  bump('tree');
   const fs = S.floor.get(msg.group);
   if (msg.type === 'FloorTaken') S.voice?.setChannel(msg.group, { cls: msg.class });
   if (msg.type === 'FloorIdle') S.voice?.setChannel(msg.group, { cls: 0 });
@@ -448,6 +456,7 @@ function onError(msg) {
 
 function onStreamFrame(msg, content) {
   recordEvent(msg);
+  bump('inbox', 'tree');
   if (msg.type === 'Alert') onAlert(msg);
   else if (msg.type === 'Attachment') {
     const k = key(msg.attachment);
@@ -505,6 +514,7 @@ function onSos(msg) {
 }
 
 function onSosCancelled(msg) {
+  bump('tree');
   const k = key(msg.alert);
   const e = S.sos.get(k);
   if (!e) return;
@@ -754,9 +764,13 @@ function renderPtt() {
 
 const ROLE_BIT_OF = (r) => ROLE_BITS[r] ?? 0;
 
-function renderTree() {
+function renderTree(force = false) {
   const body = $('tree-table').tBodies[0];
   if (!S.tree) { body.replaceChildren(); return; }
+  // Rebuilt when something shown changed, and every 5 s for the ages.
+  const sig = `${S.v.tree}:${Math.floor(Date.now() / 5000)}`;
+  if (!force && body.dataset.sig === sig) return;
+  body.dataset.sig = sig;
   const now = Date.now();
   const rows = [];
   let online = 0; let total = 0;
@@ -775,7 +789,7 @@ function renderTree() {
     rows.push(h('tr', { class: `node ${n.kind}`, testid: `node-${id}` },
       h('td', { colspan: '7', style: `padding-left:${6 + depth * 16}px` },
         hasKids ? h('button', { type: 'button', class: 'small toggle', testid: `node-toggle-${id}`, 'aria-expanded': open ? 'true' : 'false',
-          onclick: () => { if (open) S.expanded.delete(id); else S.expanded.add(id); renderTree(); } }, open ? '▾' : '▸') : null, ' ',
+          onclick: () => { if (open) S.expanded.delete(id); else S.expanded.add(id); renderTree(true); } }, open ? '▾' : '▸') : null, ' ',
         h('b', {}, n.name), ' ', h('small', {}, t(`nodeKind.${n.kind}`)),
         ' ', h('small', { class: 'muted' }, `${members.filter((m) => m.online).length}/${members.length}`))));
     if (!open) continue;
@@ -878,10 +892,15 @@ function parseIds(text) {
 }
 
 /** Sends an AlertSend and waits for AlertAccepted / AlertRefused. */
-function sendAlert(target, body) {
+/**
+ * Sends an AlertSend and waits for AlertAccepted / AlertRefused. `board` is
+ * registered synchronously when AlertAccepted arrives, so receipt updates
+ * read in the same chunk of the control stream find it.
+ */
+function sendAlert(target, body, board) {
   const request = nextRequest();
   return new Promise((resolve, reject) => {
-    S.sends.set(request, { resolve, reject });
+    S.sends.set(request, { resolve, reject, board });
     if (!S.link?.send({ type: 'AlertSend', request, target, body })) { S.sends.delete(request); reject(new Error(t('ptt.offline'))); }
     setTimeout(() => { if (S.sends.delete(request)) reject(new Error(t('err.timeout'))); }, 30000);
   });
@@ -954,8 +973,7 @@ async function onDispatch(e) {
       title, text: $('dispatch-text').value, location, attachments,
     };
     const board = new ReceiptBoard({ kind: body.kind, title, target, sentAt: Date.now(), attachments }, expectedRecipients(target, S.tree, S.session.terminal, ROLE_BIT_OF));
-    const acc = await sendAlert(target, body);
-    adoptBoard(board, acc);
+    const acc = await sendAlert(target, body, board);
     status.textContent = `${t('d.sent')} · ${acc.recipients} ${t('d.recipients')}`;
     $('dispatch-form').reset();
     $('dispatch-photos').value = '';
@@ -1026,6 +1044,7 @@ function targetText(tg) {
 // ------------------------------------------------------------------ inbox (reports, clues, orders from above)
 
 function receipt(it, status) {
+  bump('inbox');
   S.link?.send({ type: 'AlertReceipt', alert: it.msg.alert, status, reason: '' });
   if (status > it.status && !(it.status === RECEIPT.rejected)) it.status = status;
   const ha = hooks.alerts[key(it.msg.alert)];
@@ -1039,8 +1058,8 @@ async function answer(it, text) {
   const target = { type: 'Terminals', terminals: [it.msg.issuer] };
   const body = { kind: ALERT_KIND.notice, priority: 1, ttl_s: 86400, title, text, location: null, attachments: [] };
   try {
-    const acc = await sendAlert(target, body);
-    adoptBoard(new ReceiptBoard({ kind: body.kind, title, target, sentAt: Date.now() }, [it.msg.issuer]), acc);
+    await sendAlert(target, body, new ReceiptBoard({ kind: body.kind, title, target, sentAt: Date.now() }, [it.msg.issuer]));
+    bump('inbox');
     it.answered = (it.answered ?? 0) + 1;
     it.answer = '';
     toast(t('inbox.answered'), 'info');
@@ -1052,6 +1071,9 @@ async function answer(it, text) {
 
 function renderInbox() {
   const box = $('inbox');
+  const sig = `${S.v.inbox}:${S.tab}`;
+  if (box.dataset.sig === sig) return;
+  box.dataset.sig = sig;
   const items = [...S.inbox.values()].sort((a, b) => (b.msg.created_ms - a.msg.created_ms));
   const unread = items.filter((i) => i.status < RECEIPT.read).length;
   $('inbox-badge').textContent = unread ? String(unread) : '';
@@ -1128,8 +1150,7 @@ async function onDrill(e) {
     $('drill-launch').disabled = true;
     const body = { kind: ALERT_KIND.drill, priority: 3, ttl_s: 3600, title, text: '', location: null, attachments: [] };
     const board = new ReceiptBoard({ kind: body.kind, title, target, sentAt: Date.now() }, expectedRecipients(target, S.tree, S.session.terminal, ROLE_BIT_OF));
-    const acc = await sendAlert(target, body);
-    adoptBoard(board, acc);
+    const acc = await sendAlert(target, body, board);
     S.drills.set(key(acc.alert), { alert: acc.alert, title, started: Date.now(), table: null, error: '', live: true });
     S.link.send({ type: 'DrillReportQuery', alert: acc.alert });
     $('drill-status').textContent = `${t('d.sent')} · ${acc.recipients} ${t('d.recipients')}`;
@@ -1299,6 +1320,7 @@ setInterval(() => {
 }, 5000);
 
 function onLang() {
+  bump('inbox', 'tree');
   setLang(lang() === 'zh' ? 'en' : 'zh');
   applyI18n(document);
   rowCache.clear();
