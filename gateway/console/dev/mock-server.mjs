@@ -94,6 +94,10 @@ createServer(async (req, res) => {
       // Smoke tests only: arrive signed in.
       data = Buffer.from(data.toString().replace('<head>', `<head><script>sessionStorage.setItem('pttConsole:token','${TOKEN}')</script>`));
     }
+    if (rel === 'index.html' && url.searchParams.has('fake-gateway')) {
+      // Integration tests only: a scripted gateway behind a fake WebTransport (dev/fake-gateway.js).
+      data = Buffer.from(data.toString().replace('<script type="module" src="./js/app.js">', '<script type="module" src="./dev/fake-gateway.js"></script><script type="module" src="./js/app.js">'));
+    }
     res.writeHead(200, { 'Content-Type': MIME[extname(rel)] ?? 'application/octet-stream' });
     res.end(data);
   } catch {

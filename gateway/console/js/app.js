@@ -328,7 +328,7 @@ function onFrame(msg) {
     case 'Joined': {
       const g = S.groups.get(msg.group) ?? addUnknownGroup(msg.group, msg.name);
       Object.assign(g, { joined: true, joinSent: false, talk: msg.talk, error: '', online: new Set(msg.online) });
-      if (msg.name) g.name = msg.name;
+      if (msg.name && !S.tree?.node(msg.group)) g.name = msg.name; // the tree's name wins
       if (!g.monitored) { g.monitored = true; }
       break;
     }
