@@ -65,6 +65,7 @@ class FakeGateway {
       case 'FloorRequest': this.send({ type: 'FloorGranted', group: m.group, burst: this.burst++, limit_ms: 30000 }); break;
       case 'FloorRelease': this.send({ type: 'FloorIdle', group: m.group }); break;
       case 'AlertSend': this.send({ type: 'AlertAccepted', request: m.request, alert: this.nextAlert++, recipients: 3 }); break;
+      case 'AlertReceipt': this.send({ type: 'ReceiptSaved', alert: m.alert, status: m.status }); break;
       case 'AlertQuery': this.send({ type: 'AlertStatus', alert: m.alert, recipients: 3, counts: { by_status: [1, 1, 0, 1, 0, 0, 0], expired: 0 } }); break;
       case 'SosCancel': this.send({ type: 'AlertCancelled', alert: this.lastSos ?? 1, by: 300 }); break;
       case 'DrillReportQuery': {

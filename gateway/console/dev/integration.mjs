@@ -90,6 +90,12 @@ try {
   await ev(`fakeGateway.send({type: 'FloorQueued', group: 40, position: 2})`);
   await until(`pttConsole.floor[40].state === 'queued' && pttConsole.floor[40].position === 2`);
   step('denied with cause, queued with position');
+  await ev(`fakeGateway.send({type: 'FloorGranted', group: 4, burst: 78, limit_ms: 4000})`);
+  await until(`${testid('floor-status')}.className.includes('t2') && /\\d s/.test(${testid('floor-status')}.textContent)`);
+  await ev(`fakeGateway.send({type: 'FloorRevoked', group: 4, burst: 78, cause: 2})`);
+  await until(`pttConsole.floor[4].state === 'revoked' && pttConsole.floor[4].cause === 2 && ${testid('floor-status')}.className.includes('revoked')`);
+  await ev(`fakeGateway.send({type: 'FloorIdle', group: 4})`);
+  step('granted with seconds left and the T2 warning in the last 5 s; revoked with cause');
 
   // A work report with a photo: delivered receipt at once, shown once, photo from the Attachment stream.
   const png = await ev(`(async () => { const c = new OffscreenCanvas(8, 8); const g = c.getContext('2d'); g.fillStyle = 'red'; g.fillRect(0, 0, 8, 8); const b = await c.convertToBlob({type: 'image/png'}); return Array.from(new Uint8Array(await b.arrayBuffer())); })()`);

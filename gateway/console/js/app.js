@@ -97,6 +97,7 @@ const S = {
   tab: 'dispatch',
   pick: null,
   memberPicks: new Set(),
+  pendingReceipts: new Map(), // "alert:status" -> {alert, status, tries}
   treeTimer: null,
   expiryTimer: null,
   map: null,
@@ -217,6 +218,7 @@ function signedOut(message = '') {
   stopAlarm();
   try { sessionStorage.removeItem('pttConsole:token'); } catch { /* private mode */ }
   S.session = null;
+  S.pendingReceipts.clear();
   S.groups.clear(); S.boards.clear(); S.inbox.clear(); S.seen.clear(); S.sos.clear(); S.drills.clear();
   S.floor = new FloorView();
   for (const a of S.attachments.values()) URL.revokeObjectURL(a.url);
@@ -322,6 +324,7 @@ function onFrame(msg) {
       if (S.session?.node) S.link.send({ type: 'WatchPositions', node: S.session.node });
       joinMonitored();
       for (const b of S.boards.values()) if (b.alert != null) S.link.send({ type: 'AlertQuery', alert: b.alert });
+      resendReceipts();
       logLine(`Welcome ${msg.name}${msg.resumed ? ' (resumed)' : ''}`);
       break;
     }
@@ -378,6 +381,7 @@ function onFrame(msg) {
     }
     case 'ReceiptSaved': {
       bump('inbox');
+      receiptSaved(msg);
       const it = S.inbox.get(key(msg.alert));
       if (it && msg.status > it.status) it.status = msg.status;
       const ha = hooks.alerts[key(msg.alert)];
@@ -454,6 +458,30 @@ function onError(msg) {
 
 // ------------------------------------------------------------------ alerts arriving on streams
 
+/**
+ * Sends a receipt and keeps it until ReceiptSaved covers it: receipts not
+ * confirmed are sent again after a reconnect (PROTOCOL.md section 5), at
+ * most 3 times each.
+ */
+function sendReceipt(alert, status) {
+  S.pendingReceipts.set(`${key(alert)}:${status}`, { alert, status, tries: 1 });
+  S.link?.send({ type: 'AlertReceipt', alert, status, reason: '' });
+}
+
+function receiptSaved(msg) {
+  for (const [k, r] of S.pendingReceipts) {
+    if (key(r.alert) === key(msg.alert) && (r.status <= msg.status || msg.status === RECEIPT.rejected)) S.pendingReceipts.delete(k);
+  }
+}
+
+function resendReceipts() {
+  for (const [k, r] of S.pendingReceipts) {
+    if (r.tries >= 3) { S.pendingReceipts.delete(k); continue; }
+    r.tries++;
+    S.link?.send({ type: 'AlertReceipt', alert: r.alert, status: r.status, reason: '' });
+  }
+}
+
 function onStreamFrame(msg, content) {
   recordEvent(msg);
   bump('inbox', 'tree');
@@ -480,7 +508,7 @@ function onStreamFrame(msg, content) {
 
 function onAlert(msg) {
   // Every Alert is answered with delivered, even a repeat: the gateway redelivers until it has stored it.
-  S.link?.send({ type: 'AlertReceipt', alert: msg.alert, status: RECEIPT.delivered, reason: '' });
+  sendReceipt(msg.alert, RECEIPT.delivered);
   const k = key(msg.alert);
   if (S.seen.has(k)) return;
   S.seen.add(k);
@@ -1045,7 +1073,7 @@ function targetText(tg) {
 
 function receipt(it, status) {
   bump('inbox');
-  S.link?.send({ type: 'AlertReceipt', alert: it.msg.alert, status, reason: '' });
+  sendReceipt(it.msg.alert, status);
   if (status > it.status && !(it.status === RECEIPT.rejected)) it.status = status;
   const ha = hooks.alerts[key(it.msg.alert)];
   if (ha) ha.receipts[S.session.terminal] = it.status;
