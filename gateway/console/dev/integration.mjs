@@ -200,6 +200,11 @@ try {
   step('oversized header: closed and reconnected');
 
   if (shots) { await ev(`${testid('tab-receipts')}.click()`); await b.shot(`${shots}/receipts.png`); }
+  // Sign out: Logout on the control stream, back to the sign-in form.
+  await ev(`window.lastGateway = fakeGateway; ${testid('signout')}.click()`);
+  await until(`pttConsole.state === 'signed-out' && !document.getElementById('signin').hidden`);
+  assert.ok(await ev(`lastGateway.received.some(m => m.type === 'Logout')`), 'Logout sent');
+  step('signed out: Logout sent, sign-in form shown');
   const errs = b.errors.filter((e) => !/Failed to load resource/.test(e));
   assert.deepEqual(errs, [], 'no page errors');
   console.log('PASS');
