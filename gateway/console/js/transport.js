@@ -5,7 +5,7 @@
 // reconnect with backoff. Browser only; the protocol logic is in codec.js.
 
 import {
-  FrameAssembler, Malformed, decodeServer, encodeClient, hexToBytes, splitFrame, concat,
+  FrameAssembler, Malformed, decodeServer, encodeClient, hexToBytes, splitFrame,
   KIND, HEADER_LEN, MAX_BODY, MAX_ATTACHMENT, CLOSE_CODE_NAMES,
 } from './codec.js';
 
@@ -16,15 +16,25 @@ export const MAX_DRILL_REPORT = 8 * 1024 * 1024;
 const HELLO_TIMEOUT_MS = 10000;
 const KEEPALIVE_MS = 10000;
 
-/** Reads exactly `n` bytes (after `have`) from a stream reader; throws on an early end. */
+/**
+ * Reads until at least `n` bytes (counting `have`) arrived from a stream
+ * reader, then returns them joined (chunks are joined once, so a 4 MiB photo
+ * in small chunks costs one copy). Throws on an early end.
+ */
 async function readExactly(reader, have, n) {
-  let buf = have;
-  while (buf.length < n) {
+  const chunks = have.length ? [have] : [];
+  let total = have.length;
+  while (total < n) {
     const { value, done } = await reader.read();
-    if (done) throw new Error(`stream ended after ${buf.length} of ${n} bytes`);
-    buf = buf.length ? concat(buf, value) : value;
+    if (done) throw new Error(`stream ended after ${total} of ${n} bytes`);
+    chunks.push(value);
+    total += value.length;
   }
-  return buf;
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
 }
 
 export class Link {
@@ -230,6 +240,8 @@ export class Link {
       rest = await readExactly(reader, rest, msg.size);
       if (rest.length !== msg.size) throw new Malformed(`${msg.type}: more bytes than announced`);
       this.h.onStreamFrame(msg, rest.slice());
+      const { done } = await reader.read();
+      if (!done) throw new Malformed(`${msg.type}: more bytes than announced`);
     } catch (e) {
       this.h.onMalformed(e, null);
       try { reader.cancel(); } catch { /* gone */ }
