@@ -12,8 +12,7 @@
 use bytes::{Buf, BytesMut};
 use quinn::{Connection, ConnectionError, RecvStream, SendStream};
 use web_transport_proto::{
-    Capsule, CapsuleError, ConnectRequest, ConnectResponse, Settings, SettingsError, StreamUni,
-    VarInt,
+    ConnectRequest, ConnectResponse, Settings, SettingsError, StreamUni, VarInt,
 };
 
 use crate::link::Link;
@@ -164,27 +163,14 @@ async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<(), Erro
     }
 }
 
-/// Reads the CONNECT stream's capsules until the browser closes the
-/// session (a CLOSE_WEBTRANSPORT_SESSION capsule, the stream's end or
-/// reset), then closes the connection. Unknown capsules are skipped; the
-/// buffer never holds more than [`MAX_HEADER_BYTES`].
-async fn watch_connect(conn: Connection, mut recv: RecvStream, mut buf: BytesMut) {
-    let reason = loop {
-        let mut peek = &buf[..];
-        match Capsule::decode(&mut peek) {
-            Ok(Capsule::CloseWebTransportSession { .. }) => break "session closed by the browser",
-            Ok(_) => {
-                let used = buf.len() - peek.len();
-                buf.advance(used);
-                continue;
-            }
-            Err(CapsuleError::UnexpectedEnd) => {}
-            Err(_) => break "malformed capsule",
-        }
-        if read_more(&mut recv, &mut buf).await.is_err() {
-            break "CONNECT stream ended";
-        }
-    };
-    tracing::debug!(remote = %conn.remote_address(), "{reason}");
-    conn.close(quinn::VarInt::from_u32(0x100), reason.as_bytes());
+/// Reads the CONNECT stream until the browser closes the session (its
+/// CLOSE_WEBTRANSPORT_SESSION capsule comes with the stream's end, or the
+/// stream is reset), then closes the connection: one session each.
+/// Whatever the stream carries meanwhile (HTTP/3 frames holding capsules)
+/// is read and dropped, never kept.
+async fn watch_connect(conn: Connection, mut recv: RecvStream, _read: BytesMut) {
+    let mut sink = [0u8; 1024];
+    while let Ok(Some(_)) = recv.read(&mut sink).await {}
+    tracing::debug!(remote = %conn.remote_address(), "WebTransport session closed by the browser");
+    conn.close(quinn::VarInt::from_u32(0x100), b"session closed");
 }
