@@ -28,6 +28,9 @@ const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// control stream (its QPACK streams may come first).
 const MAX_EARLY_STREAMS: usize = 4;
 
+/// HTTP/3 H3_STREAM_CREATION_ERROR: a stream of a type not served.
+const H3_STREAM_CREATION_ERROR: u32 = 0x103;
+
 /// Why a WebTransport handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -111,6 +114,7 @@ async fn send_settings(conn: &Connection) -> Result<SendStream, Error> {
 /// it (QPACK), all to be held open.
 async fn receive_settings(conn: &Connection) -> Result<(RecvStream, Vec<RecvStream>), Error> {
     let mut early = Vec::new();
+    let mut seen = 0;
     loop {
         let mut recv = conn.accept_uni().await?;
         let mut buf = BytesMut::new();
@@ -126,10 +130,16 @@ async fn receive_settings(conn: &Connection) -> Result<(RecvStream, Vec<RecvStre
             }
         };
         if kind != StreamUni::CONTROL {
-            if early.len() >= MAX_EARLY_STREAMS {
+            seen += 1;
+            if seen > MAX_EARLY_STREAMS {
                 return Err(Error::Protocol("too many streams before SETTINGS".into()));
             }
-            early.push(recv);
+            if kind == StreamUni::QPACK_ENCODER || kind == StreamUni::QPACK_DECODER {
+                early.push(recv);
+            } else {
+                // Unknown (or grease) stream types are ignored (RFC 9114 6.2).
+                let _ = recv.stop(quinn::VarInt::from_u32(H3_STREAM_CREATION_ERROR));
+            }
             continue;
         }
         loop {
