@@ -43,7 +43,8 @@ export async function launch({ width = 1920, height = 1080, extra = [] } = {}) {
   const until = async (expr, ms = 5000) => {
     const t0 = Date.now();
     for (;;) {
-      const v = await evaluate(expr);
+      let v = null;
+      try { v = await evaluate(expr); } catch { /* not there yet */ }
       if (v) return v;
       if (Date.now() - t0 > ms) throw new Error(`timed out waiting for: ${expr}`);
       await sleep(100);
