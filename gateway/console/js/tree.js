@@ -26,6 +26,7 @@ export class Tree {
       this.terminals.set(t.id, t);
       if (this.byNode.has(t.node)) this.byNode.get(t.node).push(t);
     }
+    for (const list of this.byNode.values()) list.sort((a, b) => a.id - b.id);
     if (!this.nodes.has(this.root) && json.nodes.length) this.root = json.nodes[0].id;
   }
 
