@@ -2,11 +2,11 @@
 // station (two headless Chromium instances, fake microphones): A talks, B
 // hears it; A dispatches to B, B accepts, A's board shows it; A runs a drill;
 // history lists the burst. Exit code 0 = pass.
-// Run: node --experimental-websocket gateway/console/dev/two-consoles.mjs http://127.0.0.1:HTTP/console/ nameA passA terminalB nameB passB
+// Run: node --experimental-websocket gateway/console/dev/two-consoles.mjs http://127.0.0.1:HTTP/console/ nameA passA terminalB nameB passB [shots-dir] [photo.png]
 import assert from 'node:assert/strict';
 import { launch, sleep } from './cdp.mjs';
 
-const [url, nameA, passA, termB, nameB, passB, shots] = process.argv.slice(2);
+const [url, nameA, passA, termB, nameB, passB, shots, photo] = process.argv.slice(2);
 const T = (id) => `document.querySelector('[data-testid="${id}"]')`;
 async function signIn(b, name, pass) {
   await b.navigate(url);
@@ -56,6 +56,19 @@ try {
   await A.evaluate(`${T('tab-receipts')}.click()`);
   await A.until(`${T(`receipt-${alertId}-${termB}`)}`, 5000);
   step(`alert ${alertId}: B delivered, read, accepted; A's board shows it`);
+
+  // With a photo (when a file is given): upload, AttachmentStored, alert with the id; B's console gets it pushed.
+  if (photo) {
+    await A.evaluate(`${T('tab-dispatch')}.click()`);
+    const doc = await A.cdp('DOM.getDocument');
+    const q = await A.cdp('DOM.querySelector', { nodeId: doc.result.root.nodeId, selector: '[data-testid="dispatch-photos"]' });
+    await A.cdp('DOM.setFileInputFiles', { nodeId: q.result.nodeId, files: [photo] });
+    await A.evaluate(`(() => { const set = (id, v) => { const e = document.querySelector('[data-testid="' + id + '"]'); e.value = v; e.dispatchEvent(new Event('change')); }; set('dispatch-kind', '1'); set('dispatch-title', '带照片'); set('dispatch-target-type', 'terminals'); set('dispatch-member-ids', '${termB}'); ${T('dispatch-send')}.click(); })()`);
+    const pid = await A.until(`(() => { const e = Object.entries(pttConsole.alerts).find(([k, v]) => v.title === '带照片'); return e && e[0]; })()`, 15000);
+    await B.until(`pttConsole.alerts[${pid}]`, 10000);
+    await B.until(`(() => { const i = document.querySelector('[data-testid="inbox-${pid}"] img'); return i && i.naturalWidth > 0 && i.naturalWidth; })()`, 10000);
+    step(`alert ${pid} with a photo: uploaded, pushed to B, shown (${await B.evaluate(`document.querySelector('[data-testid="inbox-${pid}"] img').naturalWidth`)} px wide)`);
+  }
 
   // Drill on A's subtree: the report arrives.
   await A.evaluate(`${T('tab-drills')}.click()`);
