@@ -84,6 +84,20 @@ try {
   step(`released: END on seq ${last.seq}, then FloorRelease`);
   await ev(`fakeGateway.auto = true`);
 
+  // Space bar is the talk key when focus is not in a text field.
+  await ev(`document.activeElement && document.activeElement.blur()`);
+  const relBefore = (await got('FloorRelease')).length;
+  await ev(`document.dispatchEvent(new KeyboardEvent('keydown', {code: 'Space', key: ' ', bubbles: true}))`);
+  await until(`pttConsole.floor[4].state === 'granted'`);
+  await ev(`document.dispatchEvent(new KeyboardEvent('keyup', {code: 'Space', key: ' ', bubbles: true}))`);
+  await until(`fakeGateway.received.filter(m => m.type === 'FloorRelease').length > ${relBefore}`);
+  // ... but not while typing in a text field.
+  const reqBefore = (await got('FloorRequest')).length;
+  await ev(`(() => { const i = ${testid('dispatch-title')}; i.focus(); i.dispatchEvent(new KeyboardEvent('keydown', {code: 'Space', key: ' ', bubbles: true})); i.blur(); })()`);
+  await sleep(300);
+  assert.equal((await got('FloorRequest')).length, reqBefore, 'no talk while typing');
+  step('Space talks (press/release), not while typing in a text field');
+
   // Denied / queued / revoked display.
   await ev(`fakeGateway.send({type: 'FloorDenied', group: 50, cause: 5})`);
   await until(`pttConsole.floor[50].state === 'denied' && pttConsole.floor[50].cause === 5`);

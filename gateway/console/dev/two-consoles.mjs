@@ -76,6 +76,13 @@ try {
   await A.until(`document.querySelector('[data-testid^="drill-row-"]') || /\\S/.test((document.querySelector('#drills .error') || {}).textContent || '')`, 15000);
   step(`drill report: ${await A.evaluate(`document.querySelectorAll('[data-testid^="drill-row-"]').length`)} rows; error: ${JSON.stringify(await A.evaluate(`(document.querySelector('#drills .error') || {}).textContent || ''`))}`);
   if (shots) await A.shot(`${shots}/real-drill.png`);
+  // Export CSV: the same fetch the button makes (Bearer header), checked here for its content.
+  const csv = await A.evaluate(`(async () => { const id = document.querySelector('[data-testid^="drill-export-"]').dataset.testid.slice(13); const r = await fetch('./api/drills/' + id + '/report.csv', { headers: { Authorization: 'Bearer ' + sessionStorage.getItem('pttConsole:token') } }); return r.status + ' ' + (await r.text()).split('\\n')[0]; })()`);
+  assert.ok(csv.startsWith('200 '), csv);
+  await A.evaluate(`document.querySelector('[data-testid^="drill-export-"]').click()`);
+  await sleep(800);
+  assert.ok(!(await A.evaluate(`[...document.querySelectorAll('.toast.bad')].some(t => t.textContent.startsWith('CSV'))`)), 'CSV export without error');
+  step(`CSV export: ${csv.slice(0, 80)}`);
 
   // History of group 4 lists the burst.
   await A.evaluate(`${T('tab-history')}.click(); ${T('history-group')}.value = '4'; ${T('history-load')}.click()`);

@@ -1279,6 +1279,11 @@ function selectTab(name) {
     b.classList.toggle('active', b.dataset.tab === name);
   });
   document.querySelectorAll('.tabpanel').forEach((p) => { p.hidden = p.dataset.panel !== name; });
+  // Opening the board asks for fresh summaries (then every 10 s).
+  if (name === 'receipts' && hooks.state === 'online') {
+    const day = Date.now() - 86400000;
+    for (const b of S.boards.values()) if (b.alert != null && b.meta.sentAt > day) S.link.send({ type: 'AlertQuery', alert: b.alert });
+  }
   render();
 }
 
