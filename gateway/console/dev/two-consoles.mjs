@@ -31,12 +31,19 @@ try {
   await A.evaluate(`${T('ptt-button')}.dispatchEvent(new PointerEvent('pointerdown', {bubbles: true, pointerId: 1}))`);
   await A.until(`pttConsole.floor[4] && pttConsole.floor[4].state === 'granted'`, 10000);
   await B.until(`pttConsole.floor[4] && pttConsole.floor[4].state === 'taken' && pttConsole.floor[4].speaker != null`, 10000);
-  await sleep(2500);
+  let maxRms = 0;
+  let maxCapture = 0;
+  for (let i = 0; i < 25; i++) {
+    await sleep(100);
+    maxRms = Math.max(maxRms, await B.evaluate('pttConsole.stats.lastRms'));
+    maxCapture = Math.max(maxCapture, await A.evaluate('pttConsole.stats.captureRms'));
+  }
   await A.evaluate(`${T('ptt-button')}.dispatchEvent(new PointerEvent('pointerup', {bubbles: true, pointerId: 1}))`);
   await B.until(`pttConsole.floor[4].state === 'idle'`, 10000);
   const sa = await A.evaluate('pttConsole.stats');
   const sb = await B.evaluate('pttConsole.stats');
-  step(`A sent ${sa.framesSent} frames (capture RMS ${sa.captureRms.toFixed(3)}); B received ${sb.framesReceived}, decoded ${sb.framesDecoded}, errors ${sb.decodeErrors}`);
+  step(`A sent ${sa.framesSent} frames (max capture RMS ${maxCapture.toFixed(3)}); B received ${sb.framesReceived}, decoded ${sb.framesDecoded}, errors ${sb.decodeErrors}, max RMS heard ${maxRms.toFixed(3)}`);
+  assert.ok(maxRms > 0.01, 'B heard sound, not silence');
   assert.ok(sa.framesSent > 50, 'A sent voice');
   assert.ok(sb.framesDecoded > 50, 'B decoded voice');
   assert.ok(sb.framesReceived >= sa.framesSent - 5, 'B got (nearly) every frame');
