@@ -318,7 +318,12 @@ function onFrame(msg) {
       for (const g of S.groups.values()) { g.joined = false; g.joinSent = false; }
       for (const m of msg.groups) {
         const g = S.groups.get(m.group);
-        if (g) { g.joined = true; g.talk = m.talk; g.monitored = true; }
+        if (g) { g.joined = true; g.talk = m.talk; g.monitored = true; g.onlineKnown = false; g.online = new Set(); }
+      }
+      // Resumed groups are joined again anyway: Joined brings the authoritative list of members online.
+      for (const m of msg.groups) {
+        const g = S.groups.get(m.group);
+        if (g) { g.joinSent = true; S.link.send({ type: 'Join', group: g.id }); }
       }
       S.floor = new FloorView();
       if (S.session?.node) S.link.send({ type: 'WatchPositions', node: S.session.node });
@@ -330,7 +335,7 @@ function onFrame(msg) {
     }
     case 'Joined': {
       const g = S.groups.get(msg.group) ?? addUnknownGroup(msg.group, msg.name);
-      Object.assign(g, { joined: true, joinSent: false, talk: msg.talk, error: '', online: new Set(msg.online) });
+      Object.assign(g, { joined: true, joinSent: false, talk: msg.talk, error: '', online: new Set(msg.online), onlineKnown: true });
       if (msg.name && !S.tree?.node(msg.group)) g.name = msg.name; // the tree's name wins
       if (!g.monitored) { g.monitored = true; }
       break;
@@ -714,7 +719,8 @@ function renderGroups() {
     r.name.textContent = g.name;
     r.monitor.checked = g.monitored;
     r.monitor.indeterminate = g.monitored && !g.joined;
-    r.state.textContent = g.monitored ? (g.joined ? `${g.online.size} ${t('groups.online')}${g.talk ? '' : ` · ${t('groups.listenOnly')}`}` : t('groups.joining')) : '';
+    const count = g.onlineKnown === false ? t('groups.joined') : `${g.online.size} ${t('groups.online')}`;
+    r.state.textContent = g.monitored ? (g.joined ? `${count}${g.talk ? '' : ` · ${t('groups.listenOnly')}`}` : t('groups.joining')) : '';
     r.talker.textContent = fs.state === 'idle' ? '' : floorText(g, fs, now);
     r.talker.className = `talker ${fs.state}`;
     if (document.activeElement !== r.volume) r.volume.value = String(Math.round(g.volume * 100));
