@@ -139,6 +139,8 @@ async function api(method, path, body = null, { blob = false, token = S.session?
 }
 
 const API = './api';
+let DEBUG = false;
+try { DEBUG = !!localStorage.getItem('pttConsole:debug'); } catch { /* no storage */ }
 
 // ------------------------------------------------------------------ sign-in / out
 
@@ -197,6 +199,8 @@ async function start(session) {
     onFrame,
     onMalformed: (e, kind) => logLine(`malformed ${kind != null ? KIND_NAME[kind] ?? kind : ''}: ${e.message}`),
     onDatagram: (d) => S.voice.onDatagram(d),
+    // With localStorage 'pttConsole:debug' set, every frame sent is written to the Log tab.
+    onSent: DEBUG ? (m) => { if (m.type !== 'Ping') logLine(`sent ${m.type} ${JSON.stringify(plain({ ...m, type: undefined }))}`); } : null,
     onStreamFrame,
     onFinal: (code, reason) => {
       const why = code === 9 ? t('close.revoked') : code === 3 ? t('close.replaced') : code === 12 ? t('signin.expired') : `${CLOSE_CODE_NAMES[code] ?? code} ${reason}`;
