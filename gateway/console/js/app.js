@@ -421,6 +421,9 @@ function onFloorFrame(msg, now) {
   const fs = S.floor.get(msg.group);
   if (msg.type === 'FloorTaken') S.voice?.setChannel(msg.group, { cls: msg.class });
   if (msg.type === 'FloorIdle') S.voice?.setChannel(msg.group, { cls: 0 });
+  const mine = S.talk && !S.talk.released && S.talk.group === msg.group;
+  if (mine && msg.type === 'FloorGranted') S.voice?.tone(1400, 90);
+  if (mine && (msg.type === 'FloorDenied' || msg.type === 'FloorRevoked')) S.voice?.tone(300, 350);
   for (const talk of [S.talk, S.lastTalk]) {
     if (!talk || talk.group !== msg.group) continue;
     const out = talk.onFloor(msg);
@@ -784,7 +787,11 @@ function renderPtt() {
     text = `${t('floor.granted')} · ${s} s`;
     rem.style.width = `${Math.round((left / (fs.limitMs || 1)) * 100)}%`;
     rem.classList.toggle('t2', left <= 5000);
-    if (left <= 5000) { cls = 'granted t2'; text += ` · ${t('floor.t2')}`; }
+    if (left <= 5000) {
+      cls = 'granted t2';
+      text += ` · ${t('floor.t2')}`;
+      if (S.t2Warned !== fs.burst) { S.t2Warned = fs.burst; S.voice?.tone(880, 120); }
+    }
   } else {
     rem.style.width = '0';
     rem.classList.remove('t2');

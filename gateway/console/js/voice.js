@@ -223,6 +223,21 @@ export class Voice {
     }
   }
 
+  /** A short tone (talk-permit chirp, deny buzz, T2 warning), like a handset's. */
+  tone(freq, ms, gain = 0.15) {
+    if (!this.ctx || this.ctx.state !== 'running') return;
+    const t = this.ctx.currentTime;
+    const osc = this.ctx.createOscillator();
+    const g = this.ctx.createGain();
+    osc.frequency.value = freq;
+    g.gain.setValueAtTime(gain, t);
+    g.gain.setValueAtTime(gain, t + ms / 1000 - 0.01);
+    g.gain.linearRampToValueAtTime(0, t + ms / 1000);
+    osc.connect(g).connect(this.ctx.destination);
+    osc.start(t);
+    osc.stop(t + ms / 1000);
+  }
+
   /** A generated alarm tone (two-tone siren), repeating until stopped. Returns a stop function. */
   alarm() {
     const ctx = this.ensureContext();
