@@ -139,6 +139,8 @@ async function api(method, path, body = null, { blob = false, token = S.session?
 }
 
 const API = './api';
+/** Attachment types shown inline (raster images only). */
+const SAFE_IMAGE = /^image\/(png|jpeg|gif|webp|bmp|avif)$/i;
 let DEBUG = false;
 try { DEBUG = !!localStorage.getItem('pttConsole:debug'); } catch { /* no storage */ }
 
@@ -501,8 +503,11 @@ function onStreamFrame(msg, content) {
   else if (msg.type === 'Attachment') {
     const k = key(msg.attachment);
     if (!S.attachments.has(k)) {
-      const url = URL.createObjectURL(new Blob([content], { type: msg.mime || 'application/octet-stream' }));
-      S.attachments.set(k, { url, mime: msg.mime, size: msg.size, alert: msg.alert });
+      // Only raster images are shown; anything else (SVG and HTML included, which could run
+      // script in the console's origin when opened) becomes an opaque download.
+      const image = SAFE_IMAGE.test(msg.mime);
+      const url = URL.createObjectURL(new Blob([content], { type: image ? msg.mime : 'application/octet-stream' }));
+      S.attachments.set(k, { url, mime: msg.mime, size: msg.size, alert: msg.alert, image });
     }
   } else if (msg.type === 'DrillReport') {
     const d = S.drills.get(key(msg.alert)) ?? { alert: msg.alert, title: '', started: Date.now() };
@@ -1137,7 +1142,7 @@ function renderInbox() {
       loc ? h('p', { class: 'loc' }, '📍 ', loc) : null,
       b.attachments.length ? h('div', { class: 'photos' }, ...b.attachments.map((a) => {
         const got = S.attachments.get(key(a.id));
-        if (got && got.mime.startsWith('image/')) return h('a', { href: got.url, target: '_blank', rel: 'noopener' }, h('img', { src: got.url, alt: `#${a.id}`, testid: `inbox-photo-${key(a.id)}` }));
+        if (got && got.image) return h('a', { href: got.url, target: '_blank', rel: 'noopener' }, h('img', { src: got.url, alt: `#${a.id}`, testid: `inbox-photo-${key(a.id)}` }));
         if (got) return h('a', { href: got.url, download: `attachment-${key(a.id)}`, testid: `inbox-photo-${key(a.id)}` }, `${got.mime} ${got.size} B`);
         return h('button', { type: 'button', testid: `inbox-fetch-${key(a.id)}`, onclick: () => S.link?.send({ type: 'AttachmentFetch', attachment: a.id }) }, `${t('inbox.fetch')} (${a.mime || '?'}, ${Math.round(a.size / 1024)} KiB)`);
       })) : null,
