@@ -769,7 +769,7 @@ function buildGroupRow(g) {
   const el = h('div', { class: 'group', role: 'option', testid: `group-${id}`, tabindex: '-1', onclick: () => selectGroup(id) },
     h('div', { class: 'gline' }, monitor, name, state, duck),
     talker,
-    h('div', { class: 'gctl' }, h('span', { class: 'lbl' }, '🔊'), volume, mute, h('span', { class: 'lbl' }, t('groups.prioShort')), up, prio, down),
+    h('div', { class: 'gctl' }, h('span', { class: 'lbl' }, t('groups.volShort')), volume, mute, h('span', { class: 'lbl' }, t('groups.prioShort')), up, prio, down),
     err);
   return { el, monitor, name, state, talker, volume, mute, prio, err, duck };
 }
@@ -849,7 +849,7 @@ function renderTree(force = false) {
       const sos = [...S.sos.values()].some((x) => x.terminal === m.id && x.cancelled_by == null);
       const talking = [...S.floor.groups.values()].some((f) => f.state === 'taken' && f.speaker === m.id);
       rows.push(h('tr', { class: `member ${m.online ? 'on' : 'off'}${sos ? ' sos' : ''}${talking ? ' talking' : ''}`, testid: `member-${m.id}` },
-        h('td', { style: `padding-left:${22 + depth * 16}px` }, talking ? '🎙 ' : '', m.name, h('small', { class: 'muted' }, ` #${m.id}`)),
+        h('td', { style: `padding-left:${22 + depth * 16}px` }, talking ? h('b', { class: 'talk-mark' }, `${t('tree.talking')} `) : '', m.name, h('small', { class: 'muted' }, ` #${m.id}`)),
         h('td', { class: m.online ? 'ok' : 'muted', testid: `presence-${m.id}` }, m.online ? t('tree.online') : t('tree.offline')),
         h('td', {}, t(`role.${m.role}`)),
         h('td', {}, t(`tkind.${m.kind}`)),
@@ -1139,7 +1139,7 @@ function renderInbox() {
       h('header', {}, h('b', {}, `${t(`kind.${b.kind}`)} · ${b.title}`), ' ',
         h('small', { class: 'muted' }, `${S.tree?.terminalName(m.issuer) ?? m.issuer} · ${fmtTime(m.created_ms)} · #${k}`)),
       b.text ? h('p', { class: 'text' }, b.text) : null,
-      loc ? h('p', { class: 'loc' }, '📍 ', loc) : null,
+      loc ? h('p', { class: 'loc' }, `${t('d.location')}: `, loc) : null,
       b.attachments.length ? h('div', { class: 'photos' }, ...b.attachments.map((a) => {
         const got = S.attachments.get(key(a.id));
         if (got && got.image) return h('a', { href: got.url, target: '_blank', rel: 'noopener' }, h('img', { src: got.url, alt: `#${a.id}`, testid: `inbox-photo-${key(a.id)}` }));
@@ -1149,6 +1149,9 @@ function renderInbox() {
       h('div', { class: 'row' },
         h('span', { class: 'st', testid: `inbox-status-${k}` }, t(`rc.${it.status}`)),
         h('button', { type: 'button', testid: `inbox-accept-${k}`, disabled: it.status >= RECEIPT.accepted, onclick: () => receipt(it, RECEIPT.accepted) }, t('inbox.accept')),
+        b.kind === ALERT_KIND.dispatch || b.kind === ALERT_KIND.drill
+          ? h('button', { type: 'button', testid: `inbox-arrive-${k}`, disabled: it.status >= RECEIPT.arrived || it.status === RECEIPT.rejected, onclick: () => receipt(it, RECEIPT.arrived) }, t('inbox.arrive'))
+          : null,
         h('button', { type: 'button', testid: `inbox-resolve-${k}`, disabled: it.status >= RECEIPT.resolved || it.status === RECEIPT.rejected, onclick: () => receipt(it, RECEIPT.resolved) }, t('inbox.resolve'))),
       m.issuer !== S.session?.terminal ? h('div', { class: 'row answer' }, answerBox,
         h('button', { type: 'button', testid: `inbox-answer-${k}`, onclick: () => answer(it, it.answer) }, t('inbox.answer')),
@@ -1171,8 +1174,8 @@ function renderSos() {
       h('b', { class: 'big' }, active ? 'SOS' : t('sos.cancelled')),
       h('span', {}, `${e.name} #${e.terminal}`),
       h('span', {}, e.unit != null ? S.tree?.name(e.unit) ?? '' : ''),
-      h('span', {}, `📍 ${loc}`),
-      h('span', {}, `🕑 ${fmtTime(e.at)}`),
+      h('span', {}, `${t('d.location')}: ${loc}`),
+      h('span', {}, `${t('hist.time')}: ${fmtTime(e.at)}`),
       active
         ? [h('button', { type: 'button', class: 'danger', testid: `sos-cancel-${k}`, onclick: () => S.link?.send({ type: 'SosCancel', terminal: e.terminal }) }, t('sos.cancel')),
           S.stopAlarm ? h('button', { type: 'button', testid: 'sos-silence', onclick: () => { stopAlarm(); render(); } }, t('sos.silence')) : null]
