@@ -605,7 +605,7 @@ function pttDown(how) {
   S.lastTalk = S.talk;
   S.talk = new TalkSession(g.id);
   S.talkKey = how;
-  S.link.send(S.talk.request(0));
+  S.link.send(S.talk.request($('ptt-emergency').checked ? 2 : 0));
   $('ptt-button').setAttribute('aria-pressed', 'true');
   $('ptt-button').classList.add('down');
   S.voice.ensureContext();
@@ -870,7 +870,10 @@ function renderMap() {
   const talking = new Set([...S.floor.groups.values()].filter((f) => f.state === 'taken').map((f) => f.speaker));
   const sos = new Set([...S.sos.values()].filter((x) => x.cancelled_by == null).map((x) => x.terminal));
   const members = [];
-  for (const [id, p] of S.positions) {
+  const positions = new Map(S.positions);
+  // An SOS raiser without a known position is placed at the alert's location.
+  for (const e of S.sos.values()) if (e.location && !positions.has(e.terminal)) positions.set(e.terminal, e.location);
+  for (const [id, p] of positions) {
     const m = S.tree.terminal(id);
     if (!m) continue;
     members.push({ id, name: m.name, lat: p.lat, lon: p.lon, online: m.online, talking: talking.has(id), sos: sos.has(id), unit: m.node });
