@@ -420,7 +420,6 @@ function onFloorFrame(msg, now) {
   S.floor.apply(msg, now, S.session?.terminal ?? null);
   hooks.floor = S.floor.snapshot();
   bump('tree');
-  const fs = S.floor.get(msg.group);
   if (msg.type === 'FloorTaken') S.voice?.setChannel(msg.group, { cls: msg.class });
   if (msg.type === 'FloorIdle') S.voice?.setChannel(msg.group, { cls: 0 });
   const mine = S.talk && !S.talk.released && S.talk.group === msg.group;
@@ -437,7 +436,6 @@ function onFloorFrame(msg, now) {
   }
   if (msg.type === 'FloorDenied') toast(`${S.groups.get(msg.group)?.name ?? msg.group}: ${t('floor.denied')} — ${causeText('deny', msg.cause)}`, 'warn');
   if (msg.type === 'FloorRevoked') toast(`${S.groups.get(msg.group)?.name ?? msg.group}: ${t('floor.revoked')} — ${causeText('revoke', msg.cause)}`, 'warn');
-  void fs;
 }
 
 function causeText(kind, code) {
