@@ -151,15 +151,22 @@ export class Voice {
       .sort((a, b) => (b.emergency || b.cls === 2) - (a.emergency || a.cls === 2) || a.priority - b.priority || a.group - b.group);
   }
 
-  applyGains() {
-    this.duckDirty = false;
-    if (!this.ctx) return;
-    const active = this.activeGroups();
+  /** Sets each channel's `ducked` flag and `level` (0..1) by scan priority; pure. */
+  duck(now = performance.now()) {
+    const active = this.activeGroups(now);
     const top = active[0]?.group;
     for (const ch of this.channels.values()) {
       ch.ducked = active.length > 1 && ch.group !== top && active.includes(ch);
-      const g = ch.muted ? 0 : ch.volume * (ch.ducked ? DUCK_GAIN : 1);
-      if (ch.gain) ch.gain.gain.setTargetAtTime(g, this.ctx.currentTime, 0.03);
+      ch.level = ch.muted ? 0 : ch.volume * (ch.ducked ? DUCK_GAIN : 1);
+    }
+  }
+
+  applyGains() {
+    this.duckDirty = false;
+    this.duck();
+    if (!this.ctx) return;
+    for (const ch of this.channels.values()) {
+      if (ch.gain) ch.gain.gain.setTargetAtTime(ch.level, this.ctx.currentTime, 0.03);
     }
   }
 
