@@ -86,7 +86,9 @@ pub fn endpoint(hashes: Vec<[u8; 32]>) -> quinn::Endpoint {
     let crypto = QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("idle timeout")));
+    transport.max_idle_timeout(Some(
+        Duration::from_secs(30).try_into().expect("idle timeout"),
+    ));
     config.transport_config(Arc::new(transport));
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("client endpoint");
@@ -176,11 +178,7 @@ impl WebSession {
 
     /// Opens the session's control stream (a bidirectional stream with
     /// the WebTransport header) and sends `Hello` with `token`.
-    pub async fn hello(
-        self,
-        terminal: TerminalId,
-        token: &[u8],
-    ) -> Result<WebConsole, OpenError> {
+    pub async fn hello(self, terminal: TerminalId, token: &[u8]) -> Result<WebConsole, OpenError> {
         let (mut send, recv) = self.conn.open_bi().await.map_err(OpenError::Connection)?;
         let mut buf = BytesMut::new();
         Frame::WEBTRANSPORT.encode(&mut buf);
@@ -232,7 +230,10 @@ impl WebConsole {
     pub async fn send(&mut self, msg: ClientMsg) {
         let mut buf = BytesMut::new();
         msg.encode(&mut buf);
-        self.send.write_all(&buf).await.expect("control stream open");
+        self.send
+            .write_all(&buf)
+            .await
+            .expect("control stream open");
     }
 
     /// The next control frame, within 5 s; `None` when the stream ended
@@ -267,6 +268,24 @@ impl WebConsole {
         }
     }
 
+    /// The code of the CLOSE_WEBTRANSPORT_SESSION capsule the gateway sent
+    /// on the CONNECT stream (in an HTTP/3 DATA frame), within 5 s; `None`
+    /// when the stream ended without one.
+    pub async fn session_close_capsule(&mut self) -> Option<u32> {
+        let recv = &mut self.session.connect.1;
+        let bytes = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(64 * 1024))
+            .await
+            .expect("the CONNECT stream ends within 5 s")
+            .ok()?;
+        let mut buf = &bytes[..];
+        let frame = VarInt::decode(&mut buf).ok()?;
+        let _len = VarInt::decode(&mut buf).ok()?;
+        let capsule = VarInt::decode(&mut buf).ok()?;
+        let _len = VarInt::decode(&mut buf).ok()?;
+        (frame.into_inner() == 0 && capsule.into_inner() == 0x2843 && buf.len() >= 4)
+            .then(|| buf.get_u32())
+    }
+
     /// Sends a voice datagram (the protocol's datagram behind the
     /// session's prefix).
     pub fn send_datagram(&self, datagram: &[u8]) {
@@ -280,10 +299,11 @@ impl WebConsole {
 
     /// The next datagram, its session prefix checked and removed.
     pub async fn read_datagram(&self) -> Bytes {
-        let mut datagram = tokio::time::timeout(Duration::from_secs(5), self.session.conn.read_datagram())
-            .await
-            .expect("a datagram within 5 s")
-            .expect("connection open");
+        let mut datagram =
+            tokio::time::timeout(Duration::from_secs(5), self.session.conn.read_datagram())
+                .await
+                .expect("a datagram within 5 s")
+                .expect("connection open");
         let prefix = self.session.datagram_prefix();
         assert!(datagram.starts_with(&prefix), "datagram of this session");
         datagram.advance(prefix.len());
