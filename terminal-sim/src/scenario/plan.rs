@@ -119,6 +119,17 @@ impl Plan {
         senders
     }
 
+    /// Leaves the consoles out: no group lists one, none is connected.
+    /// Call right after [`Plan::new`], for runs whose consoles are people's.
+    pub fn drop_consoles(&mut self) {
+        for g in &mut self.groups {
+            if let Some(console) = g.console.take() {
+                g.listeners.retain(|t| *t != console);
+                self.terminals.remove(&console);
+            }
+        }
+    }
+
     /// Terminals of this plan at or under `node`, `except` one.
     pub fn under(&self, node: u32, except: TerminalId, online: impl Fn(TerminalId) -> bool) -> u64 {
         self.terminals

@@ -247,7 +247,7 @@ impl Tally {
             connections: totals.connections.clone(),
             voice: voice(floor, &self.heard, refused_frames),
             floor: floor_report(floor, &totals.grant),
-            alerts: (config.spec.pattern == Pattern::Alerts)
+            alerts: matches!(config.spec.pattern, Pattern::Alerts | Pattern::LivingCity)
                 .then(|| alerts(floor, delivered, &alert_latency)),
             gateway,
             kernel: self.usage.kernel,
