@@ -154,3 +154,31 @@ impl Plan {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::city::{generate, CityParams};
+
+    #[test]
+    fn dropping_consoles_leaves_only_members() {
+        let city = generate(&CityParams {
+            units: 40,
+            seed: 2,
+            name: "金华市".into(),
+        });
+        let org = Org::from_toml(&city.to_toml("k").unwrap(), Path::new("/tmp")).unwrap();
+        let mut plan = Plan::from_org(org, ProvisioningKey::generate(), 40);
+        assert!(plan.groups.iter().all(|g| g.console.is_some()));
+        let members: usize = plan.groups.iter().map(|g| g.talkers.len()).sum();
+        plan.drop_consoles();
+        assert_eq!(plan.groups.len(), 40);
+        assert!(plan.groups.iter().all(|g| g.console.is_none()));
+        assert!(plan.groups.iter().all(|g| g.listeners == g.talkers));
+        assert_eq!(plan.terminals.len(), members);
+        assert!(plan
+            .terminals
+            .keys()
+            .all(|t| !plan.org.terminal(*t).unwrap().is_console()));
+    }
+}

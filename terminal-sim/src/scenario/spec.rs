@@ -766,6 +766,24 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_scenarios_parse_and_validate() {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+        let city = Spec::resolve(scripts.join("demo-city.toml").to_str().unwrap()).unwrap();
+        assert_eq!(city.pattern, Pattern::LivingCity);
+        assert!(city.sos_every_ms > 0 && city.sos_cancel_ms > 0);
+        let drill = Spec::resolve(scripts.join("demo-drill.toml").to_str().unwrap()).unwrap();
+        assert_eq!(drill.alert_kind, AlertKindSpec::Drill);
+        let mut bad = Spec::living_city();
+        bad.position_ms = 0;
+        assert!(bad.validate().is_err(), "a living city without positions");
+        let mut bad = Spec::living_city();
+        bad.position_spread = 1.0;
+        assert!(bad.validate().is_ok(), "spread 1 is within 0..1");
+        bad.position_spread = 1.5;
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
     fn response_delays_follow_their_distribution_and_are_cut() {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
