@@ -46,7 +46,11 @@ echo "== generating a demo city of $units co-governance units =="
 "$bin/terminal-sim" gen-city --units "$units" --out "$dir/city.toml"
 
 echo "== starting the gateway on 127.0.0.1:$port =="
-RUST_LOG=${RUST_LOG:-info,quinn=warn} "$bin/ptt-gateway" serve \
+# With --keep-running, Ctrl-C is for the living city only: the gateway runs
+# in a session of its own (it would stop on SIGINT too) and is stopped after.
+detach=()
+if [ "$keep_running" = 1 ] && command -v setsid >/dev/null 2>&1; then detach=(setsid); fi
+RUST_LOG=${RUST_LOG:-info,quinn=warn} ${detach[@]+"${detach[@]}"} "$bin/ptt-gateway" serve \
   --listen "127.0.0.1:$port" --data-dir "$dir/gateway" --org "$dir/city.toml" \
   --http "$http" >"$dir/gateway.log" 2>&1 &
 gw=$!

@@ -152,7 +152,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let measured = meter.elapsed();
     // Let the last frames arrive, then stop everyone.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let usage = meter.finish()?;
+    let usage = meter.finish();
     crew.stop();
 
     let totals = crew.totals(connections).await?;
