@@ -103,7 +103,9 @@ async fn a_living_city_shows_on_a_station_console_and_stops_on_sigint() {
     let scenario = dir.path().join("fast-city.toml");
     std::fs::write(&scenario, FAST_CITY).unwrap();
     let report = dir.path().join("report.json");
-    let sim = Command::new(bin("terminal-sim"))
+    // A file, not a pipe: nobody reads while the city runs.
+    let sim_log = dir.path().join("terminal-sim.log");
+    let mut sim = Command::new(bin("terminal-sim"))
         .args(["run", "--gateway", &format!("127.0.0.1:{port}"), "--ca"])
         .arg(data.join("cert.pem"))
         .arg("--org")
@@ -112,8 +114,8 @@ async fn a_living_city_shows_on_a_station_console_and_stops_on_sigint() {
         .arg(&scenario)
         .args(["--duration", "0", "--groups", "30", "--report"])
         .arg(&report)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&sim_log).unwrap())
         .spawn()
         .unwrap();
 
@@ -177,12 +179,12 @@ async fn a_living_city_shows_on_a_station_console_and_stops_on_sigint() {
     }
 
     signal(sim.id(), "-INT");
-    let out = tokio::task::spawn_blocking(move || sim.wait_with_output())
+    let status = tokio::task::spawn_blocking(move || sim.wait())
         .await
         .unwrap()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "terminal-sim failed: {stderr}");
+    let stderr = std::fs::read_to_string(&sim_log).unwrap();
+    assert!(status.success(), "terminal-sim failed: {stderr}");
     assert!(stderr.contains("the city goes quiet"), "{stderr}");
 
     assert!(positions.len() >= 20, "{} members placed", positions.len());
