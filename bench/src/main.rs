@@ -80,6 +80,10 @@ struct Args {
     /// in every group; default 40).
     #[arg(long)]
     listeners: Option<usize>,
+    /// Rounds of the `console-listeners` workload: each runs it natively
+    /// and over WebTransport (order alternating); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -572,6 +576,7 @@ fn console_listeners(args: &Args) -> anyhow::Result<()> {
         listeners: args.listeners.unwrap_or(40),
         duration_s: args.duration.unwrap_or(15),
         threads: usize::from(args.harness_threads),
+        rounds: args.rounds,
     };
     let runs = consoles::run(&args.workdir, shape)?;
     let report = serde_json::json!({
@@ -583,24 +588,33 @@ fn console_listeners(args: &Args) -> anyhow::Result<()> {
         "native": runs["native"],
         "web": runs["web"],
         "ratio_web_native": runs["ratio_web_native"],
+        "ratios": runs["ratios"],
+        "rounds": runs["rounds"],
     });
     std::fs::write(&args.report, serde_json::to_string_pretty(&report)? + "\n")?;
     let f = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
     println!(
-        "workload console-listeners ({} groups, {} listeners in each, {} s) on {}",
+        "workload console-listeners ({} groups, {} listeners in each, {} s, {} rounds) on {}",
         shape.groups,
         shape.listeners,
         shape.duration_s,
+        shape.rounds,
         machine()
     );
     println!(
-        "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "{:<13} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8}",
         "listeners", "CPU us/frame", "delivered", "p50 ms", "p99 ms", "p999 ms", "RSS MiB"
     );
-    for name in ["native", "web"] {
-        let r = &report[name];
+    let rows = report["rounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .flat_map(|(i, r)| ["native", "web"].map(|t| (format!("{t} r{}", i + 1), r[t].clone())))
+        .chain(["native", "web"].map(|t| (format!("{t} median"), report[t].clone())));
+    for (name, r) in rows {
         println!(
-            "{:<10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8}",
+            "{:<13} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8}",
             name,
             f(&r["cpu_us_per_frame"]),
             f(&r["delivered_ratio"]),
@@ -613,7 +627,8 @@ fn console_listeners(args: &Args) -> anyhow::Result<()> {
     for name in ["native", "web"] {
         let r = &report[name];
         println!(
-            "{name}: {} frames sent, {} of {} deliveries received, gateway CPU {} s",
+            "{name}: {} listeners over WebTransport, {} frames sent, {} of {} deliveries received, gateway CPU {} s",
+            r["listeners_over_webtransport"],
             r["frames_sent"],
             r["frames_delivered"],
             r["frames_expected"],
@@ -621,7 +636,10 @@ fn console_listeners(args: &Args) -> anyhow::Result<()> {
         );
     }
     match report["ratio_web_native"].as_f64() {
-        Some(r) => println!("ratio web/native CPU per frame: {r:.2}"),
+        Some(r) => println!(
+            "ratio web/native CPU per frame: median {r:.2} of the rounds' {}",
+            report["ratios"]
+        ),
         None => println!("ratio web/native CPU per frame: not measurable"),
     }
     println!("report: {}", args.report.display());
