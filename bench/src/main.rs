@@ -14,6 +14,7 @@
 //! (every frame). Use the release build: the binaries are
 //! looked up next to this one.
 
+mod consoles;
 mod udpload;
 
 use std::net::SocketAddr;
@@ -74,6 +75,15 @@ struct Args {
     /// on by default).
     #[arg(long)]
     record: bool,
+    /// Console terminals of the `console-listeners` workload (browser
+    /// consoles over WebTransport next to native listeners, every console
+    /// in every group; default 40).
+    #[arg(long)]
+    listeners: Option<usize>,
+    /// Rounds of the `console-listeners` workload: each runs it natively
+    /// and over WebTransport (order alternating); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -382,6 +392,9 @@ fn gateway(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.workload == "console-listeners" {
+        return console_listeners(&args);
+    }
     let w = Workload::resolve(&args);
     std::fs::create_dir_all(&args.workdir)?;
     let org = args.workdir.join("city.toml");
@@ -550,6 +563,84 @@ fn main() -> anyhow::Result<()> {
             r["bytes"],
             f(&r["bytes_per_talk_hour"])
         );
+    }
+    println!("report: {}", args.report.display());
+    Ok(())
+}
+
+/// The `console-listeners` workload ([`consoles`]): the same fan-out to
+/// native and to WebTransport listeners; the report and the table.
+fn console_listeners(args: &Args) -> anyhow::Result<()> {
+    let shape = consoles::Shape {
+        groups: args.groups.unwrap_or(10),
+        listeners: args.listeners.unwrap_or(40),
+        duration_s: args.duration.unwrap_or(15),
+        threads: usize::from(args.harness_threads),
+        rounds: args.rounds,
+    };
+    let runs = consoles::run(&args.workdir, shape)?;
+    let report = serde_json::json!({
+        "workload": "console-listeners",
+        "groups": shape.groups,
+        "listeners": shape.listeners,
+        "duration_s": shape.duration_s,
+        "machine": machine(),
+        "native": runs["native"],
+        "web": runs["web"],
+        "ratio_web_native": runs["ratio_web_native"],
+        "ratios": runs["ratios"],
+        "rounds": runs["rounds"],
+    });
+    std::fs::write(&args.report, serde_json::to_string_pretty(&report)? + "\n")?;
+    let f = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
+    println!(
+        "workload console-listeners ({} groups, {} listeners in each, {} s, {} rounds) on {}",
+        shape.groups,
+        shape.listeners,
+        shape.duration_s,
+        shape.rounds,
+        machine()
+    );
+    println!(
+        "{:<13} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "listeners", "CPU us/frame", "delivered", "p50 ms", "p99 ms", "p999 ms", "RSS MiB"
+    );
+    let rows = report["rounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .flat_map(|(i, r)| ["native", "web"].map(|t| (format!("{t} r{}", i + 1), r[t].clone())))
+        .chain(["native", "web"].map(|t| (format!("{t} median"), report[t].clone())));
+    for (name, r) in rows {
+        println!(
+            "{:<13} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8}",
+            name,
+            f(&r["cpu_us_per_frame"]),
+            f(&r["delivered_ratio"]),
+            f(&r["latency_ms"]["p50"]),
+            f(&r["latency_ms"]["p99"]),
+            f(&r["latency_ms"]["p999"]),
+            f(&r["rss_mb"]),
+        );
+    }
+    for name in ["native", "web"] {
+        let r = &report[name];
+        println!(
+            "{name}: {} listeners over WebTransport, {} frames sent, {} of {} deliveries received, gateway CPU {} s",
+            r["listeners_over_webtransport"],
+            r["frames_sent"],
+            r["frames_delivered"],
+            r["frames_expected"],
+            f(&r["cpu_seconds"])
+        );
+    }
+    match report["ratio_web_native"].as_f64() {
+        Some(r) => println!(
+            "ratio web/native CPU per frame: median {r:.2} of the rounds' {}",
+            report["ratios"]
+        ),
+        None => println!("ratio web/native CPU per frame: not measurable"),
     }
     println!("report: {}", args.report.display());
     Ok(())

@@ -1,99 +1,25 @@
 //! A WebTransport client as a browser is one, byte for byte on the wire
-//! (HTTP/3 SETTINGS, extended CONNECT, stream and datagram headers), built
-//! on quinn and `web-transport-proto`, to test the gateway's WebTransport
-//! side without a browser: the browser tests (`tests/tests/console.rs`)
-//! check Chromium itself.
+//! (HTTP/3 SETTINGS, extended CONNECT, stream and datagram headers), to
+//! test the gateway's WebTransport side without a browser: the browser
+//! tests (`tests/tests/console.rs`) check Chromium itself. The endpoint
+//! (certificate pinned by hash) and the handshake are the client library's
+//! (`ptt_terminal::web`, which load tools use too); what this adds is raw
+//! access to the session's control stream and datagrams, for tests that
+//! look at single frames.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use ptt_codec::control::split_frame;
 use ptt_codec::{ClientMsg, ServerMsg, TerminalId};
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use sha2::Digest;
-use web_transport_proto::{ConnectRequest, ConnectResponse, Frame, Settings, VarInt};
-
-/// Accepts exactly the certificates whose SHA-256 is pinned, as a browser
-/// does with `serverCertificateHashes`.
-#[derive(Debug)]
-struct Pinned {
-    hashes: Vec<[u8; 32]>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let hash: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
-        if self.hashes.contains(&hash) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("certificate hash not pinned".into()))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not spoken".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
+use ptt_terminal_sim::terminal::{web, Error};
+use web_transport_proto::{Frame, VarInt};
 
 /// A client endpoint speaking HTTP/3 (ALPN `h3`) and trusting only the
-/// certificates of `hashes`.
+/// certificates of `hashes` (the client library's, as a load tool uses it).
 pub fn endpoint(hashes: Vec<[u8; 32]>) -> quinn::Endpoint {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { hashes, provider }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).expect("QUIC TLS");
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(
-        Duration::from_secs(30).try_into().expect("idle timeout"),
-    ));
-    config.transport_config(Arc::new(transport));
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("client endpoint");
-    endpoint.set_default_client_config(config);
-    endpoint
+    web::endpoint("127.0.0.1:0".parse().expect("address"), hashes).expect("client endpoint")
 }
 
 /// Why a WebTransport session could not be opened.
@@ -121,58 +47,27 @@ pub struct WebSession {
 }
 
 impl WebSession {
-    /// Opens a session at `https://127.0.0.1:<port><path>`: SETTINGS, then
-    /// the extended CONNECT; `Err(Status)` when not answered 200.
+    /// Opens a session at `https://127.0.0.1:<port><path>` with the
+    /// client library ([`web::Session::open`]): SETTINGS, then the
+    /// extended CONNECT; `Err(Status)` when not answered 200.
     pub async fn open(
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
         path: &str,
     ) -> Result<WebSession, OpenError> {
-        let conn = endpoint
-            .connect(addr, "localhost")
-            .expect("a connection attempt")
+        let session = web::Session::open(endpoint, addr, "localhost", path)
             .await
-            .map_err(OpenError::Connection)?;
-        let mut settings_stream = conn.open_uni().await.map_err(OpenError::Connection)?;
-        let mut settings = Settings::default();
-        settings.enable_webtransport(1);
-        let mut buf = BytesMut::new();
-        settings.encode(&mut buf);
-        write(&mut settings_stream, &buf).await?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(OpenError::Connection)?;
-        let url = format!("https://127.0.0.1:{}{path}", addr.port())
-            .parse()
-            .expect("a URL");
-        let mut buf = BytesMut::new();
-        ConnectRequest { url }.encode(&mut buf);
-        write(&mut send, &buf).await?;
-        let mut got = BytesMut::new();
-        let status = loop {
-            let mut peek = &got[..];
-            match ConnectResponse::decode(&mut peek) {
-                Ok(response) => break response.status.as_u16(),
-                Err(web_transport_proto::ConnectError::UnexpectedEnd) => {}
-                Err(web_transport_proto::ConnectError::WrongStatus(Some(status))) => {
-                    break status.as_u16()
-                }
-                Err(e) => return Err(OpenError::Stream(e.to_string())),
-            }
-            let mut chunk = [0u8; 512];
-            match recv.read(&mut chunk).await {
-                Ok(Some(n)) => got.extend_from_slice(&chunk[..n]),
-                Ok(None) => return Err(OpenError::Stream("CONNECT stream ended".into())),
-                Err(e) => return Err(OpenError::Stream(e.to_string())),
-            }
-        };
-        if status != 200 {
-            return Err(OpenError::Status(status));
-        }
-        let id = VarInt::from_u64(send.id().into()).expect("a stream id is a varint");
+            .map_err(|e| match e {
+                Error::SessionRefused(status) => OpenError::Status(status),
+                Error::Connection(e) => OpenError::Connection(e),
+                other => OpenError::Stream(other.to_string()),
+            })?;
+        let parts = session.into_parts();
         Ok(WebSession {
-            conn,
-            id,
-            connect: (send, recv),
-            _settings: settings_stream,
+            conn: parts.conn,
+            id: parts.id,
+            connect: parts.connect,
+            _settings: parts.settings,
         })
     }
 

@@ -458,3 +458,113 @@ async fn photos_go_up_and_alerts_come_down_on_webtransport_streams() {
         other => panic!("expected the SOS alert, got {other:?}"),
     }
 }
+
+/// The client library's WebTransport (`ptt_terminal::web`, what load tools
+/// use): a console connected with `Terminal::connect_web` hears, talks,
+/// uploads and receives alerts exactly as a native terminal, the session's
+/// stream and datagram headers written and stripped by the library.
+#[tokio::test]
+async fn the_client_library_speaks_the_protocol_over_webtransport() {
+    use ptt_codec::{AlertBody, AlertKind, Target};
+    use ptt_terminal_sim::terminal::{SeenAlerts, Terminal};
+
+    let gw = gateway().await;
+    let client = endpoint(gw.gateway.console_cert_hashes());
+    let mut console = Terminal::connect_web(
+        &client,
+        gw.addr,
+        TerminalId(CONSOLE_PS),
+        &TOKEN,
+        SeenAlerts::default(),
+    )
+    .await
+    .expect("welcomed over WebTransport");
+    assert_eq!(console.welcome().terminal, TerminalId(CONSOLE_PS));
+    console.join(UNIT_A).await.expect("joined");
+
+    // Voice from a handset arrives, the session prefix removed.
+    let mut guard = gw.terminal(GUARD_A1).await;
+    guard.join(UNIT_A).await.expect("joined");
+    let burst = guard.talk(UNIT_A, Class::Normal).await.expect("granted");
+    for seq in 0..3u16 {
+        guard
+            .send_voice(UNIT_A, burst, seq, &[0xf8, seq as u8], seq == 2)
+            .expect("sent");
+        let voice = tokio::time::timeout(Duration::from_secs(5), console.recv_voice())
+            .await
+            .expect("a frame within 5 s")
+            .expect("connection open");
+        assert_eq!(
+            (voice.header.speaker, voice.header.seq, voice.opus()),
+            (GUARD_A1, seq, &[0xf8, seq as u8][..])
+        );
+    }
+    guard.release(UNIT_A).expect("released");
+
+    // An upload (a unidirectional stream of the session) and an alert
+    // carrying it.
+    let photo = bytes::Bytes::from_static(b"\xff\xd8 a photo \xff\xd9");
+    let attachment = console
+        .upload_attachment("image/jpeg", photo.clone())
+        .await
+        .expect("stored");
+    let body = AlertBody {
+        kind: AlertKind::Dispatch,
+        priority: 3,
+        ttl_s: 600,
+        title: "from the browser".into(),
+        text: String::new(),
+        location: None,
+        attachments: vec![ptt_codec::AttachmentRef {
+            id: attachment,
+            size: 0,
+            mime: String::new(),
+        }],
+    };
+    console
+        .send_alert(Target::Terminals(vec![TerminalId(GUARD_A1)]), body.clone())
+        .await
+        .expect("sent");
+    let got = guard.next_alert().await.expect("an alert");
+    assert_eq!(got.body.title, "from the browser");
+    assert_eq!(
+        got.body.attachments.first().map(|a| (a.id, a.size)),
+        Some((attachment, photo.len() as u32)),
+        "the upload arrived whole"
+    );
+
+    // An alert to the console comes on a stream the gateway opens in the
+    // session (its HTTP/3 control stream is not mistaken for one).
+    let mut city = gw.terminal(CITY_CONSOLE).await;
+    let (alert, _) = city
+        .send_alert(
+            Target::Terminals(vec![TerminalId(CONSOLE_PS)]),
+            AlertBody {
+                title: "to the browser".into(),
+                attachments: Vec::new(),
+                ..body
+            },
+        )
+        .await
+        .expect("sent");
+    let got = console.next_alert().await.expect("an alert");
+    assert_eq!(
+        (got.alert, got.body.title.as_str()),
+        (alert, "to the browser")
+    );
+
+    // The console talks; the guard hears it, speaker stamped.
+    let burst = console.talk(UNIT_A, Class::Normal).await.expect("granted");
+    console
+        .send_voice(UNIT_A, burst, 0, &[0xf8, 0xaa], true)
+        .expect("sent");
+    let voice = tokio::time::timeout(Duration::from_secs(5), guard.recv_voice())
+        .await
+        .expect("a frame within 5 s")
+        .expect("connection open");
+    assert_eq!(
+        (voice.header.speaker, voice.opus()),
+        (CONSOLE_PS, &[0xf8, 0xaa][..])
+    );
+    console.release(UNIT_A).expect("released");
+}

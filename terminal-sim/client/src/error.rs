@@ -64,6 +64,14 @@ pub enum Error {
         /// The gateway's reason text.
         reason: String,
     },
+    /// The gateway answered a WebTransport CONNECT with this HTTP status
+    /// (404: not the console's path).
+    #[error("WebTransport session refused with HTTP status {0}")]
+    SessionRefused(u16),
+    /// The WebTransport handshake broke the protocol (an undecodable
+    /// answer, the CONNECT stream ended).
+    #[error("WebTransport: {0}")]
+    WebTransport(String),
 }
 
 impl Error {

@@ -252,6 +252,7 @@ mod event;
 mod streams;
 mod terminal;
 mod tls;
+pub mod web;
 
 pub use error::Error;
 pub use event::{Download, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};

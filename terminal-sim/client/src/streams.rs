@@ -3,6 +3,7 @@
 //! (alerts, attachments, drill reports). They run on the tokio runtime
 //! from the handshake until the connection ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -12,6 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::web::Wire;
 use crate::{Download, Error, SeenAlerts};
 
 /// Receives the gateway's unidirectional streams: alerts (acknowledged,
@@ -20,12 +22,22 @@ use crate::{Download, Error, SeenAlerts};
 /// own so a large photo never holds up the next alert.
 pub(crate) async fn stream_loop(
     conn: quinn::Connection,
+    web: Option<Arc<Wire>>,
     control: mpsc::UnboundedSender<ClientMsg>,
     events: mpsc::UnboundedSender<Result<ServerMsg, Error>>,
     downloads: mpsc::UnboundedSender<Download>,
     seen: SeenAlerts,
 ) {
-    while let Ok(mut stream) = conn.accept_uni().await {
+    while let Ok(stream) = conn.accept_uni().await {
+        // On a WebTransport session, only the session's own streams carry
+        // the protocol (their header removed here).
+        let mut stream = match &web {
+            None => stream,
+            Some(web) => match web.claim_uni(stream).await {
+                Some(ours) => ours,
+                None => continue,
+            },
+        };
         let Some((msg, rest)) = read_header(&mut stream).await else {
             tracing::debug!("skipped a stream from the gateway without a valid first frame");
             continue;

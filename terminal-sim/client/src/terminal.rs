@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +18,7 @@ use tracing::Instrument;
 
 use crate::error::write_error;
 use crate::streams::{read_loop, stream_loop, write_loop};
+use crate::web::Wire;
 use crate::{Download, Error, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
 
 /// How long helpers ([`Terminal::join`], [`Terminal::talk`], ...) wait for
@@ -33,6 +35,9 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Terminal {
     /// The connection: datagrams, streams, close reason.
     conn: quinn::Connection,
+    /// The WebTransport session's headers, when connected as a browser
+    /// console ([`Terminal::connect_web`]); `None` on a native connection.
+    web: Option<Arc<Wire>>,
     /// Who this terminal authenticated as.
     id: TerminalId,
     /// Alerts already shown, shared with the stream task that receives them.
@@ -114,8 +119,23 @@ impl Terminal {
         credential: &[u8],
         seen: SeenAlerts,
     ) -> Result<Terminal, Error> {
+        Self::handshake_on(conn, None, terminal, credential, seen).await
+    }
+
+    /// Authenticates on `conn`, natively or (with `web`) on a WebTransport
+    /// session whose headers `web` writes and strips.
+    pub(crate) async fn handshake_on(
+        conn: quinn::Connection,
+        web: Option<Arc<Wire>>,
+        terminal: TerminalId,
+        credential: &[u8],
+        seen: SeenAlerts,
+    ) -> Result<Terminal, Error> {
         let (mut send, recv) = conn.open_bi().await?;
         let mut hello = BytesMut::new();
+        if let Some(web) = &web {
+            hello.extend_from_slice(web.bi_header());
+        }
         ClientMsg::Hello {
             version: VERSION,
             terminal,
@@ -134,6 +154,7 @@ impl Terminal {
         tokio::spawn(
             stream_loop(
                 conn.clone(),
+                web.clone(),
                 control.clone(),
                 events_tx.clone(),
                 downloads_tx,
@@ -144,6 +165,7 @@ impl Terminal {
         tokio::spawn(read_loop(recv, conn.clone(), events_tx).instrument(span));
         let mut t = Terminal {
             conn,
+            web,
             id: terminal,
             seen,
             next_request: 1,
@@ -351,13 +373,23 @@ impl Terminal {
 
     /// Sends arbitrary bytes as a datagram (for tests of hostile input).
     pub fn send_raw_datagram(&self, datagram: Bytes) -> Result<(), Error> {
+        let datagram = match &self.web {
+            None => datagram,
+            Some(web) => web.frame_datagram(&datagram),
+        };
         Ok(self.conn.send_datagram(datagram)?)
     }
 
     /// Waits for the next voice datagram. Undecodable datagrams are skipped.
     pub async fn recv_voice(&self) -> Result<Voice, Error> {
         loop {
-            let datagram = self.conn.read_datagram().await?;
+            let mut datagram = self.conn.read_datagram().await?;
+            if let Some(web) = &self.web {
+                match web.strip_datagram(datagram) {
+                    Some(ours) => datagram = ours,
+                    None => continue,
+                }
+            }
             if let Ok((header, _)) = VoiceHeader::decode(&datagram) {
                 return Ok(Voice { header, datagram });
             }
@@ -540,6 +572,9 @@ impl Terminal {
     pub async fn upload_attachment(&mut self, mime: &str, data: Bytes) -> Result<u64, Error> {
         let request = self.request_id();
         let mut header = BytesMut::new();
+        if let Some(web) = &self.web {
+            header.extend_from_slice(web.uni_header());
+        }
         ClientMsg::AttachmentPut {
             request,
             mime: mime.to_owned(),

@@ -40,14 +40,20 @@ pub fn client_config(roots: &rustls::RootCertStore) -> Result<quinn::ClientConfi
     tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport()));
+    Ok(config)
+}
+
+/// The transport settings of every terminal connection, native or
+/// WebTransport ([`crate::web::client_config`]).
+pub(crate) fn transport() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
     transport.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s fits an idle timeout"),
     ));
     transport.datagram_receive_buffer_size(Some(256 * 1024));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+    transport
 }
 
 /// Socket buffer size asked for on client endpoints: one endpoint carries
