@@ -179,6 +179,9 @@ wire_enum! {
         /// reloaded it: its credential is refused from now on, so it must
         /// not reconnect (reprovision it, or put it back in the org).
         OrgRemoved = 11,
+        /// A browser console's operator signed out, or their console
+        /// session expired or was ended (a new password): sign in again.
+        SignedOut = 12,
     }
 }
 
@@ -200,7 +203,7 @@ mod tests {
             [1, 2, 10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 500, 507]
         );
         let close: Vec<_> = CloseCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(close, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     }
 
     #[test]

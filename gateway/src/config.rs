@@ -63,6 +63,8 @@ pub struct Config {
     pub disk: Disk,
     /// Recording of every talk burst (`[recording]`).
     pub recording: Recording,
+    /// The browser console (`[console]`).
+    pub console: Console,
 }
 
 /// Authentication settings (`[auth]`).
@@ -286,6 +288,53 @@ impl Default for Disk {
         Self {
             watch_interval_s: 10,
             reminder_interval_s: 600,
+        }
+    }
+}
+
+/// The command room's browser console (`[console]`): served at
+/// `/console/` on the HTTP surface, speaking the protocol over WebTransport
+/// on the QUIC port (docs/CONSOLE.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Console {
+    /// Whether the console is served and WebTransport (ALPN `h3`) is
+    /// accepted. Default true.
+    pub enabled: bool,
+    /// How long a sign-in lasts, minutes, at least 1. Default 720 (12 h):
+    /// one shift; the operator signs in again at the next.
+    pub session_minutes: u32,
+    /// Failed sign-ins per operator name, and per client address, within
+    /// 15 minutes, after which that name or address is refused unchecked
+    /// until the window passes. Default 10; at least 1.
+    pub max_failures: u32,
+    /// Password checks (argon2id, ~20 MiB and tens of ms each) run at once;
+    /// more sign-ins wait. Default 2; at least 1.
+    pub password_checks: u32,
+    /// Days the self-signed console certificate is valid, 1..=14 (browsers
+    /// accept a certificate pinned by its hash only for at most 14 days).
+    /// Default 13. Unused with a configured certificate (`cert`/`key`).
+    pub cert_days: u32,
+    /// A new console certificate is made when the current one is this
+    /// many days old, at least 1 and under `cert_days`; pages pass both
+    /// hashes, so open consoles reconnect across the change. Default 6.
+    pub cert_rotate_days: u32,
+    /// A map tile URL template (`https://tiles.example/{z}/{x}/{y}.png`)
+    /// for deployments with a tile server; by default the map is drawn
+    /// offline from the units' and members' positions.
+    pub tiles: Option<String>,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_minutes: 720,
+            max_failures: 10,
+            password_checks: 2,
+            cert_days: 13,
+            cert_rotate_days: 6,
+            tiles: None,
         }
     }
 }
@@ -538,6 +587,7 @@ impl Default for Config {
             retention: Retention::default(),
             disk: Disk::default(),
             recording: Recording::default(),
+            console: Console::default(),
         }
     }
 }
@@ -1053,6 +1103,21 @@ impl Config {
         at_least_1("retention.batch_rows", self.retention.batch_rows)?;
         at_least_1("disk.watch_interval_s", self.disk.watch_interval_s)?;
         at_least_1("disk.reminder_interval_s", self.disk.reminder_interval_s)?;
+        at_least_1("console.session_minutes", self.console.session_minutes)?;
+        at_least_1("console.max_failures", self.console.max_failures)?;
+        at_least_1("console.password_checks", self.console.password_checks)?;
+        if !(1..=14).contains(&self.console.cert_days) {
+            return Err(OutOfBounds {
+                field: "console.cert_days",
+                reason: "must be 1 to 14".into(),
+            });
+        }
+        if self.console.cert_rotate_days < 1 || self.console.cert_rotate_days >= self.console.cert_days {
+            return Err(OutOfBounds {
+                field: "console.cert_rotate_days",
+                reason: "must be at least 1 and under cert_days".into(),
+            });
+        }
         let recording = &self.recording;
         at_least_1("recording.queue", recording.queue)?;
         at_least_1("recording.sweep_interval_s", recording.sweep_interval_s)?;

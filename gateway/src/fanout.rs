@@ -40,7 +40,7 @@ impl Sink for Box<dyn Sink> {
 #[error("receiver refused the datagram")]
 pub struct SinkError;
 
-impl Sink for quinn::Connection {
+impl Sink for crate::link::Link {
     fn send(&self, datagram: Bytes) -> Result<(), SinkError> {
         self.send_datagram(datagram).map_err(|_| SinkError)
     }

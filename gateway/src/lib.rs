@@ -38,6 +38,7 @@ pub mod fanout;
 mod group;
 pub mod http;
 mod hub;
+pub mod link;
 pub mod location;
 pub mod metrics;
 pub mod net;
@@ -49,6 +50,7 @@ pub mod server;
 mod session;
 pub mod store;
 pub mod tls;
+mod webtransport;
 
 pub use ptt_gateway_core::{admission, floor};
 pub use ptt_org as org;
@@ -62,7 +64,9 @@ mod layering {
 
     /// The driver's layers, top first: a module may import only layers
     /// after its own.
-    const LAYERS: &[&str] = &["server", "http", "session", "ops", "hub", "group", "outbox"];
+    const LAYERS: &[&str] = &[
+        "server", "http", "session", "webtransport", "ops", "hub", "group", "outbox", "link",
+    ];
 
     /// Every `.rs` file of module `name` (a file or a folder).
     fn sources(name: &str) -> Vec<(String, String)> {

@@ -63,6 +63,59 @@ enum Command {
     /// reload's result; exits non-zero when the new org is refused (the
     /// old one keeps serving).
     Reload(ReloadArgs),
+    /// Manage the browser console's operator accounts (safe while the
+    /// gateway runs: it picks changes up within 30 s).
+    Operator(OperatorArgs),
+}
+
+/// `ptt-gateway operator ...`.
+#[derive(Debug, Args)]
+struct OperatorArgs {
+    /// TOML config file (for data_dir and org).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory holding gateway.db [default: data].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Org file: when given (or in the config), the terminal must be one
+    /// of its consoles.
+    #[arg(long, global = true)]
+    org: Option<PathBuf>,
+    #[command(subcommand)]
+    action: OperatorAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorAction {
+    /// Create an operator at a console terminal (or move an existing one
+    /// there with a new password). Prints a generated password unless
+    /// --password-stdin.
+    Add {
+        /// Sign-in name.
+        name: String,
+        /// The console terminal of the org the operator sits at: they see
+        /// and command its node and everything under it.
+        #[arg(long)]
+        terminal: u32,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Give an operator a new password; their sessions end.
+    Passwd {
+        /// Sign-in name.
+        name: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove an operator; their sessions end.
+    Remove {
+        /// Sign-in name.
+        name: String,
+    },
+    /// List the operators.
+    List,
 }
 
 /// Where the running gateway's data directory is.
@@ -208,6 +261,102 @@ fn existing_store(config: &Config) -> anyhow::Result<Store> {
         );
     }
     Store::open(&db).with_context(|| format!("opening {}", db.display()))
+}
+
+/// Shortest password accepted from stdin.
+const MIN_PASSWORD_CHARS: usize = 8;
+
+/// A password from stdin, or a generated one (printed), for operator
+/// `name`.
+fn new_password(name: &str, from_stdin: bool) -> anyhow::Result<String> {
+    if !from_stdin {
+        let password: String = {
+            use rand::Rng;
+            let alphabet = b"abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY345679";
+            let mut rng = rand::thread_rng();
+            (0..16)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+                .collect()
+        };
+        println!("operator {name}: password {password}");
+        return Ok(password);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
+    }
+    Ok(password)
+}
+
+fn operator(args: OperatorArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        org: args.org.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::layered(args.config.as_deref(), overrides)?;
+    ptt_gateway::store::create_data_dir(&config.data_dir).context("preparing the data directory")?;
+    let db = config.data_dir.join("gateway.db");
+    let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let now = ptt_gateway::alert::now_ms();
+    match args.action {
+        OperatorAction::Add {
+            name,
+            terminal,
+            password_stdin,
+        } => {
+            let terminal = TerminalId(terminal);
+            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_whitespace) {
+                bail!("an operator name is 1 to 64 bytes without spaces");
+            }
+            if let Some(path) = &config.org {
+                let org = Org::load(path)
+                    .with_context(|| format!("loading org file {}", path.display()))?;
+                match org.terminal(terminal) {
+                    Some(t) if t.is_console() => {}
+                    Some(_) => bail!("terminal {terminal} is not a console in {}", path.display()),
+                    None => bail!("terminal {terminal} is not in the org file {}", path.display()),
+                }
+            }
+            let password = new_password(&name, password_stdin)?;
+            let hash = ptt_gateway::http::hash_password(&password)
+                .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+            let new = store.put_operator(&name, terminal, &hash, now)?;
+            let what = if new { "created" } else { "updated; their sessions ended" };
+            println!("operator {name} at console {terminal}: {what}");
+        }
+        OperatorAction::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let Some((op, _)) = store.operator_password(&name)? else {
+                bail!("no operator {name}");
+            };
+            let password = new_password(&name, password_stdin)?;
+            let hash = ptt_gateway::http::hash_password(&password)
+                .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+            store.put_operator(&name, op.terminal, &hash, now)?;
+            println!("operator {name}: new password set; their sessions ended");
+        }
+        OperatorAction::Remove { name } => {
+            if store.remove_operator(&name)? {
+                println!("operator {name} removed; their sessions ended");
+            } else {
+                bail!("no operator {name}");
+            }
+        }
+        OperatorAction::List => {
+            println!("name\tterminal\tcreated_ms");
+            for op in store.operators()? {
+                println!("{}\t{}\t{}", op.name, op.terminal.0, op.created_ms);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn revoke(args: RevokeArgs, lift: bool) -> anyhow::Result<()> {
@@ -642,6 +791,7 @@ fn main() -> anyhow::Result<()> {
         Command::Revoked(args) => list_revoked(args),
         Command::Recordings(args) => recordings(args),
         Command::Reload(args) => reload(args),
+        Command::Operator(args) => operator(args),
         Command::Serve(args) => {
             let config = args.config()?;
             let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;

@@ -253,6 +253,21 @@ counters! {
     /// Sessions closed with ORG_REMOVED: their terminal left the org in a
     /// reload.
     sessions_removed_by_reload,
+    /// WebTransport sessions (browser consoles) established.
+    webtransport_sessions,
+    /// WebTransport handshakes refused: HTTP/3 rules broken, a CONNECT to
+    /// another path than `/console`, or a stream cut short.
+    webtransport_refused,
+    /// Console sign-ins that succeeded.
+    console_signins,
+    /// Console sign-ins refused: unknown operator or wrong password.
+    console_signin_failures,
+    /// Console sign-ins refused without checking the password: too many
+    /// failures for that name or address (`console.max_failures`).
+    console_signins_throttled,
+    /// Console sessions that ended: signed out or expired (their
+    /// WebTransport session closed with SIGNED_OUT).
+    console_sessions_ended,
 }
 
 impl Metrics {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ptt_codec::{CloseCode, ServerMsg, TerminalId};
-use quinn::Connection;
+use crate::link::Link;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
@@ -33,7 +33,7 @@ pub struct Outbox {
     /// The queue the session's write loop drains.
     pub(crate) tx: mpsc::Sender<Box<ServerMsg>>,
     /// Closed when the queue overflows.
-    pub(crate) conn: Connection,
+    pub(crate) conn: Link,
     /// Who reads it and whether it was closed as too slow, for the log.
     reader: Arc<Reader>,
 }
@@ -52,7 +52,7 @@ impl Outbox {
     /// receiver its session's write loop drains. Closing it as too slow is
     /// counted in `metrics`.
     pub(crate) fn open(
-        conn: Connection,
+        conn: Link,
         terminal: TerminalId,
         capacity: usize,
         metrics: Arc<Metrics>,
@@ -69,7 +69,7 @@ impl Outbox {
     /// Test support: an outbox of `capacity` for terminal 0, counted
     /// nowhere.
     #[cfg(test)]
-    pub(crate) fn new(conn: Connection, capacity: usize) -> (Self, mpsc::Receiver<Box<ServerMsg>>) {
+    pub(crate) fn new(conn: Link, capacity: usize) -> (Self, mpsc::Receiver<Box<ServerMsg>>) {
         Self::open(conn, TerminalId(0), capacity, Arc::new(Metrics::default()))
     }
 
@@ -117,8 +117,8 @@ impl Outbox {
 }
 
 /// Closes `conn` with `code` and `reason`.
-pub(crate) fn close(conn: &Connection, code: CloseCode, reason: &str) {
-    conn.close(quinn::VarInt::from_u32(code.code()), reason.as_bytes());
+pub(crate) fn close(conn: &Link, code: CloseCode, reason: &str) {
+    conn.close(code, reason);
 }
 
 /// Test support: connection handles for outboxes and links.
@@ -131,7 +131,7 @@ pub(crate) mod testing {
 
     /// Endpoints of a loopback connection (kept alive by the caller) and its
     /// client side.
-    pub(crate) async fn connection() -> (quinn::Endpoint, quinn::Endpoint, quinn::Connection) {
+    pub(crate) async fn connection() -> (quinn::Endpoint, quinn::Endpoint, crate::link::Link) {
         let rcgen::CertifiedKey { cert, key_pair } =
             rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let key = PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
@@ -167,7 +167,7 @@ pub(crate) mod testing {
         let (conn, accepted) =
             tokio::join!(connecting, async { server.accept().await.unwrap().await });
         accepted.unwrap();
-        (server, client, conn.unwrap())
+        (server, client, crate::link::Link::native(conn.unwrap()))
     }
 }
 
@@ -175,7 +175,7 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
 
-    fn outbox(conn: &Connection, capacity: usize) -> (Outbox, mpsc::Receiver<Box<ServerMsg>>) {
+    fn outbox(conn: &Link, capacity: usize) -> (Outbox, mpsc::Receiver<Box<ServerMsg>>) {
         Outbox::open(
             conn.clone(),
             TerminalId(1),

@@ -85,6 +85,7 @@ impl Gateway {
             addr,
             id,
             &self.hub.config().transport,
+            self.hub.web(),
             self.hub.net(),
             self.hub.metrics(),
         )
@@ -214,6 +215,10 @@ impl Gateway {
         let revocations = tokio::spawn(crate::hub::poll_revocations(self.hub.clone()));
         let retention = tokio::spawn(crate::ops::upkeep::retention(self.hub.clone()));
         let disk_watch = tokio::spawn(crate::ops::upkeep::watch_disk(self.hub.clone()));
+        let consoles = tokio::spawn(crate::hub::console_upkeep(self.hub.clone()));
+        if let Ok(addr) = endpoint.local_addr() {
+            let _ = self.hub.status().quic_addr.set(addr);
+        }
         tokio::pin!(shutdown);
         tracing::info!(addr = ?endpoint.local_addr().ok(), groups = self.hub.group_count(), "gateway listening");
         let accepting = &self.hub.status().accepting;
@@ -272,6 +277,7 @@ impl Gateway {
         revocations.abort();
         retention.abort();
         disk_watch.abort();
+        consoles.abort();
         if let Some(w) = receipt_writer {
             // Sessions are gone; receipts already queued were answered or
             // are dropped unacknowledged, which terminals resend.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::Digest;
 
 use crate::config::{Config, Transport};
 use crate::metrics::Metrics;
@@ -238,19 +239,70 @@ pub(crate) fn open_after_hello(conn: &quinn::Connection, t: &Transport) {
     conn.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(t.max_uni_streams));
 }
 
-/// Builds the quinn server configuration: TLS 1.3 only, our ALPN; resumed
-/// sessions counted in `metrics`.
+/// ALPN of HTTP/3: the browser console's WebTransport.
+pub const ALPN_H3: &[u8] = b"h3";
+
+/// Whether `conn` negotiated HTTP/3 (a browser's WebTransport) rather
+/// than the native protocol.
+pub(crate) fn is_web(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+        .is_some_and(|alpn| alpn == ALPN_H3)
+}
+
+/// Builds the quinn server configuration of a native-only endpoint (ALPN
+/// `ptt/1`): TLS 1.3 only; resumed sessions counted in `metrics`.
 pub fn server_config(
     id: &Identity,
     transport: &Transport,
     metrics: &Arc<Metrics>,
 ) -> Result<quinn::ServerConfig, Error> {
+    server_config_for(id, transport, metrics, &Web::Off)
+}
+
+/// Whether an endpoint also serves the browser console's WebTransport
+/// (ALPN `h3`), and with which certificate.
+#[derive(Debug, Clone)]
+pub enum Web {
+    /// Native terminals only.
+    Off,
+    /// Browsers get the gateway's own certificate (a configured one, which
+    /// they trust through its CA).
+    SameCert,
+    /// Browsers get the short-lived self-signed certificate of `WebCerts`,
+    /// which the console page pins by its hash.
+    OwnCerts(Arc<WebCerts>),
+}
+
+/// Builds the quinn server configuration: TLS 1.3 only, ALPN `ptt/1` and,
+/// unless `web` is off, `h3`, each with its certificate; resumed sessions
+/// counted in `metrics`.
+pub fn server_config_for(
+    id: &Identity,
+    transport: &Transport,
+    metrics: &Arc<Metrics>,
+    web: &Web,
+) -> Result<quinn::ServerConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let native = Arc::new(rustls::sign::CertifiedKey::new(
+        id.certs.clone(),
+        rustls::crypto::ring::sign::any_supported_type(&id.key)?,
+    ));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(id.certs.clone(), id.key.clone_key())?;
+        .with_cert_resolver(Arc::new(ByAlpn {
+            native,
+            web: match web {
+                Web::OwnCerts(certs) => Some(certs.clone()),
+                _ => None,
+            },
+        }));
     tls.alpn_protocols = vec![ptt_codec::ALPN.to_vec()];
+    if !matches!(web, Web::Off) {
+        tls.alpn_protocols.push(ALPN_H3.to_vec());
+    }
     // Stateless session tickets (encrypted with rotating keys): a terminal
     // that reconnects resumes its TLS session without a certificate
     // signature and verification, and the gateway keeps no per-terminal
@@ -306,6 +358,139 @@ impl rustls::server::ProducesTickets for CountingTicketer {
     }
 }
 
+/// Picks the certificate by the ALPN the client offers: a browser (only
+/// `h3`) gets the console's short-lived one when there is one, everyone
+/// else the gateway's own.
+#[derive(Debug)]
+struct ByAlpn {
+    native: Arc<rustls::sign::CertifiedKey>,
+    web: Option<Arc<WebCerts>>,
+}
+
+impl rustls::server::ResolvesServerCert for ByAlpn {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let offers = |alpn: &[u8]| hello.alpn().is_some_and(|mut all| all.any(|p| p == alpn));
+        match &self.web {
+            Some(web) if offers(ALPN_H3) && !offers(ptt_codec::ALPN) => Some(web.current()),
+            _ => Some(self.native.clone()),
+        }
+    }
+}
+
+/// The browser console's self-signed certificates: ECDSA P-256, valid for
+/// at most 14 days, as browsers require of a certificate they accept by
+/// its hash (WebTransport `serverCertificateHashes`). A new one is made
+/// when the current one is `rotate_days` old; the previous one's hash is
+/// still given out until the next change, so a page that fetched the
+/// hashes just before a change still connects.
+#[derive(Debug)]
+pub struct WebCerts {
+    certs: arc_swap::ArcSwap<WebCertPair>,
+    names: Vec<String>,
+    days: u32,
+    rotate_days: u32,
+}
+
+#[derive(Debug)]
+struct WebCertPair {
+    current: WebCert,
+    previous: Option<WebCert>,
+}
+
+#[derive(Debug)]
+struct WebCert {
+    key: Arc<rustls::sign::CertifiedKey>,
+    /// SHA-256 of the DER certificate.
+    hash: [u8; 32],
+    made: std::time::SystemTime,
+}
+
+impl WebCerts {
+    /// Makes the first certificate, for `localhost`, `127.0.0.1`, `::1`
+    /// and `names`, valid for `days` (1..=14), replaced every
+    /// `rotate_days`.
+    pub fn new(names: &[String], days: u32, rotate_days: u32) -> Result<Self, Error> {
+        let mut all: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+        all.extend(names.iter().cloned());
+        let current = web_cert(&all, days)?;
+        Ok(Self {
+            certs: arc_swap::ArcSwap::from_pointee(WebCertPair {
+                current,
+                previous: None,
+            }),
+            names: all,
+            days,
+            rotate_days,
+        })
+    }
+
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        self.certs.load().current.key.clone()
+    }
+
+    /// The SHA-256 hashes a page passes as `serverCertificateHashes`:
+    /// the current certificate's, then the previous one's.
+    pub fn hashes(&self) -> Vec<[u8; 32]> {
+        let pair = self.certs.load();
+        std::iter::once(pair.current.hash)
+            .chain(pair.previous.as_ref().map(|p| p.hash))
+            .collect()
+    }
+
+    /// Replaces the current certificate if it is `rotate_days` old at
+    /// `now`; whether it did. Call every hour or so.
+    pub fn rotate_if_due(&self, now: std::time::SystemTime) -> Result<bool, Error> {
+        let age = now
+            .duration_since(self.certs.load().current.made)
+            .unwrap_or_default();
+        if age < Duration::from_secs(u64::from(self.rotate_days) * 86_400) {
+            return Ok(false);
+        }
+        let current = web_cert(&self.names, self.days)?;
+        let old = self.certs.load_full();
+        let previous = WebCert {
+            key: old.current.key.clone(),
+            hash: old.current.hash,
+            made: old.current.made,
+        };
+        self.certs.store(Arc::new(WebCertPair {
+            current,
+            previous: Some(previous),
+        }));
+        tracing::info!(days = self.days, "console certificate rotated");
+        Ok(true)
+    }
+}
+
+/// One self-signed ECDSA P-256 certificate for `names`, valid from an
+/// hour ago for `days` in all.
+fn web_cert(names: &[String], days: u32) -> Result<WebCert, Error> {
+    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = params.not_before + time::Duration::days(i64::from(days));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ptt-gateway console");
+    let cert = params.self_signed(&key_pair)?;
+    let der = cert.der().clone();
+    let hash = sha2::Sha256::digest(&der).into();
+    let key = PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+    let key = Arc::new(rustls::sign::CertifiedKey::new(
+        vec![der],
+        rustls::crypto::ring::sign::any_supported_type(&key)?,
+    ));
+    Ok(WebCert {
+        key,
+        hash,
+        made: std::time::SystemTime::now(),
+    })
+}
+
 /// Binds the gateway's UDP socket and QUIC endpoint, driven on `net` (the
 /// endpoint and all its connections; see [`crate::net`]). Use
 /// [`crate::Gateway::bind`], which passes the gateway's own.
@@ -313,6 +498,7 @@ pub(crate) fn bind(
     addr: SocketAddr,
     id: &Identity,
     transport: &Transport,
+    web: &Web,
     net: &crate::net::Thread,
     metrics: &Arc<Metrics>,
 ) -> Result<quinn::Endpoint, Error> {
@@ -329,7 +515,7 @@ pub(crate) fn bind(
         .map_err(|source| Error::Bind { addr, source })?;
     quinn::Endpoint::new_with_abstract_socket(
         endpoint_config(),
-        Some(server_config(id, transport, metrics)?),
+        Some(server_config_for(id, transport, metrics, web)?),
         socket,
         runtime,
     )

@@ -57,6 +57,20 @@ pub fn authenticate(
     key: &ProvisioningKey,
     first: Option<ClientMsg>,
 ) -> Result<TerminalId, Refusal> {
+    authenticate_with(org, first, |terminal, credential| {
+        key.verify(terminal, credential)
+    })
+}
+
+/// As [`authenticate`], with the credential checked by `verify` (the
+/// terminal and the credential's bytes): a browser console's `Hello`
+/// carries its operator's session token instead of a provisioned
+/// credential. `verify` is called even for terminals not in the org.
+pub fn authenticate_with(
+    org: &Org,
+    first: Option<ClientMsg>,
+    verify: impl FnOnce(TerminalId, &[u8]) -> bool,
+) -> Result<TerminalId, Refusal> {
     let Some(ClientMsg::Hello {
         version,
         terminal,
@@ -69,7 +83,7 @@ pub fn authenticate(
         return Err(Refusal::UnsupportedVersion);
     }
     let known = org.terminal(terminal).is_some();
-    let valid = key.verify(terminal, &credential);
+    let valid = verify(terminal, &credential);
     if known && valid {
         Ok(terminal)
     } else {

@@ -34,6 +34,7 @@ use ptt_gateway_core::group as rules;
 
 use crate::alert::{now_ms, BurstRecord};
 use crate::fanout::{self, Receiver, Talker};
+use crate::link::Link;
 use crate::floor;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -42,15 +43,15 @@ use crate::recorder;
 use timer::Timer;
 
 /// The fan-out snapshot of a group in the gateway.
-pub type Snapshot = fanout::Snapshot<quinn::Connection>;
+pub type Snapshot = fanout::Snapshot<Link>;
 
 /// A terminal's live connection, as a group sees it.
 #[derive(Debug, Clone)]
-pub struct Link {
+pub struct Contact {
     /// Session id: a newer session of the same terminal has a larger one.
     pub session: u64,
     /// For voice datagrams.
-    pub conn: quinn::Connection,
+    pub conn: Link,
     /// For control messages.
     pub outbox: Outbox,
 }
@@ -65,13 +66,13 @@ pub struct Member {
     /// Display name, for `FloorTaken`.
     pub name: Arc<str>,
     /// Where to reach it.
-    pub link: Link,
+    pub link: Contact,
 }
 
 /// The group machine with the gateway's links (shared, so an output
 /// addressed to a member costs a reference count, not three).
-type Machine = rules::Machine<Arc<Link>>;
-type Output = rules::Output<Arc<Link>>;
+type Machine = rules::Machine<Arc<Contact>>;
+type Output = rules::Output<Arc<Contact>>;
 
 /// A talk group.
 #[derive(Debug)]
@@ -371,7 +372,7 @@ impl Group {
 
 /// The fan-out snapshot of `machine` as it is now.
 fn snapshot(machine: &Machine) -> Arc<Snapshot> {
-    let receivers: Arc<[Receiver<quinn::Connection>]> = machine
+    let receivers: Arc<[Receiver<Link>]> = machine
         .members()
         .map(|(terminal, m)| Receiver {
             terminal,

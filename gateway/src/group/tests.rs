@@ -14,17 +14,17 @@ const G: GroupId = GroupId(7);
 const T: fn(u32) -> TerminalId = TerminalId;
 
 /// A member whose outbox the test reads.
-fn member(conn: &quinn::Connection, session: u64) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
+fn member(conn: &Link, session: u64) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
     member_with(conn, session, 64)
 }
 
 fn member_with(
-    conn: &quinn::Connection,
+    conn: &Link,
     session: u64,
     outbox: usize,
 ) -> (Member, mpsc::Receiver<Box<ServerMsg>>) {
     let (outbox, rx) = Outbox::new(conn.clone(), outbox);
-    let link = Link {
+    let link = Contact {
         session,
         conn: conn.clone(),
         outbox,

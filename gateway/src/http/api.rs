@@ -142,7 +142,7 @@ pub(super) async fn terminals(State(ops): State<Arc<Ops>>) -> Json<Value> {
                 "node": t.map(|t| t.node),
                 "groups": groups.iter().map(|g| g.0).collect::<Vec<_>>(),
                 "address": conn.remote_address().to_string(),
-                "rtt_ms": conn.rtt().as_secs_f64() * 1e3,
+                "rtt_ms": conn.quic().rtt().as_secs_f64() * 1e3,
                 "position": fix.map(|f| json!({
                     "lat": f64::from(f.lat_e7) / 1e7,
                     "lon": f64::from(f.lon_e7) / 1e7,
@@ -377,10 +377,7 @@ pub(super) async fn disconnect(
     let terminal = TerminalId(id);
     let done = match ops.hub.registry().conn(terminal) {
         Some(conn) => {
-            conn.close(
-                quinn::VarInt::from_u32(CloseCode::OperatorDisconnect.code()),
-                b"disconnected by an operator",
-            );
+            conn.close(CloseCode::OperatorDisconnect, "disconnected by an operator");
             true
         }
         None => false,
@@ -456,7 +453,7 @@ fn not_found(message: String) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "error": message }))).into_response()
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!("operations surface: {e}");
     (
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -13,6 +13,7 @@
 //! answers are capped (`limit`, at most [`api::MAX_LIMIT`] rows).
 
 mod api;
+mod console;
 mod exposition;
 mod token;
 
@@ -34,6 +35,7 @@ use tokio::sync::Semaphore;
 
 use crate::hub::Hub;
 
+pub use console::hash_password;
 pub use token::{Error as TokenError, Tokens};
 
 /// HTTP connections served at once; more wait in the kernel's backlog.
@@ -156,7 +158,10 @@ pub(crate) async fn serve(hub: Arc<Hub>, listener: Listener) {
                 continue;
             }
         };
-        let app = app.clone();
+        // The client's address, for the console's sign-in bounds.
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -200,10 +205,28 @@ fn router(ops: Arc<Ops>) -> Router {
         .route("/api/v1/recordings", get(api::recordings))
         .route("/api/v1/recordings/{id}/audio", get(api::recording_audio))
         .route_layer(middleware::from_fn_with_state(ops.clone(), authorize));
+    let console = Router::new()
+        .route("/console/api/signout", post(console::signout))
+        .route("/console/api/session", get(console::session))
+        .route("/console/api/tree", get(console::tree))
+        .route("/console/api/groups/{id}/bursts", get(console::bursts))
+        .route("/console/api/recordings/{id}/audio", get(console::recording_audio))
+        .route("/console/api/drills/{alert}/report.csv", get(console::drill_csv))
+        .route_layer(middleware::from_fn_with_state(ops.clone(), console::authorize))
+        .route("/console/api/signin", post(console::signin))
+        .route("/console", get(console::asset))
+        .route("/console/", get(console::asset))
+        .route("/console/{*path}", get(console::asset));
+    let console = if ops.hub.config().console.enabled {
+        console
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(api::readyz))
         .merge(operator)
+        .merge(console)
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
         .with_state(ops)
 }

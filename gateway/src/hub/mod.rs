@@ -7,6 +7,7 @@
 //! module.
 
 mod budget;
+mod consoles;
 mod desk;
 mod registry;
 mod reload;
@@ -18,6 +19,7 @@ mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ptt_codec::{CloseCode, GroupId};
@@ -34,6 +36,7 @@ use crate::recorder::Recorder;
 use crate::store::Store;
 
 pub(crate) use budget::{Budget, Budgets};
+pub(crate) use consoles::{token_hash, Attempter, Consoles};
 pub(crate) use desk::{Desk, Error, Urgency};
 pub(crate) use registry::{Live, Registry};
 pub(crate) use revoked::Revoked;
@@ -85,6 +88,10 @@ pub(crate) struct Hub {
     /// When the gateway started, and whether its endpoint accepts
     /// connections now (the operations surface's status and readiness).
     status: Status,
+    /// Signed-in browser consoles.
+    consoles: Consoles,
+    /// Whether and how the endpoint serves browsers (ALPN `h3`).
+    web: crate::tls::Web,
 }
 
 /// The gateway's run state, for the operations surface.
@@ -94,6 +101,8 @@ pub(crate) struct Status {
     pub(crate) started: std::time::Instant,
     /// Set while [`crate::server::Gateway::run`] accepts connections.
     pub(crate) accepting: std::sync::atomic::AtomicBool,
+    /// The QUIC endpoint's address, once bound: where consoles connect.
+    pub(crate) quic_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Hub {
@@ -125,6 +134,18 @@ impl Hub {
             // The first poll retries; until then nobody is refused.
             Err(e) => tracing::error!("reading revoked credentials failed: {e}"),
         }
+        let sessions = store
+            .console_sessions(crate::clock::now_ms())
+            .unwrap_or_else(|e| {
+                tracing::error!("reading console sessions failed, every operator signs in again: {e}");
+                Vec::new()
+            });
+        let consoles = Consoles::new(
+            sessions,
+            config.console.password_checks as usize,
+            config.console.max_failures,
+        );
+        let web = web_transport(&config);
         let per_terminal = config.delivery.per_terminal;
         let desk = Desk::new(store, pending, per_terminal);
         let recorder = config
@@ -175,9 +196,36 @@ impl Hub {
             status: Status {
                 started: std::time::Instant::now(),
                 accepting: std::sync::atomic::AtomicBool::new(false),
+                quic_addr: std::sync::OnceLock::new(),
             },
+            consoles,
+            web,
             revoked,
             recorder,
+        }
+    }
+
+    /// Signed-in browser consoles.
+    pub(crate) fn consoles(&self) -> &Consoles {
+        &self.consoles
+    }
+
+    /// Whether and how the endpoint serves browsers.
+    pub(crate) fn web(&self) -> &crate::tls::Web {
+        &self.web
+    }
+
+    /// Ends console sessions: closes the live WebTransport session of each
+    /// one's console with SIGNED_OUT. Call after removing them from
+    /// [`Hub::consoles`] (sign-out, expiry, a removed operator).
+    pub(crate) fn end_consoles(&self, ended: &[crate::store::ConsoleSession]) {
+        for session in ended {
+            Metrics::add(&self.metrics.console_sessions_ended, 1);
+            if let Some(link) = self.registry.conn(session.terminal) {
+                if link.is_web() {
+                    link.close(CloseCode::SignedOut, "signed out");
+                }
+            }
         }
     }
 
@@ -331,6 +379,62 @@ impl Hub {
 }
 
 /// The talk group of node `id` of `org`, with nobody online.
+/// How the endpoint serves browsers under `config`: not at all with the
+/// console off; with the configured certificate when there is one;
+/// otherwise with short-lived self-signed ones ([`crate::tls::WebCerts`]).
+fn web_transport(config: &Config) -> crate::tls::Web {
+    use crate::tls::{Web, WebCerts};
+    let c = &config.console;
+    if !c.enabled {
+        return Web::Off;
+    }
+    if config.cert.is_some() {
+        return Web::SameCert;
+    }
+    match WebCerts::new(&[], c.cert_days, c.cert_rotate_days) {
+        Ok(certs) => Web::OwnCerts(Arc::new(certs)),
+        Err(e) => {
+            tracing::error!("making the console certificate failed, console off: {e}");
+            Web::Off
+        }
+    }
+}
+
+/// Ends expired console sessions every 30 s and rotates the console's
+/// certificate when due (checked hourly). Runs beside the gateway.
+pub(crate) async fn console_upkeep(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut ticks = 0u64;
+    loop {
+        tick.tick().await;
+        let now = crate::clock::now_ms();
+        let expired = hub.consoles.expire(now);
+        if !expired.is_empty() {
+            tracing::info!(sessions = expired.len(), "console sessions expired");
+            hub.end_consoles(&expired);
+        }
+        // Operators removed or given a new password by the CLI meanwhile.
+        let store = hub.desk.store().clone();
+        if let Ok(Ok(stored)) =
+            tokio::task::spawn_blocking(move || store.console_sessions(now)).await
+        {
+            let ended = hub.consoles.sync(stored);
+            if !ended.is_empty() {
+                tracing::info!(sessions = ended.len(), "console sessions ended by an operator change");
+                hub.end_consoles(&ended);
+            }
+        }
+        if ticks % 120 == 0 {
+            if let crate::tls::Web::OwnCerts(certs) = &hub.web {
+                if let Err(e) = certs.rotate_if_due(std::time::SystemTime::now()) {
+                    tracing::error!("rotating the console certificate failed: {e}");
+                }
+            }
+        }
+        ticks += 1;
+    }
+}
+
 fn new_group(
     config: &Config,
     org: &Org,

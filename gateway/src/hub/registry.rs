@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use ptt_codec::{GroupId, TerminalId};
 use ptt_gateway_core::session::JoinRefusal;
-use quinn::Connection;
+use crate::link::Link;
 
 use crate::outbox::Outbox;
 
@@ -17,7 +17,7 @@ pub(crate) struct Live {
     /// Session id: a newer session of the same terminal has a larger one.
     pub(crate) id: u64,
     /// For alert and attachment streams.
-    pub(crate) conn: Connection,
+    pub(crate) conn: Link,
     /// For control messages.
     pub(crate) outbox: Outbox,
 }
@@ -65,7 +65,7 @@ impl Registry {
         &self,
         terminal: TerminalId,
         live: Live,
-    ) -> (BTreeMap<GroupId, bool>, Option<Connection>) {
+    ) -> (BTreeMap<GroupId, bool>, Option<Link>) {
         let mut entry = self.terminals.entry(terminal).or_default();
         let old = entry.session.replace(live).map(|l| l.conn);
         (entry.groups.clone(), old)
@@ -142,7 +142,7 @@ impl Registry {
     }
 
     /// The connection of `terminal`'s live session, if any.
-    pub(crate) fn conn(&self, terminal: TerminalId) -> Option<Connection> {
+    pub(crate) fn conn(&self, terminal: TerminalId) -> Option<Link> {
         self.terminals
             .get(&terminal)
             .and_then(|e| e.session.as_ref().map(|l| l.conn.clone()))
@@ -150,7 +150,7 @@ impl Registry {
 
     /// Every terminal online now, with its connection and the groups it is
     /// in, for operators' views. Walks every entry: never on the voice path.
-    pub(crate) fn online(&self) -> Vec<(TerminalId, Connection, Vec<GroupId>)> {
+    pub(crate) fn online(&self) -> Vec<(TerminalId, Link, Vec<GroupId>)> {
         self.terminals
             .iter()
             .filter_map(|e| {
@@ -183,7 +183,7 @@ mod tests {
     use super::*;
     use crate::outbox::testing;
 
-    fn live(registry: &Registry, conn: &Connection) -> Live {
+    fn live(registry: &Registry, conn: &Link) -> Live {
         let (outbox, _rx) = Outbox::new(conn.clone(), 4);
         Live {
             id: registry.next_session(),

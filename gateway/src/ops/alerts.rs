@@ -9,7 +9,7 @@ use ptt_codec::control::kind;
 use ptt_codec::{
     AlertBody, AlertKind, AttachmentRef, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId,
 };
-use quinn::Connection;
+use crate::link::Link;
 
 use super::{attachments, Caller, Error};
 use crate::clock::now_ms;
@@ -40,7 +40,7 @@ fn alert_msg(a: &store::StoredAlert) -> ServerMsg {
 /// attachments can be fetched.
 async fn deliver(
     hub: Arc<Hub>,
-    conn: Connection,
+    conn: Link,
     terminal: TerminalId,
     msg: ServerMsg,
     urgency: Urgency,

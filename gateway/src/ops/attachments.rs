@@ -13,7 +13,9 @@ use bytes::{Bytes, BytesMut};
 use ptt_codec::alert::MAX_ATTACHMENT;
 use ptt_codec::control::{kind, split_frame, FrameError};
 use ptt_codec::{AttachmentRef, ClientMsg, ErrorCode, ServerMsg, TerminalId};
-use quinn::{Connection, RecvStream};
+use quinn::RecvStream;
+
+use crate::link::Link;
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 use tracing::Instrument;
@@ -72,7 +74,13 @@ impl Refused {
 /// One upload: `AttachmentPut`, then exactly `size` bytes, then the end of
 /// the stream. Answered on the control stream; nothing is kept unless the
 /// whole content arrived.
-async fn upload(cx: Caller, mut recv: RecvStream) {
+async fn upload(cx: Caller, recv: RecvStream) {
+    // A browser console's stream starts with its WebTransport header; the
+    // browser's own HTTP/3 streams are not uploads.
+    let stall = Duration::from_millis(u64::from(cx.hub.config().attachments.stall_timeout_ms));
+    let Ok(Some(mut recv)) = tokio::time::timeout(stall, cx.conn.claim_uni(recv)).await else {
+        return;
+    };
     let outbox = &cx.outbox;
     match receive(&cx, &mut recv).await {
         Ok((request, attachment, size)) => {
@@ -411,7 +419,7 @@ async fn receive_content(
 
 /// Sends `header` and `content` on a new low-priority unidirectional stream.
 pub(super) async fn send_stream(
-    conn: &Connection,
+    conn: &Link,
     header: ServerMsg,
     content: &Bytes,
 ) -> Result<(), Error> {
@@ -444,7 +452,7 @@ const STREAM_ABANDONED: u32 = 2;
 /// Call it holding a [`Slot`](crate::hub::Transfers): it holds one chunk
 /// of memory. A reader that takes nothing for `attachments.stall_timeout_ms`
 /// has its stream reset.
-async fn stream(hub: &Hub, conn: &Connection, alert: u64, a: &AttachmentRef) -> Result<(), Error> {
+async fn stream(hub: &Hub, conn: &Link, alert: u64, a: &AttachmentRef) -> Result<(), Error> {
     let stall = Duration::from_millis(u64::from(hub.config().attachments.stall_timeout_ms));
     let stalled = |_| {
         Metrics::add(&hub.metrics().attachment_streams_stalled, 1);
@@ -495,7 +503,7 @@ async fn stream(hub: &Hub, conn: &Connection, alert: u64, a: &AttachmentRef) -> 
 /// streaming each from the store within the terminal's transfer slots.
 pub(crate) async fn push(
     hub: Arc<Hub>,
-    conn: Connection,
+    conn: Link,
     terminal: TerminalId,
     alert: u64,
     attachments: Arc<Vec<AttachmentRef>>,

@@ -15,9 +15,9 @@ pub(crate) mod upkeep;
 use std::sync::Arc;
 
 use ptt_codec::{ErrorCode, ServerMsg, TerminalId};
-use quinn::Connection;
 
 use crate::hub::{self, Hub};
+use crate::link::Link;
 use crate::outbox::Outbox;
 
 /// The session an operation runs for: who asks, and how to answer.
@@ -33,7 +33,7 @@ pub(crate) struct Caller {
     /// Its session id (see [`crate::hub::Live::id`]).
     pub(crate) session: u64,
     /// Its connection, for streams to it.
-    pub(crate) conn: Connection,
+    pub(crate) conn: Link,
     /// Its control messages.
     pub(crate) outbox: Outbox,
 }
@@ -216,7 +216,7 @@ pub(crate) mod testing {
     pub(crate) fn caller(
         hub: &Arc<Hub>,
         terminal: u32,
-        conn: &quinn::Connection,
+        conn: &crate::link::Link,
     ) -> (Caller, mpsc::Receiver<Box<ServerMsg>>) {
         let (outbox, rx) = Outbox::new(conn.clone(), 8);
         let cx = Caller {

@@ -11,11 +11,13 @@ use ptt_codec::{
 use ptt_gateway_core::group::churn;
 use ptt_gateway_core::limits::{Kind, Verdict};
 use ptt_gateway_core::session::{self, JoinRefusal};
-use quinn::{Connection, RecvStream, SendStream};
+use quinn::{RecvStream, SendStream};
+
+use crate::link::Link;
 use tracing::Instrument;
 
 use super::{read_frame, refuse, write_loop, Ended};
-use crate::group::{Link, Member};
+use crate::group::{Contact, Member};
 use crate::hub::{Budget, Hub, Live};
 use crate::metrics::Metrics;
 use crate::ops::{self, Caller};
@@ -46,7 +48,7 @@ impl Session {
     /// sends `Welcome` and restores remembered groups.
     pub(super) fn start(
         hub: Arc<Hub>,
-        conn: Connection,
+        conn: Link,
         send: SendStream,
         terminal: TerminalId,
     ) -> Self {
@@ -146,7 +148,7 @@ impl Session {
             talk,
             priority: self.priority,
             name: self.name.clone(),
-            link: Link {
+            link: Contact {
                 session: self.cx.session,
                 conn: self.cx.conn.clone(),
                 outbox: self.cx.outbox.clone(),

@@ -4,7 +4,9 @@ use bytes::BytesMut;
 use ptt_codec::control::split_frame;
 use ptt_codec::{ClientMsg, CloseCode, TerminalId};
 use ptt_gateway_core::session::{self, Refusal};
-use quinn::{Connection, RecvStream, SendStream};
+use quinn::{RecvStream, SendStream};
+
+use crate::link::Link;
 
 use super::{read_frame, refuse, Ended};
 use crate::hub::Hub;
@@ -16,7 +18,7 @@ use crate::outbox::close;
 /// the bytes already read behind the `Hello`.
 pub(super) async fn authenticate(
     hub: &Hub,
-    conn: &Connection,
+    conn: &Link,
 ) -> Result<(SendStream, RecvStream, TerminalId, BytesMut), Ended> {
     let (send, mut recv) = conn.accept_bi().await?;
     let mut buf = BytesMut::with_capacity(256);
@@ -30,7 +32,19 @@ pub(super) async fn authenticate(
     let frame =
         split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
     let first = ClientMsg::decode(frame).ok();
-    let terminal = match session::authenticate(&hub.org(), hub.key(), first) {
+    let org = hub.org();
+    let authenticated = if conn.is_web() {
+        // A browser console: its Hello carries its operator's session
+        // token, good for the console terminal the operator sits at.
+        let now = crate::clock::now_ms();
+        session::authenticate_with(&org, first, |terminal, token| {
+            hub.consoles().verify(terminal, token, now)
+                && org.terminal(terminal).is_some_and(|t| t.is_console())
+        })
+    } else {
+        session::authenticate(&org, hub.key(), first)
+    };
+    let terminal = match authenticated {
         Ok(terminal) => terminal,
         Err(refusal) => {
             if let Refusal::AuthFailed { terminal } = refusal {

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::hub::Hub;
+use crate::link::Link;
 use crate::metrics::Metrics;
 use crate::ops;
 use crate::outbox::close;
@@ -58,7 +59,7 @@ impl Ended {
 }
 
 /// Closes `conn` with `code` and `reason`, and says why the session ended.
-fn refuse(conn: &quinn::Connection, code: CloseCode, reason: &'static str) -> Ended {
+fn refuse(conn: &Link, code: CloseCode, reason: &'static str) -> Ended {
     close(conn, code, reason);
     Ended::Refused { code, reason }
 }
@@ -86,8 +87,31 @@ pub(crate) async fn run(hub: Arc<Hub>, incoming: quinn::Incoming, slot: impl Sen
     drop(slot);
     Metrics::add(&metrics.connections_accepted, 1);
     let hello_timeout = Duration::from_millis(u64::from(hub.config().session.hello_timeout_ms));
+    let hello_by = tokio::time::Instant::now() + hello_timeout;
+    let conn = if crate::tls::is_web(&conn) {
+        // The browser console: the WebTransport handshake first, within
+        // the time the Hello is given.
+        match tokio::time::timeout_at(hello_by, crate::webtransport::accept(conn.clone())).await {
+            Ok(Ok(link)) => link,
+            Ok(Err(e)) => {
+                Metrics::add(&metrics.webtransport_refused, 1);
+                tracing::debug!(%remote, "WebTransport handshake failed: {e}");
+                conn.close(quinn::VarInt::from_u32(0x100), b"WebTransport handshake failed");
+                return;
+            }
+            Err(_) => {
+                conn.close(
+                    quinn::VarInt::from_u32(CloseCode::HelloTimeout.code()),
+                    b"no WebTransport session in time",
+                );
+                return;
+            }
+        }
+    } else {
+        Link::native(conn)
+    };
     let (send, mut recv, terminal, buffered) =
-        match tokio::time::timeout(hello_timeout, handshake::authenticate(&hub, &conn)).await {
+        match tokio::time::timeout_at(hello_by, handshake::authenticate(&hub, &conn)).await {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
                 tracing::debug!(%remote, code = ?e.to_code(), "session refused: {e}");
@@ -98,7 +122,7 @@ pub(crate) async fn run(hub: Arc<Hub>, incoming: quinn::Incoming, slot: impl Sen
                 return;
             }
         };
-    crate::tls::open_after_hello(&conn, &hub.config().transport);
+    crate::tls::open_after_hello(conn.quic(), &hub.config().transport);
     let span = tracing::info_span!("session", terminal = %terminal, %remote);
     let started = std::time::Instant::now();
     async move {
@@ -119,7 +143,7 @@ pub(crate) async fn run(hub: Arc<Hub>, incoming: quinn::Incoming, slot: impl Sen
         voice.abort();
         uploads.abort();
         // Only voice travels in DATAGRAM frames.
-        let stats = conn.stats();
+        let stats = conn.quic().stats();
         Metrics::add(&metrics.voice_datagrams_sent, stats.frame_tx.datagram);
         Metrics::add(&metrics.acks_received, stats.frame_rx.acks);
         session.finish();
@@ -224,7 +248,7 @@ mod tests {
     async fn the_size_of_a_session() {
         let hub = crate::ops::testing::hub();
         let (_server, _client, conn) = crate::outbox::testing::connection().await;
-        let (send, mut recv) = conn.open_bi().await.expect("a stream");
+        let (send, mut recv) = conn.quic().open_bi().await.expect("a stream");
         let mut session =
             control::Session::start(hub.clone(), conn.clone(), send, ptt_codec::TerminalId(501));
         let session_size = std::mem::size_of_val(&session);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ptt_codec::{TerminalId, VoiceHeader};
-use quinn::Connection;
+use crate::link::Link;
 
 use crate::fanout::{self, RateLimit};
 use crate::hub::Hub;
@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 /// socket reports ([`crate::net::follow`]): the receivers' connection
 /// drivers, woken by the relay, build and send those packets once the
 /// thread gets to them.
-pub(super) async fn run(hub: Arc<Hub>, conn: Connection, terminal: TerminalId) {
+pub(super) async fn run(hub: Arc<Hub>, conn: Link, terminal: TerminalId) {
     let m = hub.metrics();
     let s = &hub.config().session;
     let mut rate = RateLimit::new(s.voice_rate, s.voice_burst);

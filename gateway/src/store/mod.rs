@@ -25,6 +25,7 @@ pub use attachments::Quota;
 pub use files::create_data_dir;
 pub use operations::{AdminAction, AlertSummary};
 pub use retention::{Cutoffs, Retired};
+pub use operators::{ConsoleSession, Operator};
 pub use revocations::Revocation;
 use schema::MIGRATIONS;
 
@@ -34,6 +35,7 @@ mod audit;
 mod drills;
 mod files;
 mod operations;
+mod operators;
 mod receipts;
 mod recordings;
 mod retention;

@@ -129,4 +129,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX recording_by_group ON recording(grp, started_ms);
     CREATE INDEX recording_by_terminal ON recording(terminal, started_ms);
     CREATE INDEX recording_by_start ON recording(started_ms);",
+    // 10: console operators (`ptt-gateway operator`), each bound to a
+    // console terminal of the org, with an argon2id password hash (PHC
+    // string); and their signed-in sessions, by the SHA-256 of the token
+    // (the token itself is never stored).
+    "CREATE TABLE operator (
+        name TEXT PRIMARY KEY,
+        terminal INTEGER NOT NULL,
+        password TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE console_session (
+        token_hash BLOB PRIMARY KEY,
+        operator TEXT NOT NULL,
+        terminal INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );",
 ];
