@@ -1112,7 +1112,9 @@ impl Config {
                 reason: "must be 1 to 14".into(),
             });
         }
-        if self.console.cert_rotate_days < 1 || self.console.cert_rotate_days >= self.console.cert_days {
+        if self.console.cert_rotate_days < 1
+            || self.console.cert_rotate_days >= self.console.cert_days
+        {
             return Err(OutOfBounds {
                 field: "console.cert_rotate_days",
                 reason: "must be at least 1 and under cert_days".into(),

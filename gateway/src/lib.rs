@@ -65,7 +65,15 @@ mod layering {
     /// The driver's layers, top first: a module may import only layers
     /// after its own.
     const LAYERS: &[&str] = &[
-        "server", "http", "session", "webtransport", "ops", "hub", "group", "outbox", "link",
+        "server",
+        "http",
+        "session",
+        "webtransport",
+        "ops",
+        "hub",
+        "group",
+        "outbox",
+        "link",
     ];
 
     /// Every `.rs` file of module `name` (a file or a folder).

@@ -209,7 +209,8 @@ impl Link {
         match &self.web {
             None => self.conn.send_datagram(datagram),
             Some(web) => {
-                let mut framed = BytesMut::with_capacity(web.datagram_prefix.len() + datagram.len());
+                let mut framed =
+                    BytesMut::with_capacity(web.datagram_prefix.len() + datagram.len());
                 framed.extend_from_slice(&web.datagram_prefix);
                 framed.extend_from_slice(&datagram);
                 self.conn.send_datagram(framed.freeze())
@@ -230,7 +231,11 @@ impl Link {
                 .close(quinn::VarInt::from_u32(code.code()), reason.as_bytes());
             return;
         };
-        let connect = web.connect.lock().expect("connect stream: never poisoned").take();
+        let connect = web
+            .connect
+            .lock()
+            .expect("connect stream: never poisoned")
+            .take();
         let Some(mut connect) = connect else {
             return;
         };
@@ -250,7 +255,8 @@ impl Link {
         runtime.spawn(async move {
             // Small, on an open stream: written at once unless the
             // connection is already going.
-            let _ = tokio::time::timeout(CAPSULE_GRACE, connect.write_chunk(capsule.freeze())).await;
+            let _ =
+                tokio::time::timeout(CAPSULE_GRACE, connect.write_chunk(capsule.freeze())).await;
             let _ = connect.finish();
             tokio::time::sleep(CAPSULE_GRACE).await;
             conn.close(quinn::VarInt::from_u32(H3_NO_ERROR), &reason);

@@ -299,7 +299,8 @@ fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let config = Config::layered(args.config.as_deref(), overrides)?;
-    ptt_gateway::store::create_data_dir(&config.data_dir).context("preparing the data directory")?;
+    ptt_gateway::store::create_data_dir(&config.data_dir)
+        .context("preparing the data directory")?;
     let db = config.data_dir.join("gateway.db");
     let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let now = ptt_gateway::alert::now_ms();
@@ -319,14 +320,21 @@ fn operator(args: OperatorArgs) -> anyhow::Result<()> {
                 match org.terminal(terminal) {
                     Some(t) if t.is_console() => {}
                     Some(_) => bail!("terminal {terminal} is not a console in {}", path.display()),
-                    None => bail!("terminal {terminal} is not in the org file {}", path.display()),
+                    None => bail!(
+                        "terminal {terminal} is not in the org file {}",
+                        path.display()
+                    ),
                 }
             }
             let password = new_password(&name, password_stdin)?;
             let hash = ptt_gateway::http::hash_password(&password)
                 .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
             let new = store.put_operator(&name, terminal, &hash, now)?;
-            let what = if new { "created" } else { "updated; their sessions ended" };
+            let what = if new {
+                "created"
+            } else {
+                "updated; their sessions ended"
+            };
             println!("operator {name} at console {terminal}: {what}");
         }
         OperatorAction::Passwd {

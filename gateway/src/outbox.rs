@@ -7,8 +7,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ptt_codec::{CloseCode, ServerMsg, TerminalId};
 use crate::link::Link;
+use ptt_codec::{CloseCode, ServerMsg, TerminalId};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;

@@ -144,8 +144,15 @@ impl Browser {
         ];
         if let Some(wav) = &options.microphone {
             // A missing file gives silence without an error: check first.
-            assert!(wav.is_file(), "fake microphone {} is missing", wav.display());
-            args.push(format!("--use-file-for-fake-audio-capture={}", wav.display()));
+            assert!(
+                wav.is_file(),
+                "fake microphone {} is missing",
+                wav.display()
+            );
+            args.push(format!(
+                "--use-file-for-fake-audio-capture={}",
+                wav.display()
+            ));
         }
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
@@ -243,6 +250,21 @@ impl Browser {
             .click()
             .await
             .unwrap_or_else(|e| panic!("clicking {id}: {e}"));
+    }
+
+    /// Chooses the option `value` of the select `data-testid="<id>"`,
+    /// waiting up to [`WAIT`] for the page to have filled it in.
+    pub async fn select(&self, id: &str, value: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.by_testid(id).await.select_by_value(value).await {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("no option {value:?} in {id} within {WAIT:?}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// The visible text of the element `data-testid="<id>"`.
@@ -416,7 +438,10 @@ impl Browser {
                 }
             }
         }
-        eprintln!("---- {name}: chromedriver log (tail) ----\n{}", tail(&self.driver_log));
+        eprintln!(
+            "---- {name}: chromedriver log (tail) ----\n{}",
+            tail(&self.driver_log)
+        );
     }
 }
 

@@ -34,8 +34,8 @@ use ptt_gateway_core::group as rules;
 
 use crate::alert::{now_ms, BurstRecord};
 use crate::fanout::{self, Receiver, Talker};
-use crate::link::Link;
 use crate::floor;
+use crate::link::Link;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::recorder;

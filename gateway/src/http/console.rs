@@ -50,8 +50,11 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 
 /// Whether `password` matches `phc`, a hash from [`hash_password`].
 fn password_matches(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// A hash to check wrong names against, so that an unknown name takes as
@@ -79,7 +82,11 @@ pub(super) async fn asset(request: Request) -> Response {
         .trim_start_matches('/');
     if path.is_empty() && !request.uri().path().ends_with('/') {
         // Relative links in the page resolve against /console/.
-        return (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, "/console/")]).into_response();
+        return (
+            StatusCode::MOVED_PERMANENTLY,
+            [(header::LOCATION, "/console/")],
+        )
+            .into_response();
     }
     let path = if path.is_empty() { "index.html" } else { path };
     match Assets::get(path) {
@@ -115,7 +122,11 @@ fn mime_of(path: &str) -> &'static str {
 
 /// Lets a request with a live console session's Bearer token through;
 /// anything else gets 401.
-pub(super) async fn authorize(State(ops): State<Arc<Ops>>, mut request: Request, next: Next) -> Response {
+pub(super) async fn authorize(
+    State(ops): State<Arc<Ops>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -124,7 +135,10 @@ pub(super) async fn authorize(State(ops): State<Arc<Ops>>, mut request: Request,
         .and_then(|t| hex::decode(t.trim()).ok());
     let session = token.and_then(|t| ops.hub.consoles().find(&token_hash(&t), now_ms()));
     let Some(session) = session else {
-        return error(StatusCode::UNAUTHORIZED, "sign in first (or again: the session ended)");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "sign in first (or again: the session ended)",
+        );
     };
     request.extensions_mut().insert(Signed(session));
     next.run(request).await
@@ -186,7 +200,10 @@ pub(super) async fn signin(
         Err(e) => return super::api::internal(e),
     };
     let org = hub.org();
-    if !org.terminal(operator.terminal).is_some_and(|t| t.is_console()) {
+    if !org
+        .terminal(operator.terminal)
+        .is_some_and(|t| t.is_console())
+    {
         return error(
             StatusCode::FORBIDDEN,
             format!(
@@ -204,7 +221,11 @@ pub(super) async fn signin(
         expires_ms: now + u64::from(hub.config().console.session_minutes) * 60_000,
     };
     let stored = session.clone();
-    if let Err(e) = hub.desk().blocking(move |s| s.put_console_session(&stored)).await {
+    if let Err(e) = hub
+        .desk()
+        .blocking(move |s| s.put_console_session(&stored))
+        .await
+    {
         return super::api::internal(e);
     }
     hub.consoles().insert(session.clone());
@@ -221,7 +242,12 @@ pub(super) async fn signout(
     axum::Extension(Signed(session)): axum::Extension<Signed>,
 ) -> Response {
     let hash = session.token_hash;
-    if let Err(e) = ops.hub.desk().blocking(move |s| s.remove_console_session(&hash)).await {
+    if let Err(e) = ops
+        .hub
+        .desk()
+        .blocking(move |s| s.remove_console_session(&hash))
+        .await
+    {
         return super::api::internal(e);
     }
     if let Some(ended) = ops.hub.consoles().remove(&session.token_hash) {
@@ -285,11 +311,13 @@ fn webtransport_url(quic: Option<SocketAddr>, headers: &HeaderMap) -> String {
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
         .unwrap_or_else(|| {
-            quic.filter(|a| !a.ip().is_unspecified())
-                .map_or_else(|| "127.0.0.1".to_owned(), |a| match a {
+            quic.filter(|a| !a.ip().is_unspecified()).map_or_else(
+                || "127.0.0.1".to_owned(),
+                |a| match a {
                     SocketAddr::V4(a) => a.ip().to_string(),
                     SocketAddr::V6(a) => format!("[{}]", a.ip()),
-                })
+                },
+            )
         });
     format!("https://{host}:{port}{}", crate::webtransport::PATH)
 }
@@ -318,7 +346,10 @@ pub(super) async fn tree(
     let hub = &ops.hub;
     let org = hub.org();
     let Some(root) = org.terminal(session.terminal).map(|t| t.node) else {
-        return error(StatusCode::FORBIDDEN, "your console is no longer in the org");
+        return error(
+            StatusCode::FORBIDDEN,
+            "your console is no longer in the org",
+        );
     };
     let nodes: Vec<Value> = org
         .groups()
@@ -377,7 +408,10 @@ pub(super) async fn bursts(
     Query(q): Query<Limit>,
 ) -> Response {
     if !in_scope(&ops, &session, id) {
-        return error(StatusCode::FORBIDDEN, format!("group {id} is outside your command"));
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("group {id} is outside your command"),
+        );
     }
     let query = RecordingQuery {
         group: Some(id),
@@ -421,7 +455,10 @@ pub(super) async fn recording_audio(
         Err(e) => return super::api::internal(e),
     };
     if !in_scope(&ops, &session, group) {
-        return error(StatusCode::FORBIDDEN, format!("recording {id} is outside your command"));
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("recording {id} is outside your command"),
+        );
     }
     super::api::recording_audio(State(ops), Path(id), request).await
 }
@@ -456,7 +493,10 @@ pub(super) async fn drill_csv(
     match made {
         Ok(Ok((issuer_node, report))) => {
             if !issuer_node.is_some_and(|n| in_scope(&ops, &session, n)) {
-                return error(StatusCode::FORBIDDEN, format!("drill {alert} is outside your command"));
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!("drill {alert} is outside your command"),
+                );
             }
             (
                 [
@@ -497,11 +537,20 @@ mod tests {
         let mut headers = HeaderMap::new();
         let quic = Some("0.0.0.0:4433".parse().unwrap());
         headers.insert(header::HOST, "10.1.2.3:9090".parse().unwrap());
-        assert_eq!(webtransport_url(quic, &headers), "https://10.1.2.3:4433/console");
+        assert_eq!(
+            webtransport_url(quic, &headers),
+            "https://10.1.2.3:4433/console"
+        );
         headers.insert(header::HOST, "[::1]:9090".parse().unwrap());
-        assert_eq!(webtransport_url(quic, &headers), "https://[::1]:4433/console");
+        assert_eq!(
+            webtransport_url(quic, &headers),
+            "https://[::1]:4433/console"
+        );
         headers.insert(header::HOST, "console.example".parse().unwrap());
-        assert_eq!(webtransport_url(quic, &headers), "https://console.example:4433/console");
+        assert_eq!(
+            webtransport_url(quic, &headers),
+            "https://console.example:4433/console"
+        );
         let none = HeaderMap::new();
         assert_eq!(
             webtransport_url(Some("127.0.0.1:5000".parse().unwrap()), &none),

@@ -210,9 +210,18 @@ fn router(ops: Arc<Ops>) -> Router {
         .route("/console/api/session", get(console::session))
         .route("/console/api/tree", get(console::tree))
         .route("/console/api/groups/{id}/bursts", get(console::bursts))
-        .route("/console/api/recordings/{id}/audio", get(console::recording_audio))
-        .route("/console/api/drills/{alert}/report.csv", get(console::drill_csv))
-        .route_layer(middleware::from_fn_with_state(ops.clone(), console::authorize))
+        .route(
+            "/console/api/recordings/{id}/audio",
+            get(console::recording_audio),
+        )
+        .route(
+            "/console/api/drills/{alert}/report.csv",
+            get(console::drill_csv),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            ops.clone(),
+            console::authorize,
+        ))
         .route("/console/api/signin", post(console::signin))
         .route("/console", get(console::asset))
         .route("/console/", get(console::asset))

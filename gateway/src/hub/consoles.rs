@@ -139,7 +139,8 @@ impl Consoles {
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         who.iter().any(|w| {
             failures.get(w).is_some_and(|f| {
-                now_ms.saturating_sub(f.since_ms) < FAILURE_WINDOW_MS && f.count >= self.max_failures
+                now_ms.saturating_sub(f.since_ms) < FAILURE_WINDOW_MS
+                    && f.count >= self.max_failures
             })
         })
     }
@@ -150,7 +151,10 @@ impl Consoles {
         if failures.len() >= MAX_TRACKED {
             failures.retain(|_, f| now_ms.saturating_sub(f.since_ms) < FAILURE_WINDOW_MS);
             if failures.len() >= MAX_TRACKED {
-                let oldest = failures.iter().min_by_key(|(_, f)| f.since_ms).map(|(k, _)| k.clone());
+                let oldest = failures
+                    .iter()
+                    .min_by_key(|(_, f)| f.since_ms)
+                    .map(|(k, _)| k.clone());
                 if let Some(oldest) = oldest {
                     failures.remove(&oldest);
                 }
@@ -196,9 +200,15 @@ mod tests {
     fn a_token_signs_in_its_own_console_until_it_expires() {
         let consoles = Consoles::new(vec![session(b"secret", 300, 1_000)], 1, 5);
         assert!(consoles.verify(TerminalId(300), b"secret", 999));
-        assert!(!consoles.verify(TerminalId(301), b"secret", 999), "another console");
+        assert!(
+            !consoles.verify(TerminalId(301), b"secret", 999),
+            "another console"
+        );
         assert!(!consoles.verify(TerminalId(300), b"other", 999));
-        assert!(!consoles.verify(TerminalId(300), b"secret", 1_000), "expired");
+        assert!(
+            !consoles.verify(TerminalId(300), b"secret", 1_000),
+            "expired"
+        );
         assert_eq!(consoles.expire(1_000).len(), 1);
         assert!(consoles.expire(1_000).is_empty());
     }
@@ -225,7 +235,10 @@ mod tests {
         assert!(consoles.throttled(&[name.clone()], 11));
         assert!(consoles.throttled(&[addr.clone()], 11));
         assert!(!consoles.throttled(&[Attempter::Name("li".into())], 11));
-        assert!(!consoles.throttled(&who, 10 + FAILURE_WINDOW_MS), "the window passed");
+        assert!(
+            !consoles.throttled(&who, 10 + FAILURE_WINDOW_MS),
+            "the window passed"
+        );
         consoles.succeeded(&name);
         assert!(!consoles.throttled(&[name], 11));
     }

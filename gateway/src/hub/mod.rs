@@ -137,7 +137,9 @@ impl Hub {
         let sessions = store
             .console_sessions(crate::clock::now_ms())
             .unwrap_or_else(|e| {
-                tracing::error!("reading console sessions failed, every operator signs in again: {e}");
+                tracing::error!(
+                    "reading console sessions failed, every operator signs in again: {e}"
+                );
                 Vec::new()
             });
         let consoles = Consoles::new(
@@ -420,7 +422,10 @@ pub(crate) async fn console_upkeep(hub: Arc<Hub>) {
         {
             let ended = hub.consoles.sync(stored);
             if !ended.is_empty() {
-                tracing::info!(sessions = ended.len(), "console sessions ended by an operator change");
+                tracing::info!(
+                    sessions = ended.len(),
+                    "console sessions ended by an operator change"
+                );
                 hub.end_consoles(&ended);
             }
         }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::link::Link;
 use dashmap::DashMap;
 use ptt_codec::{GroupId, TerminalId};
 use ptt_gateway_core::session::JoinRefusal;
-use crate::link::Link;
 
 use crate::outbox::Outbox;
 

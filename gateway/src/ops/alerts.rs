@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use crate::link::Link;
 use bytes::BytesMut;
 use ptt_codec::control::kind;
 use ptt_codec::{
     AlertBody, AlertKind, AttachmentRef, ErrorCode, ReceiptStatus, ServerMsg, Target, TerminalId,
 };
-use crate::link::Link;
 
 use super::{attachments, Caller, Error};
 use crate::clock::now_ms;

@@ -46,12 +46,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 impl Session {
     /// Registers the session (replacing an older one), starts the writer,
     /// sends `Welcome` and restores remembered groups.
-    pub(super) fn start(
-        hub: Arc<Hub>,
-        conn: Link,
-        send: SendStream,
-        terminal: TerminalId,
-    ) -> Self {
+    pub(super) fn start(hub: Arc<Hub>, conn: Link, send: SendStream, terminal: TerminalId) -> Self {
         let id = hub.registry().next_session();
         // `authenticate()` checked the terminal is in the org, but an org
         // reload may have removed it since: closed below, once registered.

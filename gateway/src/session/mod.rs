@@ -96,7 +96,10 @@ pub(crate) async fn run(hub: Arc<Hub>, incoming: quinn::Incoming, slot: impl Sen
             Ok(Err(e)) => {
                 Metrics::add(&metrics.webtransport_refused, 1);
                 tracing::debug!(%remote, "WebTransport handshake failed: {e}");
-                conn.close(quinn::VarInt::from_u32(0x100), b"WebTransport handshake failed");
+                conn.close(
+                    quinn::VarInt::from_u32(0x100),
+                    b"WebTransport handshake failed",
+                );
                 return;
             }
             Err(_) => {

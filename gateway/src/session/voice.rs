@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ptt_codec::{TerminalId, VoiceHeader};
 use crate::link::Link;
+use ptt_codec::{TerminalId, VoiceHeader};
 
 use crate::fanout::{self, RateLimit};
 use crate::hub::Hub;

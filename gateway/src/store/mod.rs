@@ -24,8 +24,8 @@ pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
 pub use attachments::Quota;
 pub use files::create_data_dir;
 pub use operations::{AdminAction, AlertSummary};
-pub use retention::{Cutoffs, Retired};
 pub use operators::{ConsoleSession, Operator};
+pub use retention::{Cutoffs, Retired};
 pub use revocations::Revocation;
 use schema::MIGRATIONS;
 

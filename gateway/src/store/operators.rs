@@ -183,11 +183,16 @@ mod tests {
     #[test]
     fn operators_and_sessions_round_trip() {
         let store = Store::in_memory().unwrap();
-        assert!(store.put_operator("wang", TerminalId(300), "$argon2id$x", 5).unwrap());
+        assert!(store
+            .put_operator("wang", TerminalId(300), "$argon2id$x", 5)
+            .unwrap());
         store.put_console_session(&session(1, 100)).unwrap();
         store.put_console_session(&session(2, 50)).unwrap();
         let (op, hash) = store.operator_password("wang").unwrap().unwrap();
-        assert_eq!((op.terminal, hash.as_str()), (TerminalId(300), "$argon2id$x"));
+        assert_eq!(
+            (op.terminal, hash.as_str()),
+            (TerminalId(300), "$argon2id$x")
+        );
         assert_eq!(store.operator_password("li").unwrap(), None);
         // Expired sessions are dropped when read.
         assert_eq!(store.console_sessions(60).unwrap(), vec![session(1, 100)]);
@@ -195,7 +200,9 @@ mod tests {
         assert!(!store.remove_console_session(&[1; 32]).unwrap());
         // A new password ends the operator's sessions.
         store.put_console_session(&session(3, 100)).unwrap();
-        assert!(!store.put_operator("wang", TerminalId(301), "$argon2id$y", 6).unwrap());
+        assert!(!store
+            .put_operator("wang", TerminalId(301), "$argon2id$y", 6)
+            .unwrap());
         assert!(store.console_sessions(0).unwrap().is_empty());
         assert_eq!(store.operators().unwrap()[0].terminal, TerminalId(301));
         assert!(store.remove_operator("wang").unwrap());
