@@ -239,12 +239,17 @@ impl Link {
         let Some(mut connect) = connect else {
             return;
         };
-        let mut capsule = BytesMut::new();
+        // RFC 9297: on HTTP/3 a capsule travels in a DATA frame.
+        let mut body = BytesMut::new();
         Capsule::CloseWebTransportSession {
             code: code.code(),
             reason: reason.to_owned(),
         }
-        .encode(&mut capsule);
+        .encode(&mut body);
+        let mut capsule = BytesMut::new();
+        web_transport_proto::Frame::DATA.encode(&mut capsule);
+        VarInt::from_u32(body.len() as u32).encode(&mut capsule);
+        capsule.extend_from_slice(&body);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             self.conn
                 .close(quinn::VarInt::from_u32(H3_NO_ERROR), reason.as_bytes());

@@ -137,6 +137,16 @@ impl Gateway {
         }
     }
 
+    /// SHA-256 hashes of the browser console's current self-signed
+    /// certificates (what the page passes as `serverCertificateHashes`);
+    /// empty with the console off or a configured certificate.
+    pub fn console_cert_hashes(&self) -> Vec<[u8; 32]> {
+        match self.hub.web() {
+            crate::tls::Web::OwnCerts(certs) => certs.hashes(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The gateway's counters, live.
     pub fn metrics(&self) -> metrics::Snapshot {
         self.hub.metrics().snapshot()

@@ -206,7 +206,8 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<Identity, Error> {
 }
 
 /// The QUIC transport parameters of a gateway connection, as they are
-/// before its `Hello`: one stream (the control stream) and
+/// before its `Hello`: one bidirectional stream (the control stream),
+/// the 3 unidirectional ones HTTP/3 needs, and
 /// `hello_receive_window` bytes on it, so that an unauthenticated
 /// connection costs at most that much. Call [`open_after_hello`] once the
 /// terminal has authenticated.
@@ -225,7 +226,13 @@ pub fn transport_config(t: &Transport) -> quinn::TransportConfig {
         tc.ack_frequency_config(Some(ack));
     }
     tc.max_concurrent_bidi_streams(quinn::VarInt::from_u32(1));
-    tc.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    // HTTP/3 (the browser console's WebTransport) needs 3 unidirectional
+    // streams from the start (RFC 9114 6.2: its control stream and QPACK's
+    // two), and the transport parameters are the endpoint's, before the
+    // ALPN is known. A native terminal gets nothing from them before its
+    // Hello: nobody reads them, and what they carry counts against the
+    // same `hello_receive_window`.
+    tc.max_concurrent_uni_streams(quinn::VarInt::from_u32(H3_UNI_STREAMS));
     tc.receive_window(quinn::VarInt::from_u32(t.hello_receive_window));
     tc
 }
@@ -238,6 +245,9 @@ pub(crate) fn open_after_hello(conn: &quinn::Connection, t: &Transport) {
     conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(t.max_bidi_streams));
     conn.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(t.max_uni_streams));
 }
+
+/// Unidirectional streams an HTTP/3 peer must be allowed from the start.
+const H3_UNI_STREAMS: u32 = 3;
 
 /// ALPN of HTTP/3: the browser console's WebTransport.
 pub const ALPN_H3: &[u8] = b"h3";

@@ -12,8 +12,7 @@
 use bytes::{Buf, BytesMut};
 use quinn::{Connection, ConnectionError, RecvStream, SendStream};
 use web_transport_proto::{
-    Capsule, CapsuleError, ConnectRequest, ConnectResponse, Settings, SettingsError, StreamUni,
-    VarInt,
+    ConnectRequest, ConnectResponse, Settings, SettingsError, StreamUni, VarInt,
 };
 
 use crate::link::Link;
@@ -28,6 +27,9 @@ const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// The most unidirectional streams the browser may open before its
 /// control stream (its QPACK streams may come first).
 const MAX_EARLY_STREAMS: usize = 4;
+
+/// HTTP/3 H3_STREAM_CREATION_ERROR: a stream of a type not served.
+const H3_STREAM_CREATION_ERROR: u32 = 0x103;
 
 /// Why a WebTransport handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,7 @@ async fn send_settings(conn: &Connection) -> Result<SendStream, Error> {
 /// it (QPACK), all to be held open.
 async fn receive_settings(conn: &Connection) -> Result<(RecvStream, Vec<RecvStream>), Error> {
     let mut early = Vec::new();
+    let mut seen = 0;
     loop {
         let mut recv = conn.accept_uni().await?;
         let mut buf = BytesMut::new();
@@ -127,10 +130,16 @@ async fn receive_settings(conn: &Connection) -> Result<(RecvStream, Vec<RecvStre
             }
         };
         if kind != StreamUni::CONTROL {
-            if early.len() >= MAX_EARLY_STREAMS {
+            seen += 1;
+            if seen > MAX_EARLY_STREAMS {
                 return Err(Error::Protocol("too many streams before SETTINGS".into()));
             }
-            early.push(recv);
+            if kind == StreamUni::QPACK_ENCODER || kind == StreamUni::QPACK_DECODER {
+                early.push(recv);
+            } else {
+                // Unknown (or grease) stream types are ignored (RFC 9114 6.2).
+                let _ = recv.stop(quinn::VarInt::from_u32(H3_STREAM_CREATION_ERROR));
+            }
             continue;
         }
         loop {
@@ -164,27 +173,14 @@ async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<(), Erro
     }
 }
 
-/// Reads the CONNECT stream's capsules until the browser closes the
-/// session (a CLOSE_WEBTRANSPORT_SESSION capsule, the stream's end or
-/// reset), then closes the connection. Unknown capsules are skipped; the
-/// buffer never holds more than [`MAX_HEADER_BYTES`].
-async fn watch_connect(conn: Connection, mut recv: RecvStream, mut buf: BytesMut) {
-    let reason = loop {
-        let mut peek = &buf[..];
-        match Capsule::decode(&mut peek) {
-            Ok(Capsule::CloseWebTransportSession { .. }) => break "session closed by the browser",
-            Ok(_) => {
-                let used = buf.len() - peek.len();
-                buf.advance(used);
-                continue;
-            }
-            Err(CapsuleError::UnexpectedEnd) => {}
-            Err(_) => break "malformed capsule",
-        }
-        if read_more(&mut recv, &mut buf).await.is_err() {
-            break "CONNECT stream ended";
-        }
-    };
-    tracing::debug!(remote = %conn.remote_address(), "{reason}");
-    conn.close(quinn::VarInt::from_u32(0x100), reason.as_bytes());
+/// Reads the CONNECT stream until the browser closes the session (its
+/// CLOSE_WEBTRANSPORT_SESSION capsule comes with the stream's end, or the
+/// stream is reset), then closes the connection: one session each.
+/// Whatever the stream carries meanwhile (HTTP/3 frames holding capsules)
+/// is read and dropped, never kept.
+async fn watch_connect(conn: Connection, mut recv: RecvStream, _read: BytesMut) {
+    let mut sink = [0u8; 1024];
+    while let Ok(Some(_)) = recv.read(&mut sink).await {}
+    tracing::debug!(remote = %conn.remote_address(), "WebTransport session closed by the browser");
+    conn.close(quinn::VarInt::from_u32(0x100), b"session closed");
 }

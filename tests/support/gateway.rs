@@ -43,6 +43,16 @@ impl TestGateway {
 
     /// Starts a gateway, letting `tweak` adjust the configuration first.
     pub async fn start_with(org_toml: &str, tweak: impl FnOnce(&mut Config)) -> TestGateway {
+        Self::start_with_store(org_toml, tweak, |_| {}).await
+    }
+
+    /// Starts a gateway, letting `tweak` adjust the configuration and
+    /// `prepare` fill its store (operators, console sessions) first.
+    pub async fn start_with_store(
+        org_toml: &str,
+        tweak: impl FnOnce(&mut Config),
+        prepare: impl FnOnce(&Store),
+    ) -> TestGateway {
         crate::init_tracing();
         let dir = tempfile::tempdir().expect("temporary directory");
         let org = Org::from_toml(org_toml, dir.path()).expect("test org parses");
@@ -59,6 +69,7 @@ impl TestGateway {
         let id = tls::identity(&config).expect("certificate");
         let net = ptt_gateway::net::Thread::start("ptt-net").expect("network thread");
         let store = Store::open(&dir.path().join("gateway.db")).expect("store");
+        prepare(&store);
         let listen = config.listen;
         let gateway = Gateway::new(config, org.clone(), key.clone(), store, net);
         let endpoint = gateway.bind(listen, &id).expect("bind");

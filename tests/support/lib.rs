@@ -11,6 +11,7 @@ pub mod eventually;
 mod gateway;
 pub mod hostile;
 pub mod org;
+pub mod webtransport;
 pub use eventually::{eventually, eventually_async};
 pub use gateway::TestGateway;
 

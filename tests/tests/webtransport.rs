@@ -1,0 +1,299 @@
+//! The browser console's transport (issue 13): WebTransport sessions on
+//! the gateway's QUIC port, carrying the same protocol as a handset, with
+//! every rule applied unchanged; and what the handshake does with hostile
+//! input. A WebTransport client built on quinn stands in for the browser
+//! here (tests/tests/console.rs drives Chromium itself).
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use ptt_codec::{Class, ClientMsg, CloseCode, ServerMsg, TerminalId, VoiceHeader};
+use ptt_gateway::alert::Store;
+use ptt_gateway::store::ConsoleSession;
+use ptt_tests::org::*;
+use ptt_tests::webtransport::{endpoint, OpenError, WebSession};
+use ptt_tests::{eventually, TestGateway};
+use sha2::Digest;
+
+/// The token of the station console's session (its SHA-256 is stored).
+const TOKEN: [u8; 32] = [7; 32];
+/// A token signed in at the city console.
+const CITY_TOKEN: [u8; 32] = [9; 32];
+
+/// Stores the console sessions the tests sign in with.
+fn sessions(store: &Store) {
+    for (token, terminal) in [(TOKEN, CONSOLE_PS), (CITY_TOKEN, CITY_CONSOLE)] {
+        store
+            .put_console_session(&ConsoleSession {
+                token_hash: sha2::Sha256::digest(token).into(),
+                operator: format!("op{terminal}"),
+                terminal: TerminalId(terminal),
+                created_ms: 0,
+                expires_ms: u64::MAX / 2,
+            })
+            .expect("a console session stored");
+    }
+}
+
+async fn gateway() -> TestGateway {
+    TestGateway::start_with_store(ORG, |_| {}, sessions).await
+}
+
+fn session_endpoint(gw: &TestGateway) -> quinn::Endpoint {
+    let hashes = gw.gateway.console_cert_hashes();
+    assert!(!hashes.is_empty(), "a self-signed console certificate");
+    endpoint(hashes)
+}
+
+fn voice(group: ptt_codec::GroupId, burst: u16, seq: u16, opus: &[u8]) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    VoiceHeader {
+        group,
+        speaker: 0,
+        burst,
+        seq,
+        flags: 0,
+    }
+    .encode(opus, &mut buf);
+    buf.to_vec()
+}
+
+#[tokio::test]
+async fn a_console_over_webtransport_hears_and_talks_like_a_handset() {
+    let gw = gateway().await;
+    let client = session_endpoint(&gw);
+    let session = WebSession::open(&client, gw.addr, "/console")
+        .await
+        .expect("a WebTransport session");
+    let mut console = session
+        .hello(TerminalId(CONSOLE_PS), &TOKEN)
+        .await
+        .expect("control stream");
+    let welcome = console.next().await.expect("an answer");
+    assert!(
+        matches!(welcome, ServerMsg::Welcome { terminal, .. } if terminal == TerminalId(CONSOLE_PS)),
+        "{welcome:?}"
+    );
+    console.send(ClientMsg::Join { group: UNIT_A }).await;
+    console
+        .wait_for(|m| matches!(m, ServerMsg::Joined { group, .. } if group == UNIT_A).then_some(()))
+        .await;
+
+    // A guard talks: the console gets FloorTaken and every frame.
+    let mut guard = gw.terminal(GUARD_A1).await;
+    guard.join(UNIT_A).await.expect("joined");
+    let burst = guard.talk(UNIT_A, Class::Normal).await.expect("granted");
+    console
+        .wait_for(|m| {
+            matches!(m, ServerMsg::FloorTaken { speaker, .. } if speaker == TerminalId(GUARD_A1))
+                .then_some(())
+        })
+        .await;
+    for seq in 0..5u16 {
+        guard
+            .send_voice(UNIT_A, burst, seq, &[0xf8, 0xff, seq as u8], false)
+            .expect("sent");
+        let datagram = console.read_datagram().await;
+        let (header, opus) = VoiceHeader::decode(&datagram).expect("a voice datagram");
+        assert_eq!(
+            (header.speaker, header.seq, opus),
+            (GUARD_A1, seq, &[0xf8, 0xff, seq as u8][..])
+        );
+    }
+    guard.release(UNIT_A).expect("released");
+
+    // The console talks: the guard gets its frames, speaker filled in.
+    console
+        .wait_for(|m| matches!(m, ServerMsg::FloorIdle { .. }).then_some(()))
+        .await;
+    console
+        .send(ClientMsg::FloorRequest {
+            group: UNIT_A,
+            class: Class::Normal,
+        })
+        .await;
+    let burst = console
+        .wait_for(|m| match m {
+            ServerMsg::FloorGranted { burst, .. } => Some(burst),
+            _ => None,
+        })
+        .await;
+    for seq in 0..5u16 {
+        console.send_datagram(&voice(UNIT_A, burst, seq, &[0xf8, 0xfe, seq as u8]));
+        let got = tokio::time::timeout(Duration::from_secs(5), guard.recv_voice())
+            .await
+            .expect("voice within 5 s")
+            .expect("voice");
+        assert_eq!((got.header.speaker, got.header.seq), (CONSOLE_PS, seq));
+    }
+    // The rules hold unchanged: a frame of a burst not granted is dropped.
+    let dropped = gw.gateway.metrics().voice_not_holder;
+    console.send_datagram(&voice(UNIT_A, burst.wrapping_add(1), 9, &[0xf8]));
+    eventually("the stray frame is dropped", || {
+        gw.gateway.metrics().voice_not_holder > dropped
+    })
+    .await;
+    assert_eq!(gw.gateway.metrics().webtransport_refused, 0);
+}
+
+#[tokio::test]
+async fn an_operator_commands_only_their_subtree() {
+    let gw = gateway().await;
+    let client = session_endpoint(&gw);
+    let session = WebSession::open(&client, gw.addr, "/console").await.expect("session");
+    let mut console = session.hello(TerminalId(CONSOLE_PS), &TOKEN).await.expect("hello");
+    console.next().await.expect("welcome");
+    console.send(ClientMsg::Join { group: OTHER_UNIT }).await;
+    let refused = console
+        .wait_for(|m| match m {
+            ServerMsg::Error { code, .. } => Some(code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, ptt_codec::ErrorCode::JoinDenied);
+}
+
+/// The close code a session's connection ended with, once it ended.
+async fn closed_with(conn: &quinn::Connection) -> quinn::ConnectionError {
+    tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("closed within 5 s")
+}
+
+#[tokio::test]
+async fn a_hello_without_the_session_token_is_refused() {
+    let gw = gateway().await;
+    let client = session_endpoint(&gw);
+    // Someone else's token, a made-up one, and a handset's provisioned
+    // credential (good natively, not over WebTransport).
+    let provisioned = gw.key.credential(TerminalId(CONSOLE_PS));
+    for (terminal, token) in [
+        (CONSOLE_PS, &CITY_TOKEN[..]),
+        (CONSOLE_PS, &[1u8; 32][..]),
+        (CONSOLE_PS, &provisioned[..]),
+        (GUARD_A1, &TOKEN[..]),
+    ] {
+        let session = WebSession::open(&client, gw.addr, "/console").await.expect("session");
+        let conn = session.conn.clone();
+        let mut console = session.hello(TerminalId(terminal), token).await.expect("hello");
+        assert!(console.next().await.is_none(), "no Welcome");
+        let e = closed_with(&conn).await;
+        // Closed with the session's capsule (AUTH_FAILED) and then the
+        // connection (H3_NO_ERROR).
+        assert!(
+            matches!(e, quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == quinn::VarInt::from_u32(0x100)),
+            "{e:?}"
+        );
+    }
+    assert!(gw.gateway.metrics().auth_failures >= 4);
+}
+
+#[tokio::test]
+async fn a_connect_elsewhere_is_answered_404() {
+    let gw = gateway().await;
+    let client = session_endpoint(&gw);
+    match WebSession::open(&client, gw.addr, "/admin").await {
+        Err(OpenError::Status(404)) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+    eventually("the refusal is counted", || {
+        gw.gateway.metrics().webtransport_refused == 1
+    })
+    .await;
+}
+
+/// Opens an HTTP/3 connection and sends `control` as the client's first
+/// unidirectional stream; returns how the connection ended.
+async fn hostile_settings(gw: &TestGateway, control: &[u8]) -> quinn::ConnectionError {
+    let client = session_endpoint(gw);
+    let conn = client
+        .connect(gw.addr, "localhost")
+        .expect("attempt")
+        .await
+        .expect("QUIC handshake");
+    let mut uni = conn.open_uni().await.expect("a stream");
+    uni.write_all(control).await.expect("written");
+    closed_with(&conn).await
+}
+
+#[tokio::test]
+async fn hostile_handshakes_are_closed_and_counted() {
+    // Unknown streams are ignored, as HTTP/3 requires, until the Hello's
+    // time is up.
+    let gw = TestGateway::start_with_store(ORG, |c| c.session.hello_timeout_ms = 1000, sessions)
+        .await;
+    // SETTINGS without WebTransport.
+    let mut plain = BytesMut::new();
+    web_transport_proto::Settings::default().encode(&mut plain);
+    // A control stream of the wrong frame type.
+    let wrong_frame = [0x00, 0x01, 0x01, 0x00];
+    // A SETTINGS frame announcing more than the gateway reads.
+    let mut huge = BytesMut::new();
+    huge.put_u8(0x00); // control stream
+    huge.put_u8(0x04); // SETTINGS
+    huge.put_slice(&[0x80, 0x01, 0x00, 0x00]); // 65,536 bytes follow
+    huge.put_slice(&vec![0x21; 16 * 1024]);
+    // Garbage.
+    let garbage = [0xff; 64];
+    for (what, bytes) in [
+        ("SETTINGS without WebTransport", &plain[..]),
+        ("wrong frame", &wrong_frame[..]),
+        ("oversized SETTINGS", &huge[..]),
+        ("garbage", &garbage[..]),
+    ] {
+        let e = hostile_settings(&gw, bytes).await;
+        assert!(
+            matches!(e, quinn::ConnectionError::ApplicationClosed(_)),
+            "{what}: {e:?}"
+        );
+    }
+    eventually("the refusals are counted", || {
+        gw.gateway.metrics().webtransport_refused >= 3
+    })
+    .await;
+    // And a legit console still gets in.
+    let client = session_endpoint(&gw);
+    let session = WebSession::open(&client, gw.addr, "/console").await.expect("session");
+    let mut console = session.hello(TerminalId(CONSOLE_PS), &TOKEN).await.expect("hello");
+    assert!(matches!(console.next().await, Some(ServerMsg::Welcome { .. })));
+}
+
+#[tokio::test]
+async fn a_silent_browser_is_closed_when_its_hello_is_due() {
+    let gw = TestGateway::start_with_store(
+        ORG,
+        |c| c.session.hello_timeout_ms = 500,
+        sessions,
+    )
+    .await;
+    let client = session_endpoint(&gw);
+    let conn = client
+        .connect(gw.addr, "localhost")
+        .expect("attempt")
+        .await
+        .expect("QUIC handshake");
+    let e = closed_with(&conn).await;
+    assert!(
+        matches!(e, quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == quinn::VarInt::from_u32(CloseCode::HelloTimeout.code())),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn native_terminals_are_unaffected_by_the_console_alpn() {
+    let gw = gateway().await;
+    let mut guard = gw.terminal(GUARD_A1).await;
+    guard.join(UNIT_A).await.expect("joined");
+    // The native certificate is the pinned cert.pem, not the console's.
+    let hashes = gw.gateway.console_cert_hashes();
+    let native: [u8; 32] = sha2::Sha256::digest(
+        guard
+            .connection()
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .expect("the gateway's certificate")[0]
+            .as_ref(),
+    )
+    .into();
+    assert!(!hashes.contains(&native), "each ALPN has its own certificate");
+}
