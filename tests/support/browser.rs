@@ -95,7 +95,6 @@ pub struct Browser {
     driver_url: String,
     session: String,
     name: String,
-    driver_log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -192,7 +191,6 @@ impl Browser {
             driver_url,
             session,
             name: options.name,
-            driver_log,
             _dir: dir,
         }
     }
@@ -438,10 +436,6 @@ impl Browser {
                 }
             }
         }
-        eprintln!(
-            "---- {name}: chromedriver log (tail) ----\n{}",
-            tail(&self.driver_log)
-        );
     }
 }
 

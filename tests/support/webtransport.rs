@@ -86,7 +86,9 @@ pub fn endpoint(hashes: Vec<[u8; 32]>) -> quinn::Endpoint {
     let crypto = QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("idle timeout")));
+    transport.max_idle_timeout(Some(
+        Duration::from_secs(30).try_into().expect("idle timeout"),
+    ));
     config.transport_config(Arc::new(transport));
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("client endpoint");
@@ -176,11 +178,7 @@ impl WebSession {
 
     /// Opens the session's control stream (a bidirectional stream with
     /// the WebTransport header) and sends `Hello` with `token`.
-    pub async fn hello(
-        self,
-        terminal: TerminalId,
-        token: &[u8],
-    ) -> Result<WebConsole, OpenError> {
+    pub async fn hello(self, terminal: TerminalId, token: &[u8]) -> Result<WebConsole, OpenError> {
         let (mut send, recv) = self.conn.open_bi().await.map_err(OpenError::Connection)?;
         let mut buf = BytesMut::new();
         Frame::WEBTRANSPORT.encode(&mut buf);
@@ -232,7 +230,10 @@ impl WebConsole {
     pub async fn send(&mut self, msg: ClientMsg) {
         let mut buf = BytesMut::new();
         msg.encode(&mut buf);
-        self.send.write_all(&buf).await.expect("control stream open");
+        self.send
+            .write_all(&buf)
+            .await
+            .expect("control stream open");
     }
 
     /// The next control frame, within 5 s; `None` when the stream ended
@@ -280,10 +281,11 @@ impl WebConsole {
 
     /// The next datagram, its session prefix checked and removed.
     pub async fn read_datagram(&self) -> Bytes {
-        let mut datagram = tokio::time::timeout(Duration::from_secs(5), self.session.conn.read_datagram())
-            .await
-            .expect("a datagram within 5 s")
-            .expect("connection open");
+        let mut datagram =
+            tokio::time::timeout(Duration::from_secs(5), self.session.conn.read_datagram())
+                .await
+                .expect("a datagram within 5 s")
+                .expect("connection open");
         let prefix = self.session.datagram_prefix();
         assert!(datagram.starts_with(&prefix), "datagram of this session");
         datagram.advance(prefix.len());

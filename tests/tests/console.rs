@@ -545,14 +545,28 @@ async fn d_a_dispatch_reaches_the_unit_and_its_receipts_show_on_the_board() {
     assert_eq!(receipts["issuer"], EAST_CONSOLE);
     // The offline member: pending (stored, delivered when online).
     assert_eq!(receipts["receipts"][POLICE_A.to_string()], 0, "{receipts}");
-    let row = b.text(&format!("receipt-{id}-{GUARD_A2}")).await;
-    assert!(
-        row.contains(reason),
-        "the rejection's reason is shown: {row:?}"
-    );
+    // The board's rows: the reason of the rejection, the accepted count,
+    // the offline member's row.
+    let row = b
+        .wait_until(
+            "the rejection's reason on the board",
+            WAIT,
+            &format!(
+                "const t = document.querySelector('[data-testid=\"receipt-{id}-{GUARD_A2}\"]')?.textContent ?? ''; \
+                 return t.includes({reason:?}) && t;"
+            ),
+        )
+        .await;
+    eprintln!("rejected row: {row}");
     assert!(b.has_testid(&format!("receipt-{id}-{POLICE_A}")).await);
-    let accepted = b.text(&format!("board-count-{id}-accepted")).await;
-    assert!(accepted.trim_end().ends_with('1'), "{accepted:?}");
+    b.wait_until(
+        "one accepted on the board's counts",
+        WAIT,
+        &format!(
+            "return (document.querySelector('[data-testid=\"board-count-{id}-accepted\"]')?.textContent ?? '').trim().endsWith(' 1');"
+        ),
+    )
+    .await;
     b.screenshot("console-receipts").await;
 }
 

@@ -140,8 +140,13 @@ async fn a_console_over_webtransport_hears_and_talks_like_a_handset() {
 async fn an_operator_commands_only_their_subtree() {
     let gw = gateway().await;
     let client = session_endpoint(&gw);
-    let session = WebSession::open(&client, gw.addr, "/console").await.expect("session");
-    let mut console = session.hello(TerminalId(CONSOLE_PS), &TOKEN).await.expect("hello");
+    let session = WebSession::open(&client, gw.addr, "/console")
+        .await
+        .expect("session");
+    let mut console = session
+        .hello(TerminalId(CONSOLE_PS), &TOKEN)
+        .await
+        .expect("hello");
     console.next().await.expect("welcome");
     console.send(ClientMsg::Join { group: OTHER_UNIT }).await;
     let refused = console
@@ -173,9 +178,14 @@ async fn a_hello_without_the_session_token_is_refused() {
         (CONSOLE_PS, &provisioned[..]),
         (GUARD_A1, &TOKEN[..]),
     ] {
-        let session = WebSession::open(&client, gw.addr, "/console").await.expect("session");
+        let session = WebSession::open(&client, gw.addr, "/console")
+            .await
+            .expect("session");
         let conn = session.conn.clone();
-        let mut console = session.hello(TerminalId(terminal), token).await.expect("hello");
+        let mut console = session
+            .hello(TerminalId(terminal), token)
+            .await
+            .expect("hello");
         assert!(console.next().await.is_none(), "no Welcome");
         let e = closed_with(&conn).await;
         // Closed with the session's capsule (AUTH_FAILED) and then the
@@ -220,8 +230,8 @@ async fn hostile_settings(gw: &TestGateway, control: &[u8]) -> quinn::Connection
 async fn hostile_handshakes_are_closed_and_counted() {
     // Unknown streams are ignored, as HTTP/3 requires, until the Hello's
     // time is up.
-    let gw = TestGateway::start_with_store(ORG, |c| c.session.hello_timeout_ms = 1000, sessions)
-        .await;
+    let gw =
+        TestGateway::start_with_store(ORG, |c| c.session.hello_timeout_ms = 1000, sessions).await;
     // SETTINGS without WebTransport.
     let mut plain = BytesMut::new();
     web_transport_proto::Settings::default().encode(&mut plain);
@@ -253,19 +263,23 @@ async fn hostile_handshakes_are_closed_and_counted() {
     .await;
     // And a legit console still gets in.
     let client = session_endpoint(&gw);
-    let session = WebSession::open(&client, gw.addr, "/console").await.expect("session");
-    let mut console = session.hello(TerminalId(CONSOLE_PS), &TOKEN).await.expect("hello");
-    assert!(matches!(console.next().await, Some(ServerMsg::Welcome { .. })));
+    let session = WebSession::open(&client, gw.addr, "/console")
+        .await
+        .expect("session");
+    let mut console = session
+        .hello(TerminalId(CONSOLE_PS), &TOKEN)
+        .await
+        .expect("hello");
+    assert!(matches!(
+        console.next().await,
+        Some(ServerMsg::Welcome { .. })
+    ));
 }
 
 #[tokio::test]
 async fn a_silent_browser_is_closed_when_its_hello_is_due() {
-    let gw = TestGateway::start_with_store(
-        ORG,
-        |c| c.session.hello_timeout_ms = 500,
-        sessions,
-    )
-    .await;
+    let gw =
+        TestGateway::start_with_store(ORG, |c| c.session.hello_timeout_ms = 500, sessions).await;
     let client = session_endpoint(&gw);
     let conn = client
         .connect(gw.addr, "localhost")
@@ -290,10 +304,16 @@ async fn native_terminals_are_unaffected_by_the_console_alpn() {
         guard
             .connection()
             .peer_identity()
-            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|id| {
+                id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
             .expect("the gateway's certificate")[0]
             .as_ref(),
     )
     .into();
-    assert!(!hashes.contains(&native), "each ALPN has its own certificate");
+    assert!(
+        !hashes.contains(&native),
+        "each ALPN has its own certificate"
+    );
 }
