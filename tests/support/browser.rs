@@ -185,14 +185,31 @@ impl Browser {
             .await
             .expect("the session's id")
             .expect("a session was created");
-        Browser {
+        let browser = Browser {
             client,
             driver,
             driver_url,
             session,
             name: options.name,
             _dir: dir,
-        }
+        };
+        // `--window-size` sizes the window, not the page: headless Chromium
+        // keeps some of the height for its (invisible) frame. The page gets
+        // exactly WINDOW through the DevTools protocol (chromedriver's
+        // `goog/cdp/execute`).
+        let url = format!(
+            "{}/session/{}/goog/cdp/execute",
+            browser.driver_url, browser.session
+        );
+        let body = json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+            "width": WINDOW.0, "height": WINDOW.1, "deviceScaleFactor": 1, "mobile": false}});
+        let status = agent()
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .map(|r| r.status().as_u16());
+        assert_eq!(status.ok(), Some(200), "sizing the page to {WINDOW:?}");
+        browser
     }
 
     /// The WebDriver client, for what the helpers below do not cover.
@@ -348,6 +365,9 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("screenshot {file}: {e}"));
         assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+        // IHDR: width and height, big-endian, at bytes 16..24.
+        let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes"));
+        assert_eq!((size(16), size(20)), WINDOW, "the screenshot's size");
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).expect("creating the screenshot directory");
         let path = dir.join(format!("{file}.png"));

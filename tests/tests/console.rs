@@ -218,10 +218,16 @@ async fn a_sign_in_shows_the_station_and_who_is_online() {
         return;
     }
     let gw = ConsoleGateway::start(&[(EAST_OPERATOR.0, EAST_CONSOLE, EAST_OPERATOR.1)]).await;
-    let _online = [
+    let online = [
         terminal_in(&gw, GUARD_A1, UNIT_A).await,
         terminal_in(&gw, GUARD_A2, UNIT_A).await,
     ];
+    // Around 万达广场 in Jinhua, for the map.
+    for (i, t) in online.iter().enumerate() {
+        let i = i32::try_from(i).expect("two terminals");
+        t.report_position(291_050_000 + i * 9_000, 1_196_520_000 - i * 12_000, 6)
+            .expect("position");
+    }
     let b = Browser::start(Options {
         name: "a-signin".into(),
         microphone: None,
@@ -273,6 +279,15 @@ async fn a_sign_in_shows_the_station_and_who_is_online() {
     assert_ne!(online, offline, "online and offline members look the same");
     // Only the operator's subtree: police station 9's guard is not there.
     assert!(!b.has_testid(&format!("member-{OTHER_GUARD}")).await);
+    // The positions reached the tree (and the map).
+    b.wait_until(
+        "the guard's position",
+        WAIT,
+        &format!(
+            "return (document.querySelector('[data-testid=\"position-age-{GUARD_A1}\"]')?.textContent ?? '—') !== '—';"
+        ),
+    )
+    .await;
     b.screenshot("console-main").await;
 
     // A terminal coming online shows within a few polls of the tree.
