@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 cargo fmt --all --check
+# The browser console's pure modules (wire codec, jitter buffer, floor,
+# receipts, drills), with Node's own test runner.
+node --test gateway/console/test/
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # End-to-end tests start the real binaries: build them first.
 cargo build --workspace --bins --quiet

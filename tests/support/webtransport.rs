@@ -268,6 +268,24 @@ impl WebConsole {
         }
     }
 
+    /// The code of the CLOSE_WEBTRANSPORT_SESSION capsule the gateway sent
+    /// on the CONNECT stream (in an HTTP/3 DATA frame), within 5 s; `None`
+    /// when the stream ended without one.
+    pub async fn session_close_capsule(&mut self) -> Option<u32> {
+        let recv = &mut self.session.connect.1;
+        let bytes = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(64 * 1024))
+            .await
+            .expect("the CONNECT stream ends within 5 s")
+            .ok()?;
+        let mut buf = &bytes[..];
+        let frame = VarInt::decode(&mut buf).ok()?;
+        let _len = VarInt::decode(&mut buf).ok()?;
+        let capsule = VarInt::decode(&mut buf).ok()?;
+        let _len = VarInt::decode(&mut buf).ok()?;
+        (frame.into_inner() == 0 && capsule.into_inner() == 0x2843 && buf.len() >= 4)
+            .then(|| buf.get_u32())
+    }
+
     /// Sends a voice datagram (the protocol's datagram behind the
     /// session's prefix).
     pub fn send_datagram(&self, datagram: &[u8]) {

@@ -33,7 +33,7 @@ use crate::store::{self, ConsoleSession, RecordingQuery};
 #[derive(rust_embed::RustEmbed)]
 #[folder = "console/"]
 #[exclude = "test/*"]
-#[exclude = ".keep"]
+#[exclude = "dev/*"]
 struct Assets;
 
 /// Sign-in names and passwords longer than this are refused unchecked.

@@ -232,8 +232,8 @@ mod tests {
             assert!(!consoles.throttled(&who, 10));
             consoles.failed(&who, 10);
         }
-        assert!(consoles.throttled(&[name.clone()], 11));
-        assert!(consoles.throttled(&[addr.clone()], 11));
+        assert!(consoles.throttled(std::slice::from_ref(&name), 11));
+        assert!(consoles.throttled(std::slice::from_ref(&addr), 11));
         assert!(!consoles.throttled(&[Attempter::Name("li".into())], 11));
         assert!(
             !consoles.throttled(&who, 10 + FAILURE_WINDOW_MS),

@@ -429,7 +429,7 @@ pub(crate) async fn console_upkeep(hub: Arc<Hub>) {
                 hub.end_consoles(&ended);
             }
         }
-        if ticks % 120 == 0 {
+        if ticks.is_multiple_of(120) {
             if let crate::tls::Web::OwnCerts(certs) = &hub.web {
                 if let Err(e) = certs.rotate_if_due(std::time::SystemTime::now()) {
                     tracing::error!("rotating the console certificate failed: {e}");
