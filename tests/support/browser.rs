@@ -357,8 +357,26 @@ impl Browser {
 
     /// Saves a PNG of the page to `<screenshot_dir>/<file>.png`, and to
     /// `docs/screenshots/<file>.png` as well when [`UPDATE_SCREENSHOTS_ENV`]
-    /// is `1`. Returns the first path.
+    /// is `1` (a view of the console the README shows). Returns the first
+    /// path.
     pub async fn screenshot(&self, file: &str) -> PathBuf {
+        let (path, png) = self.save_screenshot(file).await;
+        if std::env::var(UPDATE_SCREENSHOTS_ENV).is_ok_and(|v| v == "1") {
+            let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+            std::fs::create_dir_all(&docs).expect("creating docs/screenshots");
+            std::fs::write(docs.join(format!("{file}.png")), &png)
+                .expect("writing docs/screenshots");
+        }
+        path
+    }
+
+    /// As [`Browser::screenshot`], to `<screenshot_dir>` only (a test
+    /// page, not a view for the documentation).
+    pub async fn screenshot_artifact(&self, file: &str) -> PathBuf {
+        self.save_screenshot(file).await.0
+    }
+
+    async fn save_screenshot(&self, file: &str) -> (PathBuf, Vec<u8>) {
         let png = self
             .client
             .screenshot()
@@ -372,13 +390,7 @@ impl Browser {
         std::fs::create_dir_all(&dir).expect("creating the screenshot directory");
         let path = dir.join(format!("{file}.png"));
         std::fs::write(&path, &png).expect("writing the screenshot");
-        if std::env::var(UPDATE_SCREENSHOTS_ENV).is_ok_and(|v| v == "1") {
-            let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
-            std::fs::create_dir_all(&docs).expect("creating docs/screenshots");
-            std::fs::write(docs.join(format!("{file}.png")), &png)
-                .expect("writing docs/screenshots");
-        }
-        path
+        (path, png)
     }
 
     /// The browser's console messages since the last call (WebDriver's

@@ -86,7 +86,7 @@ async fn the_browser_harness_hears_the_speech_wav_through_the_fake_microphone() 
         max > 0.3 * loudest && max < 2.0 * loudest,
         "the microphone's level {max:.3} is not the file's {loudest:.3}: {heard:#}"
     );
-    b.screenshot("harness-microphone").await;
+    b.screenshot_artifact("harness-microphone").await;
 }
 
 /// A page of our own measuring the microphone and the platform.
@@ -188,8 +188,23 @@ fn speech(seed: u64, seconds: usize) -> Vec<i16> {
     pcm
 }
 
+/// Connects terminal `id` and reports a position around 万达广场 in
+/// Jinhua (its own, from its id), so the console's map has something to
+/// show.
+async fn terminal_at(gw: &ConsoleGateway, id: u32) -> Terminal {
+    let t = gw.terminal(id).await;
+    let (a, b) = (
+        i32::try_from(id % 7).unwrap(),
+        i32::try_from(id % 5).unwrap(),
+    );
+    t.report_position(291_050_000 + a * 9_000, 1_196_520_000 - b * 12_000, 6)
+        .expect("position");
+    t
+}
+
+/// Connects terminal `id` (with a position) and joins `group`.
 async fn terminal_in(gw: &ConsoleGateway, id: u32, group: GroupId) -> Terminal {
-    let mut t = gw.terminal(id).await;
+    let mut t = terminal_at(gw, id).await;
     t.join(group).await.expect("joining its unit");
     t
 }
@@ -218,16 +233,10 @@ async fn a_sign_in_shows_the_station_and_who_is_online() {
         return;
     }
     let gw = ConsoleGateway::start(&[(EAST_OPERATOR.0, EAST_CONSOLE, EAST_OPERATOR.1)]).await;
-    let online = [
+    let _online = [
         terminal_in(&gw, GUARD_A1, UNIT_A).await,
         terminal_in(&gw, GUARD_A2, UNIT_A).await,
     ];
-    // Around 万达广场 in Jinhua, for the map.
-    for (i, t) in online.iter().enumerate() {
-        let i = i32::try_from(i).expect("two terminals");
-        t.report_position(291_050_000 + i * 9_000, 1_196_520_000 - i * 12_000, 6)
-            .expect("position");
-    }
     let b = Browser::start(Options {
         name: "a-signin".into(),
         microphone: None,
@@ -358,8 +367,10 @@ async fn b_the_console_talks_to_a_unit_and_the_burst_is_recorded() {
     )
     .await;
     let granted = Instant::now();
+    // A second into the burst, the microphone's meter shows the speech.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     b.screenshot("console-talking").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     b.key_up(' ').await;
     let held = granted.elapsed();
     let (_listener, frames, ends, pcm, speakers) = hearing.await.expect("the listener's task");
@@ -515,9 +526,9 @@ async fn d_a_dispatch_reaches_the_unit_and_its_receipts_show_on_the_board() {
         return;
     }
     let gw = ConsoleGateway::start(&[(EAST_OPERATOR.0, EAST_CONSOLE, EAST_OPERATOR.1)]).await;
-    let mut accepter = gw.terminal(GUARD_A1).await;
-    let mut rejecter = gw.terminal(GUARD_A2).await;
-    let mut reader = gw.terminal(STAFF_A3).await;
+    let mut accepter = terminal_at(&gw, GUARD_A1).await;
+    let mut rejecter = terminal_at(&gw, GUARD_A2).await;
+    let mut reader = terminal_at(&gw, STAFF_A3).await;
     let b = signed_in(&gw, EAST_OPERATOR, None, "d-dispatch").await;
     b.click("tab-dispatch").await;
     b.select("dispatch-kind", "1").await;
@@ -574,14 +585,24 @@ async fn d_a_dispatch_reaches_the_unit_and_its_receipts_show_on_the_board() {
         .await;
     eprintln!("rejected row: {row}");
     assert!(b.has_testid(&format!("receipt-{id}-{POLICE_A}")).await);
-    b.wait_until(
-        "one accepted on the board's counts",
-        WAIT,
-        &format!(
-            "return (document.querySelector('[data-testid=\"board-count-{id}-accepted\"]')?.textContent ?? '').trim().endsWith(' 1');"
-        ),
-    )
-    .await;
+    // The counts agree with the rows. (They come from the last
+    // AlertStatus, which the console asks for every 10 s: they may lag
+    // the rows that long.)
+    for (status, n) in [
+        ("accepted", 1),
+        ("rejected", 1),
+        ("delivered", 1),
+        ("pending", 1),
+    ] {
+        b.wait_until(
+            &format!("{n} {status} on the board's counts"),
+            WAIT,
+            &format!(
+                "return (document.querySelector('[data-testid=\"board-count-{id}-{status}\"]')?.textContent ?? '').trim().endsWith(' {n}');"
+            ),
+        )
+        .await;
+    }
     b.screenshot("console-receipts").await;
 }
 
@@ -644,9 +665,9 @@ async fn f_a_drill_from_the_console_reports_as_the_cli_does() {
         return;
     }
     let gw = ConsoleGateway::start(&[(EAST_OPERATOR.0, EAST_CONSOLE, EAST_OPERATOR.1)]).await;
-    let mut first = gw.terminal(GUARD_A1).await;
-    let mut second = gw.terminal(GUARD_A2).await;
-    let mut other_unit = gw.terminal(GUARD_B1).await;
+    let mut first = terminal_at(&gw, GUARD_A1).await;
+    let mut second = terminal_at(&gw, GUARD_A2).await;
+    let mut other_unit = terminal_at(&gw, GUARD_B1).await;
     let b = signed_in(&gw, EAST_OPERATOR, None, "f-drill").await;
     b.click("tab-drills").await;
     b.fill("drill-title", "1-3-8 拉动演练 万达广场").await;
