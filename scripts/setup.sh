@@ -20,6 +20,10 @@ command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 # PTT_SKIP_BROWSER=1.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# Fonts for the console's Chinese labels and its few emoji icons in those
+# tests' screenshots (docs/screenshots).
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
