@@ -482,6 +482,16 @@ async fn c_the_console_hears_a_guard_and_shows_the_talker() {
         ),
     )
     .await;
+    // The group's row names the talker.
+    b.wait_until(
+        "the talker's name on the group's row",
+        WAIT,
+        &format!(
+            "return (document.querySelector('[data-testid=\"talker-{}\"]')?.textContent ?? '').includes('张伟');",
+            UNIT_A.0
+        ),
+    )
+    .await;
     b.screenshot("console-receiving").await;
     let mut loudest: f64 = 0.0;
     while !talking.is_finished() {
@@ -630,7 +640,11 @@ async fn e_an_sos_shows_on_the_console_and_is_cancelled_from_it() {
         .await;
     assert_eq!(sos["terminal"], GUARD_B1, "{sos}");
     assert_eq!(sos["cancelled_by"], Value::Null, "{sos}");
-    b.by_testid(&format!("sos-banner-{alert}")).await;
+    let banner = b.text(&format!("sos-banner-{alert}")).await;
+    assert!(
+        banner.contains("赵磊"),
+        "the banner names the raiser: {banner:?}"
+    );
     b.screenshot("console-sos").await;
 
     b.click(&format!("sos-cancel-{alert}")).await;
