@@ -28,6 +28,10 @@ const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// control stream (its QPACK streams may come first).
 const MAX_EARLY_STREAMS: usize = 4;
 
+/// How long a refused CONNECT's answer may take to be acknowledged before
+/// the connection is closed anyway.
+const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// HTTP/3 H3_STREAM_CREATION_ERROR: a stream of a type not served.
 const H3_STREAM_CREATION_ERROR: u32 = 0x103;
 
@@ -84,7 +88,10 @@ pub(crate) async fn accept(conn: Connection) -> Result<Link, Error> {
         .await
         .map_err(|e| Error::Stream(e.to_string()))?;
     if status != http::StatusCode::OK {
+        // Let the answer arrive before the connection is closed (a close
+        // drops what is still unsent), within a bound.
         let _ = send.finish();
+        let _ = tokio::time::timeout(ANSWER_GRACE, send.stopped()).await;
         return Err(Error::NotFound(request.url.path().to_owned()));
     }
     let id = VarInt::from_u64(send.id().into()).expect("a QUIC stream id is a varint");

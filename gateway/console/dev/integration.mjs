@@ -97,6 +97,13 @@ try {
   await sleep(300);
   assert.equal((await got('FloorRequest')).length, reqBefore, 'no talk while typing');
   step('Space talks (press/release), not while typing in a text field');
+  await ev(`${testid('ptt-emergency')}.click()`);
+  await ev(`document.dispatchEvent(new KeyboardEvent('keydown', {code: 'Space', key: ' ', bubbles: true}))`);
+  await until(`fakeGateway.received.some(m => m.type === 'FloorRequest' && m.class === 2)`);
+  await ev(`document.dispatchEvent(new KeyboardEvent('keyup', {code: 'Space', key: ' ', bubbles: true})); ${testid('ptt-emergency')}.click()`);
+  await sleep(300);
+  await until(`pttConsole.floor[4].state === 'idle'`);
+  step('emergency call requests class 2');
 
   // Denied / queued / revoked display.
   await ev(`fakeGateway.send({type: 'FloorDenied', group: 50, cause: 5})`);

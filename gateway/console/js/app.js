@@ -139,6 +139,10 @@ async function api(method, path, body = null, { blob = false, token = S.session?
 }
 
 const API = './api';
+/** Attachment types shown inline (raster images only). */
+const SAFE_IMAGE = /^image\/(png|jpeg|gif|webp|bmp|avif)$/i;
+let DEBUG = false;
+try { DEBUG = !!localStorage.getItem('pttConsole:debug'); } catch { /* no storage */ }
 
 // ------------------------------------------------------------------ sign-in / out
 
@@ -197,6 +201,8 @@ async function start(session) {
     onFrame,
     onMalformed: (e, kind) => logLine(`malformed ${kind != null ? KIND_NAME[kind] ?? kind : ''}: ${e.message}`),
     onDatagram: (d) => S.voice.onDatagram(d),
+    // With localStorage 'pttConsole:debug' set, every frame sent is written to the Log tab.
+    onSent: DEBUG ? (m) => { if (m.type !== 'Ping') logLine(`sent ${m.type} ${JSON.stringify(plain({ ...m, type: undefined }))}`); } : null,
     onStreamFrame,
     onFinal: (code, reason) => {
       const why = code === 9 ? t('close.revoked') : code === 3 ? t('close.replaced') : code === 12 ? t('signin.expired') : `${CLOSE_CODE_NAMES[code] ?? code} ${reason}`;
@@ -318,7 +324,12 @@ function onFrame(msg) {
       for (const g of S.groups.values()) { g.joined = false; g.joinSent = false; }
       for (const m of msg.groups) {
         const g = S.groups.get(m.group);
-        if (g) { g.joined = true; g.talk = m.talk; g.monitored = true; }
+        if (g) { g.joined = true; g.talk = m.talk; g.monitored = true; g.onlineKnown = false; g.online = new Set(); }
+      }
+      // Resumed groups are joined again anyway: Joined brings the authoritative list of members online.
+      for (const m of msg.groups) {
+        const g = S.groups.get(m.group);
+        if (g) { g.joinSent = true; S.link.send({ type: 'Join', group: g.id }); }
       }
       S.floor = new FloorView();
       if (S.session?.node) S.link.send({ type: 'WatchPositions', node: S.session.node });
@@ -330,7 +341,7 @@ function onFrame(msg) {
     }
     case 'Joined': {
       const g = S.groups.get(msg.group) ?? addUnknownGroup(msg.group, msg.name);
-      Object.assign(g, { joined: true, joinSent: false, talk: msg.talk, error: '', online: new Set(msg.online) });
+      Object.assign(g, { joined: true, joinSent: false, talk: msg.talk, error: '', online: new Set(msg.online), onlineKnown: true });
       if (msg.name && !S.tree?.node(msg.group)) g.name = msg.name; // the tree's name wins
       if (!g.monitored) { g.monitored = true; }
       break;
@@ -409,9 +420,11 @@ function onFloorFrame(msg, now) {
   S.floor.apply(msg, now, S.session?.terminal ?? null);
   hooks.floor = S.floor.snapshot();
   bump('tree');
-  const fs = S.floor.get(msg.group);
   if (msg.type === 'FloorTaken') S.voice?.setChannel(msg.group, { cls: msg.class });
   if (msg.type === 'FloorIdle') S.voice?.setChannel(msg.group, { cls: 0 });
+  const mine = S.talk && !S.talk.released && S.talk.group === msg.group;
+  if (mine && msg.type === 'FloorGranted') S.voice?.tone(1400, 90);
+  if (mine && (msg.type === 'FloorDenied' || msg.type === 'FloorRevoked')) S.voice?.tone(300, 350);
   for (const talk of [S.talk, S.lastTalk]) {
     if (!talk || talk.group !== msg.group) continue;
     const out = talk.onFloor(msg);
@@ -423,7 +436,6 @@ function onFloorFrame(msg, now) {
   }
   if (msg.type === 'FloorDenied') toast(`${S.groups.get(msg.group)?.name ?? msg.group}: ${t('floor.denied')} — ${causeText('deny', msg.cause)}`, 'warn');
   if (msg.type === 'FloorRevoked') toast(`${S.groups.get(msg.group)?.name ?? msg.group}: ${t('floor.revoked')} — ${causeText('revoke', msg.cause)}`, 'warn');
-  void fs;
 }
 
 function causeText(kind, code) {
@@ -489,8 +501,11 @@ function onStreamFrame(msg, content) {
   else if (msg.type === 'Attachment') {
     const k = key(msg.attachment);
     if (!S.attachments.has(k)) {
-      const url = URL.createObjectURL(new Blob([content], { type: msg.mime || 'application/octet-stream' }));
-      S.attachments.set(k, { url, mime: msg.mime, size: msg.size, alert: msg.alert });
+      // Only raster images are shown; anything else (SVG and HTML included, which could run
+      // script in the console's origin when opened) becomes an opaque download.
+      const image = SAFE_IMAGE.test(msg.mime);
+      const url = URL.createObjectURL(new Blob([content], { type: image ? msg.mime : 'application/octet-stream' }));
+      S.attachments.set(k, { url, mime: msg.mime, size: msg.size, alert: msg.alert, image });
     }
   } else if (msg.type === 'DrillReport') {
     const d = S.drills.get(key(msg.alert)) ?? { alert: msg.alert, title: '', started: Date.now() };
@@ -588,7 +603,7 @@ function pttDown(how) {
   S.lastTalk = S.talk;
   S.talk = new TalkSession(g.id);
   S.talkKey = how;
-  S.link.send(S.talk.request(0));
+  S.link.send(S.talk.request($('ptt-emergency').checked ? 2 : 0));
   $('ptt-button').setAttribute('aria-pressed', 'true');
   $('ptt-button').classList.add('down');
   S.voice.ensureContext();
@@ -714,7 +729,8 @@ function renderGroups() {
     r.name.textContent = g.name;
     r.monitor.checked = g.monitored;
     r.monitor.indeterminate = g.monitored && !g.joined;
-    r.state.textContent = g.monitored ? (g.joined ? `${g.online.size} ${t('groups.online')}${g.talk ? '' : ` · ${t('groups.listenOnly')}`}` : t('groups.joining')) : '';
+    const count = g.onlineKnown === false ? t('groups.joined') : `${g.online.size} ${t('groups.online')}`;
+    r.state.textContent = g.monitored ? (g.joined ? `${count}${g.talk ? '' : ` · ${t('groups.listenOnly')}`}` : t('groups.joining')) : '';
     r.talker.textContent = fs.state === 'idle' ? '' : floorText(g, fs, now);
     r.talker.className = `talker ${fs.state}`;
     if (document.activeElement !== r.volume) r.volume.value = String(Math.round(g.volume * 100));
@@ -751,7 +767,7 @@ function buildGroupRow(g) {
   const el = h('div', { class: 'group', role: 'option', testid: `group-${id}`, tabindex: '-1', onclick: () => selectGroup(id) },
     h('div', { class: 'gline' }, monitor, name, state, duck),
     talker,
-    h('div', { class: 'gctl' }, h('span', { class: 'lbl' }, '🔊'), volume, mute, h('span', { class: 'lbl' }, t('groups.prioShort')), up, prio, down),
+    h('div', { class: 'gctl' }, h('span', { class: 'lbl' }, t('groups.volShort')), volume, mute, h('span', { class: 'lbl' }, t('groups.prioShort')), up, prio, down),
     err);
   return { el, monitor, name, state, talker, volume, mute, prio, err, duck };
 }
@@ -774,7 +790,11 @@ function renderPtt() {
     text = `${t('floor.granted')} · ${s} s`;
     rem.style.width = `${Math.round((left / (fs.limitMs || 1)) * 100)}%`;
     rem.classList.toggle('t2', left <= 5000);
-    if (left <= 5000) { cls = 'granted t2'; text += ` · ${t('floor.t2')}`; }
+    if (left <= 5000) {
+      cls = 'granted t2';
+      text += ` · ${t('floor.t2')}`;
+      if (S.t2Warned !== fs.burst) { S.t2Warned = fs.burst; S.voice?.tone(880, 120); }
+    }
   } else {
     rem.style.width = '0';
     rem.classList.remove('t2');
@@ -827,7 +847,7 @@ function renderTree(force = false) {
       const sos = [...S.sos.values()].some((x) => x.terminal === m.id && x.cancelled_by == null);
       const talking = [...S.floor.groups.values()].some((f) => f.state === 'taken' && f.speaker === m.id);
       rows.push(h('tr', { class: `member ${m.online ? 'on' : 'off'}${sos ? ' sos' : ''}${talking ? ' talking' : ''}`, testid: `member-${m.id}` },
-        h('td', { style: `padding-left:${22 + depth * 16}px` }, talking ? '🎙 ' : '', m.name, h('small', { class: 'muted' }, ` #${m.id}`)),
+        h('td', { style: `padding-left:${22 + depth * 16}px` }, talking ? h('b', { class: 'talk-mark' }, `${t('tree.talking')} `) : '', m.name, h('small', { class: 'muted' }, ` #${m.id}`)),
         h('td', { class: m.online ? 'ok' : 'muted', testid: `presence-${m.id}` }, m.online ? t('tree.online') : t('tree.offline')),
         h('td', {}, t(`role.${m.role}`)),
         h('td', {}, t(`tkind.${m.kind}`)),
@@ -848,7 +868,10 @@ function renderMap() {
   const talking = new Set([...S.floor.groups.values()].filter((f) => f.state === 'taken').map((f) => f.speaker));
   const sos = new Set([...S.sos.values()].filter((x) => x.cancelled_by == null).map((x) => x.terminal));
   const members = [];
-  for (const [id, p] of S.positions) {
+  const positions = new Map(S.positions);
+  // An SOS raiser without a known position is placed at the alert's location.
+  for (const e of S.sos.values()) if (e.location && !positions.has(e.terminal)) positions.set(e.terminal, e.location);
+  for (const [id, p] of positions) {
     const m = S.tree.terminal(id);
     if (!m) continue;
     members.push({ id, name: m.name, lat: p.lat, lon: p.lon, online: m.online, talking: talking.has(id), sos: sos.has(id), unit: m.node });
@@ -1117,16 +1140,19 @@ function renderInbox() {
       h('header', {}, h('b', {}, `${t(`kind.${b.kind}`)} · ${b.title}`), ' ',
         h('small', { class: 'muted' }, `${S.tree?.terminalName(m.issuer) ?? m.issuer} · ${fmtTime(m.created_ms)} · #${k}`)),
       b.text ? h('p', { class: 'text' }, b.text) : null,
-      loc ? h('p', { class: 'loc' }, '📍 ', loc) : null,
+      loc ? h('p', { class: 'loc' }, `${t('d.location')}: `, loc) : null,
       b.attachments.length ? h('div', { class: 'photos' }, ...b.attachments.map((a) => {
         const got = S.attachments.get(key(a.id));
-        if (got && got.mime.startsWith('image/')) return h('a', { href: got.url, target: '_blank', rel: 'noopener' }, h('img', { src: got.url, alt: `#${a.id}`, testid: `inbox-photo-${key(a.id)}` }));
+        if (got && got.image) return h('a', { href: got.url, target: '_blank', rel: 'noopener' }, h('img', { src: got.url, alt: `#${a.id}`, testid: `inbox-photo-${key(a.id)}` }));
         if (got) return h('a', { href: got.url, download: `attachment-${key(a.id)}`, testid: `inbox-photo-${key(a.id)}` }, `${got.mime} ${got.size} B`);
         return h('button', { type: 'button', testid: `inbox-fetch-${key(a.id)}`, onclick: () => S.link?.send({ type: 'AttachmentFetch', attachment: a.id }) }, `${t('inbox.fetch')} (${a.mime || '?'}, ${Math.round(a.size / 1024)} KiB)`);
       })) : null,
       h('div', { class: 'row' },
         h('span', { class: 'st', testid: `inbox-status-${k}` }, t(`rc.${it.status}`)),
         h('button', { type: 'button', testid: `inbox-accept-${k}`, disabled: it.status >= RECEIPT.accepted, onclick: () => receipt(it, RECEIPT.accepted) }, t('inbox.accept')),
+        b.kind === ALERT_KIND.dispatch || b.kind === ALERT_KIND.drill
+          ? h('button', { type: 'button', testid: `inbox-arrive-${k}`, disabled: it.status >= RECEIPT.arrived || it.status === RECEIPT.rejected, onclick: () => receipt(it, RECEIPT.arrived) }, t('inbox.arrive'))
+          : null,
         h('button', { type: 'button', testid: `inbox-resolve-${k}`, disabled: it.status >= RECEIPT.resolved || it.status === RECEIPT.rejected, onclick: () => receipt(it, RECEIPT.resolved) }, t('inbox.resolve'))),
       m.issuer !== S.session?.terminal ? h('div', { class: 'row answer' }, answerBox,
         h('button', { type: 'button', testid: `inbox-answer-${k}`, onclick: () => answer(it, it.answer) }, t('inbox.answer')),
@@ -1149,8 +1175,8 @@ function renderSos() {
       h('b', { class: 'big' }, active ? 'SOS' : t('sos.cancelled')),
       h('span', {}, `${e.name} #${e.terminal}`),
       h('span', {}, e.unit != null ? S.tree?.name(e.unit) ?? '' : ''),
-      h('span', {}, `📍 ${loc}`),
-      h('span', {}, `🕑 ${fmtTime(e.at)}`),
+      h('span', {}, `${t('d.location')}: ${loc}`),
+      h('span', {}, `${t('hist.time')}: ${fmtTime(e.at)}`),
       active
         ? [h('button', { type: 'button', class: 'danger', testid: `sos-cancel-${k}`, onclick: () => S.link?.send({ type: 'SosCancel', terminal: e.terminal }) }, t('sos.cancel')),
           S.stopAlarm ? h('button', { type: 'button', testid: 'sos-silence', onclick: () => { stopAlarm(); render(); } }, t('sos.silence')) : null]

@@ -96,6 +96,7 @@ export class MapView {
     g.font = '13px sans-serif';
     g.textAlign = 'left';
     g.textBaseline = 'middle';
+    const labels = [];
     for (const u of this.data.units) {
       const ms = byUnit.get(u.id);
       if (!ms || !ms.length) continue;
@@ -105,12 +106,7 @@ export class MapView {
       for (const p of ms) { g.beginPath(); g.moveTo(cx, cy); g.lineTo(X(p), Y(p)); g.stroke(); }
       g.fillStyle = '#1d4ed8';
       g.beginPath(); g.rect(cx - 6, cy - 6, 12, 12); g.fill();
-      const label = u.name;
-      const tw = g.measureText(label).width;
-      g.fillStyle = 'rgba(10,20,35,0.85)';
-      g.fillRect(cx + 9, cy - 10, tw + 8, 20);
-      g.fillStyle = '#dbe7ff';
-      g.fillText(label, cx + 13, cy);
+      labels.push({ text: u.name, x: cx, y: cy });
     }
     const blink = Math.floor(Date.now() / 400) % 2 === 0;
     for (const p of pts) {
@@ -135,6 +131,16 @@ export class MapView {
         g.beginPath(); g.arc(x, y, 5, 0, 2 * Math.PI); g.fill();
         g.strokeStyle = '#0b1420'; g.lineWidth = 1.5; g.stroke(); g.lineWidth = 1;
       }
+    }
+    // Unit labels above the member dots so a dot never hides a name.
+    g.font = '13px sans-serif';
+    g.textAlign = 'left';
+    for (const l of labels) {
+      const tw = g.measureText(l.text).width;
+      g.fillStyle = 'rgba(10,20,35,0.85)';
+      g.fillRect(l.x + 9, l.y - 10, tw + 8, 20);
+      g.fillStyle = '#dbe7ff';
+      g.fillText(l.text, l.x + 13, l.y);
     }
     if (pick) {
       const x = X(pick); const y = Y(pick);

@@ -238,10 +238,11 @@ export class Link {
       const limit = msg.type === 'Attachment' ? MAX_ATTACHMENT : MAX_DRILL_REPORT;
       if (msg.size > limit) throw new Malformed(`${msg.type} of ${msg.size} bytes`);
       rest = await readExactly(reader, rest, msg.size);
+      // Exactly `size` bytes and then the end of the stream; anything more is refused whole.
       if (rest.length !== msg.size) throw new Malformed(`${msg.type}: more bytes than announced`);
-      this.h.onStreamFrame(msg, rest.slice());
       const { done } = await reader.read();
       if (!done) throw new Malformed(`${msg.type}: more bytes than announced`);
+      this.h.onStreamFrame(msg, rest.slice());
     } catch (e) {
       this.h.onMalformed(e, null);
       try { reader.cancel(); } catch { /* gone */ }

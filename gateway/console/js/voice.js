@@ -151,15 +151,22 @@ export class Voice {
       .sort((a, b) => (b.emergency || b.cls === 2) - (a.emergency || a.cls === 2) || a.priority - b.priority || a.group - b.group);
   }
 
-  applyGains() {
-    this.duckDirty = false;
-    if (!this.ctx) return;
-    const active = this.activeGroups();
+  /** Sets each channel's `ducked` flag and `level` (0..1) by scan priority; pure. */
+  duck(now = performance.now()) {
+    const active = this.activeGroups(now);
     const top = active[0]?.group;
     for (const ch of this.channels.values()) {
       ch.ducked = active.length > 1 && ch.group !== top && active.includes(ch);
-      const g = ch.muted ? 0 : ch.volume * (ch.ducked ? DUCK_GAIN : 1);
-      if (ch.gain) ch.gain.gain.setTargetAtTime(g, this.ctx.currentTime, 0.03);
+      ch.level = ch.muted ? 0 : ch.volume * (ch.ducked ? DUCK_GAIN : 1);
+    }
+  }
+
+  applyGains() {
+    this.duckDirty = false;
+    this.duck();
+    if (!this.ctx) return;
+    for (const ch of this.channels.values()) {
+      if (ch.gain) ch.gain.gain.setTargetAtTime(ch.level, this.ctx.currentTime, 0.03);
     }
   }
 
@@ -221,6 +228,21 @@ export class Voice {
     } catch (e) {
       console.warn('encode', e);
     }
+  }
+
+  /** A short tone (talk-permit chirp, deny buzz, T2 warning), like a handset's. */
+  tone(freq, ms, gain = 0.15) {
+    if (!this.ctx || this.ctx.state !== 'running') return;
+    const t = this.ctx.currentTime;
+    const osc = this.ctx.createOscillator();
+    const g = this.ctx.createGain();
+    osc.frequency.value = freq;
+    g.gain.setValueAtTime(gain, t);
+    g.gain.setValueAtTime(gain, t + ms / 1000 - 0.01);
+    g.gain.linearRampToValueAtTime(0, t + ms / 1000);
+    osc.connect(g).connect(this.ctx.destination);
+    osc.start(t);
+    osc.stop(t + ms / 1000);
   }
 
   /** A generated alarm tone (two-tone siren), repeating until stopped. Returns a stop function. */
