@@ -226,7 +226,8 @@ async fn alert_of(t: &mut Terminal) -> ptt_terminal_sim::terminal::ReceivedAlert
 
 /// a. Sign-in: a wrong password shows the error and stays signed out; the
 /// right one shows the operator's station, and the tree shows who is
-/// online, following a terminal that comes online afterwards.
+/// online, following a terminal that comes online afterwards. Signing
+/// out ends the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_in_shows_the_station_and_who_is_online() {
     if browser::skipped() {
@@ -309,6 +310,24 @@ async fn a_sign_in_shows_the_station_and_who_is_online() {
         ),
     )
     .await;
+
+    // Signing out ends the session: the page is back at sign-in and the
+    // token it held is refused.
+    let token = b
+        .js("return sessionStorage.getItem('pttConsole:token');")
+        .await;
+    let mut api = gw.api();
+    api.token = Some(token.as_str().expect("the session's token").to_owned());
+    assert_eq!(api.get("/console/api/session").status, 200);
+    b.click("signout").await;
+    b.wait_until(
+        "signed out",
+        WAIT,
+        "return window.pttConsole.state === 'signed-out';",
+    )
+    .await;
+    b.by_testid("signin-submit").await;
+    assert_eq!(api.get("/console/api/session").status, 401);
 }
 
 /// b. The console talks: the talk key held with the speech WAV as its
