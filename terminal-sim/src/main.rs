@@ -54,11 +54,13 @@ enum Command {
         #[arg(long)]
         org: PathBuf,
         /// voice-steady, floor-contention, alert-subtree, alert-city,
-        /// alert-nearest, alert-storm, or a scenario TOML file (see
+        /// alert-nearest, alert-storm, drill, city-voice-peak,
+        /// reconnect-storm, living-city, or a scenario TOML file (see
         /// terminal-sim/scenarios/).
         #[arg(long)]
         scenario: String,
-        /// Seconds of measured traffic.
+        /// Seconds of measured traffic. living-city: 0 runs until SIGINT
+        /// (Ctrl-C) or SIGTERM, which also end it early otherwise.
         #[arg(long, default_value_t = 30)]
         duration: u64,
         /// JSON report file.

@@ -36,6 +36,15 @@ use crate::store::{self, ConsoleSession, RecordingQuery};
 #[exclude = "dev/*"]
 struct Assets;
 
+/// The console page may run only its own scripts, talk only to its own
+/// origin and to WebTransport (`https:`, the QUIC port), and show images
+/// of its own, from photos (`blob:`) or a configured tile server: what a
+/// member's report carries can never run in the dispatcher's page.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+                   img-src 'self' blob: data: https:; media-src 'self' blob:; \
+                   connect-src 'self' https:; worker-src 'self'; object-src 'none'; \
+                   base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
 /// Sign-in names and passwords longer than this are refused unchecked.
 const MAX_CREDENTIAL_BYTES: usize = 256;
 
@@ -96,6 +105,8 @@ pub(super) async fn asset(request: Request) -> Response {
                 [
                     (header::CONTENT_TYPE, mime),
                     (header::CACHE_CONTROL, "no-cache"),
+                    (header::CONTENT_SECURITY_POLICY, CSP),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                 ],
                 file.data.into_owned(),
             )

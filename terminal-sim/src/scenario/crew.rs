@@ -172,11 +172,13 @@ fn shared(
             respond_ms: config.spec.respond_ms,
             arrive_ms: config.spec.arrive_ms,
             response: config.spec.response,
+            read_ms: config.spec.read_ms,
         },
         alerts_expected: Default::default(),
         alerts_delivered: Default::default(),
         position_every: (config.spec.position_ms > 0)
             .then(|| Duration::from_millis(config.spec.position_ms)),
+        position_spread: config.spec.position_spread,
         back_after_drop: Default::default(),
     }
 }
@@ -199,23 +201,27 @@ fn recordings(
 }
 
 /// Where `id` walks, if it reports positions: members (not consoles) do
-/// when the scenario asks for positions, around their unit's site. Draws
-/// from `rng` only for those.
+/// when the scenario asks for positions, around their unit's site, on a
+/// patrol loop when the scenario says so. Draws from `rng` only for those.
 fn walker(
     config: &RunConfig,
     plan: &Plan,
     shared: &actor::Shared,
     id: TerminalId,
     rng: &mut StdRng,
-) -> Option<walk::Walker> {
+) -> Option<walk::Mover> {
     match plan.org.terminal(id) {
         Some(member) if shared.position_every.is_some() && !member.is_console() => {
-            Some(walk::Walker::new(
+            let (site, radius, speed) = (
                 unit_site(&plan.org, member.node),
                 config.spec.walk_radius_m,
                 config.spec.speed_mps,
-                rng,
-            ))
+            );
+            Some(if config.spec.patrol {
+                walk::Mover::Patrol(walk::Patrol::new(site, radius, speed, rng))
+            } else {
+                walk::Mover::Walk(walk::Walker::new(site, radius, speed, rng))
+            })
         }
         _ => None,
     }

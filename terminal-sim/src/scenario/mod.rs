@@ -4,13 +4,14 @@
 //! [`run`] goes through its phases in order, one file each: what to do
 //! ([`spec`], [`plan`]); connecting everyone (`ramp`); one [`actor`] and one
 //! [`listen`]er per terminal at work (`crew`); the director of the measured
-//! phase (`talk` for voice, `alerts`, `storm` for the reconnect storm); and
-//! the counters around it turned into the report (`tally`).
+//! phase (`talk` for voice, `alerts`, `storm` for the reconnect storm,
+//! [`life`] for the living city); and the counters around it turned into the report (`tally`).
 
 pub mod actor;
 mod alerts;
 pub mod churn;
 mod crew;
+pub mod life;
 pub mod listen;
 pub mod plan;
 mod ramp;
@@ -127,6 +128,11 @@ struct Workload {
 /// the workload for the measured phase, then stops everyone and tallies.
 pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut plan = Plan::new(&config.org, config.groups)?;
+    if config.spec.pattern == Pattern::LivingCity {
+        // Consoles are people's in a living city: a simulated one would
+        // replace the operator's session.
+        plan.drop_consoles();
+    }
     let senders = match config.spec.pattern {
         Pattern::Alerts => plan.alert_senders(config.spec.senders == Senders::City),
         _ => Vec::new(),
@@ -146,7 +152,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let measured = meter.elapsed();
     // Let the last frames arrive, then stop everyone.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let usage = meter.finish()?;
+    let usage = meter.finish();
     crew.stop();
 
     let totals = crew.totals(connections).await?;
@@ -179,6 +185,10 @@ async fn workload(
             drills: alerts::direct(config, plan, senders, &crew.commands, &crew.shared).await,
             ..Workload::default()
         },
+        Pattern::LivingCity => {
+            life::direct(config, plan, &crew.commands, &mut crew.done).await;
+            Workload::default()
+        }
         _ => {
             talk::direct(config, plan, &crew.commands, &mut crew.done).await;
             Workload::default()

@@ -119,6 +119,17 @@ impl Plan {
         senders
     }
 
+    /// Leaves the consoles out: no group lists one, none is connected.
+    /// Call right after [`Plan::new`], for runs whose consoles are people's.
+    pub fn drop_consoles(&mut self) {
+        for g in &mut self.groups {
+            if let Some(console) = g.console.take() {
+                g.listeners.retain(|t| *t != console);
+                self.terminals.remove(&console);
+            }
+        }
+    }
+
     /// Terminals of this plan at or under `node`, `except` one.
     pub fn under(&self, node: u32, except: TerminalId, online: impl Fn(TerminalId) -> bool) -> u64 {
         self.terminals
@@ -141,5 +152,33 @@ impl Plan {
             .iter()
             .filter_map(|g| g.talkers.last().map(|t| (g.id, *t)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::city::{generate, CityParams};
+
+    #[test]
+    fn dropping_consoles_leaves_only_members() {
+        let city = generate(&CityParams {
+            units: 40,
+            seed: 2,
+            name: "金华市".into(),
+        });
+        let org = Org::from_toml(&city.to_toml("k").unwrap(), Path::new("/tmp")).unwrap();
+        let mut plan = Plan::from_org(org, ProvisioningKey::generate(), 40);
+        assert!(plan.groups.iter().all(|g| g.console.is_some()));
+        let members: usize = plan.groups.iter().map(|g| g.talkers.len()).sum();
+        plan.drop_consoles();
+        assert_eq!(plan.groups.len(), 40);
+        assert!(plan.groups.iter().all(|g| g.console.is_none()));
+        assert!(plan.groups.iter().all(|g| g.listeners == g.talkers));
+        assert_eq!(plan.terminals.len(), members);
+        assert!(plan
+            .terminals
+            .keys()
+            .all(|t| !plan.org.terminal(*t).unwrap().is_console()));
     }
 }

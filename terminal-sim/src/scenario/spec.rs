@@ -26,6 +26,14 @@ pub enum Pattern {
     /// gateway restart or a cell outage; the run measures how long until
     /// every one is back with its groups joined.
     ReconnectStorm,
+    /// A city evening for a console to watch, until interrupted (or for
+    /// `--duration`, 0 meaning until SIGINT/SIGTERM): members walk patrol
+    /// loops and report positions, `talkers` of them at a time talk bursts
+    /// in their unit groups, members answer the alerts they get (read,
+    /// accept or reject, arrive), now and then one sends a work report or
+    /// a clue to its station, and, if asked, one raises an SOS it cancels
+    /// itself after a while. Consoles are left to people.
+    LivingCity,
 }
 
 /// Who sends alerts in an `alerts` scenario.
@@ -204,6 +212,43 @@ pub struct Spec {
     /// (alerts); offline terminals come back and get theirs meanwhile.
     #[serde(default = "default_drain")]
     pub drain_ms: u64,
+    /// Talkers at a time, city-wide (living-city): each talks one burst of
+    /// `burst_ms` / 4 up to `burst_ms` in its unit group, then the next one
+    /// starts after a pause drawn around `gap_ms` (exponential, that mean).
+    #[serde(default = "default_talkers")]
+    pub talkers: usize,
+    /// Median delay before a recipient marks an alert read, ms, drawn per
+    /// `response` (0: no read receipts; accepting comes `respond_ms` after
+    /// reading then).
+    #[serde(default)]
+    pub read_ms: u64,
+    /// Mean time between work reports or clues city-wide, ms (living-city;
+    /// 0: none). Each goes from a random member to its station's consoles.
+    #[serde(default)]
+    pub report_every_ms: u64,
+    /// Mean time between SOS city-wide, ms (living-city; 0: none).
+    #[serde(default)]
+    pub sos_every_ms: u64,
+    /// A raiser cancels its own SOS this long after raising it, ms, unless a
+    /// console cancelled it first.
+    #[serde(default = "default_sos_cancel")]
+    pub sos_cancel_ms: u64,
+    /// Each member reports every `position_ms` times a factor drawn once
+    /// from 1 - this up to 1 + this (0..1), so reports spread out.
+    #[serde(default)]
+    pub position_spread: f64,
+    /// Members walk a patrol loop around their unit's site instead of a
+    /// random walk.
+    #[serde(default)]
+    pub patrol: bool,
+}
+
+fn default_talkers() -> usize {
+    3
+}
+
+fn default_sos_cancel() -> u64 {
+    90_000
 }
 
 fn default_accept() -> f64 {
@@ -285,6 +330,13 @@ impl Spec {
             offline_ratio: 0.0,
             offline_ms: 0,
             drain_ms: default_drain(),
+            talkers: default_talkers(),
+            read_ms: 0,
+            report_every_ms: 0,
+            sos_every_ms: 0,
+            sos_cancel_ms: default_sos_cancel(),
+            position_spread: 0.0,
+            patrol: false,
         }
     }
 
@@ -459,6 +511,41 @@ impl Spec {
         }
     }
 
+    /// `living-city`: an evening in the city for the console demo, run
+    /// until interrupted (`--duration 0`): members on patrol loops within
+    /// 250 m of their unit's site report positions every 10-30 s; three
+    /// talkers at a time city-wide talk 2-8 s bursts with pauses of about
+    /// 6 s between them; recipients read an alert after a few seconds
+    /// (median 4 s), accept (85 %) or reject with a reason after about 15 s
+    /// more, and arrive about a minute later; a work report or clue goes to
+    /// a station every 45 s or so. No SOS unless `sos_every_ms` is set.
+    pub fn living_city() -> Spec {
+        Spec {
+            name: "living-city".into(),
+            description: "members patrol and report positions, a few talk in their unit groups, \
+                          answer alerts, send reports and clues; runs until interrupted"
+                .into(),
+            pattern: Pattern::LivingCity,
+            burst_ms: 8000,
+            gap_ms: 6000,
+            talkers: 3,
+            position_ms: 20_000,
+            position_spread: 0.5,
+            speed_mps: 1.5,
+            walk_radius_m: 250.0,
+            patrol: true,
+            accept_ratio: 0.85,
+            read_ms: 4000,
+            respond_ms: 15_000,
+            arrive_ms: 60_000,
+            response: Response::LogNormal { sigma: 0.5 },
+            report_every_ms: 45_000,
+            sos_every_ms: 0,
+            ttl_s: 600,
+            ..Spec::defaults()
+        }
+    }
+
     /// Checks what serde cannot: ratios, ranges, and that an offline
     /// terminal can still get what it missed.
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -468,11 +555,28 @@ impl Spec {
             ("accept_ratio", self.accept_ratio),
             ("offline_ratio", self.offline_ratio),
             ("talk_share", self.talk_share),
+            ("position_spread", self.position_spread),
         ] {
             anyhow::ensure!(
                 (0.0..=1.0).contains(&r),
                 "{name} must be within 0..1, not {r}"
             );
+        }
+        if self.pattern == Pattern::LivingCity {
+            anyhow::ensure!(
+                self.talkers == 0 || self.burst_ms >= 400,
+                "burst_ms must be at least 400 when members talk"
+            );
+            anyhow::ensure!(
+                self.position_ms > 0 && self.speed_mps >= 0.0 && self.walk_radius_m > 0.0,
+                "a living city needs position_ms above 0, speed_mps at least 0 and walk_radius_m above 0"
+            );
+            anyhow::ensure!(self.ttl_s > 0, "ttl_s must be above 0");
+            anyhow::ensure!(
+                self.sos_every_ms == 0 || self.sos_cancel_ms > 0,
+                "sos_cancel_ms must be above 0 when members raise SOS"
+            );
+            return Ok(());
         }
         if self.pattern != Pattern::Alerts {
             return Ok(());
@@ -533,6 +637,7 @@ impl Spec {
             "drill" => Spec::drill(),
             "reconnect-storm" => Spec::reconnect_storm(),
             "city-voice-peak" => Spec::city_voice_peak(),
+            "living-city" => Spec::living_city(),
             path if Path::new(path).is_file() => {
                 let text =
                     std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
@@ -540,8 +645,8 @@ impl Spec {
             }
             other => anyhow::bail!(
                 "unknown scenario {other:?}: use voice-steady, floor-contention, alert-subtree, \
-                 alert-city, alert-nearest, alert-storm, drill, city-voice-peak, reconnect-storm \
-                 or a TOML file"
+                 alert-city, alert-nearest, alert-storm, drill, city-voice-peak, reconnect-storm, \
+                 living-city or a TOML file"
             ),
         };
         spec.validate()
@@ -585,6 +690,7 @@ mod tests {
             ("drill", Spec::drill),
             ("city-voice-peak", Spec::city_voice_peak),
             ("reconnect-storm", Spec::reconnect_storm),
+            ("living-city", Spec::living_city),
         ] {
             let built_in = Spec::resolve(name).unwrap();
             let file = dir.join(format!("{name}.toml"));
@@ -605,6 +711,24 @@ mod tests {
                 assert_eq!(s.nearest_k, expected.nearest_k);
                 assert_eq!(s.alert_kind, expected.alert_kind);
                 assert_eq!(s.response, expected.response);
+                assert_eq!(
+                    (s.talkers, s.read_ms, s.report_every_ms, s.sos_every_ms),
+                    (
+                        expected.talkers,
+                        expected.read_ms,
+                        expected.report_every_ms,
+                        expected.sos_every_ms
+                    )
+                );
+                assert_eq!(
+                    (s.patrol, s.position_spread, s.burst_ms, s.sos_cancel_ms),
+                    (
+                        expected.patrol,
+                        expected.position_spread,
+                        expected.burst_ms,
+                        expected.sos_cancel_ms
+                    )
+                );
                 assert_eq!(
                     (s.respond_ms, s.arrive_ms, s.accept_ratio),
                     (
@@ -639,6 +763,24 @@ mod tests {
             }
         }
         assert!(n >= 6, "{n} scenario files");
+    }
+
+    #[test]
+    fn the_demo_scenarios_parse_and_validate() {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+        let city = Spec::resolve(scripts.join("demo-city.toml").to_str().unwrap()).unwrap();
+        assert_eq!(city.pattern, Pattern::LivingCity);
+        assert!(city.sos_every_ms > 0 && city.sos_cancel_ms > 0);
+        let drill = Spec::resolve(scripts.join("demo-drill.toml").to_str().unwrap()).unwrap();
+        assert_eq!(drill.alert_kind, AlertKindSpec::Drill);
+        let mut bad = Spec::living_city();
+        bad.position_ms = 0;
+        assert!(bad.validate().is_err(), "a living city without positions");
+        let mut bad = Spec::living_city();
+        bad.position_spread = 1.0;
+        assert!(bad.validate().is_ok(), "spread 1 is within 0..1");
+        bad.position_spread = 1.5;
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub(super) async fn direct(
         Pattern::Contention => contention(config, plan, commands, done, deadline).await,
         // Directed by `storm::direct`.
         Pattern::ReconnectStorm => {}
+        // Directed by `life::direct`.
+        Pattern::LivingCity => {}
     }
 }
 

@@ -59,9 +59,16 @@ impl Meter {
     }
 
     /// Samples again. Call once the last frames had time to arrive, before
-    /// the actors stop.
-    pub(super) fn finish(self) -> anyhow::Result<Usage> {
-        let cpu_end = self.pid.map(report::sample_process).transpose()?;
+    /// the actors stop. A gateway gone by then (stopped along with an
+    /// interrupted run) leaves its usage out of the report.
+    pub(super) fn finish(self) -> Usage {
+        let cpu_end = self.pid.and_then(|pid| match report::sample_process(pid) {
+            Ok(sample) => Some(sample),
+            Err(e) => {
+                tracing::warn!(target: LOG, pid, "gateway not measured at the end: {e}");
+                None
+            }
+        });
         let kernel = match (self.udp, report::udp_buffer_errors()) {
             (Some((r0, s0)), Some((r1, s1))) => Some(KernelReport {
                 udp_rcvbuf_errors: r1.saturating_sub(r0),
@@ -69,10 +76,10 @@ impl Meter {
             }),
             _ => None,
         };
-        Ok(Usage {
+        Usage {
             cpu: self.cpu.zip(cpu_end),
             kernel,
-        })
+        }
     }
 }
 
@@ -247,7 +254,7 @@ impl Tally {
             connections: totals.connections.clone(),
             voice: voice(floor, &self.heard, refused_frames),
             floor: floor_report(floor, &totals.grant),
-            alerts: (config.spec.pattern == Pattern::Alerts)
+            alerts: matches!(config.spec.pattern, Pattern::Alerts | Pattern::LivingCity)
                 .then(|| alerts(floor, delivered, &alert_latency)),
             gateway,
             kernel: self.usage.kernel,

@@ -113,6 +113,122 @@ impl Walker {
     }
 }
 
+/// One member on patrol around its unit's site: a closed loop of 4-7
+/// waypoints at 40 % to 100 % of `radius_m` from the site, walked at a
+/// steady pace, round and round, as a guard walks the same beat all
+/// evening. Pure: the position is a function of the distance walked.
+#[derive(Debug, Clone)]
+pub struct Patrol {
+    site: (i32, i32),
+    /// Waypoints, metres east and north of the site; the loop closes from
+    /// the last back to the first.
+    points: Vec<(f64, f64)>,
+    /// Length of the whole loop, metres.
+    length_m: f64,
+    speed_mps: f64,
+    /// Metres walked along the loop so far (from the first waypoint).
+    walked_m: f64,
+}
+
+impl Patrol {
+    /// A loop around `site` within `radius_m`, walked at a speed drawn from
+    /// half of `max_speed_mps` up to it, starting somewhere on the loop.
+    /// The same `rng` state gives the same patrol.
+    pub fn new(site: (i32, i32), radius_m: f64, max_speed_mps: f64, rng: &mut impl Rng) -> Patrol {
+        use std::f64::consts::TAU;
+        let r = radius_m.max(1.0);
+        let n = rng.gen_range(4..=7);
+        let turn = rng.gen_range(0.0..TAU);
+        // Waypoints in order of angle around the site: the loop does not
+        // cross itself.
+        let points: Vec<(f64, f64)> = (0..n)
+            .map(|i| {
+                let slot = TAU / f64::from(n);
+                let angle = turn + slot * f64::from(i) + rng.gen_range(0.0..slot * 0.5);
+                let d = rng.gen_range(0.4 * r..=r);
+                (d * angle.cos(), d * angle.sin())
+            })
+            .collect();
+        let length_m = (0..points.len())
+            .map(|i| distance(points[i], points[(i + 1) % points.len()]))
+            .sum();
+        let max = max_speed_mps.max(0.0);
+        Patrol {
+            site,
+            speed_mps: if max > 0.0 {
+                rng.gen_range(max / 2.0..=max)
+            } else {
+                0.0
+            },
+            walked_m: rng.gen_range(0.0..=length_m),
+            points,
+            length_m,
+        }
+    }
+
+    /// Walks on for `dt_s` seconds.
+    pub fn step(&mut self, dt_s: f64) {
+        self.walked_m = (self.walked_m + self.speed_mps * dt_s.max(0.0)).rem_euclid(self.length_m);
+    }
+
+    /// Metres east and north of the site, where the member is on its loop.
+    pub fn offset_m(&self) -> (f64, f64) {
+        let mut left = self.walked_m.rem_euclid(self.length_m);
+        for i in 0..self.points.len() {
+            let (a, b) = (self.points[i], self.points[(i + 1) % self.points.len()]);
+            let leg = distance(a, b);
+            if left <= leg {
+                let f = if leg > 0.0 { left / leg } else { 0.0 };
+                return (a.0 + (b.0 - a.0) * f, a.1 + (b.1 - a.1) * f);
+            }
+            left -= leg;
+        }
+        self.points[0]
+    }
+
+    /// Where the member is, 1e-7 degrees.
+    pub fn position_e7(&self) -> (i32, i32) {
+        let (east, north) = self.offset_m();
+        offset_e7(self.site, east, north)
+    }
+
+    /// The loop's waypoints, metres east and north of the site.
+    pub fn points(&self) -> &[(f64, f64)] {
+        &self.points
+    }
+}
+
+/// How a member moves: a random walk in a box, or a patrol loop.
+#[derive(Debug, Clone)]
+pub enum Mover {
+    /// See [`Walker`].
+    Walk(Walker),
+    /// See [`Patrol`].
+    Patrol(Patrol),
+}
+
+impl Mover {
+    /// Moves on for `dt_s` seconds.
+    pub fn step(&mut self, dt_s: f64, rng: &mut impl Rng) {
+        match self {
+            Mover::Walk(w) => w.step(dt_s, rng),
+            Mover::Patrol(p) => p.step(dt_s),
+        }
+    }
+
+    /// Where the member is, 1e-7 degrees.
+    pub fn position_e7(&self) -> (i32, i32) {
+        match self {
+            Mover::Walk(w) => w.position_e7(),
+            Mover::Patrol(p) => p.position_e7(),
+        }
+    }
+}
+
+fn distance(a: (f64, f64), b: (f64, f64)) -> f64 {
+    (b.0 - a.0).hypot(b.1 - a.1)
+}
+
 /// `x` folded into `-r..=r` as if bouncing between walls at `-r` and `r`.
 fn reflect(x: f64, r: f64) -> f64 {
     let period = 4.0 * r;
@@ -176,5 +292,52 @@ mod tests {
         assert!(dlat_m.abs() <= 1500.0 + 1.0);
         let c = CITY_CENTRE_E7;
         assert!((f64::from(s.0 - c.0) * 1e-7 * M_PER_DEG).abs() <= 10_000.0 + 1.0);
+    }
+
+    #[test]
+    fn patrols_loop_within_their_radius_and_are_deterministic() {
+        let site = unit_site(10, 1234);
+        for seed in 0..50 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut p = Patrol::new(site, 250.0, 1.5, &mut rng);
+            assert!((4..=7).contains(&p.points().len()));
+            for (e, n) in p.points() {
+                let d = e.hypot(*n);
+                assert!(
+                    (100.0 - 1e-9..=250.0 + 1e-9).contains(&d),
+                    "waypoint {d} m out"
+                );
+            }
+            let again = Patrol::new(site, 250.0, 1.5, &mut StdRng::seed_from_u64(seed));
+            assert_eq!(
+                p.position_e7(),
+                again.position_e7(),
+                "same seed, same patrol"
+            );
+            // Walk two whole loops in 10 s steps: never off the loop's
+            // box, never a jump longer than one step, and back where it
+            // started after exactly one loop.
+            let mut last = p.offset_m();
+            let lap_s = p.length_m / p.speed_mps;
+            let steps = (2.0 * lap_s / 10.0).ceil() as usize;
+            for _ in 0..steps {
+                p.step(10.0);
+                let now = p.offset_m();
+                assert!(now.0.hypot(now.1) <= 250.0 + 1e-6);
+                assert!(distance(last, now) <= p.speed_mps * 10.0 + 1e-6);
+                last = now;
+            }
+            let mut q = again.clone();
+            q.step(lap_s);
+            let back = q.offset_m();
+            let first = again.offset_m();
+            assert!(distance(back, first) < 1e-6, "{back:?} vs {first:?}");
+            assert!(p.speed_mps >= 0.75 && p.speed_mps <= 1.5);
+        }
+        // Standing still is allowed.
+        let mut still = Patrol::new(site, 100.0, 0.0, &mut StdRng::seed_from_u64(1));
+        let at = still.position_e7();
+        still.step(600.0);
+        assert_eq!(still.position_e7(), at);
     }
 }

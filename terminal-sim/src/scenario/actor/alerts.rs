@@ -74,9 +74,15 @@ impl AlertState {
                 let latency = Duration::from_millis(now_ms().saturating_sub(*created_ms));
                 stats.delivered_ids.push((alert, latency));
                 shared.alerts_delivered.fetch_add(1, Relaxed);
+                let r = shared.responders;
+                let mut seen_at = Instant::now();
+                if r.read_ms > 0 {
+                    seen_at += r.response.draw(r.read_ms, rng);
+                    self.receipts
+                        .push(Reverse((seen_at, alert, ReceiptStatus::Read.code())));
+                }
                 if matches!(body.kind, AlertKind::Dispatch | AlertKind::Drill) {
-                    let r = shared.responders;
-                    let respond = Instant::now() + r.response.draw(r.respond_ms, rng);
+                    let respond = seen_at + r.response.draw(r.respond_ms, rng);
                     let mut due = |at: Instant, status: ReceiptStatus| {
                         self.receipts.push(Reverse((at, alert, status.code())));
                     };

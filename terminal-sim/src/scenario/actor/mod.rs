@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 
 use super::listen::{RevokedTail, SendLog, REVOKED_TAIL};
-use super::walk::Walker;
+use super::walk::Mover;
 use crate::report::Latency;
 use crate::terminal::{SeenAlerts, Terminal};
 use alerts::AlertState;
@@ -69,7 +69,26 @@ pub enum Command {
         /// How long to talk once granted.
         hold: Duration,
     },
+    /// Raise an SOS (members): talk into the emergency floor the gateway
+    /// grants for [`SOS_TALK`], and cancel the SOS `cancel_after` from now
+    /// unless a console cancelled it first. Ignored while one is raised.
+    Sos {
+        /// When the raiser gives up waiting for a console.
+        cancel_after: Duration,
+    },
 }
+
+/// How long an SOS raiser talks into the hot mic the gateway opens (its
+/// default hot-mic burst is 10 s).
+pub const SOS_TALK: Duration = Duration::from_secs(8);
+
+/// Reasons simulated people give for rejecting a task.
+const REJECT_REASONS: [&str; 4] = [
+    "在岗位上走不开",
+    "正在处理另一起警情",
+    "距离太远，已转告同事",
+    "对讲机电量不足",
+];
 
 /// Floor counters of one terminal.
 #[derive(Debug, Default)]
@@ -141,6 +160,9 @@ pub struct Responders {
     pub arrive_ms: u64,
     /// How delays are drawn.
     pub response: super::spec::Response,
+    /// Delay before marking any alert read, drawn per `response`; 0: no
+    /// read receipts (accepting or rejecting then counts from delivery).
+    pub read_ms: u64,
 }
 
 /// Shared, read-only inputs of every actor.
@@ -161,6 +183,9 @@ pub struct Shared {
     pub alerts_delivered: std::sync::atomic::AtomicU64,
     /// How often members report their position (`None`: never).
     pub position_every: Option<Duration>,
+    /// Each member's period is `position_every` times a factor drawn once
+    /// from 1 - this up to 1 + this.
+    pub position_spread: f64,
     /// Terminals back online after a simulated drop, run-wide (the
     /// reconnect-storm director waits for them).
     pub back_after_drop: std::sync::atomic::AtomicU64,
@@ -184,7 +209,7 @@ pub struct Link {
     /// Tells the terminal's voice listener about each new connection.
     pub connections: watch::Sender<quinn::Connection>,
     /// Where it walks, for members that report positions.
-    pub walker: Option<Walker>,
+    pub walker: Option<Mover>,
 }
 
 /// Why the event loop of one connection ended.
@@ -282,6 +307,17 @@ struct Actor {
     alerts: AlertState,
     /// When the scenario sends it offline, and for how long.
     offline_at: Option<(tokio::time::Instant, Duration)>,
+    /// Its SOS, while raised.
+    sos: Option<Sos>,
+}
+
+/// An SOS this terminal raised and nobody cancelled yet.
+#[derive(Debug)]
+struct Sos {
+    /// Its alert id, once the gateway confirmed it.
+    alert: Option<u64>,
+    /// When the raiser cancels it itself.
+    cancel_at: tokio::time::Instant,
 }
 
 impl Actor {
@@ -294,9 +330,18 @@ impl Actor {
     ) -> Actor {
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut rng = StdRng::seed_from_u64(u64::from(me.0));
+        let spread = shared.position_spread.clamp(0.0, 0.99);
         let position_every = shared
             .position_every
             .filter(|_| link.walker.is_some())
+            .map(|every| {
+                if spread > 0.0 {
+                    every.mul_f64(rand::Rng::gen_range(&mut rng, 1.0 - spread..=1.0 + spread))
+                } else {
+                    every
+                }
+            })
             .unwrap_or(Duration::from_secs(3600));
         let mut position_tick = tokio::time::interval(position_every);
         position_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -312,10 +357,11 @@ impl Actor {
             position_tick,
             last_step: Instant::now(),
             packet: 0,
-            rng: StdRng::seed_from_u64(u64::from(me.0)),
+            rng,
             next_request: 1,
             alerts: AlertState::default(),
             offline_at: None,
+            sos: None,
         }
     }
 
@@ -330,7 +376,11 @@ impl Actor {
     ) -> Exit {
         loop {
             let next_receipt = self.alerts.receipts.peek().map(|Reverse((at, _, _))| *at);
+            let sos_cancel = self.sos.as_ref().map(|s| s.cancel_at);
             let flow = tokio::select! {
+                _ = tokio::time::sleep_until(sos_cancel.unwrap_or_else(tokio::time::Instant::now)), if sos_cancel.is_some() => {
+                    self.cancel_sos(terminal)
+                }
                 _ = stop.changed() => return Exit::Stop,
                 _ = tokio::time::sleep_until(self.offline_at.map_or_else(tokio::time::Instant::now, |(at, _)| at)), if self.offline_at.is_some() => {
                     let (_, away) = self.offline_at.take().expect("guarded by the select condition");
@@ -388,7 +438,7 @@ impl Actor {
         };
         let status = ReceiptStatus::from_code(code).unwrap_or(ReceiptStatus::Read);
         let reason = if status == ReceiptStatus::Rejected {
-            "在岗位上走不开".to_owned()
+            REJECT_REASONS[(alert % REJECT_REASONS.len() as u64) as usize].to_owned()
         } else {
             String::new()
         };
@@ -407,9 +457,24 @@ impl Actor {
         let slot = match status {
             ReceiptStatus::Accepted => 0,
             ReceiptStatus::Rejected => 1,
-            _ => 2,
+            ReceiptStatus::Arrived => 2,
+            _ => return ControlFlow::Continue(()),
         };
         self.stats.receipts[slot] += 1;
+        ControlFlow::Continue(())
+    }
+
+    /// Cancels this terminal's own SOS. Call when its time is up and no
+    /// console cancelled it.
+    fn cancel_sos(&mut self, terminal: &mut Terminal) -> ControlFlow<Exit> {
+        self.sos = None;
+        tracing::info!(target: LOG, terminal = %self.me, "SOS cancelled by its raiser");
+        if terminal
+            .send(ClientMsg::SosCancel { terminal: self.me })
+            .is_err()
+        {
+            return ControlFlow::Break(Exit::Lost);
+        }
         ControlFlow::Continue(())
     }
 
@@ -449,6 +514,25 @@ impl Actor {
                 }
                 let _ = reply.send(reports);
             }
+            Command::Sos { cancel_after } => {
+                let Some(unit) = self.link.groups.first().copied() else {
+                    return ControlFlow::Continue(());
+                };
+                if self.sos.is_some() {
+                    return ControlFlow::Continue(());
+                }
+                self.sos = Some(Sos {
+                    alert: None,
+                    cancel_at: tokio::time::Instant::now() + cancel_after,
+                });
+                // The gateway grants the unit's floor for the hot mic: talk
+                // into it like a member calling for help.
+                self.pending
+                    .insert(unit, (Instant::now(), SOS_TALK.min(cancel_after), true));
+                if terminal.send(ClientMsg::Sos).is_err() {
+                    return ControlFlow::Break(Exit::Lost);
+                }
+            }
             Command::Press { group, class, hold } => {
                 if self.talking.as_ref().is_some_and(|t| t.group == group)
                     || self.pending.contains_key(&group)
@@ -471,6 +555,23 @@ impl Actor {
     /// Handles a message from the gateway: alerts, and floor answers.
     fn on_event(&mut self, ev: ServerMsg, terminal: &mut Terminal) -> ControlFlow<Exit> {
         let me = self.me;
+        match (&ev, self.sos.as_mut()) {
+            (
+                ServerMsg::AlertAccepted {
+                    request: 0, alert, ..
+                },
+                Some(sos),
+            ) => {
+                sos.alert = Some(*alert);
+                return ControlFlow::Continue(());
+            }
+            (ServerMsg::AlertCancelled { alert, by }, Some(sos)) if sos.alert == Some(*alert) => {
+                tracing::info!(target: LOG, terminal = %me, by = %by, "SOS cancelled");
+                self.sos = None;
+                return ControlFlow::Continue(());
+            }
+            _ => {}
+        }
         if self
             .alerts
             .on_message(&ev, me, &mut self.stats, &self.shared, &mut self.rng)
