@@ -15,6 +15,15 @@ if ! pkg-config --exists opus 2>/dev/null; then need+=(libopus-dev); fi
 # The recording tests check the gateway's Ogg Opus files with the standard tools.
 command -v opusinfo >/dev/null 2>&1 || need+=(opus-tools)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+# The console's browser tests (tests/tests/console.rs) drive a headless
+# Chromium through chromedriver; without them those tests fail, unless
+# PTT_SKIP_BROWSER=1.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# Fonts for the console's Chinese labels and its few emoji icons in those
+# tests' screenshots (docs/screenshots).
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -26,7 +35,7 @@ if command -v apt-get >/dev/null 2>&1; then
   $sudo apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 else
-  echo "setup: no apt-get here; install ${need[*]} (pkg-config, libopus dev files, DejaVu fonts, opus-tools, ffmpeg) with your package manager" >&2
+  echo "setup: no apt-get here; install ${need[*]} (pkg-config, libopus dev files, DejaVu fonts, opus-tools, ffmpeg, chromium and its chromedriver) with your package manager" >&2
   exit 1
 fi
 pkg-config --exists opus || { echo "setup: libopus still not found by pkg-config" >&2; exit 1; }

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod browser;
+pub mod console;
 pub mod eventually;
 mod gateway;
 pub mod hostile;
@@ -37,6 +39,12 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding a loopback port");
     s.local_addr().expect("local address").port()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    l.local_addr().expect("local address").port()
 }
 
 /// Waits until `path` contains `needle`, panicking with the file after
