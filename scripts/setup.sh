@@ -24,6 +24,8 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # tests' screenshots (docs/screenshots).
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
+# The console's pure JavaScript modules are tested with Node's own runner.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
