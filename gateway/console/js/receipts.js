@@ -51,12 +51,20 @@ export class ReceiptBoard {
     this.counts = { recipients: msg.recipients, by_status: msg.counts.by_status.slice(), expired: msg.counts.expired };
   }
 
-  /** Counts per status: the gateway's summary when there is one, else from the live receipts. */
+  /**
+   * Counts per status. While the board has a row for every recipient the
+   * gateway counted, the rows are the truth (they follow each
+   * ReceiptUpdate at once; the AlertStatus summary is only as fresh as its
+   * last poll), with the summary's expired count; otherwise the summary.
+   */
   tally() {
-    if (this.counts) return { ...this.counts, live: false };
     const by_status = [0, 0, 0, 0, 0, 0, 0];
     for (const r of this.recipients.values()) by_status[r.status]++;
-    return { recipients: this.accepted ?? this.recipients.size, by_status, expired: 0, live: true };
+    if (!this.counts) return { recipients: this.accepted ?? this.recipients.size, by_status, expired: 0, live: true };
+    if (this.recipients.size >= this.counts.recipients) {
+      return { recipients: this.counts.recipients, by_status, expired: this.counts.expired, live: true };
+    }
+    return { ...this.counts, live: false };
   }
 
   /**

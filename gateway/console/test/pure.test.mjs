@@ -193,8 +193,15 @@ test('receipts move forward only, rejected is final', () => {
   assert.equal(r1003.stored, true, 'pending and offline: stored, delivered when online');
   assert.equal(view[0].rows.find((r) => r.terminal === 1002).reason, '走不开');
   assert.deepEqual(b.tally().by_status, [1, 0, 0, 1, 1, 0, 0]);
-  b.setCounts({ recipients: 3, counts: { by_status: [0, 1, 0, 1, 1, 0, 0], expired: 0 } });
+  // A summary older than the rows: the rows (one per recipient) win.
+  b.setCounts({ recipients: 3, counts: { by_status: [1, 1, 0, 1, 0, 0, 0], expired: 1 } });
+  assert.deepEqual(b.tally().by_status, [1, 0, 0, 1, 1, 0, 0]);
+  assert.equal(b.tally().expired, 1);
+  assert.equal(b.tally().live, true);
+  // More recipients than rows (a subtree the tree could not predict): the summary.
+  b.setCounts({ recipients: 5, counts: { by_status: [2, 1, 0, 1, 1, 0, 0], expired: 0 } });
   assert.equal(b.tally().live, false);
+  assert.deepEqual(b.tally().by_status, [2, 1, 0, 1, 1, 0, 0]);
 });
 
 function sampleTree() {
