@@ -574,11 +574,13 @@ function stopAlarm() {
 // ------------------------------------------------------------------ talk (PTT)
 
 function sendVoice(d) {
-  if (!S.link?.sendDatagram(encodeVoice(d.header, d.opus))) return;
+  const bytes = encodeVoice(d.header, d.opus);
+  // Before the hand-over: the datagram may be on the wire before the call returns.
+  const at = hooks.timing ? wallMs() : 0;
+  if (!S.link?.sendDatagram(bytes)) return;
   hooks.stats.framesSent++;
   if (!hooks.timing) return;
   const { group, burst, seq, flags } = d.header;
-  const at = wallMs();
   mark(hooks.timing, 'sent', { group, burst, seq, end: (flags & FLAG_END) !== 0, at });
   for (const talk of [S.talk, S.lastTalk]) {
     if (talk?.group === group && talk.burst === burst && talk.mark && talk.mark.firstFrame == null) talk.mark.firstFrame = at;

@@ -9,7 +9,7 @@
 //             handled it (FloorRequest written), `granted` FloorGranted
 //             received, `firstFrame` first voice datagram handed to the link
 //   sent:     {group, burst, seq, end, at}  each voice datagram handed to
-//             the link (WebTransport datagram writer)
+//             the link (WebTransport datagram writer; `at` just before)
 //   received: {group, speaker, burst, seq, at}  each voice datagram read from
 //             the link (before the jitter buffer)
 //   decoded:  {group, burst, seq, pulled, at}  each frame taken from the jitter

@@ -52,7 +52,7 @@ export class Voice {
         group, volume: 1, muted: false, priority: 50, emergency: false, cls: 0,
         jitter: new JitterBuffer({ delayMs: 60 }), decoder: null, gain: null, nextTime: 0,
         lastVoice: 0, ducked: false, burst: null, ts: 0,
-        // Decoder timestamp -> timing mark of the frame being decoded (only while timing is on).
+        // Decoder timestamp in ms -> timing mark of the frame being decoded (only while timing is on).
         decoding: new Map(),
       };
       this.channels.set(group, ch);
@@ -116,7 +116,7 @@ export class Voice {
         }
         if (!ch.decoder) continue;
         const m = mark(this.timing(), 'decoded', { group: ch.group, burst: f.burst, seq: f.seq, pulled: wallMs(), at: null });
-        if (m) ch.decoding.set(ch.ts, m);
+        if (m) ch.decoding.set(Math.round(ch.ts / 1000), m);
         try {
           ch.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: ch.ts, data: f.data }));
         } catch (e) {
@@ -128,8 +128,10 @@ export class Voice {
   }
 
   play(ch, data) {
-    const m = ch.decoding.get(data.timestamp);
-    if (m) { m.at = wallMs(); ch.decoding.delete(data.timestamp); }
+    // The decoder's output time stamp can be a microsecond off its input's (sample-count rounding).
+    const key = Math.round(data.timestamp / 1000);
+    const m = ch.decoding.get(key);
+    if (m) { m.at = wallMs(); ch.decoding.delete(key); }
     try {
       const n = data.numberOfFrames;
       const pcm = new Float32Array(n);
