@@ -7,10 +7,11 @@
 
 import {
   ALERT_KIND, RECEIPT, RECEIPT_NAMES, ROLE_BITS, KIND_NAME, ERROR_CODE_NAMES, DENY_CAUSE_NAMES,
-  REVOKE_CAUSE_NAMES, CLOSE_CODE_NAMES, encodeVoice, latE7, lonE7, utf8Length, MAX_TITLE,
+  REVOKE_CAUSE_NAMES, CLOSE_CODE_NAMES, encodeVoice, latE7, lonE7, utf8Length, MAX_TITLE, FLAG_END,
 } from './codec.js';
 import { Link } from './transport.js';
 import { Voice } from './voice.js';
+import { mark, wallMs, wallOf } from './timing.js';
 import { FloorView, TalkSession } from './floor.js';
 import { ReceiptBoard, expectedRecipients } from './receipts.js';
 import { parseDrillReport, drillTable, DRILL_STEPS, markLabel } from './drill.js';
@@ -70,6 +71,8 @@ const hooks = {
   alerts: {},
   sos: [],
   events: [],
+  // Latency marks (timing.js), off until a measurement puts newTiming() here.
+  timing: null,
 };
 window.pttConsole = hooks;
 
@@ -168,7 +171,7 @@ async function signIn(e) {
   try {
     const s = await api('POST', `${API}/signin`, { name: $('signin-name').value.trim(), password: $('signin-password').value }, { token: null });
     $('signin-password').value = '';
-    try { S.voice = S.voice ?? new Voice(hooks.stats, onEncoded); S.voice.ensureContext(); } catch { /* no audio */ }
+    try { S.voice = S.voice ?? new Voice(hooks.stats, onEncoded, () => hooks.timing); S.voice.ensureContext(); } catch { /* no audio */ }
     await start(s);
   } catch (ex) {
     err.textContent = ex.status === 401 ? t('signin.wrong') : ex.status === 429 ? t('signin.throttled') : `${t('signin.failed')}: ${ex.message}`;
@@ -187,7 +190,7 @@ async function start(session) {
   clearTimeout(S.expiryTimer);
   const left = session.expires_ms - Date.now();
   if (left > 0 && left < 2 ** 31) S.expiryTimer = setTimeout(() => signedOut(t('signin.expired')), left);
-  S.voice = S.voice ?? new Voice(hooks.stats, onEncoded);
+  S.voice = S.voice ?? new Voice(hooks.stats, onEncoded, () => hooks.timing);
   try { S.voice.ensureContext(); } catch { /* no Web Audio */ }
   S.map = S.map ?? new MapView($('map'), { onPick, tiles: session.map?.tiles ?? null, labels: { noPositions: t('map.none') } });
   await pollTree();
@@ -429,6 +432,7 @@ function onFloorFrame(msg, now) {
   if (mine && (msg.type === 'FloorDenied' || msg.type === 'FloorRevoked')) S.voice?.tone(300, 350);
   for (const talk of [S.talk, S.lastTalk]) {
     if (!talk || talk.group !== msg.group) continue;
+    if (msg.type === 'FloorGranted' && talk.mark && talk.mark.granted == null) talk.mark.granted = wallOf(now);
     const out = talk.onFloor(msg);
     for (const d of out.datagrams) sendVoice(d);
     if (out.release) setTimeout(() => S.link?.send({ type: 'FloorRelease', group: msg.group }), 20);
@@ -587,7 +591,17 @@ function stopAlarm() {
 // ------------------------------------------------------------------ talk (PTT)
 
 function sendVoice(d) {
-  if (S.link?.sendDatagram(encodeVoice(d.header, d.opus))) hooks.stats.framesSent++;
+  const bytes = encodeVoice(d.header, d.opus);
+  // Before the hand-over: the datagram may be on the wire before the call returns.
+  const at = hooks.timing ? wallMs() : 0;
+  if (!S.link?.sendDatagram(bytes)) return;
+  hooks.stats.framesSent++;
+  if (!hooks.timing) return;
+  const { group, burst, seq, flags } = d.header;
+  mark(hooks.timing, 'sent', { group, burst, seq, end: (flags & FLAG_END) !== 0, at });
+  for (const talk of [S.talk, S.lastTalk]) {
+    if (talk?.group === group && talk.burst === burst && talk.mark && talk.mark.firstFrame == null) talk.mark.firstFrame = at;
+  }
 }
 
 function onEncoded(opus) {
@@ -597,7 +611,9 @@ function onEncoded(opus) {
   if (d) sendVoice(d);
 }
 
-function pttDown(how) {
+/** Talk key down; `stamp` is the key event's `timeStamp` (for the timing marks), if any. */
+function pttDown(how, stamp = null) {
+  const down = wallMs();
   if (S.talk && !S.talk.released) return;
   const g = S.groups.get(S.selected);
   if (!g || !S.link || hooks.state !== 'online') { toast(t('ptt.offline'), 'warn'); return; }
@@ -606,6 +622,7 @@ function pttDown(how) {
   S.talk = new TalkSession(g.id);
   S.talkKey = how;
   S.link.send(S.talk.request($('ptt-emergency').checked ? 2 : 0));
+  S.talk.mark = mark(hooks.timing, 'presses', { group: g.id, event: stamp == null ? null : wallOf(stamp), down, granted: null, firstFrame: null });
   $('ptt-button').setAttribute('aria-pressed', 'true');
   $('ptt-button').classList.add('down');
   S.voice.ensureContext();
@@ -635,7 +652,7 @@ function onKeyDown(e) {
   if ($('app').hidden) return;
   if (e.code === 'Space' && !typingTarget(document.activeElement)) {
     e.preventDefault();
-    if (!e.repeat) pttDown('space');
+    if (!e.repeat) pttDown('space', e.timeStamp);
     return;
   }
   if (e.key === 'Escape') { stopAlarm(); render(); return; }

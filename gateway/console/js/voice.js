@@ -7,6 +7,7 @@
 import { decodeVoice } from './codec.js';
 import { JitterBuffer } from './jitter.js';
 import { rms } from './framer.js';
+import { mark, wallMs } from './timing.js';
 
 export const DUCK_GAIN = 0.15;
 const ACTIVE_MS = 400;
@@ -15,10 +16,12 @@ export class Voice {
   /**
    * @param {object} stats the hook stats object (framesReceived, framesDecoded, decodeErrors, lastRms, captureRms)
    * @param {function} onEncoded called with each encoded Opus packet (Uint8Array) while capturing
+   * @param {function} timing returns the latency marks to record into (timing.js), or null when off
    */
-  constructor(stats, onEncoded) {
+  constructor(stats, onEncoded, timing = () => null) {
     this.stats = stats;
     this.onEncoded = onEncoded;
+    this.timing = timing;
     this.ctx = null;
     this.channels = new Map();
     this.capturing = false;
@@ -49,6 +52,8 @@ export class Voice {
         group, volume: 1, muted: false, priority: 50, emergency: false, cls: 0,
         jitter: new JitterBuffer({ delayMs: 60 }), decoder: null, gain: null, nextTime: 0,
         lastVoice: 0, ducked: false, burst: null, ts: 0,
+        // Decoder timestamp in ms -> timing mark of the frame being decoded (only while timing is on).
+        decoding: new Map(),
       };
       this.channels.set(group, ch);
     }
@@ -70,6 +75,8 @@ export class Voice {
       return;
     }
     this.stats.framesReceived++;
+    const { group, speaker, burst, seq } = v.header;
+    mark(this.timing(), 'received', { group, speaker, burst, seq, at: wallMs() });
     const ch = this.channel(v.header.group);
     ch.jitter.push(v.header, v.opus.slice(), performance.now());
   }
@@ -96,6 +103,7 @@ export class Voice {
           ch.burst = f.burst;
           try { ch.decoder?.reset(); ch.decoder?.configure({ codec: 'opus', sampleRate: 48000, numberOfChannels: 1 }); } catch { ch.decoder = null; }
           ch.ts = 0;
+          ch.decoding.clear();
         }
         if (!ch.decoder || ch.decoder.state === 'closed') ch.decoder = this.makeDecoder(ch);
         ch.lastVoice = now;
@@ -107,6 +115,8 @@ export class Voice {
           continue;
         }
         if (!ch.decoder) continue;
+        const m = mark(this.timing(), 'decoded', { group: ch.group, burst: f.burst, seq: f.seq, pulled: wallMs(), at: null });
+        if (m) ch.decoding.set(Math.round(ch.ts / 1000), m);
         try {
           ch.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: ch.ts, data: f.data }));
         } catch (e) {
@@ -118,6 +128,10 @@ export class Voice {
   }
 
   play(ch, data) {
+    // The decoder's output time stamp can be a microsecond off its input's (sample-count rounding).
+    const key = Math.round(data.timestamp / 1000);
+    const m = ch.decoding.get(key);
+    if (m) { m.at = wallMs(); ch.decoding.delete(key); }
     try {
       const n = data.numberOfFrames;
       const pcm = new Float32Array(n);

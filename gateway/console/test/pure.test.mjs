@@ -257,3 +257,16 @@ test('drill report table: marks per unit', () => {
   assert.throws(() => parseDrillReport('{"rows": 1}'));
   assert.throws(() => parseDrillReport('not json'));
 });
+
+test('timing marks: off without arrays, bounded, entries returned to fill in', async () => {
+  const { newTiming, mark } = await import('../js/timing.js');
+  assert.equal(mark(null, 'sent', { seq: 0 }), null);
+  assert.equal(mark({}, 'sent', { seq: 0 }), null);
+  const t = newTiming();
+  for (let i = 0; i < 10; i++) mark(t, 'sent', { seq: i }, 4);
+  assert.deepEqual(t.sent.map((e) => e.seq), [6, 7, 8, 9]);
+  const p = mark(t, 'presses', { granted: null }, 4);
+  p.granted = 12.5;
+  assert.equal(t.presses[0].granted, 12.5);
+  assert.deepEqual(Object.keys(t).sort(), ['decoded', 'presses', 'received', 'sent']);
+});
