@@ -156,23 +156,33 @@ async fn signed_in(
 /// Ticks group `group`'s monitor box if it is not (the console joins it)
 /// and selects its row (the talk key's target); waits until joined.
 async fn monitor_and_select(b: &Browser, group: u32) {
-    let checked = b
-        .js_with(
-            "return document.querySelector(`[data-testid=\"monitor-${arguments[0]}\"]`)?.checked ?? null;",
-            vec![group.into()],
-        )
-        .await;
-    if checked == Value::Bool(false) {
-        b.click(&format!("monitor-{group}")).await;
+    // Tick the group's box, again if a re-render right after sign-in took
+    // the first click, until the gateway has answered Joined.
+    let joined = format!(
+        "return window.pttConsole.events.some(e => e.type === 'Joined' && e.group === {group});"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.js(&joined).await != Value::Bool(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} not joined within {WAIT:?}"
+        );
+        let checked = b
+            .js_with(
+                "return document.querySelector(`[data-testid=\"monitor-${arguments[0]}\"]`)?.checked ?? null;",
+                vec![group.into()],
+            )
+            .await;
+        if checked == Value::Bool(false) {
+            b.click(&format!("monitor-{group}")).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     b.click(&format!("group-{group}")).await;
     b.wait_until(
         &format!("group {group} joined and selected"),
         WAIT,
-        &format!(
-            "return window.pttConsole.events.some(e => e.type === 'Joined' && e.group === {group}) \
-             && !document.querySelector('[data-testid=\"ptt-button\"]').disabled;"
-        ),
+        "return !document.querySelector('[data-testid=\"ptt-button\"]').disabled;",
     )
     .await;
 }

@@ -88,6 +88,7 @@ const S = {
   selected: null,
   talk: null,
   talkKey: null, // 'space' | 'pointer'
+  pendingRelease: null, // the last press's FloorRelease, waiting its frame time: {group, timer}
   positions: new Map(),
   boards: new Map(), // alert key -> ReceiptBoard
   sends: new Map(), // request -> {resolve, reject}
@@ -618,6 +619,13 @@ function pttDown(how, stamp = null) {
   const g = S.groups.get(S.selected);
   if (!g || !S.link || hooks.state !== 'online') { toast(t('ptt.offline'), 'warn'); return; }
   if (!g.joined) { toast(t('ptt.notJoined'), 'warn'); return; }
+  // The last press's FloorRelease, still waiting for its frame time, goes
+  // first: sent after this request it would release the new grant.
+  if (S.pendingRelease) {
+    clearTimeout(S.pendingRelease.timer);
+    S.link.send({ type: 'FloorRelease', group: S.pendingRelease.group });
+    S.pendingRelease = null;
+  }
   S.lastTalk = S.talk;
   S.talk = new TalkSession(g.id);
   S.talkKey = how;
@@ -636,7 +644,14 @@ function pttUp() {
   const r = talk.release();
   S.voice.stopCapture();
   if (r.datagram) sendVoice(r.datagram);
-  if (r.release) setTimeout(() => S.link?.send({ type: 'FloorRelease', group: talk.group }), r.delayMs);
+  if (r.release) {
+    const pending = { group: talk.group, timer: null };
+    pending.timer = setTimeout(() => {
+      if (S.pendingRelease === pending) S.pendingRelease = null;
+      S.link?.send({ type: 'FloorRelease', group: pending.group });
+    }, r.delayMs);
+    S.pendingRelease = pending;
+  }
   S.floor.released(talk.group);
   hooks.floor = S.floor.snapshot();
   $('ptt-button').setAttribute('aria-pressed', 'false');
