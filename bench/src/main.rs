@@ -32,7 +32,9 @@ use clap::Parser;
 struct Args {
     /// Workload: `voice-smoke` (20 talking units of a 300-unit city, 10 s),
     /// `city-voice-peak` (a 7,019-unit city connected, 5% of its units
-    /// talking at once, 30 s), or any terminal-sim scenario name or TOML file
+    /// talking at once, 30 s), `console-listeners` (the same fan-out to
+    /// native and to WebTransport console listeners, see --listeners and
+    /// --rounds; no baseline), or any terminal-sim scenario name or TOML file
     /// (with --groups, --units, --duration; no baseline unless it is a
     /// voice-steady pattern).
     #[arg(long, default_value = "voice-smoke")]

@@ -25,6 +25,9 @@
 //!    that reconnects should use [`Terminal::connect_with_config`] with a
 //!    [`client_config`] it keeps for its lifetime: its TLS session tickets
 //!    live there, and resuming saves a full handshake.
+//!    A browser-style console connects over WebTransport instead, with a
+//!    console session token ([`Terminal::connect_web`], module [`web`]);
+//!    everything after the handshake is the same.
 //! 3. **Join groups** ([`Terminal::join`]). After a reconnect without
 //!    logout the gateway restores the groups itself: `Welcome` says
 //!    `resumed` and lists them.
