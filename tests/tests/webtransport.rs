@@ -134,6 +134,7 @@ async fn a_console_over_webtransport_hears_and_talks_like_a_handset() {
     })
     .await;
     assert_eq!(gw.gateway.metrics().webtransport_refused, 0);
+    assert_eq!(gw.gateway.metrics().webtransport_sessions, 1);
 }
 
 #[tokio::test]

@@ -92,7 +92,10 @@ pub(crate) async fn run(hub: Arc<Hub>, incoming: quinn::Incoming, slot: impl Sen
         // The browser console: the WebTransport handshake first, within
         // the time the Hello is given.
         match tokio::time::timeout_at(hello_by, crate::webtransport::accept(conn.clone())).await {
-            Ok(Ok(link)) => link,
+            Ok(Ok(link)) => {
+                Metrics::add(&metrics.webtransport_sessions, 1);
+                link
+            }
             Ok(Err(e)) => {
                 Metrics::add(&metrics.webtransport_refused, 1);
                 tracing::debug!(%remote, "WebTransport handshake failed: {e}");
