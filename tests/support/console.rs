@@ -167,6 +167,34 @@ impl ConsoleGateway {
         format!("{}/console/", self.base_url())
     }
 
+    /// Starts a browser named `name` (with `microphone` as its fake
+    /// microphone) on the console page and signs `operator` (name,
+    /// password) in; returns once the console is online (its
+    /// WebTransport session welcomed).
+    pub async fn signed_in(
+        &self,
+        operator: (&str, &str),
+        microphone: Option<PathBuf>,
+        name: &str,
+    ) -> crate::browser::Browser {
+        let b = crate::browser::Browser::start(crate::browser::Options {
+            name: name.into(),
+            microphone,
+        })
+        .await;
+        b.goto(&self.console_url()).await;
+        b.fill("signin-name", operator.0).await;
+        b.fill("signin-password", operator.1).await;
+        b.click("signin-submit").await;
+        b.wait_until(
+            "the console online over WebTransport",
+            crate::browser::WAIT,
+            "return window.pttConsole && window.pttConsole.state === 'online';",
+        )
+        .await;
+        b
+    }
+
     /// The temporary directory everything lives in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -354,4 +382,37 @@ fn answer(path: &str, result: Result<ureq::http::Response<ureq::Body>, ureq::Err
         content_type,
         body,
     }
+}
+
+/// Ticks `group`'s monitor box, again if a re-render right after sign-in
+/// took the first click, until the gateway has answered Joined; then
+/// selects the group for the talk key.
+pub async fn monitor_and_select(b: &crate::browser::Browser, group: u32) {
+    let wait = crate::browser::WAIT;
+    let joined = format!(
+        "return window.pttConsole.events.some(e => e.type === 'Joined' && e.group === {group});"
+    );
+    let deadline = Instant::now() + wait;
+    while b.js(&joined).await != Value::Bool(true) {
+        assert!(
+            Instant::now() < deadline,
+            "group {group} not joined within {wait:?}"
+        );
+        let checked = b
+            .js(&format!(
+                "return document.querySelector('[data-testid=\"monitor-{group}\"]')?.checked ?? null;"
+            ))
+            .await;
+        if checked == Value::Bool(false) {
+            b.click(&format!("monitor-{group}")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    b.click(&format!("group-{group}")).await;
+    b.wait_until(
+        &format!("group {group} selected"),
+        wait,
+        "return !document.querySelector('[data-testid=\"ptt-button\"]').disabled;",
+    )
+    .await;
 }

@@ -11,7 +11,6 @@
 //! `<target>/console-screenshots/` (and `docs/screenshots/` with
 //! `PTT_UPDATE_SCREENSHOTS=1`).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ptt_codec::audio::{Decoder, Encoder, EncoderConfig, FRAME_SAMPLES};
@@ -20,8 +19,8 @@ use ptt_codec::{AlertKind, Class, GroupId, ReceiptStatus, ServerMsg, TerminalId}
 use ptt_terminal_sim::terminal::Terminal;
 use ptt_tests::browser::{self, Browser, Options, Page, WAIT};
 use ptt_tests::console::{
-    ConsoleGateway, EAST_CONSOLE, EAST_OPERATOR, EAST_STATION, WEST_CONSOLE, WEST_OPERATOR,
-    WEST_STATION,
+    monitor_and_select, ConsoleGateway, EAST_CONSOLE, EAST_OPERATOR, EAST_STATION, WEST_CONSOLE,
+    WEST_OPERATOR, WEST_STATION,
 };
 use ptt_tests::org::{GUARD_A1, GUARD_A2, GUARD_B1, POLICE_A, STAFF_A3, UNIT_A};
 use serde_json::Value;
@@ -125,67 +124,6 @@ window.mic = {state: "starting", maxRms: 0, polls: 0, rate: 0, secure: window.is
   }
 })();
 </script></body></html>"#;
-
-/// Starts a browser (with `microphone` as its fake microphone) on the
-/// console page and signs `operator` in; returns once the console is
-/// online (its WebTransport session welcomed).
-async fn signed_in(
-    gw: &ConsoleGateway,
-    operator: (&str, &str),
-    microphone: Option<PathBuf>,
-    name: &str,
-) -> Browser {
-    let b = Browser::start(Options {
-        name: name.into(),
-        microphone,
-    })
-    .await;
-    b.goto(&gw.console_url()).await;
-    b.fill("signin-name", operator.0).await;
-    b.fill("signin-password", operator.1).await;
-    b.click("signin-submit").await;
-    b.wait_until(
-        "the console online over WebTransport",
-        WAIT,
-        "return window.pttConsole && window.pttConsole.state === 'online';",
-    )
-    .await;
-    b
-}
-
-/// Ticks group `group`'s monitor box if it is not (the console joins it)
-/// and selects its row (the talk key's target); waits until joined.
-async fn monitor_and_select(b: &Browser, group: u32) {
-    // Tick the group's box, again if a re-render right after sign-in took
-    // the first click, until the gateway has answered Joined.
-    let joined = format!(
-        "return window.pttConsole.events.some(e => e.type === 'Joined' && e.group === {group});"
-    );
-    let deadline = std::time::Instant::now() + WAIT;
-    while b.js(&joined).await != Value::Bool(true) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "group {group} not joined within {WAIT:?}"
-        );
-        let checked = b
-            .js_with(
-                "return document.querySelector(`[data-testid=\"monitor-${arguments[0]}\"]`)?.checked ?? null;",
-                vec![group.into()],
-            )
-            .await;
-        if checked == Value::Bool(false) {
-            b.click(&format!("monitor-{group}")).await;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-    b.click(&format!("group-{group}")).await;
-    b.wait_until(
-        &format!("group {group} joined and selected"),
-        WAIT,
-        "return !document.querySelector('[data-testid=\"ptt-button\"]').disabled;",
-    )
-    .await;
-}
 
 /// `seconds` of the speech signal at 16 kHz, as a simulated terminal
 /// sends it.
@@ -354,7 +292,7 @@ async fn b_the_console_talks_to_a_unit_and_the_burst_is_recorded() {
     browser::speech_wav(&wav, 11, 6);
     let gw = ConsoleGateway::start(&[(EAST_OPERATOR.0, EAST_CONSOLE, EAST_OPERATOR.1)]).await;
     let listener = terminal_in(&gw, GUARD_A1, UNIT_A).await;
-    let b = signed_in(&gw, EAST_OPERATOR, Some(wav), "b-ptt").await;
+    let b = gw.signed_in(EAST_OPERATOR, Some(wav), "b-ptt").await;
     monitor_and_select(&b, UNIT_A.0).await;
 
     let hearing = tokio::spawn(async move {
@@ -478,7 +416,7 @@ async fn c_the_console_hears_a_guard_and_shows_the_talker() {
     }
     let gw = ConsoleGateway::start(&[(EAST_OPERATOR.0, EAST_CONSOLE, EAST_OPERATOR.1)]).await;
     let mut talker = terminal_in(&gw, GUARD_A1, UNIT_A).await;
-    let b = signed_in(&gw, EAST_OPERATOR, None, "c-hear").await;
+    let b = gw.signed_in(EAST_OPERATOR, None, "c-hear").await;
     monitor_and_select(&b, UNIT_A.0).await;
 
     const FRAMES: u16 = 200;
@@ -568,7 +506,7 @@ async fn d_a_dispatch_reaches_the_unit_and_its_receipts_show_on_the_board() {
     let mut accepter = terminal_at(&gw, GUARD_A1).await;
     let mut rejecter = terminal_at(&gw, GUARD_A2).await;
     let mut reader = terminal_at(&gw, STAFF_A3).await;
-    let b = signed_in(&gw, EAST_OPERATOR, None, "d-dispatch").await;
+    let b = gw.signed_in(EAST_OPERATOR, None, "d-dispatch").await;
     b.click("tab-dispatch").await;
     b.select("dispatch-kind", "1").await;
     b.fill("dispatch-title", "可疑车辆 浙G12345").await;
@@ -655,7 +593,7 @@ async fn e_an_sos_shows_on_the_console_and_is_cancelled_from_it() {
     }
     let gw = ConsoleGateway::start(&[(EAST_OPERATOR.0, EAST_CONSOLE, EAST_OPERATOR.1)]).await;
     let mut raiser = gw.terminal(GUARD_B1).await;
-    let b = signed_in(&gw, EAST_OPERATOR, None, "e-sos").await;
+    let b = gw.signed_in(EAST_OPERATOR, None, "e-sos").await;
     raiser
         .report_position(291_000_000, 1_196_500_000, 8)
         .expect("position");
@@ -711,7 +649,7 @@ async fn f_a_drill_from_the_console_reports_as_the_cli_does() {
     let mut first = terminal_at(&gw, GUARD_A1).await;
     let mut second = terminal_at(&gw, GUARD_A2).await;
     let mut other_unit = terminal_at(&gw, GUARD_B1).await;
-    let b = signed_in(&gw, EAST_OPERATOR, None, "f-drill").await;
+    let b = gw.signed_in(EAST_OPERATOR, None, "f-drill").await;
     b.click("tab-drills").await;
     b.fill("drill-title", "1-3-8 拉动演练 万达广场").await;
     b.select("drill-target-type", "subtree").await;
@@ -834,7 +772,7 @@ async fn g_an_operator_cannot_see_or_command_another_station() {
     );
     assert_eq!(east.get("/console/api/groups/11/bursts").status, 403);
 
-    let b = signed_in(&gw, WEST_OPERATOR, None, "g-scope").await;
+    let b = gw.signed_in(WEST_OPERATOR, None, "g-scope").await;
     b.by_testid(&format!("member-{OTHER_GUARD}")).await;
     assert!(!b.has_testid(&format!("member-{GUARD_A1}")).await);
     assert!(!b.has_testid(&format!("group-{}", UNIT_A.0)).await);

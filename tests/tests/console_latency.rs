@@ -42,8 +42,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ptt_codec::audio::{Encoder, EncoderConfig, FRAME_SAMPLES};
 use ptt_codec::Class;
 use ptt_terminal_sim::terminal::Terminal;
-use ptt_tests::browser::{self, Browser, Options, WAIT};
-use ptt_tests::console::{ConsoleGateway, EAST_CONSOLE, EAST_OPERATOR};
+use ptt_tests::browser::{self, Browser, WAIT};
+use ptt_tests::console::{monitor_and_select, ConsoleGateway, EAST_CONSOLE, EAST_OPERATOR};
 use ptt_tests::org::{GUARD_A1, GUARD_A2, UNIT_A};
 use serde_json::{json, Value};
 
@@ -132,27 +132,6 @@ fn f(v: &Value, key: &str) -> Option<f64> {
 
 fn u(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
-}
-
-/// Starts a browser with the speech WAV as its microphone on the console
-/// page and signs the East operator in; returns once online.
-async fn signed_in(gw: &ConsoleGateway, wav: PathBuf) -> Browser {
-    let b = Browser::start(Options {
-        name: "console-latency".into(),
-        microphone: Some(wav),
-    })
-    .await;
-    b.goto(&gw.console_url()).await;
-    b.fill("signin-name", EAST_OPERATOR.0).await;
-    b.fill("signin-password", EAST_OPERATOR.1).await;
-    b.click("signin-submit").await;
-    b.wait_until(
-        "the console online over WebTransport",
-        WAIT,
-        "return window.pttConsole && window.pttConsole.state === 'online';",
-    )
-    .await;
-    b
 }
 
 /// Polls `script` every 20 ms (finer than `Browser::wait_until`, coarse
@@ -271,37 +250,11 @@ async fn console_latency() {
     talker.join(UNIT_A).await.expect("guard 502 joins unit 5");
     let (heard, listening) = listen(listener);
 
-    let b = signed_in(&gw, wav).await;
-    // Unit 5 is not among the defaults (the own node and its children):
-    // tick its box, again if a re-render took the first click, until the
-    // gateway has answered Joined; then select it for the talk key.
-    let group = UNIT_A.0;
-    let joined = format!(
-        "return window.pttConsole.events.some(e => e.type === 'Joined' && e.group === {group});"
-    );
-    let deadline = Instant::now() + WAIT;
-    while b.js(&joined).await != Value::Bool(true) {
-        assert!(
-            Instant::now() < deadline,
-            "unit 5 not joined within {WAIT:?}"
-        );
-        let checked = b
-            .js(&format!(
-                "return document.querySelector('[data-testid=\"monitor-{group}\"]')?.checked ?? null;"
-            ))
-            .await;
-        if checked == Value::Bool(false) {
-            b.click(&format!("monitor-{group}")).await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    b.click(&format!("group-{group}")).await;
-    b.wait_until(
-        "unit 5 selected",
-        WAIT,
-        "return !document.querySelector('[data-testid=\"ptt-button\"]').disabled;",
-    )
-    .await;
+    let b = gw
+        .signed_in(EAST_OPERATOR, Some(wav), "console-latency")
+        .await;
+    // Unit 5 is not among the defaults (the own node and its children).
+    monitor_and_select(&b, UNIT_A.0).await;
     let clock_before = clock_offset(&b, 20).await;
 
     // a. Press to grant. The first press opens the microphone and the
