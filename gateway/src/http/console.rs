@@ -73,9 +73,10 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password("decoy").unwrap_or_default())
 }
 
-/// The signed-in operator of a request (inserted by [`authorize`]).
+/// The signed-in operator of a request and the token it presented
+/// (inserted by [`authorize`]).
 #[derive(Debug, Clone)]
-pub(crate) struct Signed(ConsoleSession);
+pub(crate) struct Signed(ConsoleSession, Vec<u8>);
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
@@ -144,14 +145,17 @@ pub(super) async fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|t| hex::decode(t.trim()).ok());
-    let session = token.and_then(|t| ops.hub.consoles().find(&token_hash(&t), now_ms()));
-    let Some(session) = session else {
+    let signed = token.and_then(|t| {
+        let session = ops.hub.consoles().find(&token_hash(&t), now_ms())?;
+        Some(Signed(session, t))
+    });
+    let Some(signed) = signed else {
         return error(
             StatusCode::UNAUTHORIZED,
             "sign in first (or again: the session ended)",
         );
     };
-    request.extensions_mut().insert(Signed(session));
+    request.extensions_mut().insert(signed);
     next.run(request).await
 }
 
@@ -250,7 +254,7 @@ pub(super) async fn signin(
 /// WebTransport session.
 pub(super) async fn signout(
     State(ops): State<Arc<Ops>>,
-    axum::Extension(Signed(session)): axum::Extension<Signed>,
+    axum::Extension(Signed(session, _)): axum::Extension<Signed>,
 ) -> Response {
     let hash = session.token_hash;
     if let Err(e) = ops
@@ -272,17 +276,10 @@ pub(super) async fn signout(
 /// certificate hashes.
 pub(super) async fn session(
     State(ops): State<Arc<Ops>>,
-    axum::Extension(Signed(session)): axum::Extension<Signed>,
+    axum::Extension(Signed(session, token)): axum::Extension<Signed>,
     headers: HeaderMap,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    Json(describe(&ops, &session, &token, &headers)).into_response()
+    Json(describe(&ops, &session, &hex::encode(token), &headers)).into_response()
 }
 
 /// The `Session` object of docs/CONSOLE.md.
@@ -352,7 +349,7 @@ fn in_scope(ops: &Ops, session: &ConsoleSession, node: u32) -> bool {
 /// presence, last position and link quality.
 pub(super) async fn tree(
     State(ops): State<Arc<Ops>>,
-    axum::Extension(Signed(session)): axum::Extension<Signed>,
+    axum::Extension(Signed(session, _)): axum::Extension<Signed>,
 ) -> Response {
     let hub = &ops.hub;
     let org = hub.org();
@@ -414,7 +411,7 @@ pub(super) struct Limit {
 /// first, with their recordings.
 pub(super) async fn bursts(
     State(ops): State<Arc<Ops>>,
-    axum::Extension(Signed(session)): axum::Extension<Signed>,
+    axum::Extension(Signed(session, _)): axum::Extension<Signed>,
     Path(id): Path<u32>,
     Query(q): Query<Limit>,
 ) -> Response {
@@ -456,7 +453,7 @@ pub(super) async fn bursts(
 /// operator's subtree, as Ogg Opus.
 pub(super) async fn recording_audio(
     State(ops): State<Arc<Ops>>,
-    axum::Extension(Signed(session)): axum::Extension<Signed>,
+    axum::Extension(Signed(session, _)): axum::Extension<Signed>,
     Path(id): Path<u64>,
     request: Request,
 ) -> Response {
@@ -479,7 +476,7 @@ pub(super) async fn recording_audio(
 /// under the operator's node.
 pub(super) async fn drill_csv(
     State(ops): State<Arc<Ops>>,
-    axum::Extension(Signed(session)): axum::Extension<Signed>,
+    axum::Extension(Signed(session, _)): axum::Extension<Signed>,
     Path(alert): Path<u64>,
 ) -> Response {
     let hub = ops.hub.clone();
