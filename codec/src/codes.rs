@@ -71,6 +71,10 @@ wire_enum! {
         /// The terminal's role may not claim the emergency class on a floor
         /// request (`policy.emergency_roles`); its SOS still does.
         EmergencyNotAllowed = 101,
+        /// The group's floor arbiter cannot be reached from the terminal's
+        /// gateway node (a cluster without quorum, or an arbiter taking
+        /// over); try again in a few seconds.
+        ArbiterUnavailable = 102,
         /// Any other reason.
         Other = 255,
     }
@@ -86,6 +90,10 @@ wire_enum! {
         NoPermission = 3,
         /// A request of higher class or priority pre-empted the burst.
         Preempted = 4,
+        /// The group's floor arbiter was lost (its node died, or this node
+        /// lost the cluster's quorum); the floor is idle until a new
+        /// arbiter takes over.
+        ArbiterLost = 100,
         /// Any other reason, e.g. the gateway is shutting down.
         Other = 255,
     }
@@ -194,9 +202,9 @@ mod tests {
         let class: Vec<_> = Class::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(class, [0, 1, 2]);
         let deny: Vec<_> = DenyCause::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(deny, [1, 2, 3, 5, 6, 100, 101, 255]);
+        assert_eq!(deny, [1, 2, 3, 5, 6, 100, 101, 102, 255]);
         let revoke: Vec<_> = RevokeCause::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(revoke, [2, 3, 4, 255]);
+        assert_eq!(revoke, [2, 3, 4, 100, 255]);
         let error: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             error,

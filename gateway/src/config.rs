@@ -65,6 +65,8 @@ pub struct Config {
     pub recording: Recording,
     /// The browser console (`[console]`).
     pub console: Console,
+    /// Joining a cluster of gateway nodes on NATS (`[cluster]`).
+    pub cluster: Cluster,
 }
 
 /// Authentication settings (`[auth]`).
@@ -339,6 +341,99 @@ impl Default for Console {
     }
 }
 
+/// Joining a cluster of gateway nodes (`[cluster]`, docs/CLUSTER.md). Without
+/// `node`, the gateway runs alone, as it always did, and needs no NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    /// This node's name, unique in the cluster (letters, digits, `-` and
+    /// `_`, at most 32). Unset: a single node.
+    pub node: Option<String>,
+    /// NATS server URLs (`nats://host:port`), several so that the loss of
+    /// one is a reconnect. Required with `node`.
+    pub nats: Vec<String>,
+    /// Gateway nodes the cluster is built with. A node grants the floor only
+    /// while it hears a strict majority of them (itself included), so a
+    /// node cut off from the others grants nothing. Default 3; at least 1.
+    pub size: u32,
+    /// How often a node announces itself, ms. Default 500.
+    pub heartbeat_ms: u32,
+    /// A node not heard from for this long is dead and its groups move,
+    /// ms; more than twice `heartbeat_ms`. Default 2000: covers a NATS
+    /// client's reconnect to another server (~300 ms measured).
+    pub timeout_ms: u32,
+    /// A node that takes a group over waits this long before granting its
+    /// floor, ms, at least `timeout_ms`: time for the previous owner, if
+    /// alive but cut off, to have lost its quorum and stopped. Default 2000.
+    pub takeover_ms: u32,
+    /// Replicas of the cluster's JetStream streams and buckets (1, 3 or 5;
+    /// at most the NATS servers there are). Default 3.
+    pub replicas: u32,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self {
+            node: None,
+            nats: Vec::new(),
+            size: 3,
+            heartbeat_ms: 500,
+            timeout_ms: 2000,
+            takeover_ms: 2000,
+            replicas: 3,
+        }
+    }
+}
+
+impl Cluster {
+    /// The membership settings of the sans-I/O core.
+    pub fn membership(&self) -> ptt_gateway_core::cluster::Config {
+        ptt_gateway_core::cluster::Config {
+            heartbeat: Duration::from_millis(self.heartbeat_ms.into()),
+            timeout: Duration::from_millis(self.timeout_ms.into()),
+            takeover: Duration::from_millis(self.takeover_ms.into()),
+            size: self.size as usize,
+        }
+    }
+
+    fn validate(&self) -> Result<(), OutOfBounds> {
+        let bad = |field, reason: &str| {
+            Err(OutOfBounds {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if let Some(node) = &self.node {
+            let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if node.is_empty() || node.len() > 32 || !node.chars().all(ok) {
+                return bad(
+                    "cluster.node",
+                    "must be 1 to 32 letters, digits, '-' or '_'",
+                );
+            }
+            if self.nats.is_empty() {
+                return bad("cluster.nats", "a cluster node needs NATS server URLs");
+            }
+        }
+        if self.size < 1 {
+            return bad("cluster.size", "must be at least 1");
+        }
+        if self.heartbeat_ms < 1 {
+            return bad("cluster.heartbeat_ms", "must be at least 1");
+        }
+        if self.timeout_ms <= 2 * self.heartbeat_ms {
+            return bad("cluster.timeout_ms", "must be more than twice heartbeat_ms");
+        }
+        if self.takeover_ms < self.timeout_ms {
+            return bad("cluster.takeover_ms", "must be at least timeout_ms");
+        }
+        if ![1, 3, 5].contains(&self.replicas) {
+            return bad("cluster.replicas", "must be 1, 3 or 5");
+        }
+        Ok(())
+    }
+}
+
 impl Recording {
     /// The recordings directory of a gateway whose data directory is
     /// `data_dir`.
@@ -588,6 +683,7 @@ impl Default for Config {
             disk: Disk::default(),
             recording: Recording::default(),
             console: Console::default(),
+            cluster: Cluster::default(),
         }
     }
 }
@@ -918,6 +1014,10 @@ pub struct Overrides {
     /// `--http ADDR` (`Some(Some(addr))`) or `--no-http` (`Some(None)`):
     /// [`Http::listen`] and [`Http::enabled`].
     pub http: Option<Option<SocketAddr>>,
+    /// `--node`: [`Cluster::node`].
+    pub node: Option<String>,
+    /// `--nats`: [`Cluster::nats`].
+    pub nats: Option<Vec<String>>,
 }
 
 impl Config {
@@ -965,7 +1065,15 @@ impl Config {
             provisioning_key,
             drill_marks_s,
             http,
+            node,
+            nats,
         } = flags;
+        if node.is_some() {
+            self.cluster.node = node;
+        }
+        if let Some(nats) = nats {
+            self.cluster.nats = nats;
+        }
         if let Some(listen) = listen {
             self.listen = listen;
         }
@@ -1120,6 +1228,7 @@ impl Config {
                 reason: "must be at least 1 and under cert_days".into(),
             });
         }
+        self.cluster.validate()?;
         let recording = &self.recording;
         at_least_1("recording.queue", recording.queue)?;
         at_least_1("recording.sweep_interval_s", recording.sweep_interval_s)?;
@@ -1337,6 +1446,12 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         let d = Config::default();
         assert_eq!(c.listen, d.listen);
+        assert_eq!(c.cluster.node, d.cluster.node);
+        assert_eq!(c.cluster.size, d.cluster.size);
+        assert_eq!(c.cluster.heartbeat_ms, d.cluster.heartbeat_ms);
+        assert_eq!(c.cluster.timeout_ms, d.cluster.timeout_ms);
+        assert_eq!(c.cluster.takeover_ms, d.cluster.takeover_ms);
+        assert_eq!(c.cluster.replicas, d.cluster.replicas);
         assert_eq!(c.data_dir, d.data_dir);
         assert_eq!(c.floor.talk_limit_s, d.floor.talk_limit_s);
         assert_eq!(c.floor.queue, d.floor.queue);

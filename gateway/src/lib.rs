@@ -32,6 +32,7 @@
 
 pub mod alert;
 pub mod clock;
+mod cluster;
 pub mod config;
 pub mod drill;
 pub mod fanout;
@@ -72,6 +73,7 @@ mod layering {
         "ops",
         "hub",
         "group",
+        "cluster",
         "outbox",
         "link",
     ];

@@ -670,6 +670,12 @@ struct ServeArgs {
     /// Serve no operations surface.
     #[arg(long)]
     no_http: bool,
+    /// Join a cluster as this node (docs/CLUSTER.md); needs --nats.
+    #[arg(long, requires = "nats")]
+    node: Option<String>,
+    /// NATS server URLs of the cluster, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    nats: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -688,6 +694,8 @@ impl ServeArgs {
             } else {
                 self.http.map(Some)
             },
+            node: self.node.clone(),
+            nats: self.nats.clone(),
         }
     }
 

@@ -268,6 +268,32 @@ counters! {
     /// Console sessions that ended: signed out or expired (their
     /// WebTransport session closed with SIGNED_OUT).
     console_sessions_ended,
+    /// (cluster) Voice frames published for the other nodes, once per
+    /// relayed frame.
+    cluster_voice_out,
+    /// (cluster) Voice frames received from other nodes.
+    cluster_voice_in,
+    /// (cluster) Voice frames not published: NATS unreachable (late voice
+    /// is worthless) or the client's buffer full.
+    cluster_voice_dropped,
+    /// (cluster) Deliveries of other nodes' voice to local listeners.
+    cluster_voice_delivered,
+    /// (cluster) Envelopes sent to other nodes' inboxes.
+    cluster_envelopes_out,
+    /// (cluster) Envelopes not sent: NATS unreachable or its buffer full.
+    cluster_envelopes_dropped,
+    /// (cluster) Envelopes received.
+    cluster_envelopes_in,
+    /// (cluster) Heartbeats or envelopes that did not decode.
+    cluster_malformed,
+    /// (cluster) Changes of the live node set seen by this node.
+    cluster_view_changes,
+    /// (cluster) Floor requests refused with ARBITER_UNAVAILABLE: no
+    /// quorum, or a group being taken over.
+    cluster_floor_unavailable,
+    /// (cluster) Bursts revoked with ARBITER_LOST: this node lost a
+    /// group or its quorum, or the group's arbiter died.
+    cluster_floor_lost,
 }
 
 impl Metrics {

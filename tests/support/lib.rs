@@ -10,6 +10,7 @@ pub mod console;
 pub mod eventually;
 mod gateway;
 pub mod hostile;
+pub mod nats;
 pub mod org;
 pub mod webtransport;
 pub use eventually::{eventually, eventually_async};

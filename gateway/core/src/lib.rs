@@ -29,6 +29,7 @@
 pub mod admission;
 pub mod alert;
 pub mod audit;
+pub mod cluster;
 pub mod drill;
 pub mod fanout;
 pub mod floor;

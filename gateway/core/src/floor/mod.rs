@@ -273,6 +273,26 @@ impl Machine {
         }
     }
 
+    /// The floor may no longer be arbitrated here (a cluster node lost the
+    /// group or its quorum): the holder is revoked with `revoke`, every
+    /// queued request denied with `deny`, and the floor goes idle.
+    pub fn handle_suspend(&mut self, revoke: RevokeCause, deny: DenyCause) {
+        for w in std::mem::take(&mut self.queue) {
+            self.events.push_back(Event::Denied {
+                terminal: w.request.terminal,
+                cause: deny,
+            });
+        }
+        if let Some(h) = self.holder.take() {
+            self.events.push_back(Event::Revoked {
+                terminal: h.terminal,
+                burst: h.id,
+                cause: revoke,
+            });
+            self.events.push_back(Event::Idle);
+        }
+    }
+
     /// Call when `now` has reached [`Machine::poll_timeout`]; earlier calls
     /// do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ptt_codec::{Class, DenyCause, GroupId, ServerMsg, TerminalId};
+use ptt_codec::{Class, DenyCause, GroupId, RevokeCause, ServerMsg, TerminalId};
 
 use crate::floor;
 
@@ -257,6 +257,16 @@ impl<L: Clone> Machine<L> {
         };
         self.floor.handle_request(now, request);
         self.after_floor(now, EndedBy::Released, false);
+    }
+
+    /// This node may no longer arbitrate the group's floor (a cluster node
+    /// lost the group or its quorum): the holder is told `FloorRevoked`
+    /// (`ARBITER_LOST`), every queued member `FloorDenied`
+    /// (`ARBITER_UNAVAILABLE`), everyone `FloorIdle`. Members stay online.
+    pub fn handle_suspend(&mut self, now: Instant) {
+        self.floor
+            .handle_suspend(RevokeCause::ArbiterLost, DenyCause::ArbiterUnavailable);
+        self.after_floor(now, EndedBy::Revoked, false);
     }
 
     /// A member released the talk key (or withdrew its queued request).
