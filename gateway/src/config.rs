@@ -1295,6 +1295,8 @@ mod tests {
             provisioning_key: Some("p".into()),
             drill_marks_s: Some(vec![1]),
             http: Some(Some("127.0.0.1:2".parse().unwrap())),
+            node: Some("a-1".into()),
+            nats: Some(vec!["nats://127.0.0.1:4222".into()]),
         };
         let c = Config::layered(None, flags.clone()).unwrap();
         let seen = Overrides {
@@ -1306,6 +1308,8 @@ mod tests {
             provisioning_key: c.provisioning_key,
             drill_marks_s: Some(c.drill.marks_s),
             http: Some(c.http.enabled.then_some(c.http.listen)),
+            node: c.cluster.node,
+            nats: Some(c.cluster.nats),
         };
         assert_eq!(seen, flags);
     }

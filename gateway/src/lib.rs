@@ -32,7 +32,7 @@
 
 pub mod alert;
 pub mod clock;
-mod cluster;
+pub mod cluster;
 pub mod config;
 pub mod drill;
 pub mod fanout;

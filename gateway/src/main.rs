@@ -824,7 +824,14 @@ fn main() -> anyhow::Result<()> {
                 let (config_http, data_dir) = (config.http.clone(), config.data_dir.clone());
                 let terminals = org.terminals().count();
                 let net = net::Thread::start("ptt-net")?;
+                let node = config.cluster.node.clone();
                 let gateway = Gateway::new(config, org, key, store, net);
+                if let Some(node) = node {
+                    gateway
+                        .join_cluster()
+                        .await
+                        .with_context(|| format!("joining the cluster as node {node}"))?;
+                }
                 let endpoint = gateway.bind(listen, &id)?;
                 // The operations surface is for watching the node: if it
                 // cannot start, say so loudly and serve voice anyway.
@@ -954,6 +961,8 @@ mod tests {
                 provisioning_key: Some("p".into()),
                 drill_marks_s: None,
                 http: None,
+                node: None,
+                nats: None,
             }
         );
         let flags = drill(&["--data-dir", "d", "--org", "o", "--marks", "30,90"]).overrides();

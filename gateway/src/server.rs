@@ -73,6 +73,12 @@ impl Gateway {
         }
     }
 
+    /// Joins the cluster that `[cluster]` names (docs/CLUSTER.md); does
+    /// nothing for a single node. Call once, before [`Gateway::run`].
+    pub async fn join_cluster(&self) -> Result<(), crate::cluster::Error> {
+        self.hub.join_cluster().await
+    }
+
     /// Binds the gateway's UDP socket at `addr` with certificate `id`: the
     /// endpoint to pass to [`Gateway::run`], driven on the gateway's network
     /// thread.

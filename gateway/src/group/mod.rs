@@ -23,6 +23,7 @@
 //! Groups are few (one per org node) next to connections, and an idle
 //! group's task is parked on its channel.
 
+mod remote;
 mod timer;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use ptt_codec::{Class, GroupId, ServerMsg, TerminalId};
+use ptt_gateway_core::cluster::NodeName;
 use ptt_gateway_core::group as rules;
 
 use crate::alert::{now_ms, BurstRecord};
@@ -69,10 +71,21 @@ pub struct Member {
     pub link: Contact,
 }
 
+/// Where the group's machine reaches a member: a terminal connected to this
+/// node, or one on another node of the cluster (its messages go to that
+/// node's inbox).
+#[derive(Debug)]
+pub enum Reach {
+    /// Connected here.
+    Local(Contact),
+    /// Connected to this node of the cluster.
+    Remote(NodeName),
+}
+
 /// The group machine with the gateway's links (shared, so an output
 /// addressed to a member costs a reference count, not three).
-type Machine = rules::Machine<Arc<Contact>>;
-type Output = rules::Output<Arc<Contact>>;
+type Machine = rules::Machine<Arc<Reach>>;
+type Output = rules::Output<Arc<Reach>>;
 
 /// A talk group.
 #[derive(Debug)]
@@ -93,6 +106,14 @@ pub struct Group {
     audit: tokio::sync::mpsc::UnboundedSender<BurstRecord>,
     /// Where bursts and their relayed frames are recorded, if recording.
     recorder: Option<recorder::Tap>,
+    /// What a fresh machine is made of (a cluster node that takes the
+    /// group over starts one).
+    name: Arc<str>,
+    floor: floor::Config,
+    presence: Duration,
+    /// The cluster's state of the group, when the gateway is a cluster
+    /// node (see `remote.rs`).
+    cluster: std::sync::OnceLock<remote::Clustered>,
 }
 
 impl Group {
@@ -110,7 +131,11 @@ impl Group {
     ) -> Self {
         Self {
             id,
-            machine: Mutex::new(Machine::new(id, name, floor, presence)),
+            machine: Mutex::new(Machine::new(id, name.clone(), floor.clone(), presence)),
+            name,
+            floor,
+            presence,
+            cluster: std::sync::OnceLock::new(),
             fanout: ArcSwap::from_pointee(Snapshot::default()),
             delivery: Mutex::new(()),
             timer: Timer::new(),
@@ -132,6 +157,10 @@ impl Group {
     /// never waits (see [`recorder::Tap::frame`]). Call after relaying it.
     #[inline]
     pub fn record(&self, header: &ptt_codec::VoiceHeader, datagram: &bytes::Bytes) {
+        if !self.arbitrates() {
+            // Recorded by the group's arbiter, which hears every node's voice.
+            return;
+        }
         if let Some(tap) = &self.recorder {
             tap.frame(header, datagram);
         }
@@ -149,12 +178,21 @@ impl Group {
     /// way it is told who talks right now (late entry) and the others see it
     /// come online.
     pub fn attach(self: &Arc<Self>, terminal: TerminalId, member: Member, announce: bool) {
+        if let Some(c) = self.cluster.get() {
+            self.attach_clustered(c, terminal, member, announce);
+            return;
+        }
+        self.attach_here(terminal, member, announce);
+    }
+
+    /// Attaches a member connected to this node to this node's machine.
+    fn attach_here(self: &Arc<Self>, terminal: TerminalId, member: Member, announce: bool) {
         let member = rules::Member {
             talk: member.talk,
             priority: member.priority,
             name: member.name,
             session: member.link.session,
-            link: Arc::new(member.link),
+            link: Arc::new(Reach::Local(member.link)),
         };
         self.step(|m, now| m.handle_attach(now, terminal, member, announce));
     }
@@ -164,6 +202,9 @@ impl Group {
     /// drops its queued request. Returns whether it was removed.
     pub fn detach(self: &Arc<Self>, terminal: TerminalId, session: u64) -> bool {
         self.requests().remove(&terminal);
+        if let Some(c) = self.cluster.get() {
+            return self.detach_clustered(c, terminal, session);
+        }
         self.step(|m, now| m.handle_detach(now, terminal, session))
     }
 
@@ -182,12 +223,20 @@ impl Group {
         self.requests()
             .entry(terminal)
             .or_insert_with(std::time::Instant::now);
+        if let Some(c) = self.cluster.get() {
+            self.request_clustered(c, terminal, class, limit);
+            return;
+        }
         self.step(|m, now| m.handle_request(now, terminal, class, limit));
     }
 
     /// A member released the talk key (or withdrew its queued request).
     pub fn release_floor(self: &Arc<Self>, terminal: TerminalId) {
         self.requests().remove(&terminal);
+        if let Some(c) = self.cluster.get() {
+            self.release_clustered(c, terminal);
+            return;
+        }
         self.step(|m, now| m.handle_release(now, terminal));
     }
 
@@ -240,7 +289,7 @@ impl Group {
         let snapshot = outputs
             .iter()
             .any(|o| matches!(o, rules::Output::Publish))
-            .then(|| snapshot(&machine));
+            .then(|| self.snapshot(&machine));
         let talking = machine.holder().map(|b| (b.terminal, b.id, b.class));
         self.timer
             .set(machine.poll_timeout(), self, Self::on_timeout);
@@ -271,9 +320,18 @@ impl Group {
         // Bursts' starts and ends, in the step's order, for the audit log
         // and the recorder.
         let mut sends = Vec::with_capacity(outputs.len());
+        let mut remote = remote::Outgoing::default();
         for output in outputs {
             match output {
                 rules::Output::Send { to, link, msg } => {
+                    let link = match &*link {
+                        Reach::Local(contact) => contact,
+                        Reach::Remote(node) => {
+                            self.count(to, &msg);
+                            remote.push(node, to, &msg);
+                            continue;
+                        }
+                    };
                     if let ServerMsg::FloorGranted { burst, .. } = msg {
                         self.record_start(to, burst, talking);
                         if let Some(pressed) = self.requests().remove(&to) {
@@ -282,7 +340,7 @@ impl Group {
                     } else if matches!(msg, ServerMsg::FloorDenied { .. }) {
                         self.requests().remove(&to);
                     }
-                    sends.push((to, link, msg));
+                    sends.push((to, link.clone(), msg));
                 }
                 rules::Output::BurstEnded(ended) => self.log(ended),
                 // Stored next, before the messages.
@@ -294,16 +352,25 @@ impl Group {
         }
         for (to, link, msg) in sends {
             self.count(to, &msg);
-            // Presence is the one message a member can do without when it
-            // falls behind: dropped, never a reason to close it (it learns
-            // who is online from its next `Joined`).
-            if matches!(msg, ServerMsg::Presence { .. }) {
-                if !link.outbox.send_droppable(msg) {
-                    Metrics::add(&self.metrics.presence_dropped, 1);
-                }
-            } else {
-                link.outbox.send(msg);
+            self.send_local(&link, msg);
+        }
+        if let Some(c) = self.cluster.get() {
+            let talker = talking.map(|(t, burst, _)| (t.0, burst));
+            remote.send(c.cluster(), self.id, talker);
+        }
+    }
+
+    /// Queues `msg` to a member connected here.
+    fn send_local(&self, link: &Contact, msg: ServerMsg) {
+        // Presence is the one message a member can do without when it
+        // falls behind: dropped, never a reason to close it (it learns
+        // who is online from its next `Joined`).
+        if matches!(msg, ServerMsg::Presence { .. }) {
+            if !link.outbox.send_droppable(msg) {
+                Metrics::add(&self.metrics.presence_dropped, 1);
             }
+        } else {
+            link.outbox.send(msg);
         }
     }
 
@@ -370,20 +437,33 @@ impl Group {
     }
 }
 
-/// The fan-out snapshot of `machine` as it is now.
-fn snapshot(machine: &Machine) -> Arc<Snapshot> {
-    let receivers: Arc<[Receiver<Link>]> = machine
-        .members()
-        .map(|(terminal, m)| Receiver {
-            terminal,
-            sink: m.link.conn.clone(),
-        })
-        .collect();
-    let talker = machine.holder().map(|b| Talker {
-        terminal: b.terminal,
-        burst: b.id,
-    });
-    Arc::new(Snapshot { talker, receivers })
+impl Group {
+    /// The fan-out snapshot as it is now: the members connected here, and
+    /// the burst of `machine` (or, on a cluster node that does not
+    /// arbitrate the group, the burst its arbiter last told of).
+    fn snapshot(&self, machine: &Machine) -> Arc<Snapshot> {
+        let receivers: Arc<[Receiver<Link>]> = match self.cluster.get() {
+            Some(c) => c.receivers(),
+            None => machine
+                .members()
+                .filter_map(|(terminal, m)| match &*m.link {
+                    Reach::Local(contact) => Some(Receiver {
+                        terminal,
+                        sink: contact.conn.clone(),
+                    }),
+                    Reach::Remote(_) => None,
+                })
+                .collect(),
+        };
+        let talker = machine
+            .holder()
+            .map(|b| Talker {
+                terminal: b.terminal,
+                burst: b.id,
+            })
+            .or_else(|| self.cluster.get().and_then(|c| c.remote_talker()));
+        Arc::new(Snapshot { talker, receivers })
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use ptt_codec::{CloseCode, GroupId};
 use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::alert::BurstRecord;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::floor;
 use crate::group::Group;
@@ -92,6 +93,8 @@ pub(crate) struct Hub {
     consoles: Consoles,
     /// Whether and how the endpoint serves browsers (ALPN `h3`).
     web: crate::tls::Web,
+    /// This node's place in a cluster, once joined ([`Hub::join_cluster`]).
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
 /// The gateway's run state, for the operations surface.
@@ -204,7 +207,48 @@ impl Hub {
             web,
             revoked,
             recorder,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This node's cluster, if it is a cluster node.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Joins the cluster `[cluster]` names, if it names one: connects to
+    /// NATS, makes every group a cluster group, and routes the cluster's
+    /// events to the groups for the gateway's life. Call once, before the
+    /// gateway accepts terminals.
+    pub(crate) async fn join_cluster(self: &Arc<Self>) -> Result<(), crate::cluster::Error> {
+        if self.config.cluster.node.is_none() || self.cluster.get().is_some() {
+            return Ok(());
+        }
+        let (cluster, mut events) =
+            Cluster::join(&self.config.cluster, Arc::clone(&self.metrics)).await?;
+        for group in self.groups.load().values() {
+            group.join_cluster(Arc::clone(&cluster));
+        }
+        let _ = self.cluster.set(cluster);
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    crate::cluster::Event::Changed(change) => {
+                        for group in hub.groups.load().values() {
+                            group.on_view_change(&change.left);
+                        }
+                    }
+                    crate::cluster::Event::Envelope(envelope) => {
+                        match hub.group(envelope.group()) {
+                            Some(group) => group.on_envelope(envelope),
+                            None => Metrics::add(&hub.metrics.cluster_malformed, 1),
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Signed-in browser consoles.

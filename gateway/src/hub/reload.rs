@@ -99,6 +99,9 @@ impl Hub {
                 &self.audit_tx,
                 self.recorder.as_ref(),
             );
+            if let Some(cluster) = self.cluster() {
+                group.join_cluster(Arc::clone(cluster));
+            }
             widened.insert(*id, group);
         }
         self.groups.store(Arc::new(widened));

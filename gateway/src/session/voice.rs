@@ -51,6 +51,7 @@ pub(super) async fn run(hub: Arc<Hub>, conn: Link, terminal: TerminalId) {
         }
         let out = fanout::relay(&snapshot, terminal, &datagram);
         hub.relay_latency().record(received.elapsed());
+        group.forward_voice(terminal, &datagram);
         group.record(&header, &datagram);
         Metrics::add(&m.voice_delivered, out.delivered as u64);
         if out.failed > 0 {
