@@ -11,6 +11,7 @@ pub mod eventually;
 mod gateway;
 pub mod hostile;
 pub mod nats;
+pub mod cluster;
 pub mod org;
 pub mod webtransport;
 pub use eventually::{eventually, eventually_async};

@@ -1,0 +1,200 @@
+//! A gateway cluster on NATS (docs/CLUSTER.md), end to end: three NATS
+//! servers with routes and JetStream, three `ptt-gateway` nodes as real
+//! processes, terminals on different nodes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ptt_codec::{Class, DenyCause, GroupId, RevokeCause, ServerMsg, TerminalId};
+use ptt_gateway_core::cluster::{owner, NodeName};
+use ptt_terminal_sim::terminal::{FloorAnswer, Terminal};
+use ptt_tests::cluster::GatewayCluster;
+use ptt_tests::nats::NatsCluster;
+use ptt_tests::org::*;
+
+const OPUS: &[u8] = &[0xfc, 0xff, 0xfe];
+
+/// The node (index into `a`, `b`, `c`) that arbitrates `group` while all
+/// three live, and the one that takes over when it dies.
+fn arbiters(group: GroupId) -> (usize, usize) {
+    let all: Vec<NodeName> = ["a", "b", "c"].into_iter().map(Arc::from).collect();
+    let first = owner(group, &all).clone();
+    let rest: Vec<NodeName> = all.iter().filter(|n| **n != first).cloned().collect();
+    let second = owner(group, &rest).clone();
+    let index = |n: &NodeName| all.iter().position(|x| x == n).unwrap();
+    (index(&first), index(&second))
+}
+
+/// Receives `n` voice frames within `within`, or fewer.
+async fn hear(t: &Terminal, n: usize, within: Duration) -> Vec<ptt_terminal_sim::terminal::Voice> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, t.recv_voice()).await {
+            Ok(Ok(v)) => got.push(v),
+            _ => break,
+        }
+    }
+    got
+}
+
+async fn joined(cluster: &GatewayCluster, node: usize, id: u32, group: GroupId) -> Terminal {
+    let mut t = cluster.terminal(node, id).await;
+    t.join(group).await.unwrap();
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_one_node_is_heard_on_the_others() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let mut talker = joined(&cluster, 0, GUARD_A1, UNIT_A).await;
+    let mut on_b = joined(&cluster, 1, GUARD_A2, UNIT_A).await;
+    let mut on_c = joined(&cluster, 2, STAFF_A3, UNIT_A).await;
+    // Presence crosses nodes: the late joiner's Joined lists everyone.
+    let burst = talker.talk(UNIT_A, Class::Normal).await.unwrap();
+    for listener in [&mut on_b, &mut on_c] {
+        let taken = listener
+            .wait_for(|m| match m {
+                ServerMsg::FloorTaken { speaker, burst: b, .. } => Some(Ok((*speaker, *b))),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(taken, (TerminalId(GUARD_A1), burst));
+    }
+    const FRAMES: u16 = 50;
+    for seq in 0..FRAMES {
+        talker
+            .send_voice(UNIT_A, burst, seq, OPUS, seq + 1 == FRAMES)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (listener, name) in [(&on_b, "b"), (&on_c, "c")] {
+        let got = hear(listener, FRAMES as usize, Duration::from_secs(5)).await;
+        assert_eq!(got.len(), FRAMES as usize, "frames heard on node {name}");
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(v.header.speaker, GUARD_A1, "the gateway stamps the speaker");
+            assert_eq!(v.header.burst, burst);
+            assert_eq!(v.header.seq, i as u16, "in order, each once");
+        }
+    }
+    talker.release(UNIT_A).unwrap();
+    for listener in [&mut on_b, &mut on_c] {
+        listener
+            .wait_for(|m| matches!(m, ServerMsg::FloorIdle { group } if *group == UNIT_A).then_some(Ok(())))
+            .await
+            .unwrap();
+    }
+    // Nothing more arrives: no frame was delivered twice.
+    assert!(hear(&on_b, 1, Duration::from_millis(300)).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_across_nodes_grants_one_talker_at_a_time() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let ids = [GUARD_A1, GUARD_A2, STAFF_A3];
+    let mut terminals = Vec::new();
+    for (node, id) in ids.iter().enumerate() {
+        terminals.push(joined(&cluster, node, *id, UNIT_A).await);
+    }
+    for _round in 0..5 {
+        // All three press at once, each on its own node.
+        for t in &terminals {
+            t.send(ptt_codec::ClientMsg::FloorRequest {
+                group: UNIT_A,
+                class: Class::Normal,
+            })
+            .unwrap();
+        }
+        // Each is granted in turn; no grant while another holds the floor.
+        let mut granted = Vec::new();
+        let mut pending: Vec<usize> = (0..3).collect();
+        while !pending.is_empty() {
+            let mut holder = None;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while holder.is_none() {
+                assert!(Instant::now() < deadline, "nobody granted; granted so far {granted:?}");
+                for &i in &pending {
+                    let answer = terminals[i]
+                        .next_event_within(Duration::from_millis(20))
+                        .await;
+                    if let Ok(ServerMsg::FloorGranted { burst, .. }) = answer {
+                        assert!(holder.is_none(), "two talkers granted at once");
+                        holder = Some((i, burst));
+                    }
+                }
+            }
+            let (i, _) = holder.unwrap();
+            granted.push(i);
+            pending.retain(|&p| p != i);
+            // No one else is granted while it holds the floor.
+            for &j in &pending {
+                while let Ok(msg) = terminals[j].next_event_within(Duration::from_millis(50)).await {
+                    assert!(
+                        !matches!(msg, ServerMsg::FloorGranted { .. }),
+                        "{} granted while {} talks",
+                        ids[j],
+                        ids[i]
+                    );
+                }
+            }
+            terminals[i].release(UNIT_A).unwrap();
+        }
+        assert_eq!(granted.len(), 3);
+        // Drain the idle notices.
+        for t in &mut terminals {
+            while t.next_event_within(Duration::from_millis(100)).await.is_ok() {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arbiters_death_hands_the_group_over_within_seconds() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let (arbiter, _next) = arbiters(UNIT_A);
+    let others: Vec<usize> = (0..3).filter(|&n| n != arbiter).collect();
+    let mut talker = joined(&cluster, others[0], GUARD_A1, UNIT_A).await;
+    let listener = joined(&cluster, others[1], GUARD_A2, UNIT_A).await;
+    let burst = talker.talk(UNIT_A, Class::Normal).await.unwrap();
+    talker.send_voice(UNIT_A, burst, 0, OPUS, false).unwrap();
+    assert_eq!(hear(&listener, 1, Duration::from_secs(3)).await.len(), 1);
+
+    // The arbiter dies mid-burst: the talker's own node revokes the burst.
+    let killed = Instant::now();
+    cluster.kill(arbiter);
+    let revoked = talker
+        .wait_for(|m| match m {
+            ServerMsg::FloorRevoked { cause, .. } => Some(Ok(*cause)),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(revoked, RevokeCause::ArbiterLost);
+    // Until the new arbiter has waited out its takeover, a talk key is
+    // refused at once with a clear cause (never left hanging), then granted.
+    let mut refusals = 0;
+    let (granted_after, burst) = loop {
+        match talker.request_floor(UNIT_A, Class::Normal).await.unwrap() {
+            FloorAnswer::Granted(burst) => break (killed.elapsed(), burst),
+            FloorAnswer::Denied(cause) => {
+                assert_eq!(cause, DenyCause::ArbiterUnavailable);
+                refusals += 1;
+            }
+            FloorAnswer::Queued(p) => panic!("queued at {p} on an idle floor"),
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "no takeover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("takeover: granted {granted_after:?} after the kill, {refusals} refusals before");
+    assert!(refusals > 0, "the takeover waits: some requests must be refused");
+    // Voice flows again between the survivors.
+    talker.send_voice(UNIT_A, burst, 0, OPUS, false).unwrap();
+    let heard = hear(&listener, 5, Duration::from_secs(3)).await;
+    assert!(heard.iter().any(|v| v.header.burst == burst && v.header.speaker == GUARD_A1));
+}
