@@ -17,7 +17,8 @@ use crate::{bin, free_udp_port, wait_for_log};
 
 /// Membership timings of the test clusters: fast, so that takeovers fit in
 /// a test, and still well above the heartbeat.
-pub const CLUSTER_TOML: &str = "[cluster]\nheartbeat_ms = 200\ntimeout_ms = 1000\ntakeover_ms = 1000\n";
+pub const CLUSTER_TOML: &str =
+    "[cluster]\nheartbeat_ms = 200\ntimeout_ms = 1000\ntakeover_ms = 1000\n";
 
 /// One gateway node.
 #[derive(Debug)]
@@ -129,7 +130,12 @@ impl GatewayCluster {
             &self.key.credential(TerminalId(id)),
         )
         .await
-        .unwrap_or_else(|e| panic!("terminal {id} connecting to node {}: {e}", self.nodes[i].name))
+        .unwrap_or_else(|e| {
+            panic!(
+                "terminal {id} connecting to node {}: {e}",
+                self.nodes[i].name
+            )
+        })
     }
 
     /// Waits until every running node's last membership change shows all
@@ -156,7 +162,10 @@ impl GatewayCluster {
                     continue;
                 }
                 let log = self.log(i);
-                let Some(last) = log.lines().rev().find(|l| l.contains("cluster membership changed"))
+                let Some(last) = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("cluster membership changed"))
                 else {
                     std::thread::sleep(Duration::from_millis(50));
                     continue 'wait;
@@ -164,7 +173,9 @@ impl GatewayCluster {
                 let live = last.split("live=").nth(1).unwrap_or("");
                 let live = live.split(']').next().unwrap_or("");
                 let count = live.matches('"').count() / 2;
-                if count != running.len() || !running.iter().all(|n| live.contains(&format!("\"{n}\""))) {
+                if count != running.len()
+                    || !running.iter().all(|n| live.contains(&format!("\"{n}\"")))
+                {
                     std::thread::sleep(Duration::from_millis(50));
                     continue 'wait;
                 }
@@ -177,7 +188,8 @@ impl GatewayCluster {
 
     fn log_path(&self, i: usize) -> PathBuf {
         let node = &self.nodes[i];
-        self.dir.join(format!("gateway-{}-{}.log", node.name, node.runs))
+        self.dir
+            .join(format!("gateway-{}-{}.log", node.name, node.runs))
     }
 
     fn spawn(&mut self, i: usize) {

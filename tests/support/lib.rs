@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod cluster;
 pub mod console;
 pub mod eventually;
 mod gateway;
 pub mod hostile;
 pub mod nats;
-pub mod cluster;
 pub mod org;
 pub mod webtransport;
 pub use eventually::{eventually, eventually_async};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ptt_codec::{Class, DenyCause, GroupId, RevokeCause, ServerMsg, TerminalId};
 use ptt_gateway_core::cluster::{owner, NodeName};
-use ptt_terminal_sim::terminal::{FloorAnswer, Terminal};
+use ptt_terminal_sim::terminal::{Error, FloorAnswer, Terminal};
 use ptt_tests::cluster::GatewayCluster;
 use ptt_tests::nats::NatsCluster;
 use ptt_tests::org::*;
@@ -57,7 +57,9 @@ async fn a_burst_on_one_node_is_heard_on_the_others() {
     for listener in [&mut on_b, &mut on_c] {
         let taken = listener
             .wait_for(|m| match m {
-                ServerMsg::FloorTaken { speaker, burst: b, .. } => Some(Ok((*speaker, *b))),
+                ServerMsg::FloorTaken {
+                    speaker, burst: b, ..
+                } => Some(Ok((*speaker, *b))),
                 _ => None,
             })
             .await
@@ -83,7 +85,9 @@ async fn a_burst_on_one_node_is_heard_on_the_others() {
     talker.release(UNIT_A).unwrap();
     for listener in [&mut on_b, &mut on_c] {
         listener
-            .wait_for(|m| matches!(m, ServerMsg::FloorIdle { group } if *group == UNIT_A).then_some(Ok(())))
+            .wait_for(|m| {
+                matches!(m, ServerMsg::FloorIdle { group } if *group == UNIT_A).then_some(Ok(()))
+            })
             .await
             .unwrap();
     }
@@ -96,11 +100,14 @@ async fn contention_across_nodes_grants_one_talker_at_a_time() {
     let nats = NatsCluster::start(3);
     let dir = tempfile::tempdir().unwrap();
     let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    // Two guards and a member of staff (lower priority: a guard's request
+    // pre-empts the staff member's burst, as on one node).
     let ids = [GUARD_A1, GUARD_A2, STAFF_A3];
     let mut terminals = Vec::new();
     for (node, id) in ids.iter().enumerate() {
         terminals.push(joined(&cluster, node, *id, UNIT_A).await);
     }
+    let mut bursts = Vec::new();
     for _round in 0..5 {
         // All three press at once, each on its own node.
         for t in &terminals {
@@ -110,46 +117,71 @@ async fn contention_across_nodes_grants_one_talker_at_a_time() {
             })
             .unwrap();
         }
-        // Each is granted in turn; no grant while another holds the floor.
-        let mut granted = Vec::new();
-        let mut pending: Vec<usize> = (0..3).collect();
-        while !pending.is_empty() {
-            let mut holder = None;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while holder.is_none() {
-                assert!(Instant::now() < deadline, "nobody granted; granted so far {granted:?}");
-                for &i in &pending {
-                    let answer = terminals[i]
-                        .next_event_within(Duration::from_millis(20))
-                        .await;
-                    if let Ok(ServerMsg::FloorGranted { burst, .. }) = answer {
-                        assert!(holder.is_none(), "two talkers granted at once");
+        // Whoever is granted talks briefly and releases; a grant while
+        // another holds the floor must be a pre-emption of that holder.
+        let mut holder: Option<(usize, u16)> = None;
+        let mut quiet_since = Instant::now();
+        let round = Instant::now();
+        loop {
+            assert!(
+                round.elapsed() < Duration::from_secs(20),
+                "the round never ended"
+            );
+            let mut any = false;
+            for i in 0..3 {
+                let Ok(msg) = terminals[i]
+                    .next_event_within(Duration::from_millis(10))
+                    .await
+                else {
+                    continue;
+                };
+                any = true;
+                match msg {
+                    ServerMsg::FloorGranted { burst, .. } => {
+                        if let Some((h, hb)) = holder {
+                            assert_ne!(h, i, "granted twice");
+                            // The holder must have been pre-empted.
+                            let revoked = terminals[h]
+                                .wait_for(|m| match m {
+                                    ServerMsg::FloorRevoked { burst, cause, .. } => {
+                                        Some(Ok((*burst, *cause)))
+                                    }
+                                    ServerMsg::FloorGranted { .. } => {
+                                        Some(Err(Error::StreamClosed))
+                                    }
+                                    _ => None,
+                                })
+                                .await
+                                .unwrap_or_else(|_| {
+                                    panic!("{} granted while {} talks", ids[i], ids[h])
+                                });
+                            assert_eq!(revoked, (hb, RevokeCause::Preempted));
+                        }
                         holder = Some((i, burst));
+                        bursts.push(burst);
                     }
+                    ServerMsg::FloorRevoked { burst, .. } => {
+                        // Read here when the new grant was read first.
+                        if holder.is_some_and(|(h, b)| h == i && b == burst) {
+                            holder = None;
+                        }
+                    }
+                    _ => {}
                 }
             }
-            let (i, _) = holder.unwrap();
-            granted.push(i);
-            pending.retain(|&p| p != i);
-            // No one else is granted while it holds the floor.
-            for &j in &pending {
-                while let Ok(msg) = terminals[j].next_event_within(Duration::from_millis(50)).await {
-                    assert!(
-                        !matches!(msg, ServerMsg::FloorGranted { .. }),
-                        "{} granted while {} talks",
-                        ids[j],
-                        ids[i]
-                    );
-                }
+            if any {
+                quiet_since = Instant::now();
+            } else if let Some((h, _)) = holder.take() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                terminals[h].release(UNIT_A).unwrap();
+            } else if quiet_since.elapsed() > Duration::from_millis(700) {
+                break;
             }
-            terminals[i].release(UNIT_A).unwrap();
-        }
-        assert_eq!(granted.len(), 3);
-        // Drain the idle notices.
-        for t in &mut terminals {
-            while t.next_event_within(Duration::from_millis(100)).await.is_ok() {}
         }
     }
+    // One arbiter numbers every burst: strictly increasing, never twice.
+    assert!(bursts.len() >= 10, "bursts {bursts:?}");
+    assert!(bursts.windows(2).all(|w| w[0] < w[1]), "bursts {bursts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,9 +224,14 @@ async fn the_arbiters_death_hands_the_group_over_within_seconds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     println!("takeover: granted {granted_after:?} after the kill, {refusals} refusals before");
-    assert!(refusals > 0, "the takeover waits: some requests must be refused");
+    assert!(
+        refusals > 0,
+        "the takeover waits: some requests must be refused"
+    );
     // Voice flows again between the survivors.
     talker.send_voice(UNIT_A, burst, 0, OPUS, false).unwrap();
     let heard = hear(&listener, 5, Duration::from_secs(3)).await;
-    assert!(heard.iter().any(|v| v.header.burst == burst && v.header.speaker == GUARD_A1));
+    assert!(heard
+        .iter()
+        .any(|v| v.header.burst == burst && v.header.speaker == GUARD_A1));
 }

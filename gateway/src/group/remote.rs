@@ -119,7 +119,12 @@ impl Outgoing {
     }
 
     /// Sends one envelope per node, with the burst talking now.
-    pub(super) fn send(self, cluster: &Cluster, group: ptt_codec::GroupId, talker: Option<(u32, u16)>) {
+    pub(super) fn send(
+        self,
+        cluster: &Cluster,
+        group: ptt_codec::GroupId,
+        talker: Option<(u32, u16)>,
+    ) {
         for (node, messages) in self.per_node {
             cluster.send(
                 &node,
@@ -175,7 +180,10 @@ impl Group {
         if c.owning() {
             self.attach_here(terminal, member, announce);
         } else {
-            c.cluster.send(&c.owner(), &attach(self.id, c.cluster.me(), terminal, &member, announce));
+            c.cluster.send(
+                &c.owner(),
+                &attach(self.id, c.cluster.me(), terminal, &member, announce),
+            );
             self.republish();
         }
         self.refresh_voice();
@@ -327,7 +335,12 @@ impl Group {
 
     /// Delivers the owner's messages to members connected here and takes
     /// its burst for the fan-out.
-    fn deliver_remote(&self, c: &Clustered, talker: Option<(u32, u16)>, messages: Vec<(u32, String)>) {
+    fn deliver_remote(
+        &self,
+        c: &Clustered,
+        talker: Option<(u32, u16)>,
+        messages: Vec<(u32, String)>,
+    ) {
         let talker = talker.map(|(terminal, burst)| Talker {
             terminal: TerminalId(terminal),
             burst,
@@ -393,13 +406,16 @@ impl Group {
             }
             c.owning.store(owning, Ordering::Release);
             self.end_remote_burst(c);
-            let local: Vec<(TerminalId, Member)> =
-                lock(&c.local).iter().map(|(t, m)| (*t, m.clone())).collect();
+            let local: Vec<(TerminalId, Member)> = lock(&c.local)
+                .iter()
+                .map(|(t, m)| (*t, m.clone()))
+                .collect();
             for (terminal, member) in local {
                 if owning {
                     self.attach_here(terminal, member, false);
                 } else {
-                    c.cluster.send(&owner, &attach(self.id, &me, terminal, &member, false));
+                    c.cluster
+                        .send(&owner, &attach(self.id, &me, terminal, &member, false));
                 }
             }
             self.republish();
