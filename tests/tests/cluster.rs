@@ -160,11 +160,11 @@ async fn contention_across_nodes_grants_one_talker_at_a_time() {
                         holder = Some((i, burst));
                         bursts.push(burst);
                     }
-                    ServerMsg::FloorRevoked { burst, .. } => {
-                        // Read here when the new grant was read first.
-                        if holder.is_some_and(|(h, b)| h == i && b == burst) {
-                            holder = None;
-                        }
+                    // Read here when the new grant was read first.
+                    ServerMsg::FloorRevoked { burst, .. }
+                        if holder.is_some_and(|(h, b)| h == i && b == burst) =>
+                    {
+                        holder = None;
                     }
                     _ => {}
                 }

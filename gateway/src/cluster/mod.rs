@@ -63,6 +63,7 @@ pub(crate) struct Cluster {
     me: NodeName,
     incarnation: u64,
     client: async_nats::Client,
+    #[allow(dead_code)] // For the cluster's JetStream users (alerts).
     jetstream: jetstream::Context,
     membership: Mutex<Membership>,
     config: config::Cluster,
@@ -140,16 +141,19 @@ impl Cluster {
     }
 
     /// The NATS connection, for JetStream users (alerts).
+    #[allow(dead_code)] // For the cluster's JetStream users (alerts).
     pub(crate) fn client(&self) -> &async_nats::Client {
         &self.client
     }
 
     /// The JetStream context.
+    #[allow(dead_code)] // For the cluster's JetStream users (alerts).
     pub(crate) fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
     }
 
     /// The cluster settings.
+    #[allow(dead_code)] // For the cluster's JetStream users (alerts).
     pub(crate) fn config(&self) -> &config::Cluster {
         &self.config
     }
