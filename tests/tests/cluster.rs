@@ -235,3 +235,134 @@ async fn the_arbiters_death_hands_the_group_over_within_seconds() {
         .iter()
         .any(|v| v.header.burst == burst && v.header.speaker == GUARD_A1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_servers_death_is_a_reconnect() {
+    let mut nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let mut talker = joined(&cluster, 0, GUARD_A1, UNIT_A).await;
+    let on_b = joined(&cluster, 1, GUARD_A2, UNIT_A).await;
+    let on_c = joined(&cluster, 2, STAFF_A3, UNIT_A).await;
+    // Each server in turn is killed and restarted, so that every node
+    // loses the server it is connected to once, whichever it is.
+    let mut seq = 0;
+    for server in 0..3 {
+        let killed = Instant::now();
+        nats.kill(server);
+        let back = loop {
+            assert!(
+                killed.elapsed() < Duration::from_secs(15),
+                "voice never crossed nodes again after server {server} died"
+            );
+            let burst = match talker.talk(UNIT_A, Class::Normal).await {
+                Ok(b) => b,
+                Err(Error::Denied(DenyCause::ArbiterUnavailable)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            };
+            for _ in 0..5 {
+                talker.send_voice(UNIT_A, burst, seq, OPUS, false).unwrap();
+                seq += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let b = hear(&on_b, 5, Duration::from_millis(500)).await;
+            let c = hear(&on_c, 5, Duration::from_millis(500)).await;
+            talker.release(UNIT_A).unwrap();
+            if b.iter()
+                .chain(&c)
+                .filter(|v| v.header.burst == burst)
+                .count()
+                == 10
+            {
+                break killed.elapsed();
+            }
+        };
+        println!("voice across nodes again {back:?} after NATS server {server} was killed");
+        nats.restart(server);
+    }
+}
+
+/// Cross-node voice latency and CPU, for BENCHMARKS.md (not a test: run
+/// with `--ignored --nocapture`). A talker on node a; a listener on a and
+/// one on b; 20 ms frames for 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; see BENCHMARKS.md"]
+async fn measure_cross_node_voice() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let mut talker = joined(&cluster, 0, GUARD_A1, UNIT_A).await;
+    let same = Arc::new(joined(&cluster, 0, GUARD_A2, UNIT_A).await);
+    let other = Arc::new(joined(&cluster, 1, STAFF_A3, UNIT_A).await);
+    let burst = talker.talk(UNIT_A, Class::Normal).await.unwrap();
+    const FRAMES: usize = 1000;
+    let start = Instant::now();
+    let cpu = |i: usize| cpu_seconds(cluster.pid(i).unwrap());
+    let cpu_before = [cpu(0), cpu(1), cpu(2)];
+    let listen = |t: Arc<Terminal>| {
+        tokio::spawn(async move {
+            let mut at = vec![None; FRAMES];
+            while let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(2), t.recv_voice()).await
+            {
+                if let Some(slot) = at.get_mut(v.header.seq as usize) {
+                    *slot = Some(start.elapsed());
+                }
+            }
+            at
+        })
+    };
+    let (same_rx, other_rx) = (listen(same), listen(other));
+    let mut sent = Vec::with_capacity(FRAMES);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for seq in 0..FRAMES {
+        tick.tick().await;
+        sent.push(start.elapsed());
+        talker
+            .send_voice(UNIT_A, burst, seq as u16, &[0x55; 60], false)
+            .unwrap();
+    }
+    let same_at = same_rx.await.unwrap();
+    let other_at = other_rx.await.unwrap();
+    let cpu_after = [cpu(0), cpu(1), cpu(2)];
+    let latency = |at: &[Option<Duration>]| {
+        let mut l: Vec<f64> = at
+            .iter()
+            .zip(&sent)
+            .filter_map(|(r, s)| r.map(|r| (r - *s).as_secs_f64() * 1000.0))
+            .collect();
+        l.sort_by(f64::total_cmp);
+        let q = |p: f64| l[((l.len() - 1) as f64 * p) as usize];
+        (l.len(), q(0.5), q(0.99))
+    };
+    let (n_same, p50_same, p99_same) = latency(&same_at);
+    let (n_other, p50_other, p99_other) = latency(&other_at);
+    println!("same node:  {n_same}/{FRAMES} frames, p50 {p50_same:.2} ms, p99 {p99_same:.2} ms");
+    println!("other node: {n_other}/{FRAMES} frames, p50 {p50_other:.2} ms, p99 {p99_other:.2} ms");
+    println!(
+        "added by the hop: p50 {:.2} ms, p99 {:.2} ms",
+        p50_other - p50_same,
+        p99_other - p99_same
+    );
+    for (i, name) in ["a (talker's)", "b (listener's)", "c (idle)"]
+        .iter()
+        .enumerate()
+    {
+        let used = cpu_after[i] - cpu_before[i];
+        println!(
+            "node {name}: {:.1} us CPU per frame sent ({used:.3} s over {FRAMES} frames)",
+            used / FRAMES as f64 * 1e6
+        );
+    }
+}
+
+/// User plus system CPU seconds of process `pid` so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
