@@ -276,6 +276,7 @@ impl Gateway {
         }
         tracing::info!(sessions = sessions.len(), "shutting down");
         accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.hub.leave_cluster().await;
         endpoint.set_server_config(None);
         endpoint.close(
             quinn::VarInt::from_u32(CloseCode::ServerShutdown.code()),

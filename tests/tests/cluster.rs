@@ -366,3 +366,64 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_keeps_the_group_talking() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    for stopped in 0..3 {
+        let (t, l) = ((stopped + 1) % 3, (stopped + 2) % 3);
+        let mut talker = joined(&cluster, t, GUARD_A1, UNIT_A).await;
+        let listener = joined(&cluster, l, GUARD_A2, UNIT_A).await;
+        let mut moved = joined(&cluster, stopped, STAFF_A3, UNIT_A).await;
+        let burst = talker.talk(UNIT_A, Class::Normal).await.unwrap();
+        talker.send_voice(UNIT_A, burst, 0, OPUS, false).unwrap();
+        assert_eq!(hear(&listener, 1, Duration::from_secs(3)).await.len(), 1);
+
+        // A graceful stop: the node's terminal is closed and moves to a
+        // surviving node; the group goes on with at most one more press.
+        let stopping = Instant::now();
+        cluster.stop(stopped);
+        while moved.next_event().await.is_ok() {}
+        moved = joined(&cluster, t, STAFF_A3, UNIT_A).await;
+        let reconnected = stopping.elapsed();
+        let mut presses = 0;
+        let burst = loop {
+            assert!(
+                stopping.elapsed() < Duration::from_secs(15),
+                "the group never talked again"
+            );
+            presses += 1;
+            talker.release(UNIT_A).unwrap();
+            match talker.talk(UNIT_A, Class::Normal).await {
+                Ok(b) => break b,
+                Err(Error::Denied(DenyCause::ArbiterUnavailable)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let talking = stopping.elapsed();
+        for seq in 1..=5 {
+            talker.send_voice(UNIT_A, burst, seq, OPUS, false).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (who, t) in [("listener", &listener), ("moved terminal", &moved)] {
+            let got = hear(t, 5, Duration::from_secs(3)).await;
+            assert!(
+                got.iter().any(|v| v.header.burst == burst),
+                "the {who} heard nothing after node {stopped} stopped"
+            );
+        }
+        println!(
+            "node {stopped} stopped: its terminal back in {reconnected:?}, \
+             the group talking again {talking:?} after the stop ({presses} presses)"
+        );
+        talker.close();
+        listener.close();
+        moved.close();
+        cluster.restart(stopped);
+        cluster.wait_settled();
+    }
+}

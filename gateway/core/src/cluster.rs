@@ -61,6 +61,9 @@ pub struct Heartbeat {
     pub node: NodeName,
     /// Chosen at each start of the node: a new one means it restarted.
     pub incarnation: u64,
+    /// The node is shutting down and has stopped granting: its groups may
+    /// be taken over at once, without waiting out `takeover`.
+    pub leaving: bool,
 }
 
 /// What one node may do in one group now.
@@ -121,6 +124,9 @@ pub struct Membership {
     /// When this node started: it owns nothing settled before
     /// `started + takeover`.
     started: Instant,
+    /// Nodes that announced their departure, with the incarnation that
+    /// left: a late heartbeat of it is ignored.
+    departed: BTreeMap<NodeName, u64>,
 }
 
 impl Membership {
@@ -133,6 +139,7 @@ impl Membership {
             seen: BTreeMap::new(),
             history: VecDeque::new(),
             started: now,
+            departed: BTreeMap::new(),
         }
     }
 
@@ -145,9 +152,15 @@ impl Membership {
     /// it caused (a node arriving, or restarting), if any. Own heartbeats
     /// are ignored.
     pub fn handle_heartbeat(&mut self, now: Instant, heartbeat: Heartbeat) -> Change {
-        if heartbeat.node == self.me {
+        if heartbeat.node == self.me
+            || self.departed.get(&heartbeat.node) == Some(&heartbeat.incarnation)
+        {
             return Change::default();
         }
+        if heartbeat.leaving {
+            return self.depart(now, heartbeat);
+        }
+        self.departed.remove(&heartbeat.node);
         let mut change = Change::default();
         match self.seen.get_mut(&heartbeat.node) {
             Some(seen) if seen.incarnation == heartbeat.incarnation => seen.at = now,
@@ -181,6 +194,23 @@ impl Membership {
             self.push_history(now);
         }
         recomputed
+    }
+
+    /// A node announced it leaves: gone at once, and as it grants nothing
+    /// any more, the recent views forget it was ever there, so that its
+    /// groups are taken over without waiting out `takeover`.
+    fn depart(&mut self, now: Instant, heartbeat: Heartbeat) -> Change {
+        self.seen.remove(&heartbeat.node);
+        self.departed
+            .insert(heartbeat.node.clone(), heartbeat.incarnation);
+        for (_, view) in &mut self.history {
+            view.retain(|n| *n != heartbeat.node);
+        }
+        let change = self.recompute(now);
+        if let Some((_, last)) = self.history.back_mut() {
+            last.retain(|n| *n != heartbeat.node);
+        }
+        change
     }
 
     /// Expires nodes not heard from for `timeout`. Call at
@@ -328,6 +358,7 @@ mod tests {
         Heartbeat {
             node: name(node),
             incarnation,
+            leaving: false,
         }
     }
 
@@ -487,6 +518,31 @@ mod tests {
         // meantime would have to wait: b's restart is a view change.
         let again = m.handle_heartbeat(t + Duration::from_millis(400), hb("b", 2));
         assert!(again.is_empty());
+    }
+
+    #[test]
+    fn a_node_that_announces_its_departure_is_taken_over_at_once() {
+        let (mut m, t) = settled("a", &["b", "c"]);
+        let moved = (0..1000)
+            .map(GroupId)
+            .find(|g| &**owner(*g, m.live()) == "b" && &**owner(*g, &[name("a"), name("c")]) == "a")
+            .unwrap();
+        let now = t + Duration::from_millis(100);
+        let change = m.handle_heartbeat(
+            now,
+            Heartbeat {
+                leaving: true,
+                ..hb("b", 1)
+            },
+        );
+        assert_eq!(change.left, vec![name("b")]);
+        assert_eq!(m.arbiter(now, moved), Arbiter::Me);
+        // A late heartbeat of the incarnation that left brings nothing back.
+        assert!(m.handle_heartbeat(now, hb("b", 1)).is_empty());
+        assert_eq!(m.live(), &[name("a"), name("c")]);
+        // Its next start does, as a node to wait for.
+        let back = m.handle_heartbeat(now, hb("b", 2));
+        assert_eq!(back.joined, vec![name("b")]);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub(crate) struct Cluster {
     membership: Mutex<Membership>,
     config: config::Cluster,
     metrics: Arc<Metrics>,
+    /// Set by [`Cluster::leave`]: no more heartbeats.
+    left: std::sync::atomic::AtomicBool,
 }
 
 /// What the cluster hands the hub: changes of the live set, and envelopes
@@ -125,6 +127,7 @@ impl Cluster {
             jetstream,
             config: config.clone(),
             metrics,
+            left: Default::default(),
         });
         let (events, rx) = mpsc::channel(4096);
         let heard = cluster.subscribe(HEARTBEAT.to_owned()).await?;
@@ -160,7 +163,15 @@ impl Cluster {
 
     /// Who may grant the floor of `group` now, as this node sees it.
     pub(crate) fn arbiter(&self, group: GroupId) -> Arbiter {
+        if self.has_left() {
+            return Arbiter::Unavailable(ptt_gateway_core::cluster::Unavailable::NoQuorum);
+        }
         self.membership().arbiter(Instant::now(), group)
+    }
+
+    /// Whether this node left the cluster (it is shutting down).
+    pub(crate) fn has_left(&self) -> bool {
+        self.left.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The node that holds `group`'s members and floor: the rendezvous
@@ -209,6 +220,23 @@ impl Cluster {
         }
     }
 
+    /// Tells the other nodes this node leaves, so they take its groups over
+    /// at once. Call on shutdown, after this node stopped granting (every
+    /// group it owns suspended), before the terminals are closed.
+    pub(crate) async fn leave(&self) {
+        self.left.store(true, std::sync::atomic::Ordering::Release);
+        let beat = wire::Heartbeat {
+            node: self.me.to_string(),
+            incarnation: self.incarnation,
+            leaving: true,
+        }
+        .encode();
+        if self.client.publish(HEARTBEAT, beat.into()).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
+        }
+        tracing::info!(node = %self.me, "left the cluster");
+    }
+
     fn membership(&self) -> MutexGuard<'_, Membership> {
         // Stepped in place; a panic cannot leave it half-changed.
         self.membership.lock().unwrap_or_else(|e| e.into_inner())
@@ -226,6 +254,7 @@ impl Cluster {
         let beat = wire::Heartbeat {
             node: self.me.to_string(),
             incarnation: self.incarnation,
+            leaving: false,
         }
         .encode();
         let mut tick =
@@ -233,6 +262,9 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if self.has_left() {
+                return;
+            }
             // Not while disconnected: a late heartbeat says nothing true.
             if self.connected() {
                 let _ = self.client.publish(HEARTBEAT, beat.clone().into()).await;
@@ -257,7 +289,11 @@ impl Cluster {
                 Some(msg) = heard.next() => match wire::Heartbeat::decode(&msg.payload) {
                     Ok(hb) => self.membership().handle_heartbeat(
                         Instant::now(),
-                        Heartbeat { node: Arc::from(hb.node), incarnation: hb.incarnation },
+                        Heartbeat {
+                            node: Arc::from(hb.node),
+                            incarnation: hb.incarnation,
+                            leaving: hb.leaving,
+                        },
                     ),
                     Err(e) => {
                         Metrics::add(&self.metrics.cluster_malformed, 1);

@@ -34,6 +34,9 @@ pub(crate) struct Heartbeat {
     pub node: String,
     /// Chosen at each start.
     pub incarnation: u64,
+    /// The node is shutting down and grants nothing any more.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 impl Heartbeat {

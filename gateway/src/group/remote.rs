@@ -383,10 +383,23 @@ impl Group {
         }
     }
 
+    /// This node shuts down: if it arbitrates the group, the floor stops
+    /// (the holder is told `ARBITER_LOST`, its members elsewhere through
+    /// their nodes) and nothing more is granted here.
+    pub(crate) fn leave_cluster(self: &Arc<Self>) {
+        let Some(c) = self.cluster.get() else { return };
+        if c.owning.swap(false, Ordering::AcqRel) {
+            self.step(|m, now| m.handle_suspend(now));
+        }
+    }
+
     /// Looks again at the group's owner after the live set changed (`left`:
     /// the nodes that left or restarted).
     pub(crate) fn on_view_change(self: &Arc<Self>, left: &[NodeName]) {
         let Some(c) = self.cluster.get() else { return };
+        if c.cluster.has_left() {
+            return;
+        }
         let me = c.cluster.me().clone();
         let owner = c.cluster.owner(self.id);
         let previous = std::mem::replace(&mut *lock(&c.owner), owner.clone());

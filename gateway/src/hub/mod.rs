@@ -211,6 +211,19 @@ impl Hub {
         }
     }
 
+    /// Leaves the cluster on shutdown: every group this node arbitrates
+    /// stops its floor, then the other nodes are told, so they take the
+    /// groups over at once (a rolling restart costs a talker one press).
+    pub(crate) async fn leave_cluster(&self) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        for group in self.groups.load().values() {
+            group.leave_cluster();
+        }
+        cluster.leave().await;
+    }
+
     /// This node's cluster, if it is a cluster node.
     pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.get()
