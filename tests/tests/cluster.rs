@@ -427,3 +427,32 @@ async fn a_rolling_restart_keeps_the_group_talking() {
         cluster.wait_settled();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_reach_consoles_on_every_node() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let mut console = cluster.terminal(0, CONSOLE_PS).await;
+    console.watch_positions(3).unwrap();
+    let guard = cluster.terminal(1, GUARD_A1).await;
+    // The watch is set up once the console's first message was handled;
+    // report until the update arrives.
+    let update = async {
+        loop {
+            guard
+                .report_position(291_000_000, 1_196_000_000, 8)
+                .unwrap();
+            if let Ok(ServerMsg::PositionUpdate {
+                terminal, lat_e7, ..
+            }) = console.next_event_within(Duration::from_millis(200)).await
+            {
+                break (terminal, lat_e7);
+            }
+        }
+    };
+    let (terminal, lat) = tokio::time::timeout(Duration::from_secs(10), update)
+        .await
+        .expect("a position from node b reached the console on node a");
+    assert_eq!((terminal, lat), (TerminalId(GUARD_A1), 291_000_000));
+}

@@ -35,6 +35,8 @@ use crate::metrics::Metrics;
 
 /// The subject of every node's heartbeat.
 const HEARTBEAT: &str = "ptt.hb";
+/// The subject of every terminal's position reports, from whichever node.
+const POSITIONS: &str = "ptt.pos";
 
 /// Joining the cluster failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,8 @@ pub(crate) enum Event {
     Changed(Change),
     /// An envelope for this node.
     Envelope(wire::Envelope),
+    /// A terminal on another node reported its position.
+    Position(ptt_codec::TerminalId, crate::location::Fix),
 }
 
 impl Cluster {
@@ -132,8 +136,9 @@ impl Cluster {
         let (events, rx) = mpsc::channel(4096);
         let heard = cluster.subscribe(HEARTBEAT.to_owned()).await?;
         let inbox = cluster.subscribe(inbox(&cluster.me)).await?;
+        let positions = cluster.subscribe(POSITIONS.to_owned()).await?;
         tokio::spawn(Arc::clone(&cluster).heartbeats());
-        tokio::spawn(Arc::clone(&cluster).listen(heard, inbox, events));
+        tokio::spawn(Arc::clone(&cluster).listen(heard, inbox, positions, events));
         tracing::info!(node = %cluster.me, nats = %urls, "joined the cluster");
         Ok((cluster, rx))
     }
@@ -201,6 +206,22 @@ impl Cluster {
         match self.client.publish(voice(group), stamped).now_or_never() {
             Some(Ok(())) => Metrics::add(&self.metrics.cluster_voice_out, 1),
             _ => Metrics::add(&self.metrics.cluster_voice_dropped, 1),
+        }
+    }
+
+    /// Tells the other nodes a terminal here reported its position (for
+    /// their consoles' maps and nearest-K dispatch).
+    pub(crate) fn publish_position(
+        &self,
+        terminal: ptt_codec::TerminalId,
+        fix: crate::location::Fix,
+    ) {
+        let payload = wire::Position::from_fix(terminal, fix).encode();
+        if self.connected() {
+            let _ = self
+                .client
+                .publish(POSITIONS, payload.into())
+                .now_or_never();
         }
     }
 
@@ -278,6 +299,7 @@ impl Cluster {
         self: Arc<Self>,
         mut heard: async_nats::Subscriber,
         mut inbox: async_nats::Subscriber,
+        mut positions: async_nats::Subscriber,
         events: mpsc::Sender<Event>,
     ) {
         use futures_util::StreamExt;
@@ -312,6 +334,21 @@ impl Cluster {
                         Err(e) => {
                             Metrics::add(&self.metrics.cluster_malformed, 1);
                             tracing::warn!("malformed envelope: {e}");
+                        }
+                    }
+                    continue;
+                }
+                Some(msg) = positions.next() => {
+                    match wire::Position::decode(&msg.payload) {
+                        Ok(p) => {
+                            let (terminal, fix) = p.into_fix();
+                            // Positions are refreshed every few seconds:
+                            // one dropped under load is not worth waiting for.
+                            let _ = events.try_send(Event::Position(terminal, fix));
+                        }
+                        Err(e) => {
+                            Metrics::add(&self.metrics.cluster_malformed, 1);
+                            tracing::warn!("malformed position: {e}");
                         }
                     }
                     continue;

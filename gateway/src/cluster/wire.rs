@@ -56,6 +56,62 @@ impl Heartbeat {
     }
 }
 
+/// A terminal's position report, published on `ptt.pos` by its node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// The terminal.
+    pub terminal: u32,
+    /// Latitude, 1e-7 degrees.
+    pub lat_e7: i32,
+    /// Longitude, 1e-7 degrees.
+    pub lon_e7: i32,
+    /// Accuracy, metres.
+    pub accuracy_m: u16,
+    /// When its node received it, Unix ms.
+    pub at_ms: u64,
+}
+
+impl Position {
+    pub(crate) fn from_fix(terminal: TerminalId, fix: crate::location::Fix) -> Self {
+        Self {
+            terminal: terminal.0,
+            lat_e7: fix.lat_e7,
+            lon_e7: fix.lon_e7,
+            accuracy_m: fix.accuracy_m,
+            at_ms: fix.at_ms,
+        }
+    }
+
+    pub(crate) fn into_fix(self) -> (TerminalId, crate::location::Fix) {
+        (
+            TerminalId(self.terminal),
+            crate::location::Fix {
+                lat_e7: self.lat_e7,
+                lon_e7: self.lon_e7,
+                accuracy_m: self.accuracy_m,
+                at_ms: self.at_ms,
+            },
+        )
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a position serialises")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        if bytes.len() > 1024 {
+            return Err(Malformed::TooLarge(bytes.len()));
+        }
+        let p: Position = serde_json::from_slice(bytes)?;
+        let valid = (-900_000_000..=900_000_000).contains(&p.lat_e7)
+            && (-1_800_000_000..=1_800_000_000).contains(&p.lon_e7);
+        if !valid {
+            return Err(Malformed::Frame("position out of range".into()));
+        }
+        Ok(p)
+    }
+}
+
 /// A message to one node's inbox (`ptt.node.<name>`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -264,11 +320,30 @@ mod tests {
         assert!(Heartbeat::decode(b"{\"node\":\"a\",\"incarnation\":-1}").is_err());
     }
 
+    #[test]
+    fn positions_round_trip_and_bad_ones_are_refused() {
+        let p = Position {
+            terminal: 7,
+            lat_e7: 291_000_000,
+            lon_e7: 1_196_000_000,
+            accuracy_m: 8,
+            at_ms: 1,
+        };
+        assert_eq!(Position::decode(&p.encode()).unwrap(), p);
+        let far = Position {
+            lat_e7: 950_000_000,
+            ..p.clone()
+        };
+        assert!(Position::decode(&far.encode()).is_err());
+        assert!(Position::decode(b"{\"terminal\":1}").is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let _ = Envelope::decode(&bytes);
             let _ = Heartbeat::decode(&bytes);
+            let _ = Position::decode(&bytes);
             let _ = decode_msg(&String::from_utf8_lossy(&bytes));
         }
     }

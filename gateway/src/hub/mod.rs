@@ -211,6 +211,30 @@ impl Hub {
         }
     }
 
+    /// Remembers `fix` as `terminal`'s position (reported here or on
+    /// another node) and tells the consoles here that watch its subtree.
+    pub(crate) fn position(&self, terminal: ptt_codec::TerminalId, fix: crate::location::Fix) {
+        self.watch.update(terminal, fix);
+        let org = self.org();
+        let Some(node) = org.terminal(terminal).map(|t| t.node) else {
+            return;
+        };
+        self.watch.each_watcher(|w| {
+            if w.terminal != terminal && org.is_ancestor_or_self(w.node, node) {
+                // Positions are refreshed every few seconds: skip one rather
+                // than fall behind.
+                w.outbox
+                    .send_droppable(ptt_codec::ServerMsg::PositionUpdate {
+                        terminal,
+                        lat_e7: fix.lat_e7,
+                        lon_e7: fix.lon_e7,
+                        accuracy_m: fix.accuracy_m,
+                        at_ms: fix.at_ms,
+                    });
+            }
+        });
+    }
+
     /// Leaves the cluster on shutdown: every group this node arbitrates
     /// stops its floor, then the other nodes are told, so they take the
     /// groups over at once (a rolling restart costs a talker one press).
@@ -252,6 +276,7 @@ impl Hub {
                             group.on_view_change(&change.left);
                         }
                     }
+                    crate::cluster::Event::Position(terminal, fix) => hub.position(terminal, fix),
                     crate::cluster::Event::Envelope(envelope) => {
                         match hub.group(envelope.group()) {
                             Some(group) => group.on_envelope(envelope),

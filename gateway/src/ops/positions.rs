@@ -9,35 +9,20 @@ use crate::clock::now_ms;
 use crate::hub::{Hub, Watcher};
 use crate::location::Fix;
 
-/// `Position`: remember it and tell the consoles watching.
+/// `Position`: remember it and tell the consoles watching, on this node
+/// and, in a cluster, on every node.
 pub(crate) fn position(cx: &Caller, lat_e7: i32, lon_e7: i32, accuracy_m: u16) {
     let (hub, terminal) = (&cx.hub, cx.terminal);
-    let at_ms = now_ms();
-    hub.watch().update(
-        terminal,
-        Fix {
-            lat_e7,
-            lon_e7,
-            accuracy_m,
-            at_ms,
-        },
-    );
-    let Some(node) = hub.org().terminal(terminal).map(|t| t.node) else {
-        return;
+    let fix = Fix {
+        lat_e7,
+        lon_e7,
+        accuracy_m,
+        at_ms: now_ms(),
     };
-    hub.watch().each_watcher(|w| {
-        if w.terminal != terminal && hub.org().is_ancestor_or_self(w.node, node) {
-            // Positions are refreshed every few seconds: skip one rather
-            // than fall behind.
-            w.outbox.send_droppable(ServerMsg::PositionUpdate {
-                terminal,
-                lat_e7,
-                lon_e7,
-                accuracy_m,
-                at_ms,
-            });
-        }
-    });
+    hub.position(terminal, fix);
+    if let Some(cluster) = hub.cluster() {
+        cluster.publish_position(terminal, fix);
+    }
 }
 
 /// `WatchPositions`: start (with the positions known now) or stop (node 0).
