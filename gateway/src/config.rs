@@ -369,6 +369,10 @@ pub struct Cluster {
     /// Replicas of the cluster's JetStream streams and buckets (1, 3 or 5;
     /// at most the NATS servers there are). Default 3.
     pub replicas: u32,
+    /// Whether the node also connects to NATS servers it learns of from
+    /// the ones listed (their cluster's other servers). Default true; false
+    /// pins the node to the listed servers (say, its own site's).
+    pub discover_servers: bool,
 }
 
 impl Default for Cluster {
@@ -381,6 +385,7 @@ impl Default for Cluster {
             timeout_ms: 2000,
             takeover_ms: 2000,
             replicas: 3,
+            discover_servers: true,
         }
     }
 }
@@ -1456,6 +1461,7 @@ mod tests {
         assert_eq!(c.cluster.timeout_ms, d.cluster.timeout_ms);
         assert_eq!(c.cluster.takeover_ms, d.cluster.takeover_ms);
         assert_eq!(c.cluster.replicas, d.cluster.replicas);
+        assert_eq!(c.cluster.discover_servers, d.cluster.discover_servers);
         assert_eq!(c.data_dir, d.data_dir);
         assert_eq!(c.floor.talk_limit_s, d.floor.talk_limit_s);
         assert_eq!(c.floor.queue, d.floor.queue);

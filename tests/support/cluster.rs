@@ -40,7 +40,8 @@ pub struct GatewayCluster {
     /// The provisioning key terminals' credentials derive from.
     pub key: ProvisioningKey,
     dir: PathBuf,
-    nats: String,
+    /// Each node's NATS URLs.
+    nats: Vec<String>,
 }
 
 impl GatewayCluster {
@@ -49,6 +50,22 @@ impl GatewayCluster {
     /// `nats`, and waits until every node hears all the others and their
     /// takeover time has passed.
     pub fn start(dir: &Path, n: usize, org_toml: &str, nats: &NatsCluster) -> GatewayCluster {
+        Self::start_with(dir, n, org_toml, vec![nats.urls(); n])
+    }
+
+    /// As [`GatewayCluster::start`], node `i` knowing only NATS server `i`:
+    /// killing that server cuts the node off from the cluster.
+    pub fn start_pinned(
+        dir: &Path,
+        n: usize,
+        org_toml: &str,
+        nats: &NatsCluster,
+    ) -> GatewayCluster {
+        Self::start_with(dir, n, org_toml, (0..n).map(|i| nats.url(i)).collect())
+    }
+
+    fn start_with(dir: &Path, n: usize, org_toml: &str, nats: Vec<String>) -> GatewayCluster {
+        let pinned = nats.iter().all(|urls| !urls.contains(','));
         let key = ProvisioningKey::generate();
         key.save(&dir.join("test.key")).expect("writing the key");
         std::fs::write(
@@ -56,7 +73,12 @@ impl GatewayCluster {
             format!("[auth]\nkey_file = \"test.key\"\n{org_toml}"),
         )
         .expect("writing the org");
-        std::fs::write(dir.join("gateway.toml"), CLUSTER_TOML).expect("writing the config");
+        let config = if pinned {
+            format!("{CLUSTER_TOML}discover_servers = false\n")
+        } else {
+            CLUSTER_TOML.to_owned()
+        };
+        std::fs::write(dir.join("gateway.toml"), config).expect("writing the config");
         let nodes = (0..n)
             .map(|i| {
                 let name = ((b'a' + i as u8) as char).to_string();
@@ -73,7 +95,7 @@ impl GatewayCluster {
             nodes,
             key,
             dir: dir.to_owned(),
-            nats: nats.urls(),
+            nats,
         };
         for i in 0..n {
             cluster.spawn(i);
@@ -146,12 +168,16 @@ impl GatewayCluster {
     /// Waits until every running node's last membership change shows all
     /// running nodes live, then for the takeover time.
     pub fn wait_settled(&self) {
-        let running: Vec<&str> = self
-            .nodes
-            .iter()
-            .filter(|n| n.child.is_some())
-            .map(|n| n.name.as_str())
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
             .collect();
+        self.wait_views(&running, &running);
+    }
+
+    /// Waits until each node of `nodes` last saw exactly `live` (indices)
+    /// live, then for the takeover time.
+    pub fn wait_views(&self, nodes: &[usize], live: &[usize]) {
+        let running: Vec<&str> = live.iter().map(|&i| self.nodes[i].name.as_str()).collect();
         let start = Instant::now();
         'wait: loop {
             assert!(
@@ -162,10 +188,7 @@ impl GatewayCluster {
                     .collect::<Vec<_>>()
                     .join("\n----\n")
             );
-            for (i, node) in self.nodes.iter().enumerate() {
-                if node.child.is_none() {
-                    continue;
-                }
+            for &i in nodes {
                 let log = self.log(i);
                 let Some(last) = log
                     .lines()
@@ -205,7 +228,7 @@ impl GatewayCluster {
         cmd.args(["serve", "--config"])
             .arg(self.dir.join("gateway.toml"))
             .args(["--listen", &format!("127.0.0.1:{}", node.port), "--no-http"])
-            .args(["--node", &node.name, "--nats", &self.nats, "--org"])
+            .args(["--node", &node.name, "--nats", &self.nats[i], "--org"])
             .arg(self.dir.join("org.toml"))
             .arg("--data-dir")
             .arg(&node.data)

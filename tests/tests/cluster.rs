@@ -456,3 +456,52 @@ async fn positions_reach_consoles_on_every_node() {
         .expect("a position from node b reached the console on node a");
     assert_eq!((terminal, lat), (TerminalId(GUARD_A1), 291_000_000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_nats_grants_nothing_and_rejoins_cleanly() {
+    let mut nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    // Node i knows only NATS server i.
+    let cluster = GatewayCluster::start_pinned(dir.path(), 3, ORG, &nats);
+    let mut cut = joined(&cluster, 2, GUARD_A1, UNIT_A).await;
+    let mut majority = joined(&cluster, 0, GUARD_A2, UNIT_A).await;
+    let listener = joined(&cluster, 1, STAFF_A3, UNIT_A).await;
+
+    nats.kill(2);
+    // Node c hears nobody: no quorum, so it refuses with a clear cause.
+    cluster.wait_views(&[2], &[2]);
+    match cut.request_floor(UNIT_A, Class::Normal).await.unwrap() {
+        FloorAnswer::Denied(cause) => assert_eq!(cause, DenyCause::ArbiterUnavailable),
+        other => panic!("a node without quorum answered {other:?}"),
+    }
+    // The majority goes on: a and b arbitrate the group between them.
+    cluster.wait_views(&[0, 1], &[0, 1]);
+    let burst = majority.talk(UNIT_A, Class::Normal).await.unwrap();
+    majority.send_voice(UNIT_A, burst, 0, OPUS, false).unwrap();
+    assert_eq!(hear(&listener, 1, Duration::from_secs(3)).await.len(), 1);
+    majority.release(UNIT_A).unwrap();
+
+    // The server comes back: c rejoins, resends its members, and its
+    // terminal talks to the others again.
+    nats.restart(2);
+    cluster.wait_settled();
+    let burst = loop {
+        match cut.talk(UNIT_A, Class::Normal).await {
+            Ok(b) => break b,
+            Err(Error::Denied(DenyCause::ArbiterUnavailable)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    for seq in 0..3 {
+        cut.send_voice(UNIT_A, burst, seq, OPUS, false).unwrap();
+    }
+    let heard = hear(&listener, 3, Duration::from_secs(3)).await;
+    assert!(
+        heard
+            .iter()
+            .any(|v| v.header.speaker == GUARD_A1 && v.header.burst == burst),
+        "the rejoined node's talker is heard on the others"
+    );
+}

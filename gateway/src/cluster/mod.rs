@@ -96,7 +96,11 @@ impl Cluster {
     ) -> Result<(Arc<Self>, mpsc::Receiver<Event>), Error> {
         let me: NodeName = Arc::from(config.node.as_deref().unwrap_or("node"));
         let urls = config.nats.join(",");
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if !config.discover_servers {
+            options = options.ignore_discovered_servers();
+        }
+        let client = options
             .name(format!("ptt-gateway {me}"))
             .no_echo()
             .retry_on_initial_connect()
