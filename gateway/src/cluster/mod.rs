@@ -37,6 +37,8 @@ use crate::metrics::Metrics;
 const HEARTBEAT: &str = "ptt.hb";
 /// The subject of every terminal's position reports, from whichever node.
 const POSITIONS: &str = "ptt.pos";
+/// The subject of which terminals are connected to which node.
+const PRESENCE: &str = "ptt.presence";
 
 /// Joining the cluster failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,8 @@ pub(crate) enum Event {
     Envelope(wire::Envelope),
     /// A terminal on another node reported its position.
     Position(ptt_codec::TerminalId, crate::location::Fix),
+    /// Terminals connected to another node, or no longer.
+    Presence(wire::Presence),
 }
 
 impl Cluster {
@@ -141,8 +145,14 @@ impl Cluster {
         let heard = cluster.subscribe(HEARTBEAT.to_owned()).await?;
         let inbox = cluster.subscribe(inbox(&cluster.me)).await?;
         let positions = cluster.subscribe(POSITIONS.to_owned()).await?;
+        let presence = cluster.subscribe(PRESENCE.to_owned()).await?;
         tokio::spawn(Arc::clone(&cluster).heartbeats());
-        tokio::spawn(Arc::clone(&cluster).listen(heard, inbox, positions, events));
+        tokio::spawn(Arc::clone(&cluster).listen(
+            heard,
+            inbox,
+            [positions, presence],
+            events,
+        ));
         tracing::info!(node = %cluster.me, nats = %urls, "joined the cluster");
         Ok((cluster, rx))
     }
@@ -229,6 +239,22 @@ impl Cluster {
         }
     }
 
+    /// Tells the other nodes which terminals connected here (`online`) or
+    /// left (`offline`); `full`: `online` is all of them.
+    pub(crate) fn publish_presence(&self, online: Vec<u32>, offline: Vec<u32>, full: bool) {
+        let payload = wire::Presence {
+            node: self.me.to_string(),
+            online,
+            offline,
+            full,
+        }
+        .encode();
+        match self.client.publish(PRESENCE, payload.into()).now_or_never() {
+            Some(Ok(())) => {}
+            _ => Metrics::add(&self.metrics.cluster_envelopes_dropped, 1),
+        }
+    }
+
     /// Subscribes to `group`'s voice from the other nodes.
     pub(crate) async fn voice(&self, group: GroupId) -> Result<async_nats::Subscriber, Error> {
         self.subscribe(voice(group)).await
@@ -303,7 +329,7 @@ impl Cluster {
         self: Arc<Self>,
         mut heard: async_nats::Subscriber,
         mut inbox: async_nats::Subscriber,
-        mut positions: async_nats::Subscriber,
+        [mut positions, mut presence]: [async_nats::Subscriber; 2],
         events: mpsc::Sender<Event>,
     ) {
         use futures_util::StreamExt;
@@ -353,6 +379,20 @@ impl Cluster {
                         Err(e) => {
                             Metrics::add(&self.metrics.cluster_malformed, 1);
                             tracing::warn!("malformed position: {e}");
+                        }
+                    }
+                    continue;
+                }
+                Some(msg) = presence.next() => {
+                    match wire::Presence::decode(&msg.payload) {
+                        Ok(p) => {
+                            if events.send(Event::Presence(p)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            Metrics::add(&self.metrics.cluster_malformed, 1);
+                            tracing::warn!("malformed presence: {e}");
                         }
                     }
                     continue;

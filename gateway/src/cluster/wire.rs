@@ -112,6 +112,37 @@ impl Position {
     }
 }
 
+/// Which terminals are connected to a node, published on `ptt.presence`:
+/// each change, and the whole list (`full`) when another node joins.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Presence {
+    /// The node.
+    pub node: String,
+    /// Terminals now connected to it.
+    pub online: Vec<u32>,
+    /// Terminals no longer connected to it.
+    pub offline: Vec<u32>,
+    /// `online` is everything the node has: forget what it said before.
+    pub full: bool,
+}
+
+impl Presence {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("presence serialises")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        if bytes.len() > MAX_ENVELOPE {
+            return Err(Malformed::TooLarge(bytes.len()));
+        }
+        let p: Presence = serde_json::from_slice(bytes)?;
+        if p.node.is_empty() || p.node.len() > 32 {
+            return Err(Malformed::Frame("bad node name".into()));
+        }
+        Ok(p)
+    }
+}
+
 /// A message to one node's inbox (`ptt.node.<name>`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -338,12 +369,29 @@ mod tests {
         assert!(Position::decode(b"{\"terminal\":1}").is_err());
     }
 
+    #[test]
+    fn presence_round_trips_and_bad_names_are_refused() {
+        let p = Presence {
+            node: "b".into(),
+            online: vec![1, 2],
+            offline: vec![3],
+            full: false,
+        };
+        assert_eq!(Presence::decode(&p.encode()).unwrap(), p);
+        let unnamed = Presence {
+            node: String::new(),
+            ..p
+        };
+        assert!(Presence::decode(&unnamed.encode()).is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let _ = Envelope::decode(&bytes);
             let _ = Heartbeat::decode(&bytes);
             let _ = Position::decode(&bytes);
+            let _ = Presence::decode(&bytes);
             let _ = decode_msg(&String::from_utf8_lossy(&bytes));
         }
     }

@@ -393,7 +393,8 @@ pub(super) async fn tree(
                 "role": t.role,
                 "kind": t.kind,
                 "node": t.node,
-                "online": link.is_some(),
+                "online": link.is_some() || hub.connected_at(t.id).is_some(),
+                "gateway_node": hub.connected_at(t.id).filter(|n| !n.is_empty()).map(|n| n.to_string()),
                 "position": position,
                 "link": quality,
             })

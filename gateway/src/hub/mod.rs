@@ -95,6 +95,8 @@ pub(crate) struct Hub {
     web: crate::tls::Web,
     /// This node's place in a cluster, once joined ([`Hub::join_cluster`]).
     cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// (cluster) Terminals connected to other nodes, and where.
+    elsewhere: dashmap::DashMap<ptt_codec::TerminalId, ptt_gateway_core::cluster::NodeName>,
 }
 
 /// The gateway's run state, for the operations surface.
@@ -208,6 +210,47 @@ impl Hub {
             revoked,
             recorder,
             cluster: std::sync::OnceLock::new(),
+            elsewhere: Default::default(),
+        }
+    }
+
+    /// The node `terminal` is connected to, if it is connected anywhere
+    /// (this one included).
+    pub(crate) fn connected_at(
+        &self,
+        terminal: ptt_codec::TerminalId,
+    ) -> Option<ptt_gateway_core::cluster::NodeName> {
+        if self.registry.is_online(terminal) {
+            let me = self.cluster().map_or_else(|| Arc::from(""), |c| c.me().clone());
+            return Some(me);
+        }
+        self.elsewhere.get(&terminal).map(|n| n.clone())
+    }
+
+    /// Tells the other nodes `terminal` connected here, or left.
+    pub(crate) fn announce(&self, terminal: ptt_codec::TerminalId, online: bool) {
+        if let Some(cluster) = self.cluster() {
+            let (on, off) = if online {
+                (vec![terminal.0], Vec::new())
+            } else {
+                (Vec::new(), vec![terminal.0])
+            };
+            cluster.publish_presence(on, off, false);
+        }
+    }
+
+    /// Takes another node's presence report.
+    pub(crate) fn presence_from(&self, p: crate::cluster::wire::Presence) {
+        let node: ptt_gateway_core::cluster::NodeName = Arc::from(p.node);
+        if p.full {
+            self.elsewhere.retain(|_, n| *n != node);
+        }
+        for t in p.offline {
+            self.elsewhere
+                .remove_if(&ptt_codec::TerminalId(t), |_, n| *n == node);
+        }
+        for t in p.online {
+            self.elsewhere.insert(ptt_codec::TerminalId(t), node.clone());
         }
     }
 
@@ -272,10 +315,21 @@ impl Hub {
             while let Some(event) = events.recv().await {
                 match event {
                     crate::cluster::Event::Changed(change) => {
+                        for node in &change.left {
+                            hub.elsewhere.retain(|_, n| n != node);
+                        }
+                        if !change.joined.is_empty() {
+                            // Newcomers learn who is here.
+                            let here = hub.registry.online().into_iter().map(|(t, ..)| t.0).collect();
+                            if let Some(c) = hub.cluster() {
+                                c.publish_presence(here, Vec::new(), true);
+                            }
+                        }
                         for group in hub.groups.load().values() {
                             group.on_view_change(&change.left);
                         }
                     }
+                    crate::cluster::Event::Presence(p) => hub.presence_from(p),
                     crate::cluster::Event::Position(terminal, fix) => hub.position(terminal, fix),
                     crate::cluster::Event::Envelope(envelope) => {
                         match hub.group(envelope.group()) {

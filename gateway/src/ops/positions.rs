@@ -133,4 +133,49 @@ mod tests {
             "{msg:?}"
         );
     }
+
+    #[tokio::test]
+    async fn presence_and_positions_from_other_nodes_are_kept() {
+        let (_server, _client, conn) = testing::connection().await;
+        let hub = hub();
+        let (console, mut heard) = caller(&hub, 300, &conn);
+        watch(&console, 3);
+        // A position another node's terminal reported reaches the console.
+        hub.position(
+            ptt_codec::TerminalId(501),
+            Fix {
+                lat_e7: 5,
+                lon_e7: 6,
+                accuracy_m: 1,
+                at_ms: 7,
+            },
+        );
+        assert!(matches!(
+            *heard.try_recv().expect("an update"),
+            ServerMsg::PositionUpdate { lat_e7: 5, .. }
+        ));
+        // Presence: on, off, and replaced whole by a full report.
+        let t = ptt_codec::TerminalId;
+        let report = |online: Vec<u32>, offline: Vec<u32>, full| crate::cluster::wire::Presence {
+            node: "b".into(),
+            online,
+            offline,
+            full,
+        };
+        hub.presence_from(report(vec![501, 502], vec![], false));
+        assert_eq!(hub.connected_at(t(501)).as_deref(), Some("b"));
+        hub.presence_from(report(vec![], vec![501], false));
+        assert_eq!(hub.connected_at(t(501)), None);
+        hub.presence_from(report(vec![503], vec![], true));
+        assert_eq!(hub.connected_at(t(502)), None, "a full report replaces");
+        assert_eq!(hub.connected_at(t(503)).as_deref(), Some("b"));
+        // Another node's "offline" does not take away this node's entry.
+        hub.presence_from(crate::cluster::wire::Presence {
+            node: "c".into(),
+            online: vec![],
+            offline: vec![503],
+            full: false,
+        });
+        assert_eq!(hub.connected_at(t(503)).as_deref(), Some("b"));
+    }
 }

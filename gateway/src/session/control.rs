@@ -73,6 +73,7 @@ impl Session {
             outbox: outbox.clone(),
         };
         let (groups, replaced) = hub.registry().register(terminal, live);
+        hub.announce(terminal, true);
         if let Some(old) = replaced {
             Metrics::add(&hub.metrics().sessions_replaced, 1);
             tracing::info!("replacing the older session of this terminal");
@@ -633,6 +634,7 @@ impl Session {
         let Some(groups) = hub.registry().unregister(terminal, session) else {
             return;
         };
+        hub.announce(terminal, false);
         for group in groups {
             if let Some(g) = hub.group(group) {
                 g.detach(terminal, session);
