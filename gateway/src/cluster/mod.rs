@@ -147,12 +147,7 @@ impl Cluster {
         let positions = cluster.subscribe(POSITIONS.to_owned()).await?;
         let presence = cluster.subscribe(PRESENCE.to_owned()).await?;
         tokio::spawn(Arc::clone(&cluster).heartbeats());
-        tokio::spawn(Arc::clone(&cluster).listen(
-            heard,
-            inbox,
-            [positions, presence],
-            events,
-        ));
+        tokio::spawn(Arc::clone(&cluster).listen(heard, inbox, [positions, presence], events));
         tracing::info!(node = %cluster.me, nats = %urls, "joined the cluster");
         Ok((cluster, rx))
     }

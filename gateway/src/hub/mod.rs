@@ -221,7 +221,9 @@ impl Hub {
         terminal: ptt_codec::TerminalId,
     ) -> Option<ptt_gateway_core::cluster::NodeName> {
         if self.registry.is_online(terminal) {
-            let me = self.cluster().map_or_else(|| Arc::from(""), |c| c.me().clone());
+            let me = self
+                .cluster()
+                .map_or_else(|| Arc::from(""), |c| c.me().clone());
             return Some(me);
         }
         self.elsewhere.get(&terminal).map(|n| n.clone())
@@ -250,7 +252,8 @@ impl Hub {
                 .remove_if(&ptt_codec::TerminalId(t), |_, n| *n == node);
         }
         for t in p.online {
-            self.elsewhere.insert(ptt_codec::TerminalId(t), node.clone());
+            self.elsewhere
+                .insert(ptt_codec::TerminalId(t), node.clone());
         }
     }
 
@@ -320,7 +323,12 @@ impl Hub {
                         }
                         if !change.joined.is_empty() {
                             // Newcomers learn who is here.
-                            let here = hub.registry.online().into_iter().map(|(t, ..)| t.0).collect();
+                            let here = hub
+                                .registry
+                                .online()
+                                .into_iter()
+                                .map(|(t, ..)| t.0)
+                                .collect();
                             if let Some(c) = hub.cluster() {
                                 c.publish_presence(here, Vec::new(), true);
                             }
