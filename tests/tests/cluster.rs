@@ -358,6 +358,46 @@ async fn measure_cross_node_voice() {
     }
 }
 
+/// Floor grant latency on an idle floor, for BENCHMARKS.md (not a test: run
+/// with `--ignored --nocapture`): talk key to `FloorGranted`, for a terminal
+/// on the group's arbiter node and for one on another node, 300 presses
+/// each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; see BENCHMARKS.md"]
+async fn measure_cross_node_grant_latency() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let (arbiter, _) = arbiters(UNIT_A);
+    let elsewhere = (arbiter + 1) % 3;
+    let _listener = joined(&cluster, (arbiter + 2) % 3, STAFF_A3, UNIT_A).await;
+    for (node, id, what) in [
+        (arbiter, GUARD_A1, "on the arbiter's node"),
+        (elsewhere, GUARD_A2, "on another node"),
+    ] {
+        let mut t = joined(&cluster, node, id, UNIT_A).await;
+        let mut ms = Vec::new();
+        for _ in 0..300 {
+            let pressed = Instant::now();
+            t.talk(UNIT_A, Class::Normal).await.unwrap();
+            ms.push(pressed.elapsed().as_secs_f64() * 1000.0);
+            t.release(UNIT_A).unwrap();
+            // The release reaches the arbiter before the next press.
+            t.wait_for(|m| matches!(m, ServerMsg::FloorIdle { .. }).then_some(Ok(())))
+                .await
+                .ok();
+        }
+        ms.sort_by(f64::total_cmp);
+        let q = |p: f64| ms[((ms.len() - 1) as f64 * p) as usize];
+        println!(
+            "grant latency {what}: p50 {:.2} ms, p99 {:.2} ms",
+            q(0.5),
+            q(0.99)
+        );
+        t.close();
+    }
+}
+
 /// User plus system CPU seconds of process `pid` so far.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
