@@ -324,6 +324,10 @@ impl Group {
         for output in outputs {
             match output {
                 rules::Output::Send { to, link, msg } => {
+                    if let ServerMsg::FloorGranted { burst, .. } = msg {
+                        // Recorded here, the arbiter, wherever the talker is.
+                        self.record_start(to, burst, talking);
+                    }
                     let link = match &*link {
                         Reach::Local(contact) => contact,
                         Reach::Remote(node) => {
@@ -332,8 +336,7 @@ impl Group {
                             continue;
                         }
                     };
-                    if let ServerMsg::FloorGranted { burst, .. } = msg {
-                        self.record_start(to, burst, talking);
+                    if let ServerMsg::FloorGranted { .. } = msg {
                         if let Some(pressed) = self.requests().remove(&to) {
                             self.metrics.floor_grant_latency.record(pressed.elapsed());
                         }

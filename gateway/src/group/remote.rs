@@ -345,6 +345,9 @@ impl Group {
             terminal: TerminalId(terminal),
             burst,
         });
+        // The machine's lock, then `delivery`, as in `step`: deliveries keep
+        // their order and the two locks are always taken in one order.
+        let machine = self.lock();
         let _delivery = self.delivery.lock().unwrap_or_else(|e| e.into_inner());
         let changed = {
             let mut current = lock(&c.remote_talker);
@@ -352,8 +355,9 @@ impl Group {
         };
         if changed {
             // Stored before the messages, as on the owner (see `deliver`).
-            self.republish();
+            self.fanout.store(self.snapshot(&machine));
         }
+        drop(machine);
         for (to, frame) in messages {
             let to = TerminalId(to);
             let msg = match wire::decode_msg(&frame) {
