@@ -61,6 +61,12 @@ pub struct Sender {
 
 impl Sender {
     /// A sender for `ssrc` with fresh counters (ROC 0, SRTCP index 0).
+    ///
+    /// Number the stream's first packet below 32,768 (a random value in
+    /// 0..32,768 keeps RFC 3550's unpredictability): the receiver takes ROC 0
+    /// from the first packet it gets, and a first packet numbered above
+    /// 32,767 could be overtaken by packets from after the wrap, which it
+    /// would then refuse until an older packet arrives.
     pub fn new(keys: &SessionKeys, ssrc: u32) -> Sender {
         Sender {
             rtp: Cipher::new(&keys.rtp),
