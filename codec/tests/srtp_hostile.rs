@@ -317,6 +317,13 @@ proptest! {
         prop_assert!(receiver.unprotect(&mut packets[0].clone()).is_ok());
     }
 
+}
+
+proptest! {
+    // Each case runs a whole stream (100 packets, or up to 40 gaps): fewer
+    // cases keep the debug-build run short.
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
     /// Reordering within the window: every packet accepted exactly once, in
     /// any order, with its right index, across a sequence wrap; a second
     /// copy of each is a replay.
