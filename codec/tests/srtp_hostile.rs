@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use ptt_codec::srtp::{
-    self, rtp, Direction, Error, MasterKeys, Receiver, Role, Sender, SessionKeys, TAG_LEN,
+    self, rtcp, rtp, Direction, Error, MasterKeys, Receiver, Role, Sender, SessionKeys, TAG_LEN,
 };
 
 const SSRC: u32 = 0x0bad_cafe;
@@ -228,6 +228,31 @@ fn padding_is_checked_after_authentication() {
 }
 
 #[test]
+fn a_receiver_report_travels_in_srtcp() {
+    let mut sender = Sender::new(&keys(1), SSRC);
+    let mut receiver = Receiver::new(&keys(1), SSRC);
+    let mut reception = rtcp::Reception::default();
+    for seq in [1u64, 2, 4] {
+        reception.on_packet(seq, seq as u32 * 960, seq as u32 * 960);
+    }
+    let block = reception.report(0x0000_0001).expect("packets came");
+    let mut buf = [0u8; 128];
+    let len = rtcp::write_receiver_report(SSRC, &[block], &mut buf).expect("room");
+    let len = sender.protect_rtcp(&mut buf, len).expect("protect");
+    assert!(srtp::is_rtcp(&buf[..len]));
+    let len = receiver.unprotect_rtcp(&mut buf[..len]).expect("authentic");
+    let packet = rtcp::packets(&buf[..len])
+        .next()
+        .expect("one")
+        .expect("valid");
+    let report = rtcp::ReceiverReport::parse(&packet).expect("an RR");
+    assert_eq!(report.reporter, SSRC);
+    let got: Vec<_> = report.blocks().collect();
+    assert_eq!(got, [block]);
+    assert_eq!((got[0].cumulative_lost, got[0].highest_sequence), (1, 4));
+}
+
+#[test]
 fn srtcp_refuses_truncation_forgery_and_replay() {
     let mut sender = Sender::new(&keys(1), SSRC);
     let mut receiver = Receiver::new(&keys(1), SSRC);
@@ -276,6 +301,19 @@ proptest! {
         for element in rtp::elements(rtp::ONE_BYTE_PROFILE, &bytes).chain(rtp::elements(0x1000, &bytes)) {
             let _ = element;
         }
+        // The RTCP compound parser ends after at most one error.
+        let mut errors = 0;
+        for packet in rtcp::packets(&bytes) {
+            match packet {
+                Ok(packet) => {
+                    if let Ok(report) = rtcp::ReceiverReport::parse(&packet) {
+                        prop_assert!(report.blocks().count() <= rtcp::MAX_BLOCKS);
+                    }
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        prop_assert!(errors <= 1);
     }
 
     /// Arbitrary bytes with our SSRC and a plausible header, so they reach

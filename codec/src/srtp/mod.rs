@@ -17,6 +17,8 @@
 //!   rollover counter (RFC 3711 §3.3.1) and the replay windows
 //!   ([`replay`], RFC 3711 §3.3.2), over the AEAD of RFC 7714 §8 (SRTP) and
 //!   §9 (SRTCP).
+//! - [`rtcp`]: receiver reports (RFC 3550 §6.4.2) and the reception
+//!   statistics they carry (loss, extended highest sequence, jitter).
 //!
 //! Everything works in place on the caller's buffer: no allocation per
 //! packet. Every failure is one [`Error`] variant; none panics, whatever the
@@ -59,6 +61,7 @@ mod aead;
 mod demux;
 pub mod keys;
 pub mod replay;
+pub mod rtcp;
 pub mod rtp;
 mod stream;
 
