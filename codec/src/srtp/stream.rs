@@ -47,8 +47,10 @@ fn estimate(highest: Option<u64>, seq: u16) -> Option<u64> {
 /// Make one per SSRC this end sends, from the session keys of the direction
 /// it sends in ([`Role::sending`](super::Role::sending)). It refuses to
 /// protect a packet whose index is not newer than the last one it
-/// protected: AES-GCM must never see the same IV twice under one key.
-#[derive(Debug, Clone)]
+/// protected: AES-GCM must never see the same IV twice under one key. (For
+/// the same reason it is not `Clone`: two copies would number packets
+/// independently under one key.)
+#[derive(Debug)]
 pub struct Sender {
     rtp: Cipher,
     rtcp: Cipher,
@@ -171,8 +173,9 @@ pub struct Unprotected {
 /// direction it receives ([`Role::receiving`](super::Role::receiving)).
 /// A packet is checked against the replay window before it is decrypted,
 /// and the window and rollover counter move only once it authenticated, so
-/// forged or replayed packets change nothing.
-#[derive(Debug, Clone)]
+/// forged or replayed packets change nothing. (Not `Clone`: two copies
+/// would each accept the same packet once.)
+#[derive(Debug)]
 pub struct Receiver {
     rtp: Cipher,
     rtcp: Cipher,
