@@ -19,6 +19,7 @@ pub mod control;
 mod ids;
 mod reader;
 pub mod receipt;
+pub mod srtp;
 pub mod voice;
 
 /// TLS application protocol (ALPN) of this protocol, version 1.
