@@ -268,6 +268,18 @@ counters! {
     /// Console sessions that ended: signed out or expired (their
     /// WebTransport session closed with SIGNED_OUT).
     console_sessions_ended,
+    /// Session tickets terminals presented that did not open: sealed with a
+    /// key this gateway no longer has (a rotation dropped it, a restart
+    /// without `transport.ticket_key_file`, another cluster's), or forged.
+    /// Each costs a full handshake; many after a failover mean the nodes
+    /// do not share their ticket key file.
+    tls_tickets_refused,
+    /// Times the shared ticket key file (`transport.ticket_key_file`) was
+    /// reread after it changed.
+    tls_ticket_key_reloads,
+    /// Times it changed but did not load (the keys already loaded stay in
+    /// use; the log says why).
+    tls_ticket_key_reload_failures,
 }
 
 impl Metrics {

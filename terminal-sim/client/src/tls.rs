@@ -56,6 +56,19 @@ pub(crate) fn transport() -> quinn::TransportConfig {
     transport
 }
 
+/// [`transport`] with keep-alives every third of `idle` and an idle
+/// timeout of `idle` (at most an hour), so that a dead gateway node is
+/// noticed within `idle` ([`crate::Failover::with_idle_timeout`]).
+pub(crate) fn transport_with_idle(idle: Duration) -> quinn::TransportConfig {
+    let idle = idle.min(Duration::from_secs(3600));
+    let mut transport = transport();
+    transport.keep_alive_interval(Some(idle / 3));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(idle).expect("an hour fits an idle timeout"),
+    ));
+    transport
+}
+
 /// Socket buffer size asked for on client endpoints: one endpoint carries
 /// hundreds of simulated terminals, and a burst to all of them (an alert to
 /// a whole city) must not overflow the kernel's default 208 KiB.
