@@ -1,6 +1,5 @@
 //! `terminal-sim`: generate a city, or run a scenario against a gateway.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ptt_terminal_sim::city::{self, CityParams};
 use ptt_terminal_sim::scenario::{self, RunConfig, Spec};
+use ptt_terminal_sim::terminal::Gateways;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,9 +41,13 @@ enum Command {
     },
     /// Run a scenario against a gateway and write a JSON report.
     Run {
-        /// Gateway address.
+        /// Gateway address, or the addresses of a cluster's nodes separated
+        /// by commas (A,B,C): each terminal starts on the first address of
+        /// its own order (rendezvous hashing of its id, so the fleet spreads
+        /// evenly) and, when its connection is lost, reconnects to the next
+        /// with backoff and jitter (ptt_terminal::Failover's logic).
         #[arg(long)]
-        gateway: SocketAddr,
+        gateway: Gateways,
         /// PEM certificate to trust (the gateway's data-dir/cert.pem).
         #[arg(long)]
         ca: PathBuf,
@@ -148,7 +152,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let spec = Spec::resolve(&scenario)?;
             let config = RunConfig {
-                gateway,
+                gateways: gateway,
                 server_name,
                 ca,
                 org,

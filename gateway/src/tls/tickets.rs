@@ -146,8 +146,8 @@ impl Key {
         hash.update(secret);
         let mut id = [0; KEY_ID_LEN];
         id.copy_from_slice(&hash.finish().as_ref()[..KEY_ID_LEN]);
-        let unbound = UnboundKey::new(&AES_256_GCM, secret)
-            .expect("a 32-byte secret is an AES-256 key");
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, secret).expect("a 32-byte secret is an AES-256 key");
         Key {
             id,
             aead: LessSafeKey::new(unbound),
@@ -180,10 +180,13 @@ impl Keys {
                 _ => Error::NotHex { line },
             })?;
             let secret: [u8; SECRET_LEN] =
-                bytes.as_slice().try_into().map_err(|_| Error::WrongLength {
-                    line,
-                    bytes: bytes.len(),
-                })?;
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::WrongLength {
+                        line,
+                        bytes: bytes.len(),
+                    })?;
             let key = Key::new(&secret);
             if keys.iter().any(|k| k.id == key.id) {
                 return Err(Error::Duplicate { line });
@@ -489,7 +492,10 @@ mod tests {
     #[test]
     fn malformed_key_files_are_refused() {
         assert!(matches!(Keys::parse(""), Err(Error::Empty)));
-        assert!(matches!(Keys::parse("\n# only a comment\n"), Err(Error::Empty)));
+        assert!(matches!(
+            Keys::parse("\n# only a comment\n"),
+            Err(Error::Empty)
+        ));
         assert!(matches!(
             Keys::parse(&A[..62]),
             Err(Error::WrongLength { line: 1, bytes: 31 })
@@ -512,9 +518,7 @@ mod tests {
             Keys::parse(&format!("{A}\n{B}\n{A}")),
             Err(Error::Duplicate { line: 3 })
         ));
-        let five: Vec<String> = (0..5u8)
-            .map(|i| hex::encode([i; SECRET_LEN]))
-            .collect();
+        let five: Vec<String> = (0..5u8).map(|i| hex::encode([i; SECRET_LEN])).collect();
         assert!(matches!(
             Keys::parse(&five.join("\n")),
             Err(Error::TooMany { count: 5 })
@@ -534,7 +538,11 @@ mod tests {
         let plain = b"a TLS 1.3 session state".as_slice();
         let ticket = node_a.seal(plain).unwrap();
         assert_eq!(node_b.open(&ticket).as_deref(), Some(plain), "other node");
-        assert_ne!(node_a.seal(plain), Some(ticket.clone()), "a fresh nonce each");
+        assert_ne!(
+            node_a.seal(plain),
+            Some(ticket.clone()),
+            "a fresh nonce each"
+        );
 
         // Sealed before the rotation (A was current): still opens after it.
         let old = keys(&[A]).seal(plain).unwrap();
@@ -582,7 +590,10 @@ mod tests {
         assert!(node_a.enabled());
         assert_eq!(node_a.lifetime(), 12 * 3600);
         let before = node_a.encrypt(b"state").unwrap();
-        assert_eq!(node_b.decrypt(&before).as_deref(), Some(b"state".as_slice()));
+        assert_eq!(
+            node_b.decrypt(&before).as_deref(),
+            Some(b"state".as_slice())
+        );
 
         // Rotate: B on top, A kept. Both nodes pick it up.
         let text = rotated(&std::fs::read_to_string(&path).unwrap(), 2).unwrap();
@@ -592,7 +603,10 @@ mod tests {
         let after = node_b.encrypt(b"state").unwrap();
         assert_eq!(&after[..KEY_ID_LEN], &keys(&[&newest]).keys[0].id);
         assert_eq!(node_a.decrypt(&after).as_deref(), Some(b"state".as_slice()));
-        assert_eq!(node_a.decrypt(&before).as_deref(), Some(b"state".as_slice()));
+        assert_eq!(
+            node_a.decrypt(&before).as_deref(),
+            Some(b"state".as_slice())
+        );
         assert_eq!(metrics.snapshot().tls_ticket_key_reloads, 2);
 
         // A broken file keeps the loaded keys, and says so once.

@@ -461,12 +461,17 @@ mod tests {
 
     #[test]
     fn address_lists_parse_and_bad_ones_are_refused() {
-        let g: Gateways = "127.0.0.1:4433,127.0.0.1:4434 , [::1]:4435".parse().unwrap();
+        let g: Gateways = "127.0.0.1:4433,127.0.0.1:4434 , [::1]:4435"
+            .parse()
+            .unwrap();
         assert_eq!(g.len(), 3);
         assert_eq!(g.addrs()[2], "[::1]:4435".parse().unwrap());
         assert_eq!(g.to_string(), "127.0.0.1:4433,127.0.0.1:4434,[::1]:4435");
         let one: Gateways = "127.0.0.1:4433".parse().unwrap();
-        assert_eq!(one, Gateways::from(SocketAddr::from(([127, 0, 0, 1], 4433))));
+        assert_eq!(
+            one,
+            Gateways::from(SocketAddr::from(([127, 0, 0, 1], 4433)))
+        );
         assert_eq!(
             "localhost:4433".parse::<Gateways>().unwrap().addrs()[0].port(),
             4433
@@ -541,7 +546,9 @@ mod tests {
         }
         // Full jitter: delays at the cap cover the whole range, not one value.
         let at_cap: Vec<Duration> = (0..200).map(|_| b.next_delay(&mut rng)).collect();
-        assert!(at_cap.iter().all(|d| *d <= BACKOFF_CAP && *d >= BACKOFF_FLOOR));
+        assert!(at_cap
+            .iter()
+            .all(|d| *d <= BACKOFF_CAP && *d >= BACKOFF_FLOOR));
         assert!(at_cap.iter().any(|d| *d < Duration::from_secs(1)));
         assert!(at_cap.iter().any(|d| *d > Duration::from_secs(4)));
         b.reset();
@@ -589,6 +596,9 @@ mod tests {
         let next = f.next;
         let _ = tokio::time::timeout(Duration::from_millis(1), f.reconnect()).await;
         assert_eq!(f.next, (next + 1) % 3, "moved to the next address");
-        assert!(f.backoff.ceiling() <= BACKOFF_FIRST * 2, "reset, one delay drawn");
+        assert!(
+            f.backoff.ceiling() <= BACKOFF_FIRST * 2,
+            "reset, one delay drawn"
+        );
     }
 }

@@ -293,8 +293,23 @@
 //! # kind = "city"
 //! # name = "City"
 //! # [[node]]
-//! # id = 5
+//! # id = 2
 //! # parent = 1
+//! # kind = "district"
+//! # name = "District"
+//! # [[node]]
+//! # id = 3
+//! # parent = 2
+//! # kind = "police_station"
+//! # name = "East station"
+//! # [[node]]
+//! # id = 4
+//! # parent = 3
+//! # kind = "station"
+//! # name = "Plaza"
+//! # [[node]]
+//! # id = 5
+//! # parent = 4
 //! # kind = "unit"
 //! # name = "Plaza unit 1"
 //! # [[terminal]]
@@ -391,10 +406,10 @@ mod tls;
 pub mod web;
 
 pub use error::Error;
+pub use event::{Download, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
 pub use failover::{
     Backoff, Failover, Gateways, ATTEMPT_TIMEOUT, BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_FLOOR,
     STABLE_AFTER,
 };
-pub use event::{Download, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
 pub use terminal::{Terminal, ANSWER_TIMEOUT};
 pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, socket};

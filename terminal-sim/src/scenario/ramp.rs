@@ -168,7 +168,9 @@ impl Fleet {
         let endpoint = self.endpoint(id).clone();
         let credential = plan.credential(id);
         let groups = plan.terminals[&id].clone();
-        let (addr, name) = (config.gateway, config.server_name.clone());
+        // The terminal's home node: the first of its own order.
+        let addr = config.gateways.order_for(id)[0];
+        let name = config.server_name.clone();
         let client = self.client(id).clone();
         attempts.spawn_on(
             async move {
