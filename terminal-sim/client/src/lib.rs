@@ -334,6 +334,7 @@
 //! #         ..Config::default()
 //! #     };
 //! #     config.transport.ticket_key_file = Some(tickets.clone());
+//! #     std::fs::create_dir_all(&config.data_dir)?;
 //! #     let identity = match &identity {
 //! #         Some(id) => id,
 //! #         None => identity.insert(tls::identity(&config)?),
