@@ -100,6 +100,12 @@ enum Command {
         /// loopback as it is. The harness pays for it, not the gateway.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Milliseconds without a packet from its gateway node after which
+        /// a terminal gives the connection up and fails over (keep-alives
+        /// every third of it; at least 300). Default: the library's 30 s,
+        /// as handsets have it. A node killed outright is noticed only so.
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
     },
 }
 
@@ -149,6 +155,7 @@ fn main() -> anyhow::Result<()> {
             seed,
             threads,
             delay_ms,
+            idle_timeout_ms,
         } => {
             let spec = Spec::resolve(&scenario)?;
             let config = RunConfig {
@@ -166,6 +173,7 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 delay: Duration::from_millis(delay_ms),
                 threads: usize::from(threads),
+                idle_timeout: idle_timeout_ms.map(Duration::from_millis),
             };
             // The other threads are started by the run (`shards`).
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -328,9 +328,7 @@ impl Failover {
     /// sooner, and costs a handset a keep-alive packet that much more
     /// often. At least 300 ms.
     pub fn with_idle_timeout(mut self, idle: Duration) -> Failover {
-        let idle = idle.max(Duration::from_millis(300));
-        self.client
-            .transport_config(std::sync::Arc::new(crate::tls::transport_with_idle(idle)));
+        crate::set_idle_timeout(&mut self.client, idle);
         self
     }
 

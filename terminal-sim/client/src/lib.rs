@@ -413,4 +413,4 @@ pub use failover::{
     STABLE_AFTER,
 };
 pub use terminal::{Terminal, ANSWER_TIMEOUT};
-pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, socket};
+pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, set_idle_timeout, socket};

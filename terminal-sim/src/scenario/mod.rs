@@ -78,6 +78,10 @@ pub struct RunConfig {
     /// Threads the terminals run on ([`crate::shards`]), the calling one
     /// included.
     pub threads: usize,
+    /// Each terminal notices a dead gateway node within this long instead
+    /// of 30 s ([`terminal::set_idle_timeout`]); `None`: the library's
+    /// default.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Encodes the audio talkers send: 10 s of it, looped.

@@ -67,7 +67,13 @@ impl Fleet {
             .collect::<Result<Vec<_>, _>>()?;
         let clients = ids
             .iter()
-            .map(|t| Ok((*t, terminal::client_config(roots)?)))
+            .map(|t| {
+                let mut client = terminal::client_config(roots)?;
+                if let Some(idle) = config.idle_timeout {
+                    terminal::set_idle_timeout(&mut client, idle);
+                }
+                Ok((*t, client))
+            })
             .collect::<Result<_, terminal::Error>>()?;
         let endpoint_of = ids
             .iter()
