@@ -53,8 +53,13 @@ pub enum Error {
     },
     /// The shared session ticket key file (`transport.ticket_key_file`)
     /// does not load.
-    #[error("TLS ticket key file: {0}")]
-    TicketKeys(#[from] tickets::Error),
+    #[error("TLS ticket key file {path}: {source}")]
+    TicketKeys {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: tickets::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -326,7 +331,12 @@ pub fn server_config_for(
     // With `transport.ticket_key_file`, keys every node of a cluster
     // shares, so that a terminal whose node died resumes on another one.
     let inner: Arc<dyn rustls::server::ProducesTickets> = match &transport.ticket_key_file {
-        Some(path) => Arc::new(tickets::Shared::open(path, metrics.clone())?),
+        Some(path) => Arc::new(
+            tickets::Shared::open(path, metrics.clone()).map_err(|source| Error::TicketKeys {
+                path: path.clone(),
+                source,
+            })?,
+        ),
         None => rustls::crypto::ring::Ticketer::new()?,
     };
     tls.ticketer = Arc::new(CountingTicketer {
