@@ -266,3 +266,95 @@ async fn fail_over(shared_tickets: bool) -> String {
     colleague.close();
     stop(nodes.remove(0))
 }
+
+/// `terminal-sim run --gateway A,B`: the fleet spreads over both nodes; when
+/// one is killed, every terminal on it fails over to the other, resuming
+/// its TLS session there, and the report's `failover` section says so.
+#[test]
+fn terminal_sim_spreads_over_two_nodes_and_fails_over_when_one_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("city.toml");
+    let made = Command::new(bin("terminal-sim"))
+        .args(["gen-city", "--units", "10", "--out"])
+        .arg(&org)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // start() serves the org of this name (its key_file, city.key, is
+    // found next to it).
+    std::fs::copy(&org, dir.path().join("org.toml")).unwrap();
+    let made = Command::new(bin("ptt-gateway"))
+        .args(["ticket-key", "new"])
+        .arg(dir.path().join("ticket.keys"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let a = start(dir.path(), "a", true, None);
+    let (cert, tls_key) = (
+        dir.path().join("data-a/cert.pem"),
+        dir.path().join("data-a/key.pem"),
+    );
+    let b = start(dir.path(), "b", true, Some((&cert, &tls_key)));
+    let (a_addr, b_addr) = (a.addr, b.addr);
+
+    let report = dir.path().join("report.json");
+    let mut sim = Command::new(bin("terminal-sim"));
+    sim.args(["run", "--gateway", &format!("{a_addr},{b_addr}"), "--ca"])
+        .arg(&cert)
+        .arg("--org")
+        .arg(dir.path().join("org.toml"))
+        .args([
+            "--scenario",
+            "voice-steady",
+            "--duration",
+            "12",
+            "--groups",
+            "4",
+        ])
+        .args(["--idle-timeout-ms", "2000", "--report"])
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let sim = sim.spawn().unwrap();
+    // Into the measured phase (the ramp of a few dozen terminals takes
+    // well under a second), then node A dies.
+    std::thread::sleep(Duration::from_secs(4));
+    let killed = Command::new("kill")
+        .args(["-KILL", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(a);
+    let out = sim.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "terminal-sim failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let fo = &r["failover"];
+    assert_eq!(fo["nodes"][0], a_addr.to_string(), "{fo}");
+    let homes: Vec<u64> = fo["home_terminals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert!(homes[0] > 0 && homes[1] > 0, "spread over both: {homes:?}");
+    assert_eq!(
+        fo["failovers"], homes[0],
+        "every terminal of the killed node failed over: {fo}"
+    );
+    assert_eq!(fo["lost_to_rejoined_ms"]["samples"], homes[0], "{fo}");
+    assert_eq!(r["connections"]["offline_at_end"], 0, "{r}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+
+    let counters = stop(b);
+    assert_eq!(
+        counter(&counters, "tls_tickets_accepted"),
+        homes[0],
+        "each failover resumed with a ticket node A issued: {counters}"
+    );
+    assert_eq!(counter(&counters, "tls_tickets_refused"), 0, "{counters}");
+}
