@@ -255,6 +255,14 @@ pub async fn run(
     let me: TerminalId = terminal.id();
     let seen = terminal.seen_alerts();
     let mut actor = Actor::new(me, link, shared, done);
+    // The ramp connected it to its home node, or the next one that answered.
+    let at = terminal.connection().remote_address();
+    actor.node = actor
+        .link
+        .gateways
+        .iter()
+        .position(|a| *a == at)
+        .unwrap_or(0);
     loop {
         let (away, lost_at) = match actor.serve(&mut terminal, &mut commands, &mut stop).await {
             Exit::Stop => break,
