@@ -850,6 +850,19 @@ pub struct Transport {
     /// and loses attempts to it in a storm. Default 1,000,000 (off), with
     /// `retry_from`.
     pub handshakes_per_proven_address: usize,
+    /// File of the TLS session-ticket keys every node of a cluster shares
+    /// (hex lines of 32 bytes, newest first; `ptt-gateway ticket-key new`
+    /// makes one, `ticket-key rotate` rotates it; [`crate::tls::tickets`]).
+    /// Tickets are sealed with the newest key and opened with any, so a
+    /// terminal whose node died resumes its TLS session on another node
+    /// instead of a full handshake (a certificate signature on the node, a
+    /// chain verification on the handset), and a city's terminals failing
+    /// over at once do not all cost that. The file is reread within 30 s of
+    /// a change. Default none: each process seals with random keys of its
+    /// own, rotated every 6 hours (rustls's), which suits a single node and
+    /// needs no secret to manage; a restart then costs every terminal one
+    /// full handshake.
+    pub ticket_key_file: Option<PathBuf>,
 }
 
 impl Default for Transport {
@@ -871,6 +884,7 @@ impl Default for Transport {
             retry_from: 256,
             handshakes_per_address: 1_000_000,
             handshakes_per_proven_address: 1_000_000,
+            ticket_key_file: None,
         }
     }
 }

@@ -66,6 +66,60 @@ enum Command {
     /// Manage the browser console's operator accounts (safe while the
     /// gateway runs: it picks changes up within 30 s).
     Operator(OperatorArgs),
+    /// Make or rotate the TLS session-ticket key file a cluster's nodes
+    /// share (transport.ticket_key_file). Running nodes reread it within
+    /// 30 s of a change.
+    #[command(subcommand)]
+    TicketKey(TicketKeyAction),
+}
+
+/// `ptt-gateway ticket-key ...`.
+#[derive(Debug, Subcommand)]
+enum TicketKeyAction {
+    /// Write a new key file with one random key (mode 0600); refuses to
+    /// replace an existing file.
+    New {
+        /// The key file.
+        file: PathBuf,
+    },
+    /// Put a new random key on top of the file and keep the previous one
+    /// (the oldest beyond --keep are dropped). Rotate at most every 12 h,
+    /// the tickets' lifetime, and copy the file to every node.
+    Rotate {
+        /// The key file.
+        file: PathBuf,
+        /// Keys kept in all, the new one included (1 to 4).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
+        keep: u8,
+    },
+}
+
+/// Writes or rotates a ticket key file.
+fn ticket_key(action: TicketKeyAction) -> anyhow::Result<()> {
+    use ptt_gateway::tls::tickets;
+    match action {
+        TicketKeyAction::New { file } => {
+            anyhow::ensure!(
+                !file.exists(),
+                "{} exists: rotate it (ticket-key rotate) rather than replace it",
+                file.display()
+            );
+            tickets::write_file(&file, &(tickets::new_secret_line()? + "\n"))?;
+            println!("wrote a new ticket key to {}", file.display());
+        }
+        TicketKeyAction::Rotate { file, keep } => {
+            let old = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let text = tickets::rotated(&old, usize::from(keep))?;
+            tickets::write_file(&file, &text)?;
+            println!(
+                "rotated {}: {} keys, the new one first; copy it to every node",
+                file.display(),
+                text.lines().count()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `ptt-gateway operator ...`.
@@ -808,6 +862,7 @@ fn main() -> anyhow::Result<()> {
         Command::Recordings(args) => recordings(args),
         Command::Reload(args) => reload(args),
         Command::Operator(args) => operator(args),
+        Command::TicketKey(action) => ticket_key(action),
         Command::Serve(args) => {
             let config = args.config()?;
             let (org, key) = load_org(config.org.as_ref(), config.provisioning_key.as_ref())?;

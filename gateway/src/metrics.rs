@@ -294,6 +294,18 @@ counters! {
     /// (cluster) Bursts revoked with ARBITER_LOST: this node lost a
     /// group or its quorum, or the group's arbiter died.
     cluster_floor_lost,
+    /// Session tickets terminals presented that did not open: sealed with a
+    /// key this gateway no longer has (a rotation dropped it, a restart
+    /// without `transport.ticket_key_file`, another cluster's), or forged.
+    /// Each costs a full handshake; many after a failover mean the nodes
+    /// do not share their ticket key file.
+    tls_tickets_refused,
+    /// Times the shared ticket key file (`transport.ticket_key_file`) was
+    /// reread after it changed.
+    tls_ticket_key_reloads,
+    /// Times it changed but did not load (the keys already loaded stay in
+    /// use; the log says why).
+    tls_ticket_key_reload_failures,
 }
 
 impl Metrics {

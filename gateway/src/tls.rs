@@ -12,6 +12,8 @@ use sha2::Digest;
 use crate::config::{Config, Transport};
 use crate::metrics::Metrics;
 
+pub mod tickets;
+
 /// Errors setting up TLS or the endpoint.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -48,6 +50,15 @@ pub enum Error {
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// The shared session ticket key file (`transport.ticket_key_file`)
+    /// does not load.
+    #[error("TLS ticket key file {path}: {source}")]
+    TicketKeys {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: tickets::Error,
     },
 }
 
@@ -317,8 +328,19 @@ pub fn server_config_for(
     // that reconnects resumes its TLS session without a certificate
     // signature and verification, and the gateway keeps no per-terminal
     // cache (the default cache holds 256 sessions; a city has 32,000).
+    // With `transport.ticket_key_file`, keys every node of a cluster
+    // shares, so that a terminal whose node died resumes on another one.
+    let inner: Arc<dyn rustls::server::ProducesTickets> = match &transport.ticket_key_file {
+        Some(path) => Arc::new(
+            tickets::Shared::open(path, metrics.clone()).map_err(|source| Error::TicketKeys {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => rustls::crypto::ring::Ticketer::new()?,
+    };
     tls.ticketer = Arc::new(CountingTicketer {
-        inner: rustls::crypto::ring::Ticketer::new()?,
+        inner,
         metrics: metrics.clone(),
     });
     // A ticket is spent by every attempt that presents it, answered or not.
@@ -363,6 +385,8 @@ impl rustls::server::ProducesTickets for CountingTicketer {
         let plain = self.inner.decrypt(cipher);
         if plain.is_some() {
             Metrics::add(&self.metrics.tls_tickets_accepted, 1);
+        } else {
+            Metrics::add(&self.metrics.tls_tickets_refused, 1);
         }
         plain
     }

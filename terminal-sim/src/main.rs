@@ -1,6 +1,5 @@
 //! `terminal-sim`: generate a city, or run a scenario against a gateway.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ptt_terminal_sim::city::{self, CityParams};
 use ptt_terminal_sim::scenario::{self, RunConfig, Spec};
+use ptt_terminal_sim::terminal::Gateways;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,9 +41,13 @@ enum Command {
     },
     /// Run a scenario against a gateway and write a JSON report.
     Run {
-        /// Gateway address.
+        /// Gateway address, or the addresses of a cluster's nodes separated
+        /// by commas (A,B,C): each terminal starts on the first address of
+        /// its own order (rendezvous hashing of its id, so the fleet spreads
+        /// evenly) and, when its connection is lost, reconnects to the next
+        /// with backoff and jitter (ptt_terminal::Failover's logic).
         #[arg(long)]
-        gateway: SocketAddr,
+        gateway: Gateways,
         /// PEM certificate to trust (the gateway's data-dir/cert.pem).
         #[arg(long)]
         ca: PathBuf,
@@ -96,6 +100,12 @@ enum Command {
         /// loopback as it is. The harness pays for it, not the gateway.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Milliseconds without a packet from its gateway node after which
+        /// a terminal gives the connection up and fails over (keep-alives
+        /// every third of it; at least 300). Default: the library's 30 s,
+        /// as handsets have it. A node killed outright is noticed only so.
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
     },
 }
 
@@ -145,10 +155,11 @@ fn main() -> anyhow::Result<()> {
             seed,
             threads,
             delay_ms,
+            idle_timeout_ms,
         } => {
             let spec = Spec::resolve(&scenario)?;
             let config = RunConfig {
-                gateway,
+                gateways: gateway,
                 server_name,
                 ca,
                 org,
@@ -162,6 +173,7 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 delay: Duration::from_millis(delay_ms),
                 threads: usize::from(threads),
+                idle_timeout: idle_timeout_ms.map(Duration::from_millis),
             };
             // The other threads are started by the run (`shards`).
             let runtime = tokio::runtime::Builder::new_current_thread()

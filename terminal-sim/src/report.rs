@@ -204,6 +204,27 @@ pub struct ReconnectReport {
     pub drop_to_back_ms: Percentiles,
 }
 
+/// Failover between gateway nodes, for runs given several addresses
+/// (`--gateway A,B,C`) or in which a terminal's reconnect landed on
+/// another node than the one it lost.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FailoverReport {
+    /// The gateway addresses, as given.
+    pub nodes: Vec<String>,
+    /// Terminals whose home node (first address of their order) each of
+    /// `nodes` is: how evenly the fleet spread.
+    pub home_terminals: Vec<u64>,
+    /// Reconnections after a lost connection that landed on another node
+    /// than the lost one.
+    pub failovers: u64,
+    /// For those, per terminal: the connection's loss, as the terminal
+    /// noticed it, to its session back on the other node with its groups
+    /// joined, ms. A node that dies unannounced is noticed only after the
+    /// idle timeout (30 s by default), which comes before this; a node that
+    /// shuts down is noticed at once.
+    pub lost_to_rejoined_ms: Percentiles,
+}
+
 /// Connection figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ConnectionReport {
@@ -287,6 +308,10 @@ pub struct Report {
     /// Drill reports from the gateway (drill scenarios), as it sent them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub drills: Vec<serde_json::Value>,
+    /// Failover between gateway nodes (`--gateway A,B,C`, or any terminal
+    /// that reconnected to another node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverReport>,
 }
 
 impl Report {
@@ -315,6 +340,17 @@ impl Report {
                 c.failed_attempts,
                 c.simulated_drops,
                 c.offline_at_end,
+            );
+        }
+        if let Some(fo) = &self.failover {
+            s += &format!(
+                "nodes   {} addresses, home terminals {:?}; {} failovers (lost to rejoined p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms)\n",
+                fo.nodes.len(),
+                fo.home_terminals,
+                fo.failovers,
+                fo.lost_to_rejoined_ms.p50,
+                fo.lost_to_rejoined_ms.p99,
+                fo.lost_to_rejoined_ms.max,
             );
         }
         // Alert scenarios talk no voice: leave out lines of zeros.
@@ -569,6 +605,22 @@ mod tests {
             "{}",
             r.summary()
         );
+        assert!(!r.summary().contains("nodes"));
+        r.failover = Some(FailoverReport {
+            nodes: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+            home_terminals: vec![5, 7],
+            failovers: 2,
+            ..FailoverReport::default()
+        });
+        assert!(
+            r.summary()
+                .contains("nodes   2 addresses, home terminals [5, 7]; 2 failovers"),
+            "{}",
+            r.summary()
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["failover"]["failovers"], 2);
+        assert!(json["failover"]["lost_to_rejoined_ms"]["p99"].is_number());
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub enum Error {
     /// answer, the CONNECT stream ended).
     #[error("WebTransport: {0}")]
     WebTransport(String),
+    /// A list of gateway addresses ([`crate::Gateways`]) does not parse:
+    /// empty, an item that is no `host:port`, or an address twice.
+    #[error("gateway addresses: {0}")]
+    Gateways(String),
 }
 
 impl Error {

@@ -249,9 +249,158 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Failover between gateway nodes
+//!
+//! A cluster's nodes all serve every terminal and present the same
+//! certificate. Give a terminal every node's address ([`Gateways`], parsed
+//! from `"A,B,C"`) and connect it with a [`Failover`], one per terminal for
+//! its lifetime:
+//!
+//! - **Spreading:** each terminal tries the addresses in an order of its
+//!   own, by rendezvous hashing of its id ([`Gateways::order_for`]): a
+//!   fleet's first connections spread evenly over the nodes, and the
+//!   terminals of a lost node spread evenly over the others.
+//! - **Backoff:** after a failed attempt, the next address, after a delay
+//!   drawn uniformly up to a ceiling that starts at 100 ms and doubles to
+//!   5 s (full jitter, at least 10 ms: [`Backoff`]); each attempt is given
+//!   10 s ([`ATTEMPT_TIMEOUT`]). The ceiling starts over once a connection
+//!   has held 10 s ([`STABLE_AFTER`]).
+//! - **Loss:** a node that shuts down closes its connections with a code; a
+//!   node that dies is noticed by the idle timeout, 30 s by default
+//!   ([`Failover::with_idle_timeout`] shortens it). On either,
+//!   [`Failover::reconnect`] goes to the next address.
+//! - **Resumption:** every connection of a `Failover` shares one TLS
+//!   client configuration, hence one session-ticket store, under one server
+//!   name: a ticket from the lost node resumes the TLS session on the next
+//!   one when the nodes share their ticket key (the gateway's
+//!   `transport.ticket_key_file`), saving a certificate signature and
+//!   verification per terminal in a failover.
+//! - **After reconnecting:** `Hello` is sent by the library; join the groups
+//!   again ([`Terminal::rejoin`] joins those the node did not restore). The
+//!   new node delivers every alert not yet receipted; the `Failover`'s
+//!   [`SeenAlerts`] keep an alert already shown from being shown twice.
+//!
+//! ```
+//! # // Two gateway nodes on loopback ports, with the same certificate,
+//! # // provisioning key and ticket key file, serving the same org.
+//! # use ptt_gateway::alert::Store;
+//! # use ptt_gateway::org::{auth::ProvisioningKey, Org};
+//! # use ptt_gateway::{tls, Config, Gateway};
+//! # const ORG: &str = r#"
+//! # [[node]]
+//! # id = 1
+//! # kind = "city"
+//! # name = "City"
+//! # [[node]]
+//! # id = 2
+//! # parent = 1
+//! # kind = "district"
+//! # name = "District"
+//! # [[node]]
+//! # id = 3
+//! # parent = 2
+//! # kind = "police_station"
+//! # name = "East station"
+//! # [[node]]
+//! # id = 4
+//! # parent = 3
+//! # kind = "station"
+//! # name = "Plaza"
+//! # [[node]]
+//! # id = 5
+//! # parent = 4
+//! # kind = "unit"
+//! # name = "Plaza unit 1"
+//! # [[terminal]]
+//! # id = 501
+//! # name = "Guard 1"
+//! # role = "security_guard"
+//! # kind = "handheld"
+//! # node = 5
+//! # "#;
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let key = ProvisioningKey::generate();
+//! # let tickets = dir.path().join("ticket.keys");
+//! # tls::tickets::write_file(&tickets, &tls::tickets::new_secret_line()?)?;
+//! # let mut identity = None;
+//! # let mut nodes = Vec::new();
+//! # for name in ["a", "b"] {
+//! #     let mut config = Config {
+//! #         listen: "127.0.0.1:0".parse()?,
+//! #         data_dir: dir.path().join(name),
+//! #         ..Config::default()
+//! #     };
+//! #     config.transport.ticket_key_file = Some(tickets.clone());
+//! #     std::fs::create_dir_all(&config.data_dir)?;
+//! #     let identity = match &identity {
+//! #         Some(id) => id,
+//! #         None => identity.insert(tls::identity(&config)?),
+//! #     };
+//! #     let org = Org::from_toml(ORG, dir.path())?;
+//! #     let net = ptt_gateway::net::Thread::start("ptt-net")?;
+//! #     let store = Store::open(&config.data_dir.join("gateway.db"))?;
+//! #     let gateway = Gateway::new(config, org, key.clone(), store, net);
+//! #     let server = gateway.bind("127.0.0.1:0".parse()?, identity)?;
+//! #     let addr = server.local_addr()?;
+//! #     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! #     let running = tokio::spawn(gateway.clone().run(server, async { let _ = stopped.await; }));
+//! #     nodes.push((addr, gateway, Some(stop), running));
+//! # }
+//! # let (node_a, node_b) = (nodes[0].0, nodes[1].0);
+//! # let ca_path = identity.expect("made above").cert_path.clone();
+//! # let credential = key.credential(ptt_codec::TerminalId(501));
+//! # tokio::time::timeout(std::time::Duration::from_secs(30), async {
+//! use ptt_codec::{GroupId, TerminalId};
+//! use ptt_terminal::{Failover, Gateways};
+//!
+//! let roots = ptt_terminal::load_ca(&ca_path)?;
+//! let endpoint = ptt_terminal::endpoint("127.0.0.1:0".parse()?, &roots)?;
+//! let cluster: Gateways = format!("{node_a},{node_b}").parse()?;
+//! let mut failover =
+//!     Failover::new(endpoint, &roots, &cluster, "localhost", TerminalId(501), &credential)?;
+//!
+//! let mut guard = failover.connect().await?;
+//! let unit = GroupId(5);
+//! guard.join(unit).await?;
+//! let home = failover.current().expect("connected");
+//! # // The guard's node shuts down (a dead one would be noticed by the
+//! # // idle timeout instead).
+//! # let lost = nodes.iter_mut().find(|n| n.0 == home).expect("one of them");
+//! # let _ = lost.2.take().expect("running").send(());
+//!
+//! // The node goes away: the connection ends with an error worth a retry.
+//! let lost = loop {
+//!     if let Err(e) = guard.next_event().await {
+//!         break e;
+//!     }
+//! };
+//! assert!(!lost.is_final());
+//!
+//! // The next node: Hello again (the library), then the groups.
+//! let mut guard = failover.reconnect().await?;
+//! guard.rejoin(&[unit]).await?;
+//! assert_ne!(failover.current(), Some(home));
+//! # let other = nodes.iter().find(|n| n.0 != home).expect("the other");
+//! # assert_eq!(other.1.metrics().tls_tickets_accepted, 1, "resumed with the first node's ticket");
+//! guard.close();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).await??;
+//! # for (_, _, stop, running) in nodes {
+//! #     if let Some(stop) = stop {
+//! #         let _ = stop.send(());
+//! #     }
+//! #     running.await?;
+//! # }
+//! # Ok(())
+//! # }
+//! ```
 
 mod error;
 mod event;
+mod failover;
 mod streams;
 mod terminal;
 mod tls;
@@ -259,5 +408,9 @@ pub mod web;
 
 pub use error::Error;
 pub use event::{Download, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
+pub use failover::{
+    Backoff, Failover, Gateways, ATTEMPT_TIMEOUT, BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_FLOOR,
+    STABLE_AFTER,
+};
 pub use terminal::{Terminal, ANSWER_TIMEOUT};
-pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, socket};
+pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, set_idle_timeout, socket};

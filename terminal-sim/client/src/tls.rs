@@ -56,6 +56,30 @@ pub(crate) fn transport() -> quinn::TransportConfig {
     transport
 }
 
+/// Makes connections with `config` notice a dead gateway node within
+/// `idle` (at least 300 ms, at most an hour) instead of 30 s: keep-alives
+/// every third of it, and the connection ends after `idle` without a
+/// packet from the gateway (the shorter of this and the gateway's idle
+/// timeout applies). Shorter moves terminals off a dead node sooner and
+/// costs a handset a keep-alive packet that much more often.
+pub fn set_idle_timeout(config: &mut quinn::ClientConfig, idle: Duration) {
+    let idle = idle.max(Duration::from_millis(300));
+    config.transport_config(Arc::new(transport_with_idle(idle)));
+}
+
+/// [`transport`] with keep-alives every third of `idle` and an idle
+/// timeout of `idle` (at most an hour), so that a dead gateway node is
+/// noticed within `idle` ([`crate::Failover::with_idle_timeout`]).
+pub(crate) fn transport_with_idle(idle: Duration) -> quinn::TransportConfig {
+    let idle = idle.min(Duration::from_secs(3600));
+    let mut transport = transport();
+    transport.keep_alive_interval(Some(idle / 3));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(idle).expect("an hour fits an idle timeout"),
+    ));
+    transport
+}
+
 /// Socket buffer size asked for on client endpoints: one endpoint carries
 /// hundreds of simulated terminals, and a burst to all of them (an alert to
 /// a whole city) must not overflow the kernel's default 208 KiB.

@@ -1,5 +1,6 @@
-//! Terminals going away and coming back: the reconnect backoff after a lost
-//! connection, and which terminals a scenario sends offline.
+//! Terminals going away and coming back: which terminals a scenario sends
+//! offline, and for how long (the reconnect backoff is the terminal
+//! library's [`crate::terminal::Backoff`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,48 +8,6 @@ use std::time::Duration;
 use ptt_codec::TerminalId;
 use rand::seq::SliceRandom;
 use rand::Rng;
-
-/// First retry delay after a lost connection.
-pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-
-/// Longest retry delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// Reconnect delays: 100 ms doubling up to 2 s, each drawn uniformly from
-/// half the step up to the whole step, so thousands of terminals that lost
-/// the same gateway do not come back in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    step: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            step: BACKOFF_FIRST,
-        }
-    }
-}
-
-impl Backoff {
-    /// The step the next delay is drawn from (without jitter).
-    pub fn step(&self) -> Duration {
-        self.step
-    }
-
-    /// The delay before the next attempt; doubles the step for the one
-    /// after.
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let step = self.step;
-        self.step = (step * 2).min(BACKOFF_MAX);
-        step.mul_f64(rng.gen_range(0.5..=1.0))
-    }
-
-    /// Back to the first step (after a successful connection).
-    pub fn reset(&mut self) {
-        self.step = BACKOFF_FIRST;
-    }
-}
 
 /// Picks `ratio` of `candidates` (rounded, at least one if the ratio is
 /// above 0 and someone is eligible) to go offline now, leaving out those
@@ -87,28 +46,6 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
-
-    #[test]
-    fn backoff_doubles_to_two_seconds_with_jitter_and_resets() {
-        let mut rng = StdRng::seed_from_u64(3);
-        let mut b = Backoff::default();
-        let steps_ms = [100, 200, 400, 800, 1600, 2000, 2000, 2000];
-        for ms in steps_ms {
-            assert_eq!(b.step(), Duration::from_millis(ms));
-            let d = b.next_delay(&mut rng);
-            assert!(
-                d >= Duration::from_millis(ms / 2) && d <= Duration::from_millis(ms),
-                "{d:?} outside {ms}/2..{ms} ms"
-            );
-        }
-        b.reset();
-        assert_eq!(b.step(), BACKOFF_FIRST);
-        // Jitter: not every terminal waits the same.
-        let delays: Vec<Duration> = (0..20)
-            .map(|_| Backoff::default().next_delay(&mut rng))
-            .collect();
-        assert!(delays.iter().any(|d| *d != delays[0]));
-    }
 
     #[test]
     fn offline_selection_takes_the_share_and_skips_those_still_away() {

@@ -89,7 +89,7 @@ impl Crew {
             let link = actor::Link {
                 endpoint: fleet.endpoint(id).clone(),
                 client: fleet.client(id).clone(),
-                gateway: config.gateway,
+                gateways: config.gateways.order_for(id),
                 server_name: config.server_name.clone(),
                 credential: plan.credential(id),
                 groups,

@@ -22,7 +22,6 @@ mod tally;
 pub mod walk;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +45,10 @@ use tally::{Meter, Tally};
 /// Everything `terminal-sim run` is told.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// Gateway UDP address.
-    pub gateway: SocketAddr,
+    /// The gateway's UDP address, or those of a cluster's nodes: each
+    /// terminal starts on the first of its own order
+    /// ([`terminal::Gateways::order_for`]) and fails over to the next.
+    pub gateways: terminal::Gateways,
     /// TLS server name to verify (the self-signed certificate has
     /// `localhost`).
     pub server_name: String,
@@ -77,6 +78,10 @@ pub struct RunConfig {
     /// Threads the terminals run on ([`crate::shards`]), the calling one
     /// included.
     pub threads: usize,
+    /// Each terminal notices a dead gateway node within this long instead
+    /// of 30 s ([`terminal::set_idle_timeout`]); `None`: the library's
+    /// default.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Encodes the audio talkers send: 10 s of it, looped.

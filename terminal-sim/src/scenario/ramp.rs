@@ -67,7 +67,13 @@ impl Fleet {
             .collect::<Result<Vec<_>, _>>()?;
         let clients = ids
             .iter()
-            .map(|t| Ok((*t, terminal::client_config(roots)?)))
+            .map(|t| {
+                let mut client = terminal::client_config(roots)?;
+                if let Some(idle) = config.idle_timeout {
+                    terminal::set_idle_timeout(&mut client, idle);
+                }
+                Ok((*t, client))
+            })
             .collect::<Result<_, terminal::Error>>()?;
         let endpoint_of = ids
             .iter()
@@ -158,6 +164,10 @@ impl Fleet {
     }
 
     /// Starts connecting `id` on its shard: connect, then join its groups.
+    /// With several gateway addresses: its home node (the first of its own
+    /// order) first, and the next ones in turn if an attempt fails (one
+    /// attempt each; an address that does not answer fails at the idle
+    /// timeout).
     fn spawn_attempt(
         &self,
         attempts: &mut Attempts,
@@ -168,24 +178,36 @@ impl Fleet {
         let endpoint = self.endpoint(id).clone();
         let credential = plan.credential(id);
         let groups = plan.terminals[&id].clone();
-        let (addr, name) = (config.gateway, config.server_name.clone());
+        let order = config.gateways.order_for(id);
+        let name = config.server_name.clone();
         let client = self.client(id).clone();
         attempts.spawn_on(
             async move {
-                let mut t = Terminal::connect_with_config(
-                    &endpoint,
-                    client,
-                    addr,
-                    &name,
-                    id,
-                    &credential,
-                    terminal::SeenAlerts::default(),
-                )
-                .await?;
-                for g in groups {
-                    t.join(g).await?;
+                let mut failed = None;
+                for addr in order {
+                    let attempt = async {
+                        let mut t = Terminal::connect_with_config(
+                            &endpoint,
+                            client.clone(),
+                            addr,
+                            &name,
+                            id,
+                            &credential,
+                            terminal::SeenAlerts::default(),
+                        )
+                        .await?;
+                        for g in &groups {
+                            t.join(*g).await?;
+                        }
+                        Ok::<_, terminal::Error>(t)
+                    };
+                    match attempt.await {
+                        Ok(t) => return Ok(t),
+                        Err(e) if e.is_final() => return Err(e),
+                        Err(e) => failed = Some(e),
+                    }
                 }
-                Ok::<_, terminal::Error>(t)
+                Err(failed.expect("a gateway list has at least one address"))
             },
             self.shard(id),
         );

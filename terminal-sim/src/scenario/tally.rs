@@ -11,8 +11,8 @@ use super::actor::FloorStats;
 use super::listen::{Heard, SendLog};
 use super::{Pattern, Plan, RunConfig, Workload, LOG};
 use crate::report::{
-    self, AlertReport, ConnectionReport, FloorReport, GatewayReport, KernelReport, Latency,
-    ProcessSample, Report, VoiceReport,
+    self, AlertReport, ConnectionReport, FailoverReport, FloorReport, GatewayReport, KernelReport,
+    Latency, ProcessSample, Report, VoiceReport,
 };
 
 /// The gateway's CPU and the kernel's UDP drop counters when the measured
@@ -112,6 +112,10 @@ pub(super) struct Totals {
     reconnect_time: Latency,
     /// Simulated drop to session back.
     drop_to_back: Latency,
+    /// Reconnections that landed on another node.
+    failovers: u64,
+    /// Connection lost to session back on another node.
+    failover_time: Latency,
     /// The ramp's figures plus the actors' connection counters.
     connections: ConnectionReport,
     /// Alerts the consoles saw confirmed.
@@ -131,6 +135,8 @@ impl Totals {
             grant: Latency::default(),
             reconnect_time: Latency::default(),
             drop_to_back: Latency::default(),
+            failovers: 0,
+            failover_time: Latency::default(),
             connections,
             confirmed_ids: HashSet::new(),
             delivered_ids: Vec::new(),
@@ -149,6 +155,8 @@ impl Totals {
         self.positions += s.positions;
         self.reconnect_time.merge(&s.reconnect_time);
         self.drop_to_back.merge(&s.drop_to_back);
+        self.failovers += s.failovers;
+        self.failover_time.merge(&s.failover_time);
         self.confirmed_ids.extend(&s.confirmed_ids);
         self.delivered_ids.extend(&s.delivered_ids);
         self.grant.merge(&s.grant_latency);
@@ -263,8 +271,31 @@ impl Tally {
                 .workload
                 .storm
                 .map(|storm| storm.report(&totals.drop_to_back)),
+            failover: failover(config, plan, totals),
         }
     }
+}
+
+/// The failover section: present when the run had several gateway
+/// addresses or a terminal reconnected to another node.
+fn failover(config: &RunConfig, plan: &Plan, totals: &Totals) -> Option<FailoverReport> {
+    let nodes = config.gateways.addrs();
+    if nodes.len() < 2 && totals.failovers == 0 {
+        return None;
+    }
+    let mut home_terminals = vec![0u64; nodes.len()];
+    for id in plan.terminals.keys() {
+        let home = config.gateways.order_for(*id)[0];
+        if let Some(i) = nodes.iter().position(|a| *a == home) {
+            home_terminals[i] += 1;
+        }
+    }
+    Some(FailoverReport {
+        nodes: nodes.iter().map(ToString::to_string).collect(),
+        home_terminals,
+        failovers: totals.failovers,
+        lost_to_rejoined_ms: totals.failover_time.percentiles(),
+    })
 }
 
 /// The voice section: what talkers sent and listeners heard.

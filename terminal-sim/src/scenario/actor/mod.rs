@@ -147,6 +147,12 @@ pub struct FloorStats {
     pub reconnect_time: Latency,
     /// Simulated drop to session back with its groups joined.
     pub drop_to_back: Latency,
+    /// Reconnections after a lost connection that landed on another node
+    /// than the lost one (runs with several gateway addresses).
+    pub failovers: u64,
+    /// For those: connection lost (noticed) to session back on the other
+    /// node with its groups joined.
+    pub failover_time: Latency,
 }
 
 /// How simulated people answer dispatch alerts.
@@ -198,8 +204,10 @@ pub struct Link {
     pub endpoint: quinn::Endpoint,
     /// Its own client configuration (its TLS session tickets).
     pub client: quinn::ClientConfig,
-    /// Gateway address.
-    pub gateway: SocketAddr,
+    /// The gateway's addresses in this terminal's order
+    /// ([`crate::terminal::Gateways::order_for`]): it starts on the first
+    /// and fails over to the next.
+    pub gateways: Vec<SocketAddr>,
     /// TLS server name.
     pub server_name: String,
     /// Its credential.
@@ -247,6 +255,14 @@ pub async fn run(
     let me: TerminalId = terminal.id();
     let seen = terminal.seen_alerts();
     let mut actor = Actor::new(me, link, shared, done);
+    // The ramp connected it to its home node, or the next one that answered.
+    let at = terminal.connection().remote_address();
+    actor.node = actor
+        .link
+        .gateways
+        .iter()
+        .position(|a| *a == at)
+        .unwrap_or(0);
     loop {
         let (away, lost_at) = match actor.serve(&mut terminal, &mut commands, &mut stop).await {
             Exit::Stop => break,
@@ -309,6 +325,8 @@ struct Actor {
     offline_at: Option<(tokio::time::Instant, Duration)>,
     /// Its SOS, while raised.
     sos: Option<Sos>,
+    /// Index in `link.gateways` of the node it is (or was last) on.
+    node: usize,
 }
 
 /// An SOS this terminal raised and nobody cancelled yet.
@@ -362,6 +380,7 @@ impl Actor {
             alerts: AlertState::default(),
             offline_at: None,
             sos: None,
+            node: 0,
         }
     }
 
@@ -690,6 +709,7 @@ impl Actor {
         // What the terminal library took in before the connection ended
         // (and marked shown) but this loop had not read yet still counts.
         Context {
+            node: &mut self.node,
             me: self.me,
             stats: &mut self.stats,
             alerts: &mut self.alerts,
@@ -733,7 +753,9 @@ impl Actor {
         // Every request not yet confirmed is lost with the connection:
         // the console cannot know whether it was stored.
         self.alerts.requests.clear();
+        let lost_node = self.node;
         let mut cx = Context {
+            node: &mut self.node,
             me: self.me,
             stats: &mut self.stats,
             alerts: &mut self.alerts,
@@ -747,6 +769,10 @@ impl Actor {
         if lost {
             self.stats.reconnects += 1;
             self.stats.reconnect_time.record(lost_at.elapsed());
+            if self.node != lost_node {
+                self.stats.failovers += 1;
+                self.stats.failover_time.record(lost_at.elapsed());
+            }
         } else {
             self.stats.drop_to_back.record(lost_at.elapsed());
             self.shared

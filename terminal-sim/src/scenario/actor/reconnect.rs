@@ -9,13 +9,12 @@ use tokio::sync::watch;
 
 use super::alerts::AlertState;
 use super::{FloorStats, Link, Shared, LOG};
-use crate::scenario::churn::Backoff;
-use crate::terminal::{self, SeenAlerts, Terminal};
+use crate::terminal::{self, Backoff, SeenAlerts, Terminal};
 
 /// Longest time a connection attempt may take to get a session: while the
 /// gateway is down, a QUIC handshake would otherwise wait for its idle
 /// timeout, and its Initial retransmissions back off further than the
-/// reconnect schedule does. Twice the backoff step, at least this. Not
+/// reconnect schedule does. Twice the backoff ceiling, at least this. Not
 /// shorter: in a reconnect storm the gateway queues handshakes, and an
 /// attempt abandoned at 2 s wastes the work both sides put in (measured:
 /// 8,815 terminals back in 35 s with a 2 s limit, 18 s with 10 s).
@@ -26,6 +25,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one terminal is doing with its alerts, for the reconnect loop.
 pub(super) struct Context<'a> {
+    /// Index in the link's gateways of the node it is (or was last) on.
+    pub(super) node: &'a mut usize,
     /// The terminal.
     pub(super) me: TerminalId,
     /// Its counters.
@@ -73,7 +74,7 @@ async fn connect_once(
     let connect = Terminal::connect_with_config(
         &link.endpoint,
         link.client.clone(),
-        link.gateway,
+        link.gateways[*cx.node],
         &link.server_name,
         cx.me,
         &link.credential,
@@ -115,18 +116,36 @@ enum Failed {
     Final(String),
 }
 
+/// First ceiling of the harness's reconnect delays.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+
+/// Highest ceiling of the harness's reconnect delays: 2 s, not the
+/// library's 5 s, so that a reconnect storm of one gateway's terminals is
+/// over sooner (the gateway's admission queue, not the terminals' patience,
+/// paces it).
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 /// Reconnects with backoff until it works or the run stops (`None`); also
 /// `None` when retrying cannot help ([`terminal::Error::is_final`]: a
-/// revoked or refused credential).
+/// revoked or refused credential). After a lost connection (`lost`) the
+/// first attempt waits a backoff delay and goes to the next node of the
+/// terminal's order, as [`terminal::Failover::reconnect`] does; a failed
+/// attempt moves on to the next node too. A terminal back from a simulated
+/// drop tries its node again first. With one gateway address, every
+/// attempt goes to it.
 pub(super) async fn reconnect(
     link: &Link,
     seen: &SeenAlerts,
     stop: &mut watch::Receiver<bool>,
     cx: &mut Context<'_>,
-    first_delay: bool,
+    lost: bool,
 ) -> Option<Terminal> {
-    let mut backoff = Backoff::default();
-    let mut wait = first_delay;
+    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
+    let mut wait = lost;
+    let nodes = link.gateways.len();
+    if lost {
+        *cx.node = (*cx.node + 1) % nodes;
+    }
     loop {
         if *stop.borrow() {
             return None;
@@ -141,7 +160,7 @@ pub(super) async fn reconnect(
         wait = true;
         // Not abandoned for `stop`: an attempt that got a session must
         // count what it was given; it ends within the timeouts.
-        let handshake_timeout = HANDSHAKE_TIMEOUT.max(backoff.step() * 2);
+        let handshake_timeout = HANDSHAKE_TIMEOUT.max(backoff.ceiling() * 2);
         match connect_once(link, seen.clone(), handshake_timeout, cx).await {
             Ok(t) => {
                 let _ = link.connections.send(t.connection().clone());
@@ -149,6 +168,7 @@ pub(super) async fn reconnect(
             }
             Err(Failed::Retry(e)) => {
                 cx.stats.failed_attempts += 1;
+                *cx.node = (*cx.node + 1) % nodes;
                 tracing::debug!(target: LOG, terminal = %cx.me, "reconnect attempt failed: {e}");
             }
             Err(Failed::Final(e)) => {
