@@ -102,8 +102,9 @@ enum Command {
         delay_ms: u64,
         /// Milliseconds without a packet from its gateway node after which
         /// a terminal gives the connection up and fails over (keep-alives
-        /// every third of it; at least 300). Default: the library's 30 s,
-        /// as handsets have it. A node killed outright is noticed only so.
+        /// every third of it; at least 300). Default: 6 s with several
+        /// `--gateway` addresses (the library's failover terminals), else
+        /// the library's 30 s. A node killed outright is noticed only so.
         #[arg(long)]
         idle_timeout_ms: Option<u64>,
     },

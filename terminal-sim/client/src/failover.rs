@@ -244,6 +244,13 @@ impl Backoff {
 /// early wastes the work both sides put in.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a [`Failover`] terminal waits for a silent node before moving
+/// to another: 6 s, keep-alives every 2 s. A node killed outright sends no
+/// close, so this is how long its terminals hear nothing before failing
+/// over; the keep-alive is one small packet every 2 s while the terminal
+/// has nothing else to send (a listener's acknowledgements count).
+pub const FAILOVER_IDLE_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// Connects one terminal to a gateway cluster and reconnects it when the
 /// connection is lost: its addresses in its own order ([`Gateways::order_for`]),
 /// [`Backoff`] between attempts, one TLS client configuration for all of
@@ -297,9 +304,11 @@ impl Failover {
         terminal: TerminalId,
         credential: &[u8],
     ) -> Result<Failover, Error> {
+        let mut client = crate::client_config(roots)?;
+        crate::set_idle_timeout(&mut client, FAILOVER_IDLE_TIMEOUT);
         Ok(Failover {
             endpoint,
-            client: crate::client_config(roots)?,
+            client,
             order: gateways.order_for(terminal),
             next: 0,
             server_name: server_name.to_owned(),
@@ -321,7 +330,8 @@ impl Failover {
         self
     }
 
-    /// Detects a dead node within `idle` instead of 30 s: the connection
+    /// Detects a dead node within `idle` instead of
+    /// [`FAILOVER_IDLE_TIMEOUT`]: the connection
     /// sends keep-alives every third of it, and ends after `idle` without a
     /// packet from the node (the shorter of this and the gateway's idle
     /// timeout applies). A shorter time moves terminals off a dead node

@@ -267,8 +267,9 @@
 //!   10 s ([`ATTEMPT_TIMEOUT`]). The ceiling starts over once a connection
 //!   has held 10 s ([`STABLE_AFTER`]).
 //! - **Loss:** a node that shuts down closes its connections with a code; a
-//!   node that dies is noticed by the idle timeout, 30 s by default
-//!   ([`Failover::with_idle_timeout`] shortens it). On either,
+//!   node that dies is noticed by the idle timeout, 6 s for a failover
+//!   terminal ([`FAILOVER_IDLE_TIMEOUT`];
+//!   [`Failover::with_idle_timeout`] changes it). On either,
 //!   [`Failover::reconnect`] goes to the next address.
 //! - **Resumption:** every connection of a `Failover` shares one TLS
 //!   client configuration, hence one session-ticket store, under one server
@@ -410,7 +411,7 @@ pub use error::Error;
 pub use event::{Download, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
 pub use failover::{
     Backoff, Failover, Gateways, ATTEMPT_TIMEOUT, BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_FLOOR,
-    STABLE_AFTER,
+    FAILOVER_IDLE_TIMEOUT, STABLE_AFTER,
 };
 pub use terminal::{Terminal, ANSWER_TIMEOUT};
 pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, set_idle_timeout, socket};

@@ -69,7 +69,13 @@ impl Fleet {
             .iter()
             .map(|t| {
                 let mut client = terminal::client_config(roots)?;
-                if let Some(idle) = config.idle_timeout {
+                // Terminals that know several nodes notice a dead one as
+                // the library's failover terminals do.
+                let several = config.gateways.len() > 1;
+                let idle = config
+                    .idle_timeout
+                    .or(several.then_some(terminal::FAILOVER_IDLE_TIMEOUT));
+                if let Some(idle) = idle {
                     terminal::set_idle_timeout(&mut client, idle);
                 }
                 Ok((*t, client))
