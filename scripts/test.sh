@@ -3,6 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The cluster tests start nats-server; pip may have put it off the PATH.
+if ! command -v nats-server >/dev/null 2>&1; then
+  for d in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" \
+           "$(python3 -m site --user-base)/bin"; do
+    if [ -x "$d/nats-server" ]; then export NATS_SERVER="$d/nats-server"; fi
+  done
+fi
 
 cargo fmt --all --check
 # The browser console's pure modules (wire codec, jitter buffer, floor,
