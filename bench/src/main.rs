@@ -431,6 +431,7 @@ fn mumble_peer(args: &Args, w: &Workload, org: &Path) -> anyhow::Result<serde_js
     let plan = ptt_terminal_sim::scenario::Plan::new(org, w.groups)?;
     let spec = ptt_terminal_sim::scenario::Spec::resolve(&w.scenario)?;
     let clients = mumble::clients(&plan);
+    eprintln!("peer mumble: {clients} clients (one per listener and group) in {} channels", plan.groups.len());
     let server = mumble::server::start(&args.workdir.join("mumble"), clients + 16)?;
     let pid = server.pid();
     let mut samples = Vec::new();
