@@ -431,10 +431,16 @@ fn mumble_peer(args: &Args, w: &Workload, org: &Path) -> anyhow::Result<serde_js
     let plan = ptt_terminal_sim::scenario::Plan::new(org, w.groups)?;
     let spec = ptt_terminal_sim::scenario::Spec::resolve(&w.scenario)?;
     let clients = mumble::clients(&plan);
-    eprintln!("peer mumble: {clients} clients (one per listener and group) in {} channels", plan.groups.len());
+    eprintln!(
+        "peer mumble: {clients} clients (one per listener and group) in {} channels",
+        plan.groups.len()
+    );
     let server = mumble::server::start(&args.workdir.join("mumble"), clients + 16)?;
     let pid = server.pid();
     let mut samples = Vec::new();
+    // Where frames that never arrived may have gone: full UDP receive
+    // buffers (the whole machine's count), and the harness's own CPU.
+    let (mut kernel, mut harness) = (Vec::new(), Vec::new());
     let runtime = tokio::runtime::Runtime::new()?;
     let (measured, extra) = runtime.block_on(mumble::run(
         server.addr,
@@ -446,7 +452,11 @@ fn mumble_peer(args: &Args, w: &Workload, org: &Path) -> anyhow::Result<serde_js
             talk_share: spec.talk_share,
         },
         Duration::from_secs(w.duration_s),
-        || samples.push(ptt_terminal_sim::report::sample_process(pid)),
+        || {
+            samples.push(ptt_terminal_sim::report::sample_process(pid));
+            kernel.push(ptt_terminal_sim::report::udp_buffer_errors());
+            harness.push(ptt_terminal_sim::report::sample_process(std::process::id()));
+        },
     ))?;
     let rss = peak_rss_mb(pid);
     drop(runtime);
@@ -459,6 +469,12 @@ fn mumble_peer(args: &Args, w: &Workload, org: &Path) -> anyhow::Result<serde_js
     summary["udp_refused"] = extra.refused.into();
     summary["control_connections_dropped"] = extra.dropped.into();
     summary["server"] = "murmurd 1.3 (Debian mumble-server)".into();
+    if let [Some((a, _)), Some((b, _))] = kernel[..] {
+        summary["kernel_udp_rcvbuf_errors"] = b.saturating_sub(a).into();
+    }
+    if let [Ok(a), Ok(b)] = &harness[..] {
+        summary["harness_cpu_seconds"] = (b.cpu_seconds - a.cpu_seconds).into();
+    }
     Ok(summary)
 }
 

@@ -57,14 +57,24 @@ fn ptt_bench_drives_murmur_over_udp_with_the_plan() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let m = &r["peer"]["mumble"];
     let clients = m["clients"].as_u64().unwrap_or(0);
-    assert!(clients >= 6, "3 groups of a city have several listeners each: {r}");
+    assert!(
+        clients >= 6,
+        "3 groups of a city have several listeners each: {r}"
+    );
     let expected = m["frames_expected"].as_u64().unwrap_or(0);
     // 3 s of 20 ms frames in 3 groups, each to several listeners.
     assert!(expected > 200, "{r}");
     let ratio = m["delivered_ratio"].as_f64().unwrap();
-    assert!(ratio > 0.99, "murmur delivered {ratio} of the plan's frames: {r}\n{stderr}");
+    assert!(
+        ratio > 0.99,
+        "murmur delivered {ratio} of the plan's frames: {r}\n{stderr}"
+    );
     assert!(ratio <= 1.0, "more frames than sent: {r}");
-    assert_eq!(m["udp_tunnel_messages"].as_u64(), Some(0), "voice went over TCP: {r}");
+    assert_eq!(
+        m["udp_tunnel_messages"].as_u64(),
+        Some(0),
+        "voice went over TCP: {r}"
+    );
     for key in ["cpu_us_per_frame", "rss_mb", "connect_seconds"] {
         assert!(m[key].as_f64().is_some_and(|v| v >= 0.0), "{key} in {r}");
     }
