@@ -26,6 +26,10 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
 # The console's pure JavaScript modules are tested with Node's own runner.
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# `ptt-bench --peer mumble` and its test (bench/tests/mumble_peer.rs) start
+# Debian's Mumble server (murmurd) as a plain process, to compare the gateway
+# with it on the same plan.
+command -v murmurd >/dev/null 2>&1 || need+=(mumble-server)
 
 # The cluster tests start their own NATS servers. Debian's nats-server is
 # 2.9 (2022), too old for async-nats' JetStream and key-value API; PyPI's

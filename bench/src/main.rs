@@ -15,6 +15,7 @@
 //! looked up next to this one.
 
 mod consoles;
+mod mumble;
 mod udpload;
 
 use std::net::SocketAddr;
@@ -86,6 +87,23 @@ struct Args {
     /// and over WebTransport (order alternating); medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Another voice server run on the same plan after the baseline and
+    /// before the gateway: `mumble` starts Debian's murmurd (package
+    /// mumble-server) and drives it over Mumble's protocol (TLS control,
+    /// OCB2-AES128 UDP voice). Voice-steady workloads only.
+    #[arg(long, value_enum)]
+    peer: Option<Peer>,
+    /// Run only the peer (no baseline, no gateway): for sweeping the
+    /// peer's client count.
+    #[arg(long, requires = "peer")]
+    peer_only: bool,
+}
+
+/// A voice server compared with the gateway (`--peer`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Peer {
+    /// Mumble's server, murmurd 1.3 from Debian's mumble-server.
+    Mumble,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -242,9 +260,21 @@ fn baseline(args: &Args, w: &Workload, org: &Path) -> anyhow::Result<serde_json:
     ))?;
     let rss = peak_rss_mb(pid);
     drop(relay);
-    let cpu = match (&samples[..], samples.len()) {
+    relay_summary("the baseline relay", &samples, &measured, rss)
+}
+
+/// A relay process's figures over the measured phase: its CPU (two /proc
+/// samples, start and end) per delivered frame, delivery and latency as
+/// its listeners saw them. The baseline's and the peers' reports.
+fn relay_summary(
+    what: &str,
+    samples: &[std::io::Result<ptt_terminal_sim::report::ProcessSample>],
+    measured: &udpload::Measured,
+    rss: f64,
+) -> anyhow::Result<serde_json::Value> {
+    let cpu = match (samples, samples.len()) {
         ([Ok(a), Ok(b)], 2) => b.cpu_seconds - a.cpu_seconds,
-        _ => bail!("could not read the baseline relay's CPU time from /proc"),
+        _ => bail!("could not read {what}'s CPU time from /proc"),
     };
     let delivered_ratio = measured.received as f64 / measured.expected.max(1) as f64;
     Ok(serde_json::json!({
@@ -392,6 +422,62 @@ fn gateway(
     Ok((report, summary))
 }
 
+/// Runs `--peer mumble` on the workload ([`mumble`]): murmurd's CPU per
+/// delivered frame, delivery and latency, as the baseline's.
+fn mumble_peer(args: &Args, w: &Workload, org: &Path) -> anyhow::Result<serde_json::Value> {
+    if !w.baseline {
+        bail!("--peer mumble runs voice-steady workloads only (voice-smoke, city-voice-peak, voice-steady)");
+    }
+    let plan = ptt_terminal_sim::scenario::Plan::new(org, w.groups)?;
+    let spec = ptt_terminal_sim::scenario::Spec::resolve(&w.scenario)?;
+    let clients = mumble::clients(&plan);
+    eprintln!(
+        "peer mumble: {clients} clients (one per listener and group) in {} channels",
+        plan.groups.len()
+    );
+    let server = mumble::server::start(&args.workdir.join("mumble"), clients + 16)?;
+    let pid = server.pid();
+    let mut samples = Vec::new();
+    // Where frames that never arrived may have gone: full UDP receive
+    // buffers (the whole machine's count), and the harness's own CPU.
+    let (mut kernel, mut harness) = (Vec::new(), Vec::new());
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (measured, extra) = runtime.block_on(mumble::run(
+        server.addr,
+        &server.password,
+        &plan,
+        udpload::Pattern {
+            burst_ms: spec.burst_ms,
+            gap_ms: spec.gap_ms,
+            talk_share: spec.talk_share,
+        },
+        Duration::from_secs(w.duration_s),
+        || {
+            samples.push(ptt_terminal_sim::report::sample_process(pid));
+            kernel.push(ptt_terminal_sim::report::udp_buffer_errors());
+            harness.push(ptt_terminal_sim::report::sample_process(std::process::id()));
+        },
+    ))?;
+    let rss = peak_rss_mb(pid);
+    drop(runtime);
+    drop(server);
+    let mut summary = relay_summary("murmurd", &samples, &measured, rss)?;
+    summary["clients"] = extra.clients.into();
+    summary["connect_seconds"] = extra.connect_seconds.into();
+    // Voice murmur sent over TCP instead of UDP (the run fails if any).
+    summary["udp_tunnel_messages"] = extra.tunnelled.into();
+    summary["udp_refused"] = extra.refused.into();
+    summary["control_connections_dropped"] = extra.dropped.into();
+    summary["server"] = "murmurd 1.3 (Debian mumble-server)".into();
+    if let [Some((a, _)), Some((b, _))] = kernel[..] {
+        summary["kernel_udp_rcvbuf_errors"] = b.saturating_sub(a).into();
+    }
+    if let [Ok(a), Ok(b)] = &harness[..] {
+        summary["harness_cpu_seconds"] = (b.cpu_seconds - a.cpu_seconds).into();
+    }
+    Ok(summary)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.workload == "console-listeners" {
@@ -409,7 +495,7 @@ fn main() -> anyhow::Result<()> {
         bail!("gen-city failed");
     }
 
-    let baseline = if w.baseline {
+    let baseline = if w.baseline && !args.peer_only {
         eprintln!(
             "baseline: raw UDP relay, {} groups, {} s",
             w.groups, w.duration_s
@@ -429,10 +515,28 @@ fn main() -> anyhow::Result<()> {
             b["delivered_ratio"].as_f64().unwrap_or(0.0)
         );
     }
+    let peer = match args.peer {
+        Some(Peer::Mumble) => {
+            eprintln!("peer mumble: {} groups, {} s", w.groups, w.duration_s);
+            let m = mumble_peer(&args, &w, &org)?;
+            eprintln!(
+                "peer mumble: {} clients, {:.2} us CPU per delivered frame, delivered {:.4}",
+                m["clients"],
+                m["cpu_us_per_frame"].as_f64().unwrap_or(0.0),
+                m["delivered_ratio"].as_f64().unwrap_or(0.0)
+            );
+            let partial = serde_json::json!({ "workload": w.name, "machine": machine(), "baseline": baseline, "peer": { "mumble": m } });
+            std::fs::write(&args.report, serde_json::to_string_pretty(&partial)? + "\n")?;
+            Some(serde_json::json!({ "mumble": m }))
+        }
+        None => None,
+    };
     // With --record: recording off, then on; the second is the report's
     // gateway run.
     let mut recording_off = None;
-    let (sim, gw) = if args.record {
+    let (sim, gw) = if args.peer_only {
+        (serde_json::Value::Null, serde_json::Value::Null)
+    } else if args.record {
         if args.gateway_config.is_some() {
             bail!("--record writes its own gateway configurations: drop --gateway-config");
         }
@@ -472,6 +576,14 @@ fn main() -> anyhow::Result<()> {
         "ratio": ratio,
         "recording_off": recording_off,
         "terminal_sim": sim,
+        "peer": peer,
+        // Gateway CPU per delivered frame over murmur's (below 1: the
+        // gateway spends less).
+        "ratio_gateway_mumble": peer.as_ref().and_then(|p| {
+            let m = p["mumble"]["cpu_us_per_frame"].as_f64()?;
+            let g = gw["cpu_us_per_frame"].as_f64()?;
+            (m > 0.0).then(|| g / m)
+        }),
     });
     std::fs::write(&args.report, serde_json::to_string_pretty(&report)? + "\n")?;
     let f = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.2}"));
@@ -488,6 +600,7 @@ fn main() -> anyhow::Result<()> {
     );
     for (name, r) in [
         ("baseline", report["baseline"].clone()),
+        ("mumble", report["peer"]["mumble"].clone()),
         ("gateway", report["gateway"].clone()),
     ] {
         // Workloads without voice (alerts, storms) have no row.
@@ -512,6 +625,9 @@ fn main() -> anyhow::Result<()> {
              than one 10 ms clock tick: run a longer or larger workload)"
         ),
         None => {}
+    }
+    if let Some(r) = report["ratio_gateway_mumble"].as_f64() {
+        println!("ratio gateway/mumble CPU per frame: {r:.2}");
     }
     if report["gateway"].is_object() {
         let g = &report["gateway"];
