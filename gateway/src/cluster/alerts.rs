@@ -314,7 +314,10 @@ impl Cluster {
                     durable_name: Some(name.clone()),
                     deliver_policy: consumer::DeliverPolicy::All,
                     ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    // A record sent to this node through a NATS server
+                    // that died is sent again after this: short, as
+                    // applying a record twice is harmless.
+                    ack_wait: Duration::from_secs(5),
                     ..Default::default()
                 },
             )

@@ -32,6 +32,12 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The longest pause before reading the stream again after a failure.
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
+/// How long one pull request waits for records.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// The server's heartbeat on an idle pull; two missed are a read error.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// Read errors in a row after which the consumer is opened again.
 const ERRORS_BEFORE_REOPEN: u32 = 5;
 
@@ -160,7 +166,12 @@ async fn read(
     use crate::cluster::alerts::Error;
     cluster.ensure_alert_stream().await?;
     let consumer = cluster.alert_consumer().await?;
+    // Short pulls with heartbeats: a pull left on a NATS server that died
+    // is noticed and made again within seconds, not the default 30 s.
     let mut messages = consumer
+        .stream()
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
         .messages()
         .await
         .map_err(|e| Error::Stream(e.to_string()))?;
