@@ -15,6 +15,7 @@ use ptt_terminal_sim::terminal::{self, Error, SeenAlerts, Terminal};
 use ptt_tests::cluster::GatewayCluster;
 use ptt_tests::nats::NatsCluster;
 use ptt_tests::org::*;
+use ptt_tests::{bin, free_udp_port, wait_for_log};
 
 /// Alerts in a storm.
 const STORM: u32 = 100;
@@ -328,6 +329,129 @@ async fn sigkill_of_a_nats_server_mid_storm_loses_no_confirmed_alert() {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
     );
+}
+
+/// A single node (no `[cluster]`, no NATS) as a process, its QUIC port,
+/// and a terminal connector.
+struct Single {
+    child: std::process::Child,
+    port: u16,
+    key: ptt_gateway::org::auth::ProvisioningKey,
+}
+
+impl Single {
+    fn start(dir: &std::path::Path) -> Single {
+        let key = ptt_gateway::org::auth::ProvisioningKey::generate();
+        key.save(&dir.join("test.key")).unwrap();
+        std::fs::write(
+            dir.join("org.toml"),
+            format!("[auth]\nkey_file = \"test.key\"\n{ORG}"),
+        )
+        .unwrap();
+        let port = free_udp_port();
+        let log = dir.join("single.log");
+        let child = std::process::Command::new(bin("ptt-gateway"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--no-http",
+                "--org",
+            ])
+            .arg(dir.join("org.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_log(&log, "gateway listening", Duration::from_secs(30));
+        Single { child, port, key }
+    }
+
+    async fn terminal(&self, dir: &std::path::Path, id: u32) -> Terminal {
+        let roots = terminal::load_ca(&dir.join("data/cert.pem")).unwrap();
+        let endpoint = terminal::endpoint("127.0.0.1:0".parse().unwrap(), &roots).unwrap();
+        let addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        Terminal::connect(
+            &endpoint,
+            addr,
+            "localhost",
+            TerminalId(id),
+            &self.key.credential(TerminalId(id)),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Single {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same storm on one node and on a cluster (issuer on a, guard on b),
+/// nothing killed: every alert confirmed and shown once on both, and the
+/// price of the stream's acknowledgement in confirmation latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_is_confirmed_and_shown_once_on_one_node_and_across_nodes() {
+    let mut figures = Vec::new();
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let single = Single::start(dir.path());
+        let mut console = single.terminal(dir.path(), CONSOLE_PS).await;
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        let reader = show(single.terminal(dir.path(), GUARD_A1).await, shown.clone());
+        let storm = storm(&mut console, || {}).await;
+        wait_shown(&[&shown], &storm.accepted, Duration::from_secs(30)).await;
+        reader.abort();
+        let shown = shown.lock().unwrap().clone();
+        assert_eq!(storm.accepted.len(), STORM as usize, "{:?}", storm.refused);
+        assert!(
+            storm.accepted.iter().all(|a| *a < CLUSTER_IDS),
+            "one node numbers its own"
+        );
+        let distinct: BTreeSet<u64> = shown.iter().copied().collect();
+        assert_eq!(distinct.len(), shown.len(), "an alert was shown twice");
+        assert_eq!(
+            distinct,
+            storm.accepted.iter().copied().collect::<BTreeSet<u64>>(),
+            "every confirmed alert shown"
+        );
+        figures.push(("single node", storm.latencies));
+    }
+    {
+        let nats = NatsCluster::start(3);
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+        let mut console = cluster.terminal(0, CONSOLE_PS).await;
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        let reader = show(cluster.terminal(1, GUARD_A1).await, shown.clone());
+        let storm = storm(&mut console, || {}).await;
+        wait_shown(&[&shown], &storm.accepted, Duration::from_secs(30)).await;
+        reader.abort();
+        let shown = shown.lock().unwrap().clone();
+        assert_eq!(storm.accepted.len(), STORM as usize, "{:?}", storm.refused);
+        let distinct: BTreeSet<u64> = shown.iter().copied().collect();
+        assert_eq!(distinct.len(), shown.len(), "an alert was shown twice");
+        assert_eq!(
+            distinct,
+            storm.accepted.iter().copied().collect::<BTreeSet<u64>>(),
+            "every confirmed alert shown on another node"
+        );
+        figures.push(("cluster a->b", storm.latencies));
+    }
+    for (name, mut latencies) in figures {
+        latencies.sort();
+        eprintln!(
+            "FIGURES {name}: AlertSend->AlertAccepted p50 {:?} p99 {:?} max {:?} ({} alerts)",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.last().unwrap(),
+            latencies.len(),
+        );
+    }
 }
 
 /// Counter `name` in the `gateway stopped` line of a node's log (0 if none).
