@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
-use ptt_codec::alert::{MAX_ADDRESS, MAX_ATTACHMENTS, MAX_MIME, MAX_TEXT, MAX_TITLE};
+use ptt_codec::alert::{
+    MAX_ADDRESS, MAX_ATTACHMENTS, MAX_MIME, MAX_TARGET_TERMINALS, MAX_TEXT, MAX_TITLE,
+};
 use ptt_codec::{AlertBody, AlertKind, AttachmentRef, Location, ReceiptStatus, TerminalId};
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +59,12 @@ const MAX_BACKOFF: Duration = Duration::from_millis(1000);
 /// The largest record accepted from the stream: NATS's default maximum
 /// payload. An alert to about 100,000 recipients fills it.
 pub(crate) const MAX_RECORD: usize = 1 << 20;
+
+/// The longest target description a record may carry: "terminals " and
+/// [`MAX_TARGET_TERMINALS`] ids of up to 10 digits, comma-separated (what
+/// `core::recipients::describe` makes of the largest target), with room.
+/// A node must never refuse a record another node made of a valid alert.
+const MAX_TARGET: usize = 64 + MAX_TARGET_TERMINALS * 11;
 
 /// Writing to or reading from the stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +211,7 @@ impl AlertRecord {
                 && self.attachments.iter().all(|(_, _, m)| m.len() <= MAX_MIME),
             "attachments over their bounds",
         )?;
-        field(self.target.len() <= 1024, "target too long")?;
+        field(self.target.len() <= MAX_TARGET, "target too long")?;
         field(!self.recipients.is_empty(), "no recipients")
     }
 }
@@ -444,6 +452,48 @@ mod tests {
             Record::decode(RECEIPT_SUBJECT, 43, &bytes).unwrap(),
             Record::Receipt(r)
         );
+    }
+
+    #[test]
+    fn the_record_of_the_largest_valid_alert_is_accepted() {
+        let most: Vec<TerminalId> = (0..MAX_TARGET_TERMINALS as u32)
+            .map(|i| TerminalId(u32::MAX - i))
+            .collect();
+        let target =
+            ptt_gateway_core::recipients::describe(&ptt_codec::Target::Terminals(most.clone()));
+        let body = AlertBody {
+            kind: AlertKind::Dispatch,
+            priority: 3,
+            ttl_s: u32::MAX,
+            title: "x".repeat(MAX_TITLE),
+            text: "x".repeat(MAX_TEXT),
+            location: Some(Location {
+                lat_e7: i32::MIN,
+                lon_e7: i32::MAX,
+                address: "x".repeat(MAX_ADDRESS),
+            }),
+            attachments: vec![
+                AttachmentRef {
+                    id: u64::MAX,
+                    size: u32::MAX,
+                    mime: "m".repeat(MAX_MIME),
+                };
+                MAX_ATTACHMENTS
+            ],
+        };
+        let record = AlertRecord::new(TerminalId(300), &body, target, u64::MAX, &most);
+        let bytes = serde_json::to_vec(&record).unwrap();
+        assert!(bytes.len() < MAX_RECORD);
+        assert_eq!(
+            Record::decode(ALERT_SUBJECT, 1, &bytes).unwrap(),
+            Record::Alert(CLUSTER_IDS + 1, record)
+        );
+        let receipt = ReceiptRecord {
+            reason: "x".repeat(ptt_codec::control::MAX_MESSAGE),
+            ..receipt()
+        };
+        let bytes = serde_json::to_vec(&receipt).unwrap();
+        assert!(Record::decode(RECEIPT_SUBJECT, 2, &bytes).is_ok());
     }
 
     #[test]

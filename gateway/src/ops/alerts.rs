@@ -266,7 +266,13 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
         }
         Err(Unstored::Cluster(e)) => {
             Metrics::add(&hub.metrics().cluster_alerts_unconfirmed, 1);
-            tracing::error!("alert refused, the cluster did not store it: {e}");
+            if hub.desk().warn_due(now_ms()) {
+                tracing::error!(
+                    terminal = %issuer,
+                    "alert refused, the cluster did not store it: {e} \
+                     (further cases counted, not logged, for 10 s)"
+                );
+            }
             outbox.send(ServerMsg::AlertRefused {
                 request,
                 code: ErrorCode::Internal,

@@ -132,7 +132,14 @@ pub(super) async fn share_receipt(hub: &Hub, receipt: &ReceiptIn) -> bool {
         Ok(()) => true,
         Err(e) => {
             Metrics::add(&hub.metrics().cluster_receipts_unconfirmed, 1);
-            tracing::error!(terminal = %receipt.terminal, alert = receipt.alert, "receipt not shared: {e}");
+            if hub.desk().warn_due(now_ms()) {
+                tracing::error!(
+                    terminal = %receipt.terminal,
+                    alert = receipt.alert,
+                    "receipt not shared with the cluster, the terminal is told to resend it: {e} \
+                     (further cases counted, not logged, for 10 s)"
+                );
+            }
             false
         }
     }
@@ -212,7 +219,10 @@ async fn apply(hub: &Arc<Hub>, message: async_nats::jetstream::Message) {
         Ok(info) => info.stream_sequence,
         Err(e) => {
             Metrics::add(&m.cluster_alert_records_skipped, 1);
-            tracing::warn!("alert stream message without its sequence: {e}");
+            if hub.desk().warn_due(now_ms()) {
+                tracing::warn!("alert stream message without its sequence, skipped: {e}");
+            }
+            ack(&message).await;
             return;
         }
     };
@@ -270,10 +280,12 @@ async fn apply(hub: &Arc<Hub>, message: async_nats::jetstream::Message) {
                 Ok(None) => ack(&message).await,
                 Err(e) => {
                     Metrics::add(&m.cluster_alert_records_failed, 1);
-                    tracing::error!(
-                        alert = id,
-                        "storing a cluster alert failed, the stream sends it again: {e}"
-                    );
+                    if hub.desk().warn_due(now_ms()) {
+                        tracing::error!(
+                            alert = id,
+                            "storing a cluster alert failed, the stream sends it again: {e}"
+                        );
+                    }
                 }
             }
         }
@@ -316,10 +328,13 @@ async fn apply(hub: &Arc<Hub>, message: async_nats::jetstream::Message) {
                     }
                     Err(e) => {
                         Metrics::add(&m.cluster_alert_records_failed, 1);
-                        tracing::error!(
-                            alert = r.alert,
-                            "applying a cluster receipt failed, the stream sends it again: {e}"
-                        );
+                        if hub.desk().warn_due(now_ms()) {
+                            tracing::error!(
+                                alert = r.alert,
+                                terminal = r.terminal,
+                                "applying a cluster receipt failed, the stream sends it again: {e}"
+                            );
+                        }
                     }
                 }
             });
