@@ -306,6 +306,34 @@ counters! {
     /// Times it changed but did not load (the keys already loaded stay in
     /// use; the log says why).
     tls_ticket_key_reload_failures,
+    /// (cluster alerts) Alerts and receipts written to the cluster's
+    /// JetStream stream (acknowledged by it), by this node.
+    cluster_alert_records_out,
+    /// (cluster alerts) Writes to the stream tried again: no answer or a
+    /// refusal, as while JetStream elects a new leader.
+    cluster_alert_publish_retries,
+    /// (cluster alerts) Alerts refused (INTERNAL) because the stream did
+    /// not acknowledge them within the retry window: nothing was sent.
+    cluster_alerts_unconfirmed,
+    /// (cluster alerts) Receipts answered INTERNAL because the stream did
+    /// not acknowledge them (stored here; the terminal resends them).
+    cluster_receipts_unconfirmed,
+    /// (cluster alerts) Records read from the stream by this node's
+    /// consumer (its own included).
+    cluster_alert_records_in,
+    /// (cluster alerts) Alerts of other nodes stored here from the stream
+    /// (and delivered to their recipients here).
+    cluster_alerts_replicated,
+    /// (cluster alerts) Receipts made on other nodes that moved a
+    /// recipient's status forward here.
+    cluster_receipts_replicated,
+    /// (cluster alerts) Records from the stream that did not decode, or
+    /// receipts for an alert this node does not hold (acknowledged and
+    /// skipped).
+    cluster_alert_records_skipped,
+    /// (cluster alerts) Records whose local write failed, left for the
+    /// stream to redeliver.
+    cluster_alert_records_failed,
 }
 
 impl Metrics {

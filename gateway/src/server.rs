@@ -76,7 +76,10 @@ impl Gateway {
     /// Joins the cluster that `[cluster]` names (docs/CLUSTER.md); does
     /// nothing for a single node. Call once, before [`Gateway::run`].
     pub async fn join_cluster(&self) -> Result<(), crate::cluster::Error> {
-        self.hub.join_cluster().await
+        self.hub.join_cluster().await?;
+        // The cluster's alerts: read before terminals come.
+        crate::ops::replication::start(&self.hub).await;
+        Ok(())
     }
 
     /// Binds the gateway's UDP socket at `addr` with certificate `id`: the

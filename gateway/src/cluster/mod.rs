@@ -19,6 +19,7 @@
 //! This module only moves messages; what they mean to a group is in
 //! `crate::group`, and the hub routes the inbox to the groups.
 
+pub(crate) mod alerts;
 pub(crate) mod wire;
 
 use std::sync::{Arc, Mutex, MutexGuard};

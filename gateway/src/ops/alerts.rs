@@ -212,33 +212,31 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
     };
     let created_ms = now_ms();
     let described = recipients::describe(&target);
-    let (mut stored_body, stored_recipients) = (body, recipients.clone());
-    let named = stored_body.attachments.len();
-    let stored = hub
-        .desk()
-        .blocking(move |s| {
-            // The gateway, not the sender, says how large each attachment is.
-            let ids: Vec<u64> = stored_body.attachments.iter().map(|a| a.id).collect();
-            stored_body.attachments = s.attachment_refs(issuer, &ids)?;
-            let id = s.create_alert(
+    let named = body.attachments.len();
+    let stored = match hub.cluster() {
+        Some(cluster) => {
+            super::replication::store(
+                hub,
+                cluster,
                 issuer,
-                &stored_body,
-                &described,
+                body,
+                described,
                 created_ms,
-                &stored_recipients,
-            )?;
-            Ok((id, stored_body))
-        })
-        .await;
-    let (id, body) = match stored {
+                &recipients,
+            )
+            .await
+        }
+        None => store_here(hub, issuer, body, described, created_ms, &recipients).await,
+    };
+    let Stored { id, body, fresh } = match stored {
         Ok(stored) => {
             Metrics::add(&hub.metrics().alerts_created, 1);
             // A report naming one photo eight times carries it once.
-            let repeated = named - stored.1.attachments.len();
+            let repeated = named.saturating_sub(stored.body.attachments.len());
             Metrics::add(&hub.metrics().attachment_refs_deduplicated, repeated as u64);
             stored
         }
-        Err(hub::Error::Store(store::Error::UnknownAttachment(a))) => {
+        Err(Unstored::Store(hub::Error::Store(store::Error::UnknownAttachment(a)))) => {
             outbox.send(ServerMsg::AlertRefused {
                 request,
                 code: ErrorCode::UnknownAttachment,
@@ -246,7 +244,7 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
             });
             return;
         }
-        Err(e) if super::count_full(hub, &e) => {
+        Err(Unstored::Store(e)) if super::count_full(hub, &e) => {
             tracing::error!("alert not stored, the disk is full: {e}");
             outbox.send(ServerMsg::AlertRefused {
                 request,
@@ -257,12 +255,30 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
             });
             return;
         }
-        Err(e) => {
+        Err(Unstored::Store(e)) => {
             tracing::error!("storing an alert failed: {e}");
             outbox.send(ServerMsg::AlertRefused {
                 request,
                 code: ErrorCode::Internal,
                 message: "the alert could not be stored; nothing was sent".into(),
+            });
+            return;
+        }
+        Err(Unstored::Cluster(e)) => {
+            Metrics::add(&hub.metrics().cluster_alerts_unconfirmed, 1);
+            if hub.desk().warn_due(now_ms()) {
+                tracing::error!(
+                    terminal = %issuer,
+                    "alert refused, the cluster did not store it: {e} \
+                     (further cases counted, not logged, for 10 s)"
+                );
+            }
+            outbox.send(ServerMsg::AlertRefused {
+                request,
+                code: ErrorCode::Internal,
+                message: "the gateway cluster could not store the alert (its NATS stream \
+                          did not answer): it was NOT sent; retry, or use the radio or telephone"
+                    .into(),
             });
             return;
         }
@@ -281,7 +297,70 @@ pub(crate) async fn send(cx: Caller, request: u32, body: AlertBody, target: Targ
         expires_ms: created_ms.saturating_add(u64::from(body.ttl_s) * 1000),
         body,
     };
-    deliver_all(hub, id, &recipients, msg).await;
+    // On a cluster node, this node's consumer of the cluster's alerts may
+    // have stored it first: then it delivers.
+    if fresh {
+        deliver_all(hub, id, &recipients, msg).await;
+    }
+}
+
+/// An alert on disk, as `AlertAccepted` confirms it.
+#[derive(Debug)]
+pub(super) struct Stored {
+    /// Its id.
+    pub(super) id: u64,
+    /// Its body, attachments as stored.
+    pub(super) body: AlertBody,
+    /// Whether this call stored it here, and so delivers it here.
+    pub(super) fresh: bool,
+}
+
+/// Why an alert was not stored.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unstored {
+    /// This node's store refused or failed.
+    #[error(transparent)]
+    Store(hub::Error),
+    /// The cluster's stream did not acknowledge it.
+    #[error(transparent)]
+    Cluster(crate::cluster::alerts::Error),
+}
+
+/// Stores an alert on a single node: its attachments sized, the alert and
+/// its recipients in one transaction.
+async fn store_here(
+    hub: &Arc<Hub>,
+    issuer: TerminalId,
+    mut body: AlertBody,
+    described: String,
+    created_ms: u64,
+    recipients: &[TerminalId],
+) -> Result<Stored, Unstored> {
+    let recipients = recipients.to_vec();
+    hub.desk()
+        .blocking(move |s| {
+            // The gateway, not the sender, says how large each attachment is.
+            let ids: Vec<u64> = body.attachments.iter().map(|a| a.id).collect();
+            body.attachments = s.attachment_refs(issuer, &ids)?;
+            let id = s.create_alert(issuer, &body, &described, created_ms, &recipients)?;
+            Ok(Stored {
+                id,
+                body,
+                fresh: true,
+            })
+        })
+        .await
+        .map_err(Unstored::Store)
+}
+
+/// Sends `update` (a `ReceiptUpdate`) to `issuer` if it is connected to
+/// this node; counted when its outbox is too full to take it.
+pub(super) fn tell_issuer(hub: &Hub, issuer: TerminalId, update: ServerMsg) {
+    if let Some(issuer_outbox) = hub.registry().outbox(issuer) {
+        if !issuer_outbox.send_droppable(update) {
+            Metrics::add(&hub.metrics().receipt_updates_dropped, 1);
+        }
+    }
 }
 
 /// Hands `msg` to every recipient online (a bounded window at a time) and
@@ -378,15 +457,44 @@ pub(crate) fn receipt(
     reason: String,
 ) -> impl std::future::Future<Output = ()> + Send {
     let at_ms = now_ms();
-    let pending = cx.hub.desk().queue_receipt(store::ReceiptIn {
+    let receipt = store::ReceiptIn {
         alert,
         terminal: cx.terminal,
         status,
         at_ms,
         reason: reason.clone(),
-    });
+    };
+    let pending = cx.hub.desk().queue_receipt(receipt.clone());
     async move {
         let result = pending.stored().await;
+        // On a cluster node, a receipt is confirmed once the cluster's
+        // stream holds it too (a duplicate again: its first share may have
+        // failed).
+        let stored = matches!(
+            result,
+            Ok(store::Receipt::Advanced { .. } | store::Receipt::Duplicate { .. })
+        );
+        if stored && !super::replication::share_receipt(&cx.hub, &receipt).await {
+            if let Ok(store::Receipt::Advanced { issuer, status }) = result {
+                tell_issuer(
+                    &cx.hub,
+                    issuer,
+                    ServerMsg::ReceiptUpdate {
+                        alert,
+                        terminal: cx.terminal,
+                        status,
+                        at_ms,
+                        reason,
+                    },
+                );
+            }
+            cx.error(
+                ErrorCode::Internal,
+                kind::ALERT_RECEIPT,
+                "receipt stored on this node but not shared with the cluster; send it again",
+            );
+            return;
+        }
         answer_receipt(&cx, alert, at_ms, reason, result);
     }
 }
@@ -416,18 +524,14 @@ fn answer_receipt(
                 Metrics::add(counter, 1);
             }
             cx.outbox.send(ServerMsg::ReceiptSaved { alert, status });
-            if let Some(issuer_outbox) = cx.hub.registry().outbox(issuer) {
-                let update = ServerMsg::ReceiptUpdate {
-                    alert,
-                    terminal: cx.terminal,
-                    status,
-                    at_ms,
-                    reason,
-                };
-                if !issuer_outbox.send_droppable(update) {
-                    Metrics::add(&cx.hub.metrics().receipt_updates_dropped, 1);
-                }
-            }
+            let update = ServerMsg::ReceiptUpdate {
+                alert,
+                terminal: cx.terminal,
+                status,
+                at_ms,
+                reason,
+            };
+            tell_issuer(&cx.hub, issuer, update);
         }
         Ok(store::Receipt::Duplicate { status }) => {
             cx.outbox.send(ServerMsg::ReceiptSaved { alert, status })

@@ -9,6 +9,7 @@ pub(crate) mod alerts;
 pub(crate) mod attachments;
 pub(crate) mod drills;
 pub(crate) mod positions;
+pub(crate) mod replication;
 pub(crate) mod sos;
 pub(crate) mod upkeep;
 

@@ -1,13 +1,42 @@
 //! Alerts and their recipients: create, read back, what is pending for
 //! whom, cancellation and the issuer's status summary.
 
-use ptt_codec::{AlertBody, AlertKind, Location, StatusCounts, TerminalId};
+use ptt_codec::{AlertBody, AlertKind, AttachmentRef, Location, StatusCounts, TerminalId};
 use rusqlite::{params, OptionalExtension};
 
 use super::{Error, Store, StoredAlert};
 
+/// An alert to insert, with the id it takes.
+struct NewAlert<'a> {
+    id: u64,
+    issuer: TerminalId,
+    body: &'a AlertBody,
+    target: &'a str,
+    created_ms: u64,
+    recipients: &'a [TerminalId],
+}
+
+/// Alert ids from this one up name alerts shared by a cluster's nodes:
+/// `CLUSTER_IDS` plus the sequence of the alert's record in the cluster's
+/// JetStream stream (`crate::cluster::alerts`), the same on every node.
+/// Alerts a node makes alone (single node, SOS, drills) take ids below it,
+/// so the two never collide. 2^40: a trillion local alerts, and cluster
+/// ids stay below 2^53, exact in a browser console's JavaScript numbers.
+pub const CLUSTER_IDS: u64 = 1 << 40;
+
+/// What to do with an alert's attachments that are not in this store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Refuse the alert: its issuer names an upload that is not theirs.
+    Refuse,
+    /// Leave them out: a replicated alert whose photos stayed on the
+    /// issuer's node.
+    Skip,
+}
+
 impl Store {
-    /// Stores an alert and its recipients in one transaction; returns its id.
+    /// Stores an alert and its recipients in one transaction; returns its
+    /// id, below [`CLUSTER_IDS`].
     pub fn create_alert(
         &self,
         issuer: TerminalId,
@@ -18,13 +47,75 @@ impl Store {
     ) -> Result<u64, Error> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let expires_ms = created_ms.saturating_add(u64::from(body.ttl_s) * 1000);
+        // What SQLite itself would pick (the largest id plus one), among
+        // the ids that are not the cluster's.
+        let id = tx.query_row(
+            "SELECT coalesce(max(id), 0) + 1 FROM alert WHERE id < ?1",
+            [CLUSTER_IDS as i64],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        let alert = NewAlert {
+            id,
+            issuer,
+            body,
+            target,
+            created_ms,
+            recipients,
+        };
+        Self::insert_alert(&tx, &alert, Missing::Refuse)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Stores alert `id` of the cluster (at least [`CLUSTER_IDS`]) and its
+    /// recipients, unless it is stored already. Returns `None` if it was,
+    /// else the attachments it carries in this store: those of
+    /// `body.attachments` whose content is here (the issuer's node). Call
+    /// for every alert record the cluster's stream delivers, and once on
+    /// the issuer's node after the stream acknowledged it: whichever call
+    /// stores it delivers it.
+    pub fn store_cluster_alert(
+        &self,
+        id: u64,
+        issuer: TerminalId,
+        body: &AlertBody,
+        target: &str,
+        created_ms: u64,
+        recipients: &[TerminalId],
+    ) -> Result<Option<Vec<AttachmentRef>>, Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let alert = NewAlert {
+            id,
+            issuer,
+            body,
+            target,
+            created_ms,
+            recipients,
+        };
+        let kept = Self::insert_alert(&tx, &alert, Missing::Skip)?;
+        tx.commit()?;
+        Ok(kept)
+    }
+
+    /// Inserts `a` unless its id is taken (then `None`), its attachments
+    /// (each only if stored, not pending and the issuer's; what is
+    /// missing refused or skipped) and its recipients. Returns the
+    /// attachments it carries.
+    fn insert_alert(
+        tx: &rusqlite::Transaction<'_>,
+        a: &NewAlert<'_>,
+        missing: Missing,
+    ) -> Result<Option<Vec<AttachmentRef>>, Error> {
+        let body = a.body;
+        let expires_ms = a.created_ms.saturating_add(u64::from(body.ttl_s) * 1000);
         let loc = body.location.as_ref();
-        tx.execute(
-            "INSERT INTO alert (issuer, kind, priority, ttl_s, title, text, lat_e7, lon_e7, address, target, created_ms, expires_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO alert (id, issuer, kind, priority, ttl_s, title, text, lat_e7, lon_e7, address, target, created_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
-                issuer.0,
+                a.id as i64,
+                a.issuer.0,
                 body.kind.code(),
                 body.priority,
                 body.ttl_s,
@@ -33,38 +124,44 @@ impl Store {
                 loc.map(|l| l.lat_e7),
                 loc.map(|l| l.lon_e7),
                 loc.map(|l| l.address.as_str()),
-                target,
-                created_ms as i64,
+                a.target,
+                a.created_ms as i64,
                 expires_ms as i64,
             ],
         )?;
-        let id = tx.last_insert_rowid() as u64;
-        for (position, a) in body.attachments.iter().enumerate() {
+        if inserted == 0 {
+            return Ok(None);
+        }
+        let mut kept = Vec::with_capacity(body.attachments.len());
+        for (position, att) in body.attachments.iter().enumerate() {
             let owner: Option<u32> = tx
                 .query_row(
                     "SELECT owner FROM attachment WHERE id = ?1 AND pending = 0",
-                    [a.id as i64],
+                    [att.id as i64],
                     |r| r.get(0),
                 )
                 .optional()?;
-            if owner != Some(issuer.0) {
-                // Dropping the transaction rolls the alert back.
-                return Err(Error::UnknownAttachment(a.id));
+            if owner != Some(a.issuer.0) {
+                match missing {
+                    // Dropping the transaction rolls the alert back.
+                    Missing::Refuse => return Err(Error::UnknownAttachment(att.id)),
+                    Missing::Skip => continue,
+                }
             }
             tx.execute(
                 "INSERT OR IGNORE INTO alert_attachment (alert, attachment, position) VALUES (?1, ?2, ?3)",
-                params![id as i64, a.id as i64, position as i64],
+                params![a.id as i64, att.id as i64, position as i64],
             )?;
+            kept.push(att.clone());
         }
         {
             let mut insert =
                 tx.prepare("INSERT OR IGNORE INTO recipient (alert, terminal) VALUES (?1, ?2)")?;
-            for r in recipients {
-                insert.execute(params![id as i64, r.0])?;
+            for r in a.recipients {
+                insert.execute(params![a.id as i64, r.0])?;
             }
         }
-        tx.commit()?;
-        Ok(id)
+        Ok(Some(kept))
     }
 
     fn row_to_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlert> {
@@ -294,6 +391,75 @@ mod tests {
         );
         assert_eq!(counts.by_status[ReceiptStatus::Rejected.code() as usize], 1);
         assert!(s.status(id + 9, 0).unwrap().is_none());
+    }
+
+    #[test]
+    fn cluster_alerts_are_stored_once_and_local_ids_stay_below_theirs() {
+        let s = Store::in_memory().unwrap();
+        let guard = [TerminalId(501)];
+        let first = s
+            .create_alert(TerminalId(300), &body(60), "t", 1_000, &guard)
+            .unwrap();
+        assert_eq!(
+            first, 1,
+            "a single node numbers alerts from 1, as SQLite did"
+        );
+        let shared = CLUSTER_IDS + 7;
+        let stored = s
+            .store_cluster_alert(shared, TerminalId(300), &body(60), "t", 1_000, &guard)
+            .unwrap();
+        assert_eq!(stored, Some(Vec::new()));
+        assert_eq!(
+            s.store_cluster_alert(shared, TerminalId(300), &body(60), "t", 1_000, &guard)
+                .unwrap(),
+            None,
+            "a redelivered record stores nothing"
+        );
+        // SQLite alone would have taken CLUSTER_IDS + 8, the id of the
+        // cluster's next alert.
+        let local = s
+            .create_alert(TerminalId(300), &body(60), "t", 2_000, &guard)
+            .unwrap();
+        assert_eq!(local, 2);
+        let waiting: Vec<u64> = s
+            .undelivered(TerminalId(501), 3_000)
+            .unwrap()
+            .iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(waiting, [1, 2, shared]);
+        s.record_receipt(shared, TerminalId(501), ReceiptStatus::Delivered, 3_000, "")
+            .unwrap();
+        assert_eq!(s.undelivered(TerminalId(501), 3_000).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_cluster_alert_carries_only_the_photos_this_node_holds() {
+        let s = Store::in_memory().unwrap();
+        let console = TerminalId(300);
+        let here = s.put_attachment(console, "image/jpeg", b"jpeg", 1).unwrap();
+        let theirs = s
+            .put_attachment(TerminalId(9), "image/jpeg", b"x", 1)
+            .unwrap();
+        let mut with_photos = body(60);
+        let photo = |id| ptt_codec::AttachmentRef {
+            id,
+            size: 4,
+            mime: "image/jpeg".into(),
+        };
+        with_photos.attachments = vec![photo(here), photo(theirs), photo(9_999)];
+        let id = CLUSTER_IDS + 1;
+        let kept = s
+            .store_cluster_alert(id, console, &with_photos, "t", 10, &[TerminalId(501)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept, vec![photo(here)]);
+        assert_eq!(s.alert(id).unwrap().unwrap().body.attachments, kept);
+        // A local alert naming another's upload is still refused whole.
+        assert!(matches!(
+            s.create_alert(console, &with_photos, "t", 10, &[TerminalId(501)]),
+            Err(Error::UnknownAttachment(a)) if a == theirs
+        ));
     }
 
     #[test]

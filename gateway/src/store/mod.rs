@@ -21,6 +21,7 @@ use rusqlite::Connection;
 
 pub use ptt_gateway_core::alert::{Attachment, Receipt, ReceiptIn, StoredAlert};
 
+pub use alerts::CLUSTER_IDS;
 pub use attachments::Quota;
 pub use files::create_data_dir;
 pub use operations::{AdminAction, AlertSummary};
