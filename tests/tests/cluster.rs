@@ -174,7 +174,7 @@ async fn contention_across_nodes_grants_one_talker_at_a_time() {
             } else if let Some((h, _)) = holder.take() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 terminals[h].release(UNIT_A).unwrap();
-            } else if quiet_since.elapsed() > Duration::from_millis(700) {
+            } else if quiet_since.elapsed() > Duration::from_millis(1500) {
                 break;
             }
         }
