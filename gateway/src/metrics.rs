@@ -317,6 +317,9 @@ counters! {
     cluster_alerts_unconfirmed,
     /// (cluster alerts) Receipts answered INTERNAL because the stream did
     /// not acknowledge them (stored here; the terminal resends them).
+    /// (cluster) Receipts the stream did not acknowledge in time, queued
+    /// here and shared again every second until it does.
+    cluster_receipts_deferred,
     cluster_receipts_unconfirmed,
     /// (cluster alerts) Records read from the stream by this node's
     /// consumer (its own included).

@@ -13,6 +13,7 @@
 //! This module only moves records; what they do to the store and the
 //! terminals is in `crate::ops::replication`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -285,7 +286,32 @@ impl Record {
     }
 }
 
+/// Receipts waiting to be shared again, at most (a receipt is about 100
+/// bytes: 1.6 MB). Beyond it the terminal is told to send it again.
+const LATER: usize = 16_384;
+
 impl Cluster {
+    /// Queues a receipt this node stored but the stream did not acknowledge
+    /// (JetStream electing a leader for longer than the retries, NATS
+    /// unreachable): it is published again every second until the stream
+    /// takes it, so the issuer hears of it wherever it is. False when the
+    /// queue is full.
+    pub(crate) fn share_later(self: &Arc<Self>, record: ReceiptRecord) -> bool {
+        let tx = self.later.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<ReceiptRecord>(LATER);
+            let cluster = Arc::clone(self);
+            tokio::spawn(async move {
+                while let Some(record) = rx.recv().await {
+                    while cluster.publish_receipt(&record).await.is_err() {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            });
+            tx
+        });
+        tx.try_send(record).is_ok()
+    }
+
     /// Creates the alert stream, or updates it to this node's settings.
     /// Every node calls it when it joins; the same settings make it a
     /// no-op.

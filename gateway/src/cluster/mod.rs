@@ -75,6 +75,9 @@ pub(crate) struct Cluster {
     metrics: Arc<Metrics>,
     /// Set by [`Cluster::leave`]: no more heartbeats.
     left: std::sync::atomic::AtomicBool,
+    /// Receipts stored here that the stream did not acknowledge in time,
+    /// published again in the background (`alerts.rs`, `share_later`).
+    later: std::sync::OnceLock<mpsc::Sender<alerts::ReceiptRecord>>,
 }
 
 /// What the cluster hands the hub: changes of the live set, and envelopes
@@ -141,6 +144,7 @@ impl Cluster {
             config: config.clone(),
             metrics,
             left: Default::default(),
+            later: Default::default(),
         });
         let (events, rx) = mpsc::channel(4096);
         let heard = cluster.subscribe(HEARTBEAT.to_owned()).await?;

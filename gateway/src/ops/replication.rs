@@ -130,6 +130,13 @@ pub(super) async fn share_receipt(hub: &Hub, receipt: &ReceiptIn) -> bool {
     };
     match cluster.publish_receipt(&record).await {
         Ok(()) => true,
+        // Stored here, and shared as soon as the stream takes writes again:
+        // confirmed to the terminal (its automatic `Delivered` is never
+        // sent again, so telling it to resend would lose it).
+        Err(_) if cluster.share_later(record) => {
+            Metrics::add(&hub.metrics().cluster_receipts_deferred, 1);
+            true
+        }
         Err(e) => {
             Metrics::add(&hub.metrics().cluster_receipts_unconfirmed, 1);
             if hub.desk().warn_due(now_ms()) {
