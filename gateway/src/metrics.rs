@@ -319,6 +319,9 @@ counters! {
     /// not acknowledge them (stored here; the terminal resends them).
     /// (cluster) Receipts the stream did not acknowledge in time, queued
     /// here and shared again every second until it does.
+    /// (cluster) SOS raised on this node alone: the cluster's stream did
+    /// not acknowledge it within 500 ms (consoles on other nodes miss it).
+    cluster_sos_local,
     cluster_receipts_deferred,
     cluster_receipts_unconfirmed,
     /// (cluster alerts) Records read from the stream by this node's

@@ -545,3 +545,30 @@ async fn a_node_cut_off_from_nats_grants_nothing_and_rejoins_cleanly() {
         "the rejoined node's talker is heard on the others"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sos_reaches_the_command_room_on_another_node() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let mut console = cluster.terminal(0, CONSOLE_PS).await;
+    let mut guard = joined(&cluster, 1, GUARD_A1, UNIT_A).await;
+    let mut listener = joined(&cluster, 2, GUARD_A2, UNIT_A).await;
+    let alert = guard.sos().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), console.next_alert())
+        .await
+        .expect("the SOS reached the station's console on node a")
+        .unwrap();
+    assert_eq!(got.alert, alert, "one id cluster-wide");
+    assert_eq!(got.issuer, TerminalId(GUARD_A1));
+    assert_eq!(got.body.kind, ptt_codec::AlertKind::Sos);
+    // Its hot mic is the unit's emergency burst, seen on a third node.
+    let taken = listener
+        .wait_for(|m| match m {
+            ServerMsg::FloorTaken { speaker, class, .. } => Some(Ok((*speaker, *class))),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(taken, (TerminalId(GUARD_A1), Class::Emergency));
+}

@@ -38,17 +38,23 @@ pub(crate) async fn sos(cx: Caller) {
     }
     let (unit, recipients) = (raised.unit, raised.recipients.clone());
     let expires_ms = raised.expires_ms(created_ms);
+    // On a cluster node, the SOS goes through the cluster's alert stream so
+    // that consoles on every node get it, if the stream answers at once.
+    let shared = shared(hub, terminal, &raised.body, created_ms, &recipients).await;
     let (stored_body, stored_recipients) = (raised.body.clone(), recipients.clone());
     let stored = hub
         .desk()
         .blocking(move |s| {
-            let alert = s.create_alert(
-                terminal,
-                &stored_body,
-                "sos",
-                created_ms,
-                &stored_recipients,
-            )?;
+            let alert = match shared {
+                Some(Shared { id, .. }) => id,
+                None => s.create_alert(
+                    terminal,
+                    &stored_body,
+                    "sos",
+                    created_ms,
+                    &stored_recipients,
+                )?,
+            };
             let active = ActiveSos {
                 alert,
                 group: unit,
@@ -97,6 +103,10 @@ pub(crate) async fn sos(cx: Caller) {
         recipients: recipients.len() as u32,
     });
     hot_mic(&cx, unit);
+    if shared.is_some_and(|s| !s.fresh) {
+        // This node's consumer stored and delivered it first.
+        return;
+    }
     let msg = ServerMsg::Alert {
         alert: id,
         issuer: terminal,
@@ -105,6 +115,60 @@ pub(crate) async fn sos(cx: Caller) {
         body: raised.body,
     };
     alerts::deliver_all(hub, id, &recipients, msg).await;
+}
+
+/// An SOS shared through the cluster's alert stream.
+#[derive(Debug, Clone, Copy)]
+struct Shared {
+    /// Its cluster id.
+    id: u64,
+    /// Whether this call stored it here (and delivers it here).
+    fresh: bool,
+}
+
+/// How long an SOS waits for the cluster's stream before it is raised on
+/// this node alone: an SOS is never held up for a JetStream election.
+const SHARE_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Publishes an SOS to the cluster's alert stream (every node then delivers
+/// it to the consoles connected to it), or `None` on a single node or when
+/// the stream does not acknowledge within [`SHARE_WITHIN`]: the SOS is then
+/// this node's alone, raised at once as on a single node. (A late
+/// acknowledgement after the deadline makes a second copy on the other
+/// nodes: shown twice there rather than missed.)
+async fn shared(
+    hub: &Arc<Hub>,
+    terminal: TerminalId,
+    body: &ptt_codec::AlertBody,
+    created_ms: u64,
+    recipients: &[TerminalId],
+) -> Option<Shared> {
+    let cluster = hub.cluster()?;
+    let store = super::replication::store(
+        hub,
+        cluster,
+        terminal,
+        body.clone(),
+        "sos".into(),
+        created_ms,
+        recipients,
+    );
+    match tokio::time::timeout(SHARE_WITHIN, store).await {
+        Ok(Ok(stored)) => Some(Shared {
+            id: stored.id,
+            fresh: stored.fresh,
+        }),
+        Ok(Err(e)) => {
+            Metrics::add(&hub.metrics().cluster_sos_local, 1);
+            tracing::error!(%terminal, "SOS not shared with the cluster, raised on this node alone: {e}");
+            None
+        }
+        Err(_) => {
+            Metrics::add(&hub.metrics().cluster_sos_local, 1);
+            tracing::error!(%terminal, "the cluster's stream did not answer an SOS in time: raised on this node alone");
+            None
+        }
+    }
 }
 
 /// Answers an SOS pressed again within `sos.refresh_interval_s` of its last
