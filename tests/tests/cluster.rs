@@ -572,3 +572,54 @@ async fn an_sos_reaches_the_command_room_on_another_node() {
         .unwrap();
     assert_eq!(taken, (TerminalId(GUARD_A1), Class::Emergency));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_report_covers_units_on_every_node() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = GatewayCluster::start(dir.path(), 3, ORG, &nats);
+    let mut console = cluster.terminal(0, CONSOLE_PS).await;
+    let mut on_b = cluster.terminal(1, GUARD_A1).await;
+    let mut on_c = cluster.terminal(2, GUARD_B1).await;
+    let body = ptt_codec::AlertBody {
+        kind: ptt_codec::AlertKind::Drill,
+        priority: 2,
+        ttl_s: 600,
+        title: "1-3-8 拉动演练".into(),
+        text: "城南路165号".into(),
+        location: None,
+        attachments: Vec::new(),
+    };
+    let (drill, _) = console
+        .send_alert(ptt_codec::Target::Subtree { node: 3, roles: 0 }, body)
+        .await
+        .unwrap();
+    for guard in [&mut on_b, &mut on_c] {
+        assert_eq!(guard.next_alert().await.unwrap().alert, drill);
+        guard
+            .receipt(drill, ptt_codec::ReceiptStatus::Accepted, "")
+            .await
+            .unwrap();
+    }
+    // The receipts reach node a through the stream: the report there
+    // counts both units, whichever node their guards are on.
+    let start = Instant::now();
+    loop {
+        let json = console.drill_report(drill).await.unwrap();
+        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let reached = |unit: GroupId| {
+            report["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["level"] == "unit" && r["node"] == unit.0)
+                .map(|r| r["accept"]["reached"].as_u64().unwrap_or(0))
+                .unwrap_or(0)
+        };
+        if reached(UNIT_A) == 1 && reached(UNIT_B) == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "report: {json}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
