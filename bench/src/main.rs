@@ -14,6 +14,7 @@
 //! (every frame). Use the release build: the binaries are
 //! looked up next to this one.
 
+mod cluster;
 mod consoles;
 mod udpload;
 
@@ -86,6 +87,13 @@ struct Args {
     /// and over WebTransport (order alternating); medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Gateway nodes: more than 1 runs the workload (voice-steady pattern)
+    /// on one gateway, then on a cluster of this many nodes joined through
+    /// three routed NATS servers (`nats-server` on the PATH), driven by the
+    /// bench itself with terminals spread over the nodes; the report's
+    /// `cluster` key has both (see bench/src/cluster.rs).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=26))]
+    nodes: u16,
 }
 
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -407,6 +415,9 @@ fn main() -> anyhow::Result<()> {
         .status()?;
     if !status.success() {
         bail!("gen-city failed");
+    }
+    if args.nodes > 1 {
+        return cluster::run(&args, &w, &org);
     }
 
     let baseline = if w.baseline {
