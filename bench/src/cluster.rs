@@ -48,6 +48,8 @@ const PAYLOAD: usize = 40;
 const TERMINALS_PER_ENDPOINT: usize = 128;
 /// Handshakes in flight while the terminals connect.
 const CONNECTING: usize = 32;
+/// How long the idle processes' CPU is read before the talk.
+const IDLE: Duration = Duration::from_secs(3);
 /// NATS servers of the cluster: JetStream replicas of 3 need 3.
 const NATS_SERVERS: usize = 3;
 
@@ -163,6 +165,14 @@ fn print_table(w: &Workload, report: &serde_json::Value) {
         f(&r["nats"]["cpu_seconds"]),
         f(&r["nats"]["cpu_us_per_frame"]),
         f(&r["cpu_us_per_frame_with_nats"]),
+    );
+    println!(
+        "  idle (connected, nobody talking): gateways {} and NATS {} CPU s per s; above idle: gateways {} and NATS {} us per delivered frame (one gateway: {})",
+        f(&r["idle_cpu_seconds_per_s"]["gateways"]),
+        f(&r["idle_cpu_seconds_per_s"]["nats"]),
+        f(&r["net_cpu_us_per_frame"]),
+        f(&r["net_nats_cpu_us_per_frame"]),
+        f(&c["single_node"]["net_cpu_us_per_frame"]),
     );
     for (name, key) in [
         ("speaker on the listener's node", "same_node"),
@@ -511,12 +521,15 @@ fn summary(m: &Measured, logs: &[(String, PathBuf)], rss: &[f64]) -> serde_json:
         "frames_expected": expected,
         "frames_delivered": delivered,
         "cpu_us_per_frame": per_frame(gateways, delivered),
-        "nats": {
+        // Frames published on NATS (each once, by the talker's node).
+        "cpu_us_per_frame_sent": per_frame(gateways, m.sent),
+        "nats": (!m.nats_cpu.is_empty()).then(|| serde_json::json!({
             "servers": m.nats_cpu.len(),
             "cpu_seconds": nats,
             "cpu_seconds_each": m.nats_cpu,
-            "cpu_us_per_frame": if m.nats_cpu.is_empty() { None } else { per_frame(nats, delivered) },
-        },
+            "cpu_us_per_frame": per_frame(nats, delivered),
+            "cpu_us_per_frame_sent": per_frame(nats, m.sent),
+        })),
         "cpu_us_per_frame_with_nats": per_frame(gateways + nats, delivered),
         "delivered_ratio": delivered as f64 / expected.max(1) as f64,
         "delivered_ratio_by_path": {
@@ -528,6 +541,12 @@ fn summary(m: &Measured, logs: &[(String, PathBuf)], rss: &[f64]) -> serde_json:
             "same_node": (m.received[0] > 0).then(|| ms(&m.latency[0].percentiles())),
             "other_node": (m.received[1] > 0).then(|| ms(&m.latency[1].percentiles())),
         },
+        // Idle CPU (connected, nobody talking), and the cost per frame
+        // above it: what more talk costs.
+        "idle_cpu_seconds_per_s": { "gateways": m.idle_nodes, "nats": m.idle_nats },
+        "net_cpu_us_per_frame": per_frame(gateways - m.idle_nodes * m.measured_s, delivered),
+        "net_nats_cpu_us_per_frame": (!m.nats_cpu.is_empty())
+            .then(|| per_frame(nats - m.idle_nats * m.measured_s, delivered)),
         "floor_retries": m.floor_retries,
         "measured_s": m.measured_s,
     })
@@ -561,6 +580,10 @@ struct Measured {
     nats_cpu: Vec<f64>,
     floor_retries: u64,
     measured_s: f64,
+    /// CPU seconds per second of the gateways, then of the NATS servers,
+    /// connected and idle.
+    idle_nodes: f64,
+    idle_nats: f64,
 }
 
 /// A press for a terminal's actor: talk `hold` in `group`, then answer.
@@ -600,7 +623,7 @@ async fn drive(
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECTING));
     for (t, groups) in &plan.terminals {
         let node = node_of[t];
-        if terminals_by_node[node] as usize % TERMINALS_PER_ENDPOINT == 0 {
+        if (terminals_by_node[node] as usize).is_multiple_of(TERMINALS_PER_ENDPOINT) {
             endpoints[node].push(ptt_terminal::endpoint(any, &roots)?);
         }
         terminals_by_node[node] += 1;
@@ -663,6 +686,19 @@ async fn drive(
             .with_context(|| format!("reading process {pid}'s CPU time"))?
             .cpu_seconds)
     };
+    // What the processes use with everyone connected and nobody talking
+    // (heartbeats, JetStream's own traffic): subtracted for the net cost.
+    let idle_nodes: Vec<f64> = pids
+        .nodes
+        .iter()
+        .map(|p| sample(*p))
+        .collect::<anyhow::Result<_>>()?;
+    let idle_nats: Vec<f64> = pids
+        .nats
+        .iter()
+        .map(|p| sample(*p))
+        .collect::<anyhow::Result<_>>()?;
+    tokio::time::sleep(IDLE).await;
     let before_nodes: Vec<f64> = pids
         .nodes
         .iter()
@@ -759,6 +795,16 @@ async fn drive(
             .collect(),
         floor_retries: 0,
         measured_s,
+        idle_nodes: before_nodes
+            .iter()
+            .zip(&idle_nodes)
+            .map(|(a, b)| (a - b) / IDLE.as_secs_f64())
+            .sum(),
+        idle_nats: before_nats
+            .iter()
+            .zip(&idle_nats)
+            .map(|(a, b)| (a - b) / IDLE.as_secs_f64())
+            .sum(),
     };
     for (node, actor) in actors {
         let heard = actor.await??;
