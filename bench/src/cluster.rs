@@ -17,8 +17,10 @@
 //! CPU is read from /proc for every gateway node and every NATS server
 //! from the first press to 500 ms after the last frame, and divided by the
 //! frames the listeners received (all of them for the cluster's total;
-//! the node's own listeners' for a node's own figure). The one-node run
-//! first uses the same harness against a gateway started without `--node`.
+//! the node's own listeners' for a node's own figure); before the talk,
+//! 3 s with everyone connected and nobody talking give each process's idle
+//! CPU, so the cost above idle is reported too. The one-node run first
+//! uses the same harness against a gateway started without `--node`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
