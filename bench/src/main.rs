@@ -14,6 +14,7 @@
 //! (every frame). Use the release build: the binaries are
 //! looked up next to this one.
 
+mod cluster;
 mod consoles;
 mod mumble;
 mod udpload;
@@ -97,6 +98,13 @@ struct Args {
     /// peer's client count.
     #[arg(long, requires = "peer")]
     peer_only: bool,
+    /// Gateway nodes: more than 1 runs the workload (voice-steady pattern)
+    /// on one gateway, then on a cluster of this many nodes joined through
+    /// three routed NATS servers (`nats-server` on the PATH), driven by the
+    /// bench itself with terminals spread over the nodes; the report's
+    /// `cluster` key has both (see bench/src/cluster.rs).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=26))]
+    nodes: u16,
 }
 
 /// A voice server compared with the gateway (`--peer`).
@@ -493,6 +501,9 @@ fn main() -> anyhow::Result<()> {
         .status()?;
     if !status.success() {
         bail!("gen-city failed");
+    }
+    if args.nodes > 1 {
+        return cluster::run(&args, &w, &org);
     }
 
     let baseline = if w.baseline && !args.peer_only {
