@@ -29,7 +29,7 @@ pub use alert::{
     AlertBody, AlertKind, AttachmentRef, Location, ReceiptStatus, StatusCounts, Target,
 };
 pub use codes::{Class, CloseCode, DenyCause, ErrorCode, RevokeCause};
-pub use control::{ClientMsg, Membership, ServerMsg};
+pub use control::{ClientMsg, MediaAnswer, MediaOffer, Membership, ServerMsg};
 pub use ids::{GroupId, TerminalId};
 pub use voice::VoiceHeader;
 

@@ -67,6 +67,11 @@ impl<'a> Reader<'a> {
             .map_err(|_| Malformed::InvalidUtf8)
     }
 
+    /// Whether every byte was consumed: for a frame's optional last field.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Fails unless every byte was consumed: trailing bytes mean the peer and
     /// we disagree about the layout, which must not pass silently.
     pub(crate) fn finish(self) -> Result<(), Malformed> {

@@ -81,12 +81,18 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (
             any::<u8>(),
             terminal(),
-            prop::collection::vec(any::<u8>(), 1..=64)
+            prop::collection::vec(any::<u8>(), 1..=64),
+            any::<bool>()
         )
-            .prop_map(|(version, terminal, c)| ClientMsg::Hello {
+            .prop_map(|(version, terminal, c, srtp)| ClientMsg::Hello {
                 version,
                 terminal,
-                credential: Bytes::from(c)
+                credential: Bytes::from(c),
+                media: if srtp {
+                    MediaOffer::SRTP
+                } else {
+                    MediaOffer::NONE
+                },
             }),
         group().prop_map(|group| ClientMsg::Join { group }),
         group().prop_map(|group| ClientMsg::Leave { group }),
@@ -129,6 +135,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         }),
         (1u64..).prop_map(|attachment| ClientMsg::AttachmentFetch { attachment }),
         any::<u64>().prop_map(|alert| ClientMsg::DrillReportQuery { alert }),
+        any::<bool>().prop_map(|srtp| ClientMsg::MediaMode { srtp }),
     ]
 }
 
@@ -138,9 +145,10 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             terminal(),
             name(),
             any::<bool>(),
-            prop::collection::vec((group(), any::<bool>()), 0..20)
+            prop::collection::vec((group(), any::<bool>()), 0..20),
+            prop::option::of(1..=u32::MAX)
         )
-            .prop_map(|(terminal, name, resumed, g)| ServerMsg::Welcome {
+            .prop_map(|(terminal, name, resumed, g, ssrc)| ServerMsg::Welcome {
                 terminal,
                 name,
                 resumed,
@@ -148,6 +156,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                     .into_iter()
                     .map(|(group, talk)| Membership { group, talk })
                     .collect(),
+                media: ssrc.map(|ssrc| MediaAnswer { ssrc }),
             }),
         (
             group(),

@@ -70,11 +70,18 @@ fn render(vector: &Vector) -> String {
             version,
             terminal,
             credential,
-        }) => format!(
-            "Hello {{ version: {version}, terminal: {}, credential: {} }}",
-            terminal.0,
-            spaced_hex(credential)
-        ),
+            media,
+        }) => {
+            let offer = match *media {
+                MediaOffer::NONE => String::new(),
+                m => format!(", media: {m:?}"),
+            };
+            format!(
+                "Hello {{ version: {version}, terminal: {}, credential: {}{offer} }}",
+                terminal.0,
+                spaced_hex(credential)
+            )
+        }
         Vector::Client(m) => format!("{m:?}"),
         Vector::Server(m) => format!("{m:?}"),
         Vector::Voice(h, opus) => format!("{h:?}, opus: {}", spaced_hex(opus)),
@@ -99,7 +106,31 @@ fn expected() -> Vec<(&'static str, Vector)> {
                 version: 1,
                 terminal: t,
                 credential: Bytes::from_static(&[0xa1, 0xb2, 0xc3, 0xd4]),
+                media: MediaOffer::NONE,
             }),
+        ),
+        (
+            "hello-srtp",
+            Client(ClientMsg::Hello {
+                version: 1,
+                terminal: t,
+                credential: Bytes::from_static(&[0xa1, 0xb2, 0xc3, 0xd4]),
+                media: MediaOffer::SRTP,
+            }),
+        ),
+        (
+            "welcome-srtp",
+            Server(ServerMsg::Welcome {
+                terminal: t,
+                name: "张伟".into(),
+                resumed: false,
+                groups: vec![],
+                media: Some(MediaAnswer { ssrc: 0xdead_beef }),
+            }),
+        ),
+        (
+            "media-mode-datagram",
+            Client(ClientMsg::MediaMode { srtp: false }),
         ),
         ("join", Client(ClientMsg::Join { group: g })),
         ("leave", Client(ClientMsg::Leave { group: g })),
@@ -132,6 +163,7 @@ fn expected() -> Vec<(&'static str, Vector)> {
                         talk: false,
                     },
                 ],
+                media: None,
             }),
         ),
         (
@@ -286,6 +318,7 @@ fn expected() -> Vec<(&'static str, Vector)> {
                 version: 1,
                 terminal: TerminalId(1),
                 credential: Bytes::from(derive(&TEST_KEY, 1).to_vec()),
+                media: MediaOffer::NONE,
             }),
         ),
         (

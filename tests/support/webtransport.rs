@@ -82,6 +82,7 @@ impl WebSession {
             version: 1,
             terminal,
             credential: Bytes::copy_from_slice(token),
+            media: ptt_codec::MediaOffer::NONE,
         }
         .encode(&mut buf);
         write(&mut send, &buf).await?;

@@ -345,6 +345,7 @@ async fn receive_without_receipt(gw: &TestGateway, id: u32) -> u64 {
         version: VERSION,
         terminal: TerminalId(id),
         credential: Bytes::copy_from_slice(&gw.key.credential(TerminalId(id))),
+        media: ptt_codec::MediaOffer::NONE,
     }
     .encode(&mut hello);
     send.write_all(&hello).await.unwrap();

@@ -198,6 +198,7 @@ async fn raw_session(
         version: VERSION,
         terminal: TerminalId(id),
         credential: Bytes::copy_from_slice(&gw.key.credential(TerminalId(id))),
+        media: ptt_codec::MediaOffer::NONE,
     }
     .encode(&mut hello);
     send.write_all(&hello).await.unwrap();
@@ -316,6 +317,7 @@ async fn oversized_or_missing_hello_closes_the_connection() {
         version: 99,
         terminal: TerminalId(GUARD_A1),
         credential: Bytes::from_static(&[1]),
+        media: ptt_codec::MediaOffer::NONE,
     }
     .encode(&mut hello);
     send.write_all(&hello).await.unwrap();

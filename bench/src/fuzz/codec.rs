@@ -22,8 +22,8 @@ use ptt_codec::voice::{VOICE_HEADER_LEN, VOICE_VERSION};
 use ptt_codec::{alert, control::MAX_NAME};
 use ptt_codec::{
     AlertBody, AlertKind, AttachmentRef, Class, ClientMsg, DenyCause, ErrorCode, GroupId, Location,
-    Malformed, Membership, ReceiptStatus, RevokeCause, ServerMsg, StatusCounts, Target, TerminalId,
-    VoiceHeader,
+    Malformed, MediaAnswer, MediaOffer, Membership, ReceiptStatus, RevokeCause, ServerMsg,
+    StatusCounts, Target, TerminalId, VoiceHeader,
 };
 use ptt_gateway_core::fanout;
 
@@ -120,13 +120,14 @@ pub fn target(s: &mut Source<'_>) -> Target {
 
 /// A valid terminal-to-gateway message.
 pub fn client_msg(s: &mut Source<'_>) -> ClientMsg {
-    match s.u8() % 17 {
+    match s.u8() % 18 {
         0 => {
             let n = 1 + s.below(MAX_CREDENTIAL);
             ClientMsg::Hello {
                 version: s.u8(),
                 terminal: terminal(s),
                 credential: (0..n).map(|_| s.u8()).collect::<Vec<_>>().into(),
+                media: MediaOffer(s.u8() & MediaOffer::SRTP.0),
             }
         }
         1 => ClientMsg::Join { group: group(s) },
@@ -178,7 +179,8 @@ pub fn client_msg(s: &mut Source<'_>) -> ClientMsg {
         15 => ClientMsg::AttachmentFetch {
             attachment: s.any_u64().max(1),
         },
-        _ => ClientMsg::DrillReportQuery { alert: s.any_u64() },
+        16 => ClientMsg::DrillReportQuery { alert: s.any_u64() },
+        _ => ClientMsg::MediaMode { srtp: s.bool() },
     }
 }
 
@@ -195,6 +197,9 @@ pub fn server_msg(s: &mut Source<'_>) -> ServerMsg {
                     talk: s.bool(),
                 })
                 .collect(),
+            media: s.bool().then(|| MediaAnswer {
+                ssrc: s.u32().max(1),
+            }),
         },
         1 => ServerMsg::Joined {
             group: group(s),

@@ -7,6 +7,7 @@ use super::frame::{
     class, coordinates, group, kind, put_frame, put_string, terminal, RawFrame, MAX_CREDENTIAL,
     MAX_MESSAGE,
 };
+use super::media::MediaOffer;
 use crate::alert::{AlertBody, ReceiptStatus, Target, MAX_MIME};
 use crate::reader::Reader;
 use crate::{Class, GroupId, Malformed, TerminalId};
@@ -22,6 +23,9 @@ pub enum ClientMsg {
         terminal: TerminalId,
         /// The terminal's provisioned credential (1 to [`MAX_CREDENTIAL`] bytes).
         credential: Bytes,
+        /// Media forms it offers beyond QUIC DATAGRAM voice (an optional
+        /// last byte on the wire).
+        media: MediaOffer,
     },
     /// Join a talk group (listen, and talk if allowed).
     Join {
@@ -125,6 +129,14 @@ pub enum ClientMsg {
         /// The drill alert.
         alert: u64,
     },
+    /// Which form the terminal wants to receive voice in from now on:
+    /// SRTP (after a `Welcome` that answered its offer, once its media path
+    /// is verified) or, with `srtp: false`, QUIC DATAGRAMs (the fallback
+    /// when SRTP packets do not get through).
+    MediaMode {
+        /// True for SRTP, false for QUIC DATAGRAMs.
+        srtp: bool,
+    },
 }
 
 impl ClientMsg {
@@ -148,6 +160,7 @@ impl ClientMsg {
             ClientMsg::AttachmentPut { .. } => kind::ATTACHMENT_PUT,
             ClientMsg::AttachmentFetch { .. } => kind::ATTACHMENT_FETCH,
             ClientMsg::DrillReportQuery { .. } => kind::DRILL_REPORT_QUERY,
+            ClientMsg::MediaMode { .. } => kind::MEDIA_MODE,
         }
     }
 
@@ -158,12 +171,14 @@ impl ClientMsg {
                 version,
                 terminal,
                 credential,
+                media,
             } => {
                 b.put_u8(*version);
                 b.put_u32(terminal.0);
                 let n = credential.len().min(MAX_CREDENTIAL);
                 b.put_u8(n as u8);
                 b.put_slice(&credential[..n]);
+                media.encode(b);
             }
             ClientMsg::Join { group } | ClientMsg::Leave { group } => b.put_u32(group.0),
             ClientMsg::FloorRequest { group, class } => {
@@ -215,6 +230,7 @@ impl ClientMsg {
             }
             ClientMsg::AttachmentFetch { attachment } => b.put_u64(*attachment),
             ClientMsg::DrillReportQuery { alert } => b.put_u64(*alert),
+            ClientMsg::MediaMode { srtp } => b.put_u8(u8::from(*srtp)),
         });
     }
 
@@ -230,10 +246,12 @@ impl ClientMsg {
                     return Err(Malformed::InvalidValue("credential length"));
                 }
                 let credential = Bytes::copy_from_slice(r.bytes(n)?);
+                let media = MediaOffer::decode(&mut r)?;
                 ClientMsg::Hello {
                     version,
                     terminal,
                     credential,
+                    media,
                 }
             }
             kind::JOIN => ClientMsg::Join {
@@ -307,6 +325,7 @@ impl ClientMsg {
                 attachment => ClientMsg::AttachmentFetch { attachment },
             },
             kind::DRILL_REPORT_QUERY => ClientMsg::DrillReportQuery { alert: r.u64()? },
+            kind::MEDIA_MODE => ClientMsg::MediaMode { srtp: r.bool()? },
             other => return Err(Malformed::UnknownType(other)),
         };
         r.finish()?;

@@ -9,6 +9,7 @@
 
 mod client;
 mod frame;
+mod media;
 mod server;
 
 pub use client::ClientMsg;
@@ -16,4 +17,5 @@ pub use frame::{
     kind, split_frame, FrameError, RawFrame, HEADER_LEN, MAX_BODY, MAX_CREDENTIAL, MAX_MESSAGE,
     MAX_NAME, VERSION,
 };
+pub use media::{MediaAnswer, MediaOffer};
 pub use server::{Membership, ServerMsg, MAX_LIST_GROUPS, MAX_LIST_TERMINALS};

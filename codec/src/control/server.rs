@@ -7,6 +7,7 @@ use super::frame::{
     class, coordinates, group, kind, put_frame, put_string, receipt_status, terminal, RawFrame,
     MAX_MESSAGE, MAX_NAME,
 };
+use super::media::MediaAnswer;
 use crate::alert::{AlertBody, ReceiptStatus, StatusCounts, MAX_ATTACHMENT, MAX_MIME};
 use crate::reader::Reader;
 use crate::{Class, DenyCause, ErrorCode, GroupId, Malformed, RevokeCause, TerminalId};
@@ -33,6 +34,9 @@ pub enum ServerMsg {
         resumed: bool,
         /// Groups the terminal is in now (non-empty only when resumed).
         groups: Vec<Membership>,
+        /// The answer to the terminal's SRTP offer: `None` when it offered
+        /// none or the gateway declines (voice stays in QUIC DATAGRAMs).
+        media: Option<MediaAnswer>,
     },
     /// A `Join` succeeded (also sent again for an already joined group).
     Joined {
@@ -307,6 +311,7 @@ impl ServerMsg {
                 name,
                 resumed,
                 groups,
+                media,
             } => {
                 b.put_u32(terminal.0);
                 put_string(b, name, MAX_NAME);
@@ -317,6 +322,7 @@ impl ServerMsg {
                     b.put_u32(m.group.0);
                     b.put_u8(u8::from(m.talk));
                 }
+                MediaAnswer::encode(*media, b);
             }
             ServerMsg::Joined {
                 group,
@@ -514,11 +520,13 @@ impl ServerMsg {
                         talk: r.bool()?,
                     });
                 }
+                let media = MediaAnswer::decode(&mut r)?;
                 ServerMsg::Welcome {
                     terminal,
                     name,
                     resumed,
                     groups,
+                    media,
                 }
             }
             kind::JOINED => {

@@ -64,13 +64,14 @@ pub mod replay;
 pub mod rtcp;
 pub mod rtp;
 mod stream;
+pub mod voice;
 
 pub use demux::{demux, is_rtcp, Datagram};
 pub use keys::{
     Direction, KeySalt, MasterKeys, Role, SessionKeys, EXPORTER_CONTEXT, EXPORTER_LABEL,
     EXPORTER_LEN,
 };
-pub use stream::{Receiver, Sender, Unprotected};
+pub use stream::{Receiver, Sender, SharedSender, Unprotected};
 
 /// Bytes of the AES-GCM authentication tag after every SRTP and SRTCP
 /// packet (RFC 7714 §7: 16 octets).

@@ -3,6 +3,7 @@
 //! and, on the receiving end, the replay windows (RFC 3711 §3.3.2).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::aead::{Cipher, E_BIT};
 use super::keys::SessionKeys;
@@ -153,6 +154,99 @@ impl Sender {
         len: usize,
     ) -> Result<usize, Error> {
         self.seal_rtcp(buf, len, false)
+    }
+}
+
+/// The sending end of one SSRC's SRTP and SRTCP stream that many threads
+/// may use at once through `&self`: each packet takes the next index from an
+/// atomic counter, so no two packets ever share an IV and no lock is held.
+///
+/// This is the gateway's downlink to one listener: every relayed frame, from
+/// whichever group and talker, is the next packet of the listener's one
+/// stream. Take an index with [`next`](SharedSender::next), write the RTP
+/// header with that index's sequence number
+/// ([`sequence_of`](SharedSender::sequence_of)), then
+/// [`seal`](SharedSender::seal). Indices taken but never sealed are gaps the
+/// receiver counts as loss, which is what they are.
+#[derive(Debug)]
+pub struct SharedSender {
+    rtp: Cipher,
+    rtcp: Cipher,
+    ssrc: u32,
+    /// Index of the next RTP packet.
+    next: AtomicU64,
+    /// SRTCP index of the next RTCP packet.
+    next_rtcp: AtomicU32,
+}
+
+/// Largest RTP packet index: ROC 2^32 - 1, sequence 65,535.
+const MAX_INDEX: u64 = (1 << 48) - 1;
+
+impl SharedSender {
+    /// A sender for `ssrc` whose first packet has sequence number `first`,
+    /// ROC 0. `first` must be below 32,768 (see [`Sender::new`]); it is
+    /// taken modulo 32,768.
+    pub fn new(keys: &SessionKeys, ssrc: u32, first: u16) -> SharedSender {
+        SharedSender {
+            rtp: Cipher::new(&keys.rtp),
+            rtcp: Cipher::new(&keys.rtcp),
+            ssrc,
+            next: AtomicU64::new(u64::from(first & 0x7fff)),
+            next_rtcp: AtomicU32::new(0),
+        }
+    }
+
+    /// The SSRC this sender protects.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Takes the next packet index; `None` once the index space is spent
+    /// (then the keys are: the terminal must reconnect).
+    pub fn next(&self) -> Option<u64> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        (index <= MAX_INDEX).then_some(index)
+    }
+
+    /// The RTP sequence number of packet `index`.
+    pub fn sequence_of(index: u64) -> u16 {
+        index as u16
+    }
+
+    /// Protects the RTP packet `buf[..len]` in place as packet `index`
+    /// (taken from [`next`](SharedSender::next), once). Returns the SRTP
+    /// length, `len + TAG_LEN`. Errors leave `buf` unchanged: the header's,
+    /// [`Error::WrongSsrc`], [`Error::BufferTooSmall`], and
+    /// [`Error::Malformed`] if the header's sequence number is not the
+    /// index's.
+    pub fn seal(&self, index: u64, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        let packet = buf.get(..len).ok_or(Error::BufferTooSmall)?;
+        let header = Header::parse(packet)?;
+        if header.ssrc != self.ssrc {
+            return Err(Error::WrongSsrc);
+        }
+        if header.sequence != Self::sequence_of(index) || index > MAX_INDEX {
+            return Err(Error::Malformed);
+        }
+        if buf.len() < len + TAG_LEN {
+            return Err(Error::BufferTooSmall);
+        }
+        self.rtp.seal_rtp(self.ssrc, index, buf, header.len, len)
+    }
+
+    /// Protects the RTCP compound packet `buf[..len]` in place with the next
+    /// SRTCP index (E bit set), as [`Sender::protect_rtcp`] does.
+    pub fn protect_rtcp(&self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        let packet = buf.get(..len).ok_or(Error::BufferTooSmall)?;
+        check_rtcp(packet, self.ssrc)?;
+        if buf.len() < len + TAG_LEN + SRTCP_INDEX_LEN {
+            return Err(Error::BufferTooSmall);
+        }
+        let index = self.next_rtcp.fetch_add(1, Ordering::Relaxed);
+        if index > MAX_SRTCP_INDEX {
+            return Err(Error::Exhausted);
+        }
+        self.rtcp.seal_rtcp(index, true, buf, len)
     }
 }
 

@@ -75,6 +75,7 @@ pub fn authenticate_with(
         version,
         terminal,
         credential,
+        ..
     }) = first
     else {
         return Err(Refusal::NotHello);
@@ -211,6 +212,7 @@ mod tests {
             version,
             terminal: TerminalId(terminal),
             credential: credential.into(),
+            media: ptt_codec::MediaOffer::NONE,
         })
     }
 

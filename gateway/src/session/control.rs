@@ -105,6 +105,7 @@ impl Session {
                     talk: *talk,
                 })
                 .collect(),
+            media: None,
         });
         let budget = hub.budgets().of(terminal, hub.config());
         let session = Self {
@@ -450,6 +451,8 @@ impl Session {
             } => ops::positions::position(&self.cx, lat_e7, lon_e7, accuracy_m),
             ClientMsg::WatchPositions { node } => ops::positions::watch(&self.cx, node),
             ClientMsg::Sos => self.sos(kind),
+            // No SRTP is answered yet: the terminal receives DATAGRAMs.
+            ClientMsg::MediaMode { .. } => {}
             ClientMsg::SosCancel { terminal } => {
                 return self
                     .spawn(kind, ops::sos::sos_cancel(self.caller(), terminal))

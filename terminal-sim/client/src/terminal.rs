@@ -140,6 +140,7 @@ impl Terminal {
             version: VERSION,
             terminal,
             credential: Bytes::copy_from_slice(credential),
+            media: ptt_codec::MediaOffer::NONE,
         }
         .encode(&mut hello);
         send.write_all(&hello).await.map_err(write_error)?;
@@ -188,6 +189,7 @@ impl Terminal {
                     name,
                     resumed,
                     groups,
+                    ..
                 } => Some(Ok(Welcome {
                     terminal: *terminal,
                     name: name.clone(),

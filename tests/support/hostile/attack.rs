@@ -92,6 +92,7 @@ impl RawSession {
             version: VERSION,
             terminal: TerminalId(terminal),
             credential: Bytes::copy_from_slice(&gw.credential(terminal)),
+            media: ptt_codec::MediaOffer::NONE,
         }
         .encode(&mut hello);
         send.write_all(&hello).await.expect("sending Hello");

@@ -186,6 +186,7 @@ flood_test!(
         version: ptt_codec::control::VERSION,
         terminal: TerminalId(TALKER),
         credential: bytes::Bytes::from_static(&[1; 32]),
+        media: ptt_codec::MediaOffer::NONE,
     }
 );
 flood_test!(flood_of_ping, |_| ClientMsg::Ping { nonce: 7 });

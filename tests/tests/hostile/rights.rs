@@ -127,6 +127,7 @@ async fn out_of_rights_actions_are_refused_with_their_codes() {
                 version: ptt_codec::control::VERSION,
                 terminal: TerminalId(TALKER),
                 credential: bytes::Bytes::from_static(&[1; 32]),
+                media: ptt_codec::MediaOffer::NONE,
             },
             ptt_codec::control::kind::HELLO,
         ),
