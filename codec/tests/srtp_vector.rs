@@ -6,7 +6,10 @@
 //! Print the values to paste into the document:
 //! `cargo test -p ptt-codec --test srtp_vector -- --ignored --nocapture`.
 
-use ptt_codec::srtp::{self, rtp, Direction, MasterKeys, Receiver, Role, Sender, TAG_LEN};
+use ptt_codec::srtp::{
+    self, rtp, voice, Direction, MasterKeys, Receiver, Role, Sender, SharedSender, TAG_LEN,
+};
+use ptt_codec::{GroupId, VoiceHeader};
 
 const DOC: &str = include_str!("../../docs/PROTOCOL.md");
 
@@ -89,6 +92,60 @@ fn compute() -> Vector {
     }
 }
 
+/// The voice frames of the vector: terminal 1001 (SSRC 0x3e9) talks in
+/// group 42, burst 5 (frame 0, RTP sequence 0x1235, timestamp 0); the
+/// gateway relays frame 7 of terminal 1002's burst 5, with END, to it
+/// (its downlink's packet 0x0100, timestamp 0x00002580).
+fn voice_packets() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let keys = MasterKeys::from_exporter(&exported()).expect("56 bytes");
+    let frame = VoiceHeader {
+        group: GroupId(42),
+        speaker: 0,
+        burst: 5,
+        seq: 0,
+        flags: 0,
+    };
+    let mut buf = [0u8; 128];
+    let rtp = voice::Rtp {
+        ssrc: SSRC,
+        sequence: 0x1235,
+        timestamp: 0,
+    };
+    let len = voice::write(&frame, rtp, None, &[0xf8, 0xff, 0xfe], &mut buf).expect("room");
+    let up_plain = buf[..len].to_vec();
+    let mut terminal = Sender::new(&keys.session(Role::Client.sending()), SSRC);
+    let len = terminal.protect(&mut buf, len).expect("protect");
+    let up = buf[..len].to_vec();
+
+    let gateway = SharedSender::new(&keys.session(Role::Server.sending()), SSRC, 0x0100);
+    let index = gateway.next().expect("an index");
+    let frame = VoiceHeader {
+        speaker: 1002,
+        seq: 7,
+        flags: ptt_codec::voice::FLAG_END,
+        ..frame
+    };
+    let rtp = voice::Rtp {
+        ssrc: SSRC,
+        sequence: SharedSender::sequence_of(index),
+        timestamp: 0x0000_2580,
+    };
+    let len = voice::write(&frame, rtp, Some(1002), &[0xf8, 0xff, 0xfe], &mut buf).expect("room");
+    let down_plain = buf[..len].to_vec();
+    let len = gateway.seal(index, &mut buf, len).expect("seal");
+    (up_plain, up, down_plain, buf[..len].to_vec())
+}
+
+#[test]
+#[ignore = "prints the vector for docs/PROTOCOL.md"]
+fn print_voice_vector() {
+    let (up_plain, up, down_plain, down) = voice_packets();
+    println!("uplink rtp      {}", spaced(&up_plain));
+    println!("uplink srtp     {}", spaced(&up));
+    println!("downlink rtp    {}", spaced(&down_plain));
+    println!("downlink srtp   {}", spaced(&down));
+}
+
 #[test]
 #[ignore = "prints the vector for docs/PROTOCOL.md"]
 fn print_vector() {
@@ -125,6 +182,37 @@ const SRTP: &str =
 const RTCP: &str = "80 c9 00 01 00 00 03 e9";
 const SRTCP: &str =
     "80 c9 00 01 00 00 03 e9 e9 30 5e 9a 90 ff 89 b6 66 00 c7 49 ba f5 a5 49 80 00 00 00";
+
+const VOICE_UP_RTP: &str =
+    "90 ef 12 35 00 00 00 00 00 00 03 e9 be de 00 03 18 00 00 00 2a 00 05 00 00 00 00 00 f8 ff fe";
+const VOICE_UP_SRTP: &str = "90 ef 12 35 00 00 00 00 00 00 03 e9 be de 00 03 18 00 00 00 2a 00 05 00 00 00 00 00 c9 8d 86 e5 52 54 d5 6d 3f 6d bf d3 7b dc 10 16 b5 9e 98";
+const VOICE_DOWN_RTP: &str = "91 6f 01 00 00 00 25 80 00 00 03 e9 00 00 03 ea be de 00 03 18 00 00 00 2a 00 05 00 07 01 00 00 f8 ff fe";
+const VOICE_DOWN_SRTP: &str = "91 6f 01 00 00 00 25 80 00 00 03 e9 00 00 03 ea be de 00 03 18 00 00 00 2a 00 05 00 07 01 00 00 00 6b c4 d8 d0 21 60 1d 33 c9 ef 32 79 fb 1d b3 71 12 1f";
+
+#[test]
+fn the_voice_vector_is_pinned_and_reads_back() {
+    let (up_plain, up, down_plain, down) = voice_packets();
+    assert_eq!(up_plain, unhex(VOICE_UP_RTP));
+    assert_eq!(up, unhex(VOICE_UP_SRTP));
+    assert_eq!(down_plain, unhex(VOICE_DOWN_RTP));
+    assert_eq!(down, unhex(VOICE_DOWN_SRTP));
+    let keys = MasterKeys::from_exporter(&exported()).expect("56 bytes");
+    let mut terminal = Receiver::new(&keys.session(Role::Client.receiving()), SSRC);
+    let mut packet = unhex(VOICE_DOWN_SRTP);
+    let got = terminal.unprotect(&mut packet).expect("authentic");
+    let (frame, opus) = voice::read(&got, &packet).expect("a voice packet");
+    assert_eq!(
+        (
+            frame.group,
+            frame.speaker,
+            frame.burst,
+            frame.seq,
+            frame.flags
+        ),
+        (GroupId(42), 1002, 5, 7, ptt_codec::voice::FLAG_END)
+    );
+    assert_eq!(opus, [0xf8, 0xff, 0xfe]);
+}
 
 #[test]
 fn the_vector_is_pinned() {
@@ -164,7 +252,7 @@ fn the_gateway_unprotects_the_vector() {
 #[test]
 fn the_document_prints_this_vector() {
     let section = DOC
-        .split("## Media plane: SRTP (draft)")
+        .split("## 8. Media plane: SRTP")
         .nth(1)
         .expect("the media plane section in docs/PROTOCOL.md");
     let exporter = spaced(&exported());
@@ -180,6 +268,10 @@ fn the_document_prints_this_vector() {
         ("SRTP", SRTP),
         ("RTCP", RTCP),
         ("SRTCP", SRTCP),
+        ("uplink voice RTP", VOICE_UP_RTP),
+        ("uplink voice SRTP", VOICE_UP_SRTP),
+        ("downlink voice RTP", VOICE_DOWN_RTP),
+        ("downlink voice SRTP", VOICE_DOWN_SRTP),
     ] {
         // The document may wrap long hex over lines; compare without spacing.
         let flat: String = section.split_whitespace().collect();

@@ -276,3 +276,144 @@ impl Table {
         self.routes.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use ptt_codec::srtp::{Receiver, Sender};
+    use ptt_codec::GroupId;
+
+    fn table() -> (Table, std::net::UdpSocket) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let table = Table::default();
+        assert!(!table.ready());
+        table.set_port(MediaPort::new(&socket, Arc::new(Metrics::default())).unwrap());
+        assert!(table.ready());
+        (table, socket)
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_route_turns_to_srtp_only_once_a_packet_of_its_authenticated() {
+        let (table, _socket) = table();
+        let r = table
+            .open(TerminalId(7), &[1; 56], addr(1000), RateLimit::new(150, 50))
+            .unwrap();
+        assert_eq!(r.mode(), Mode::Pending);
+        assert_eq!(r.address(), addr(1000));
+        r.set_mode(true);
+        assert_eq!(r.mode(), Mode::Pending, "asking is not proving");
+        // The first authenticated packet, from the media socket: latched.
+        assert!(r.authenticated(addr(2000)));
+        assert_eq!((r.mode(), r.address()), (Mode::Srtp, addr(2000)));
+        assert!(!r.authenticated(addr(2000)), "same address, no move");
+        // Fallback and back.
+        r.set_mode(false);
+        assert_eq!(r.mode(), Mode::Datagram);
+        assert!(!r.receives_srtp());
+        assert!(r.authenticated(addr(3000)));
+        assert_eq!(
+            r.mode(),
+            Mode::Datagram,
+            "a packet does not undo a fallback"
+        );
+        r.set_mode(true);
+        assert_eq!((r.mode(), r.address()), (Mode::Srtp, addr(3000)));
+    }
+
+    #[test]
+    fn ssrcs_are_unique_and_a_closed_route_is_forgotten() {
+        let (table, _socket) = table();
+        let routes: Vec<_> = (0..200)
+            .map(|i| {
+                table
+                    .open(TerminalId(i), &[2; 56], addr(1), RateLimit::new(1, 1))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(table.len(), 200);
+        assert!(routes.iter().all(|r| r.ssrc() != 0));
+        let r = &routes[5];
+        assert!(Arc::ptr_eq(&table.get(r.ssrc()).unwrap(), r));
+        table.close(r);
+        assert!(table.get(r.ssrc()).is_none());
+        assert_eq!(table.len(), 199);
+        assert!(
+            table
+                .open(TerminalId(1), &[0; 55], addr(1), RateLimit::new(1, 1))
+                .is_none(),
+            "an exporter output of the wrong length"
+        );
+    }
+
+    #[test]
+    fn voice_sent_to_a_route_arrives_sealed_for_it_alone() {
+        let (table, _socket) = table();
+        let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        listener
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let exported = [3u8; 56];
+        let r = table
+            .open(
+                TerminalId(9),
+                &exported,
+                listener.local_addr().unwrap(),
+                RateLimit::new(1, 1),
+            )
+            .unwrap();
+        let keys = MasterKeys::from_exporter(&exported).unwrap();
+        let mut terminal = Receiver::new(&keys.session(Role::Client.receiving()), r.ssrc());
+        let frame = VoiceHeader {
+            group: GroupId(42),
+            speaker: 1002,
+            burst: 5,
+            seq: 0,
+            flags: 0,
+        };
+        for seq in 0..3 {
+            assert!(r.send_voice(&VoiceHeader { seq, ..frame }, b"opus"));
+        }
+        net::flush();
+        let mut buf = [0u8; 1500];
+        for seq in 0..3 {
+            let n = listener.recv(&mut buf).unwrap();
+            let got = terminal
+                .unprotect(&mut buf[..n])
+                .expect("sealed with its keys");
+            let (h, opus) = voice::read(&got, &buf[..n]).unwrap();
+            assert_eq!((h.speaker, h.seq, opus), (1002, seq, &b"opus"[..]));
+        }
+        // Another terminal's keys do not open it.
+        assert!(r.send_voice(&frame, b"opus"));
+        net::flush();
+        let n = listener.recv(&mut buf).unwrap();
+        let mut other = Receiver::new(
+            &MasterKeys::from_exporter(&[4; 56])
+                .unwrap()
+                .session(Role::Client.receiving()),
+            r.ssrc(),
+        );
+        assert_eq!(other.unprotect(&mut buf[..n]), Err(srtp::Error::AuthFailed));
+        // Its uplink takes what the terminal seals.
+        let mut up = Sender::new(&keys.session(Role::Client.sending()), r.ssrc());
+        let len = voice::write(
+            &frame,
+            voice::Rtp {
+                ssrc: r.ssrc(),
+                sequence: 1,
+                timestamp: 0,
+            },
+            None,
+            b"x",
+            &mut buf,
+        )
+        .unwrap();
+        let len = up.protect(&mut buf, len).unwrap();
+        assert!(r.uplink().receiver.unprotect(&mut buf[..len]).is_ok());
+    }
+}
