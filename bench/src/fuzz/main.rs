@@ -42,6 +42,7 @@ mod codec;
 mod input;
 mod limits;
 mod machines;
+mod media;
 mod org;
 
 use input::Rng;
@@ -89,6 +90,12 @@ const TARGETS: &[Target] = &[
         about: "VoiceHeader::decode, the relay's speaker stamp and fanout::admit",
         generate: codec::gen_voice,
         check: codec::check_voice,
+    },
+    Target {
+        name: "media",
+        about: "the shared port's media path: srtp::divert, SRTP/SRTCP unprotect, voice::read; forgeries never authenticate",
+        generate: media::gen_media,
+        check: media::check_media,
     },
     Target {
         name: "limits",
