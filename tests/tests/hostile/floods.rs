@@ -57,6 +57,56 @@ async fn connections_without_hello_are_closed_after_the_hello_timeout() {
     assert!(closed.iter().all(|c| *c == hello_timeout), "{closed:?}");
 }
 
+/// Media packets (first byte 128-191) at the QUIC port as fast as one
+/// socket sends them, from no terminal at all: random SSRCs, RTCP-looking
+/// packets and stubs too short to carry an SSRC. None authenticates, none
+/// is answered, and legit voice, SOS and dispatch go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_media_flood_is_dropped_unanswered() {
+    let mut gw = GatewayProcess::start("").await;
+    let scene = Scene::start(&gw).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut packet = [0u8; 120];
+    while started.elapsed() < ATTACK {
+        for i in 0..64u32 {
+            let n = sent as u32 ^ i.wrapping_mul(0x9e37_79b9);
+            packet[0] = 0x80 | (n as u8 & 0x3f);
+            // Every 4th RTCP-looking (second byte 200), the rest RTP.
+            packet[1] = if n % 4 == 0 { 200 } else { 0x6f };
+            packet[4..12]
+                .copy_from_slice(&[n.to_be_bytes(), n.rotate_left(7).to_be_bytes()].concat());
+            let len = if n % 8 == 0 { 3 } else { packet.len() };
+            if socket.send_to(&packet[..len], gw.addr).await.is_ok() {
+                sent += 1;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    // Nothing comes back to the forger.
+    let mut buf = [0u8; 1500];
+    let answer = tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await;
+    assert!(answer.is_err(), "the gateway answered a forged packet");
+    let outcome = scene.finish().await;
+    eprintln!(
+        "{outcome}
+flood: {sent} media packets"
+    );
+    outcome.assert_unharmed();
+    let counters = gw.stop().await;
+    let count = |name: &str| counters[name].as_u64().unwrap();
+    assert!(count("media_packets_in") > 0, "{counters}");
+    assert_eq!(
+        count("media_rtcp_out") as i64 - count("media_rtcp_in") as i64,
+        0
+    );
+    assert!(
+        count("media_address_moved") <= count("media_sessions"),
+        "only the legit terminals' own packets latched: {counters}"
+    );
+}
+
 /// Voice datagrams as fast as the connection sends them, from a member
 /// without the floor of his unit, every other one malformed: the
 /// voice rate limit drops all but 150 a second, the rest are dropped
