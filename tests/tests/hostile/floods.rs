@@ -74,10 +74,10 @@ async fn a_forged_media_flood_is_dropped_unanswered() {
             let n = sent as u32 ^ i.wrapping_mul(0x9e37_79b9);
             packet[0] = 0x80 | (n as u8 & 0x3f);
             // Every 4th RTCP-looking (second byte 200), the rest RTP.
-            packet[1] = if n % 4 == 0 { 200 } else { 0x6f };
+            packet[1] = if n.is_multiple_of(4) { 200 } else { 0x6f };
             packet[4..12]
                 .copy_from_slice(&[n.to_be_bytes(), n.rotate_left(7).to_be_bytes()].concat());
-            let len = if n % 8 == 0 { 3 } else { packet.len() };
+            let len = if n.is_multiple_of(8) { 3 } else { packet.len() };
             if socket.send_to(&packet[..len], gw.addr).await.is_ok() {
                 sent += 1;
             }
