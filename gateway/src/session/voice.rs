@@ -70,17 +70,11 @@ pub(super) fn relay(
         Metrics::add(&m.voice_not_holder, 1);
         return;
     }
-    let out = fanout::relay(&snapshot, terminal, datagram);
-    hub.relay_latency().record(received.elapsed());
-    group.forward_voice(terminal, datagram);
-    group.record(header, datagram);
-    Metrics::add(&m.voice_delivered, out.delivered as u64);
-    if out.failed > 0 {
-        Metrics::add(&m.voice_send_failed, out.failed as u64);
-    }
+    // One frame in SOCKET_SAMPLE is followed to the socket. Registered
+    // before the relay: SRTP listeners' packets leave within it.
     let relayed = RELAYED.get() + 1;
     RELAYED.set(relayed);
-    if relayed % crate::metrics::SOCKET_SAMPLE == 1 && out.delivered > 0 {
+    if relayed % crate::metrics::SOCKET_SAMPLE == 1 {
         let to = snapshot
             .listeners(terminal)
             .map(|r| match r.sink.srtp() {
@@ -89,5 +83,13 @@ pub(super) fn relay(
             })
             .collect();
         crate::net::follow(received, to, hub.socket_latency().clone());
+    }
+    let out = fanout::relay(&snapshot, terminal, datagram);
+    hub.relay_latency().record(received.elapsed());
+    group.forward_voice(terminal, datagram);
+    group.record(header, datagram);
+    Metrics::add(&m.voice_delivered, out.delivered as u64);
+    if out.failed > 0 {
+        Metrics::add(&m.voice_send_failed, out.failed as u64);
     }
 }
