@@ -62,7 +62,10 @@ impl Fleet {
         let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(shards.len()))
             .map(|i| {
                 let _on = shards.of(i).enter();
-                crate::wan::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), roots, config.delay)
+                let endpoint =
+                    crate::wan::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), roots, config.delay)?;
+                terminal::set_media_offer(&endpoint, config.media == super::MediaChoice::Srtp);
+                Ok::<_, terminal::Error>(endpoint)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let clients = ids
@@ -99,6 +102,15 @@ impl Fleet {
     /// `id` must be one of the plan's terminals.
     pub(super) fn shard(&self, id: TerminalId) -> &Handle {
         self.shards.of(self.endpoint_of[&id])
+    }
+
+    /// UDP datagrams every endpoint sent so far (QUIC and media).
+    pub(super) fn sent_packets(&self) -> u64 {
+        self.endpoints
+            .iter()
+            .filter_map(terminal::endpoint_stats)
+            .map(|s| s.sent_packets)
+            .sum()
     }
 
     /// The endpoint `id` connects from. `id` must be one of the plan's
