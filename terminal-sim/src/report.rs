@@ -479,7 +479,7 @@ pub struct MediaReport {
     pub srtp_frames_sent: u64,
     /// Voice frames received as SRTP.
     pub srtp_frames_received: u64,
-    /// SRTCP receiver reports sent, and SRTCP answers that authenticated.
+    /// SRTCP receiver reports sent (path probes and keep-alives).
     pub rtcp_sent: u64,
     /// SRTCP packets from the gateway that authenticated.
     pub rtcp_received: u64,

@@ -122,10 +122,16 @@ impl Plane {
         channels.insert(channel.ssrc, channel);
     }
 
-    /// Stops routing `ssrc` (its terminal's connection ended).
-    pub(crate) fn remove(&self, ssrc: u32) {
+    /// Stops routing `channel`'s SSRC (its terminal's connection ended),
+    /// unless a newer connection's channel has it now.
+    pub(crate) fn remove(&self, channel: &Arc<Channel>) {
         let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
-        channels.remove(&ssrc);
+        if channels
+            .get(&channel.ssrc)
+            .is_some_and(|c| Arc::ptr_eq(c, channel))
+        {
+            channels.remove(&channel.ssrc);
+        }
     }
 
     /// One received media datagram, from `from`: to the channel of its
@@ -510,8 +516,14 @@ mod tests {
         let stats = plane.stats();
         assert_eq!((stats.media_received, stats.unknown_ssrc), (4, 3));
 
-        // Once removed, its packets are unknown too.
-        plane.remove(11);
+        // Removing another channel of the same SSRC changes nothing; once
+        // removed, its packets are unknown too.
+        let (stale, _) = Channel::with_keys(&k, 11, 5);
+        plane.remove(&stale);
+        let index = gateway.next().expect("index");
+        plane.deliver(&mut downlink(&gateway, index, 501, b"opus"), from);
+        assert!(a_voice.try_recv().is_ok(), "still routed");
+        plane.remove(&a);
         let index = gateway.next().expect("index");
         plane.deliver(&mut downlink(&gateway, index, 501, b"opus"), from);
         assert_eq!(plane.stats().unknown_ssrc, 4);

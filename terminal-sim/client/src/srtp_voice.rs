@@ -150,7 +150,7 @@ async fn check_path(
             }
         }
     }
-    plane.remove(channel.ssrc());
+    plane.remove(&channel);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
