@@ -863,6 +863,14 @@ pub struct Transport {
     /// needs no secret to manage; a restart then costs every terminal one
     /// full handshake.
     pub ticket_key_file: Option<PathBuf>,
+    /// Answer terminals that offer SRTP in their `Hello` (docs/PROTOCOL.md,
+    /// "Media plane: SRTP"): their voice then travels as SRTP beside QUIC
+    /// on this port, keyed from their QUIC connection. Default on: a
+    /// listener costs the gateway one AES-GCM seal and a slot in a
+    /// `sendmmsg` per frame instead of a QUIC packet, and sends no
+    /// acknowledgements back (BENCHMARKS.md, "Media plane"). Off, every
+    /// terminal gets QUIC DATAGRAM voice, as browsers always do.
+    pub srtp: bool,
 }
 
 impl Default for Transport {
@@ -885,6 +893,7 @@ impl Default for Transport {
             handshakes_per_address: 1_000_000,
             handshakes_per_proven_address: 1_000_000,
             ticket_key_file: None,
+            srtp: true,
         }
     }
 }

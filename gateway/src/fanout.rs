@@ -19,6 +19,8 @@ use bytes::Bytes;
 use ptt_codec::voice::stamp_speaker;
 use ptt_codec::{TerminalId, VoiceHeader};
 
+use crate::media::Route;
+
 pub use ptt_gateway_core::fanout::{Drop, RateLimit, Talker};
 
 /// Something a datagram can be handed to: a QUIC connection in the gateway,
@@ -27,11 +29,21 @@ pub trait Sink: Send + Sync {
     /// Queues one datagram. An error means this receiver cannot take it (the
     /// connection is gone); other receivers are unaffected.
     fn send(&self, datagram: Bytes) -> Result<(), SinkError>;
+
+    /// The receiver's media plane, when it receives voice as SRTP now:
+    /// the relay then sends it an SRTP packet instead of the datagram.
+    fn srtp(&self) -> Option<&Route> {
+        None
+    }
 }
 
 impl Sink for Box<dyn Sink> {
     fn send(&self, datagram: Bytes) -> Result<(), SinkError> {
         (**self).send(datagram)
+    }
+
+    fn srtp(&self) -> Option<&Route> {
+        (**self).srtp()
     }
 }
 
@@ -43,6 +55,10 @@ pub struct SinkError;
 impl Sink for crate::link::Link {
     fn send(&self, datagram: Bytes) -> Result<(), SinkError> {
         self.send_datagram(datagram).map_err(|_| SinkError)
+    }
+
+    fn srtp(&self) -> Option<&Route> {
+        self.media().map(|r| &**r).filter(|r| r.receives_srtp())
     }
 }
 
@@ -102,15 +118,32 @@ pub fn admit<S>(
 }
 
 /// Relays an admitted frame from `sender` to every receiver but the sender,
-/// with the speaker field stamped by the gateway.
+/// with the speaker field stamped by the gateway: the same `Bytes` to each
+/// QUIC DATAGRAM receiver, and an SRTP packet, sealed for it alone, to each
+/// media-plane receiver (all of them handed to the socket in batches before
+/// this returns).
 pub fn relay<S: Sink>(snapshot: &Snapshot<S>, sender: TerminalId, datagram: &[u8]) -> Relayed {
     let stamped = stamp_speaker(datagram, sender);
+    // Read once, for the first media-plane receiver.
+    let mut frame = None;
     let mut out = Relayed::default();
     for r in snapshot.listeners(sender) {
-        match r.sink.send(stamped.clone()) {
-            Ok(()) => out.delivered += 1,
-            Err(SinkError) => out.failed += 1,
+        let sent = match r.sink.srtp() {
+            Some(route) => match *frame.get_or_insert_with(|| VoiceHeader::decode(&stamped).ok()) {
+                Some((header, opus)) => route.send_voice(&header, opus),
+                // Admitted frames decoded before: cannot happen.
+                None => false,
+            },
+            None => r.sink.send(stamped.clone()).is_ok(),
+        };
+        if sent {
+            out.delivered += 1;
+        } else {
+            out.failed += 1;
         }
+    }
+    if frame.is_some() {
+        crate::net::flush();
     }
     out
 }

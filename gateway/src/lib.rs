@@ -41,6 +41,7 @@ pub mod http;
 mod hub;
 pub mod link;
 pub mod location;
+pub mod media;
 pub mod metrics;
 pub mod net;
 mod ops;

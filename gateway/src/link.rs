@@ -12,13 +12,15 @@
 //!
 //! A leaf like [`crate::outbox`]: it knows QUIC and nothing of sessions.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use ptt_codec::CloseCode;
 use quinn::{Connection, ConnectionError, RecvStream, SendStream};
 use web_transport_proto::{Capsule, StreamUni, VarInt};
+
+use crate::media::Route;
 
 /// HTTP/3 H3_NO_ERROR: the connection-level code a WebTransport session's
 /// connection is closed with; the session's own code travels in its
@@ -38,6 +40,8 @@ const MAX_HELD_STREAMS: usize = 4;
 pub struct Link {
     conn: Connection,
     web: Option<Arc<WebSession>>,
+    /// Its media plane, once its `Hello`'s SRTP offer was answered.
+    media: Arc<OnceLock<Arc<Route>>>,
 }
 
 /// What a WebTransport session adds to its connection.
@@ -64,7 +68,11 @@ struct WebSession {
 impl Link {
     /// A native connection.
     pub(crate) fn native(conn: Connection) -> Self {
-        Self { conn, web: None }
+        Self {
+            conn,
+            web: None,
+            media: Arc::default(),
+        }
     }
 
     /// WebTransport session `id` on `conn` ([`crate::webtransport`]):
@@ -93,7 +101,18 @@ impl Link {
         Self {
             conn,
             web: Some(Arc::new(web)),
+            media: Arc::default(),
         }
+    }
+
+    /// Gives the link its media plane (once; later calls change nothing).
+    pub(crate) fn attach_media(&self, route: Arc<Route>) {
+        let _ = self.media.set(route);
+    }
+
+    /// Its media plane, if SRTP was answered.
+    pub fn media(&self) -> Option<&Arc<Route>> {
+        self.media.get()
     }
 
     /// Whether this is a WebTransport session (a browser console).

@@ -317,11 +317,11 @@ counters! {
     cluster_alerts_unconfirmed,
     /// (cluster alerts) Receipts answered INTERNAL because the stream did
     /// not acknowledge them (stored here; the terminal resends them).
-    /// (cluster) Receipts the stream did not acknowledge in time, queued
-    /// here and shared again every second until it does.
     /// (cluster) SOS raised on this node alone: the cluster's stream did
     /// not acknowledge it within 500 ms (consoles on other nodes miss it).
     cluster_sos_local,
+    /// (cluster) Receipts the stream did not acknowledge in time, queued
+    /// here and shared again every second until it does.
     cluster_receipts_deferred,
     cluster_receipts_unconfirmed,
     /// (cluster alerts) Records read from the stream by this node's
@@ -340,6 +340,36 @@ counters! {
     /// (cluster alerts) Records whose local write failed, left for the
     /// stream to redeliver.
     cluster_alert_records_failed,
+    /// (media plane) Sessions that offered SRTP and were answered with it.
+    media_sessions,
+    /// (media plane) SRTP and SRTCP packets that arrived on the QUIC port.
+    media_packets_in,
+    /// (media plane) Media packets whose SSRC belongs to no session (or
+    /// too short to carry one): dropped unanswered.
+    media_unknown_ssrc,
+    /// (media plane) Media packets refused: forged, corrupted, another
+    /// key, replayed, too old, or not a voice packet. Dropped unanswered;
+    /// none moved a window or an address.
+    media_rejected,
+    /// (media plane) Voice frames that arrived as SRTP and authenticated
+    /// (then counted in `voice_in` and judged like any voice frame).
+    media_voice_in,
+    /// (media plane) SRTCP packets that authenticated (probes and
+    /// keep-alives with their reception reports).
+    media_rtcp_in,
+    /// (media plane) SRTCP answers sent back, one per authenticated one.
+    media_rtcp_out,
+    /// (media plane) SRTP packets handed to the socket for listeners.
+    media_packets_out,
+    /// (media plane) SRTP packets for listeners the socket did not take
+    /// (its send buffer full, or an error): lost at the gateway.
+    media_send_dropped,
+    /// (media plane) Times an authenticated packet moved a terminal's media
+    /// address (NAT rebinding, a new network).
+    media_address_moved,
+    /// (media plane) Terminals that asked to fall back to QUIC DATAGRAMs
+    /// (`MediaMode { srtp: false }`).
+    media_fallbacks,
 }
 
 impl Metrics {

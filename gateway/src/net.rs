@@ -43,11 +43,11 @@ use std::io;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::metrics::RelayLatency;
+use crate::metrics::{Metrics, RelayLatency};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -105,6 +105,22 @@ impl Thread {
         self.inner.handle.spawn(future)
     }
 
+    /// Wraps the QUIC port's `socket` for an endpoint on this thread, with
+    /// its media side: every received datagram whose first byte says SRTP
+    /// (RFC 9443) goes to `media`'s handler instead of QUIC.
+    pub(crate) fn wrap_shared_socket(
+        &self,
+        socket: std::net::UdpSocket,
+        media: Arc<MediaPort>,
+    ) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
+        let _in = self.inner.handle.enter();
+        let inner = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
+        Ok(Arc::new(ProbedSocket {
+            inner,
+            media: Some(media),
+        }))
+    }
+
     /// The thread as a quinn runtime: an endpoint made with it runs its
     /// driver and every connection's driver on this thread.
     pub fn quinn_runtime(&self) -> Arc<dyn quinn::Runtime> {
@@ -133,7 +149,10 @@ impl quinn::Runtime for QuinnRuntime {
     ) -> io::Result<Arc<dyn quinn::AsyncUdpSocket>> {
         let _in = self.0.inner.handle.enter();
         let socket = quinn::TokioRuntime.wrap_udp_socket(t)?;
-        Ok(Arc::new(ProbedSocket(socket)))
+        Ok(Arc::new(ProbedSocket {
+            inner: socket,
+            media: None,
+        }))
     }
 }
 
@@ -211,17 +230,21 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
-/// quinn's tokio socket, telling [`follow`] what it sends.
+/// quinn's tokio socket, telling [`follow`] what it sends, and handing the
+/// media packets that share its port to the media plane.
 #[derive(Debug)]
-struct ProbedSocket(Arc<dyn quinn::AsyncUdpSocket>);
+struct ProbedSocket {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    media: Option<Arc<MediaPort>>,
+}
 
 impl quinn::AsyncUdpSocket for ProbedSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
-        self.0.clone().create_io_poller()
+        self.inner.clone().create_io_poller()
     }
 
     fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> io::Result<()> {
-        self.0.try_send(transmit)?;
+        self.inner.try_send(transmit)?;
         sent(transmit.destination);
         Ok(())
     }
@@ -232,23 +255,225 @@ impl quinn::AsyncUdpSocket for ProbedSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [quinn::udp::RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_recv(cx, bufs, meta)
+        let n = std::task::ready!(self.inner.poll_recv(cx, bufs, meta))?;
+        if let Some(media) = &self.media {
+            for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()).take(n) {
+                media.divert(buf, meta);
+            }
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
     }
 
     fn max_transmit_segments(&self) -> usize {
-        self.0.max_transmit_segments()
+        self.inner.max_transmit_segments()
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.0.max_receive_segments()
+        self.inner.max_receive_segments()
     }
 
     fn may_fragment(&self) -> bool {
-        self.0.may_fragment()
+        self.inner.may_fragment()
+    }
+}
+
+/// What becomes of the media packets (SRTP and SRTCP) that arrive on the
+/// QUIC port: the media plane, set once the gateway is up.
+pub(crate) trait MediaHandler: Send + Sync {
+    /// One media packet from `from`, to be read (and decrypted) in place.
+    /// Called on the network thread, inside the socket's receive: it must
+    /// not block.
+    fn packet(&self, from: SocketAddr, packet: &mut [u8]);
+}
+
+/// The media side of the QUIC port (docs/PROTOCOL.md, "Media plane"):
+/// where its received media packets go, and the handle on the same socket
+/// that media is sent through, in batches ([`queue`], [`flush`]).
+pub struct MediaPort {
+    handler: OnceLock<Arc<dyn MediaHandler>>,
+    /// The port's socket (a second descriptor of it): media leaves from the
+    /// port QUIC uses, so terminals see one address and NATs one binding.
+    socket: std::net::UdpSocket,
+    /// Whether the socket is IPv6 (then IPv4 peers are sent to as mapped
+    /// addresses).
+    v6: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for MediaPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaPort")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaPort {
+    /// The media side of `socket`, the QUIC port before it is wrapped.
+    pub(crate) fn new(
+        socket: &std::net::UdpSocket,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            handler: OnceLock::new(),
+            v6: socket.local_addr()?.is_ipv6(),
+            socket: socket.try_clone()?,
+            metrics,
+        }))
+    }
+
+    /// Sets where media packets go; until then they are dropped. Once.
+    pub(crate) fn set_handler(&self, handler: Arc<dyn MediaHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    /// Takes the media packets out of one received buffer (GRO aware,
+    /// `ptt_codec::srtp::divert`) and hands them to the handler; what is
+    /// left is QUIC's.
+    fn divert(&self, buf: &mut [u8], meta: &mut quinn::udp::RecvMeta) {
+        let from = meta.addr;
+        let handler = self.handler.get();
+        meta.len = ptt_codec::srtp::divert(buf, meta.len, meta.stride, |packet| {
+            if let Some(h) = handler {
+                h.packet(from, packet);
+            }
+        });
+    }
+
+    /// `to` as this socket addresses it.
+    fn destination(&self, to: SocketAddr) -> SocketAddr {
+        match (self.v6, to) {
+            (true, SocketAddr::V4(a)) => SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port()),
+            (false, SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
+                Some(ip) => SocketAddr::new(ip.into(), a.port()),
+                None => to,
+            },
+            _ => to,
+        }
+    }
+}
+
+/// Media packets sent in one `sendmmsg`.
+const BATCH: usize = 32;
+
+/// Room for one media packet: the largest voice packet, protected.
+const SLOT: usize = ptt_codec::srtp::voice::MAX_PACKET + ptt_codec::srtp::TAG_LEN;
+
+/// Media packets written but not yet handed to the socket, on one thread.
+struct Outgoing {
+    port: Option<Arc<MediaPort>>,
+    /// `BATCH` slots of `SLOT` bytes, allocated once per thread.
+    bufs: Box<[u8]>,
+    lens: [usize; BATCH],
+    to: [SocketAddr; BATCH],
+    n: usize,
+}
+
+thread_local! {
+    static OUTGOING: RefCell<Outgoing> = RefCell::new(Outgoing {
+        port: None,
+        bufs: vec![0; BATCH * SLOT].into_boxed_slice(),
+        lens: [0; BATCH],
+        to: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+        n: 0,
+    });
+}
+
+/// Queues one media packet to `to` through `port`: `write` fills the slot
+/// it is given (at least the largest protected voice packet) and returns
+/// the packet's length, or `None` to queue nothing. Packets go out in
+/// batches of [`BATCH`]; call [`flush`] when the frame is relayed. No
+/// allocation, no lock, no task. Returns whether a packet was queued.
+pub(crate) fn queue(
+    port: &Arc<MediaPort>,
+    to: SocketAddr,
+    write: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> bool {
+    OUTGOING.with_borrow_mut(|out| {
+        if out.port.as_ref().is_some_and(|p| !Arc::ptr_eq(p, port)) {
+            out.send();
+        }
+        let n = out.n;
+        let slot = &mut out.bufs[n * SLOT..(n + 1) * SLOT];
+        let Some(len) = write(slot).filter(|&len| len <= SLOT) else {
+            return false;
+        };
+        out.lens[n] = len;
+        out.to[n] = port.destination(to);
+        out.port = Some(port.clone());
+        out.n += 1;
+        if out.n == BATCH {
+            out.send();
+        }
+        true
+    })
+}
+
+/// Hands every media packet queued on this thread to the socket.
+pub(crate) fn flush() {
+    OUTGOING.with_borrow_mut(Outgoing::send);
+}
+
+impl Outgoing {
+    /// One `sendmmsg` (more if the kernel takes part of the batch); what
+    /// the socket refuses is dropped and counted, never retried: voice is
+    /// not queued behind newer voice.
+    fn send(&mut self) {
+        use rustix::io::Errno;
+        use rustix::net::addr::SocketAddrArg;
+        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
+        let n = std::mem::take(&mut self.n);
+        let Some(port) = self.port.take() else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        let addrs: Vec<_> = self.to[..n].iter().map(SocketAddrArg::as_any).collect();
+        let iovs: Vec<[io::IoSlice<'_>; 1]> = (0..n)
+            .map(|i| {
+                [io::IoSlice::new(
+                    &self.bufs[i * SLOT..i * SLOT + self.lens[i]],
+                )]
+            })
+            .collect();
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
+            (0..n).map(|_| SendAncillaryBuffer::default()).collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = addrs
+            .iter()
+            .zip(&iovs)
+            .zip(controls.iter_mut())
+            .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+            .collect();
+        let (mut at, mut dropped) = (0, 0);
+        while at < n {
+            match sendmmsg(&port.socket, &mut msgs[at..], SendFlags::DONTWAIT) {
+                Ok(0) | Err(Errno::AGAIN) => {
+                    dropped += n - at;
+                    break;
+                }
+                Ok(k) => {
+                    for to in &self.to[at..at + k] {
+                        sent(*to);
+                    }
+                    at += k;
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => {
+                    // The first packet's destination refused it (say, an
+                    // unreachable address): skip it, send the rest.
+                    tracing::trace!(to = %self.to[at], "media packet not sent: {e}");
+                    dropped += 1;
+                    at += 1;
+                }
+            }
+        }
+        Metrics::add(&port.metrics.media_packets_out, (n - dropped) as u64);
+        Metrics::add(&port.metrics.media_send_dropped, dropped as u64);
     }
 }
 

@@ -90,14 +90,17 @@ impl Gateway {
         addr: std::net::SocketAddr,
         id: &crate::tls::Identity,
     ) -> Result<quinn::Endpoint, crate::tls::Error> {
-        crate::tls::bind(
+        let (endpoint, media) = crate::tls::bind(
             addr,
             id,
             &self.hub.config().transport,
             self.hub.web(),
             self.hub.net(),
             self.hub.metrics(),
-        )
+        )?;
+        media.set_handler(crate::session::media_handler(&self.hub));
+        self.hub.media().set_port(media);
+        Ok(endpoint)
     }
 
     /// Decides what becomes of `incoming`, which just arrived: a place in

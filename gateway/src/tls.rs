@@ -526,8 +526,9 @@ fn web_cert(names: &[String], days: u32) -> Result<WebCert, Error> {
 }
 
 /// Binds the gateway's UDP socket and QUIC endpoint, driven on `net` (the
-/// endpoint and all its connections; see [`crate::net`]). Use
-/// [`crate::Gateway::bind`], which passes the gateway's own.
+/// endpoint and all its connections; see [`crate::net`]), and the port's
+/// media side (SRTP shares the port). Use [`crate::Gateway::bind`], which
+/// passes the gateway's own.
 pub(crate) fn bind(
     addr: SocketAddr,
     id: &Identity,
@@ -535,7 +536,7 @@ pub(crate) fn bind(
     web: &Web,
     net: &crate::net::Thread,
     metrics: &Arc<Metrics>,
-) -> Result<quinn::Endpoint, Error> {
+) -> Result<(quinn::Endpoint, Arc<crate::net::MediaPort>), Error> {
     let socket = std::net::UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     if transport.socket_buffer > 0 {
         let sock = socket2_ref(&socket);
@@ -544,16 +545,19 @@ pub(crate) fn bind(
         let _ = sock.set_send_buffer_size(transport.socket_buffer);
     }
     let runtime = net.quinn_runtime();
-    let socket = runtime
-        .wrap_udp_socket(socket)
+    let media = crate::net::MediaPort::new(&socket, metrics.clone())
         .map_err(|source| Error::Bind { addr, source })?;
-    quinn::Endpoint::new_with_abstract_socket(
+    let socket = net
+        .wrap_shared_socket(socket, media.clone())
+        .map_err(|source| Error::Bind { addr, source })?;
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
         endpoint_config(),
         Some(server_config_for(id, transport, metrics, web)?),
         socket,
         runtime,
     )
-    .map_err(|source| Error::Bind { addr, source })
+    .map_err(|source| Error::Bind { addr, source })?;
+    Ok((endpoint, media))
 }
 
 /// The gateway's endpoint configuration: quinn's defaults, with the
@@ -561,6 +565,9 @@ pub(crate) fn bind(
 pub fn endpoint_config() -> quinn::EndpointConfig {
     let mut config = quinn::EndpointConfig::default();
     config.cid_generator(|| Box::new(Cids::new()));
+    // SRTP shares the port, told apart by the first byte (RFC 9443): a
+    // QUIC packet with its fixed bit cleared could pass for RTP.
+    config.grease_quic_bit(false);
     config
 }
 

@@ -57,6 +57,49 @@ pub fn is_rtcp(packet: &[u8]) -> bool {
     matches!(packet.get(1), Some(192..=223))
 }
 
+/// Takes the media packets out of one receive buffer of a socket shared
+/// with QUIC, handing each to `media`, and leaves the QUIC packets for the
+/// QUIC endpoint: returns the new length of `buf[..len]`.
+///
+/// With generic receive offload (GRO) one buffer holds several datagrams of
+/// the same sender: `stride` bytes each, the last one possibly shorter
+/// (quinn-udp's `RecvMeta`). The QUIC ones are moved together so that they
+/// keep that layout (each kept datagram but the last is still `stride`
+/// long); media and [`Datagram::Other`] ones are removed. A result of 0
+/// means nothing is left for QUIC. Call it in the socket's receive path,
+/// before QUIC sees the buffer; `stride` 0 is read as one datagram.
+pub fn divert(
+    buf: &mut [u8],
+    len: usize,
+    stride: usize,
+    mut media: impl FnMut(&mut [u8]),
+) -> usize {
+    let len = len.min(buf.len());
+    let stride = if stride == 0 { len } else { stride };
+    if stride == 0 {
+        return 0;
+    }
+    let mut kept = 0;
+    let mut at = 0;
+    while at < len {
+        let end = (at + stride).min(len);
+        match demux(&buf[at..end]) {
+            Datagram::Quic => {
+                // A shorter datagram can only be the buffer's last: what is
+                // kept after it keeps the stride.
+                if kept != at {
+                    buf.copy_within(at..end, kept);
+                }
+                kept += end - at;
+            }
+            Datagram::Media => media(&mut buf[at..end]),
+            Datagram::Other => {}
+        }
+        at = end;
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +141,30 @@ mod tests {
         assert!(!is_rtcp(&[0x80, 111]));
         assert!(!is_rtcp(&[0x80, 0x80 | 111]));
         assert!(!is_rtcp(&[0x80]));
+    }
+    #[test]
+    fn divert_takes_media_out_of_a_gro_buffer_and_keeps_the_stride() {
+        // Four 4-byte datagrams and a 2-byte last one: QUIC, media, QUIC,
+        // other, media.
+        let mut buf = [
+            0x41, 1, 1, 1, 0x80, 2, 2, 2, 0xc3, 3, 3, 3, 0x00, 4, 4, 4, 0x90, 5,
+        ];
+        let len = buf.len();
+        let mut seen = Vec::new();
+        let kept = divert(&mut buf, len, 4, |m| seen.push(m.to_vec()));
+        assert_eq!(kept, 8);
+        assert_eq!(&buf[..8], &[0x41, 1, 1, 1, 0xc3, 3, 3, 3]);
+        assert_eq!(seen, vec![vec![0x80, 2, 2, 2], vec![0x90, 5]]);
+        // A short QUIC datagram last stays last.
+        let mut buf = [0x80, 1, 1, 0x41, 2];
+        assert_eq!(divert(&mut buf, 5, 3, |_| {}), 2);
+        assert_eq!(&buf[..2], &[0x41, 2]);
+        // One datagram, no GRO; an empty buffer; a length past the buffer.
+        let mut buf = [0x85, 0];
+        let mut n = 0;
+        assert_eq!(divert(&mut buf, 2, 0, |_| n += 1), 0);
+        assert_eq!(n, 1);
+        assert_eq!(divert(&mut [], 0, 0, |_| {}), 0);
+        assert_eq!(divert(&mut [0x41], 9, 0, |_| {}), 1);
     }
 }

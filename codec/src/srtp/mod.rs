@@ -66,7 +66,7 @@ pub mod rtp;
 mod stream;
 pub mod voice;
 
-pub use demux::{demux, is_rtcp, Datagram};
+pub use demux::{demux, divert, is_rtcp, Datagram};
 pub use keys::{
     Direction, KeySalt, MasterKeys, Role, SessionKeys, EXPORTER_CONTEXT, EXPORTER_LABEL,
     EXPORTER_LEN,

@@ -97,6 +97,8 @@ pub(crate) struct Hub {
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// (cluster) Terminals connected to other nodes, and where.
     elsewhere: dashmap::DashMap<ptt_codec::TerminalId, ptt_gateway_core::cluster::NodeName>,
+    /// The media plane's routes, by SSRC (SRTP beside QUIC).
+    media: crate::media::Table,
 }
 
 /// The gateway's run state, for the operations surface.
@@ -211,6 +213,7 @@ impl Hub {
             recorder,
             cluster: std::sync::OnceLock::new(),
             elsewhere: Default::default(),
+            media: Default::default(),
         }
     }
 
@@ -486,6 +489,11 @@ impl Hub {
     /// The network thread every packet and voice loop runs on.
     pub(crate) fn net(&self) -> &net::Thread {
         &self.net
+    }
+
+    /// The media plane's routes (SRTP terminals), by SSRC.
+    pub(crate) fn media(&self) -> &crate::media::Table {
+        &self.media
     }
 
     /// Voice relay latency to the frame queued in every receiver's

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ptt_codec::control::split_frame;
 use ptt_codec::{
-    Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, Membership, ServerMsg, TerminalId,
+    Class, ClientMsg, CloseCode, DenyCause, ErrorCode, GroupId, MediaOffer, Membership, ServerMsg,
+    TerminalId,
 };
 use ptt_gateway_core::group::churn;
 use ptt_gateway_core::limits::{Kind, Verdict};
@@ -37,6 +38,8 @@ pub(super) struct Session {
     logged_out: bool,
     /// The terminal's frame rates and work in flight (`[limits]`).
     budget: Arc<Budget>,
+    /// Its media plane, if its SRTP offer was answered.
+    media: Option<Arc<crate::media::Route>>,
 }
 
 /// How often a terminal over its limits is warned about in the log, at
@@ -46,7 +49,13 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 impl Session {
     /// Registers the session (replacing an older one), starts the writer,
     /// sends `Welcome` and restores remembered groups.
-    pub(super) fn start(hub: Arc<Hub>, conn: Link, send: SendStream, terminal: TerminalId) -> Self {
+    pub(super) fn start(
+        hub: Arc<Hub>,
+        conn: Link,
+        send: SendStream,
+        terminal: TerminalId,
+        offer: MediaOffer,
+    ) -> Self {
         let id = hub.registry().next_session();
         // `authenticate()` checked the terminal is in the org, but an org
         // reload may have removed it since: closed below, once registered.
@@ -94,6 +103,7 @@ impl Session {
         if resumed {
             Metrics::add(&hub.metrics().sessions_resumed, 1);
         }
+        let media = super::media::answer(&hub, &conn, terminal, offer);
         outbox.send(ServerMsg::Welcome {
             terminal,
             name: name.to_string(),
@@ -105,7 +115,7 @@ impl Session {
                     talk: *talk,
                 })
                 .collect(),
-            media: None,
+            media: media.as_ref().map(|(_, answer)| *answer),
         });
         let budget = hub.budgets().of(terminal, hub.config());
         let session = Self {
@@ -121,6 +131,7 @@ impl Session {
             name,
             malformed: 0,
             logged_out: false,
+            media: media.map(|(route, _)| route),
         };
         for (group, talk) in groups {
             session.attach(group, talk, false);
@@ -451,8 +462,7 @@ impl Session {
             } => ops::positions::position(&self.cx, lat_e7, lon_e7, accuracy_m),
             ClientMsg::WatchPositions { node } => ops::positions::watch(&self.cx, node),
             ClientMsg::Sos => self.sos(kind),
-            // No SRTP is answered yet: the terminal receives DATAGRAMs.
-            ClientMsg::MediaMode { .. } => {}
+            ClientMsg::MediaMode { srtp } => self.media_mode(srtp),
             ClientMsg::SosCancel { terminal } => {
                 return self
                     .spawn(kind, ops::sos::sos_cancel(self.caller(), terminal))
@@ -629,10 +639,27 @@ impl Session {
         }
     }
 
+    /// The terminal wants voice as SRTP again, or as QUIC DATAGRAMs (its
+    /// SRTP packets do not get through). Without an SRTP answer it gets
+    /// DATAGRAMs anyway.
+    fn media_mode(&self, srtp: bool) {
+        let Some(route) = &self.media else {
+            return;
+        };
+        if !srtp && route.mode() != crate::media::Mode::Datagram {
+            Metrics::add(&self.hub().metrics().media_fallbacks, 1);
+            tracing::info!(ssrc = route.ssrc(), "media falls back to QUIC DATAGRAMs");
+        }
+        route.set_mode(srtp);
+    }
+
     /// Takes the terminal offline in its groups, unless a newer session took
     /// over. Groups stay remembered for a reconnect (unless logged out).
     pub(super) fn finish(self) {
         let (hub, terminal, session) = (&self.cx.hub, self.cx.terminal, self.cx.session);
+        if let Some(route) = &self.media {
+            hub.media().close(route);
+        }
         ops::positions::unwatch(hub, session);
         let Some(groups) = hub.registry().unregister(terminal, session) else {
             return;

@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 use ptt_codec::control::split_frame;
-use ptt_codec::{ClientMsg, CloseCode, TerminalId};
+use ptt_codec::{ClientMsg, CloseCode, MediaOffer, TerminalId};
 use ptt_gateway_core::session::{self, Refusal};
 use quinn::{RecvStream, SendStream};
 
@@ -14,12 +14,12 @@ use crate::metrics::Metrics;
 use crate::outbox::close;
 
 /// Accepts the control stream and checks `Hello`. On failure the connection
-/// is closed with the matching code. Returns the stream, the terminal and
-/// the bytes already read behind the `Hello`.
+/// is closed with the matching code. Returns the stream, the terminal, the
+/// media it offered and the bytes already read behind the `Hello`.
 pub(super) async fn authenticate(
     hub: &Hub,
     conn: &Link,
-) -> Result<(SendStream, RecvStream, TerminalId, BytesMut), Ended> {
+) -> Result<(SendStream, RecvStream, TerminalId, MediaOffer, BytesMut), Ended> {
     let (send, mut recv) = conn.accept_bi().await?;
     let mut buf = BytesMut::with_capacity(256);
     let refuse = |code: CloseCode, reason: &'static str| refuse(conn, code, reason);
@@ -32,6 +32,10 @@ pub(super) async fn authenticate(
     let frame =
         split_frame(&buf[..len]).map_err(|_| refuse(CloseCode::ProtocolViolation, "bad hello"))?;
     let first = ClientMsg::decode(frame).ok();
+    let offer = match &first {
+        Some(ClientMsg::Hello { media, .. }) => *media,
+        _ => MediaOffer::NONE,
+    };
     let org = hub.org();
     let authenticated = if conn.is_web() {
         // A browser console: its Hello carries its operator's session
@@ -65,5 +69,5 @@ pub(super) async fn authenticate(
     }
     // Frames sent right behind the Hello may already be buffered: keep them.
     let _hello = buf.split_to(len);
-    Ok((send, recv, terminal, buf))
+    Ok((send, recv, terminal, offer, buf))
 }

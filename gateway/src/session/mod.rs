@@ -4,7 +4,10 @@
 
 mod control;
 mod handshake;
+mod media;
 mod voice;
+
+pub(crate) use media::media_handler;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,7 +119,7 @@ pub(crate) async fn run(hub: Arc<Hub>, incoming: quinn::Incoming, slot: impl Sen
     } else {
         Link::native(conn)
     };
-    let (send, mut recv, terminal, buffered) =
+    let (send, mut recv, terminal, offer, buffered) =
         match tokio::time::timeout_at(hello_by, handshake::authenticate(&hub, &conn)).await {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
@@ -132,7 +135,7 @@ pub(crate) async fn run(hub: Arc<Hub>, incoming: quinn::Incoming, slot: impl Sen
     let span = tracing::info_span!("session", terminal = %terminal, %remote);
     let started = std::time::Instant::now();
     async move {
-        let mut session = control::Session::start(hub.clone(), conn.clone(), send, terminal);
+        let mut session = control::Session::start(hub.clone(), conn.clone(), send, terminal, offer);
         if hub.revoked().contains(terminal) {
             // Revoked between its Hello and its registration: the refresh
             // that revoked it may have missed this session, so close it
@@ -255,8 +258,13 @@ mod tests {
         let hub = crate::ops::testing::hub();
         let (_server, _client, conn) = crate::outbox::testing::connection().await;
         let (send, mut recv) = conn.quic().open_bi().await.expect("a stream");
-        let mut session =
-            control::Session::start(hub.clone(), conn.clone(), send, ptt_codec::TerminalId(501));
+        let mut session = control::Session::start(
+            hub.clone(),
+            conn.clone(),
+            send,
+            ptt_codec::TerminalId(501),
+            ptt_codec::MediaOffer::NONE,
+        );
         let session_size = std::mem::size_of_val(&session);
         let control_loop = {
             let fut = session.control_loop(&mut recv, BytesMut::new());
