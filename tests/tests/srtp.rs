@@ -78,7 +78,6 @@ fn assert_whole_burst(t: &Terminal, got: &[VoiceHeader], burst: u16) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the gateway media plane"]
 async fn srtp_listeners_hear_every_frame_and_a_datagram_listener_the_same_burst() {
     let gw = TestGateway::start(ORG).await;
     let mut talker = gw.terminal(GUARD_A1).await;
@@ -121,10 +120,17 @@ async fn srtp_listeners_hear_every_frame_and_a_datagram_listener_the_same_burst(
     let stats = terminal::endpoint_stats(&gw.client).expect("the library's endpoint");
     assert_eq!(stats.unknown_ssrc, 0, "{stats:?}");
     assert!(stats.media_received >= u64::from(FRAMES), "{stats:?}");
+    // The gateway's side: the talker's frames came in as SRTP, went out as
+    // SRTP to the one SRTP listener, nothing refused.
+    let m = gw.gateway.metrics();
+    assert_eq!(m.media_sessions, 2, "the two that offered");
+    assert_eq!(m.media_voice_in, u64::from(FRAMES));
+    assert_eq!(m.media_packets_out, u64::from(FRAMES));
+    assert_eq!((m.media_rejected, m.media_unknown_ssrc), (0, 0));
+    assert_eq!(m.voice_delivered, 2 * u64::from(FRAMES));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the gateway media plane"]
 async fn a_listener_whose_media_never_gets_through_falls_back_and_hears_everything() {
     let gw = TestGateway::start(ORG).await;
     let mut talker = gw.terminal(GUARD_A1).await;
@@ -158,6 +164,10 @@ async fn a_listener_whose_media_never_gets_through_falls_back_and_hears_everythi
     assert_eq!(got.srtp_received, 0, "the gateway never latched it: {got:?}");
     assert_eq!(got.rtcp_received, 0);
     assert_eq!(talker.media_stats().srtp_sent, u64::from(FRAMES));
+    let m = gw.gateway.metrics();
+    assert_eq!(m.media_fallbacks, 1, "the listener told the gateway");
+    assert_eq!(m.media_packets_out, 0, "nothing sent to an unverified path");
+    assert_eq!(m.media_voice_in, u64::from(FRAMES));
 }
 
 /// A socket that drops every media packet it is asked to send (first byte

@@ -452,16 +452,25 @@ mod tests {
     use ptt_codec::srtp::{SharedSender, TAG_LEN};
     use ptt_codec::GroupId;
 
+    /// Keys whose four parts all differ (so an uplink packet does not
+    /// authenticate as a downlink one).
     fn keys(seed: u8) -> MasterKeys {
-        MasterKeys::from_exporter(&[seed; EXPORTER_LEN]).expect("56 bytes")
+        let exported: Vec<u8> = (0..EXPORTER_LEN as u8).map(|i| seed ^ i).collect();
+        MasterKeys::from_exporter(&exported).expect("56 bytes")
     }
 
-    /// A plane on a loopback socket. Call inside a tokio runtime.
-    fn plane() -> Arc<Plane> {
+    /// A plane on a loopback socket, ready to send. Call inside a tokio
+    /// runtime.
+    async fn plane() -> Arc<Plane> {
         use quinn::Runtime;
         let socket = quinn::TokioRuntime
             .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
             .expect("wrap");
+        // The reactor learns the socket is writable on its first turn.
+        let mut poller = socket.clone().create_io_poller();
+        std::future::poll_fn(|cx| poller.as_mut().poll_writable(cx))
+            .await
+            .expect("writable");
         Plane::new(socket)
     }
 
@@ -489,7 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn downlink_voice_is_routed_by_ssrc_and_turned_into_a_datagram() {
-        let plane = plane();
+        let plane = plane().await;
         let k = keys(1);
         let (a, mut a_voice) = Channel::with_keys(&k, 11, 5);
         let (b, mut b_voice) = Channel::with_keys(&keys(2), 22, 5);
@@ -532,7 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn hostile_packets_are_counted_never_delivered_never_panic() {
-        let plane = plane();
+        let plane = plane().await;
         let k = keys(1);
         let (a, mut voice_rx) = Channel::with_keys(&k, 11, 5);
         plane.add(a.clone());
@@ -555,7 +564,7 @@ mod tests {
             plane.deliver(&mut forged, from);
         }
         // Another key: the same SSRC, another connection's keys.
-        let stranger = SharedSender::new(&keys(9).session(Role::Server.sending()), 11, 0);
+        let stranger = SharedSender::new(&keys(9).session(Role::Server.sending()), 11, 5);
         plane.deliver(
             &mut downlink(&stranger, stranger.next().expect("index"), 666, b"x"),
             from,
@@ -579,7 +588,7 @@ mod tests {
         let len = voice::write(&frame, rtp, None, b"x", &mut reflected).expect("written");
         let len = s.protect(&mut reflected, len).expect("sealed");
         plane.deliver(&mut reflected[..len], from);
-        assert_eq!(a.stats().unauthentic, 4);
+        assert_eq!(a.stats().unauthentic, 4, "{:?}", a.stats());
 
         // Truncated at every length, garbage SRTCP: counted, never delivered.
         for cut in 0..next.len() {
@@ -609,7 +618,7 @@ mod tests {
 
     #[tokio::test]
     async fn uplink_voice_and_reports_reach_the_gateway_in_order() {
-        let plane = plane();
+        let plane = plane().await;
         let k = keys(4);
         let (channel, _rx) = Channel::with_keys(&k, 77, 32_767);
         let mut gateway = Receiver::new(&k.session(Role::Server.receiving()), 77);

@@ -6,8 +6,9 @@
 //! sees them (with GRO a buffer holds several datagrams of `stride` bytes,
 //! and only the media ones go; the rest are moved together) and handed to
 //! the endpoint's [`Plane`], which routes them by SSRC to the terminal that
-//! owns the stream. Everything else goes to quinn untouched. It also sends
-//! the terminals' media packets, and counts every packet the endpoint sends.
+//! owns the stream. QUIC datagrams go to quinn; anything else (first byte
+//! 0-63) is dropped. It also sends the terminals' media packets, and counts
+//! every packet the endpoint sends.
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -16,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use ptt_codec::srtp;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
@@ -52,36 +54,6 @@ pub(crate) fn segments(transmit: &Transmit<'_>) -> u64 {
     }
 }
 
-/// Takes the media datagrams out of one received buffer `buf[..len]` of
-/// datagrams `stride` bytes apart (GRO; the last may be shorter): calls
-/// `media` with each, moves the others together at the start of `buf`, and
-/// returns their total length (0 if all were media). Datagrams stay
-/// `stride` apart, the short one (if kept) still last, as quinn expects.
-pub(crate) fn take_media(
-    buf: &mut [u8],
-    len: usize,
-    stride: usize,
-    mut media: impl FnMut(&mut [u8]),
-) -> usize {
-    let len = len.min(buf.len());
-    let stride = if stride == 0 { len.max(1) } else { stride };
-    let mut kept = 0;
-    let mut at = 0;
-    while at < len {
-        let end = (at + stride).min(len);
-        if ptt_codec::srtp::demux(&buf[at..end]) == ptt_codec::srtp::Datagram::Media {
-            media(&mut buf[at..end]);
-        } else {
-            if kept != at {
-                buf.copy_within(at..end, kept);
-            }
-            kept += end - at;
-        }
-        at = end;
-    }
-    kept
-}
-
 impl AsyncUdpSocket for MediaSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
         self.inner.clone().create_io_poller()
@@ -105,7 +77,9 @@ impl AsyncUdpSocket for MediaSocket {
         };
         for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()).take(n) {
             let from = meta.addr;
-            meta.len = take_media(buf, meta.len, meta.stride, |packet| {
+            // GRO: media datagrams out, QUIC ones moved together; a buffer
+            // left empty has length 0, which quinn skips.
+            meta.len = srtp::divert(buf, meta.len, meta.stride, |packet| {
                 self.plane.deliver(packet, from)
             });
         }
@@ -153,7 +127,7 @@ mod tests {
         let m2 = [0x81u8, 201, 4];
         let (mut buf, len) = gro(&[&q1, &m1, &q2, &m2], 4);
         let mut taken = Vec::new();
-        let kept = take_media(&mut buf, len, 4, |p| taken.push(p.to_vec()));
+        let kept = srtp::divert(&mut buf, len, 4, |p| taken.push(p.to_vec()));
         assert_eq!(taken, [m1.to_vec(), m2.to_vec()]);
         assert_eq!(kept, 8);
         assert_eq!(&buf[..8], [q1, q2].concat());
@@ -166,7 +140,7 @@ mod tests {
         let short = [0xd0u8, 9];
         let (mut buf, len) = gro(&[&m, &q, &short], 6);
         let mut n = 0;
-        let kept = take_media(&mut buf, len, 6, |_| n += 1);
+        let kept = srtp::divert(&mut buf, len, 6, |_| n += 1);
         assert_eq!((n, kept), (1, 8));
         assert_eq!(&buf[..kept], [&q[..], &short[..]].concat());
     }
@@ -175,11 +149,11 @@ mod tests {
     fn an_all_media_buffer_is_left_empty_and_quic_alone_untouched() {
         let (mut buf, len) = gro(&[&[0x80, 1], &[0xbf, 2]], 2);
         let mut n = 0;
-        assert_eq!(take_media(&mut buf, len, 2, |_| n += 1), 0);
+        assert_eq!(srtp::divert(&mut buf, len, 2, |_| n += 1), 0);
         assert_eq!(n, 2);
         let (mut buf, len) = gro(&[&[0x40, 1, 2], &[0xff, 3]], 3);
         let before = buf.clone();
-        assert_eq!(take_media(&mut buf, len, 3, |_| panic!("no media")), len);
+        assert_eq!(srtp::divert(&mut buf, len, 3, |_| panic!("no media")), len);
         assert_eq!(buf, before);
     }
 
@@ -187,14 +161,15 @@ mod tests {
     fn odd_metas_never_panic() {
         // No GRO (stride = len), stride 0, a len past the buffer, empty.
         let mut buf = [0x80u8, 0, 0];
-        assert_eq!(take_media(&mut buf, 3, 3, |_| {}), 0);
+        assert_eq!(srtp::divert(&mut buf, 3, 3, |_| {}), 0);
         let mut buf = [0x40u8, 0, 0];
-        assert_eq!(take_media(&mut buf, 3, 0, |_| {}), 3);
-        assert_eq!(take_media(&mut buf, 99, 2, |_| {}), 3);
-        assert_eq!(take_media(&mut [], 0, 1500, |_| {}), 0);
-        // A first byte 0-63 (not QUIC, not media) is left for quinn to drop.
+        assert_eq!(srtp::divert(&mut buf, 3, 0, |_| {}), 3);
+        // A length past the buffer is cut to it: [0x40 0] kept, [0] dropped.
+        assert_eq!(srtp::divert(&mut buf, 99, 2, |_| {}), 2);
+        assert_eq!(srtp::divert(&mut [], 0, 1500, |_| {}), 0);
+        // A first byte 0-63 (neither QUIC nor media) is dropped, unrouted.
         let mut buf = [0x10u8, 0];
-        assert_eq!(take_media(&mut buf, 2, 2, |_| panic!("not media")), 2);
+        assert_eq!(srtp::divert(&mut buf, 2, 2, |_| panic!("not media")), 0);
     }
 
     #[test]

@@ -187,10 +187,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut crew = Crew::start(&config, &plan, &fleet, connected, packets);
 
     let meter = Meter::start(config.gateway_pid)?;
-    let sent_before = fleet.sent_packets();
+    let sent_before = fleet.endpoint_stats().sent_packets;
     let workload = workload(&config, &plan, &senders, &mut crew).await;
     let measured = meter.elapsed();
-    let uplink_packets = fleet.sent_packets().saturating_sub(sent_before);
+    let uplink_packets = fleet
+        .endpoint_stats()
+        .sent_packets
+        .saturating_sub(sent_before);
     // Let the last frames arrive, then stop everyone.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let usage = meter.finish();
@@ -198,6 +201,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
 
     let totals = crew.totals(connections).await?;
     let heard = crew.heard().await?;
+    let unknown_ssrc = fleet.endpoint_stats().unknown_ssrc;
     fleet.close().await;
     let tally = Tally {
         totals,
@@ -206,6 +210,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         usage,
         workload,
         uplink_packets,
+        unknown_ssrc,
     };
     Ok(tally.report(&config, &plan, &crew.shared.logs))
 }

@@ -104,13 +104,16 @@ impl Fleet {
         self.shards.of(self.endpoint_of[&id])
     }
 
-    /// UDP datagrams every endpoint sent so far (QUIC and media).
-    pub(super) fn sent_packets(&self) -> u64 {
-        self.endpoints
-            .iter()
-            .filter_map(terminal::endpoint_stats)
-            .map(|s| s.sent_packets)
-            .sum()
+    /// Every endpoint's media-plane figures so far, summed: datagrams sent
+    /// (QUIC and media), media received, media of an unknown SSRC.
+    pub(super) fn endpoint_stats(&self) -> terminal::EndpointStats {
+        let mut sum = terminal::EndpointStats::default();
+        for s in self.endpoints.iter().filter_map(terminal::endpoint_stats) {
+            sum.sent_packets += s.sent_packets;
+            sum.media_received += s.media_received;
+            sum.unknown_ssrc += s.unknown_ssrc;
+        }
+        sum
     }
 
     /// The endpoint `id` connects from. `id` must be one of the plan's

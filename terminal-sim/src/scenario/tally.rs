@@ -241,6 +241,8 @@ pub(super) struct Tally {
     pub(super) workload: Workload,
     /// UDP datagrams the endpoints sent during the measured phase.
     pub(super) uplink_packets: u64,
+    /// Media datagrams the endpoints got for an SSRC none of theirs owned.
+    pub(super) unknown_ssrc: u64,
 }
 
 impl Tally {
@@ -279,7 +281,13 @@ impl Tally {
                 .storm
                 .map(|storm| storm.report(&totals.drop_to_back)),
             failover: failover(config, plan, totals),
-            media: Some(media(config, totals, floor, &self.heard, self.uplink_packets)),
+            media: Some(media(
+                config,
+                totals,
+                &self.heard,
+                self.uplink_packets,
+                self.unknown_ssrc,
+            )),
         }
     }
 }
@@ -310,13 +318,14 @@ fn failover(config: &RunConfig, plan: &Plan, totals: &Totals) -> Option<Failover
 fn media(
     config: &RunConfig,
     totals: &Totals,
-    floor: &FloorStats,
     heard: &Heard,
     uplink_packets: u64,
+    unknown_ssrc: u64,
 ) -> MediaReport {
     let mut m = totals.media.clone();
     m.requested = config.media.to_string();
-    m.set_uplink(uplink_packets, floor.frames_sent, heard.received);
+    m.set_uplink(uplink_packets, totals.floor.frames_sent, heard.received);
+    m.unknown_ssrc = unknown_ssrc;
     m
 }
 
