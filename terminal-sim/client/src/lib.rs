@@ -416,14 +416,14 @@
 mod error;
 mod event;
 mod failover;
-mod streams;
-mod terminal;
-mod tls;
-pub mod web;
 pub mod media;
 mod plane;
 mod socket;
 mod srtp_voice;
+mod streams;
+mod terminal;
+mod tls;
+pub mod web;
 
 pub use error::Error;
 pub use event::{Download, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
@@ -431,9 +431,9 @@ pub use failover::{
     Backoff, Failover, Gateways, ATTEMPT_TIMEOUT, BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_FLOOR,
     FAILOVER_IDLE_TIMEOUT, STABLE_AFTER,
 };
-pub use terminal::{ConnectOptions, Terminal, ANSWER_TIMEOUT};
-pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, set_idle_timeout, socket};
 pub use media::MediaForm;
 pub use plane::{EndpointStats, MediaStats};
 pub use terminal::VoiceReceiver;
+pub use terminal::{ConnectOptions, Terminal, ANSWER_TIMEOUT};
+pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, set_idle_timeout, socket};
 pub use tls::{endpoint_stats, set_media_offer};

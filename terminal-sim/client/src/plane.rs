@@ -258,7 +258,11 @@ impl Channel {
             .map_err(|_| crate::Error::Tls("no TLS exporter for the media keys".into()))?;
         let keys = MasterKeys::from_exporter(&exported)
             .map_err(|e| crate::Error::Tls(format!("media keys: {e}")))?;
-        Ok(Channel::with_keys(&keys, ssrc, rand::random::<u16>() & 0x7fff))
+        Ok(Channel::with_keys(
+            &keys,
+            ssrc,
+            rand::random::<u16>() & 0x7fff,
+        ))
     }
 
     /// The channel for `ssrc` under `keys`, the uplink's first packet
@@ -511,7 +515,10 @@ mod tests {
         plane.deliver(&mut packet, from);
         let datagram = a_voice.try_recv().expect("delivered to 11");
         let (header, opus) = VoiceHeader::decode(&datagram).expect("a voice datagram");
-        assert_eq!((header.speaker, header.group, header.burst), (501, GroupId(7), 3));
+        assert_eq!(
+            (header.speaker, header.group, header.burst),
+            (501, GroupId(7), 3)
+        );
         assert_eq!(opus, b"opus");
         assert!(b_voice.try_recv().is_err(), "not to 22");
         assert_eq!(a.stats().srtp_received, 1);
@@ -655,7 +662,10 @@ mod tests {
         let len = receiver.recv(&mut buf).expect("received");
         assert!(srtp::is_rtcp(&buf[..len]));
         let rr = gateway.unprotect_rtcp(&mut buf[..len]).expect("authentic");
-        let packet = rtcp::packets(&buf[..rr]).next().expect("one").expect("valid");
+        let packet = rtcp::packets(&buf[..rr])
+            .next()
+            .expect("one")
+            .expect("valid");
         let report = rtcp::ReceiverReport::parse(&packet).expect("an RR");
         assert_eq!(report.reporter, 77);
         assert_eq!(report.blocks().count(), 0, "nothing heard yet");

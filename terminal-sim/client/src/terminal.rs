@@ -17,11 +17,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::error::write_error;
-use crate::streams::{read_loop, stream_loop, write_loop};
 use crate::media::MediaForm;
 use crate::plane::{MediaStats, Plane};
-pub use crate::srtp_voice::VoiceReceiver;
 use crate::srtp_voice::SrtpVoice;
+pub use crate::srtp_voice::VoiceReceiver;
+use crate::streams::{read_loop, stream_loop, write_loop};
 use crate::web::Wire;
 use crate::{Download, Error, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
 
@@ -126,8 +126,7 @@ impl Terminal {
             seen,
             ..ConnectOptions::default()
         };
-        Self::connect_with_options(endpoint, addr, server_name, terminal, credential, options)
-            .await
+        Self::connect_with_options(endpoint, addr, server_name, terminal, credential, options).await
     }
 
     /// As [`Terminal::connect_with_seen`], with this terminal's own client
@@ -149,8 +148,7 @@ impl Terminal {
             config: Some(config),
             ..ConnectOptions::default()
         };
-        Self::connect_with_options(endpoint, addr, server_name, terminal, credential, options)
-            .await
+        Self::connect_with_options(endpoint, addr, server_name, terminal, credential, options).await
     }
 
     /// Connects with `options`, authenticates, and waits for `Welcome`.

@@ -11,9 +11,8 @@ use super::actor::FloorStats;
 use super::listen::{Heard, SendLog};
 use super::{Pattern, Plan, RunConfig, Workload, LOG};
 use crate::report::{
-    MediaReport,
     self, AlertReport, ConnectionReport, FailoverReport, FloorReport, GatewayReport, KernelReport,
-    Latency, ProcessSample, Report, VoiceReport,
+    Latency, MediaReport, ProcessSample, Report, VoiceReport,
 };
 
 /// The gateway's CPU and the kernel's UDP drop counters when the measured
