@@ -107,6 +107,13 @@ enum Command {
         /// the library's 30 s. A node killed outright is noticed only so.
         #[arg(long)]
         idle_timeout_ms: Option<u64>,
+        /// Voice media plane the terminals offer: `srtp` (SRTP beside QUIC
+        /// on the gateway's port, used once its path is verified, else
+        /// QUIC DATAGRAMs) or `datagram` (QUIC DATAGRAMs only, as a
+        /// browser console). The report's `media` section says which form
+        /// each terminal ended up in and counts the uplink packets.
+        #[arg(long, default_value = "srtp")]
+        media: scenario::MediaChoice,
     },
 }
 
@@ -157,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             threads,
             delay_ms,
             idle_timeout_ms,
+            media,
         } => {
             let spec = Spec::resolve(&scenario)?;
             let config = RunConfig {
@@ -175,6 +183,7 @@ fn main() -> anyhow::Result<()> {
                 delay: Duration::from_millis(delay_ms),
                 threads: usize::from(threads),
                 idle_timeout: idle_timeout_ms.map(Duration::from_millis),
+                media,
             };
             // The other threads are started by the run (`shards`).
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -312,6 +312,9 @@ pub struct Report {
     /// that reconnected to another node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverReport>,
+    /// The voice media plane: forms in use and the harness's uplink packets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaReport>,
 }
 
 impl Report {
@@ -442,7 +445,91 @@ impl Report {
             }
             s += "\n";
         }
+        if let Some(m) = &self.media {
+            s += &m.summary();
+        }
         s
+    }
+}
+
+/// The voice media plane (`terminal-sim run --media`): which form the
+/// terminals' voice travelled in, and every UDP datagram the harness's
+/// endpoints sent, from which ptt-bench derives the uplink packets a
+/// listener sends per frame it hears.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MediaReport {
+    /// What the terminals were told to offer: `srtp` or `datagram`.
+    pub requested: String,
+    /// Terminals whose voice travelled as SRTP at the end of the run.
+    pub srtp: u64,
+    /// Terminals on QUIC DATAGRAM voice (not offered, or not answered).
+    pub datagram: u64,
+    /// Terminals whose SRTP path never verified: back on DATAGRAMs.
+    pub fell_back: u64,
+    /// UDP datagrams all the harness's endpoints sent during the measured
+    /// phase: QUIC packets (each GSO segment) and media packets.
+    pub uplink_packets: u64,
+    /// Voice frames the talkers sent (the same as `voice.frames_sent`).
+    pub voice_frames_sent: u64,
+    /// `(uplink_packets - voice_frames_sent) / voice.frames_received`: what
+    /// listening costs a handset's radio per frame heard (acknowledgements,
+    /// keep-alives, reports; talkers' own acknowledgements included).
+    pub listener_uplink_packets_per_frame: f64,
+    /// Voice frames sent as SRTP.
+    pub srtp_frames_sent: u64,
+    /// Voice frames received as SRTP.
+    pub srtp_frames_received: u64,
+    /// SRTCP receiver reports sent (path probes and keep-alives).
+    pub rtcp_sent: u64,
+    /// SRTCP packets from the gateway that authenticated.
+    pub rtcp_received: u64,
+    /// Media packets dropped: replayed, unauthentic or malformed.
+    pub dropped: u64,
+    /// Media packets for an SSRC no terminal of the endpoint owned.
+    pub unknown_ssrc: u64,
+}
+
+impl MediaReport {
+    /// Adds one terminal's form at the end (`None`: offline) and counters.
+    pub fn add(&mut self, form: Option<ptt_terminal::MediaForm>, stats: &ptt_terminal::MediaStats) {
+        match form {
+            Some(ptt_terminal::MediaForm::Srtp) => self.srtp += 1,
+            Some(ptt_terminal::MediaForm::Datagram) => self.datagram += 1,
+            Some(ptt_terminal::MediaForm::FellBack) => self.fell_back += 1,
+            None => {}
+        }
+        self.srtp_frames_sent += stats.srtp_sent;
+        self.srtp_frames_received += stats.srtp_received;
+        self.rtcp_sent += stats.rtcp_sent;
+        self.rtcp_received += stats.rtcp_received;
+        self.dropped += stats.replayed + stats.unauthentic + stats.malformed;
+    }
+
+    /// Sets the uplink figures: `uplink_packets` sent while `frames_sent`
+    /// voice frames were, `frames_received` deliveries heard.
+    pub fn set_uplink(&mut self, uplink_packets: u64, frames_sent: u64, frames_received: u64) {
+        self.uplink_packets = uplink_packets;
+        self.voice_frames_sent = frames_sent;
+        self.listener_uplink_packets_per_frame = if frames_received > 0 {
+            uplink_packets.saturating_sub(frames_sent) as f64 / frames_received as f64
+        } else {
+            0.0
+        };
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "media   {}: {} terminals on SRTP, {} on DATAGRAM, {} fell back; {} uplink packets ({:.3} per frame heard, talkers' frames aside); {} SRTP frames sent, {} received; {} dropped\n",
+            self.requested,
+            self.srtp,
+            self.datagram,
+            self.fell_back,
+            self.uplink_packets,
+            self.listener_uplink_packets_per_frame,
+            self.srtp_frames_sent,
+            self.srtp_frames_received,
+            self.dropped,
+        )
     }
 }
 

@@ -76,6 +76,10 @@ pub enum Error {
     /// empty, an item that is no `host:port`, or an address twice.
     #[error("gateway addresses: {0}")]
     Gateways(String),
+    /// A voice frame or report could not be protected for the SRTP media
+    /// plane (an Opus packet too long, the stream's index space spent).
+    #[error("media plane: {0}")]
+    Media(ptt_codec::srtp::Error),
 }
 
 impl Error {

@@ -60,6 +60,20 @@
 //! through [`Terminal::recv_voice`] as [`Voice`], stamped by the gateway
 //! with the speaker.
 //!
+//! **The media plane.** On an endpoint made by [`endpoint`] or
+//! [`endpoint_with_socket`], a terminal offers SRTP in `Hello` (turn it off
+//! per endpoint with [`set_media_offer`], per connection with
+//! [`ConnectOptions::srtp`]; a WebTransport console never offers it). When
+//! the gateway answers, the terminal keys SRTP from the QUIC connection's
+//! TLS exporter, checks the path with SRTCP receiver reports (every 250 ms,
+//! up to 3 s; then every 5 s as keep-alive, [`media`]) and, once verified,
+//! sends its voice as SRTP on the same UDP port as QUIC; without an answer
+//! in 3 s it tells the gateway and stays on QUIC DATAGRAMs. Received SRTP
+//! voice comes out of [`Terminal::recv_voice`] (and
+//! [`Terminal::voice_receiver`]) exactly as a DATAGRAM frame would.
+//! [`Terminal::media`] says which form is in use, [`Terminal::media_stats`]
+//! and [`endpoint_stats`] count what went where.
+//!
 //! # Alerts and receipts
 //!
 //! Consoles send alerts ([`Terminal::send_alert`]); every recipient gets
@@ -402,6 +416,10 @@
 mod error;
 mod event;
 mod failover;
+pub mod media;
+mod plane;
+mod socket;
+mod srtp_voice;
 mod streams;
 mod terminal;
 mod tls;
@@ -413,5 +431,9 @@ pub use failover::{
     Backoff, Failover, Gateways, ATTEMPT_TIMEOUT, BACKOFF_CAP, BACKOFF_FIRST, BACKOFF_FLOOR,
     FAILOVER_IDLE_TIMEOUT, STABLE_AFTER,
 };
-pub use terminal::{Terminal, ANSWER_TIMEOUT};
+pub use media::MediaForm;
+pub use plane::{EndpointStats, MediaStats};
+pub use terminal::VoiceReceiver;
+pub use terminal::{ConnectOptions, Terminal, ANSWER_TIMEOUT};
 pub use tls::{client_config, endpoint, endpoint_with_socket, load_ca, set_idle_timeout, socket};
+pub use tls::{endpoint_stats, set_media_offer};

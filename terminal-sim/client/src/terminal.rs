@@ -17,6 +17,10 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::error::write_error;
+use crate::media::MediaForm;
+use crate::plane::{MediaStats, Plane};
+use crate::srtp_voice::SrtpVoice;
+pub use crate::srtp_voice::VoiceReceiver;
 use crate::streams::{read_loop, stream_loop, write_loop};
 use crate::web::Wire;
 use crate::{Download, Error, FloorAnswer, Joined, ReceivedAlert, SeenAlerts, Voice, Welcome};
@@ -58,6 +62,34 @@ pub struct Terminal {
     pending_downloads: VecDeque<Download>,
     /// What the gateway said on connect.
     welcome: Welcome,
+    /// The SRTP media plane, when the gateway answered the offer.
+    srtp: Option<SrtpVoice>,
+    /// Received voice, in whichever form it came.
+    voice: VoiceReceiver,
+}
+
+/// How [`Terminal::connect_with_options`] connects.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Alerts already shown (see [`Terminal::connect_with_seen`]).
+    pub seen: SeenAlerts,
+    /// The terminal's own client configuration (see
+    /// [`Terminal::connect_with_config`]); `None`: the endpoint's default.
+    pub config: Option<quinn::ClientConfig>,
+    /// Offer SRTP voice in `Hello` (default true; only on an endpoint this
+    /// library made, and unless [`crate::set_media_offer`] turned it off
+    /// for the endpoint). False keeps the terminal on QUIC DATAGRAM voice.
+    pub srtp: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            seen: SeenAlerts::default(),
+            config: None,
+            srtp: true,
+        }
+    }
 }
 
 impl Terminal {
@@ -90,8 +122,11 @@ impl Terminal {
         credential: &[u8],
         seen: SeenAlerts,
     ) -> Result<Terminal, Error> {
-        let conn = endpoint.connect(addr, server_name)?.await?;
-        Self::handshake(conn, terminal, credential, seen).await
+        let options = ConnectOptions {
+            seen,
+            ..ConnectOptions::default()
+        };
+        Self::connect_with_options(endpoint, addr, server_name, terminal, credential, options).await
     }
 
     /// As [`Terminal::connect_with_seen`], with this terminal's own client
@@ -108,8 +143,30 @@ impl Terminal {
         credential: &[u8],
         seen: SeenAlerts,
     ) -> Result<Terminal, Error> {
-        let conn = endpoint.connect_with(config, addr, server_name)?.await?;
-        Self::handshake(conn, terminal, credential, seen).await
+        let options = ConnectOptions {
+            seen,
+            config: Some(config),
+            ..ConnectOptions::default()
+        };
+        Self::connect_with_options(endpoint, addr, server_name, terminal, credential, options).await
+    }
+
+    /// Connects with `options`, authenticates, and waits for `Welcome`.
+    /// The other `connect` functions are this with default options but one.
+    pub async fn connect_with_options(
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        server_name: &str,
+        terminal: TerminalId,
+        credential: &[u8],
+        options: ConnectOptions,
+    ) -> Result<Terminal, Error> {
+        let conn = match options.config {
+            Some(config) => endpoint.connect_with(config, addr, server_name)?.await?,
+            None => endpoint.connect(addr, server_name)?.await?,
+        };
+        let plane = Plane::of(endpoint).filter(|p| options.srtp && p.offers());
+        Self::handshake_with_plane(conn, None, plane, terminal, credential, options.seen).await
     }
 
     /// Authenticates on an established connection.
@@ -131,6 +188,21 @@ impl Terminal {
         credential: &[u8],
         seen: SeenAlerts,
     ) -> Result<Terminal, Error> {
+        Self::handshake_with_plane(conn, web, None, terminal, credential, seen).await
+    }
+
+    /// Authenticates on `conn`, offering SRTP if `plane` (the endpoint's
+    /// media plane) is given.
+    async fn handshake_with_plane(
+        conn: quinn::Connection,
+        web: Option<Arc<Wire>>,
+        plane: Option<Arc<Plane>>,
+        terminal: TerminalId,
+        credential: &[u8],
+        seen: SeenAlerts,
+    ) -> Result<Terminal, Error> {
+        // A WebTransport session cannot send raw UDP: never offer it there.
+        let plane = plane.filter(|_| web.is_none());
         let (mut send, recv) = conn.open_bi().await?;
         let mut hello = BytesMut::new();
         if let Some(web) = &web {
@@ -140,7 +212,10 @@ impl Terminal {
             version: VERSION,
             terminal,
             credential: Bytes::copy_from_slice(credential),
-            media: ptt_codec::MediaOffer::NONE,
+            media: match plane {
+                Some(_) => ptt_codec::MediaOffer::SRTP,
+                None => ptt_codec::MediaOffer::NONE,
+            },
         }
         .encode(&mut hello);
         send.write_all(&hello).await.map_err(write_error)?;
@@ -163,7 +238,8 @@ impl Terminal {
             )
             .instrument(span.clone()),
         );
-        tokio::spawn(read_loop(recv, conn.clone(), events_tx).instrument(span));
+        tokio::spawn(read_loop(recv, conn.clone(), events_tx).instrument(span.clone()));
+        let voice = VoiceReceiver::new(conn.clone(), web.clone(), None);
         let mut t = Terminal {
             conn,
             web,
@@ -181,7 +257,10 @@ impl Terminal {
                 resumed: false,
                 groups: Vec::new(),
             },
+            srtp: None,
+            voice,
         };
+        let mut answer = None;
         let welcome = t
             .wait_for(|m| match m {
                 ServerMsg::Welcome {
@@ -189,16 +268,23 @@ impl Terminal {
                     name,
                     resumed,
                     groups,
-                    ..
+                    media,
                 } => Some(Ok(Welcome {
                     terminal: *terminal,
                     name: name.clone(),
                     resumed: *resumed,
                     groups: groups.clone(),
-                })),
+                }))
+                .inspect(|_| answer = *media),
                 _ => None,
             })
             .await?;
+        if let (Some(plane), Some(answer)) = (plane, answer) {
+            let _in = span.enter();
+            let (srtp, voice) = SrtpVoice::start(plane, &t.conn, answer, t.control.clone())?;
+            t.srtp = Some(srtp);
+            t.voice = VoiceReceiver::new(t.conn.clone(), t.web.clone(), Some(voice));
+        }
         tracing::debug!(
             terminal = terminal.0,
             resumed = welcome.resumed,
@@ -370,6 +456,11 @@ impl Terminal {
             seq,
             flags: if end { ptt_codec::voice::FLAG_END } else { 0 },
         };
+        if let Some(srtp) = &self.srtp {
+            if srtp.send_voice(&self.conn, &header, opus)? {
+                return Ok(());
+            }
+        }
         self.send_raw_datagram(header.to_datagram(opus))
     }
 
@@ -382,20 +473,29 @@ impl Terminal {
         Ok(self.conn.send_datagram(datagram)?)
     }
 
-    /// Waits for the next voice datagram. Undecodable datagrams are skipped.
+    /// Waits for the next voice frame, received as a QUIC DATAGRAM or as
+    /// SRTP. Undecodable datagrams are skipped.
     pub async fn recv_voice(&self) -> Result<Voice, Error> {
-        loop {
-            let mut datagram = self.conn.read_datagram().await?;
-            if let Some(web) = &self.web {
-                match web.strip_datagram(datagram) {
-                    Some(ours) => datagram = ours,
-                    None => continue,
-                }
-            }
-            if let Ok((header, _)) = VoiceHeader::decode(&datagram) {
-                return Ok(Voice { header, datagram });
-            }
-        }
+        self.voice.recv().await
+    }
+
+    /// Where this terminal's voice arrives, to read it in a task of its
+    /// own (clone it freely).
+    pub fn voice_receiver(&self) -> VoiceReceiver {
+        self.voice.clone()
+    }
+
+    /// The form voice travels in now: [`MediaForm::Srtp`] once the SRTP
+    /// path is verified, [`MediaForm::FellBack`] if it never was within
+    /// 3 s, [`MediaForm::Datagram`] otherwise (not offered, not answered,
+    /// or still being verified).
+    pub fn media(&self) -> MediaForm {
+        self.srtp.as_ref().map_or(MediaForm::Datagram, |s| s.form())
+    }
+
+    /// This terminal's SRTP counters (all zero without SRTP).
+    pub fn media_stats(&self) -> MediaStats {
+        self.srtp.as_ref().map(|s| s.stats()).unwrap_or_default()
     }
 
     /// Alerts that arrived but were not read yet, without waiting. The

@@ -125,12 +125,37 @@ pub fn endpoint_with_socket(
 ) -> Result<quinn::Endpoint, Error> {
     let runtime = quinn::default_runtime()
         .ok_or_else(|| Error::Io(std::io::Error::other("no async runtime")))?;
-    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
-        None,
-        socket,
-        runtime,
-    )?;
+    // QUIC and SRTP share the socket (crate::socket); a greased QUIC bit
+    // could make a QUIC packet look like RTP (RFC 9443, PROTOCOL.md).
+    let mut config = quinn::EndpointConfig::default();
+    config.grease_quic_bit(false);
+    let plane = crate::plane::Plane::new(socket.clone());
+    let socket = Arc::new(crate::socket::MediaSocket::new(socket, plane.clone()));
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(config, None, socket, runtime)?;
+    crate::plane::Plane::register(endpoint.local_addr()?, &plane);
     endpoint.set_default_client_config(client_config(roots)?);
     Ok(endpoint)
+}
+
+/// Whether terminals connecting on `endpoint` offer SRTP voice in `Hello`
+/// (they do by default). Call it before connecting them; `false` keeps
+/// every terminal of the endpoint on QUIC DATAGRAM voice, as a console
+/// behind a browser has to be. Returns `false`, changing nothing, for an
+/// endpoint this library did not make ([`endpoint`],
+/// [`endpoint_with_socket`]): its terminals never offer SRTP.
+pub fn set_media_offer(endpoint: &quinn::Endpoint, srtp: bool) -> bool {
+    match crate::plane::Plane::of(endpoint) {
+        Some(plane) => {
+            plane.set_offer(srtp);
+            true
+        }
+        None => false,
+    }
+}
+
+/// What `endpoint` sent and received on the media plane, summed over its
+/// terminals; `None` for an endpoint this library did not make. Read it
+/// before and after a period to count a handset's uplink packets.
+pub fn endpoint_stats(endpoint: &quinn::Endpoint) -> Option<crate::EndpointStats> {
+    crate::plane::Plane::of(endpoint).map(|p| p.stats())
 }

@@ -72,7 +72,7 @@ impl Crew {
         for (id, t) in connected {
             let groups = plan.terminals[&id].clone();
             let record = recordings(config, &recorders, id);
-            let (conn_tx, conn_rx) = watch::channel(t.connection().clone());
+            let (conn_tx, conn_rx) = watch::channel(t.voice_receiver());
             let shard = fleet.shard(id);
             crew.listeners.spawn_on(
                 listen_loop(
@@ -230,7 +230,7 @@ fn walker(
 /// Reads a terminal's voice datagrams until stopped, checking each, and
 /// writing the recorded groups' audio to WAV.
 async fn listen_loop(
-    mut connections: watch::Receiver<quinn::Connection>,
+    mut connections: watch::Receiver<terminal::VoiceReceiver>,
     groups: Vec<GroupId>,
     logs: Arc<HashMap<GroupId, Arc<SendLog>>>,
     record: Vec<(GroupId, PathBuf)>,
@@ -254,8 +254,9 @@ async fn listen_loop(
                 }
                 conn = connections.borrow_and_update().clone();
             }
-            d = conn.read_datagram() => {
-                let Ok(datagram) = d else {
+            // Voice as QUIC DATAGRAMs or SRTP, in the DATAGRAM form.
+            d = conn.recv() => {
+                let Ok(voice) = d else {
                     // Connection gone: wait for the next one.
                     tokio::select! {
                         _ = stop.changed() => break,
@@ -269,8 +270,7 @@ async fn listen_loop(
                     continue;
                 };
                 let now = Instant::now();
-                let Ok((header, _)) = ptt_codec::VoiceHeader::decode(&datagram) else { continue };
-                let voice = terminal::Voice { header, datagram };
+                let header = voice.header;
                 listener.on_frame(&voice, now);
                 if let Some(r) = recorders.get_mut(&header.group) {
                     r.push(now, &voice);

@@ -82,6 +82,40 @@ pub struct RunConfig {
     /// of 30 s ([`terminal::set_idle_timeout`]); `None`: the library's
     /// default.
     pub idle_timeout: Option<Duration>,
+    /// The voice form terminals offer: SRTP (verified, else DATAGRAM) or
+    /// DATAGRAM only.
+    pub media: MediaChoice,
+}
+
+/// What `terminal-sim run --media` asks the terminals to offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaChoice {
+    /// SRTP beside QUIC, falling back to DATAGRAMs if the path fails.
+    #[default]
+    Srtp,
+    /// QUIC DATAGRAM voice only.
+    Datagram,
+}
+
+impl std::fmt::Display for MediaChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MediaChoice::Srtp => "srtp",
+            MediaChoice::Datagram => "datagram",
+        })
+    }
+}
+
+impl std::str::FromStr for MediaChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "srtp" => Ok(MediaChoice::Srtp),
+            "datagram" => Ok(MediaChoice::Datagram),
+            other => Err(format!("--media is srtp or datagram, not {other:?}")),
+        }
+    }
 }
 
 /// Encodes the audio talkers send: 10 s of it, looped.
@@ -153,8 +187,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let mut crew = Crew::start(&config, &plan, &fleet, connected, packets);
 
     let meter = Meter::start(config.gateway_pid)?;
+    let sent_before = fleet.endpoint_stats().sent_packets;
     let workload = workload(&config, &plan, &senders, &mut crew).await;
     let measured = meter.elapsed();
+    let uplink_packets = fleet
+        .endpoint_stats()
+        .sent_packets
+        .saturating_sub(sent_before);
     // Let the last frames arrive, then stop everyone.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let usage = meter.finish();
@@ -162,6 +201,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
 
     let totals = crew.totals(connections).await?;
     let heard = crew.heard().await?;
+    let unknown_ssrc = fleet.endpoint_stats().unknown_ssrc;
     fleet.close().await;
     let tally = Tally {
         totals,
@@ -169,6 +209,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         measured,
         usage,
         workload,
+        uplink_packets,
+        unknown_ssrc,
     };
     Ok(tally.report(&config, &plan, &crew.shared.logs))
 }

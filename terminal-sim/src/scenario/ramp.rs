@@ -62,7 +62,10 @@ impl Fleet {
         let endpoints = (0..ids.len().div_ceil(TERMINALS_PER_ENDPOINT).max(shards.len()))
             .map(|i| {
                 let _on = shards.of(i).enter();
-                crate::wan::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), roots, config.delay)
+                let endpoint =
+                    crate::wan::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), roots, config.delay)?;
+                terminal::set_media_offer(&endpoint, config.media == super::MediaChoice::Srtp);
+                Ok::<_, terminal::Error>(endpoint)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let clients = ids
@@ -99,6 +102,18 @@ impl Fleet {
     /// `id` must be one of the plan's terminals.
     pub(super) fn shard(&self, id: TerminalId) -> &Handle {
         self.shards.of(self.endpoint_of[&id])
+    }
+
+    /// Every endpoint's media-plane figures so far, summed: datagrams sent
+    /// (QUIC and media), media received, media of an unknown SSRC.
+    pub(super) fn endpoint_stats(&self) -> terminal::EndpointStats {
+        let mut sum = terminal::EndpointStats::default();
+        for s in self.endpoints.iter().filter_map(terminal::endpoint_stats) {
+            sum.sent_packets += s.sent_packets;
+            sum.media_received += s.media_received;
+            sum.unknown_ssrc += s.unknown_ssrc;
+        }
+        sum
     }
 
     /// The endpoint `id` connects from. `id` must be one of the plan's

@@ -12,7 +12,7 @@ use super::listen::{Heard, SendLog};
 use super::{Pattern, Plan, RunConfig, Workload, LOG};
 use crate::report::{
     self, AlertReport, ConnectionReport, FailoverReport, FloorReport, GatewayReport, KernelReport,
-    Latency, ProcessSample, Report, VoiceReport,
+    Latency, MediaReport, ProcessSample, Report, VoiceReport,
 };
 
 /// The gateway's CPU and the kernel's UDP drop counters when the measured
@@ -124,6 +124,8 @@ pub(super) struct Totals {
     delivered_ids: Vec<(u64, Duration)>,
     /// Positions reported.
     positions: u64,
+    /// Terminals by media form at the end, and their SRTP counters.
+    pub(super) media: MediaReport,
 }
 
 impl Totals {
@@ -141,6 +143,7 @@ impl Totals {
             confirmed_ids: HashSet::new(),
             delivered_ids: Vec::new(),
             positions: 0,
+            media: MediaReport::default(),
         }
     }
 
@@ -160,6 +163,7 @@ impl Totals {
         self.confirmed_ids.extend(&s.confirmed_ids);
         self.delivered_ids.extend(&s.delivered_ids);
         self.grant.merge(&s.grant_latency);
+        self.media.add(s.media_form, &s.media);
         let floor = &mut self.floor;
         floor.requests += s.requests;
         floor.granted += s.granted;
@@ -234,6 +238,10 @@ pub(super) struct Tally {
     pub(super) usage: Usage,
     /// What the director brought back.
     pub(super) workload: Workload,
+    /// UDP datagrams the endpoints sent during the measured phase.
+    pub(super) uplink_packets: u64,
+    /// Media datagrams the endpoints got for an SSRC none of theirs owned.
+    pub(super) unknown_ssrc: u64,
 }
 
 impl Tally {
@@ -272,6 +280,13 @@ impl Tally {
                 .storm
                 .map(|storm| storm.report(&totals.drop_to_back)),
             failover: failover(config, plan, totals),
+            media: Some(media(
+                config,
+                totals,
+                &self.heard,
+                self.uplink_packets,
+                self.unknown_ssrc,
+            )),
         }
     }
 }
@@ -296,6 +311,21 @@ fn failover(config: &RunConfig, plan: &Plan, totals: &Totals) -> Option<Failover
         failovers: totals.failovers,
         lost_to_rejoined_ms: totals.failover_time.percentiles(),
     })
+}
+
+/// The media section: forms in use and the endpoints' uplink packets.
+fn media(
+    config: &RunConfig,
+    totals: &Totals,
+    heard: &Heard,
+    uplink_packets: u64,
+    unknown_ssrc: u64,
+) -> MediaReport {
+    let mut m = totals.media.clone();
+    m.requested = config.media.to_string();
+    m.set_uplink(uplink_packets, totals.floor.frames_sent, heard.received);
+    m.unknown_ssrc = unknown_ssrc;
+    m
 }
 
 /// The voice section: what talkers sent and listeners heard.

@@ -153,6 +153,11 @@ pub struct FloorStats {
     /// For those: connection lost (noticed) to session back on the other
     /// node with its groups joined.
     pub failover_time: Latency,
+    /// The form its voice travelled in at the end of the run (`None`: it
+    /// was offline).
+    pub media_form: Option<crate::terminal::MediaForm>,
+    /// Its last connection's SRTP counters.
+    pub media: crate::terminal::MediaStats,
 }
 
 /// How simulated people answer dispatch alerts.
@@ -215,7 +220,7 @@ pub struct Link {
     /// Groups it joins on every connection.
     pub groups: Vec<GroupId>,
     /// Tells the terminal's voice listener about each new connection.
-    pub connections: watch::Sender<quinn::Connection>,
+    pub connections: watch::Sender<crate::terminal::VoiceReceiver>,
     /// Where it walks, for members that report positions.
     pub walker: Option<Mover>,
 }
@@ -285,6 +290,8 @@ pub async fn run(
     if let Some(t) = actor.talking {
         let _ = terminal.release(t.group);
     }
+    actor.stats.media_form = Some(terminal.media());
+    actor.stats.media = terminal.media_stats();
     terminal.close();
     actor.stats
 }

@@ -163,7 +163,7 @@ pub(super) async fn reconnect(
         let handshake_timeout = HANDSHAKE_TIMEOUT.max(backoff.ceiling() * 2);
         match connect_once(link, seen.clone(), handshake_timeout, cx).await {
             Ok(t) => {
-                let _ = link.connections.send(t.connection().clone());
+                let _ = link.connections.send(t.voice_receiver());
                 return Some(t);
             }
             Err(Failed::Retry(e)) => {
