@@ -340,6 +340,12 @@ counters! {
     /// (cluster alerts) Records whose local write failed, left for the
     /// stream to redeliver.
     cluster_alert_records_failed,
+    /// Link quality reports (`LinkReport`) kept: each terminal's last one
+    /// is in `GET /api/v1/link`.
+    link_reports,
+    /// Link quality reports dropped: less than 1 s after the last one kept
+    /// from the same terminal (a misconfigured or flooding terminal).
+    link_reports_dropped,
 }
 
 impl Metrics {

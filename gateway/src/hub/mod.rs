@@ -9,6 +9,7 @@
 mod budget;
 mod consoles;
 mod desk;
+pub(crate) mod link;
 mod registry;
 mod reload;
 mod revoked;
@@ -97,6 +98,8 @@ pub(crate) struct Hub {
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// (cluster) Terminals connected to other nodes, and where.
     elsewhere: dashmap::DashMap<ptt_codec::TerminalId, ptt_gateway_core::cluster::NodeName>,
+    /// How well each terminal hears (its `LinkReport`s).
+    link: link::Quality,
 }
 
 /// The gateway's run state, for the operations surface.
@@ -211,7 +214,13 @@ impl Hub {
             recorder,
             cluster: std::sync::OnceLock::new(),
             elsewhere: Default::default(),
+            link: link::Quality::default(),
         }
+    }
+
+    /// How well each terminal hears: its last link report and totals.
+    pub(crate) fn link_quality(&self) -> &link::Quality {
+        &self.link
     }
 
     /// The node `terminal` is connected to, if it is connected anywhere
