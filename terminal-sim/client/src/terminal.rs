@@ -58,6 +58,9 @@ pub struct Terminal {
     pending_downloads: VecDeque<Download>,
     /// What the gateway said on connect.
     welcome: Welcome,
+    /// Reception counts, fed by every voice frame received, reported to
+    /// the gateway every few seconds while voice is heard.
+    link: crate::link::Shared,
 }
 
 impl Terminal {
@@ -162,6 +165,8 @@ impl Terminal {
             )
             .instrument(span.clone()),
         );
+        let link = crate::link::Shared::default();
+        span.in_scope(|| link.spawn_reports(&control));
         tokio::spawn(read_loop(recv, conn.clone(), events_tx).instrument(span));
         let mut t = Terminal {
             conn,
@@ -180,6 +185,7 @@ impl Terminal {
                 resumed: false,
                 groups: Vec::new(),
             },
+            link,
         };
         let welcome = t
             .wait_for(|m| match m {
@@ -215,6 +221,13 @@ impl Terminal {
     /// What the gateway said on connect.
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
+    }
+
+    /// How well this terminal hears: the counts behind its link quality
+    /// reports (fed by [`Terminal::recv_voice`]; feed it frames received
+    /// any other way), and their interval.
+    pub fn link(&self) -> &crate::link::Shared {
+        &self.link
     }
 
     /// The QUIC connection (for stats, or to watch for its close).
@@ -391,6 +404,7 @@ impl Terminal {
                 }
             }
             if let Ok((header, _)) = VoiceHeader::decode(&datagram) {
+                self.link.on_frame(&header, std::time::Instant::now());
                 return Ok(Voice { header, datagram });
             }
         }
