@@ -508,6 +508,15 @@ fn expected() -> Vec<(&'static str, Vector)> {
                 size: 2048,
             }),
         ),
+        (
+            "link-report",
+            Client(ClientMsg::LinkReport {
+                received: 250,
+                lost: 3,
+                late: 1,
+                jitter_us: 4_200,
+            }),
+        ),
     ]
 }
 

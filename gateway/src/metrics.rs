@@ -370,6 +370,12 @@ counters! {
     /// (media plane) Terminals that asked to fall back to QUIC DATAGRAMs
     /// (`MediaMode { srtp: false }`).
     media_fallbacks,
+    /// Link quality reports (`LinkReport`) kept: each terminal's last one
+    /// is in `GET /api/v1/link`.
+    link_reports,
+    /// Link quality reports dropped: less than 1 s after the last one kept
+    /// from the same terminal (a misconfigured or flooding terminal).
+    link_reports_dropped,
 }
 
 impl Metrics {

@@ -137,6 +137,23 @@ pub enum ClientMsg {
         /// True for SRTP, false for QUIC DATAGRAMs.
         srtp: bool,
     },
+    /// How well the terminal hears: its reception of voice frames over the
+    /// interval since its previous report (about every 5 s, while it hears
+    /// voice). The gateway keeps the last one per terminal for the command
+    /// room (docs/PROTOCOL.md, "Link quality reports").
+    LinkReport {
+        /// Voice frames received, late ones included, duplicates not.
+        received: u32,
+        /// Frames missing from gaps in a burst's sequence numbers (minus
+        /// those that arrived late in the same interval).
+        lost: u32,
+        /// Frames received out of order or more than the reorder window
+        /// after their time: too late to play. At most `received`.
+        late: u32,
+        /// RFC 3550 interarrival jitter, microseconds, 20 ms per frame as
+        /// the media clock.
+        jitter_us: u32,
+    },
 }
 
 impl ClientMsg {
@@ -161,6 +178,7 @@ impl ClientMsg {
             ClientMsg::AttachmentFetch { .. } => kind::ATTACHMENT_FETCH,
             ClientMsg::DrillReportQuery { .. } => kind::DRILL_REPORT_QUERY,
             ClientMsg::MediaMode { .. } => kind::MEDIA_MODE,
+            ClientMsg::LinkReport { .. } => kind::LINK_REPORT,
         }
     }
 
@@ -231,6 +249,17 @@ impl ClientMsg {
             ClientMsg::AttachmentFetch { attachment } => b.put_u64(*attachment),
             ClientMsg::DrillReportQuery { alert } => b.put_u64(*alert),
             ClientMsg::MediaMode { srtp } => b.put_u8(u8::from(*srtp)),
+            ClientMsg::LinkReport {
+                received,
+                lost,
+                late,
+                jitter_us,
+            } => {
+                b.put_u32(*received);
+                b.put_u32(*lost);
+                b.put_u32(*late);
+                b.put_u32(*jitter_us);
+            }
         });
     }
 
@@ -326,6 +355,20 @@ impl ClientMsg {
             },
             kind::DRILL_REPORT_QUERY => ClientMsg::DrillReportQuery { alert: r.u64()? },
             kind::MEDIA_MODE => ClientMsg::MediaMode { srtp: r.bool()? },
+            kind::LINK_REPORT => {
+                let (received, lost, late, jitter_us) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+                // Late frames are received frames: more late than received
+                // is a broken or lying counter, not a reading.
+                if late > received {
+                    return Err(Malformed::InvalidValue("late above received"));
+                }
+                ClientMsg::LinkReport {
+                    received,
+                    lost,
+                    late,
+                    jitter_us,
+                }
+            }
             other => return Err(Malformed::UnknownType(other)),
         };
         r.finish()?;

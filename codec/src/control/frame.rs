@@ -51,6 +51,7 @@ pub mod kind {
     pub const ATTACHMENT_FETCH: u8 = 0x10;
     pub const DRILL_REPORT_QUERY: u8 = 0x11;
     pub const MEDIA_MODE: u8 = 0x12;
+    pub const LINK_REPORT: u8 = 0x13;
 
     pub const WELCOME: u8 = 0x41;
     pub const JOINED: u8 = 0x42;

@@ -149,6 +149,7 @@ pub(super) async fn terminals(State(ops): State<Arc<Ops>>) -> Json<Value> {
                     "accuracy_m": f.accuracy_m,
                     "at_ms": f.at_ms,
                 })),
+                "link": hub.link_quality().of(id).map(|e| link_json(&e)),
             })
         })
         .collect();
@@ -629,4 +630,53 @@ pub(super) async fn unrevoke(
     } else {
         not_found(format!("terminal {id} was not revoked"))
     }
+}
+
+/// A terminal's link quality entry as the admin API shows it: the last
+/// report, its ratios, when it came, and the totals since start.
+fn link_json(e: &crate::hub::link::Entry) -> Value {
+    let last = &e.last;
+    json!({
+        "received": last.received,
+        "lost": last.lost,
+        "late": last.late,
+        "jitter_us": last.jitter_us,
+        "loss_ratio": last.loss_ratio(),
+        "late_ratio": last.late_ratio(),
+        "at_ms": e.at_ms,
+        "age_s": e.at.elapsed().as_secs(),
+        "totals": {
+            "reports": e.totals.reports,
+            "received": e.totals.received,
+            "lost": e.totals.lost,
+            "late": e.totals.late,
+            "loss_ratio": e.totals.loss_ratio(),
+        },
+    })
+}
+
+/// `/api/v1/link[?limit=N]`: every terminal that sent a link quality
+/// report, worst hearing first (by the last report's loss ratio, then its
+/// late ratio, then jitter), online or not, with its last report.
+pub(super) async fn link(State(ops): State<Arc<Ops>>, Query(q): Query<Limit>) -> Json<Value> {
+    let hub = &ops.hub;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as usize;
+    let org = hub.org();
+    let list: Vec<Value> = hub
+        .link_quality()
+        .worst_first()
+        .into_iter()
+        .take(limit)
+        .map(|(id, e)| {
+            let t = org.terminal(id);
+            json!({
+                "id": id.0,
+                "name": t.map(|t| t.name.as_str()),
+                "node": t.map(|t| t.node),
+                "online": hub.registry().is_online(id),
+                "link": link_json(&e),
+            })
+        })
+        .collect();
+    Json(json!({ "terminals": list }))
 }

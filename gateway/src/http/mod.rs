@@ -204,6 +204,7 @@ fn router(ops: Arc<Ops>) -> Router {
         .route("/api/v1/terminals/{id}/unrevoke", post(api::unrevoke))
         .route("/api/v1/recordings", get(api::recordings))
         .route("/api/v1/recordings/{id}/audio", get(api::recording_audio))
+        .route("/api/v1/link", get(api::link))
         .route_layer(middleware::from_fn_with_state(ops.clone(), authorize));
     let console = Router::new()
         .route("/console/api/signout", post(console::signout))

@@ -9,6 +9,7 @@
 mod budget;
 mod consoles;
 mod desk;
+pub(crate) mod link;
 mod registry;
 mod reload;
 mod revoked;
@@ -99,6 +100,8 @@ pub(crate) struct Hub {
     elsewhere: dashmap::DashMap<ptt_codec::TerminalId, ptt_gateway_core::cluster::NodeName>,
     /// The media plane's routes, by SSRC (SRTP beside QUIC).
     media: crate::media::Table,
+    /// How well each terminal hears (its `LinkReport`s).
+    link: link::Quality,
 }
 
 /// The gateway's run state, for the operations surface.
@@ -214,7 +217,13 @@ impl Hub {
             cluster: std::sync::OnceLock::new(),
             elsewhere: Default::default(),
             media: Default::default(),
+            link: link::Quality::default(),
         }
+    }
+
+    /// How well each terminal hears: its last link report and totals.
+    pub(crate) fn link_quality(&self) -> &link::Quality {
+        &self.link
     }
 
     /// The node `terminal` is connected to, if it is connected anywhere

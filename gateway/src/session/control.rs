@@ -488,8 +488,42 @@ impl Session {
                     .await
             }
             ClientMsg::Logout => self.logout(),
+            ClientMsg::LinkReport {
+                received,
+                lost,
+                late,
+                jitter_us,
+            } => self.link_report(crate::hub::link::Figures {
+                received,
+                lost,
+                late,
+                jitter_us,
+            }),
         }
         Ok(())
+    }
+
+    /// `LinkReport`: kept as the terminal's last, unless it came less than
+    /// a second after the last one kept (dropped and counted). No answer.
+    fn link_report(&self, figures: crate::hub::link::Figures) {
+        use crate::hub::link::Verdict;
+        let now_ms = crate::clock::now_ms();
+        let hub = self.hub();
+        let verdict = hub
+            .link_quality()
+            .report(self.cx.terminal, figures, Instant::now(), now_ms);
+        match verdict {
+            Verdict::Kept => Metrics::add(&hub.metrics().link_reports, 1),
+            Verdict::TooSoon => {
+                Metrics::add(&hub.metrics().link_reports_dropped, 1);
+                if hub.link_quality().warn_due(now_ms) {
+                    tracing::warn!(
+                        cause = "link reports less than 1 s apart",
+                        "dropping link reports"
+                    );
+                }
+            }
+        }
     }
 
     /// Takes a `Join` or `Leave` of `group` from the terminal's limit (kept

@@ -58,7 +58,10 @@
 //! go, ideally one frame time after the last frame (datagrams and the
 //! control stream are separate paths). Frames of other talkers arrive
 //! through [`Terminal::recv_voice`] as [`Voice`], stamped by the gateway
-//! with the speaker.
+//! with the speaker. Every frame `recv_voice` returns is counted
+//! ([`link`]: received, lost, late, jitter) and reported to the gateway
+//! every 5 s while voice is heard, for the command room's view of who
+//! hears badly ([`Terminal::link`] changes the interval or stops it).
 //!
 //! **The media plane.** On an endpoint made by [`endpoint`] or
 //! [`endpoint_with_socket`], a terminal offers SRTP in `Hello` (turn it off
@@ -416,6 +419,7 @@
 mod error;
 mod event;
 mod failover;
+pub mod link;
 pub mod media;
 mod plane;
 mod socket;

@@ -170,6 +170,8 @@ pub struct VoiceReceiver {
     conn: quinn::Connection,
     web: Option<Arc<Wire>>,
     srtp: Option<Arc<Mutex<mpsc::UnboundedReceiver<Bytes>>>>,
+    /// The terminal's reception counts, fed with every frame read.
+    link: crate::link::Shared,
 }
 
 impl VoiceReceiver {
@@ -177,11 +179,13 @@ impl VoiceReceiver {
         conn: quinn::Connection,
         web: Option<Arc<Wire>>,
         srtp: Option<mpsc::UnboundedReceiver<Bytes>>,
+        link: crate::link::Shared,
     ) -> VoiceReceiver {
         VoiceReceiver {
             conn,
             web,
             srtp: srtp.map(|rx| Arc::new(Mutex::new(rx))),
+            link,
         }
     }
 
@@ -202,6 +206,7 @@ impl VoiceReceiver {
             };
             let Some(datagram) = datagram else { continue };
             if let Ok((header, _)) = VoiceHeader::decode(&datagram) {
+                self.link.on_frame(&header, std::time::Instant::now());
                 return Ok(Voice { header, datagram });
             }
         }

@@ -66,6 +66,9 @@ pub struct Terminal {
     srtp: Option<SrtpVoice>,
     /// Received voice, in whichever form it came.
     voice: VoiceReceiver,
+    /// Reception counts, fed by every voice frame received, reported to
+    /// the gateway every few seconds while voice is heard.
+    link: crate::link::Shared,
 }
 
 /// How [`Terminal::connect_with_options`] connects.
@@ -239,7 +242,9 @@ impl Terminal {
             .instrument(span.clone()),
         );
         tokio::spawn(read_loop(recv, conn.clone(), events_tx).instrument(span.clone()));
-        let voice = VoiceReceiver::new(conn.clone(), web.clone(), None);
+        let link = crate::link::Shared::default();
+        span.in_scope(|| link.spawn_reports(&control));
+        let voice = VoiceReceiver::new(conn.clone(), web.clone(), None, link.clone());
         let mut t = Terminal {
             conn,
             web,
@@ -259,6 +264,7 @@ impl Terminal {
             },
             srtp: None,
             voice,
+            link,
         };
         let mut answer = None;
         let welcome = t
@@ -283,7 +289,8 @@ impl Terminal {
             let _in = span.enter();
             let (srtp, voice) = SrtpVoice::start(plane, &t.conn, answer, t.control.clone())?;
             t.srtp = Some(srtp);
-            t.voice = VoiceReceiver::new(t.conn.clone(), t.web.clone(), Some(voice));
+            t.voice =
+                VoiceReceiver::new(t.conn.clone(), t.web.clone(), Some(voice), t.link.clone());
         }
         tracing::debug!(
             terminal = terminal.0,
@@ -303,6 +310,13 @@ impl Terminal {
     /// What the gateway said on connect.
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
+    }
+
+    /// How well this terminal hears: the counts behind its link quality
+    /// reports (fed by [`Terminal::recv_voice`]; feed it frames received
+    /// any other way), and their interval.
+    pub fn link(&self) -> &crate::link::Shared {
+        &self.link
     }
 
     /// The QUIC connection (for stats, or to watch for its close).
