@@ -152,6 +152,10 @@ pub struct Stats {
     pub recovered: u64,
     /// Frames concealed.
     pub concealed: u64,
+    /// Playouts given up after `end_after_missing` frames with nothing
+    /// buffered (the END frame lost, or nothing arrived for 200 ms): what
+    /// plays next starts a new timeline.
+    pub gave_up: u64,
 }
 
 impl Stats {
@@ -163,6 +167,7 @@ impl Stats {
         self.played += o.played;
         self.recovered += o.recovered;
         self.concealed += o.concealed;
+        self.gave_up += o.gave_up;
     }
 }
 
@@ -291,6 +296,7 @@ impl JitterBuffer {
             return None;
         }
         if self.frames.is_empty() && self.missing_run >= self.config.end_after_missing {
+            self.stats.gave_up += 1;
             self.reset();
             return None;
         }
@@ -440,6 +446,7 @@ mod tests {
             "one frame, then ten concealed, then the burst ends"
         );
         assert!(jb.pop(t0 + MS(3000)).is_none());
+        assert_eq!(jb.stats().gave_up, 1);
         let t1 = t0 + MS(5000);
         jb.reset();
         jb.push(t1, 3, b(9));

@@ -91,7 +91,17 @@ impl Recorder {
 
     /// Call every 20 ms: decodes whatever is due and appends it to the file.
     pub fn play(&mut self, now: Instant) -> anyhow::Result<()> {
-        while let Some(p) = self.jitter.pop(now) {
+        loop {
+            let gave_up = self.jitter.stats().gave_up;
+            let Some(p) = self.jitter.pop(now) else {
+                if self.jitter.stats().gave_up != gave_up {
+                    // The playout gave the burst up (nothing came for
+                    // 200 ms): what plays next, if anything, is on another
+                    // timeline and is scored as a burst of its own.
+                    self.keep_burst();
+                }
+                break;
+            };
             let (kind, pcm) = match p {
                 Playout::Frame(packet) => (Kind::Played, self.decoder.decode(&packet)),
                 Playout::Recover { next } => {

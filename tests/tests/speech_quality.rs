@@ -152,11 +152,19 @@ fn what_a_listener_heard_follows_what_was_said_with_and_without_loss() {
     // The same loss without FEC: everything lost is concealed. The frames
     // FEC brought back sound far more like what was said than concealed
     // ones (measured 6.8 dB against 1.8 dB segmental SNR, BENCHMARKS.md).
-    let plc = speech_run(dir.path(), &gateway, "plc", &["--loss", "5", "--fec", "off"]);
+    let plc = speech_run(
+        dir.path(),
+        &gateway,
+        "plc",
+        &["--loss", "5", "--fec", "off"],
+    );
     assert_eq!(count(&plc, "frames_recovered"), 0, "{plc}");
     assert!(count(&plc, "frames_concealed") > 0, "{plc}");
     let plc_r = figure(&plc, "envelope_correlation");
-    assert!(plc_r > 0.8, "envelope correlation {plc_r} at 5 % without FEC");
+    assert!(
+        plc_r > 0.8,
+        "envelope correlation {plc_r} at 5 % without FEC"
+    );
     let (recovered_snr, concealed_snr) = (
         figure(&fec, "segmental_snr_db_recovered"),
         figure(&plc, "segmental_snr_db_concealed"),

@@ -281,6 +281,10 @@ async fn listen_loop(
     let mut conn = connections.borrow_and_update().clone();
     loop {
         tokio::select! {
+            // Frames before playout: after a stall of this thread, the
+            // frames already queued are buffered before anything due is
+            // played, rather than concealed and then found late.
+            biased;
             _ = stop.changed() => break,
             // The terminal reconnected: listen on the new connection.
             c = connections.changed() => {
