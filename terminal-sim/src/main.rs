@@ -79,7 +79,10 @@ enum Command {
         /// 16-bit PCM WAV to talk (resampled to 16 kHz mono).
         #[arg(long)]
         audio: Option<PathBuf>,
-        /// Write what one listener per group heard as WAV files here.
+        /// Write what one listener per group heard as WAV files here, and
+        /// score it against what was said (the report's `speech` section:
+        /// frames recovered by FEC and concealed, envelope correlation,
+        /// segmental SNR).
         #[arg(long)]
         record_dir: Option<PathBuf>,
         /// Write PNG plots (latency CDF, delivery over time) here.
@@ -114,6 +117,25 @@ enum Command {
         /// each terminal ended up in and counts the uplink packets.
         #[arg(long, default_value = "srtp")]
         media: scenario::MediaChoice,
+        /// Percent of voice frames each listener loses on its downlink
+        /// (0-100; random, independent per frame, seeded by --seed and the
+        /// terminal so runs repeat). Applied after the frame is counted as
+        /// delivered and before it is played: voice only, never the control
+        /// stream. Talkers then plan their Opus FEC for this loss.
+        #[arg(long, default_value = "0", value_parser = ptt_terminal_sim::wan::parse_percent)]
+        loss: f64,
+        /// Opus in-band FEC: talkers encode with it and recorders recover a
+        /// lost frame from the next packet; `off` conceals every loss
+        /// (packet-loss concealment only), for contrast.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        fec: String,
+        /// The talkers' Opus bit rate, bit/s (6000-128000). libopus codes
+        /// FEC only when the rate leaves room for it: none at the default
+        /// 16 kbit/s with 5-10 % loss planned (lost frames are then
+        /// concealed, and counted so); 24000 does.
+        #[arg(long, default_value_t = ptt_codec::audio::DEFAULT_BITRATE,
+              value_parser = clap::value_parser!(u32).range(6000..=128_000))]
+        bitrate: u32,
     },
 }
 
@@ -165,6 +187,9 @@ fn main() -> anyhow::Result<()> {
             delay_ms,
             idle_timeout_ms,
             media,
+            loss,
+            fec,
+            bitrate,
         } => {
             let spec = Spec::resolve(&scenario)?;
             let config = RunConfig {
@@ -184,6 +209,9 @@ fn main() -> anyhow::Result<()> {
                 threads: usize::from(threads),
                 idle_timeout: idle_timeout_ms.map(Duration::from_millis),
                 media,
+                loss_percent: loss,
+                fec: fec == "on",
+                bitrate,
             };
             // The other threads are started by the run (`shards`).
             let runtime = tokio::runtime::Builder::new_current_thread()

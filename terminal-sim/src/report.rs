@@ -126,6 +126,59 @@ pub struct VoiceReport {
     pub duplicates: u64,
     /// Frames whose speaker field was not the talker that sent them.
     pub wrong_speaker: u64,
+    /// Of the frames received, those the simulated loss (`--loss`) dropped
+    /// before the listener played them: counted as delivered above (the
+    /// gateway delivered them), lost on the listener's simulated radio link.
+    pub frames_lost_simulated: u64,
+}
+
+/// Speech quality through the media plane, from the recorders
+/// (`--record-dir`): one listener per group plays what it hears through a
+/// jitter buffer and an Opus decoder with FEC recovery and concealment, and
+/// what it played is compared with what the talkers said
+/// ([`crate::quality`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SpeechReport {
+    /// Simulated voice loss on each listener's downlink, percent (`--loss`).
+    pub loss_percent: f64,
+    /// Whether talkers encode with Opus in-band FEC and listeners recover
+    /// lost frames from it (`--fec`); without, every loss is concealed.
+    pub fec: bool,
+    /// The loss the talkers' encoder plans its FEC for, percent.
+    pub encoder_expected_loss_percent: u8,
+    /// Recording listeners (one per group).
+    pub recordings: u64,
+    /// Frames the recorders received (after the simulated loss).
+    pub frames_received: u64,
+    /// Frames the simulated loss dropped at the recorders.
+    pub frames_lost: u64,
+    /// Frames decoded from their own packet.
+    pub frames_played: u64,
+    /// Lost frames recovered from the next packet's in-band FEC.
+    pub frames_recovered: u64,
+    /// Lost frames concealed (Opus packet-loss concealment).
+    pub frames_concealed: u64,
+    /// Frames that arrived after their playout time.
+    pub frames_late: u64,
+    /// What a listener heard against what was said, all recordings pooled.
+    pub quality: crate::quality::Figures,
+    /// The same per recording.
+    pub groups: Vec<GroupSpeech>,
+}
+
+/// Speech quality of one group's recording.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupSpeech {
+    /// The group.
+    pub group: u32,
+    /// Frames decoded from their own packet, recovered from FEC, concealed.
+    pub frames_played: u64,
+    /// See [`SpeechReport::frames_recovered`].
+    pub frames_recovered: u64,
+    /// See [`SpeechReport::frames_concealed`].
+    pub frames_concealed: u64,
+    /// What this listener heard against what was said.
+    pub quality: crate::quality::Figures,
 }
 
 /// Floor-control figures, counted at the terminals.
@@ -293,6 +346,9 @@ pub struct Report {
     pub voice: VoiceReport,
     /// Floor control.
     pub floor: FloorReport,
+    /// Speech quality, when listeners recorded (`--record-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speech: Option<SpeechReport>,
     /// Alerts, for alert scenarios.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertReport>,
@@ -391,6 +447,15 @@ impl Report {
                 f.grant_latency_ms.p50,
                 f.grant_latency_ms.p99,
             );
+        }
+        if v.frames_lost_simulated > 0 {
+            s += &format!(
+                "loss    {} received frames dropped by the simulated loss before playout\n",
+                v.frames_lost_simulated
+            );
+        }
+        if let Some(sp) = &self.speech {
+            s += &speech_summary(sp);
         }
         if let Some(a) = &self.alerts {
             s += &format!(
@@ -531,6 +596,32 @@ impl MediaReport {
             self.dropped,
         )
     }
+}
+
+/// The speech-quality lines: loss and FEC, what the recorders played, and
+/// how closely it followed what was said.
+fn speech_summary(sp: &SpeechReport) -> String {
+    let q = &sp.quality;
+    let db = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.1} dB"));
+    format!(
+        "speech  {} recordings, loss {}%, FEC {}: {} frames played, {} recovered by FEC, {} concealed, {} late ({} lost)\n\
+         quality envelope correlation {:.3}, segmental SNR {} (played {}, recovered {}, concealed {}) over {} frames of {} bursts\n",
+        sp.recordings,
+        sp.loss_percent,
+        if sp.fec { "on" } else { "off" },
+        sp.frames_played,
+        sp.frames_recovered,
+        sp.frames_concealed,
+        sp.frames_late,
+        sp.frames_lost,
+        q.envelope_correlation,
+        db(q.segmental_snr_db),
+        db(q.segmental_snr_db_played),
+        db(q.segmental_snr_db_recovered),
+        db(q.segmental_snr_db_concealed),
+        q.frames,
+        q.bursts,
+    )
 }
 
 /// A drill report's stations and total, one line each: units reached,
@@ -705,7 +796,27 @@ mod tests {
             "{}",
             r.summary()
         );
+        assert!(!r.summary().contains("speech"));
+        r.speech = Some(SpeechReport {
+            loss_percent: 5.0,
+            fec: true,
+            frames_recovered: 12,
+            quality: crate::quality::Figures {
+                envelope_correlation: 0.97,
+                segmental_snr_db: Some(6.3),
+                ..Default::default()
+            },
+            ..SpeechReport::default()
+        });
+        let text = r.summary();
+        assert!(text.contains("loss 5%, FEC on"), "{text}");
+        assert!(text.contains("12 recovered by FEC"), "{text}");
+        assert!(
+            text.contains("envelope correlation 0.970, segmental SNR 6.3 dB"),
+            "{text}"
+        );
         let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["speech"]["quality"]["envelope_correlation"], 0.97);
         assert_eq!(json["failover"]["failovers"], 2);
         assert!(json["failover"]["lost_to_rejoined_ms"]["p99"].is_number());
     }

@@ -1,5 +1,7 @@
-//! A slower network than loopback, in user space: every datagram a client
-//! endpoint sends leaves its socket a fixed delay later.
+//! A slower, lossier network than loopback, in user space: every datagram
+//! a client endpoint sends leaves its socket a fixed delay later
+//! ([`DelayedSocket`]), and voice frames can be lost on the way to a
+//! listener ([`Loss`]).
 //!
 //! Terminals in the field sit behind cellular paths with round trips of
 //! 50-150 ms, and some of the gateway's behaviour depends on it: how often
@@ -25,8 +27,79 @@ use std::time::Duration;
 
 use quinn::udp::{EcnCodepoint, RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// Simulated loss of voice frames on one listener's downlink: each frame
+/// the gateway delivered is dropped with a fixed probability, independently
+/// (Bernoulli), from a seeded generator so that a run repeats.
+///
+/// `terminal-sim run --loss PCT` gives every simulated terminal one, seeded
+/// from the run's seed and the terminal's id: listeners of a group lose
+/// different frames, as handsets on different radio links do. It applies to
+/// voice only, on the receive side, after the harness has counted the frame
+/// as delivered (the gateway did deliver it) and before the terminal plays
+/// it. The control stream is never touched: floor, alerts and receipts go
+/// through as before, as QUIC would retransmit them on a lossy path anyway.
+/// Voice travels in QUIC datagrams (or SRTP), which nobody retransmits, so
+/// dropping a received voice frame is what a lost packet does to it.
+#[derive(Debug, Clone)]
+pub struct Loss {
+    /// Probability of dropping a frame, 0..=1.
+    rate: f64,
+    rng: StdRng,
+}
+
+impl Loss {
+    /// A loss of `percent` (0..=100, clamped) whose draws follow from `seed`.
+    pub fn new(percent: f64, seed: u64) -> Loss {
+        let rate = if percent.is_finite() {
+            (percent / 100.0).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        Loss {
+            rate,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The loss of one terminal in a run: seeded from the run's `seed` and
+    /// the terminal, so each terminal loses its own frames and a run with
+    /// the same seed loses the same ones.
+    pub fn for_terminal(percent: f64, seed: u64, terminal: u32) -> Loss {
+        // A multiplier with no common factor with 2^64 spreads nearby ids.
+        Loss::new(
+            percent,
+            seed ^ u64::from(terminal).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        )
+    }
+
+    /// Whether the next frame is lost. Call once per received voice frame.
+    pub fn drops(&mut self) -> bool {
+        // No draw at 0 %: a run without loss costs nothing.
+        self.rate > 0.0 && self.rng.gen_bool(self.rate)
+    }
+
+    /// The probability of a drop, 0..=1.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+}
+
+/// Parses a `--loss` percentage: a number from 0 to 100.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|e| format!("not a number: {e}"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{v} is not a percentage from 0 to 100"));
+    }
+    Ok(v)
+}
 
 /// A socket whose sends leave `delay` after quinn hands them over, in the
 /// order they were handed over. Receives are untouched.
@@ -164,6 +237,61 @@ impl AsyncUdpSocket for DelayedSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn drops(loss: &mut Loss, n: usize) -> Vec<bool> {
+        (0..n).map(|_| loss.drops()).collect()
+    }
+
+    #[test]
+    fn loss_is_seeded_and_near_its_rate() {
+        let n = 20_000;
+        for percent in [5.0, 10.0, 30.0] {
+            let a = drops(&mut Loss::new(percent, 7), n);
+            assert_eq!(
+                a,
+                drops(&mut Loss::new(percent, 7), n),
+                "same seed, same drops"
+            );
+            assert_ne!(
+                a,
+                drops(&mut Loss::new(percent, 8), n),
+                "another seed differs"
+            );
+            let share = a.iter().filter(|d| **d).count() as f64 / n as f64 * 100.0;
+            // Binomial standard deviation at 10 %, 20,000 draws: 0.21 points.
+            assert!(
+                (share - percent).abs() < 1.5,
+                "{percent} % asked, {share:.2} % dropped"
+            );
+        }
+    }
+
+    #[test]
+    fn no_loss_drops_nothing_and_full_loss_everything() {
+        assert!(!drops(&mut Loss::new(0.0, 1), 1000).contains(&true));
+        assert!(!drops(&mut Loss::new(f64::NAN, 1), 1000).contains(&true));
+        assert!(!drops(&mut Loss::new(100.0, 1), 1000).contains(&false));
+        assert_eq!(Loss::new(250.0, 1).rate(), 1.0);
+    }
+
+    #[test]
+    fn terminals_lose_different_frames() {
+        let a = drops(&mut Loss::for_terminal(10.0, 1, 100), 2000);
+        let b = drops(&mut Loss::for_terminal(10.0, 1, 101), 2000);
+        assert_ne!(a, b);
+        assert_eq!(a, drops(&mut Loss::for_terminal(10.0, 1, 100), 2000));
+    }
+
+    #[test]
+    fn loss_percentages_parse_within_0_to_100() {
+        assert_eq!(parse_percent("5"), Ok(5.0));
+        assert_eq!(parse_percent("7.5%"), Ok(7.5));
+        assert_eq!(parse_percent("0"), Ok(0.0));
+        assert!(parse_percent("101").is_err());
+        assert!(parse_percent("-1").is_err());
+        assert!(parse_percent("five").is_err());
+        assert!(parse_percent("NaN").is_err());
+    }
 
     #[tokio::test]
     async fn datagrams_leave_after_the_delay_in_order() {

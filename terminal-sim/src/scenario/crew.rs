@@ -16,9 +16,10 @@ use tokio::task::JoinSet;
 use super::listen::{self, Heard, SendLog};
 use super::ramp::Fleet;
 use super::tally::Totals;
-use super::{actor, unit_site, walk, Commands, Plan, RunConfig};
+use super::{actor, unit_site, walk, Audio, Commands, Plan, RunConfig};
 use crate::report::ConnectionReport;
 use crate::terminal::{self, Terminal};
+use crate::wan::Loss;
 
 /// Every connected terminal at work: its actor, its voice listener, and the
 /// channels that direct and stop them. Lives until the report is built:
@@ -49,11 +50,17 @@ impl Crew {
         plan: &Plan,
         fleet: &Fleet,
         connected: HashMap<TerminalId, Terminal>,
-        packets: Arc<Vec<Bytes>>,
+        audio: Audio,
     ) -> Crew {
         let logs: Arc<HashMap<GroupId, Arc<SendLog>>> =
             Arc::new(plan.groups.iter().map(|g| (g.id, Arc::default())).collect());
-        let shared = Arc::new(shared(config, plan, &connected, packets, logs.clone()));
+        let shared = Arc::new(shared(
+            config,
+            plan,
+            &connected,
+            audio.packets,
+            logs.clone(),
+        ));
         let mut walk_rng = StdRng::seed_from_u64(config.seed ^ 0x5745_4c4b);
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = mpsc::unbounded_channel::<GroupId>();
@@ -71,7 +78,12 @@ impl Crew {
         let recorders = plan.recorders();
         for (id, t) in connected {
             let groups = plan.terminals[&id].clone();
-            let record = recordings(config, &recorders, id);
+            let downlink = Downlink {
+                loss: Loss::for_terminal(config.loss_percent, config.seed, id.0),
+                record: recordings(config, &recorders, id),
+                playout: config.playout(),
+                source: audio.source.clone(),
+            };
             let (conn_tx, conn_rx) = watch::channel(t.voice_receiver());
             let shard = fleet.shard(id);
             crew.listeners.spawn_on(
@@ -79,7 +91,7 @@ impl Crew {
                     conn_rx,
                     groups.clone(),
                     logs.clone(),
-                    record,
+                    downlink,
                     stop_rx.clone(),
                     epoch,
                 ),
@@ -227,25 +239,52 @@ fn walker(
     }
 }
 
+/// What happens to a terminal's voice after the gateway delivered it: the
+/// simulated loss on its downlink, and the groups it records.
+struct Downlink {
+    /// Drops voice frames before playout (`--loss`).
+    loss: Loss,
+    /// The WAV files to record, per group.
+    record: Vec<(GroupId, PathBuf)>,
+    /// The recorders' jitter buffer settings.
+    playout: crate::jitter::Config,
+    /// What the talkers said, to score the recordings against.
+    source: Arc<Vec<i16>>,
+}
+
 /// Reads a terminal's voice datagrams until stopped, checking each, and
-/// writing the recorded groups' audio to WAV.
+/// writing the recorded groups' audio to WAV; once stopped, scores the
+/// recordings.
 async fn listen_loop(
     mut connections: watch::Receiver<terminal::VoiceReceiver>,
     groups: Vec<GroupId>,
     logs: Arc<HashMap<GroupId, Arc<SendLog>>>,
-    record: Vec<(GroupId, PathBuf)>,
+    downlink: Downlink,
     mut stop: watch::Receiver<bool>,
     epoch: Instant,
 ) -> anyhow::Result<Heard> {
+    let Downlink {
+        mut loss,
+        record,
+        playout: jitter,
+        source,
+    } = downlink;
     let mut listener = listen::Listener::new(&groups, logs).since(epoch);
     let mut recorders = record
         .into_iter()
-        .map(|(g, path)| Ok((g, crate::record::Recorder::create(&path)?)))
+        .map(|(g, path)| {
+            let r = crate::record::Recorder::create(&path, jitter.clone(), Some(source.clone()))?;
+            Ok((g, (r, 0u64)))
+        })
         .collect::<anyhow::Result<HashMap<_, _>>>()?;
     let mut playout = tokio::time::interval(Duration::from_millis(20));
     let mut conn = connections.borrow_and_update().clone();
     loop {
         tokio::select! {
+            // Frames before playout: after a stall of this thread, the
+            // frames already queued are buffered before anything due is
+            // played, rather than concealed and then found late.
+            biased;
             _ = stop.changed() => break,
             // The terminal reconnected: listen on the new connection.
             c = connections.changed() => {
@@ -272,20 +311,30 @@ async fn listen_loop(
                 let now = Instant::now();
                 let header = voice.header;
                 listener.on_frame(&voice, now);
-                if let Some(r) = recorders.get_mut(&header.group) {
+                if loss.drops() {
+                    listener.heard.lost_simulated += 1;
+                    if let Some((_, lost)) = recorders.get_mut(&header.group) {
+                        *lost += 1;
+                    }
+                    continue;
+                }
+                if let Some((r, _)) = recorders.get_mut(&header.group) {
                     r.push(now, &voice);
                 }
             }
             _ = playout.tick(), if !recorders.is_empty() => {
                 let now = Instant::now();
-                for r in recorders.values_mut() {
+                for (r, _) in recorders.values_mut() {
                     r.play(now)?;
                 }
             }
         }
     }
-    for (_, r) in recorders {
-        r.finish()?;
+    let mut heard = listener.heard;
+    for (group, (r, lost)) in recorders {
+        // Scoring holds this shard's thread a while; the run is over.
+        let recording = r.finish()?;
+        heard.recordings.push((group, lost, recording));
     }
-    Ok(listener.heard)
+    Ok(heard)
 }

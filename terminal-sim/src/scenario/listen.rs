@@ -152,6 +152,11 @@ pub struct Heard {
     pub latency: Latency,
     /// Frames received in each second since the run's epoch.
     pub per_second: Vec<u64>,
+    /// Of `received`, frames the simulated loss dropped before playout.
+    pub lost_simulated: u64,
+    /// What this terminal recorded, per group it is the recorder of: the
+    /// frames lost to the simulated loss there, and the recording.
+    pub recordings: Vec<(GroupId, u64, crate::record::Recording)>,
 }
 
 impl Heard {
@@ -162,6 +167,8 @@ impl Heard {
         self.overlapping += other.overlapping;
         self.duplicates += other.duplicates;
         self.wrong_speaker += other.wrong_speaker;
+        self.lost_simulated += other.lost_simulated;
+        self.recordings.extend(other.recordings.iter().cloned());
         self.latency.merge(&other.latency);
         if self.per_second.len() < other.per_second.len() {
             self.per_second.resize(other.per_second.len(), 0);

@@ -85,6 +85,17 @@ pub struct RunConfig {
     /// The voice form terminals offer: SRTP (verified, else DATAGRAM) or
     /// DATAGRAM only.
     pub media: MediaChoice,
+    /// Voice frames each listener loses on its downlink, percent, drawn
+    /// per terminal from the seed ([`crate::wan::Loss`]). Zero: none.
+    pub loss_percent: f64,
+    /// Talkers encode with Opus in-band FEC (planned for `loss_percent`,
+    /// or the encoder's default 10 % without loss) and recorders recover
+    /// lost frames from it; off: no FEC, every lost frame is concealed.
+    pub fec: bool,
+    /// The talkers' Opus bit rate, bit/s. libopus codes in-band FEC only
+    /// when the rate leaves room for it (none at 16 kbit/s and 5-10 %
+    /// planned loss; 24 kbit/s does).
+    pub bitrate: u32,
 }
 
 /// What `terminal-sim run --media` asks the terminals to offer.
@@ -118,10 +129,51 @@ impl std::str::FromStr for MediaChoice {
     }
 }
 
-/// Encodes the audio talkers send: 10 s of it, looped.
-fn opus_packets(audio: Option<&PathBuf>, seed: u64) -> anyhow::Result<Vec<Bytes>> {
+impl RunConfig {
+    /// The talkers' encoder settings: FEC as asked, planned for the
+    /// simulated loss (rounded up), or for the encoder's default 10 %
+    /// when there is none (what a terminal in the field, which does not
+    /// know its loss, plans for).
+    pub fn encoder(&self) -> EncoderConfig {
+        let default = EncoderConfig::default();
+        EncoderConfig {
+            fec: self.fec,
+            expected_loss_percent: if self.loss_percent > 0.0 {
+                self.loss_percent.ceil().clamp(1.0, 100.0) as u8
+            } else {
+                default.expected_loss_percent
+            },
+            bitrate: self.bitrate,
+            ..default
+        }
+    }
+
+    /// The recorders' playout: FEC recovery as the talkers encode.
+    pub fn playout(&self) -> crate::jitter::Config {
+        crate::jitter::Config {
+            fec: self.fec,
+            ..crate::jitter::Config::default()
+        }
+    }
+}
+
+/// What talkers send: the source audio (whole frames, looped) and its
+/// Opus packets, one per 20 ms frame.
+#[derive(Debug)]
+struct Audio {
+    source: Arc<Vec<i16>>,
+    packets: Arc<Vec<Bytes>>,
+}
+
+/// Encodes the audio talkers send (the file, or 10 s of synthetic
+/// speech), looped.
+fn opus_packets(
+    audio: Option<&PathBuf>,
+    seed: u64,
+    encoder: EncoderConfig,
+) -> anyhow::Result<Audio> {
     use ptt_codec::audio::FRAME_SAMPLES;
-    let pcm: Vec<i16> = match audio {
+    let mut pcm: Vec<i16> = match audio {
         Some(path) => crate::wav::read_mono_16k(path)?,
         None => {
             let mut speech = crate::speech::Speech::new(seed);
@@ -132,7 +184,7 @@ fn opus_packets(audio: Option<&PathBuf>, seed: u64) -> anyhow::Result<Vec<Bytes>
             pcm
         }
     };
-    let mut encoder = Encoder::new(EncoderConfig::default())?;
+    let mut encoder = Encoder::new(encoder)?;
     let packets = pcm
         .chunks_exact(FRAME_SAMPLES)
         .map(|frame| encoder.encode(frame))
@@ -141,7 +193,12 @@ fn opus_packets(audio: Option<&PathBuf>, seed: u64) -> anyhow::Result<Vec<Bytes>
         !packets.is_empty(),
         "the audio is shorter than one 20 ms frame"
     );
-    Ok(packets)
+    // What was said: the whole frames sent, looping as the talkers do.
+    pcm.truncate(packets.len() * FRAME_SAMPLES);
+    Ok(Audio {
+        source: Arc::new(pcm),
+        packets: Arc::new(packets),
+    })
 }
 
 /// The target of the runner's log events, whichever of its files logs
@@ -178,13 +235,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     };
     let roots = terminal::load_ca(&config.ca)
         .with_context(|| format!("loading CA {}", config.ca.display()))?;
-    let packets = Arc::new(opus_packets(config.audio.as_ref(), config.seed)?);
+    let audio = opus_packets(config.audio.as_ref(), config.seed, config.encoder())?;
 
     let fleet = Fleet::open(&config, &plan, &senders, &roots)?;
     let (connected, connections) = fleet.connect(&config, &plan).await;
     // Let presence and join messages settle before measuring.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut crew = Crew::start(&config, &plan, &fleet, connected, packets);
+    let mut crew = Crew::start(&config, &plan, &fleet, connected, audio);
 
     let meter = Meter::start(config.gateway_pid)?;
     let sent_before = fleet.endpoint_stats().sent_packets;

@@ -11,8 +11,8 @@ use super::actor::FloorStats;
 use super::listen::{Heard, SendLog};
 use super::{Pattern, Plan, RunConfig, Workload, LOG};
 use crate::report::{
-    self, AlertReport, ConnectionReport, FailoverReport, FloorReport, GatewayReport, KernelReport,
-    Latency, MediaReport, ProcessSample, Report, VoiceReport,
+    self, AlertReport, ConnectionReport, FailoverReport, FloorReport, GatewayReport, GroupSpeech,
+    KernelReport, Latency, MediaReport, ProcessSample, Report, SpeechReport, VoiceReport,
 };
 
 /// The gateway's CPU and the kernel's UDP drop counters when the measured
@@ -270,6 +270,7 @@ impl Tally {
             connections: totals.connections.clone(),
             voice: voice(floor, &self.heard, refused_frames),
             floor: floor_report(floor, &totals.grant),
+            speech: speech(config, &self.heard),
             alerts: matches!(config.spec.pattern, Pattern::Alerts | Pattern::LivingCity)
                 .then(|| alerts(floor, delivered, &alert_latency)),
             gateway,
@@ -346,7 +347,42 @@ fn voice(floor: &FloorStats, heard: &Heard, refused_frames: u64) -> VoiceReport 
         overlapping_talkers: heard.overlapping,
         duplicates: heard.duplicates,
         wrong_speaker: heard.wrong_speaker,
+        frames_lost_simulated: heard.lost_simulated,
     }
+}
+
+/// The speech section: present when listeners recorded (`--record-dir`).
+fn speech(config: &RunConfig, heard: &Heard) -> Option<SpeechReport> {
+    config.record_dir.as_ref()?;
+    let mut total = SpeechReport {
+        loss_percent: config.loss_percent,
+        fec: config.fec,
+        encoder_expected_loss_percent: config.encoder().expected_loss_percent,
+        ..SpeechReport::default()
+    };
+    let mut score = crate::quality::Score::default();
+    let mut recordings: Vec<_> = heard.recordings.iter().collect();
+    recordings.sort_by_key(|(g, _, _)| g.0);
+    for (group, lost, r) in recordings {
+        let p = &r.playout;
+        total.recordings += 1;
+        total.frames_received += p.received;
+        total.frames_lost += lost;
+        total.frames_played += p.played;
+        total.frames_recovered += p.recovered;
+        total.frames_concealed += p.concealed;
+        total.frames_late += p.late;
+        score.merge(&r.score);
+        total.groups.push(GroupSpeech {
+            group: group.0,
+            frames_played: p.played,
+            frames_recovered: p.recovered,
+            frames_concealed: p.concealed,
+            quality: (&r.score).into(),
+        });
+    }
+    total.quality = (&score).into();
+    Some(total)
 }
 
 /// The floor section: what floor control answered.
