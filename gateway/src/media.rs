@@ -40,6 +40,17 @@ pub enum Mode {
     Datagram = 2,
 }
 
+impl Mode {
+    /// How the admin API and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Pending => "srtp-pending",
+            Mode::Srtp => "srtp",
+            Mode::Datagram => "datagram-fallback",
+        }
+    }
+}
+
 /// One terminal's media plane.
 pub struct Route {
     terminal: TerminalId,

@@ -198,6 +198,19 @@ async fn reports_are_kept_listed_worst_first_and_a_flood_is_dropped() {
             .clone()
     };
     assert_eq!(of(TALKER), Value::Null);
+    // Which voice form each receives: the library's terminals offer SRTP,
+    // and the listener, which heard a burst, proved its path.
+    let media = |id: u32| {
+        terminals["terminals"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|t| t["id"] == id)
+            .expect("listed")["media"]
+            .clone()
+    };
+    assert_eq!(media(LISTENER)["form"], "srtp", "{terminals}");
+    assert!(media(LISTENER)["ssrc"].as_u64().is_some_and(|s| s > 0));
     assert_eq!(of(GOOD)["received"], 250);
     assert_eq!(of(BAD)["totals"]["lost"], 50);
 

@@ -120,7 +120,7 @@ pub fn target(s: &mut Source<'_>) -> Target {
 
 /// A valid terminal-to-gateway message.
 pub fn client_msg(s: &mut Source<'_>) -> ClientMsg {
-    match s.u8() % 18 {
+    match s.u8() % 19 {
         0 => {
             let n = 1 + s.below(MAX_CREDENTIAL);
             ClientMsg::Hello {
@@ -180,7 +180,16 @@ pub fn client_msg(s: &mut Source<'_>) -> ClientMsg {
             attachment: s.any_u64().max(1),
         },
         16 => ClientMsg::DrillReportQuery { alert: s.any_u64() },
-        _ => ClientMsg::MediaMode { srtp: s.bool() },
+        17 => ClientMsg::MediaMode { srtp: s.bool() },
+        _ => {
+            let received = s.u32();
+            ClientMsg::LinkReport {
+                received,
+                lost: s.u32(),
+                late: s.u32().min(received),
+                jitter_us: s.u32(),
+            }
+        }
     }
 }
 

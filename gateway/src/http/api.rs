@@ -150,6 +150,16 @@ pub(super) async fn terminals(State(ops): State<Arc<Ops>>) -> Json<Value> {
                     "at_ms": f.at_ms,
                 })),
                 "link": hub.link_quality().of(id).map(|e| link_json(&e)),
+                // The voice form it receives (docs/PROTOCOL.md section 8):
+                // `datagram` when it has no SRTP answer.
+                "media": match conn.media() {
+                    Some(r) => json!({
+                        "form": r.mode().name(),
+                        "ssrc": r.ssrc(),
+                        "address": r.address().to_string(),
+                    }),
+                    None => json!({ "form": "datagram" }),
+                },
             })
         })
         .collect();
