@@ -33,15 +33,16 @@ impl MediaOffer {
     }
 
     /// Reads `Hello`'s optional last byte. Bits this version does not know
-    /// are ignored (a later terminal may offer more), but an explicit empty
-    /// offer byte is refused: an encoder never writes it.
+    /// are kept but mean nothing here (a later terminal may offer more),
+    /// so the frame re-encodes to the same bytes; an explicit empty offer
+    /// byte is refused: an encoder never writes it.
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<MediaOffer, Malformed> {
         if r.is_empty() {
             return Ok(Self::NONE);
         }
         match r.u8()? {
             0 => Err(Malformed::InvalidValue("empty media offer")),
-            bits => Ok(MediaOffer(bits & Self::SRTP.0)),
+            bits => Ok(MediaOffer(bits)),
         }
     }
 }
@@ -79,5 +80,56 @@ impl MediaAnswer {
             0 => Err(Malformed::InvalidValue("ssrc 0")),
             ssrc => Ok(Some(MediaAnswer { ssrc })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(bytes: &[u8]) -> Result<MediaOffer, Malformed> {
+        let mut r = Reader::new(bytes);
+        let got = MediaOffer::decode(&mut r)?;
+        r.finish()?;
+        Ok(got)
+    }
+
+    fn answer(bytes: &[u8]) -> Result<Option<MediaAnswer>, Malformed> {
+        let mut r = Reader::new(bytes);
+        let got = MediaAnswer::decode(&mut r)?;
+        r.finish()?;
+        Ok(got)
+    }
+
+    #[test]
+    fn offers_absent_known_unknown_and_empty() {
+        assert_eq!(offer(&[]), Ok(MediaOffer::NONE));
+        assert!(offer(&[1]).unwrap().srtp());
+        // A later terminal's bit: kept (the frame re-encodes the same), no SRTP.
+        let later = offer(&[0x82]).unwrap();
+        assert!(!later.srtp());
+        let mut out = Vec::new();
+        later.encode(&mut out);
+        assert_eq!(out, [0x82]);
+        assert!(offer(&[0]).is_err(), "an empty offer byte is never written");
+        assert_eq!(offer(&[1, 1]), Err(Malformed::TrailingBytes));
+    }
+
+    #[test]
+    fn answers_absent_srtp_and_hostile() {
+        assert_eq!(answer(&[]), Ok(None));
+        assert_eq!(
+            answer(&[1, 0xde, 0xad, 0xbe, 0xef]),
+            Ok(Some(MediaAnswer { ssrc: 0xdead_beef }))
+        );
+        for n in 1..5 {
+            assert_eq!(
+                answer(&[1, 0xde, 0xad, 0xbe, 0xef][..n]),
+                Err(Malformed::Truncated)
+            );
+        }
+        assert!(answer(&[1, 0, 0, 0, 0]).is_err(), "SSRC 0");
+        assert!(answer(&[2, 0, 0, 0, 9]).is_err(), "an unknown form");
+        assert_eq!(answer(&[1, 0, 0, 0, 9, 0]), Err(Malformed::TrailingBytes));
     }
 }
