@@ -4,10 +4,14 @@
 //! "Media plane", /work decision MEDIA.md "Path verification and fallback").
 //!
 //! After a `Welcome` carrying a media answer the terminal sends a receiver
-//! report every [`PROBE_INTERVAL`] until an SRTCP packet from the gateway
+//! report at once, then after [`PROBE_INTERVAL`], the gap doubling (0,
+//! 250, 750, 1,750 ms), until an SRTCP packet from the gateway
 //! authenticates, for at most [`VERIFY_WITHIN`]; then one every
-//! [`KEEPALIVE_INTERVAL`] to keep NAT bindings open (with its reception
-//! block). No answer in time: fall back (`MediaMode { srtp: false }`) and
+//! [`KEEPALIVE_INTERVAL`] with its reception block, which the driver sends
+//! only if voice arrived since the last one: an idle terminal's NAT binding
+//! is the one its QUIC connection's keep-alives hold (same socket, same
+//! 5-tuple), and a city of idle handsets must not each send 12 packets a
+//! minute. No answer in time: fall back (`MediaMode { srtp: false }`) and
 //! send nothing more on the media plane.
 //!
 //! The driver ([`crate::terminal`]) feeds it the time and the answers it
@@ -15,7 +19,9 @@
 
 use std::time::{Duration, Instant};
 
-/// How often an unverified terminal sends a receiver report.
+/// The first gap between an unverified terminal's receiver reports; it
+/// doubles after each (a whole city verifying at once after a gateway
+/// restart sends 4 probes each, not 12).
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long a terminal waits for the gateway's first SRTCP answer before
@@ -52,8 +58,13 @@ pub enum Step {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Probing since `since`; the next probe is due at `next`.
-    Verifying { since: Instant, next: Instant },
+    /// Probing since `since`; the next probe is due at `next`, the one
+    /// after it `gap` later.
+    Verifying {
+        since: Instant,
+        next: Instant,
+        gap: Duration,
+    },
     /// Verified; the next keep-alive report is due at `next`.
     Verified { next: Instant },
     /// Gave up.
@@ -76,6 +87,7 @@ impl PathCheck {
             state: State::Verifying {
                 since: now,
                 next: now,
+                gap: PROBE_INTERVAL,
             },
         }
     }
@@ -93,7 +105,7 @@ impl PathCheck {
     /// fallen back (nothing more ever).
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Verifying { since, next } => Some(next.min(since + VERIFY_WITHIN)),
+            State::Verifying { since, next, .. } => Some(next.min(since + VERIFY_WITHIN)),
             State::Verified { next } => Some(next),
             State::FellBack => None,
         }
@@ -103,7 +115,7 @@ impl PathCheck {
     /// `None`.
     pub fn poll(&mut self, now: Instant) -> Option<Step> {
         match &mut self.state {
-            State::Verifying { since, next } => {
+            State::Verifying { since, next, gap } => {
                 if now >= *since + VERIFY_WITHIN {
                     self.state = State::FellBack;
                     return Some(Step::FallBack);
@@ -112,7 +124,8 @@ impl PathCheck {
                     // Probes keep their rhythm; a late poll sends one, not
                     // a backlog.
                     while *next <= now {
-                        *next += PROBE_INTERVAL;
+                        *next += *gap;
+                        *gap *= 2;
                     }
                     return Some(Step::Probe);
                 }
@@ -187,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn probes_every_250_ms_and_falls_back_after_3_s_without_answer() {
+    fn probes_back_off_and_fall_back_after_3_s_without_answer() {
         let start = Instant::now();
         let mut check = PathCheck::new(start);
         assert_eq!(check.form(), MediaForm::Datagram);
@@ -197,11 +210,8 @@ mod tests {
             .filter(|(_, s)| *s == Step::Probe)
             .map(|(t, _)| *t)
             .collect();
-        // 0, 250, ..., 2750 ms: twelve probes, the 3 s one is the fallback.
-        assert_eq!(probes.len(), 12, "{probes:?}");
-        assert_eq!(probes[0], ms(0));
-        assert_eq!(probes[1], ms(250));
-        assert_eq!(probes[11], ms(2750));
+        // 0, 250, 750, 1750 ms: four probes, then the fallback at 3 s.
+        assert_eq!(probes, [ms(0), ms(250), ms(750), ms(1750)]);
         let last = steps.last().expect("steps");
         assert_eq!(*last, (ms(3000), Step::FallBack));
         assert_eq!(check.form(), MediaForm::FellBack);
@@ -240,10 +250,11 @@ mod tests {
         let mut check = PathCheck::new(start);
         assert_eq!(check.poll(start), Some(Step::Probe));
         assert_eq!(check.poll(start), None, "one probe per due time");
-        // Polled 900 ms late: one probe, the rhythm kept (next at 1000).
+        // Polled at 900 ms, after two due times: one probe, the rhythm
+        // kept (the next at 1750).
         assert_eq!(check.poll(start + ms(900)), Some(Step::Probe));
         assert_eq!(check.poll(start + ms(900)), None);
-        assert_eq!(check.deadline(), Some(start + ms(1000)));
+        assert_eq!(check.deadline(), Some(start + ms(1750)));
         assert_eq!(check.on_answer(start + ms(950)), Some(Step::Verified));
         assert_eq!(check.on_answer(start + ms(960)), None);
         assert_eq!(check.deadline(), Some(start + ms(5950)));

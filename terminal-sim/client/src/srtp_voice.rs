@@ -120,6 +120,8 @@ async fn check_path(
     control: mpsc::UnboundedSender<ClientMsg>,
 ) {
     let mut check = PathCheck::new(Instant::now());
+    // SRTP voice received when the last keep-alive report went.
+    let mut heard_at_report = 0;
     loop {
         let deadline = check.deadline();
         tokio::select! {
@@ -135,6 +137,14 @@ async fn check_path(
         while let Some(step) = check.poll(Instant::now()) {
             match step {
                 Step::Probe => {
+                    // Verified: a keep-alive report only if voice came since
+                    // the last (idle, the QUIC keep-alives hold the NAT
+                    // binding on the same 5-tuple).
+                    let heard = channel.stats().srtp_received;
+                    if form.get() == MediaForm::Srtp && heard == heard_at_report {
+                        continue;
+                    }
+                    heard_at_report = heard;
                     // A lost probe is what the next one is for.
                     let _ = channel.send_report(&plane, conn.remote_address());
                 }
