@@ -118,7 +118,9 @@ pub fn uplink_per_frame(sim: &Value) -> Option<f64> {
     let sent = media["voice_frames_sent"]
         .as_u64()
         .or_else(|| sim["voice"]["frames_sent"].as_u64())?;
-    let delivered = sim["voice"]["frames_received"].as_u64().filter(|d| *d > 0)?;
+    let delivered = sim["voice"]["frames_received"]
+        .as_u64()
+        .filter(|d| *d > 0)?;
     Some(packets.saturating_sub(sent) as f64 / delivered as f64)
 }
 
@@ -129,9 +131,33 @@ pub fn ratio(baseline: Option<&Value>, gateway: &Value) -> Option<f64> {
     (base > 0.0).then(|| g / base)
 }
 
+/// The gateway's read-to-socket latency for a kind, and where it comes
+/// from. The gateway's `socket_latency_us` follows a sampled frame to the
+/// socket from *after* the relay returns, but the relay hands SRTP packets
+/// to the socket (`sendmmsg`) before it returns: an SRTP listener's packet
+/// is then only seen with the next packet to it (the next frame, 20 ms
+/// later, or later still), so that histogram overstates SRTP by up to a
+/// frame time or more. When (nearly) every terminal is on SRTP,
+/// `relay_latency_us` (read to relay returned, every frame) is the
+/// read-to-socket time itself; otherwise `socket_latency_us` is.
+pub fn read_to_socket(kind: Kind, gateway: &Value) -> (Value, &'static str) {
+    let terminals = &gateway["terminals_media"];
+    let count = |k: &str| terminals[k].as_u64().unwrap_or(0);
+    let srtp = count("srtp");
+    // At most 1 % on DATAGRAMs: their packets leave after the relay
+    // returns, so the histogram's p99 could miss them above that.
+    let all_srtp = srtp > 0 && (count("datagram") + count("fell_back")) * 100 <= srtp;
+    if kind == Kind::Srtp && all_srtp {
+        (gateway["queued_latency_ms"].clone(), "relay_latency_us")
+    } else {
+        (gateway["internal_latency_ms"].clone(), "socket_latency_us")
+    }
+}
+
 /// One kind's object in the report's `kinds`: the keys of `gateway` that
 /// compare kinds, with its own `ratio`.
 pub fn summary(kind: Kind, gateway: &Value, baseline: Option<&Value>) -> Value {
+    let (read_to_socket, source) = read_to_socket(kind, gateway);
     json!({
         "media": kind.name(),
         "cpu_seconds": gateway["cpu_seconds"],
@@ -140,6 +166,9 @@ pub fn summary(kind: Kind, gateway: &Value, baseline: Option<&Value>) -> Value {
         "delivered_ratio": gateway["delivered_ratio"],
         "latency_ms": gateway["latency_ms"],
         "internal_latency_ms": gateway["internal_latency_ms"],
+        "queued_latency_ms": gateway["queued_latency_ms"],
+        "read_to_socket_ms": read_to_socket,
+        "read_to_socket_from": source,
         "ratio": ratio(baseline, gateway),
         "listener_uplink_packets_per_frame": gateway["listener_uplink_packets_per_frame"],
         "acks_per_delivered_frame": gateway["acks_per_delivered_frame"],
@@ -162,7 +191,8 @@ pub fn targets(workload: &str, kind: Kind, gateway: &Value, baseline: Option<&Va
         (Some(a), Some(b), Some(c)) => Some(a == 0 && b == 0 && c == 0),
         _ => None,
     };
-    let p99 = gateway["internal_latency_ms"]["p99"].as_f64();
+    let (read_to_socket, source) = read_to_socket(kind, gateway);
+    let p99 = read_to_socket["p99"].as_f64();
     let uplink = gateway["listener_uplink_packets_per_frame"].as_f64();
     let all = [
         ratio.map(|r| r <= 1.5),
@@ -191,7 +221,12 @@ pub fn targets(workload: &str, kind: Kind, gateway: &Value, baseline: Option<&Va
             "max": 0,
             "pass": loss_pass,
         },
-        "internal_p99_ms": { "value": p99, "max_exclusive": 1.0, "pass": p99.map(|p| p < 1.0) },
+        "internal_p99_ms": {
+            "value": p99,
+            "from": source,
+            "max_exclusive": 1.0,
+            "pass": p99.map(|p| p < 1.0),
+        },
         "listener_uplink_packets_per_frame": {
             "value": uplink,
             "max": 0.05,
@@ -215,7 +250,7 @@ pub fn print(report: &Value) {
         "ratio",
         "delivered",
         "p99 ms",
-        "int p99",
+        "r2s p99",
         "uplink/frame",
         "gateway drops"
     );
@@ -241,7 +276,7 @@ pub fn print(report: &Value) {
             f(&k["ratio"]),
             f3(&k["delivered_ratio"]),
             f(&k["latency_ms"]["p99"]),
-            f3(&k["internal_latency_ms"]["p99"]),
+            f3(&k["read_to_socket_ms"]["p99"]),
             f3(&k["listener_uplink_packets_per_frame"]),
             k["dropped_by_gateway"].to_string(),
         );
@@ -313,7 +348,9 @@ mod tests {
             "delivered_ratio": 1.0,
             "dropped_by_gateway": 0,
             "counters": { "voice_send_failed": 0, "media_send_dropped": 0 },
-            "internal_latency_ms": { "p99": 0.4 },
+            "internal_latency_ms": { "p99": 19.0 },
+            "queued_latency_ms": { "p99": 0.4 },
+            "terminals_media": { "srtp": 10, "datagram": 0, "fell_back": 0 },
             "listener_uplink_packets_per_frame": 0.01,
         });
         let t = targets("city-voice-peak", Kind::Srtp, &good, Some(&base));
@@ -324,6 +361,13 @@ mod tests {
         let t = targets("city-voice-peak", Kind::Srtp, &lossy, Some(&base));
         assert_eq!(t["gateway_loss"]["pass"], false, "{t}");
         assert_eq!(t["all_pass"], false, "{t}");
+        // A datagram listener's packets leave after the relay returns:
+        // the followed histogram is the read-to-socket time then.
+        let mut mixed = good.clone();
+        mixed["terminals_media"]["datagram"] = 2.into();
+        let t = targets("city-voice-peak", Kind::Srtp, &mixed, Some(&base));
+        assert_eq!(t["internal_p99_ms"]["value"], 19.0, "{t}");
+        assert_eq!(t["internal_p99_ms"]["pass"], false, "{t}");
         // No baseline: the CPU target cannot be judged, so not all pass.
         let t = targets("voice-smoke", Kind::Srtp, &good, None);
         assert!(t["cpu_ratio"]["pass"].is_null(), "{t}");

@@ -412,9 +412,13 @@ fn gateway(
     let received = voice["frames_received"].as_u64().unwrap_or(0);
     let missing = expected.saturating_sub(received);
     // Deliveries go out as DATAGRAM frames (counted when sessions end) or
-    // as SRTP packets the socket took (`media_packets_out`, 0 before the
-    // media plane); SRTP packets it did not take are in the difference.
-    let srtp_out = counters["media_packets_out"].as_u64().unwrap_or(0);
+    // as SRTP packets the socket took (`media_packets_out`, which counts
+    // the SRTCP answers too, 0 before the media plane); SRTP packets it
+    // did not take are in the difference.
+    let srtp_out = counters["media_packets_out"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(counters["media_rtcp_out"].as_u64().unwrap_or(0));
     let by_gateway = counters["voice_delivered"]
         .as_u64()
         .zip(counters["voice_datagrams_sent"].as_u64())
@@ -484,6 +488,10 @@ fn gateway(
             "media_sessions": counters["media_sessions"],
             "media_fallbacks": counters["media_fallbacks"],
             "media_rejected": counters["media_rejected"],
+            "media_rtcp_in": counters["media_rtcp_in"],
+            "media_rtcp_out": counters["media_rtcp_out"],
+            "voice_in": counters["voice_in"],
+            "voice_delivered": counters["voice_delivered"],
         },
     });
     Ok((report, summary))
