@@ -13,9 +13,14 @@
 //! `queued_latency_ms` frame read to queued in every receiver's connection
 //! (every frame). Use the release build: the binaries are
 //! looked up next to this one.
+//!
+//! The gateway runs once per listener kind (`--listeners srtp,datagram`,
+//! both by default, see [`kinds`]): terminals taking voice as SRTP beside
+//! QUIC, then as QUIC DATAGRAM frames, each on a fresh gateway.
 
 mod cluster;
 mod consoles;
+mod kinds;
 mod mumble;
 mod udpload;
 
@@ -79,11 +84,16 @@ struct Args {
     /// on by default).
     #[arg(long)]
     record: bool,
-    /// Console terminals of the `console-listeners` workload (browser
-    /// consoles over WebTransport next to native listeners, every console
-    /// in every group; default 40).
-    #[arg(long)]
-    listeners: Option<usize>,
+    /// A number: console terminals of the `console-listeners` workload
+    /// (browser consoles over WebTransport next to native listeners, every
+    /// console in every group; default 40). Or the listener kinds the
+    /// gateway runs with, one fresh gateway each on the same workload:
+    /// `srtp` (terminal-sim `--media srtp`), `datagram` (`--media
+    /// datagram`), default `srtp,datagram`. --record runs one kind:
+    /// `srtp`, or the first given; --nodes and console-listeners drive
+    /// their terminals themselves and take no kind.
+    #[arg(long, value_parser = kinds::parse_listeners)]
+    listeners: Option<kinds::Listeners>,
     /// Rounds of the `console-listeners` workload: each runs it natively
     /// and over WebTransport (order alternating); medians are reported.
     #[arg(long, default_value_t = 3)]
@@ -304,7 +314,17 @@ fn gateway(
     w: &Workload,
     org: &Path,
     config: Option<&Path>,
+    kind: kinds::Kind,
 ) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
+    let terminal_sim = bin("terminal-sim")?;
+    // A terminal-sim without `--media` does QUIC DATAGRAM voice only.
+    let media_flag = kinds::terminal_sim_has_media(&terminal_sim);
+    if !media_flag && kind != kinds::Kind::Datagram {
+        bail!(
+            "this terminal-sim has no `run --media`: it cannot run {} listeners (use --listeners datagram)",
+            kind.name()
+        );
+    }
     let port = free_port()?;
     let data = args.workdir.join("gateway");
     // A fresh gateway every run: alerts stored by an earlier run would be
@@ -312,7 +332,13 @@ fn gateway(
     if data.exists() {
         std::fs::remove_dir_all(&data)?;
     }
-    let log = args.workdir.join("gateway.log");
+    // The default kind's files keep their old names.
+    let suffix = if kind == kinds::Kind::DEFAULT {
+        String::new()
+    } else {
+        format!("-{}", kind.name())
+    };
+    let log = args.workdir.join(format!("gateway{suffix}.log"));
     let mut command = Command::new(bin("ptt-gateway")?);
     if let Ok(n) = std::env::var("BENCH_GATEWAY_WORKERS") {
         command.env("TOKIO_WORKER_THREADS", n);
@@ -336,9 +362,14 @@ fn gateway(
     // connected: what the connections' memory is measured from.
     let rss_start = rss_mb(gateway.0.id());
 
-    let sim_report = args.workdir.join("terminal-sim.json");
-    let status = Command::new(bin("terminal-sim")?)
-        .args(["run", "--gateway", &format!("127.0.0.1:{port}"), "--ca"])
+    let sim_report = args.workdir.join(format!("terminal-sim{suffix}.json"));
+    let mut sim = Command::new(&terminal_sim);
+    sim.args(["run", "--gateway", &format!("127.0.0.1:{port}")]);
+    if media_flag {
+        sim.args(["--media", kind.name()]);
+    }
+    let status = sim
+        .arg("--ca")
         .arg(data.join("cert.pem"))
         .arg("--org")
         .arg(org)
@@ -380,10 +411,20 @@ fn gateway(
     let expected = voice["frames_expected"].as_u64().unwrap_or(0);
     let received = voice["frames_received"].as_u64().unwrap_or(0);
     let missing = expected.saturating_sub(received);
+    // Deliveries go out as DATAGRAM frames (counted when sessions end) or
+    // as SRTP packets the socket took (`media_packets_out`, which counts
+    // the SRTCP answers too, 0 before the media plane); SRTP packets it
+    // did not take are in the difference.
+    let srtp_out = counters["media_packets_out"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(counters["media_rtcp_out"].as_u64().unwrap_or(0));
     let by_gateway = counters["voice_delivered"]
         .as_u64()
         .zip(counters["voice_datagrams_sent"].as_u64())
-        .map(|(d, s)| d.saturating_sub(s) + counters["voice_send_failed"].as_u64().unwrap_or(0));
+        .map(|(d, s)| {
+            d.saturating_sub(s + srtp_out) + counters["voice_send_failed"].as_u64().unwrap_or(0)
+        });
     let by_kernel = report["kernel"]["udp_rcvbuf_errors"].as_u64();
     let loss = serde_json::json!({
         "missing": missing,
@@ -426,6 +467,32 @@ fn gateway(
             "resumed": counters["tls_tickets_accepted"],
         },
         "recording": recording_figures(&data.join("recordings"), &counters),
+        "media": kind.name(),
+        // UDP datagrams the terminals sent in the measured phase, less the
+        // talkers' voice frames, per delivered frame: what listening costs
+        // a handset's radio (issue 15: at most 0.05).
+        "listener_uplink_packets_per_frame": kinds::uplink_per_frame(&report),
+        // How the terminals' voice travelled at the end (terminal-sim's
+        // `media` section: srtp, datagram, fell_back).
+        "terminals_media": {
+            "srtp": report["media"]["srtp"],
+            "datagram": report["media"]["datagram"],
+            "fell_back": report["media"]["fell_back"],
+        },
+        // The gateway's own loss and media counters, for the targets.
+        "counters": {
+            "voice_send_failed": counters["voice_send_failed"],
+            "media_send_dropped": counters["media_send_dropped"],
+            "media_packets_out": counters["media_packets_out"],
+            "media_voice_in": counters["media_voice_in"],
+            "media_sessions": counters["media_sessions"],
+            "media_fallbacks": counters["media_fallbacks"],
+            "media_rejected": counters["media_rejected"],
+            "media_rtcp_in": counters["media_rtcp_in"],
+            "media_rtcp_out": counters["media_rtcp_out"],
+            "voice_in": counters["voice_in"],
+            "voice_delivered": counters["voice_delivered"],
+        },
     });
     Ok((report, summary))
 }
@@ -542,6 +609,11 @@ fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let kinds = kinds::chosen(args.listeners.as_ref());
+    // The kind `gateway` and `ratio` stand for; modes running one gateway
+    // run it alone.
+    let primary = kinds::primary(&kinds);
+    let mut by_kind = serde_json::Map::new();
     // With --record: recording off, then on; the second is the report's
     // gateway run.
     let mut recording_off = None;
@@ -561,20 +633,42 @@ fn main() -> anyhow::Result<()> {
                 w.groups,
                 w.duration_s
             );
-            runs.push(gateway(&args, &w, &org, Some(&config))?);
+            runs.push(gateway(&args, &w, &org, Some(&config), primary)?);
         }
         let on = runs.pop().expect("two runs");
         recording_off = runs.pop().map(|(_, gw)| gw);
         on
     } else {
-        eprintln!("gateway: {} groups, {} s", w.groups, w.duration_s);
-        gateway(&args, &w, &org, None)?
+        // One fresh gateway per listener kind on the same workload.
+        let mut primary_run = None;
+        for &kind in &kinds {
+            eprintln!(
+                "gateway, {} listeners: {} groups, {} s",
+                kind.name(),
+                w.groups,
+                w.duration_s
+            );
+            let (sim, gw) = gateway(&args, &w, &org, None, kind)?;
+            by_kind.insert(
+                kind.name().into(),
+                kinds::summary(kind, &gw, baseline.as_ref()),
+            );
+            if kind == primary {
+                primary_run = Some((sim, gw));
+            }
+        }
+        primary_run.expect("the primary kind is one of the kinds run")
     };
-    let ratio = baseline.as_ref().and_then(|b| {
-        let base = b["cpu_us_per_frame"].as_f64()?;
-        let g = gw["cpu_us_per_frame"].as_f64()?;
-        (base > 0.0).then(|| g / base)
-    });
+    if gw.is_object() && by_kind.is_empty() {
+        by_kind.insert(
+            primary.name().into(),
+            kinds::summary(primary, &gw, baseline.as_ref()),
+        );
+    }
+    let ratio = kinds::ratio(baseline.as_ref(), &gw);
+    let targets = gw
+        .is_object()
+        .then(|| kinds::targets(&w.name, primary, &gw, baseline.as_ref()));
     let report = serde_json::json!({
         "workload": w.name,
         "scenario": w.scenario,
@@ -585,6 +679,8 @@ fn main() -> anyhow::Result<()> {
         "baseline": baseline,
         "gateway": gw,
         "ratio": ratio,
+        "kinds": by_kind,
+        "targets": targets,
         "recording_off": recording_off,
         "terminal_sim": sim,
         "peer": peer,
@@ -637,6 +733,7 @@ fn main() -> anyhow::Result<()> {
         ),
         None => {}
     }
+    kinds::print(&report);
     if let Some(r) = report["ratio_gateway_mumble"].as_f64() {
         println!("ratio gateway/mumble CPU per frame: {r:.2}");
     }
@@ -702,7 +799,11 @@ fn main() -> anyhow::Result<()> {
 fn console_listeners(args: &Args) -> anyhow::Result<()> {
     let shape = consoles::Shape {
         groups: args.groups.unwrap_or(10),
-        listeners: args.listeners.unwrap_or(40),
+        listeners: args
+            .listeners
+            .as_ref()
+            .and_then(kinds::Listeners::count)
+            .unwrap_or(40),
         duration_s: args.duration.unwrap_or(15),
         threads: usize::from(args.harness_threads),
         rounds: args.rounds,

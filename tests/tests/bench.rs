@@ -1,6 +1,6 @@
 //! `ptt-bench` end to end, on a tiny workload: the baseline relay and the
-//! gateway both run and the report has the fields the benchmark table is
-//! built from. Figures are not judged here (BENCHMARKS.md does that on a
+//! gateway (once per listener kind) run and the report has the fields the
+//! benchmark table is built from. Figures are not judged here (BENCHMARKS.md does that on a
 //! quiet machine); only that each was measured.
 
 use std::process::Command;
@@ -90,6 +90,75 @@ fn ptt_bench_measures_the_baseline_and_the_gateway_on_one_workload() {
     for key in ["missing", "dropped_by_gateway", "in_harness"] {
         assert!(loss[key].is_u64(), "loss.{key} in {r}");
     }
+    listener_kinds_are_both_measured(&r, &stdout);
+}
+
+/// The gateway ran once per listener kind (SRTP, QUIC datagrams), each
+/// with the keys the kinds table and the targets are built from, and the
+/// kind really was the one asked for.
+fn listener_kinds_are_both_measured(r: &serde_json::Value, stdout: &str) {
+    assert!(stdout.contains("raw relay"), "{stdout}");
+    let base = r["baseline"]["cpu_us_per_frame"].as_f64().unwrap();
+    for kind in ["srtp", "datagram"] {
+        let k = &r["kinds"][kind];
+        assert!(
+            stdout.lines().any(|l| l.starts_with(kind)),
+            "{kind}: {stdout}"
+        );
+        assert_eq!(k["media"], kind, "{r}");
+        let cpu = k["cpu_us_per_frame"].as_f64();
+        assert!(cpu.is_some_and(|c| c >= 0.0), "{kind}: {r}");
+        let d = k["delivered_ratio"].as_f64().unwrap();
+        assert!(d > 0.9, "{kind} delivered {d}: {r}");
+        for p in ["p50", "p99"] {
+            assert!(k["latency_ms"][p].is_number(), "{kind} {p}: {r}");
+        }
+        assert!(k["internal_latency_ms"]["p99"].is_number(), "{kind}: {r}");
+        assert!(k["read_to_socket_ms"]["p99"].is_number(), "{kind}: {r}");
+        // Null only when the baseline measured no CPU (as `ratio` above).
+        assert_eq!(k["ratio"].is_number(), base > 0.0, "{kind}: {r}");
+        // Every talker's frame reached several listeners; what listeners
+        // sent per frame heard is a small number, never negative. Generous:
+        // on 2 s the terminals' connection keep-alives weigh a lot.
+        let up = k["listener_uplink_packets_per_frame"].as_f64();
+        assert!(
+            up.is_some_and(|u| (0.0..20.0).contains(&u)),
+            "{kind} uplink {up:?}: {r}"
+        );
+        assert!(k["dropped_by_gateway"].is_u64(), "{kind}: {r}");
+    }
+    // The terminals took the form asked for: SRTP terminals verified their
+    // path (a loaded machine may make a few fall back), datagram terminals
+    // never offered SRTP.
+    let srtp = &r["kinds"]["srtp"]["terminals"];
+    assert!(srtp["srtp"].as_u64().unwrap() > 0, "{r}");
+    let datagram = &r["kinds"]["datagram"]["terminals"];
+    assert_eq!(datagram["srtp"], 0, "{r}");
+    assert!(datagram["datagram"].as_u64().unwrap() > 0, "{r}");
+    // `gateway` and `ratio` are the default kind's (SRTP).
+    assert_eq!(r["gateway"]["media"], "srtp", "{r}");
+    assert_eq!(
+        r["gateway"]["listener_uplink_packets_per_frame"],
+        r["kinds"]["srtp"]["listener_uplink_packets_per_frame"],
+        "{r}"
+    );
+    assert_eq!(r["ratio"], r["kinds"]["srtp"]["ratio"], "{r}");
+    // Each target is judged (or null where its figure is missing) on
+    // the default kind.
+    let t = &r["targets"];
+    assert_eq!(t["kind"], "srtp", "{r}");
+    assert_eq!(t["at_city_voice_peak"], false, "{r}");
+    for target in [
+        "cpu_ratio",
+        "gateway_loss",
+        "internal_p99_ms",
+        "listener_uplink_packets_per_frame",
+    ] {
+        let pass = &t[target]["pass"];
+        assert!(pass.is_boolean() || pass.is_null(), "{target}: {r}");
+    }
+    assert!(t["gateway_loss"]["pass"].is_boolean(), "{r}");
+    assert!(t["all_pass"].is_boolean(), "{r}");
 }
 
 #[test]
