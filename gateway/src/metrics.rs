@@ -359,7 +359,8 @@ counters! {
     media_rtcp_in,
     /// (media plane) SRTCP answers sent back, one per authenticated one.
     media_rtcp_out,
-    /// (media plane) SRTP packets handed to the socket for listeners.
+    /// (media plane) Media packets handed to the socket: SRTP voice for
+    /// listeners, and the SRTCP answers counted in `media_rtcp_out`.
     media_packets_out,
     /// (media plane) SRTP packets for listeners the socket did not take
     /// (its send buffer full, or an error): lost at the gateway.
