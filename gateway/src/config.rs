@@ -751,7 +751,7 @@ impl Floor {
 pub struct Transport {
     /// Close a connection after this long without any packet, at least 1
     /// (QUIC reads 0 as "never"). Default 30 s: terminals send keep-alives
-    /// every 10 s, so three can be lost.
+    /// every 15 s, and QUIC sends a lost one again within a probe timeout.
     pub idle_timeout_ms: u32,
     /// Bytes of voice datagrams queued per connection before the oldest are
     /// dropped, at least 1. Default 2400 bytes: about 25 frames of 16 kbit/s

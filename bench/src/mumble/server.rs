@@ -83,6 +83,9 @@ pub fn start(dir: &Path, users: usize) -> anyhow::Result<Server> {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
+    // murmurd reads a relative database path against the ini file's
+    // folder, not its working directory: give it absolute paths.
+    let dir = &dir.canonicalize()?;
     let port = free_port()?;
     let ini_path = dir.join("murmur.ini");
     std::fs::write(&ini_path, ini(dir, port, users))?;

@@ -34,7 +34,7 @@
 //! 4. **Talk and listen** (below).
 //! 5. **End:** [`Terminal::close`] keeps the groups for a reconnect;
 //!    [`Terminal::logout`] makes the gateway forget them. The connection
-//!    sends keep-alives every 10 s (the gateway closes connections idle for
+//!    sends keep-alives every 15 s (the gateway closes connections idle for
 //!    30 s).
 //!
 //! # Events

@@ -25,7 +25,7 @@ pub fn load_ca(path: &Path) -> Result<rustls::RootCertStore, Error> {
 }
 
 /// QUIC client configuration for terminals: TLS 1.3, the protocol's ALPN,
-/// keep-alives every 10 s so NAT bindings of cellular networks stay open
+/// keep-alives every 15 s so NAT bindings of cellular networks stay open
 /// (the gateway closes connections idle for 30 s). [`endpoint`] installs
 /// one as the endpoint's default; a device that reconnects keeps one of its
 /// own for [`Terminal::connect_with_config`](crate::Terminal::connect_with_config),
@@ -48,7 +48,11 @@ pub fn client_config(roots: &rustls::RootCertStore) -> Result<quinn::ClientConfi
 /// WebTransport ([`crate::web::client_config`]).
 pub(crate) fn transport() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    // Every keep-alive wakes an idle handset's radio; a lost one is sent
+    // again within a probe timeout, so 15 s is safe under the 30 s idle
+    // timeout (docs/PROTOCOL.md section 1). They also hold the NAT binding
+    // of the SRTP media, which shares the socket.
+    transport.keep_alive_interval(Some(Duration::from_secs(15)));
     transport.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s fits an idle timeout"),
     ));
