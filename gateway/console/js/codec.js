@@ -39,6 +39,7 @@ export const KIND = Object.freeze({
   Ping: 0x06, Logout: 0x07, AlertSend: 0x08, AlertReceipt: 0x09, AlertQuery: 0x0a,
   Position: 0x0b, WatchPositions: 0x0c, Sos: 0x0d, SosCancel: 0x0e,
   AttachmentPut: 0x0f, AttachmentFetch: 0x10, DrillReportQuery: 0x11,
+  MediaMode: 0x12, LinkReport: 0x13,
   Welcome: 0x41, Joined: 0x42, Left: 0x43, FloorGranted: 0x44, FloorDenied: 0x45,
   FloorQueued: 0x46, FloorTaken: 0x47, FloorIdle: 0x48, FloorRevoked: 0x49,
   Presence: 0x4a, Error: 0x4b, Pong: 0x4c, AlertAccepted: 0x4d, Alert: 0x4e,
@@ -147,6 +148,10 @@ class Reader {
     const v = this.u32();
     if (v === 0) throw new Malformed(`${what} 0`);
     return v;
+  }
+  /** Whether every byte was read: for a frame's optional last field. */
+  atEnd() {
+    return this.p === this.b.length;
   }
   finish() {
     if (this.p !== this.b.length) throw new Malformed('trailing bytes');
@@ -398,8 +403,17 @@ export function encodeClient(msg) {
       if (!(cred instanceof Uint8Array) || cred.length < 1 || cred.length > MAX_CREDENTIAL) {
         throw new RangeError('credential must be 1..64 bytes');
       }
-      return frame(k, (w) => { w.u8(msg.version ?? VERSION); w.u32(msg.terminal); w.u8(cred.length); w.raw(cred); });
+      return frame(k, (w) => {
+        w.u8(msg.version ?? VERSION); w.u32(msg.terminal); w.u8(cred.length); w.raw(cred);
+        // The media offer (PROTOCOL.md section 8): a browser never offers
+        // SRTP; written only when non-zero, as the reference does.
+        if (msg.media) w.u8(msg.media);
+      });
     }
+    case 'MediaMode':
+      return frame(k, (w) => w.bool(msg.srtp));
+    case 'LinkReport':
+      return frame(k, (w) => { w.u32(msg.received); w.u32(msg.lost); w.u32(msg.late); w.u32(msg.jitter_us); });
     case 'Join': case 'Leave': case 'FloorRelease':
       return frame(k, (w) => w.u32(msg.group));
     case 'FloorRequest':
@@ -441,6 +455,11 @@ export function decodeClient(kind, body) {
       const n = r.u8();
       if (n === 0 || n > MAX_CREDENTIAL) throw new Malformed('credential length');
       m = { type: 'Hello', version, terminal, credential: r.bytes(n).slice() };
+      if (!r.atEnd()) {
+        const media = r.u8();
+        if (media === 0) throw new Malformed('empty media offer');
+        m.media = media;
+      }
       break;
     }
     case KIND.Join: m = { type: 'Join', group: r.nonZero32('group') }; break;
@@ -488,6 +507,16 @@ export function decodeClient(kind, body) {
       break;
     }
     case KIND.DrillReportQuery: m = { type: 'DrillReportQuery', alert: r.u64() }; break;
+    case KIND.MediaMode: m = { type: 'MediaMode', srtp: r.bool() }; break;
+    case KIND.LinkReport: {
+      const received = r.u32();
+      const lost = r.u32();
+      const late = r.u32();
+      const jitter_us = r.u32();
+      if (late > received) throw new Malformed('late above received');
+      m = { type: 'LinkReport', received, lost, late, jitter_us };
+      break;
+    }
     default: throw new Malformed(`unknown frame type 0x${kind.toString(16)}`);
   }
   r.finish();
@@ -510,6 +539,12 @@ export function decodeServer(kind, body) {
       const groups = [];
       for (let i = 0; i < n; i++) groups.push({ group: r.nonZero32('group'), talk: r.bool() });
       m = { type: 'Welcome', terminal, name, resumed, groups };
+      if (!r.atEnd()) {
+        // The SRTP answer (PROTOCOL.md section 8); a browser is never
+        // answered one, but the frame is read whole.
+        if (r.u8() !== 1) throw new Malformed('media answer form');
+        m.media = { ssrc: r.nonZero32('ssrc') };
+      }
       break;
     }
     case KIND.Joined: {
@@ -629,6 +664,7 @@ export function encodeServer(msg) {
         w.u32(msg.terminal); w.string(msg.name, MAX_NAME); w.bool(msg.resumed);
         w.u16(msg.groups.length);
         for (const g of msg.groups) { w.u32(g.group); w.bool(g.talk); }
+        if (msg.media) { w.u8(1); w.u32(msg.media.ssrc); }
       });
     case 'Joined':
       return frame(k, (w) => {
