@@ -620,6 +620,8 @@ async fn a_drill_report_covers_units_on_every_node() {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "report: {json}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Drill report queries are limited to 1 a second (bursts of 10,
+        // `limits.drill_query`): poll within it.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
 }
