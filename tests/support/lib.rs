@@ -49,6 +49,18 @@ pub fn free_tcp_port() -> u16 {
     l.local_addr().expect("local address").port()
 }
 
+/// `n` distinct free loopback TCP ports: each is held until all are
+/// picked, so the kernel cannot hand the same one out twice (as
+/// [`free_tcp_port`] called twice in a row can).
+pub fn free_tcp_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
 /// Waits until `path` contains `needle`, panicking with the file after
 /// `timeout`.
 pub fn wait_for_log(path: &Path, needle: &str, timeout: Duration) {

@@ -39,9 +39,10 @@ impl NatsCluster {
     /// every one accepts clients and JetStream has a meta leader.
     pub fn start(n: usize) -> NatsCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<(u16, u16)> = (0..n)
-            .map(|_| (crate::free_tcp_port(), crate::free_tcp_port()))
-            .collect();
+        // Distinct ports: a route port equal to a client port kills the
+        // server at start (seen once in CI).
+        let picked = crate::free_tcp_ports(2 * n);
+        let ports: Vec<(u16, u16)> = (0..n).map(|i| (picked[2 * i], picked[2 * i + 1])).collect();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, cluster)| format!("\"nats-route://127.0.0.1:{cluster}\""))
